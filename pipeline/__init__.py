@@ -1,0 +1,1 @@
+"""The `pipeline` CLI, its engines, transports, simulators and replay tools."""

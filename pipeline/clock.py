@@ -1,0 +1,91 @@
+"""Clocks shared by the engine, the executor and the simulators.
+
+The engine's ``NOW()``, meter timestamps and every timer read one clock, so a replay can run a real day
+faster than real time. :class:`SimClock` also *holds* (stops advancing) while a replay lets the control
+loop settle after an event, so transit latency in a compressed day is not counted as hours of overshoot;
+latency itself is measured by the benchmarks, in real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timezone
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """What components need of time: an aware UTC ``now()`` and a ``sleep`` in clock seconds."""
+
+    def now(self) -> datetime: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """Wall-clock time (UTC)."""
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+class SimClock:
+    """Accelerated simulated time: ``speed`` simulated seconds pass per real second.
+
+    ``hold()``/``release()`` stop and restart it; while held, ``now()`` is constant and sleepers wait.
+    """
+
+    def __init__(self, start: datetime, speed: float = 1.0) -> None:
+        if speed <= 0:
+            raise ValueError("speed must be > 0")
+        self.speed = speed
+        self._base_sim = start.astimezone(timezone.utc)
+        self._base_real = time.monotonic()
+        self._held = False
+        self._running = asyncio.Event()
+        self._running.set()
+
+    def now(self) -> datetime:
+        if self._held:
+            return self._base_sim
+        elapsed = (time.monotonic() - self._base_real) * self.speed
+        return datetime.fromtimestamp(self._base_sim.timestamp() + elapsed, timezone.utc)
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    def hold(self) -> None:
+        """Stop the clock at its current reading."""
+        if not self._held:
+            self._base_sim = self.now()
+            self._held = True
+            self._running.clear()
+
+    def release(self) -> None:
+        """Restart the clock from where it was held."""
+        if self._held:
+            self._base_real = time.monotonic()
+            self._held = False
+            self._running.set()
+
+    def advance(self, seconds: float) -> None:
+        """Jump forward (used only while held, by drivers that step time themselves)."""
+        now = self.now()
+        self._base_sim = datetime.fromtimestamp(now.timestamp() + seconds, timezone.utc)
+        self._base_real = time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        wake = self.now().timestamp() + max(0.0, seconds)
+        while True:
+            await self._running.wait()
+            remaining = wake - self.now().timestamp()
+            if remaining <= 0:
+                return
+            await asyncio.sleep(min(remaining / self.speed, 0.5))
+
+    async def sleep_until(self, when: datetime) -> None:
+        await self.sleep(when.timestamp() - self.now().timestamp())

@@ -1,0 +1,136 @@
+"""Site configuration: the YAML an operator writes, turned into ``site.topology`` records.
+
+A site is a grid connection with a main breaker (``limit_kw``); it may have sub-panels (``nodes``) and
+holds chargers. Example::
+
+    sites:
+      - site_id: depot-1
+        limit_kw: 100          # main breaker / contracted limit, kW
+        nodes:                 # optional sub-panels; parent defaults to the site
+          - {node_id: panel-a, limit_kw: 60}
+        chargers:
+          - {id: CP001, node: panel-a, max_power_kw: 22, phases: 3, voltage_v: 230}
+          - {id: CP002, max_power_kw: 11}
+
+Errors are :class:`ConfigError` with a one-line message naming the file and the offending entry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline.topics import TopologyNode
+
+
+class ConfigError(ValueError):
+    """The site configuration cannot be used; the message is one line for the operator."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChargerConfig(_Strict):
+    id: str = Field(min_length=1, max_length=48, pattern=r"^[A-Za-z0-9._:-]+$")
+    node: str | None = None
+    max_power_kw: float = Field(gt=0)
+    phases: int = Field(3, ge=1, le=3)
+    voltage_v: float = Field(230.0, gt=0)
+    connectors: int = Field(1, ge=1)
+    managed: bool = True
+
+
+class NodeConfig(_Strict):
+    node_id: str = Field(min_length=1)
+    parent_id: str | None = None
+    limit_kw: float = Field(gt=0)
+    phases: int = Field(3, ge=1, le=3)
+    voltage_v: float = Field(230.0, gt=0)
+
+
+class SiteConfig(_Strict):
+    site_id: str = Field(min_length=1)
+    limit_kw: float = Field(gt=0)
+    phases: int = Field(3, ge=1, le=3)
+    voltage_v: float = Field(230.0, gt=0)
+    nodes: list[NodeConfig] = []
+    chargers: list[ChargerConfig] = []
+
+    @model_validator(mode="after")
+    def _references(self) -> SiteConfig:
+        known = {self.site_id} | {n.node_id for n in self.nodes}
+        for n in self.nodes:
+            if n.parent_id is not None and n.parent_id not in known:
+                raise ValueError(f"node {n.node_id}: unknown parent_id {n.parent_id!r}")
+        for c in self.chargers:
+            if c.node is not None and c.node not in known:
+                raise ValueError(f"charger {c.id}: unknown node {c.node!r}")
+        return self
+
+
+class PipelineConfig(_Strict):
+    sites: list[SiteConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> PipelineConfig:
+        seen: set[str] = set()
+        for site in self.sites:
+            for ident in [site.site_id, *(n.node_id for n in site.nodes), *(c.id for c in site.chargers)]:
+                if ident in seen:
+                    raise ValueError(f"duplicate id {ident!r} (site, node and charger ids share one namespace)")
+                seen.add(ident)
+        return self
+
+    def topology(self) -> list[TopologyNode]:
+        """The ``site.topology`` records, parents before children."""
+        out: list[TopologyNode] = []
+        for site in self.sites:
+            out.append(
+                TopologyNode(
+                    node_id=site.site_id, site_id=site.site_id, kind="site", limit_kw=site.limit_kw,
+                    phases=site.phases, voltage_v=site.voltage_v,
+                )
+            )
+            for n in site.nodes:
+                out.append(
+                    TopologyNode(
+                        node_id=n.node_id, site_id=site.site_id, parent_id=n.parent_id or site.site_id,
+                        kind="panel", limit_kw=n.limit_kw, phases=n.phases, voltage_v=n.voltage_v,
+                    )
+                )
+            for c in site.chargers:
+                out.append(
+                    TopologyNode(
+                        node_id=c.id, site_id=site.site_id, parent_id=c.node or site.site_id, kind="charger",
+                        limit_kw=c.max_power_kw, managed=c.managed, phases=c.phases, voltage_v=c.voltage_v,
+                        connectors=c.connectors,
+                    )
+                )
+        return out
+
+
+def parse_config(data: object, source: str = "<config>") -> PipelineConfig:
+    """Validate a decoded YAML document; raises :class:`ConfigError` with a one-line message."""
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"{source}: {where + ': ' if where else ''}{err['msg']}") from None
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read and validate a site YAML file; raises :class:`ConfigError` (one line) on any problem."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{line} invalid YAML") from None
+    return parse_config(data, str(path))

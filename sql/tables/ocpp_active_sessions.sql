@@ -1,0 +1,25 @@
+-- ocpp.active.sessions: one row per charging session, published by the executor at StartTransaction and
+-- on every MeterValues; a tombstone at StopTransaction deletes it. Key: session_id.
+CREATE TABLE ocpp_active_sessions (
+    session_id VARCHAR PRIMARY KEY,
+    charge_point_id VARCHAR,
+    connector_id INT,
+    transaction_id VARCHAR,
+    site_id VARCHAR,
+    node_id VARCHAR,
+    rated_power_kw DOUBLE PRECISION,
+    ev_max_power_kw DOUBLE PRECISION,
+    min_power_kw DOUBLE PRECISION,
+    phases INT,
+    voltage_v DOUBLE PRECISION,
+    priority INT,
+    weight DOUBLE PRECISION,
+    started_at TIMESTAMPTZ,
+    current_power_kw DOUBLE PRECISION,
+    energy_kwh DOUBLE PRECISION,
+    soc_pct DOUBLE PRECISION,
+    sampled_at TIMESTAMPTZ
+) WITH (
+    connector = 'kafka',
+    topic = 'ocpp.active.sessions'
+) FORMAT UPSERT ENCODE JSON;
