@@ -1,0 +1,1 @@
+"""Replays of real days (ev2gym data) through the whole loop."""

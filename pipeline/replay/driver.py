@@ -1,0 +1,240 @@
+"""``pipeline replay``: one site through real days, the whole loop over real websockets.
+
+Real Dutch day-ahead prices go on ``tariff.price.signals``, real household load (summed) is the building
+load on ``bems.site.demand``, and EVs drawn from the ElaadNL distributions arrive at simulated OCPP 1.6J
+charge points that connect to the executor. The embedded engine allocates; the executor dispatches.
+
+Time is a :class:`~pipeline.clock.SimClock` running ``speed`` times faster than real time. At each
+event the driver makes (an EV plugs in, the building load steps) the clock holds until the loop has
+settled (no record in flight on the transport and none sent for a short quiet time), then runs on.
+So the figures measure the allocation and the dispatch, not websocket latency stretched by the speed-up;
+the benchmarks measure latency in real time. Events the driver does not make (EVs leaving, DR windows
+opening on the engine's tick) run on the moving clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta
+
+from pipeline.clock import SimClock
+from pipeline.engine.embedded import EmbeddedEngine
+from pipeline.engine.service import EngineService
+from pipeline.replay.data import EVSampler, SITE_TZ, building_load, day_start_utc, price_signals
+from pipeline.site_config import ChargerConfig, PipelineConfig, SiteConfig
+from pipeline.simulate.charger import SimulatedChargePoint
+from pipeline.topics import DRSignal, SiteDemand
+from pipeline.transport.base import publish
+from pipeline.transport.memory import MemoryTransport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReplayOptions:
+    """What to replay. Powers in kW; ``speed`` is simulated seconds per real second."""
+
+    day: date = date(2024, 6, 3)
+    days: int = 1
+    speed: float = 1440.0
+    chargers: int = 10
+    charger_kw: float = 22.0
+    limit_kw: float = 100.0
+    households: int = 12
+    evs_per_charger: float = 2.0
+    dr_event: bool = True
+    dr_curtailment_pct: float = 20.0
+    seed: int = 7
+    profile: str = "public"
+    site_id: str = "replay-site"
+    meter_interval_s: float = 300.0
+    tick_s: float = 60.0
+    quiet_s: float = 0.03
+
+
+class SiteMeter:
+    """The site's true load over clock time: building load plus every EV's draw, piecewise constant.
+
+    ``seconds_over_limit`` and ``peak_kw`` count only states that lasted a positive time.
+    """
+
+    def __init__(self, limit_kw: float, start: datetime) -> None:
+        self.limit_kw = limit_kw
+        self.building_kw = 0.0
+        self.ev: dict[tuple[str, int], float] = {}
+        self._t = start
+        self.seconds_over_limit = 0.0
+        self.peak_kw = 0.0
+        self.peak_building_kw = 0.0
+        self.samples: list[tuple[datetime, float, float]] = []
+
+    @property
+    def ev_kw(self) -> float:
+        return sum(self.ev.values())
+
+    def advance(self, t: datetime) -> None:
+        dt = (t - self._t).total_seconds()
+        if dt <= 0:
+            return
+        total = self.building_kw + self.ev_kw
+        if total > self.limit_kw + 1e-6:
+            self.seconds_over_limit += dt
+        self.peak_kw = max(self.peak_kw, total)
+        self.peak_building_kw = max(self.peak_building_kw, self.building_kw)
+        self._t = t
+
+    def on_power(self, charge_point_id: str, connector_id: int, power_kw: float, at: datetime) -> None:
+        self.advance(at)
+        self.ev[(charge_point_id, connector_id)] = power_kw
+        self.samples.append((max(at, self._t), self.building_kw, self.ev_kw))
+
+    def set_building(self, kw: float, at: datetime) -> None:
+        self.advance(at)
+        self.building_kw = kw
+        self.samples.append((max(at, self._t), self.building_kw, self.ev_kw))
+
+
+def replay_config(o: ReplayOptions) -> PipelineConfig:
+    chargers = [ChargerConfig(id=f"CP{i:03d}", max_power_kw=o.charger_kw) for i in range(1, o.chargers + 1)]
+    return PipelineConfig(sites=[SiteConfig(site_id=o.site_id, limit_kw=o.limit_kw, chargers=chargers)])
+
+
+async def settle(clock: SimClock, transport: MemoryTransport, quiet_s: float, timeout_s: float = 10.0) -> None:
+    """Hold the clock until no record is unconsumed and none was sent for ``quiet_s`` real seconds."""
+    clock.hold()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+        if transport.lag() == 0 and transport.idle_for() >= quiet_s:
+            return
+    log.warning("the loop did not settle within %.1fs", timeout_s)
+
+
+async def run_replay(o: ReplayOptions) -> dict:
+    """Run the replay; returns the summary (see README, "Replay summary")."""
+    from executor.service import Executor  # the orchestrator wires both packages; they share only topics
+
+    wall_start = time.monotonic()
+    start, end = day_start_utc(o.day), day_start_utc(o.day + timedelta(days=o.days))
+    clock = SimClock(start, o.speed)
+    clock.hold()
+    transport = MemoryTransport()
+    meter = SiteMeter(o.limit_kw, start)
+
+    for node in replay_config(o).topology():
+        await publish(transport, "site.topology", node)
+    for signal in price_signals(o.site_id, o.day, o.days):
+        await publish(transport, "tariff.price.signals", signal)
+    if o.dr_event:
+        for d in range(o.days):
+            local = datetime.combine(o.day + timedelta(days=d), datetime.min.time(), SITE_TZ)
+            await publish(transport, "utility.dr.signals", DRSignal(
+                site_id=o.site_id, dr_event_id=f"dr-{(o.day + timedelta(days=d)).isoformat()}",
+                curtailment_pct=o.dr_curtailment_pct, event_start=local + timedelta(hours=17),
+                event_end=local + timedelta(hours=19), signal_at=start,
+            ))
+
+    engine = EngineService(EmbeddedEngine(), transport, clock, tick_s=o.tick_s)
+    executor = Executor(transport, clock, port=0)
+    await executor.start()
+    engine_task = asyncio.create_task(engine.run(), name="engine")
+    url = f"ws://127.0.0.1:{executor.port}/ocpp"
+    chargers = [
+        SimulatedChargePoint(f"CP{i:03d}", url, clock, rated_power_kw=o.charger_kw,
+                             meter_interval_s=o.meter_interval_s, on_power=meter.on_power)
+        for i in range(1, o.chargers + 1)
+    ]
+    await asyncio.gather(*(cp.start() for cp in chargers))
+
+    sampler = EVSampler(o.seed, o.profile)
+    per_day = round(o.chargers * o.evs_per_charger)
+    events: list[tuple[datetime, int, object]] = [(t, 0, kw) for t, kw in building_load(o.day, o.days, o.households)]
+    for d in range(o.days):
+        events += [(ev.arrival_at, 1, ev) for ev in sampler.day_visits(o.day + timedelta(days=d), per_day)]
+    events.sort(key=lambda e: (e[0], e[1]))
+
+    plugged, turned_away, requested_kwh = 0, 0, 0.0
+    sync_checks = sync_mismatches = 0
+    await settle(clock, transport, o.quiet_s)
+    try:
+        for at, kind, payload in events:
+            clock.release()
+            await clock.sleep_until(at)
+            clock.hold()
+            now = clock.now()
+            if kind == 0:
+                meter.set_building(payload, now)
+                await publish(transport, "bems.site.demand", SiteDemand(
+                    site_id=o.site_id, current_demand_kw=round(payload + meter.ev_kw, 3),
+                    ev_load_kw=round(meter.ev_kw, 3), measured_at=now,
+                ))
+            else:
+                free = next((cp for cp in chargers if cp.status(1) == "Available"), None)
+                if free is None or payload.departure_at <= now:
+                    turned_away += 1
+                elif await free.plug_in(payload) is not None:
+                    plugged += 1
+                    requested_kwh += payload.energy_need_kwh
+            await settle(clock, transport, o.quiet_s)
+            in_sync, active = _check_sync(transport, chargers)
+            sync_checks += active
+            sync_mismatches += active - in_sync
+        clock.release()
+        await clock.sleep_until(end)
+        await settle(clock, transport, o.quiet_s)
+        meter.advance(clock.now())
+        in_sync, active = _check_sync(transport, chargers)
+        delivered = sum(cp.delivered_kwh for cp in chargers)
+        summary = {
+            "site_id": o.site_id,
+            "replay_start": start.isoformat(),
+            "replay_end": end.isoformat(),
+            "sessions": plugged,
+            "evs_turned_away": turned_away,
+            "energy_delivered_kwh": round(delivered, 3),
+            "energy_requested_kwh": round(requested_kwh, 3),
+            "peak_site_kw": round(meter.peak_kw, 3),
+            "peak_building_kw": round(meter.peak_building_kw, 3),
+            "breaker_limit_kw": o.limit_kw,
+            "seconds_over_limit": round(meter.seconds_over_limit, 3),
+            "profiles_sent": executor.stats.profiles_sent,
+            "updates_collapsed": executor.stats.updates_collapsed,
+            "setpoint_records": len(transport.log("ocpp.setpoint.commands")),
+            "engine_evaluations": engine.stats.evaluations,
+            "active_sessions_at_end": active,
+            "chargers_holding_latest_setpoint": in_sync,
+            "sync_checks": sync_checks,
+            "sync_mismatches": sync_mismatches,
+            "speed": o.speed,
+            "wall_clock_s": round(time.monotonic() - wall_start, 2),
+            "options": {k: (v.isoformat() if isinstance(v, date) else v) for k, v in asdict(o).items()},
+        }
+        return summary
+    finally:
+        clock.release()
+        await asyncio.gather(*(cp.stop() for cp in chargers), return_exceptions=True)
+        engine.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await engine_task
+        await executor.stop()
+
+
+def _check_sync(transport: MemoryTransport, chargers: list[SimulatedChargePoint]) -> tuple[int, int]:
+    """Count active sessions whose charger holds exactly the latest setpoint published for it."""
+    by_id = {cp.charge_point_id: cp for cp in chargers}
+    in_sync = active = 0
+    for raw in transport.latest("ocpp.setpoint.commands").values():
+        cmd = json.loads(raw)
+        cp = by_id.get(cmd["charge_point_id"])
+        if cp is None or cp.status(cmd["connector_id"]) == "Available":
+            continue
+        active += 1
+        held = cp.held_limit(cmd["connector_id"])
+        if held is not None and cp.held_limit_unit(cmd["connector_id"]) == "A" and abs(held - cmd["setpoint_a"]) < 0.05:
+            in_sync += 1
+    return in_sync, active
