@@ -66,6 +66,9 @@ def _logging(level: str) -> None:
         level=level.upper(), format="%(name)s: %(message)s", datefmt="[%X]",
         handlers=[RichHandler(console=None, show_path=False, rich_tracebacks=False)],
     )
+    if level.upper() != "DEBUG":  # the ocpp library logs every frame at INFO
+        for noisy in ("ocpp", "websockets"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @click.group()
@@ -78,18 +81,20 @@ def main() -> None:
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="site YAML")
 @click.option("--host", default="127.0.0.1", show_default=True, help="OCPP websocket bind address")
 @click.option("--port", default=9000, show_default=True, help="OCPP websocket port (chargers: /ocpp/{id})")
+@click.option("--gateway-host", default="127.0.0.1", show_default=True, help="signal gateway bind address")
 @click.option("--gateway-port", default=9001, show_default=True, help="signal gateway port (ws /topics/{topic})")
 @click.option("--tick", "tick_s", default=1.0, show_default=True, help="engine re-evaluation period, s")
 @click.option("--log-level", default="info", show_default=True)
 @one_line_errors
-def run(config_path, host, port, gateway_port, tick_s, log_level):
+def run(config_path, host, port, gateway_host, gateway_port, tick_s, log_level):
     """Serve chargers: embedded engine + executor on the memory transport, until Ctrl-C."""
     from pipeline.runner import run_forever
     from pipeline.site_config import load_config
 
     cfg = load_config(config_path)
     _logging(log_level)
-    asyncio.run(run_forever(cfg, host=host, port=port, gateway_port=gateway_port, tick_s=tick_s))
+    asyncio.run(run_forever(cfg, host=host, port=port, gateway_host=gateway_host, gateway_port=gateway_port,
+                            tick_s=tick_s))
 
 
 @main.command()

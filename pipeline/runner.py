@@ -57,13 +57,14 @@ async def start_service(
     *,
     host: str = "127.0.0.1",
     port: int = 9000,
+    gateway_host: str = "127.0.0.1",
     gateway_port: int | None = 9001,
     tick_s: float = 1.0,
     clock: Clock | None = None,
     transport: Transport | None = None,
 ) -> Service:
     """Start engine, executor and gateway (``gateway_port=None`` for none; port 0 picks a free port)."""
-    from executor.service import Executor  # the orchestrator wires both packages; they share only topics
+    from executor import Executor  # the orchestrator wires both packages; they share only topics
 
     clock = clock or SystemClock()
     transport = transport or MemoryTransport()
@@ -74,10 +75,10 @@ async def start_service(
     engine_task = asyncio.create_task(engine.run(), name="engine")
     executor = Executor(transport, clock, host=host, port=port)
     await executor.start()
-    gateway = None if gateway_port is None else await serve_gateway(transport, host, gateway_port)
+    gateway = None if gateway_port is None else await serve_gateway(transport, gateway_host, gateway_port)
     service = Service(transport, engine, executor, gateway, engine_task)
     log.info("OCPP 1.6J on ws://%s:%d/ocpp/{charge_point_id}; signals on ws://%s:%s/topics/{topic}",
-             host, service.port, host, service.gateway_port)
+             host, service.port, gateway_host, service.gateway_port)
     return service
 
 

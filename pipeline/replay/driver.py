@@ -117,7 +117,7 @@ async def settle(clock: SimClock, transport: MemoryTransport, quiet_s: float, ti
 
 async def run_replay(o: ReplayOptions) -> dict:
     """Run the replay; returns the summary (see README, "Replay summary")."""
-    from executor.service import Executor  # the orchestrator wires both packages; they share only topics
+    from executor import Executor  # the orchestrator wires both packages; they share only topics
 
     wall_start = time.monotonic()
     start, end = day_start_utc(o.day), day_start_utc(o.day + timedelta(days=o.days))

@@ -1,0 +1,11 @@
+"""The OCPP central system of the setpoint pipeline.
+
+It serves chargers over OCPP-J (1.6 today; the version is chosen by websocket subprotocol), turns their
+messages into ``ocpp.active.sessions`` records, and drives each charger towards the latest
+``ocpp.setpoint.commands`` with SetChargingProfile, reporting every answer on ``ocpp.setpoint.acks``. It
+shares nothing with the engine but the topics in :mod:`pipeline.topics`.
+"""
+
+from executor.service import Executor
+
+__all__ = ["Executor"]

@@ -1,0 +1,57 @@
+"""Fixtures for the executor tests: started Executors on an ephemeral port and connected test charge points."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from ocpp_testkit import SITE_NODES, FixedClock, open_charge_point
+
+from executor import Executor
+from pipeline.transport import MemoryTransport, publish
+
+
+@pytest.fixture
+def transport() -> MemoryTransport:
+    return MemoryTransport()
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock()
+
+
+@pytest.fixture
+async def make_executor(transport: MemoryTransport, clock: FixedClock):
+    """Factory for started executors on port 0 (topology published first); all are stopped at teardown."""
+    started: list[Executor] = []
+
+    async def factory(with_topology: bool = True, **kwargs: Any) -> Executor:
+        if with_topology and not transport.log("site.topology"):
+            for node in SITE_NODES:
+                await publish(transport, "site.topology", node)
+        kwargs.setdefault("call_timeout_s", 1.0)
+        kwargs.setdefault("retry_backoff_s", (0.05, 0.1))
+        executor = Executor(transport, clock, "127.0.0.1", 0, **kwargs)
+        await executor.start()
+        started.append(executor)
+        return executor
+
+    yield factory
+    for executor in started:
+        await executor.stop()
+
+
+@pytest.fixture
+async def executor(make_executor) -> Executor:
+    return await make_executor()
+
+
+@pytest.fixture
+def charge_point(executor: Executor):
+    """``async with charge_point("CP1") as cp``: a test charge point connected to ``executor``."""
+
+    def open_cp(cp_id: str = "CP1"):
+        return open_charge_point(executor.port, cp_id)
+
+    return open_cp

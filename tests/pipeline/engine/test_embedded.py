@@ -1,0 +1,84 @@
+"""The embedded engine: changed rows only, tombstones, NOW() on the engine clock, bad input survived."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime, timedelta, timezone
+
+from pipeline.clock import SimClock
+from pipeline.engine.embedded import EmbeddedEngine
+from pipeline.engine.service import EngineService
+from pipeline.topics import ActiveSession, DRSignal, TopologyNode
+from pipeline.transport import MemoryTransport, publish, publish_tombstone
+
+NOW = datetime(2024, 6, 3, 12, tzinfo=timezone.utc)
+SITE = TopologyNode(node_id="s1", site_id="s1", kind="site", limit_kw=30)
+
+
+def session(sid: str, **kw) -> ActiveSession:
+    return ActiveSession(session_id=sid, charge_point_id=f"CP-{sid}", connector_id=1, transaction_id=sid,
+                         site_id="s1", node_id="s1", rated_power_kw=22, started_at=NOW - timedelta(hours=1), **kw)
+
+
+def test_sinks_emit_only_changed_rows_and_tombstones_for_keys_that_leave():
+    e = EmbeddedEngine()
+    e.apply([("site.topology", "s1", SITE), ("ocpp.active.sessions", "a", session("a"))])
+    first = e.evaluate(NOW)
+    assert [(c.key, json.loads(c.value)["setpoint_kw"]) for c in first] == [("a", 22.0)]
+    assert e.evaluate(NOW + timedelta(seconds=1)) == []
+    # A meter update on the session changes no setpoint, so nothing is emitted.
+    e.apply([("ocpp.active.sessions", "a", session("a", current_power_kw=20.0, sampled_at=NOW))])
+    assert e.evaluate(NOW + timedelta(seconds=2)) == []
+    e.apply([("ocpp.active.sessions", "b", session("b"))])
+    changed = {c.key: json.loads(c.value)["setpoint_kw"] for c in e.evaluate(NOW + timedelta(seconds=3))}
+    assert changed == {"a": 15.0, "b": 15.0}
+    e.apply([("ocpp.active.sessions", "b", None)])
+    out = e.evaluate(NOW + timedelta(seconds=4))
+    assert {(c.key, c.value is None) for c in out} == {("a", False), ("b", True)}
+
+
+def test_upsert_batches_keep_the_last_record_per_key():
+    e = EmbeddedEngine()
+    e.apply([("site.topology", "s1", SITE), ("ocpp.active.sessions", "a", session("a")),
+             ("ocpp.active.sessions", "a", None), ("ocpp.active.sessions", "a", session("a", priority=3))])
+    _, rows = e.query("SELECT session_id, priority FROM ocpp_active_sessions")
+    assert rows == [("a", 3)]
+
+
+async def test_the_timer_fires_temporal_filters_without_new_input():
+    t = MemoryTransport()
+    clock = SimClock(NOW, speed=3600)  # one simulated hour per real second
+    svc = EngineService(EmbeddedEngine(), t, clock, tick_s=60)
+    await publish(t, "site.topology", SITE)
+    await publish(t, "ocpp.active.sessions", session("a"))
+    await publish(t, "utility.dr.signals", DRSignal(
+        site_id="s1", dr_event_id="e", limit_kw=10, event_start=NOW + timedelta(minutes=30),
+        event_end=NOW + timedelta(hours=5), signal_at=NOW))
+    task = asyncio.create_task(svc.run())
+    try:
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            values = [json.loads(r.value) for r in t.log("ocpp.setpoint.commands") if r.value]
+            if any(v["binding"] == "dr" for v in values):
+                break
+        assert [v["setpoint_kw"] for v in values][:1] == [22.0]
+        assert values[-1]["setpoint_kw"] == 10.0 and values[-1]["binding"] == "dr"
+        assert clock.now() - NOW >= timedelta(minutes=30)
+    finally:
+        svc.stop()
+        await task
+
+
+async def test_a_malformed_record_is_dead_lettered_and_consumption_continues():
+    t = MemoryTransport()
+    svc = EngineService(EmbeddedEngine(), t, SimClock(NOW))
+    await publish(t, "site.topology", SITE)
+    await t.send("ocpp.active.sessions", "bad", b'{"session_id": "bad", "rated_power_kw": "lots"}')
+    await t.send("ocpp.active.sessions", "worse", b"\xff\xfe not json")
+    await publish(t, "ocpp.active.sessions", session("a"))
+    while await svc.step(timeout_s=0.05):
+        pass
+    assert [r.key for r in t.log("ocpp.active.sessions.dlq")] == ["bad", "worse"]
+    assert [r.key for r in t.log("ocpp.setpoint.commands")] == ["a"]
+    assert svc.stats.dead_lettered == 2 and t.lag() == 0
