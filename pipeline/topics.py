@@ -181,7 +181,8 @@ class SetpointCommand(_Record):
     """``ocpp.setpoint.commands`` (key ``session_id``, upsert sink; tombstone when the session ends).
 
     ``setpoint_a`` is per phase: ``setpoint_kw * 1000 / (phases * voltage_v)``. ``node_limit_kw`` is the
-    EV headroom of the node the setpoint was computed against, so the executor can check the sum in flight.
+    EV headroom of ``node_id`` (the breaker the charger hangs on) and ``site_limit_kw`` that of the whole
+    site, so the executor can keep the sums of what is in force and in flight within both.
     """
 
     session_id: str
@@ -195,6 +196,7 @@ class SetpointCommand(_Record):
     phases: int = Field(ge=1, le=3)
     voltage_v: float = Field(gt=0)
     node_limit_kw: float | None = Field(None, ge=0)
+    site_limit_kw: float | None = Field(None, ge=0)
     binding: str
     price_tier: PriceTier | None = None
     computed_at: datetime

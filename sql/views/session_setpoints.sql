@@ -15,6 +15,7 @@ SELECT
     a.phases,
     a.voltage_v,
     a.headroom_kw AS node_limit_kw,
+    a.headroom_kw AS site_limit_kw,
     a.binding,
     p.price_tier,
     GREATEST(a.started_at, c.changed_at) AS computed_at
