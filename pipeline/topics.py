@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 __all__ = [
     "ActiveSession",
-    "Binding",
+    "ControlRule",
     "DRSignal",
     "PriceSignal",
     "PriceTier",
@@ -84,6 +84,7 @@ class ActiveSession(_Record):
     voltage_v: float = Field(230.0, gt=0)
     priority: int = 0
     weight: float = Field(1.0, gt=0)
+    flexible: bool = Field(False, description="price tiers may slow this session (tariff shaping)")
     started_at: datetime
     current_power_kw: float | None = Field(None, ge=0)
     energy_kwh: float | None = Field(None, ge=0)
@@ -167,14 +168,44 @@ class TopologyNode(_Record):
     connectors: int = Field(1, ge=1, description="chargers only: number of connectors")
 
 
-class Binding(str, Enum):
-    """What limited a setpoint (``ocpp.setpoint.commands.binding``)."""
+RULE_SOURCES = {"safety": 4, "utility": 3, "partner": 2, "operator": 1}
+"""Rule precedence, highest first (issue 5): safety > utility > partner > operator."""
 
-    CAP = "cap"
-    FLOOR = "floor"
-    HEADROOM = "headroom"
-    DR = "dr"
-    PAUSED = "paused"
+
+class ControlRule(_Record):
+    """``control.rules`` (key ``rule_id``, upsert; a tombstone withdraws the rule).
+
+    ``rule_id`` must be ``"{source}:{scope}:{scope_id}"``, so there is one rule per source and scope.
+    Actions: ``cap`` (``limit_kw`` on a session or charger; on a node or site it lowers the breaker limit),
+    ``pause`` (sessions get 0), ``reserve`` (hold ``limit_kw`` of headroom for an idle charger) and
+    ``override`` (a session or charger runs at ``limit_kw``, above caps and pauses of lower precedence).
+    The rule is in force on ``[valid_from, valid_to)``; either bound may be open.
+    """
+
+    rule_id: str
+    source: Literal["safety", "utility", "partner", "operator"]
+    scope: Literal["site", "node", "charger", "session"]
+    scope_id: str = Field(min_length=1)
+    action: Literal["cap", "pause", "reserve", "override"]
+    limit_kw: float | None = Field(None, ge=0)
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    reason: str | None = None
+    created_at: datetime
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ControlRule:
+        if self.rule_id != f"{self.source}:{self.scope}:{self.scope_id}":
+            raise ValueError("rule_id must be '{source}:{scope}:{scope_id}' (one rule per source and scope)")
+        if (self.action == "pause") != (self.limit_kw is None):
+            raise ValueError("limit_kw is required for cap, reserve and override, and not allowed for pause")
+        if self.action == "reserve" and self.scope != "charger":
+            raise ValueError("reserve holds headroom for a charger: scope must be charger")
+        if self.action == "override" and self.scope not in ("session", "charger"):
+            raise ValueError("override applies to a session or a charger")
+        if self.valid_from and self.valid_to and self.valid_to <= self.valid_from:
+            raise ValueError("valid_to must be after valid_from")
+        return self
 
 
 class SetpointCommand(_Record):
@@ -197,18 +228,23 @@ class SetpointCommand(_Record):
     voltage_v: float = Field(gt=0)
     node_limit_kw: float | None = Field(None, ge=0)
     site_limit_kw: float | None = Field(None, ge=0)
-    binding: str
+    binding: str = Field(description="what limited it: cap, tariff, stale, paused, a node id, dr or a rule id")
     price_tier: PriceTier | None = None
     computed_at: datetime
 
 
 class SetpointAck(_Record):
-    """``ocpp.setpoint.acks`` (key ``charge_point_id``, append): one record per call the executor made."""
+    """``ocpp.setpoint.acks`` (key ``charge_point_id``, append): one record per profile call the executor made.
+
+    ``purpose`` is ``Tx`` (a setpoint's TxProfile), ``TxDefault``, ``StationMax`` (the safe-share station
+    maximum) or ``StationMaxLift`` (its lift while setpoints are fresh); ``connector_id`` 0 is station-wide.
+    """
 
     charge_point_id: str
     connector_id: int
     session_id: str | None = None
     action: str = "SetChargingProfile"
+    purpose: str | None = None
     setpoint_kw: float | None = None
     limit: float | None = None
     charging_rate_unit: Literal["A", "W"] | None = None
@@ -237,6 +273,7 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec("tariff.price.signals", "site_id", "append", PriceSignal),
         TopicSpec("utility.dr.signals", "site_id", "append", DRSignal),
         TopicSpec("site.topology", "node_id", "upsert", TopologyNode),
+        TopicSpec("control.rules", "rule_id", "upsert", ControlRule),
         TopicSpec("ocpp.setpoint.commands", "session_id", "upsert", SetpointCommand),
         TopicSpec("ocpp.setpoint.acks", "charge_point_id", "append", SetpointAck),
     )

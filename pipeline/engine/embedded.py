@@ -5,8 +5,11 @@ micro-batch recompute:
 
 * tables and sources become DuckDB tables fed from the transport (upsert topics by primary key, with
   tombstones as deletes; append topics as inserts);
-* materialized views become DuckDB views, transpiled by sqlglot (``risingwave`` in, ``duckdb`` out),
-  with ``NOW()`` bound to the engine clock so temporal filters fire at the clock's time;
+* materialized views are transpiled by sqlglot (``risingwave`` in, ``duckdb`` out), with ``NOW()``
+  bound to the engine clock so temporal filters fire at the clock's time. Each becomes a query view
+  (``<name>__query``) and a table ``<name>`` that every evaluation refreshes in dependency order, so a
+  view is planned once per evaluation however many views read it, and readers see one consistent
+  snapshot; CTEs are materialized for the same reason;
 * each evaluation queries every sink and emits only the rows that changed since the last evaluation:
   upserts, and tombstones for keys that left.
 
@@ -55,8 +58,20 @@ def _bind_now(node: exp.Expression) -> exp.Expression:
     return node
 
 
+QUERY_SUFFIX = "__query"
+
+
+def duckdb_query(obj: SqlObject) -> str:
+    """The DuckDB form of a view's query: ``NOW()`` bound to the engine clock, CTEs materialized."""
+    body = obj.ast.expression.copy().transform(_bind_now)
+    for cte in body.find_all(exp.CTE):
+        cte.set("materialized", True)
+    return body.sql("duckdb")
+
+
 def to_duckdb(obj: SqlObject) -> str:
-    """The DuckDB DDL for one object (sinks have none: they are evaluated by the engine).
+    """The DuckDB DDL for one object: a table for tables and sources, the ``<name>__query`` view for
+    views (the engine keeps the table ``<name>`` refreshed from it). Sinks have none.
 
     Raises :class:`SqlError` when the object has no DuckDB form.
     """
@@ -64,8 +79,7 @@ def to_duckdb(obj: SqlObject) -> str:
         schema = obj.ast.this.copy()
         return exp.Create(this=schema, kind="TABLE", exists=True).sql("duckdb")
     if obj.kind in ("materialized_view", "view"):
-        body = obj.ast.expression.copy().transform(_bind_now)
-        return exp.Create(this=exp.to_table(obj.name), kind="VIEW", replace=True, expression=body).sql("duckdb")
+        return f"CREATE OR REPLACE VIEW {obj.name}{QUERY_SUFFIX} AS {duckdb_query(obj)}"
     raise SqlError(f"{obj.path}: a {obj.kind} has no DuckDB DDL")
 
 
@@ -85,6 +99,7 @@ class EmbeddedEngine:
         self.con = duckdb.connect(database)
         self.con.execute("SET TimeZone = 'UTC'")
         self.inputs: dict[str, SqlObject] = {}
+        self.views: list[SqlObject] = []
         self.sinks: list[SqlObject] = []
         self._emitted: dict[str, dict[str, tuple]] = {}
         self.evaluations = 0
@@ -97,6 +112,9 @@ class EmbeddedEngine:
                 self._emitted[obj.name] = {}
                 continue
             self.con.execute(to_duckdb(obj))
+            if obj.kind in ("materialized_view", "view"):
+                self.views.append(obj)
+                self.con.execute(f"CREATE OR REPLACE TABLE {obj.name} AS SELECT * FROM {obj.name}{QUERY_SUFFIX} LIMIT 0")
             if obj.kind in ("table", "source"):
                 if not obj.topic:
                     raise SqlError(f"{obj.path}: a {obj.kind} needs a topic in its WITH clause")
@@ -128,7 +146,8 @@ class EmbeddedEngine:
             obj = self.inputs[topic]
             cols = obj.columns
             placeholders = ", ".join("?" for _ in cols)
-            insert = f"INSERT INTO {obj.name} ({', '.join(cols)}) VALUES ({placeholders})"
+            quoted = ", ".join(f'"{c}"' for c in cols)
+            insert = f"INSERT INTO {obj.name} ({quoted}) VALUES ({placeholders})"
             if obj.format == "upsert":
                 (pk,) = obj.primary_key
                 latest: dict[str, Any] = {}
@@ -142,13 +161,34 @@ class EmbeddedEngine:
                 self.con.executemany(insert, [[_plain(getattr(r, c, None)) for c in cols] for r in rows])
         return count
 
+    def reset(self) -> None:
+        """Empty every input table and forget what the sinks emitted (for what-ifs and tests)."""
+        for obj in self.inputs.values():
+            self.con.execute(f"DELETE FROM {obj.name}")
+        for name in self._emitted:
+            self._emitted[name] = {}
+
     def set_now(self, now: datetime) -> None:
         self.con.execute(f"SET VARIABLE {NOW_VARIABLE} = ?::TIMESTAMPTZ", [now])
 
+    def refresh(self, now: datetime) -> None:
+        """Recompute every materialized view at ``now``, in dependency order, in one transaction."""
+        self.set_now(now)
+        self.con.execute("BEGIN")
+        try:
+            for view in self.views:
+                self.con.execute(f"DELETE FROM {view.name}")
+                self.con.execute(f"INSERT INTO {view.name} SELECT * FROM {view.name}{QUERY_SUFFIX}")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
     def query(self, sql: str, now: datetime | None = None) -> tuple[list[str], list[tuple]]:
-        """Run a read query (views see ``NOW()`` = ``now`` if given); returns column names and rows."""
+        """Run a read query; with ``now`` the views are refreshed at that time first. Returns column
+        names and rows."""
         if now is not None:
-            self.set_now(now)
+            self.refresh(now)
         cur = self.con.execute(sql)
         return [d[0] for d in cur.description], cur.fetchall()
 
@@ -156,7 +196,7 @@ class EmbeddedEngine:
         """Re-evaluate every sink at ``now``; return upserts for new or changed rows and tombstones for
         keys that are gone. Rows that break their topic's contract are logged and not emitted."""
         started = time.perf_counter()
-        self.set_now(now)
+        self.refresh(now)
         changes: list[SinkChange] = []
         for sink in self.sinks:
             cols, rows = self.query(sink.ast.expression.sql("duckdb"))

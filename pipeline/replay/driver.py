@@ -55,6 +55,7 @@ class ReplayOptions:
     meter_interval_s: float = 300.0
     tick_s: float = 60.0
     quiet_s: float = 0.03
+    ev_response_s: float = 0.0
 
 
 class SiteMeter:
@@ -115,6 +116,20 @@ async def settle(clock: SimClock, transport: MemoryTransport, quiet_s: float, ti
     log.warning("the loop did not settle within %.1fs", timeout_s)
 
 
+async def settle_dispatch(clock: SimClock, transport: MemoryTransport, executor, quiet_s: float,
+                          until: datetime) -> None:
+    """Settle, then let clock time pass (up to ``until``, the next event) for increases the executor holds
+    back on clock time (its debounce, or the EV response lag after a cut), and settle again."""
+    await settle(clock, transport, quiet_s)
+    for _ in range(20):
+        release = executor.pending_until()
+        if release is None or release >= until:
+            return
+        clock.release()
+        await clock.sleep_until(release + timedelta(milliseconds=1))
+        await settle(clock, transport, quiet_s)
+
+
 async def run_replay(o: ReplayOptions) -> dict:
     """Run the replay; returns the summary (see README, "Replay summary")."""
     from executor import Executor  # the orchestrator wires both packages; they share only topics
@@ -140,13 +155,14 @@ async def run_replay(o: ReplayOptions) -> dict:
             ))
 
     engine = EngineService(EmbeddedEngine(), transport, clock, tick_s=o.tick_s)
-    executor = Executor(transport, clock, port=0)
+    executor = Executor(transport, clock, port=0)  # open mode: the replay's chargers have no passwords
     await executor.start()
     engine_task = asyncio.create_task(engine.run(), name="engine")
     url = f"ws://127.0.0.1:{executor.port}/ocpp"
     chargers = [
         SimulatedChargePoint(f"CP{i:03d}", url, clock, rated_power_kw=o.charger_kw,
-                             meter_interval_s=o.meter_interval_s, on_power=meter.on_power)
+                             meter_interval_s=o.meter_interval_s, on_power=meter.on_power,
+                             ev_response_s=o.ev_response_s)
         for i in range(1, o.chargers + 1)
     ]
     await asyncio.gather(*(cp.start() for cp in chargers))
@@ -159,10 +175,10 @@ async def run_replay(o: ReplayOptions) -> dict:
     events.sort(key=lambda e: (e[0], e[1]))
 
     plugged, turned_away, requested_kwh = 0, 0, 0.0
-    sync_checks = sync_mismatches = 0
+    sync_checks = sync_mismatches = sync_waiting = 0
     await settle(clock, transport, o.quiet_s)
     try:
-        for at, kind, payload in events:
+        for i, (at, kind, payload) in enumerate(events):
             clock.release()
             await clock.sleep_until(at)
             clock.hold()
@@ -174,21 +190,21 @@ async def run_replay(o: ReplayOptions) -> dict:
                     ev_load_kw=round(meter.ev_kw, 3), measured_at=now,
                 ))
             else:
-                free = next((cp for cp in chargers if cp.status(1) == "Available"), None)
-                if free is None or payload.departure_at <= now:
-                    turned_away += 1
-                elif await free.plug_in(payload) is not None:
+                if payload.departure_at > now and await _plug_in_anywhere(chargers, payload):
                     plugged += 1
                     requested_kwh += payload.energy_need_kwh
-            await settle(clock, transport, o.quiet_s)
-            in_sync, active = _check_sync(transport, chargers)
+                else:
+                    turned_away += 1
+            await settle_dispatch(clock, transport, executor, o.quiet_s, events[i + 1][0] if i + 1 < len(events) else end)
+            in_sync, waiting, active = _check_sync(transport, chargers, executor)
             sync_checks += active
-            sync_mismatches += active - in_sync
+            sync_waiting += waiting
+            sync_mismatches += active - in_sync - waiting
         clock.release()
         await clock.sleep_until(end)
-        await settle(clock, transport, o.quiet_s)
+        await settle_dispatch(clock, transport, executor, o.quiet_s, end + timedelta(minutes=1))
         meter.advance(clock.now())
-        in_sync, active = _check_sync(transport, chargers)
+        in_sync, _, active = _check_sync(transport, chargers, executor)
         delivered = sum(cp.delivered_kwh for cp in chargers)
         summary = {
             "site_id": o.site_id,
@@ -210,6 +226,7 @@ async def run_replay(o: ReplayOptions) -> dict:
             "chargers_holding_latest_setpoint": in_sync,
             "sync_checks": sync_checks,
             "sync_mismatches": sync_mismatches,
+            "sync_waiting": sync_waiting,
             "speed": o.speed,
             "wall_clock_s": round(time.monotonic() - wall_start, 2),
             "options": {k: (v.isoformat() if isinstance(v, date) else v) for k, v in asdict(o).items()},
@@ -224,10 +241,27 @@ async def run_replay(o: ReplayOptions) -> dict:
         await executor.stop()
 
 
-def _check_sync(transport: MemoryTransport, chargers: list[SimulatedChargePoint]) -> tuple[int, int]:
-    """Count active sessions whose charger holds exactly the latest setpoint published for it."""
+async def _plug_in_anywhere(chargers: list[SimulatedChargePoint], ev) -> bool:
+    """Plug ``ev`` into the first charger whose connector is free; False when none is."""
+    for cp in chargers:
+        if cp.status(1) != "Available":
+            continue
+        try:
+            if await cp.plug_in(ev) is not None:
+                return True
+        except RuntimeError:  # the connector is still finishing its last session
+            continue
+    return False
+
+
+def _check_sync(transport: MemoryTransport, chargers: list[SimulatedChargePoint], executor) -> tuple[int, int, int]:
+    """``(in_sync, waiting, active)`` over active sessions: in sync when the charger holds exactly the latest
+    setpoint published for it; waiting when it holds less and the executor reports that connector's
+    increase held back (break before make: a cut elsewhere not yet followed, or the increase debounce).
+    Anything else is a mismatch."""
     by_id = {cp.charge_point_id: cp for cp in chargers}
-    in_sync = active = 0
+    held_back = executor.held_back()
+    in_sync = waiting = active = 0
     for raw in transport.latest("ocpp.setpoint.commands").values():
         cmd = json.loads(raw)
         cp = by_id.get(cmd["charge_point_id"])
@@ -235,6 +269,9 @@ def _check_sync(transport: MemoryTransport, chargers: list[SimulatedChargePoint]
             continue
         active += 1
         held = cp.held_limit(cmd["connector_id"])
-        if held is not None and cp.held_limit_unit(cmd["connector_id"]) == "A" and abs(held - cmd["setpoint_a"]) < 0.05:
+        unit_a = cp.held_limit_unit(cmd["connector_id"]) == "A"
+        if held is not None and unit_a and abs(held - cmd["setpoint_a"]) < 0.05:
             in_sync += 1
-    return in_sync, active
+        elif (cmd["charge_point_id"], cmd["connector_id"]) in held_back and (held is None or held < cmd["setpoint_a"]):
+            waiting += 1
+    return in_sync, waiting, active

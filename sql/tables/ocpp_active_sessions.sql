@@ -14,6 +14,7 @@ CREATE TABLE ocpp_active_sessions (
     voltage_v DOUBLE PRECISION,
     priority INT,
     weight DOUBLE PRECISION,
+    flexible BOOLEAN,
     started_at TIMESTAMPTZ,
     current_power_kw DOUBLE PRECISION,
     energy_kwh DOUBLE PRECISION,

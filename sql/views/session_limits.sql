@@ -1,26 +1,103 @@
--- Per-session cap and floor (DESIGN.md, allocation rule 2).
---   cap_kw   = the smallest of the EVSE rating and the EV's acceptance
---   floor_kw = the session's minimum charge rate, by default 6 A x phases x voltage (IEC 61851-1's
---              lowest PWM current), never above the cap
--- Sessions not placed on a site (charger missing from site.topology) are not allocated.
+-- Per-session cap, floor and priority (DESIGN.md, allocation rule 2), after rules and tariff shaping.
+--   cap_kw   = the smallest of the EVSE rating, the EV's acceptance and the cap rules on the session or
+--              its charger; a flexible session's cap is scaled by its price tier's multiplier
+--              (tariff_multipliers), never below its floor
+--   floor_kw = the session's minimum rate, by default 6 A x phases x voltage, never above the cap
+--   override = a session or charger override runs the session at its limit_kw (floor = cap), ahead of
+--              everyone in admission; only caps and pauses of equal or higher precedence still apply
+--   paused_by = the pause rule (on the session, its charger or any breaker above it) that stops it
+-- Only managed sessions with fresh telemetry, on a tree rooted at a site, are allocated here.
 CREATE MATERIALIZED VIEW session_limits AS
-WITH caps AS (
+WITH live AS (
     SELECT
-        session_id,
-        charge_point_id,
-        connector_id,
-        transaction_id,
-        site_id,
-        node_id,
-        COALESCE(phases, 3) AS phases,
-        COALESCE(voltage_v, 230.0) AS voltage_v,
-        COALESCE(priority, 0) AS priority,
-        COALESCE(weight, 1.0) AS weight,
-        started_at,
-        LEAST(rated_power_kw, COALESCE(ev_max_power_kw, rated_power_kw)) AS cap_kw,
-        COALESCE(min_power_kw, 6 * COALESCE(phases, 3) * COALESCE(voltage_v, 230.0) / 1000.0) AS min_kw
-    FROM ocpp_active_sessions
-    WHERE site_id IS NOT NULL
+        t.*,
+        p.kind AS attach_kind,
+        p.parent_id AS attach_parent_id,
+        p.anc0,
+        p.anc1,
+        p.anc2,
+        p.anc3,
+        p.anc4,
+        p.anc5
+    FROM session_telemetry AS t
+    JOIN node_paths AS p ON p.node_id = t.attach_id
+    JOIN site_topology AS root ON root.node_id = p.anc0 AND root.kind = 'site'
+    WHERE t.managed AND NOT t.stale
+),
+session_rules AS (
+    SELECT l.session_id, r.rule_id, r.action, r.limit_kw, r.precedence, 2 AS specificity
+    FROM live AS l
+    JOIN active_rules AS r ON r.scope = 'session' AND r.scope_id = l.session_id
+    UNION ALL
+    SELECT l.session_id, r.rule_id, r.action, r.limit_kw, r.precedence, 1 AS specificity
+    FROM live AS l
+    JOIN active_rules AS r ON r.scope = 'charger' AND r.scope_id = l.charge_point_id
+    UNION ALL
+    SELECT l.session_id, r.rule_id, r.action, r.limit_kw, r.precedence, 0 AS specificity
+    FROM live AS l
+    JOIN node_ancestors AS a ON a.node_id = l.attach_id
+    JOIN active_rules AS r ON r.scope IN ('site', 'node') AND r.scope_id = a.ancestor_id
+    WHERE r.action = 'pause'
+),
+overrides AS (
+    SELECT session_id, rule_id, limit_kw, precedence
+    FROM (
+        SELECT
+            session_id,
+            rule_id,
+            limit_kw,
+            precedence,
+            ROW_NUMBER() OVER (PARTITION BY session_id ORDER BY precedence DESC, specificity DESC, rule_id) AS rn
+        FROM session_rules
+        WHERE action = 'override'
+    ) AS ranked
+    WHERE rn = 1
+),
+applicable AS (
+    SELECT
+        r.session_id,
+        r.rule_id,
+        r.action,
+        r.limit_kw,
+        ROW_NUMBER() OVER (
+            PARTITION BY r.session_id, r.action ORDER BY r.limit_kw, r.precedence DESC, r.rule_id
+        ) AS rn
+    FROM session_rules AS r
+    LEFT JOIN overrides AS o ON o.session_id = r.session_id
+    WHERE r.action IN ('cap', 'pause') AND (o.precedence IS NULL OR r.precedence >= o.precedence)
+),
+capped AS (
+    SELECT
+        l.*,
+        LEAST(l.rated_power_kw, COALESCE(l.ev_max_power_kw, l.rated_power_kw)) AS device_cap_kw,
+        c.limit_kw AS rule_cap_kw,
+        c.rule_id AS cap_rule_id,
+        pz.rule_id AS paused_by,
+        o.rule_id AS override_rule_id,
+        o.limit_kw AS override_kw,
+        COALESCE(m.multiplier, 1.0) AS multiplier,
+        COALESCE(l.min_power_kw, 6 * l.phases * l.voltage_v / 1000.0) AS min_kw
+    FROM live AS l
+    LEFT JOIN applicable AS c ON c.session_id = l.session_id AND c.action = 'cap' AND c.rn = 1
+    LEFT JOIN applicable AS pz ON pz.session_id = l.session_id AND pz.action = 'pause' AND pz.rn = 1
+    LEFT JOIN overrides AS o ON o.session_id = l.session_id
+    LEFT JOIN current_price_tier AS pt ON pt.site_id = l.site_id
+    LEFT JOIN tariff_multipliers AS m ON m.price_tier = pt.price_tier AND l.flexible
+),
+ruled AS (
+    SELECT
+        *,
+        LEAST(device_cap_kw, COALESCE(rule_cap_kw, device_cap_kw)) AS ruled_cap_kw
+    FROM capped
+),
+shaped AS (
+    SELECT
+        *,
+        CASE
+            WHEN override_kw IS NOT NULL THEN LEAST(override_kw, ruled_cap_kw)
+            ELSE GREATEST(LEAST(min_kw, ruled_cap_kw), ruled_cap_kw * multiplier)
+        END AS cap_kw
+    FROM ruled
 )
 SELECT
     session_id,
@@ -28,12 +105,25 @@ SELECT
     connector_id,
     transaction_id,
     site_id,
-    node_id,
+    CASE WHEN attach_kind = 'charger' THEN attach_parent_id ELSE attach_id END AS node_id,
     phases,
     voltage_v,
-    priority,
+    CASE WHEN override_kw IS NOT NULL THEN 2147483647 ELSE priority END AS priority,
     weight,
     started_at,
     cap_kw,
-    LEAST(min_kw, cap_kw) AS floor_kw
-FROM caps;
+    CASE WHEN override_kw IS NOT NULL THEN cap_kw ELSE LEAST(min_kw, cap_kw) END AS floor_kw,
+    CASE
+        WHEN override_kw IS NOT NULL AND override_kw <= ruled_cap_kw THEN override_rule_id
+        WHEN cap_kw < ruled_cap_kw THEN 'tariff'
+        WHEN rule_cap_kw IS NOT NULL AND rule_cap_kw <= device_cap_kw THEN cap_rule_id
+        ELSE 'cap'
+    END AS cap_binding,
+    paused_by,
+    anc0,
+    anc1,
+    anc2,
+    anc3,
+    anc4,
+    anc5
+FROM shaped;

@@ -1,24 +1,53 @@
--- The setpoint per session, in the shape of ocpp.setpoint.commands (see pipeline/topics.py).
+-- The setpoint per managed session, in the shape of ocpp.setpoint.commands (see pipeline/topics.py).
+-- Balanced sessions come from session_allocation; a session whose meter went stale is held at what its
+-- charger last accepted (else its floor), binding 'stale', and counted as fixed load meanwhile.
 -- Values are rounded down (kW to 1 W, A to the 0.1 A that OCPP 1.6 ChargingSchedulePeriod.limit
--- accepts), so rounding never lifts a node above its headroom. computed_at is the session's start or the
+-- accepts), so rounding never lifts a breaker above its headroom. node_limit_kw and site_limit_kw are the
+-- headroom of the breaker the charger hangs on and of the site. computed_at is the session's start or the
 -- site's latest input, whichever is later; it never moves backwards for a session.
 CREATE MATERIALIZED VIEW session_setpoints AS
+WITH sessions AS (
+    SELECT
+        session_id, charge_point_id, connector_id, transaction_id, site_id, node_id, phases, voltage_v,
+        started_at, allocated_kw, binding
+    FROM session_allocation
+    UNION ALL
+    SELECT
+        t.session_id,
+        t.charge_point_id,
+        t.connector_id,
+        t.transaction_id,
+        t.site_id,
+        CASE WHEN p.kind = 'charger' THEN p.parent_id ELSE t.attach_id END AS node_id,
+        t.phases,
+        t.voltage_v,
+        t.started_at,
+        COALESCE(a.setpoint_kw, LEAST(COALESCE(t.min_power_kw, 6 * t.phases * t.voltage_v / 1000.0), t.rated_power_kw))
+            AS allocated_kw,
+        'stale' AS binding
+    FROM session_telemetry AS t
+    JOIN node_paths AS p ON p.node_id = t.attach_id
+    LEFT JOIN session_last_accepted AS a ON a.session_id = t.session_id
+    WHERE t.managed AND t.stale
+)
 SELECT
-    a.session_id,
-    a.charge_point_id,
-    a.connector_id,
-    a.transaction_id,
-    a.site_id,
-    a.node_id,
-    FLOOR(a.allocated_kw * 1000 + 1e-6) / 1000.0 AS setpoint_kw,
-    FLOOR(a.allocated_kw * 10000 / (a.phases * a.voltage_v) + 1e-6) / 10.0 AS setpoint_a,
-    a.phases,
-    a.voltage_v,
-    a.headroom_kw AS node_limit_kw,
-    a.headroom_kw AS site_limit_kw,
-    a.binding,
+    s.session_id,
+    s.charge_point_id,
+    s.connector_id,
+    s.transaction_id,
+    s.site_id,
+    s.node_id,
+    FLOOR(s.allocated_kw * 1000 + 1e-6) / 1000.0 AS setpoint_kw,
+    FLOOR(s.allocated_kw * 10000 / (s.phases * s.voltage_v) + 1e-6) / 10.0 AS setpoint_a,
+    s.phases,
+    s.voltage_v,
+    nh.headroom_kw AS node_limit_kw,
+    sh.headroom_kw AS site_limit_kw,
+    s.binding,
     p.price_tier,
-    GREATEST(a.started_at, c.changed_at) AS computed_at
-FROM session_allocation AS a
-LEFT JOIN current_price_tier AS p ON p.site_id = a.site_id
-LEFT JOIN site_input_clock AS c ON c.site_id = a.site_id;
+    GREATEST(s.started_at, c.changed_at) AS computed_at
+FROM sessions AS s
+LEFT JOIN node_headroom AS nh ON nh.node_id = s.node_id
+LEFT JOIN node_headroom AS sh ON sh.node_id = s.site_id
+LEFT JOIN current_price_tier AS p ON p.site_id = s.site_id
+LEFT JOIN site_input_clock AS c ON c.site_id = s.site_id;

@@ -42,7 +42,11 @@ def demand(total: float, ev: float, site_id: str = "s1", limit: float | None = N
     return rec
 
 
-def allocate(snapshot: dict, now: datetime = NOW, tmp_path=None) -> dict[str, dict]:
+def allocate(snapshot: dict, now: datetime = NOW) -> dict[str, dict]:
+    """Run `pipeline allocate`; sessions without a meter time are taken as sampled 30 s before ``now``."""
+    snapshot = snapshot | {"ocpp.active.sessions": [
+        {"sampled_at": iso(now - timedelta(seconds=30))} | s for s in snapshot.get("ocpp.active.sessions", [])
+    ]}
     result = CliRunner().invoke(main, ["allocate", "--input", "-", "--now", iso(now)], input=json.dumps(snapshot))
     assert result.exit_code == 0, result.output
     return {r["session_id"]: r for r in json.loads(result.output)}

@@ -18,7 +18,8 @@ SITE = TopologyNode(node_id="s1", site_id="s1", kind="site", limit_kw=30)
 
 def session(sid: str, **kw) -> ActiveSession:
     return ActiveSession(session_id=sid, charge_point_id=f"CP-{sid}", connector_id=1, transaction_id=sid,
-                         site_id="s1", node_id="s1", rated_power_kw=22, started_at=NOW - timedelta(hours=1), **kw)
+                         site_id="s1", node_id="s1", rated_power_kw=22, started_at=NOW - timedelta(hours=1),
+                         **({"sampled_at": NOW} | kw))
 
 
 def test_sinks_emit_only_changed_rows_and_tombstones_for_keys_that_leave():
@@ -48,12 +49,13 @@ def test_upsert_batches_keep_the_last_record_per_key():
 
 async def test_the_timer_fires_temporal_filters_without_new_input():
     t = MemoryTransport()
-    clock = SimClock(NOW, speed=3600)  # one simulated hour per real second
-    svc = EngineService(EmbeddedEngine(), t, clock, tick_s=60)
+    engine = EmbeddedEngine()
+    clock = SimClock(NOW, speed=600)  # ten simulated minutes per real second
+    svc = EngineService(engine, t, clock, tick_s=60)
     await publish(t, "site.topology", SITE)
     await publish(t, "ocpp.active.sessions", session("a"))
     await publish(t, "utility.dr.signals", DRSignal(
-        site_id="s1", dr_event_id="e", limit_kw=10, event_start=NOW + timedelta(minutes=30),
+        site_id="s1", dr_event_id="e", limit_kw=10, event_start=NOW + timedelta(minutes=3),
         event_end=NOW + timedelta(hours=5), signal_at=NOW))
     task = asyncio.create_task(svc.run())
     try:
@@ -64,7 +66,7 @@ async def test_the_timer_fires_temporal_filters_without_new_input():
                 break
         assert [v["setpoint_kw"] for v in values][:1] == [22.0]
         assert values[-1]["setpoint_kw"] == 10.0 and values[-1]["binding"] == "dr"
-        assert clock.now() - NOW >= timedelta(minutes=30)
+        assert clock.now() - NOW >= timedelta(minutes=3)
     finally:
         svc.stop()
         await task

@@ -1,0 +1,75 @@
+-- EV headroom of every breaker (site, panel, charger) (DESIGN.md, allocation rule 1).
+--   limit_kw    = the breaker's limit_kw, lowered by the smallest cap rule on the node; for a site also by
+--                 the contracted limit the BEMS reports and by an active DR event (curtailment_pct of
+--                 the site limit, or its limit_kw)
+--   building_kw = sites only: current_demand_kw - ev_load_kw (never limit - current_demand, which counts
+--                 the EVs twice), plus 10 % of the breaker limit when the meter is stale
+--   fixed_kw    = unbalanced load below the node (unmanaged chargers, stale sessions, reservations)
+--   headroom_kw = limit_kw - building_kw - fixed_kw, at least 0
+--   limited_by  = what set limit_kw: a cap rule id, 'dr', or the node id itself
+CREATE MATERIALIZED VIEW node_headroom AS
+WITH caps AS (
+    SELECT
+        scope_id AS node_id,
+        rule_id,
+        limit_kw
+    FROM (
+        SELECT
+            scope_id,
+            rule_id,
+            limit_kw,
+            ROW_NUMBER() OVER (PARTITION BY scope_id ORDER BY limit_kw, precedence DESC, rule_id) AS rn
+        FROM active_rules
+        WHERE action = 'cap' AND scope IN ('site', 'node')
+    ) AS ranked
+    WHERE rn = 1
+),
+limits AS (
+    SELECT
+        p.node_id,
+        p.site_id,
+        p.kind,
+        p.depth,
+        p.limit_kw AS breaker_limit_kw,
+        CASE
+            WHEN p.kind = 'site' THEN LEAST(p.limit_kw, COALESCE(b.demand_limit_kw, p.limit_kw))
+            ELSE p.limit_kw
+        END AS base_kw,
+        CASE
+            WHEN p.kind = 'site'
+                THEN COALESCE(b.building_kw, 0) + CASE WHEN b.stale THEN 0.1 * p.limit_kw ELSE 0 END
+            ELSE 0
+        END AS building_kw,
+        dr.curtailment_pct,
+        dr.limit_kw AS dr_limit_kw,
+        c.rule_id AS cap_rule_id,
+        c.limit_kw AS cap_kw,
+        COALESCE(f.fixed_kw, 0) AS fixed_kw
+    FROM node_paths AS p
+    LEFT JOIN site_building_load AS b ON b.site_id = p.node_id
+    LEFT JOIN active_dr AS dr ON dr.site_id = p.node_id
+    LEFT JOIN caps AS c ON c.node_id = p.node_id
+    LEFT JOIN node_fixed_load AS f ON f.node_id = p.node_id
+),
+shaped AS (
+    SELECT
+        *,
+        LEAST(base_kw * (1 - COALESCE(curtailment_pct, 0) / 100.0), COALESCE(dr_limit_kw, base_kw)) AS dr_kw
+    FROM limits
+)
+SELECT
+    node_id,
+    site_id,
+    kind,
+    depth,
+    breaker_limit_kw,
+    LEAST(dr_kw, COALESCE(cap_kw, dr_kw)) AS limit_kw,
+    building_kw,
+    fixed_kw,
+    GREATEST(LEAST(dr_kw, COALESCE(cap_kw, dr_kw)) - building_kw - fixed_kw, 0) AS headroom_kw,
+    CASE
+        WHEN cap_kw IS NOT NULL AND cap_kw <= dr_kw THEN cap_rule_id
+        WHEN dr_kw < base_kw THEN 'dr'
+        ELSE node_id
+    END AS limited_by
+FROM shaped;

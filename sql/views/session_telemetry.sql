@@ -1,0 +1,34 @@
+-- Sessions placed on the breaker tree, with their freshness.
+--   attach_id: the session's charger node, else its node_id, else its site (for chargers not in
+--              site.topology, e.g. in what-if snapshots)
+--   managed:   false for chargers left out of balancing (VIP, dedicated lines)
+--   stale:     no meter data for 600 s (the session-telemetry staleness threshold; one place to change)
+CREATE MATERIALIZED VIEW session_telemetry AS
+WITH placed AS (
+    SELECT
+        s.session_id,
+        s.charge_point_id,
+        s.connector_id,
+        s.transaction_id,
+        COALESCE(c.site_id, n.site_id, t.site_id) AS site_id,
+        COALESCE(c.node_id, n.node_id, t.node_id) AS attach_id,
+        COALESCE(c.managed, TRUE) AS managed,
+        s.rated_power_kw,
+        s.ev_max_power_kw,
+        s.min_power_kw,
+        COALESCE(s.phases, 3) AS phases,
+        COALESCE(s.voltage_v, 230.0) AS voltage_v,
+        COALESCE(s.priority, 0) AS priority,
+        COALESCE(s.weight, 1.0) AS weight,
+        COALESCE(s.flexible, FALSE) AS flexible,
+        s.started_at,
+        s.current_power_kw,
+        COALESCE(s.sampled_at, s.started_at) AS seen_at
+    FROM ocpp_active_sessions AS s
+    LEFT JOIN site_topology AS c ON c.node_id = s.charge_point_id AND c.kind = 'charger'
+    LEFT JOIN site_topology AS n ON n.node_id = s.node_id AND n.kind <> 'charger'
+    LEFT JOIN site_topology AS t ON t.node_id = s.site_id AND t.kind = 'site'
+)
+SELECT *, FALSE AS stale FROM placed WHERE seen_at > NOW() - INTERVAL '600 seconds'
+UNION ALL
+SELECT *, TRUE AS stale FROM placed WHERE seen_at <= NOW() - INTERVAL '600 seconds';
