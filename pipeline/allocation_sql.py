@@ -42,7 +42,7 @@ WITH
 
 ANCESTORS = ", ".join(f"x.anc{d}" for d in range(MAX_DEPTH + 1))
 ADMIT_COLS = f"x.session_id, x.site_id, x.priority, x.started_at, x.floor_kw, x.paused_by, {ANCESTORS}"
-FILL_COLS = f"x.session_id, x.site_id, x.weight, x.extra_kw, {ANCESTORS}"
+FILL_COLS = f"x.session_id, x.site_id, x.weight, x.floor_kw, x.extra_kw, {ANCESTORS}"
 
 
 def _admission(d: int) -> list[str]:
@@ -93,7 +93,7 @@ def _fill(d: int) -> list[str]:
         f"        SUM(x.extra) OVER ({key} {sort}) AS cumextra,\n"
         f"        SUM(x.weight) OVER ({key}) - SUM(x.weight) OVER ({key} {sort}) AS after,\n"
         f"        h.limited_by AS node_label\n"
-        f"    FROM (SELECT e.*, a.floor_kw FROM ext{d} AS e JOIN admitted AS a ON a.session_id = e.session_id) AS x\n"
+        f"    FROM ext{d} AS x\n"
         f"    LEFT JOIN node_headroom AS h ON h.node_id = x.anc{d}\n"
         f")",
         f"lvl{d} AS (\n"

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 __all__ = [
     "ActiveSession",
+    "Alert",
     "ControlRule",
     "DRSignal",
     "PriceSignal",
@@ -255,6 +256,26 @@ class SetpointAck(_Record):
     answered_at: datetime | None = None
 
 
+class Alert(_Record):
+    """``pipeline.alerts`` (key ``alert_id``, upsert; a tombstone clears the alert).
+
+    ``alert_id`` is ``"{kind}:{subject_id}"``. Kinds: ``setpoint_deviation`` (a session draws well above
+    its setpoint a minute after it was set), ``node_over_limit`` (measured load above a breaker's limit),
+    ``stale_session_meter``, ``stale_site_meter`` and ``topology_too_deep`` (a node below depth 5).
+    """
+
+    alert_id: str
+    kind: Literal["setpoint_deviation", "node_over_limit", "stale_session_meter", "stale_site_meter",
+                  "topology_too_deep"]
+    severity: Literal["warning", "critical"]
+    site_id: str | None = None
+    subject_id: str
+    value_kw: float | None = None
+    limit_kw: float | None = None
+    since: datetime | None = None
+    message: str
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     """A topic's contract: ``key`` names the model field used as the record key."""
@@ -276,6 +297,7 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec("control.rules", "rule_id", "upsert", ControlRule),
         TopicSpec("ocpp.setpoint.commands", "session_id", "upsert", SetpointCommand),
         TopicSpec("ocpp.setpoint.acks", "charge_point_id", "append", SetpointAck),
+        TopicSpec("pipeline.alerts", "alert_id", "upsert", Alert),
     )
 }
 

@@ -9,7 +9,7 @@ micro-batch recompute:
   bound to the engine clock so temporal filters fire at the clock's time. Each becomes a query view
   (``<name>__query``) and a table ``<name>`` that every evaluation refreshes in dependency order, so a
   view is planned once per evaluation however many views read it, and readers see one consistent
-  snapshot; CTEs are materialized for the same reason;
+  snapshot; CTEs read more than once are materialized for the same reason;
 * each evaluation queries every sink and emits only the rows that changed since the last evaluation:
   upserts, and tombstones for keys that left.
 
@@ -62,10 +62,14 @@ QUERY_SUFFIX = "__query"
 
 
 def duckdb_query(obj: SqlObject) -> str:
-    """The DuckDB form of a view's query: ``NOW()`` bound to the engine clock, CTEs materialized."""
+    """The DuckDB form of a view's query: ``NOW()`` bound to the engine clock, and every CTE that is
+    read more than once materialized (DuckDB would otherwise inline it at each reference)."""
     body = obj.ast.expression.copy().transform(_bind_now)
+    reads: dict[str, int] = {}
+    for table in body.find_all(exp.Table):
+        reads[table.name] = reads.get(table.name, 0) + 1
     for cte in body.find_all(exp.CTE):
-        cte.set("materialized", True)
+        cte.set("materialized", reads.get(cte.alias, 0) > 1)
     return body.sql("duckdb")
 
 

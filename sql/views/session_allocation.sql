@@ -118,7 +118,7 @@ admitted AS (
 ),
 ext5 AS (
     SELECT
-        x.session_id, x.site_id, x.weight, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.weight, x.floor_kw, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
         x.lam,
         x.bind,
         CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
@@ -126,7 +126,7 @@ ext5 AS (
 ),
 win5 AS (
     SELECT
-        x.session_id, x.site_id, x.weight, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.weight, x.floor_kw, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
         x.lam,
         x.bind,
         x.extra,
@@ -134,7 +134,7 @@ win5 AS (
         SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
         SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc5) - SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after,
         h.limited_by AS node_label
-    FROM (SELECT e.*, a.floor_kw FROM ext5 AS e JOIN admitted AS a ON a.session_id = e.session_id) AS x
+    FROM ext5 AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc5
 ),
 lvl5 AS (
@@ -157,7 +157,7 @@ lvl5 AS (
 ),
 fill5 AS (
     SELECT
-        x.session_id, x.site_id, x.weight, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.weight, x.floor_kw, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
         CASE WHEN l.lam IS NOT NULL AND (x.lam IS NULL OR l.lam < x.lam) THEN l.lam ELSE x.lam END AS lam,
         CASE WHEN l.lam IS NOT NULL AND (x.lam IS NULL OR l.lam < x.lam) THEN x.node_label ELSE x.bind END AS bind
     FROM win5 AS x
@@ -165,7 +165,7 @@ fill5 AS (
 ),
 ext4 AS (
     SELECT
-        x.session_id, x.site_id, x.weight, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.weight, x.floor_kw, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
         x.lam,
         x.bind,
         CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
@@ -173,7 +173,7 @@ ext4 AS (
 ),
 win4 AS (
     SELECT
-        x.session_id, x.site_id, x.weight, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.weight, x.floor_kw, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
         x.lam,
         x.bind,
         x.extra,
@@ -181,7 +181,7 @@ win4 AS (
         SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
         SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc4) - SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after,
         h.limited_by AS node_label
-    FROM (SELECT e.*, a.floor_kw FROM ext4 AS e JOIN admitted AS a ON a.session_id = e.session_id) AS x
+    FROM ext4 AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc4
 ),
 lvl4 AS (
@@ -204,7 +204,7 @@ lvl4 AS (
 ),
 fill4 AS (
     SELECT
-        x.session_id, x.site_id, x.weight, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.weight, x.floor_kw, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
         CASE WHEN l.lam IS NOT NULL AND (x.lam IS NULL OR l.lam < x.lam) THEN l.lam ELSE x.lam END AS lam,
         CASE WHEN l.lam IS NOT NULL AND (x.lam IS NULL OR l.lam < x.lam) THEN x.node_label ELSE x.bind END AS bind
     FROM win4 AS x
@@ -212,7 +212,7 @@ fill4 AS (
 ),
 ext3 AS (
     SELECT
-        x.session_id, x.site_id, x.weight, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.weight, x.floor_kw, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
         x.lam,
         x.bind,
         CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
@@ -220,7 +220,7 @@ ext3 AS (
 ),
 win3 AS (
     SELECT
-        x.session_id, x.site_id, x.weight, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.weight, x.floor_kw, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
         x.lam,
         x.bind,
         x.extra,
@@ -228,7 +228,7 @@ win3 AS (
         SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
         SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc3) - SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after,
         h.limited_by AS node_label
-    FROM (SELECT e.*, a.floor_kw FROM ext3 AS e JOIN admitted AS a ON a.session_id = e.session_id) AS x
+    FROM ext3 AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc3
 ),
 lvl3 AS (
@@ -251,7 +251,7 @@ lvl3 AS (
 ),
 fill3 AS (
     SELECT
-        x.session_id, x.site_id, x.weight, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.weight, x.floor_kw, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
         CASE WHEN l.lam IS NOT NULL AND (x.lam IS NULL OR l.lam < x.lam) THEN l.lam ELSE x.lam END AS lam,
         CASE WHEN l.lam IS NOT NULL AND (x.lam IS NULL OR l.lam < x.lam) THEN x.node_label ELSE x.bind END AS bind
     FROM win3 AS x
@@ -259,7 +259,7 @@ fill3 AS (
 ),
 ext2 AS (
     SELECT
-        x.session_id, x.site_id, x.weight, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.weight, x.floor_kw, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
         x.lam,
         x.bind,
         CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
@@ -267,7 +267,7 @@ ext2 AS (
 ),
 win2 AS (
     SELECT
-        x.session_id, x.site_id, x.weight, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.weight, x.floor_kw, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
         x.lam,
         x.bind,
         x.extra,
@@ -275,7 +275,7 @@ win2 AS (
         SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
         SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc2) - SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after,
         h.limited_by AS node_label
-    FROM (SELECT e.*, a.floor_kw FROM ext2 AS e JOIN admitted AS a ON a.session_id = e.session_id) AS x
+    FROM ext2 AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc2
 ),
 lvl2 AS (
@@ -298,7 +298,7 @@ lvl2 AS (
 ),
 fill2 AS (
     SELECT
-        x.session_id, x.site_id, x.weight, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.weight, x.floor_kw, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
         CASE WHEN l.lam IS NOT NULL AND (x.lam IS NULL OR l.lam < x.lam) THEN l.lam ELSE x.lam END AS lam,
         CASE WHEN l.lam IS NOT NULL AND (x.lam IS NULL OR l.lam < x.lam) THEN x.node_label ELSE x.bind END AS bind
     FROM win2 AS x
@@ -306,7 +306,7 @@ fill2 AS (
 ),
 ext1 AS (
     SELECT
-        x.session_id, x.site_id, x.weight, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.weight, x.floor_kw, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
         x.lam,
         x.bind,
         CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
@@ -314,7 +314,7 @@ ext1 AS (
 ),
 win1 AS (
     SELECT
-        x.session_id, x.site_id, x.weight, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.weight, x.floor_kw, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
         x.lam,
         x.bind,
         x.extra,
@@ -322,7 +322,7 @@ win1 AS (
         SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
         SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc1) - SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after,
         h.limited_by AS node_label
-    FROM (SELECT e.*, a.floor_kw FROM ext1 AS e JOIN admitted AS a ON a.session_id = e.session_id) AS x
+    FROM ext1 AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc1
 ),
 lvl1 AS (
@@ -345,7 +345,7 @@ lvl1 AS (
 ),
 fill1 AS (
     SELECT
-        x.session_id, x.site_id, x.weight, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.weight, x.floor_kw, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
         CASE WHEN l.lam IS NOT NULL AND (x.lam IS NULL OR l.lam < x.lam) THEN l.lam ELSE x.lam END AS lam,
         CASE WHEN l.lam IS NOT NULL AND (x.lam IS NULL OR l.lam < x.lam) THEN x.node_label ELSE x.bind END AS bind
     FROM win1 AS x
@@ -353,7 +353,7 @@ fill1 AS (
 ),
 ext0 AS (
     SELECT
-        x.session_id, x.site_id, x.weight, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.weight, x.floor_kw, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
         x.lam,
         x.bind,
         CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
@@ -361,7 +361,7 @@ ext0 AS (
 ),
 win0 AS (
     SELECT
-        x.session_id, x.site_id, x.weight, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.weight, x.floor_kw, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
         x.lam,
         x.bind,
         x.extra,
@@ -369,7 +369,7 @@ win0 AS (
         SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
         SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc0) - SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after,
         h.limited_by AS node_label
-    FROM (SELECT e.*, a.floor_kw FROM ext0 AS e JOIN admitted AS a ON a.session_id = e.session_id) AS x
+    FROM ext0 AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc0
 ),
 lvl0 AS (
@@ -392,7 +392,7 @@ lvl0 AS (
 ),
 fill0 AS (
     SELECT
-        x.session_id, x.site_id, x.weight, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.weight, x.floor_kw, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
         CASE WHEN l.lam IS NOT NULL AND (x.lam IS NULL OR l.lam < x.lam) THEN l.lam ELSE x.lam END AS lam,
         CASE WHEN l.lam IS NOT NULL AND (x.lam IS NULL OR l.lam < x.lam) THEN x.node_label ELSE x.bind END AS bind
     FROM win0 AS x

@@ -1,0 +1,93 @@
+-- Alerts for operators (pipeline.alerts), one row per open condition; it leaves the view when it clears.
+--   setpoint_deviation: a fresh meter shows a session drawing more than max(1 kW, 10 %) above its
+--                       setpoint 60 s or more after the setpoint was computed
+--   node_over_limit:    measured load under a breaker (fresh session meters, plus the building at a
+--                       site) above its limit by more than 0.5 kW
+--   stale_session_meter / stale_site_meter: telemetry older than its staleness threshold
+--   topology_too_deep:  a node deeper than the allocation unrolls (depth 5) or in a parent cycle
+CREATE MATERIALIZED VIEW alerts AS
+WITH measured AS (
+    SELECT
+        a.ancestor_id AS node_id,
+        SUM(t.current_power_kw) AS load_kw
+    FROM session_telemetry AS t
+    JOIN node_ancestors AS a ON a.node_id = t.attach_id
+    WHERE NOT t.stale AND t.current_power_kw IS NOT NULL
+    GROUP BY a.ancestor_id
+),
+loads AS (
+    SELECT
+        h.node_id,
+        h.site_id,
+        h.limit_kw,
+        COALESCE(m.load_kw, 0) + h.building_kw AS load_kw
+    FROM node_headroom AS h
+    LEFT JOIN measured AS m ON m.node_id = h.node_id
+)
+SELECT
+    'setpoint_deviation:' || s.session_id AS alert_id,
+    'setpoint_deviation' AS kind,
+    'warning' AS severity,
+    p.site_id,
+    s.session_id AS subject_id,
+    s.current_power_kw AS value_kw,
+    p.setpoint_kw AS limit_kw,
+    p.computed_at AS since,
+    'session draws above its setpoint' AS message
+FROM ocpp_active_sessions AS s
+JOIN session_setpoints AS p ON p.session_id = s.session_id
+WHERE s.current_power_kw > p.setpoint_kw + GREATEST(1.0, 0.1 * p.setpoint_kw)
+    AND s.sampled_at >= p.computed_at + INTERVAL '60 seconds'
+UNION ALL
+SELECT
+    'node_over_limit:' || node_id AS alert_id,
+    'node_over_limit' AS kind,
+    'critical' AS severity,
+    site_id,
+    node_id AS subject_id,
+    load_kw AS value_kw,
+    limit_kw,
+    CAST(NULL AS TIMESTAMPTZ) AS since,
+    'measured load above the breaker limit' AS message
+FROM loads
+WHERE load_kw > limit_kw + 0.5
+UNION ALL
+SELECT
+    'stale_session_meter:' || session_id AS alert_id,
+    'stale_session_meter' AS kind,
+    'warning' AS severity,
+    site_id,
+    session_id AS subject_id,
+    CAST(NULL AS DOUBLE PRECISION) AS value_kw,
+    CAST(NULL AS DOUBLE PRECISION) AS limit_kw,
+    seen_at AS since,
+    'no meter values for 600 s: held at its last accepted setpoint' AS message
+FROM session_telemetry
+WHERE stale
+UNION ALL
+SELECT
+    'stale_site_meter:' || site_id AS alert_id,
+    'stale_site_meter' AS kind,
+    'warning' AS severity,
+    site_id,
+    site_id AS subject_id,
+    building_kw AS value_kw,
+    CAST(NULL AS DOUBLE PRECISION) AS limit_kw,
+    measured_at AS since,
+    'no site meter reading for 1800 s: building load taken as its last value plus 10 %' AS message
+FROM site_building_load
+WHERE stale
+UNION ALL
+SELECT
+    'topology_too_deep:' || t.node_id AS alert_id,
+    'topology_too_deep' AS kind,
+    'critical' AS severity,
+    t.site_id,
+    t.node_id AS subject_id,
+    CAST(NULL AS DOUBLE PRECISION) AS value_kw,
+    CAST(NULL AS DOUBLE PRECISION) AS limit_kw,
+    CAST(NULL AS TIMESTAMPTZ) AS since,
+    'node is deeper than 5 levels below its site, or its parents form a cycle: not allocated' AS message
+FROM site_topology AS t
+LEFT JOIN node_paths AS p ON p.node_id = t.node_id
+WHERE p.node_id IS NULL;
