@@ -1,6 +1,7 @@
 """Embedded-engine evaluation time versus sessions and sites.
 
-For each size it loads N sessions spread over S sites, then times (a) a full evaluation from cold
+For each size it loads N sessions spread over S sites (each site: a main breaker with two sub-panels,
+chargers on the panels), then times (a) a full evaluation from cold
 (every setpoint emitted) and (b) an evaluation after a meter change at one site (few or no rows emitted).
 The floor is a DuckDB scan of the same sessions table (``SELECT sum(rated_power_kw)``), measured in the
 same run, so the ratio says how much the views cost over just touching the data.
@@ -37,12 +38,21 @@ def _timed(fn, repeat: int) -> float:
 
 def measure(sessions: int, sites: int, repeat: int = 5) -> dict:
     engine = EmbeddedEngine()
-    recs = [("site.topology", f"s{i}", TopologyNode(node_id=f"s{i}", site_id=f"s{i}", kind="site", limit_kw=200))
-            for i in range(sites)]
-    recs += [("ocpp.active.sessions", f"x{i}", ActiveSession(
-        session_id=f"x{i}", charge_point_id=f"CP{i}", connector_id=1, transaction_id=str(i), site_id=f"s{i % sites}",
-        node_id=f"s{i % sites}", rated_power_kw=22, priority=i % 3, started_at=NOW - timedelta(seconds=i)))
-        for i in range(sessions)]
+    recs = []
+    for i in range(sites):
+        recs.append(("site.topology", f"s{i}", TopologyNode(node_id=f"s{i}", site_id=f"s{i}", kind="site",
+                                                             limit_kw=200)))
+        for p in "ab":
+            recs.append(("site.topology", f"s{i}{p}", TopologyNode(node_id=f"s{i}{p}", site_id=f"s{i}",
+                                                                    parent_id=f"s{i}", kind="panel", limit_kw=120)))
+    for i in range(sessions):
+        site = f"s{i % sites}"
+        panel = site + "ab"[(i // sites) % 2]
+        recs.append(("site.topology", f"CP{i}", TopologyNode(node_id=f"CP{i}", site_id=site, parent_id=panel,
+                                                              kind="charger", limit_kw=22)))
+        recs.append(("ocpp.active.sessions", f"x{i}", ActiveSession(
+            session_id=f"x{i}", charge_point_id=f"CP{i}", connector_id=1, transaction_id=str(i), site_id=site,
+            rated_power_kw=22, priority=i % 3, started_at=NOW - timedelta(seconds=i), sampled_at=NOW)))
     t = time.perf_counter()
     engine.apply(recs)
     load_ms = (time.perf_counter() - t) * 1000

@@ -47,24 +47,19 @@ FILL_COLS = f"x.session_id, x.site_id, x.weight, x.floor_kw, x.extra_kw, {ANCEST
 
 def _admission(d: int) -> list[str]:
     prev = "session_limits" if d == MAX_DEPTH else f"adm{d + 1}"
-    admitted_below = "(x.paused_by IS NULL)" if d == MAX_DEPTH else "x.ok"
+    below = "(x.paused_by IS NULL)" if d == MAX_DEPTH else "x.ok"
     return [
-        f"cum{d} AS (\n"
-        f"    SELECT\n"
-        f"        {ADMIT_COLS},\n"
-        f"        {admitted_below} AS ok,\n"
-        f"        SUM(CASE WHEN {admitted_below} THEN x.floor_kw ELSE 0 END) OVER (\n"
-        f"            PARTITION BY x.site_id, x.anc{d} ORDER BY {ORDER} {RUNNING}\n"
-        f"        ) AS cumfloor,\n"
-        f"        h.headroom_kw AS head\n"
-        f"    FROM {prev} AS x\n"
-        f"    LEFT JOIN node_headroom AS h ON h.node_id = x.anc{d}\n"
-        f")",
         f"adm{d} AS (\n"
         f"    SELECT\n"
         f"        {ADMIT_COLS},\n"
-        f"        x.ok AND (x.anc{d} IS NULL OR x.cumfloor <= x.head + 1e-9) AS ok\n"
-        f"    FROM cum{d} AS x\n"
+        f"        {below} AND (\n"
+        f"            x.anc{d} IS NULL\n"
+        f"            OR SUM(CASE WHEN {below} THEN x.floor_kw ELSE 0 END) OVER (\n"
+        f"                PARTITION BY x.site_id, x.anc{d} ORDER BY {ORDER} {RUNNING}\n"
+        f"            ) <= h.headroom_kw + 1e-9\n"
+        f"        ) AS ok\n"
+        f"    FROM {prev} AS x\n"
+        f"    LEFT JOIN node_headroom AS h ON h.node_id = x.anc{d}\n"
         f")",
     ]
 

@@ -87,6 +87,10 @@ def to_duckdb(obj: SqlObject) -> str:
     raise SqlError(f"{obj.path}: a {obj.kind} has no DuckDB DDL")
 
 
+def _reads_now(obj: SqlObject) -> bool:
+    return any(_bind_now(node) is not node for node in obj.ast.expression.find_all(exp.Func))
+
+
 def _plain(value: Any) -> Any:
     return value.value if isinstance(value, Enum) else value
 
@@ -106,6 +110,9 @@ class EmbeddedEngine:
         self.views: list[SqlObject] = []
         self.sinks: list[SqlObject] = []
         self._emitted: dict[str, dict[str, tuple]] = {}
+        self._dirty: set[str] = set()  # objects whose rows changed since their last refresh
+        self._timed: set[str] = set()  # views that read NOW(), themselves or through a view they read
+        self._fresh: set[str] = set()  # views refreshed at least once
         self.evaluations = 0
         self.last_eval_ms = 0.0
         for obj in self.objects:
@@ -118,6 +125,8 @@ class EmbeddedEngine:
             self.con.execute(to_duckdb(obj))
             if obj.kind in ("materialized_view", "view"):
                 self.views.append(obj)
+                if _reads_now(obj) or obj.depends_on & self._timed:
+                    self._timed.add(obj.name)
                 self.con.execute(f"CREATE OR REPLACE TABLE {obj.name} AS SELECT * FROM {obj.name}{QUERY_SUFFIX} LIMIT 0")
             if obj.kind in ("table", "source"):
                 if not obj.topic:
@@ -148,6 +157,7 @@ class EmbeddedEngine:
                 count += 1
         for topic, batch in batches.items():
             obj = self.inputs[topic]
+            self._dirty.add(obj.name)
             cols = obj.columns
             placeholders = ", ".join("?" for _ in cols)
             quoted = ", ".join(f'"{c}"' for c in cols)
@@ -169,6 +179,7 @@ class EmbeddedEngine:
         """Empty every input table and forget what the sinks emitted (for what-ifs and tests)."""
         for obj in self.inputs.values():
             self.con.execute(f"DELETE FROM {obj.name}")
+            self._dirty.add(obj.name)
         for name in self._emitted:
             self._emitted[name] = {}
 
@@ -176,17 +187,27 @@ class EmbeddedEngine:
         self.con.execute(f"SET VARIABLE {NOW_VARIABLE} = ?::TIMESTAMPTZ", [now])
 
     def refresh(self, now: datetime) -> None:
-        """Recompute every materialized view at ``now``, in dependency order, in one transaction."""
+        """Recompute the materialized views at ``now``, in dependency order, in one transaction.
+
+        A view is skipped when nothing it reads changed since its last refresh and it does not read
+        ``NOW()``, itself or through another view: its table is still exact.
+        """
         self.set_now(now)
+        dirty = set(self._dirty)
         self.con.execute("BEGIN")
         try:
             for view in self.views:
+                if view.name not in self._timed and not (view.depends_on & dirty) and view.name in self._fresh:
+                    continue
                 self.con.execute(f"DELETE FROM {view.name}")
                 self.con.execute(f"INSERT INTO {view.name} SELECT * FROM {view.name}{QUERY_SUFFIX}")
+                dirty.add(view.name)
         except BaseException:
             self.con.execute("ROLLBACK")
             raise
         self.con.execute("COMMIT")
+        self._fresh.update(v.name for v in self.views)
+        self._dirty.clear()
 
     def query(self, sql: str, now: datetime | None = None) -> tuple[list[str], list[tuple]]:
         """Run a read query; with ``now`` the views are refreshed at that time first. Returns column

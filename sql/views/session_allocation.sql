@@ -4,107 +4,77 @@
 -- spare headroom up to each cap. anc0..anc{d} are the session's ancestors by depth (anc0 = the site).
 CREATE MATERIALIZED VIEW session_allocation AS
 WITH
-cum5 AS (
-    SELECT
-        x.session_id, x.site_id, x.priority, x.started_at, x.floor_kw, x.paused_by, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
-        (x.paused_by IS NULL) AS ok,
-        SUM(CASE WHEN (x.paused_by IS NULL) THEN x.floor_kw ELSE 0 END) OVER (
-            PARTITION BY x.site_id, x.anc5 ORDER BY x.priority DESC, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-        ) AS cumfloor,
-        h.headroom_kw AS head
-    FROM session_limits AS x
-    LEFT JOIN node_headroom AS h ON h.node_id = x.anc5
-),
 adm5 AS (
     SELECT
         x.session_id, x.site_id, x.priority, x.started_at, x.floor_kw, x.paused_by, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
-        x.ok AND (x.anc5 IS NULL OR x.cumfloor <= x.head + 1e-9) AS ok
-    FROM cum5 AS x
-),
-cum4 AS (
-    SELECT
-        x.session_id, x.site_id, x.priority, x.started_at, x.floor_kw, x.paused_by, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
-        x.ok AS ok,
-        SUM(CASE WHEN x.ok THEN x.floor_kw ELSE 0 END) OVER (
-            PARTITION BY x.site_id, x.anc4 ORDER BY x.priority DESC, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-        ) AS cumfloor,
-        h.headroom_kw AS head
-    FROM adm5 AS x
-    LEFT JOIN node_headroom AS h ON h.node_id = x.anc4
+        (x.paused_by IS NULL) AND (
+            x.anc5 IS NULL
+            OR SUM(CASE WHEN (x.paused_by IS NULL) THEN x.floor_kw ELSE 0 END) OVER (
+                PARTITION BY x.site_id, x.anc5 ORDER BY x.priority DESC, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+            ) <= h.headroom_kw + 1e-9
+        ) AS ok
+    FROM session_limits AS x
+    LEFT JOIN node_headroom AS h ON h.node_id = x.anc5
 ),
 adm4 AS (
     SELECT
         x.session_id, x.site_id, x.priority, x.started_at, x.floor_kw, x.paused_by, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
-        x.ok AND (x.anc4 IS NULL OR x.cumfloor <= x.head + 1e-9) AS ok
-    FROM cum4 AS x
-),
-cum3 AS (
-    SELECT
-        x.session_id, x.site_id, x.priority, x.started_at, x.floor_kw, x.paused_by, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
-        x.ok AS ok,
-        SUM(CASE WHEN x.ok THEN x.floor_kw ELSE 0 END) OVER (
-            PARTITION BY x.site_id, x.anc3 ORDER BY x.priority DESC, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-        ) AS cumfloor,
-        h.headroom_kw AS head
-    FROM adm4 AS x
-    LEFT JOIN node_headroom AS h ON h.node_id = x.anc3
+        x.ok AND (
+            x.anc4 IS NULL
+            OR SUM(CASE WHEN x.ok THEN x.floor_kw ELSE 0 END) OVER (
+                PARTITION BY x.site_id, x.anc4 ORDER BY x.priority DESC, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+            ) <= h.headroom_kw + 1e-9
+        ) AS ok
+    FROM adm5 AS x
+    LEFT JOIN node_headroom AS h ON h.node_id = x.anc4
 ),
 adm3 AS (
     SELECT
         x.session_id, x.site_id, x.priority, x.started_at, x.floor_kw, x.paused_by, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
-        x.ok AND (x.anc3 IS NULL OR x.cumfloor <= x.head + 1e-9) AS ok
-    FROM cum3 AS x
-),
-cum2 AS (
-    SELECT
-        x.session_id, x.site_id, x.priority, x.started_at, x.floor_kw, x.paused_by, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
-        x.ok AS ok,
-        SUM(CASE WHEN x.ok THEN x.floor_kw ELSE 0 END) OVER (
-            PARTITION BY x.site_id, x.anc2 ORDER BY x.priority DESC, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-        ) AS cumfloor,
-        h.headroom_kw AS head
-    FROM adm3 AS x
-    LEFT JOIN node_headroom AS h ON h.node_id = x.anc2
+        x.ok AND (
+            x.anc3 IS NULL
+            OR SUM(CASE WHEN x.ok THEN x.floor_kw ELSE 0 END) OVER (
+                PARTITION BY x.site_id, x.anc3 ORDER BY x.priority DESC, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+            ) <= h.headroom_kw + 1e-9
+        ) AS ok
+    FROM adm4 AS x
+    LEFT JOIN node_headroom AS h ON h.node_id = x.anc3
 ),
 adm2 AS (
     SELECT
         x.session_id, x.site_id, x.priority, x.started_at, x.floor_kw, x.paused_by, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
-        x.ok AND (x.anc2 IS NULL OR x.cumfloor <= x.head + 1e-9) AS ok
-    FROM cum2 AS x
-),
-cum1 AS (
-    SELECT
-        x.session_id, x.site_id, x.priority, x.started_at, x.floor_kw, x.paused_by, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
-        x.ok AS ok,
-        SUM(CASE WHEN x.ok THEN x.floor_kw ELSE 0 END) OVER (
-            PARTITION BY x.site_id, x.anc1 ORDER BY x.priority DESC, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-        ) AS cumfloor,
-        h.headroom_kw AS head
-    FROM adm2 AS x
-    LEFT JOIN node_headroom AS h ON h.node_id = x.anc1
+        x.ok AND (
+            x.anc2 IS NULL
+            OR SUM(CASE WHEN x.ok THEN x.floor_kw ELSE 0 END) OVER (
+                PARTITION BY x.site_id, x.anc2 ORDER BY x.priority DESC, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+            ) <= h.headroom_kw + 1e-9
+        ) AS ok
+    FROM adm3 AS x
+    LEFT JOIN node_headroom AS h ON h.node_id = x.anc2
 ),
 adm1 AS (
     SELECT
         x.session_id, x.site_id, x.priority, x.started_at, x.floor_kw, x.paused_by, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
-        x.ok AND (x.anc1 IS NULL OR x.cumfloor <= x.head + 1e-9) AS ok
-    FROM cum1 AS x
-),
-cum0 AS (
-    SELECT
-        x.session_id, x.site_id, x.priority, x.started_at, x.floor_kw, x.paused_by, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
-        x.ok AS ok,
-        SUM(CASE WHEN x.ok THEN x.floor_kw ELSE 0 END) OVER (
-            PARTITION BY x.site_id, x.anc0 ORDER BY x.priority DESC, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-        ) AS cumfloor,
-        h.headroom_kw AS head
-    FROM adm1 AS x
-    LEFT JOIN node_headroom AS h ON h.node_id = x.anc0
+        x.ok AND (
+            x.anc1 IS NULL
+            OR SUM(CASE WHEN x.ok THEN x.floor_kw ELSE 0 END) OVER (
+                PARTITION BY x.site_id, x.anc1 ORDER BY x.priority DESC, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+            ) <= h.headroom_kw + 1e-9
+        ) AS ok
+    FROM adm2 AS x
+    LEFT JOIN node_headroom AS h ON h.node_id = x.anc1
 ),
 adm0 AS (
     SELECT
         x.session_id, x.site_id, x.priority, x.started_at, x.floor_kw, x.paused_by, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
-        x.ok AND (x.anc0 IS NULL OR x.cumfloor <= x.head + 1e-9) AS ok
-    FROM cum0 AS x
+        x.ok AND (
+            x.anc0 IS NULL
+            OR SUM(CASE WHEN x.ok THEN x.floor_kw ELSE 0 END) OVER (
+                PARTITION BY x.site_id, x.anc0 ORDER BY x.priority DESC, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+            ) <= h.headroom_kw + 1e-9
+        ) AS ok
+    FROM adm1 AS x
+    LEFT JOIN node_headroom AS h ON h.node_id = x.anc0
 ),
 admitted AS (
     SELECT

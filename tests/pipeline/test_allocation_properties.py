@@ -32,7 +32,8 @@ def engine():
 def run_engine(engine: EmbeddedEngine, records) -> dict[str, dict]:
     engine.reset()
     engine.apply(records)
-    return {c.key: json.loads(c.value) for c in engine.evaluate(NOW) if c.value}
+    return {c.key: json.loads(c.value) for c in engine.evaluate(NOW)
+            if c.value and c.topic == "ocpp.setpoint.commands"}
 
 
 @st.composite
