@@ -87,6 +87,18 @@ def to_duckdb(obj: SqlObject) -> str:
     raise SqlError(f"{obj.path}: a {obj.kind} has no DuckDB DDL")
 
 
+def duckdb_ddl(obj: SqlObject) -> list[str]:
+    """Every DuckDB statement that creates ``obj`` as the engine runs it: a table for tables and
+    sources; for views the ``<name>__query`` view and the ``<name>`` table refreshed from it; none for
+    sinks. Raises :class:`SqlError` when the object has no DuckDB form."""
+    if obj.kind == "sink":
+        return []
+    ddl = [to_duckdb(obj)]
+    if obj.kind in ("materialized_view", "view"):
+        ddl.append(f"CREATE OR REPLACE TABLE {obj.name} AS SELECT * FROM {obj.name}{QUERY_SUFFIX} LIMIT 0")
+    return ddl
+
+
 def _reads_now(obj: SqlObject) -> bool:
     return any(_bind_now(node) is not node for node in obj.ast.expression.find_all(exp.Func))
 
@@ -250,4 +262,4 @@ class EmbeddedEngine:
         self.con.close()
 
 
-__all__ = ["EmbeddedEngine", "RecordError", "SinkChange", "to_duckdb"]
+__all__ = ["EmbeddedEngine", "RecordError", "SinkChange", "duckdb_ddl", "to_duckdb"]

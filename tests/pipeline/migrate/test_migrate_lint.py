@@ -1,0 +1,81 @@
+"""``lint`` reports every problem with file and line: parse errors, duplicates, unknown references,
+cycles, what RisingWave cannot maintain, connector mistakes, and what the embedded engine cannot run."""
+
+from __future__ import annotations
+
+from migrate_helpers import SMALL, write_sql
+
+from pipeline.migrate.lint import lint
+
+
+def found(tmp_path, files: dict[str, str]) -> list[tuple[str, int, str]]:
+    root = write_sql(tmp_path / "sql", {**SMALL, **files})
+    return [(i.path, i.line, i.code) for i in lint(root)]
+
+
+def test_the_real_sql_dir_and_the_small_one_are_clean(tmp_path):
+    assert lint() == []
+    assert lint(write_sql(tmp_path / "sql", SMALL)) == []
+
+
+def test_a_parse_error_points_at_its_line(tmp_path):
+    assert found(tmp_path, {"views/broken.sql": "-- note\nCREATE MATERIALIZED VIEW broken AS\nSELECT FROM WHERE;\n"}) == [
+        ("sql/views/broken.sql", 3, "parse")]
+
+
+def test_two_statements_in_a_file_are_rejected(tmp_path):
+    assert found(tmp_path, {"views/two.sql": "CREATE VIEW a AS SELECT 1;\nCREATE VIEW b AS SELECT 2;\n"}) == [
+        ("sql/views/two.sql", 1, "parse")]
+
+
+def test_duplicates_unknown_references_and_cycles(tmp_path):
+    issues = lint(write_sql(tmp_path / "sql", {
+        **SMALL,
+        "views/again.sql": "CREATE MATERIALIZED VIEW site_power AS SELECT 1 AS x;",
+        "views/orphan.sql": "CREATE MATERIALIZED VIEW orphan AS\nSELECT a.x\nFROM sessions AS s\nJOIN ghost AS a ON TRUE;",
+        "views/loop_a.sql": "CREATE MATERIALIZED VIEW loop_a AS SELECT * FROM loop_b;",
+        "views/loop_b.sql": "CREATE MATERIALIZED VIEW loop_b AS SELECT * FROM loop_a;",
+    }))
+    text = [str(i) for i in issues]
+    assert "sql/views/site_power.sql:1: [duplicate] duplicate object name 'site_power' (also in sql/views/again.sql)" in text
+    assert "sql/views/orphan.sql:4: [unknown-ref] unknown reference 'ghost'" in text
+    assert any("[cycle] dependency cycle: loop_" in t for t in text)
+
+
+def test_what_risingwave_cannot_maintain_is_rejected(tmp_path):
+    issues = found(tmp_path, {
+        "views/tree.sql": ("CREATE MATERIALIZED VIEW tree AS\nWITH RECURSIVE up AS (\n  SELECT session_id FROM sessions\n"
+                           "  UNION ALL SELECT session_id FROM up\n)\nSELECT * FROM up;"),
+        "views/stamped.sql": ("CREATE MATERIALIZED VIEW stamped AS\nSELECT session_id,\n  NOW() AS seen_at\n"
+                              "FROM sessions\nWHERE power_kw > 0;"),
+        "views/recent.sql": "CREATE MATERIALIZED VIEW recent AS\nSELECT session_id FROM sessions\nWHERE power_kw < 5 AND NOW() > NOW();",
+    })
+    assert ("sql/views/tree.sql", 2, "streaming") in issues
+    assert ("sql/views/stamped.sql", 3, "streaming") in issues
+    assert not [i for i in issues if i[0] == "sql/views/recent.sql"]  # a temporal filter is fine
+
+
+def test_connector_mistakes(tmp_path):
+    issues = found(tmp_path, {
+        "tables/nokey.sql": ("CREATE TABLE nokey (site_id VARCHAR) WITH (connector = 'kafka', topic = 'site.topology') "
+                             "FORMAT UPSERT ENCODE JSON;"),
+        "sinks/notopic.sql": "CREATE SINK notopic FROM site_power WITH (connector = 'kafka') FORMAT UPSERT ENCODE JSON;",
+    })
+    assert ("sql/tables/nokey.sql", 1, "connector") in issues
+    assert ("sql/sinks/notopic.sql", 1, "connector") in issues
+
+
+def test_what_the_embedded_engine_cannot_run(tmp_path):
+    issues = lint(write_sql(tmp_path / "sql", {
+        **SMALL,
+        "views/typo.sql": "-- a typo DuckDB finds when binding\nCREATE MATERIALIZED VIEW typo AS\nSELECT no_such_column FROM sessions;",
+        "views/downstream.sql": "CREATE MATERIALIZED VIEW downstream AS SELECT * FROM typo;",
+        "sources/stray.sql": ("CREATE SOURCE stray (x INT) WITH (connector = 'kafka', topic = 'no.such.topic') "
+                              "FORMAT PLAIN ENCODE JSON;"),
+    }))
+    text = [str(i) for i in issues]
+    assert any(t.startswith("sql/views/typo.sql:2: [embedded] the embedded engine cannot run it:") and "no_such_column" in t
+               for t in text)
+    assert not any("downstream" in t for t in text)  # reported once, at its cause
+    assert "sql/sources/stray.sql:1: [embedded] topic 'no.such.topic' has no contract in pipeline.topics, " \
+           "so the embedded engine refuses it" in text
