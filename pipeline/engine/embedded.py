@@ -123,8 +123,9 @@ class EmbeddedEngine:
         self.sinks: list[SqlObject] = []
         self._emitted: dict[str, dict[str, tuple]] = {}
         self._dirty: set[str] = set()  # objects whose rows changed since their last refresh
-        self._timed: set[str] = set()  # views that read NOW(), themselves or through a view they read
-        self._fresh: set[str] = set()  # views refreshed at least once
+        self._timed: set[str] = set()  # views that read NOW() themselves
+        self._digest: dict[str, tuple] = {}  # per view: (row count, sum of row hashes) after its last refresh
+        self._diffed: set[str] = set()  # sinks diffed at least once
         self.evaluations = 0
         self.last_eval_ms = 0.0
         for obj in self.objects:
@@ -137,7 +138,7 @@ class EmbeddedEngine:
             self.con.execute(to_duckdb(obj))
             if obj.kind in ("materialized_view", "view"):
                 self.views.append(obj)
-                if _reads_now(obj) or obj.depends_on & self._timed:
+                if _reads_now(obj):
                     self._timed.add(obj.name)
                 self.con.execute(f"CREATE OR REPLACE TABLE {obj.name} AS SELECT * FROM {obj.name}{QUERY_SUFFIX} LIMIT 0")
             if obj.kind in ("table", "source"):
@@ -194,32 +195,42 @@ class EmbeddedEngine:
             self._dirty.add(obj.name)
         for name in self._emitted:
             self._emitted[name] = {}
+        self._diffed.clear()
 
     def set_now(self, now: datetime) -> None:
         self.con.execute(f"SET VARIABLE {NOW_VARIABLE} = ?::TIMESTAMPTZ", [now])
 
-    def refresh(self, now: datetime) -> None:
-        """Recompute the materialized views at ``now``, in dependency order, in one transaction.
+    def refresh(self, now: datetime) -> set[str]:
+        """Bring the materialized views up to ``now``, in dependency order, in one transaction; returns
+        the names of the views whose rows changed.
 
-        A view is skipped when nothing it reads changed since its last refresh and it does not read
-        ``NOW()``, itself or through another view: its table is still exact.
+        Change propagates by content: a view is recomputed when it reads ``NOW()`` or when a table or
+        view it reads changed, and it counts as changed only if its rows differ afterwards (compared by
+        row count and the sum of row hashes). A meter reading that moves no setpoint so stops at the
+        first view that does not carry the reading.
         """
         self.set_now(now)
         dirty = set(self._dirty)
+        changed: set[str] = set()
         self.con.execute("BEGIN")
         try:
             for view in self.views:
-                if view.name not in self._timed and not (view.depends_on & dirty) and view.name in self._fresh:
+                known = self._digest.get(view.name)
+                if known is not None and view.name not in self._timed and not (view.depends_on & dirty):
                     continue
                 self.con.execute(f"DELETE FROM {view.name}")
                 self.con.execute(f"INSERT INTO {view.name} SELECT * FROM {view.name}{QUERY_SUFFIX}")
-                dirty.add(view.name)
+                digest = self.con.execute(f"SELECT count(*), sum(hash(v)) FROM {view.name} AS v").fetchone()
+                if digest != known:
+                    self._digest[view.name] = digest
+                    dirty.add(view.name)
+                    changed.add(view.name)
         except BaseException:
             self.con.execute("ROLLBACK")
             raise
         self.con.execute("COMMIT")
-        self._fresh.update(v.name for v in self.views)
         self._dirty.clear()
+        return changed
 
     def query(self, sql: str, now: datetime | None = None) -> tuple[list[str], list[tuple]]:
         """Run a read query; with ``now`` the views are refreshed at that time first. Returns column
@@ -233,9 +244,12 @@ class EmbeddedEngine:
         """Re-evaluate every sink at ``now``; return upserts for new or changed rows and tombstones for
         keys that are gone. Rows that break their topic's contract are logged and not emitted."""
         started = time.perf_counter()
-        self.refresh(now)
+        changed = self.refresh(now)
         changes: list[SinkChange] = []
         for sink in self.sinks:
+            if sink.name in self._diffed and not (sink.depends_on & changed):
+                continue
+            self._diffed.add(sink.name)
             cols, rows = self.query(sink.ast.expression.sql("duckdb"))
             key_idx = [cols.index(k) for k in sink.primary_key]
             current = {"|".join(str(row[i]) for i in key_idx): row for row in rows}
