@@ -1,9 +1,10 @@
 """The OCPP central system of the setpoint pipeline.
 
-It serves chargers over OCPP-J (1.6 today; the version is chosen by websocket subprotocol), turns their
+It serves chargers over OCPP-J 1.6 and 2.0.1 (the version is chosen by websocket subprotocol), turns their
 messages into ``ocpp.active.sessions`` records, and drives each charger towards the latest
-``ocpp.setpoint.commands`` with SetChargingProfile, reporting every answer on ``ocpp.setpoint.acks``. It
-shares nothing with the engine but the topics in :mod:`pipeline.topics`.
+``ocpp.setpoint.commands`` with SetChargingProfile, safely (break before make, in-flight accounting,
+fail-safe profiles), reporting every answer on ``ocpp.setpoint.acks``. It shares nothing with the engine
+but the topics in :mod:`pipeline.topics`.
 """
 
 from executor.service import Executor

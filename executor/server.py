@@ -1,19 +1,23 @@
 """The websocket side of the central system: who may connect, which OCPP version they speak, one link each.
 
-Chargers connect to ``ws://HOST:PORT/ocpp/{charge_point_id}`` (OCPP-J 1.6 section 3.1, client request:
-the identity is the last path segment). The server
+Chargers connect to ``ws[s]://HOST:PORT/ocpp/{charge_point_id}`` (OCPP-J 1.6 section 3.1 and 2.0.1 section
+3.1: the identity is the last path segment). Before any upgrade, in ``process_request``, the server
 
-- answers any other path with HTTP 404 before the upgrade (``process_request``);
-- negotiates the websocket subprotocol (OCPP-J 1.6 section 3.1, ``Sec-WebSocket-Protocol: ocpp1.6``)
-  among the version modules it was given, in preference order, and refuses a client that offers none
-  of them with HTTP 400 (websockets' own negotiation: nothing is upgraded, so no OCPP frame is ever
-  exchanged with such a client);
-- keeps one live connection per charger: a new connection for an identity closes the old one
-  (code 1000), and only the newest connection's end is reported as a disconnect.
+- answers ``GET /metrics`` with the Prometheus text exposition of the executor's registry (when a
+  ``metrics`` callable is given) and ``GET /healthz`` with ``ok``;
+- answers any other path with HTTP 404;
+- when an :class:`executor.auth.Authenticator` is given, checks HTTP Basic credentials (security profile
+  1, or 2 over TLS): a missing or malformed header, an unknown identity, a username other than the URL's
+  identity or a wrong password get HTTP 401 with ``WWW-Authenticate: Basic`` (OCPP 1.6 Security Whitepaper
+  section 2.1; OCPP 2.0.1 A00.FR.205, A00.FR.306-307), so nothing is upgraded and a live connection is
+  never displaced by a caller who cannot prove the identity.
 
-Version modules are plain :data:`executor.station.StationFactory` callables keyed by subprotocol, so OCPP
-2.0.1 is one more entry (``{"ocpp2.0.1": v201.CentralSystemV201, "ocpp1.6": v16.CentralSystemV16}``,
-see :data:`executor.service.PROTOCOLS`).
+It then negotiates the websocket subprotocol (OCPP-J section 3.1.2 / 2.0.1 section 3.1.2:
+``Sec-WebSocket-Protocol``) among the version modules it was given, in preference order; a client that
+offers none of them, or no subprotocol at all, is refused with HTTP 400 by websockets' own negotiation.
+
+One live connection per charger: a new (authenticated) connection for an identity closes the old one
+(code 1000), and only the newest connection's end is reported as a disconnect.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from urllib.parse import unquote, urlsplit
@@ -28,6 +33,7 @@ from urllib.parse import unquote, urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from executor.auth import Authenticator
 from executor.station import Station, StationEvents, StationFactory, StationOptions
 
 __all__ = ["OcppServer", "charge_point_id_from_path"]
@@ -36,6 +42,7 @@ log = logging.getLogger(__name__)
 
 _PATH = re.compile(r"^/ocpp/([^/]+)/?$")
 REPLACED_CLOSE_CODE = 1000
+METRICS_PATH, HEALTH_PATH = "/metrics", "/healthz"
 
 
 def charge_point_id_from_path(path: str) -> str | None:
@@ -53,6 +60,9 @@ class OcppServer:
     ``protocols`` maps subprotocol names to station factories, most preferred first. ``on_connect(id,
     station)`` is called when a charger's connection is open (after any older one was told to close) and
     ``on_disconnect(id, station)`` when the charger's current connection ends; both are synchronous.
+    ``authenticator=None`` is open mode (no credentials asked). ``ssl_context`` turns on TLS (wss).
+    ``metrics()`` returns ``(content_type, body)`` for ``GET /metrics``; ``on_refused(reason)`` counts
+    refusals.
     """
 
     def __init__(
@@ -64,6 +74,11 @@ class OcppServer:
         options: StationOptions,
         on_connect: Callable[[str, Station], None],
         on_disconnect: Callable[[str, Station], None],
+        *,
+        authenticator: Authenticator | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        metrics: Callable[[], tuple[str, bytes]] | None = None,
+        on_refused: Callable[[str], None] = lambda reason: None,
     ) -> None:
         if not protocols:
             raise ValueError("at least one OCPP version module is needed")
@@ -74,9 +89,17 @@ class OcppServer:
         self._options = options
         self._on_connect = on_connect
         self._on_disconnect = on_disconnect
+        self._auth = authenticator
+        self._ssl = ssl_context
+        self._metrics = metrics
+        self._on_refused = on_refused
         self._server: Server | None = None
         self._live: dict[str, tuple[ServerConnection, Station]] = {}
         self._closing: set[asyncio.Task[None]] = set()
+
+    @property
+    def scheme(self) -> str:
+        return "wss" if self._ssl is not None else "ws"
 
     @property
     def stations(self) -> dict[str, Station]:
@@ -91,10 +114,11 @@ class OcppServer:
             self.port,
             subprotocols=list(self._protocols),  # type: ignore[arg-type]
             process_request=self._process_request,
+            ssl=self._ssl,
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("OCPP server listening on ws://%s:%s/ocpp/{id} (%s)",
-                 self.host, self.port, ", ".join(self._protocols))
+        log.info("OCPP server listening on %s://%s:%s/ocpp/{id} (%s; %s)", self.scheme, self.host, self.port,
+                 ", ".join(self._protocols), "Basic auth" if self._auth else "open mode: no charger auth")
 
     async def stop(self) -> None:
         """Stop accepting, close every connection with 1001 (going away) and wait for handlers; idempotent."""
@@ -106,10 +130,28 @@ class OcppServer:
             task.cancel()
         self._closing.clear()
 
-    @staticmethod
-    def _process_request(connection: ServerConnection, request: Request) -> Response | None:
-        if charge_point_id_from_path(request.path) is None:
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if path == METRICS_PATH and self._metrics is not None:
+            content_type, body = self._metrics()
+            response = connection.respond(HTTPStatus.OK, body.decode())
+            del response.headers["Content-Type"]
+            response.headers["Content-Type"] = content_type
+            return response
+        if path == HEALTH_PATH:
+            return connection.respond(HTTPStatus.OK, "ok\n")
+        cp_id = charge_point_id_from_path(request.path)
+        if cp_id is None:
+            self._on_refused("not_found")
             return connection.respond(HTTPStatus.NOT_FOUND, "Not Found: connect to /ocpp/{charge_point_id}\n")
+        if self._auth is not None:
+            reason = await self._auth.check(cp_id, request.headers.get("Authorization"))
+            if reason is not None:
+                log.warning("%s: refused (401): %s, from %s", cp_id, reason, connection.remote_address)
+                self._on_refused("unauthorized")
+                response = connection.respond(HTTPStatus.UNAUTHORIZED, "Unauthorized\n")
+                response.headers["WWW-Authenticate"] = 'Basic realm="ocpp", charset="UTF-8"'
+                return response
         return None
 
     async def _handle(self, connection: ServerConnection) -> None:

@@ -1,43 +1,53 @@
 """The executor service: the OCPP central system wired to the pipeline's topics.
 
 It is the only place that knows all the parts: the websocket server and its version modules, the sessions
-it publishes, the desired setpoints it consumes, and one dispatcher per connected charger. It talks to the
-engine only through topics (``pipeline.topics``, ``pipeline.transport``), never by import.
+it publishes, the desired setpoints it consumes, the ledger of what is in force, and one dispatcher per
+connected charger. It talks to the engine only through topics (``pipeline.topics``, ``pipeline.transport``),
+never by import.
 
-Start-up is rebuild-then-serve: ``site.topology``, the executor's own ``ocpp.active.sessions`` and the
-compacted ``ocpp.setpoint.commands`` are read to their end (DESIGN.md, "Executor": level-triggered desired
-state) before the first charger is accepted, so a restarted executor sends what the engine last wanted
-rather than nothing.
+Start-up is rebuild-then-serve: ``site.topology``, the executor's own ``ocpp.active.sessions`` and
+``ocpp.setpoint.acks`` and the compacted ``ocpp.setpoint.commands`` are read to their end (DESIGN.md,
+"Executor": level-triggered desired state) before the first charger is accepted, so a restarted executor
+sends what the engine last wanted, and knows which limits its chargers may still hold.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import ssl
+from collections.abc import Mapping
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeline.clock import Clock, SystemClock
 from pipeline.topics import ActiveSession, RecordError, SetpointAck, decode
 from pipeline.transport import Consumer, Record, Transport, decode_or_dead_letter, publish
 
-from executor import v16
-from executor.dispatch import ACKS_TOPIC, COMMANDS_TOPIC, ChargerDispatcher, SetpointTable
+from executor import v16, v201
+from executor.auth import Authenticator
+from executor.desired import COMMANDS_TOPIC, SetpointTable
+from executor.dispatch import ACKS_TOPIC, ChargerDispatcher, DispatchContext, Policy
+from executor.ledger import Ledger
 from executor.metrics import ExecutorStats
 from executor.server import OcppServer
-from executor.sessions import SESSIONS_TOPIC, Sessions, Topology
+from executor.sessions import SESSIONS_TOPIC, Sessions
 from executor.station import MeterSample, RateUnit, Station, StationFactory, StationOptions
+from executor.topology import Topology
 
-__all__ = ["Executor", "PROTOCOLS"]
+__all__ = ["Executor", "PROTOCOLS", "Policy"]
 
 log = logging.getLogger(__name__)
 
 TOPOLOGY_TOPIC = "site.topology"
 
-PROTOCOLS: dict[str, StationFactory] = {v16.SUBPROTOCOL: v16.CentralSystemV16}
-"""Served OCPP versions by websocket subprotocol, most preferred first (2.0.1 goes in front when added)."""
+PROTOCOLS: dict[str, StationFactory] = {
+    v201.SUBPROTOCOL: v201.CentralSystemV201,
+    v16.SUBPROTOCOL: v16.CentralSystemV16,
+}
+"""Served OCPP versions by websocket subprotocol, most preferred first."""
 
 
 class _Events:
@@ -46,47 +56,63 @@ class _Events:
     def __init__(self, executor: Executor) -> None:
         self._x = executor
 
-    async def on_boot(self, charge_point_id: str, vendor: str, model: str) -> None:
+    def on_boot(self, charge_point_id: str, vendor: str, model: str) -> None:
         log.info("%s: booted (%s %s)", charge_point_id, vendor, model)
+        dispatcher = self._x._dispatchers.get(charge_point_id)
+        if dispatcher is not None:
+            dispatcher.rebooted()
 
-    async def on_start_transaction(
-        self, charge_point_id: str, connector_id: int, meter_start_kwh: float, timestamp: datetime
-    ) -> int:
-        return await self._x._sessions.start(charge_point_id, connector_id, meter_start_kwh, timestamp)
+    async def on_start_transaction(self, charge_point_id: str, connector_id: int, meter_start_kwh: float | None,
+                                   timestamp: datetime, transaction_id: str | None = None) -> str:
+        tx = await self._x._sessions.start(charge_point_id, connector_id, meter_start_kwh, timestamp, transaction_id)
+        self._x._ledger.transaction_started(charge_point_id, connector_id, tx)
+        self._x._changed(charge_point_id)
+        return tx
 
-    def on_transaction_confirmed(self, charge_point_id: str, transaction_id: int) -> None:
+    def on_transaction_confirmed(self, charge_point_id: str, transaction_id: str) -> None:
         if self._x._sessions.confirm(charge_point_id, transaction_id) is not None:
             self._x._wake(charge_point_id)
 
-    async def on_meter_values(
-        self, charge_point_id: str, connector_id: int, transaction_id: int | None, samples: list[MeterSample]
-    ) -> None:
+    async def on_meter_values(self, charge_point_id: str, connector_id: int, transaction_id: str | None,
+                              samples: list[MeterSample]) -> None:
         await self._x._sessions.meter(charge_point_id, connector_id, transaction_id, samples)
 
-    async def on_stop_transaction(self, charge_point_id: str, transaction_id: int, timestamp: datetime) -> None:
+    async def on_stop_transaction(self, charge_point_id: str, transaction_id: str, timestamp: datetime) -> None:
         connector_id = await self._x._sessions.stop(charge_point_id, transaction_id)
         if connector_id is not None:
             self._x._setpoints.clear_connector(charge_point_id, connector_id)
+            self._x._ledger.transaction_ended(charge_point_id, connector_id)
+            self._x._changed(charge_point_id)
+
+    def is_open_transaction(self, charge_point_id: str, transaction_id: str) -> bool:
+        return self._x._sessions.find(charge_point_id, transaction_id) is not None
 
 
 class Executor:
-    """OCPP 1.6J central system that drives chargers towards the engine's setpoints.
+    """OCPP 1.6J and 2.0.1 central system that drives chargers towards the engine's setpoints.
 
     Args:
         transport: where topics live (memory or Kafka).
-        clock: the pipeline clock (``now()`` for message times and acks, ``sleep()`` for retry backoff);
-            defaults to :class:`pipeline.clock.SystemClock`.
+        clock: the pipeline clock (message times, acks, EV response lag, debounce, TTL); defaults to
+            :class:`pipeline.clock.SystemClock`.
         host, port: where chargers connect (``ws://host:port/ocpp/{id}``); ``port=0`` picks a free port,
             readable as :attr:`port` after :meth:`start`.
         group: the consumer group for ``site.topology`` and ``ocpp.setpoint.commands``.
-        call_timeout_s: seconds to wait for a charger's answer before reporting ``Timeout``.
-        heartbeat_interval_s: ``interval`` returned in BootNotification.conf (OCPP 1.6 section 4.2).
-        charging_rate_unit: ``"A"`` (per-phase amperes, ``setpoint_a``) or ``"W"`` (``setpoint_kw * 1000``).
-        retry_backoff_s: seconds before retrying a Rejected / CallError / Timeout; the last value repeats.
-        deadband_a: changes smaller than this (A; for W scaled by phases x voltage) are not sent.
+        call_timeout_s: real seconds to wait for a charger's answer before reporting ``Timeout``.
+        heartbeat_interval_s: ``interval`` returned in BootNotification (1.6 section 4.2; 2.0.1 B01).
+        charging_rate_unit: the preferred unit, ``"A"`` (per-phase amperes, ``setpoint_a``) or ``"W"``
+            (``setpoint_kw * 1000``); a charger that accepts only the other one gets the other one.
+        deadband_a, ev_response_lag_s, increase_debounce_s, setpoint_ttl_s, failsafe_fraction,
+            retry_initial_s, retry_max_s, boot_wait_s: see :class:`executor.dispatch.Policy`.
+        credentials: ``{charge_point_id: password hash}`` (:mod:`executor.auth` format) turns on HTTP Basic
+            auth for every connection: an identity not in it gets 401. ``None`` is open mode (any identity
+            may connect without credentials; for development, tests and replays), logged as a warning.
+        tls_certfile, tls_keyfile: PEM files; both given turn on TLS (``wss://``, TLS 1.2 or later).
+        metrics_path: serve Prometheus metrics on ``GET /metrics`` of the OCPP port (``False``: don't).
 
-    Raises ``ValueError`` for an unknown ``charging_rate_unit``; :meth:`start` raises ``OSError`` if the
-    port cannot be bound and ``TimeoutError`` if the topics cannot be read to their end.
+    Raises ``ValueError`` for an unknown ``charging_rate_unit``, a malformed password hash, or only one of
+    the TLS files; :meth:`start` raises ``OSError`` if the port cannot be bound and ``TimeoutError`` if the
+    topics cannot be read to their end.
     """
 
     def __init__(
@@ -100,27 +126,56 @@ class Executor:
         call_timeout_s: float = 10.0,
         heartbeat_interval_s: int = 300,
         charging_rate_unit: RateUnit = "A",
-        retry_backoff_s: Sequence[float] = (1, 2, 5, 10, 30),
         deadband_a: float = 0.1,
+        ev_response_lag_s: float = 10.0,
+        increase_debounce_s: float = 1.0,
+        setpoint_ttl_s: float | None = 1800.0,
+        failsafe_fraction: float = 1.0,
+        retry_initial_s: float = 1.0,
+        retry_max_s: float = 60.0,
+        boot_wait_s: float = 2.0,
+        credentials: Mapping[str, str] | None = None,
+        tls_certfile: str | None = None,
+        tls_keyfile: str | None = None,
+        metrics_path: bool = True,
     ) -> None:
         if charging_rate_unit not in ("A", "W"):
             raise ValueError(f"charging_rate_unit must be 'A' or 'W', not {charging_rate_unit!r}")
+        if (tls_certfile is None) != (tls_keyfile is None):
+            raise ValueError("TLS needs both a certificate and a key file")
         self.transport = transport
         self.clock: Clock = clock or SystemClock()
         self.group = group
-        self.charging_rate_unit: RateUnit = charging_rate_unit
-        self.deadband_a = deadband_a
-        self.retry_backoff_s = tuple(retry_backoff_s)
+        self.policy = Policy(
+            preferred_unit=charging_rate_unit, deadband_a=deadband_a, ev_response_lag_s=ev_response_lag_s,
+            increase_debounce_s=increase_debounce_s, setpoint_ttl_s=setpoint_ttl_s,
+            failsafe_fraction=failsafe_fraction, retry_initial_s=retry_initial_s, retry_max_s=retry_max_s,
+            boot_wait_s=boot_wait_s,
+        )
         self.registry = CollectorRegistry()
         self.stats = ExecutorStats(self.registry)
         self._topology = Topology()
         self._sessions = Sessions(transport, self._topology)
         self._setpoints = SetpointTable(self.stats)
+        self._ledger = Ledger(self._topology, self._setpoints.node_limit_kw, self._setpoints.site_limit_kw,
+                              ev_response_lag_s)
+        self._ctx = DispatchContext(
+            table=self._setpoints, ledger=self._ledger, topology=self._topology,
+            active_transaction=self._sessions.active_transaction, publish_ack=self._publish_ack,
+            changed=self._changed, clock=self.clock, stats=self.stats, policy=self.policy,
+        )
+        authenticator = None if credentials is None else Authenticator(credentials)
+        context = None
+        if tls_certfile is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(tls_certfile, tls_keyfile)
         options = StationOptions(call_timeout_s=call_timeout_s, heartbeat_interval_s=heartbeat_interval_s,
                                  clock=self.clock)
         self._server = OcppServer(
-            host, port, PROTOCOLS, _Events(self), options,
-            on_connect=self._on_connect, on_disconnect=self._on_disconnect,
+            host, port, PROTOCOLS, _Events(self), options, on_connect=self._on_connect,
+            on_disconnect=self._on_disconnect, authenticator=authenticator, ssl_context=context,
+            metrics=self._metrics if metrics_path else None, on_refused=self.stats.refused,
         )
         self._dispatchers: dict[str, ChargerDispatcher] = {}
         self._epochs: dict[str, int] = {}
@@ -139,6 +194,11 @@ class Executor:
     def port(self) -> int:
         """The listening port (the bound one once started)."""
         return self._server.port
+
+    @property
+    def url(self) -> str:
+        """The base URL chargers append their identity to: ``ws[s]://host:port/ocpp``."""
+        return f"{self._server.scheme}://{self.host}:{self.port}/ocpp"
 
     async def start(self) -> None:
         """Rebuild state from the topics, then serve chargers and keep consuming; a second call is a no-op."""
@@ -169,9 +229,14 @@ class Executor:
             self._consumer = None
 
     def held_setpoints(self) -> dict[tuple[str, int], float]:
-        """``{(charge_point_id, connector_id): limit}``: the last limit each connector's charger accepted
-        for its current transaction, in the unit it was sent (A per phase, or W)."""
-        return {key: slot.held.limit for key, slot in self._setpoints.items() if slot.held is not None}
+        """``{(charge_point_id, connector_id): limit}``: the TxProfile limit each connected charger accepted
+        on its current connection for its current transaction, in the unit it was sent (A per phase, or W)."""
+        out: dict[tuple[str, int], float] = {}
+        for cp, dispatcher in self._dispatchers.items():
+            for (kind, connector), sent in dispatcher._sent.items():
+                if kind == "Tx" and self._sessions.active_transaction(cp, connector, False) == sent[0]:
+                    out[(cp, connector)] = sent[1]
+        return out
 
     def desired_setpoints(self) -> dict[tuple[str, int], float]:
         """``{(charge_point_id, connector_id): setpoint_a}`` of the latest command, for connectors whose
@@ -185,21 +250,44 @@ class Executor:
                 out[(cp, connector)] = command.setpoint_a
         return out
 
+    def held_back(self) -> dict[tuple[str, int], str]:
+        """Connectors whose increase is waiting, with why (``debounce``, ``lag: ...``, ``headroom: ...``)."""
+        return {(cp, conn): why for cp, d in self._dispatchers.items() for conn, why in d.held_back.items()}
+
+    def pending_until(self) -> datetime | None:
+        """The earliest clock time at which a held-back increase may go (its debounce or EV lag ends)."""
+        times = [d.release_at for d in self._dispatchers.values() if d.release_at is not None]
+        return min(times) if times else None
+
+    @property
+    def idle(self) -> bool:
+        """No call in flight and no dispatcher with anything due now (drivers wait for this to settle)."""
+        now = self.clock.now()
+        return self.stats.in_flight == 0 and all(d.idle(now) for d in self._dispatchers.values())
+
+    def bound_kw(self, level: str, group: str) -> float:
+        """The ledger's sum over a node (``level='node'``) or site of what its connectors may draw, kW."""
+        return self._ledger.group_sum_kw(level, group, self.clock.now())
+
     @property
     def stations(self) -> dict[str, Station]:
         """The live connection per charge point id."""
         return self._server.stations
 
+    def _metrics(self) -> tuple[str, bytes]:
+        self.stats.set_held_back(sum(len(d.held_back) for d in self._dispatchers.values()))
+        return CONTENT_TYPE_LATEST, generate_latest(self.registry)
+
     # -- start-up --------------------------------------------------------------------------------------
 
     async def _rebuild(self) -> None:
-        """Read topology, open sessions and setpoints to their end from the beginning.
+        """Read topology, open sessions, acks and setpoints to their end from the beginning.
 
         Uses the never-committed group ``{group}.rebuild`` so the read always starts at offset 0. Bad
         records are skipped here; the live consumer dead-letters them once.
         """
-        consumer = await self.transport.consumer(
-            [TOPOLOGY_TOPIC, SESSIONS_TOPIC, COMMANDS_TOPIC], f"{self.group}.rebuild", from_beginning=True)
+        topics = [TOPOLOGY_TOPIC, SESSIONS_TOPIC, ACKS_TOPIC, COMMANDS_TOPIC]
+        consumer = await self.transport.consumer(topics, f"{self.group}.rebuild", from_beginning=True)
         try:
             records = await consumer.read_to_end()
         finally:
@@ -219,11 +307,25 @@ class Executor:
                     open_sessions[record.key] = value
         for session in open_sessions.values():
             self._sessions.recover(session)
+            self._ledger.transaction_started(session.charge_point_id, session.connector_id, session.transaction_id)
+        for record in by_topic.get(ACKS_TOPIC, []):
+            if (ack := self._decode_quietly(record)) and ack.session_id in open_sessions:
+                self._recover_ack(ack, open_sessions[ack.session_id])
         for record in by_topic.get(COMMANDS_TOPIC, []):
             if (value := self._decode_quietly(record)) is not False:
                 self._setpoints.apply(record.key, value, count=False)
         log.info("rebuilt: %d records, %d open sessions, %d desired setpoints",
                  len(records), len(open_sessions), len(self.desired_setpoints()))
+
+    def _recover_ack(self, ack: SetpointAck, session: ActiveSession) -> None:
+        """What a previous run's TxProfile calls left in force (an Accepted limit, or a maybe on Timeout)."""
+        if ack.purpose not in (None, "Tx") or ack.action != "SetChargingProfile" or ack.limit is None:
+            return
+        kw = ack.limit / 1000.0 if ack.charging_rate_unit == "W" else (
+            ack.limit * session.phases * session.voltage_v / 1000.0)
+        if ack.status in ("Accepted", "Timeout"):
+            self._ledger.recover_in_force(session.charge_point_id, session.connector_id, session.transaction_id,
+                                          kw, certain=ack.status == "Accepted")
 
     @staticmethod
     def _decode_quietly(record: Record):
@@ -250,6 +352,7 @@ class Executor:
             if not batch:
                 continue
             touched: set[str] = set()
+            now = self.clock.now()
             for record in batch:
                 try:
                     ok, value = await decode_or_dead_letter(self.transport, record)
@@ -257,14 +360,13 @@ class Executor:
                         continue
                     if record.topic == TOPOLOGY_TOPIC:
                         self._topology.apply(record.key, value)
-                        if record.key is not None:
-                            touched.add(record.key)  # managed may have changed
-                    elif (cp := self._setpoints.apply(record.key, value)) is not None:
+                        touched.update(self._dispatchers)  # limits and safe shares may have changed
+                    elif (cp := self._setpoints.apply(record.key, value, now)) is not None:
                         touched.add(cp)
                 except Exception:
                     log.exception("could not handle %s@%s", record.topic, record.offset)
             for cp in touched:
-                self._wake(cp)
+                self._changed(cp)
             await self._consumer.commit()
 
     # -- chargers --------------------------------------------------------------------------------------
@@ -274,9 +376,16 @@ class Executor:
         if dispatcher is not None:
             dispatcher.wake()
 
-    def _is_managed(self, charge_point_id: str) -> bool:
+    def _changed(self, charge_point_id: str) -> None:
+        """Something that bears on the charger's site moved: every dispatcher on that site re-plans."""
         info = self._topology.charger(charge_point_id)
-        return info is None or info.managed
+        if info is None:
+            self._wake(charge_point_id)
+            return
+        for cp, dispatcher in self._dispatchers.items():
+            other = self._topology.charger(cp)
+            if cp == charge_point_id or (other is not None and other.site_id == info.site_id):
+                dispatcher.wake()
 
     async def _publish_ack(self, ack: SetpointAck) -> None:
         await publish(self.transport, ACKS_TOPIC, ack)
@@ -287,13 +396,7 @@ class Executor:
             old.cancel()
         epoch = self._epochs.get(charge_point_id, 0) + 1
         self._epochs[charge_point_id] = epoch
-        dispatcher = ChargerDispatcher(
-            charge_point_id, station, epoch, self._setpoints,
-            active_transaction=self._sessions.active_transaction, is_managed=self._is_managed,
-            publish_ack=self._publish_ack, clock=self.clock, stats=self.stats,
-            charging_rate_unit=self.charging_rate_unit, deadband_a=self.deadband_a,
-            retry_backoff_s=self.retry_backoff_s,
-        )
+        dispatcher = ChargerDispatcher(charge_point_id, station, epoch, self._ctx)
         self._dispatchers[charge_point_id] = dispatcher
         self._track(dispatcher.start())
         self.stats.set_connected(len(self._server.stations))

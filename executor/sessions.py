@@ -19,55 +19,17 @@ from datetime import datetime, timezone
 
 from pydantic import ValidationError
 
-from pipeline.topics import ActiveSession, TopologyNode
+from pipeline.topics import ActiveSession
 from pipeline.transport import Transport, publish, publish_tombstone
 
 from executor.station import MeterSample
+from executor.topology import Topology
 
-__all__ = ["ChargerInfo", "OpenTransaction", "Sessions", "Topology", "TransactionIds", "SESSIONS_TOPIC"]
+__all__ = ["OpenTransaction", "Sessions", "TransactionIds", "SESSIONS_TOPIC"]
 
 log = logging.getLogger(__name__)
 
 SESSIONS_TOPIC = "ocpp.active.sessions"
-
-
-@dataclass(frozen=True)
-class ChargerInfo:
-    """A charger's static facts from its ``site.topology`` node (``node_id`` is the panel it hangs on)."""
-
-    site_id: str
-    node_id: str | None
-    rated_power_kw: float
-    phases: int
-    voltage_v: float
-    managed: bool
-    connectors: int
-
-
-class Topology:
-    """The latest ``site.topology`` node per key; chargers are the ``kind='charger'`` nodes."""
-
-    def __init__(self) -> None:
-        self._nodes: dict[str, TopologyNode] = {}
-
-    def apply(self, key: str | None, node: TopologyNode | None) -> None:
-        """Upsert ``node`` under ``key``; ``node=None`` (a tombstone) deletes the key."""
-        if key is None:
-            return
-        if node is None:
-            self._nodes.pop(key, None)
-        else:
-            self._nodes[key] = node
-
-    def charger(self, charge_point_id: str) -> ChargerInfo | None:
-        """The charger's facts, or ``None`` if topology has no charger node with that id."""
-        node = self._nodes.get(charge_point_id)
-        if node is None or node.kind != "charger":
-            return None
-        return ChargerInfo(
-            site_id=node.site_id, node_id=node.parent_id, rated_power_kw=node.limit_kw, phases=node.phases,
-            voltage_v=node.voltage_v, managed=node.managed, connectors=node.connectors,
-        )
 
 
 class TransactionIds:
@@ -95,15 +57,17 @@ class TransactionIds:
 class OpenTransaction:
     """A running transaction on one connector.
 
-    ``confirmed`` turns true once the charger has been sent the transaction id (only then may a profile
-    name it). ``meter_start_kwh`` is ``None`` for a transaction recovered after a restart until its first
-    energy reading; ``energy_offset_kwh`` is then the energy already counted before the restart.
+    ``transaction_id`` is a string: a 1.6 integer id issued here, or a 2.0.1 id the charger chose.
+    ``confirmed`` turns true once the charger knows the transaction id (only then may a profile name it).
+    ``meter_start_kwh`` is ``None`` until the first energy reading when it is not known (a transaction
+    recovered after a restart, or a 2.0.1 start without a reading); ``energy_offset_kwh`` is then the
+    energy already counted.
     ``session`` is the last published record, ``None`` while the charger is missing from topology.
     """
 
     charge_point_id: str
     connector_id: int
-    transaction_id: int
+    transaction_id: str
     started_at: datetime
     meter_start_kwh: float | None
     confirmed: bool = False
@@ -133,11 +97,11 @@ class Sessions:
         self._topology = topology
         self._ids = ids or TransactionIds()
         self._open: dict[tuple[str, int], OpenTransaction] = {}  # (charge_point_id, connector_id)
-        self._by_id: dict[tuple[str, int], OpenTransaction] = {}  # (charge_point_id, transaction_id)
+        self._by_id: dict[tuple[str, str], OpenTransaction] = {}  # (charge_point_id, transaction_id)
 
     # -- queries ---------------------------------------------------------------------------------------
 
-    def find(self, charge_point_id: str, transaction_id: int) -> OpenTransaction | None:
+    def find(self, charge_point_id: str, transaction_id: str) -> OpenTransaction | None:
         """The open transaction with this id on this charger, if any."""
         return self._by_id.get((charge_point_id, transaction_id))
 
@@ -148,7 +112,7 @@ class Sessions:
         tx = self._open.get((charge_point_id, connector_id))
         if tx is None or (confirmed_only and not tx.confirmed):
             return None
-        return str(tx.transaction_id)
+        return tx.transaction_id
 
     def open_transactions(self) -> list[OpenTransaction]:
         return list(self._open.values())
@@ -157,21 +121,18 @@ class Sessions:
 
     def recover(self, session: ActiveSession) -> None:
         """Adopt a session published before a restart (read back from ``ocpp.active.sessions``)."""
-        try:
-            transaction_id = int(session.transaction_id)
-        except ValueError:
-            log.warning("not recovering session %s: transaction id is not an integer", session.session_id)
-            return
         self._add(OpenTransaction(
             charge_point_id=session.charge_point_id, connector_id=session.connector_id,
-            transaction_id=transaction_id, started_at=session.started_at, meter_start_kwh=None, confirmed=True,
+            transaction_id=session.transaction_id, started_at=session.started_at, meter_start_kwh=None, confirmed=True,
             energy_offset_kwh=session.energy_kwh or 0.0, session=session,
         ))
 
     async def start(
-        self, charge_point_id: str, connector_id: int, meter_start_kwh: float, started_at: datetime
-    ) -> int:
-        """Open a transaction and publish its session; returns the new transaction id.
+        self, charge_point_id: str, connector_id: int, meter_start_kwh: float | None, started_at: datetime,
+        transaction_id: str | None = None,
+    ) -> str:
+        """Open a transaction and publish its session; returns its id (a new integer id when
+        ``transaction_id`` is ``None``, as 1.6 needs; the charger's own id otherwise, already confirmed).
 
         A transaction still open on the same connector (its StopTransaction was lost) is closed first and
         tombstoned. If the charger is not in topology the transaction is accepted but not published.
@@ -182,8 +143,9 @@ class Sessions:
                         charge_point_id, connector_id, previous.transaction_id)
             await self._close(previous)
         tx = OpenTransaction(
-            charge_point_id=charge_point_id, connector_id=connector_id, transaction_id=self._ids.next(),
-            started_at=started_at, meter_start_kwh=meter_start_kwh,
+            charge_point_id=charge_point_id, connector_id=connector_id,
+            transaction_id=str(self._ids.next()) if transaction_id is None else transaction_id,
+            started_at=started_at, meter_start_kwh=meter_start_kwh, confirmed=transaction_id is not None,
         )
         tx.session = self._initial_session(tx)
         if tx.session is not None:
@@ -194,7 +156,7 @@ class Sessions:
         self._add(tx)
         return tx.transaction_id
 
-    def confirm(self, charge_point_id: str, transaction_id: int) -> int | None:
+    def confirm(self, charge_point_id: str, transaction_id: str) -> int | None:
         """Mark the transaction's id as delivered to the charger; returns its connector id."""
         tx = self.find(charge_point_id, transaction_id)
         if tx is None:
@@ -203,7 +165,7 @@ class Sessions:
         return tx.connector_id
 
     async def meter(
-        self, charge_point_id: str, connector_id: int, transaction_id: int | None, samples: list[MeterSample]
+        self, charge_point_id: str, connector_id: int, transaction_id: str | None, samples: list[MeterSample]
     ) -> None:
         """Fold meter samples (oldest first) into the transaction's session and publish the upsert.
 
@@ -239,7 +201,7 @@ class Sessions:
         await publish(self._transport, SESSIONS_TOPIC, new)
         tx.session = new
 
-    async def stop(self, charge_point_id: str, transaction_id: int) -> int | None:
+    async def stop(self, charge_point_id: str, transaction_id: str) -> int | None:
         """Close the transaction and tombstone its session; returns its connector id (``None`` if unknown).
 
         An unknown transaction of a charger that is in topology is tombstoned anyway (its start may predate
@@ -278,7 +240,7 @@ class Sessions:
             return None
         return ActiveSession(
             session_id=tx.session_id, charge_point_id=tx.charge_point_id, connector_id=tx.connector_id,
-            transaction_id=str(tx.transaction_id), site_id=info.site_id, node_id=info.node_id,
+            transaction_id=tx.transaction_id, site_id=info.site_id, node_id=info.node_id,
             rated_power_kw=info.rated_power_kw, phases=info.phases, voltage_v=info.voltage_v,
             started_at=tx.started_at,
         )

@@ -1,10 +1,11 @@
 """The protocol-neutral seam between an OCPP version module and the rest of the executor.
 
-A version module (:mod:`executor.v16` today, ``executor.v201`` later) owns one websocket connection: it
-parses that version's messages, answers them, and reports what happened through :class:`StationEvents`
-in plain, unit-normalised terms (kWh, kW, aware UTC datetimes). In the other direction the dispatcher asks
-a :class:`Station` to install a per-transaction limit and gets a :class:`CallOutcome` back, without knowing
-how that version spells SetChargingProfile. Sessions and dispatch therefore never import ``ocpp``.
+A version module (:mod:`executor.v16`, :mod:`executor.v201`) owns one websocket connection: it parses that
+version's messages, answers them, and reports what happened through :class:`StationEvents` in plain,
+unit-normalised terms (kWh, kW, aware UTC datetimes, transaction ids as strings). In the other direction
+the dispatcher asks a :class:`Station` to install or clear a :class:`ProfileRequest` and gets a
+:class:`CallOutcome` back, without knowing how that version spells SetChargingProfile. Sessions, the
+ledger and dispatch therefore never import ``ocpp``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from typing import Any, Literal, Protocol
 
 RateUnit = Literal["A", "W"]
 CallStatus = Literal["Accepted", "Rejected", "NotSupported", "CallError", "Timeout"]
+Purpose = Literal["StationMax", "TxDefault", "Tx"]
+"""Profile purposes by their neutral names: ``StationMax`` is ChargePointMaxProfile (1.6) or
+ChargingStationMaxProfile (2.0.1); ``TxDefault`` is TxDefaultProfile; ``Tx`` is TxProfile."""
 
 
 @dataclass(frozen=True)
@@ -34,29 +38,47 @@ class MeterSample:
 
 
 @dataclass(frozen=True)
-class LimitRequest:
-    """A per-transaction charging limit to install on one connector.
+class ProfileRequest:
+    """A charging profile with one schedule period from 0 s, to install on a connector (or station-wide).
 
-    ``limit`` is in ``unit``: amperes per phase for ``"A"``, watts (total) for ``"W"``; it is already
-    rounded to the 0.1 resolution the OCPP 1.6 schema allows (``multipleOf 0.1``). ``profile_id`` is stable
-    per connector so a newer profile replaces the previous one on the charger.
+    ``connector_id`` is the 1.6 connectorId or the 2.0.1 evseId; 0 means the whole station. ``limit`` is in
+    ``unit``: amperes per phase for ``"A"``, watts (total) for ``"W"``, already rounded down to the 0.1
+    resolution both versions accept. ``profile_id`` is stable per (purpose, connector) so a newer profile
+    replaces the installed one (OCPP 1.6 section 5.16.2; OCPP 2.0.1 K01.FR.05). ``start_schedule`` makes the
+    profile ``Absolute`` (required for a station maximum in 2.0.1, K01.FR.38: not ``Relative``); without it
+    the profile is ``Relative`` (to the transaction start, or its receipt). ``valid_to`` bounds its
+    validity on the charger's clock; ``transaction_id`` binds a ``Tx`` profile to its transaction.
     """
 
+    purpose: Purpose
     connector_id: int
-    transaction_id: str
     profile_id: int
+    stack_level: int
     limit: float
     unit: RateUnit
     number_phases: int
+    transaction_id: str | None = None
+    start_schedule: datetime | None = None
+    valid_to: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ClearRequest:
+    """ClearChargingProfile by profile id (OCPP 1.6 section 5.5; OCPP 2.0.1 K10)."""
+
+    profile_id: int
+    connector_id: int | None = None
 
 
 @dataclass(frozen=True)
 class CallOutcome:
     """What became of one call to a charger.
 
-    ``status`` is the charger's answer (``Accepted``, ``Rejected``, ``NotSupported``), ``CallError`` when it
-    answered with a CALLERROR (or an answer that failed schema validation), or ``Timeout`` when it did
-    not answer within the call timeout; ``error`` carries the error code and description when there is one.
+    ``status`` is the charger's answer (``Accepted``, ``Rejected``, ``NotSupported``; a ClearChargingProfile
+    ``Unknown`` is reported as ``Accepted``: nothing of that id is installed, which is what was asked),
+    ``CallError`` when it answered with a CALLERROR (or an answer that failed schema validation), or
+    ``Timeout`` when it did not answer within the call timeout; ``error`` carries the error code and
+    description when there is one.
     """
 
     status: CallStatus
@@ -67,42 +89,58 @@ class StationEvents(Protocol):
     """What a version module reports to the executor; implemented by :class:`executor.service.Executor`.
 
     Exceptions raised here reach the version module's handler, which answers the charger with a
-    CALLERROR (OCPP-J 1.6 section 4.2.3), so the charger retries transaction messages rather than losing them.
+    CALLERROR (OCPP-J 1.6 section 4.2.3; OCPP-J 2.0.1 section 4.2.3), so the charger retries transaction
+    messages rather than losing them.
     """
 
-    async def on_boot(self, charge_point_id: str, vendor: str, model: str) -> None:
-        """A BootNotification was accepted."""
+    def on_boot(self, charge_point_id: str, vendor: str, model: str) -> None:
+        """A BootNotification was accepted and its answer sent (the charger may have rebooted)."""
 
     async def on_start_transaction(
-        self, charge_point_id: str, connector_id: int, meter_start_kwh: float, timestamp: datetime
-    ) -> int:
-        """A transaction started; return the new transaction id (unique across executor restarts)."""
+        self, charge_point_id: str, connector_id: int, meter_start_kwh: float | None, timestamp: datetime,
+        transaction_id: str | None = None,
+    ) -> str:
+        """A transaction started; returns its id. 1.6 passes ``transaction_id=None`` and gets a new integer
+        id (as a string; unique across executor restarts); 2.0.1 passes the charger's own id."""
 
-    def on_transaction_confirmed(self, charge_point_id: str, transaction_id: int) -> None:
-        """The answer carrying ``transaction_id`` has been sent, so the charger now knows the id."""
+    def on_transaction_confirmed(self, charge_point_id: str, transaction_id: str) -> None:
+        """The answer carrying ``transaction_id`` has been sent, so the charger now knows the id (1.6)."""
 
     async def on_meter_values(
-        self, charge_point_id: str, connector_id: int, transaction_id: int | None, samples: list[MeterSample]
+        self, charge_point_id: str, connector_id: int, transaction_id: str | None, samples: list[MeterSample]
     ) -> None:
         """Meter readings arrived (``transaction_id`` is ``None`` for readings outside a transaction)."""
 
-    async def on_stop_transaction(self, charge_point_id: str, transaction_id: int, timestamp: datetime) -> None:
+    async def on_stop_transaction(self, charge_point_id: str, transaction_id: str, timestamp: datetime) -> None:
         """A transaction stopped."""
+
+    def is_open_transaction(self, charge_point_id: str, transaction_id: str) -> bool:
+        """Whether the executor holds ``transaction_id`` as open on this charger (2.0.1 adopts unknown ones)."""
 
 
 class Station(Protocol):
     """One live charger connection, as the dispatcher and the server see it."""
 
     id: str
+    subprotocol: str
 
     async def serve(self) -> None:
         """Read and answer the charger's messages until the connection closes (then return normally)."""
 
-    async def set_limit(self, request: LimitRequest) -> CallOutcome:
-        """Install ``request`` as the transaction's limit; never raises for a charger-side failure.
+    async def wait_first_message(self, timeout_s: float) -> None:
+        """Return once the charger's first message was answered, or after ``timeout_s`` real seconds."""
+
+    async def set_profile(self, request: ProfileRequest) -> CallOutcome:
+        """SetChargingProfile; never raises for a charger-side failure.
 
         Raises ``websockets.exceptions.ConnectionClosed`` if the connection is gone.
         """
+
+    async def clear_profile(self, request: ClearRequest) -> CallOutcome:
+        """ClearChargingProfile; never raises for a charger-side failure (``ConnectionClosed`` as above)."""
+
+    async def rate_units(self) -> tuple[RateUnit, ...] | None:
+        """The charging rate units the charger accepts, or ``None`` when it would not say (ask once)."""
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ class SimClock:
         self._held = False
         self._running = asyncio.Event()
         self._running.set()
+        self._advanced = asyncio.Event()
 
     def now(self) -> datetime:
         if self._held:
@@ -77,14 +78,25 @@ class SimClock:
         now = self.now()
         self._base_sim = datetime.fromtimestamp(now.timestamp() + seconds, timezone.utc)
         self._base_real = time.monotonic()
+        self._advanced.set()  # wake held sleepers to look at the new time
+        self._advanced = asyncio.Event()
 
     async def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds`` of clock time. While the clock is held a sleeper waits, but one whose wake time
+        is reached returns at once, also when a driver ``advance``s the held clock past it."""
         wake = self.now().timestamp() + max(0.0, seconds)
         while True:
-            await self._running.wait()
             remaining = wake - self.now().timestamp()
             if remaining <= 0:
                 return
+            if self._held:
+                waits = {asyncio.ensure_future(self._running.wait()), asyncio.ensure_future(self._advanced.wait())}
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waits:
+                        w.cancel()
+                continue
             await asyncio.sleep(min(remaining / self.speed, 0.5))
 
     async def sleep_until(self, when: datetime) -> None:

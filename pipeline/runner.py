@@ -1,4 +1,5 @@
-"""``pipeline run``: the service itself, embedded engine plus executor on the memory transport.
+"""``pipeline run``: the service itself, embedded engine plus executor on one transport (memory by
+default, or Kafka with ``--transport kafka``).
 
 Start-up order: the site topology is published first, then the engine and the executor start (the
 executor reads topology and any setpoints before it serves chargers), then the signal gateway opens.
@@ -50,6 +51,7 @@ class Service:
         self.engine.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await self._engine_task
+        await self.transport.close()
 
 
 async def start_service(
@@ -62,8 +64,13 @@ async def start_service(
     tick_s: float = 1.0,
     clock: Clock | None = None,
     transport: Transport | None = None,
+    executor_options: dict | None = None,
 ) -> Service:
-    """Start engine, executor and gateway (``gateway_port=None`` for none; port 0 picks a free port)."""
+    """Start engine, executor and gateway (``gateway_port=None`` for none; port 0 picks a free port).
+
+    The executor gets ``cfg``'s charger passwords and TLS files (:meth:`PipelineConfig.executor_security`),
+    so a config that declares passwords is enforced; ``executor_options`` go to it as well (lags, TTL...).
+    """
     from executor import Executor  # the orchestrator wires both packages; they share only topics
 
     clock = clock or SystemClock()
@@ -73,12 +80,12 @@ async def start_service(
         await publish(transport, "site.topology", node)
     engine = EngineService(EmbeddedEngine(), transport, clock, tick_s=tick_s)
     engine_task = asyncio.create_task(engine.run(), name="engine")
-    executor = Executor(transport, clock, host=host, port=port)
+    executor = Executor(transport, clock, host=host, port=port, **cfg.executor_security(), **(executor_options or {}))
     await executor.start()
     gateway = None if gateway_port is None else await serve_gateway(transport, gateway_host, gateway_port)
     service = Service(transport, engine, executor, gateway, engine_task)
-    log.info("OCPP 1.6J on ws://%s:%d/ocpp/{charge_point_id}; signals on ws://%s:%s/topics/{topic}",
-             host, service.port, gateway_host, service.gateway_port)
+    log.info("OCPP 1.6J / 2.0.1 on %s/{charge_point_id}; signals on ws://%s:%s/topics/{topic}",
+             executor.url, gateway_host, service.gateway_port)
     return service
 
 

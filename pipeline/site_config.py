@@ -10,7 +10,14 @@ holds chargers. Example::
           - {node_id: panel-a, limit_kw: 60}
         chargers:
           - {id: CP001, node: panel-a, max_power_kw: 22, phases: 3, voltage_v: 230}
-          - {id: CP002, max_power_kw: 11}
+          - {id: CP002, max_power_kw: 11, password_hash: "$scrypt$ln=14,r=8,p=1$...$..."}
+    ocpp:                      # optional: the executor's websocket server
+      tls_cert: /etc/pipeline/cert.pem   # both set: wss:// (OCPP security profile 2)
+      tls_key: /etc/pipeline/key.pem
+
+``password_hash`` (from ``pipeline charger-password``; format in :mod:`executor.auth`) turns on HTTP
+Basic auth: once any charger declares one, every charger must present its identity and password, and a
+charger without a hash cannot connect. With none declared the executor runs in open mode.
 
 Errors are :class:`ConfigError` with a one-line message naming the file and the offending entry.
 """
@@ -20,7 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.topics import TopologyNode
 
@@ -41,6 +48,16 @@ class ChargerConfig(_Strict):
     voltage_v: float = Field(230.0, gt=0)
     connectors: int = Field(1, ge=1)
     managed: bool = True
+    password_hash: str | None = None
+
+    @field_validator("password_hash")
+    @classmethod
+    def _hash_format(cls, value: str | None) -> str | None:
+        if value is not None:
+            from executor.auth import parse_password_hash  # the format belongs to the executor
+
+            parse_password_hash(value)
+        return value
 
 
 class NodeConfig(_Strict):
@@ -71,8 +88,26 @@ class SiteConfig(_Strict):
         return self
 
 
+class OcppConfig(_Strict):
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> OcppConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("set both tls_cert and tls_key, or neither")
+        return self
+
+
 class PipelineConfig(_Strict):
     sites: list[SiteConfig] = Field(min_length=1)
+    ocpp: OcppConfig = OcppConfig()
+
+    def executor_security(self) -> dict[str, object]:
+        """Keyword arguments for :class:`executor.Executor`: ``credentials`` (``{charger id: hash}``, or
+        ``None`` for open mode when no charger declares a password) and the TLS files."""
+        hashes = {c.id: c.password_hash for s in self.sites for c in s.chargers if c.password_hash}
+        return {"credentials": hashes or None, "tls_certfile": self.ocpp.tls_cert, "tls_keyfile": self.ocpp.tls_key}
 
     @model_validator(mode="after")
     def _unique(self) -> PipelineConfig:

@@ -1,4 +1,4 @@
-"""Simulated EVs and OCPP 1.6J charge points that drive the pipeline end to end.
+"""Simulated EVs and OCPP 1.6J / 2.0.1 charge points that drive the pipeline end to end.
 
 The simulator stands in for real chargers in tests, demos and replays: it speaks real OCPP-J 1.6 over a
 websocket to the executor, obeys the charging profiles it receives, and integrates delivered energy over the
@@ -8,5 +8,6 @@ shared :mod:`pipeline.clock`, so a compressed day produces the same telemetry a 
 from pipeline.simulate.charger import SessionSummary, SimulatedChargePoint
 from pipeline.simulate.ev import EV
 from pipeline.simulate.fleet import run_fleet
+from pipeline.simulate.v201 import SimulatedChargingStation
 
-__all__ = ["EV", "SessionSummary", "SimulatedChargePoint", "run_fleet"]
+__all__ = ["EV", "SessionSummary", "SimulatedChargePoint", "SimulatedChargingStation", "run_fleet"]

@@ -38,17 +38,22 @@ AVAILABLE, PREPARING, CHARGING, SUSPENDED_EVSE = "Available", "Preparing", "Char
 class SimulatedChargePoint:
     """One OCPP 1.6J charge point with ``connectors`` connectors, driven by ``clock``.
 
+    ``auto_reconnect`` makes it reconnect (without rebooting) when the connection drops, as real chargers
+    do; calls made meanwhile wait for the link. :meth:`reconnect` does it on demand.
+
     Units: power in kW, energy in kWh (Wh on the wire), voltage in V, ``meter_interval_s`` and
     ``ev_response_s`` in clock seconds. The charger connects to f"{url}/{charge_point_id}". ``password``
     turns on HTTP Basic auth with the charge point id as username; ``ssl`` goes to the websocket client for
     wss:// URLs; ``response_timeout_s`` is the real-time OCPP call timeout.
     """
 
+    subprotocol = "ocpp1.6"
+
     def __init__(self, charge_point_id: str, url: str, clock: Clock, *, rated_power_kw: float = 22.0,
                  phases: int = 3, voltage_v: float = 230.0, connectors: int = 1, meter_interval_s: float = 60.0,
                  on_power: PowerCallback | None = None, ev_response_s: float = 0.0, vendor: str = "EVSim",
                  model: str = "SimCP", password: str | None = None, ssl: Any = None,
-                 response_timeout_s: float = 30.0) -> None:
+                 response_timeout_s: float = 30.0, auto_reconnect: bool = False) -> None:
         self.charge_point_id = charge_point_id
         self.url = url.rstrip("/")
         self.clock = clock
@@ -69,6 +74,9 @@ class SimulatedChargePoint:
         self._link: CentralSystemLink | None = None
         self._loop_task: asyncio.Task | None = None
         self._stopped = False
+        self.auto_reconnect = auto_reconnect
+        self._online = asyncio.Event()
+        self._reconnecting: asyncio.Task | None = None
         self.sessions: list[SessionSummary] = []
         """Finished sessions, in the order they ended."""
         self.profiles_received = 0
@@ -81,7 +89,22 @@ class SimulatedChargePoint:
 
     async def start(self) -> None:
         """Connect, start the OCPP message loop, BootNotification, StatusNotification Available per connector."""
-        kwargs: dict[str, Any] = {"subprotocols": ["ocpp1.6"], "open_timeout": self.response_timeout_s,
+        await self._connect()
+        for _ in range(5):
+            accepted, interval = await self._boot()
+            if accepted:
+                self.heartbeat_interval_s = interval
+                break
+            await self.clock.sleep(float(interval) if interval else 10.0)
+        else:
+            await self.stop()
+            raise ConnectionError(f"{self.charge_point_id}: BootNotification was not accepted")
+        for c in self._connectors.values():
+            await self._status(c, AVAILABLE)
+
+    async def _connect(self) -> None:
+        """Open the websocket (HTTP Basic auth when a password is set) and start the message loop."""
+        kwargs: dict[str, Any] = {"subprotocols": [self.subprotocol], "open_timeout": self.response_timeout_s,
                                   "compression": None}  # like most chargers; saves CPU in big fleets
         if self.password is not None:
             token = base64.b64encode(f"{self.charge_point_id}:{self.password}".encode()).decode()
@@ -89,23 +112,52 @@ class SimulatedChargePoint:
         if self.ssl is not None:
             kwargs["ssl"] = self.ssl
         self._ws = await connect(f"{self.url}/{self.charge_point_id}", **kwargs)
-        if self._ws.subprotocol != "ocpp1.6":
+        if self._ws.subprotocol != self.subprotocol:
             await self._ws.close()
-            raise ConnectionError(f"{self.charge_point_id}: the server did not accept subprotocol ocpp1.6")
-        self._link = CentralSystemLink(self, self._ws)
+            raise ConnectionError(f"{self.charge_point_id}: the server did not accept subprotocol {self.subprotocol}")
+        self._link = self._make_link(self._ws)
+        self._online.set()
         self._loop_task = asyncio.create_task(self._message_loop(), name=f"ocpp-{self.charge_point_id}")
-        for _ in range(5):
-            res = await self._call(call.BootNotification(charge_point_model=self.model,
-                                                         charge_point_vendor=self.vendor))
-            if res is not None and res.status == ACCEPTED:
-                self.heartbeat_interval_s = res.interval
-                break
-            await self.clock.sleep(float(res.interval) if res is not None and res.interval else 10.0)
-        else:
-            await self.stop()
-            raise ConnectionError(f"{self.charge_point_id}: BootNotification was not accepted")
+
+    async def reconnect(self) -> None:
+        """Drop the connection (if any) and connect again, as after a network outage: no BootNotification
+        (the charger did not reboot), a StatusNotification per connector, profiles and sessions kept."""
+        self._online.clear()
+        if self._ws is not None:
+            await self._ws.close()
+        if self._loop_task is not None and self._loop_task is not asyncio.current_task():
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        await self._connect()
         for c in self._connectors.values():
-            await self._status(c, AVAILABLE)
+            await self._status(c, c.status)
+
+    # Protocol hooks: OCPP 1.6J here; pipeline.simulate.v201 overrides them for 2.0.1.
+
+    def _make_link(self, ws: Any) -> Any:
+        return CentralSystemLink(self, ws)
+
+    async def _boot(self) -> tuple[bool, int | None]:
+        res = await self._call(call.BootNotification(charge_point_model=self.model, charge_point_vendor=self.vendor))
+        return (res is not None and res.status == ACCEPTED), (res.interval if res is not None else None)
+
+    async def _authorize(self, id_tag: str) -> bool:
+        auth = await self._call(call.Authorize(id_tag=id_tag))
+        return auth is not None and id_tag_status(auth.id_tag_info) == ACCEPTED
+
+    async def _start_transaction(self, c: Connector, s: Session, id_tag: str) -> tuple[Any, bool] | None:
+        """Report the start; ``(transaction id, idTag accepted)``, or None when it failed."""
+        res = await self._call(call.StartTransaction(connector_id=c.connector_id, id_tag=id_tag,
+                                                     meter_start=s.meter_start_wh, timestamp=iso(s.started_at)))
+        return None if res is None else (res.transaction_id, id_tag_status(res.id_tag_info) == ACCEPTED)
+
+    async def _stop_transaction(self, c: Connector, s: Session, summary: SessionSummary) -> None:
+        await self._call(call.StopTransaction(meter_stop=int(round(c.register_wh)), timestamp=iso(summary.ended_at),
+                                              transaction_id=s.transaction_id, reason=summary.reason,
+                                              id_tag=s.ev.ev_id[:20]))
+
+    async def _meter(self, c: Connector, at: datetime, context: str, **values: float) -> None:
+        await self._call(meter_values(c.connector_id, c.session.transaction_id, at, context, **values))
 
     async def stop(self) -> None:
         """End any session (StopTransaction reason Other) and close the socket. Idempotent."""
@@ -123,6 +175,8 @@ class SimulatedChargePoint:
                 t.cancel()
             await asyncio.gather(*late, return_exceptions=True)
         self._control.cancel_pending()
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
         if self._ws is not None:
             await self._ws.close()
         if self._loop_task is not None:
@@ -136,9 +190,29 @@ class SimulatedChargePoint:
             raise
         except Exception as exc:  # ConnectionClosed, or anything the library lets through
             log.info("%s: OCPP connection ended: %r", self.charge_point_id, exc)
+        self._online.clear()
+        if self.auto_reconnect and not self._stopped:
+            self._reconnecting = asyncio.create_task(self._reconnect_loop())
+
+    async def _reconnect_loop(self) -> None:
+        delay = 0.05
+        while not self._stopped:
+            try:
+                await self.reconnect()
+                return
+            except Exception as exc:
+                log.info("%s: reconnect failed: %r", self.charge_point_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def _call(self, payload: Any) -> Any:
-        """An OCPP call; None on CallError, timeout or a dead connection (logged, never raised)."""
+        """An OCPP call; None on CallError, timeout or a dead connection (logged, never raised). With
+        ``auto_reconnect`` a call made while the connection is down waits for it (up to the call timeout)."""
+        if self.auto_reconnect and not self._online.is_set() and not self._stopped:
+            try:
+                await asyncio.wait_for(self._online.wait(), self.response_timeout_s)
+            except asyncio.TimeoutError:
+                return None
         try:
             return await self._link.call(payload)
         except Exception as exc:
@@ -163,8 +237,7 @@ class SimulatedChargePoint:
         c.done.clear()
         id_tag = ev.ev_id[:20]
         await self._status(c, PREPARING)
-        auth = await self._call(call.Authorize(id_tag=id_tag))
-        if auth is None or id_tag_status(auth.id_tag_info) != ACCEPTED:
+        if not await self._authorize(id_tag):
             await self._status(c, AVAILABLE)
             c.done.set()
             return None
@@ -173,18 +246,17 @@ class SimulatedChargePoint:
         s = Session(ev=ev, started_at=now, meter_start_wh=int(round(c.register_wh)),
                     need_wh=ev.energy_need_kwh * 1000.0, next_meter=now + timedelta(seconds=self.meter_interval_s))
         c.session, c.last_t, c.limits_at, c.stop_reason = s, now, now, None
-        res = await self._call(call.StartTransaction(connector_id=connector_id, id_tag=id_tag,
-                                                     meter_start=s.meter_start_wh, timestamp=iso(now)))
+        res = await self._start_transaction(c, s, id_tag)
         if res is None:
             c.session = None
             self._control.profiles.drop_tx(connector_id)
             await self._status(c, AVAILABLE)
             c.done.set()
             return None
-        s.transaction_id = res.transaction_id
+        s.transaction_id = res[0]
         # a TxProfile that came while StartTransaction was in flight must name this transaction
         self._control.profiles.drop_tx(connector_id, keep_transaction_id=s.transaction_id)
-        if id_tag_status(res.id_tag_info) != ACCEPTED:
+        if not res[1]:
             s.end_at, s.end_reason = now, DEAUTHORIZED
         else:
             if self._stopped:
@@ -265,10 +337,7 @@ class SimulatedChargePoint:
         summary = self._finish_locally(c)
         try:
             if s.transaction_id is not None:
-                await self._call(call.StopTransaction(meter_stop=int(round(c.register_wh)),
-                                                      timestamp=iso(summary.ended_at),
-                                                      transaction_id=s.transaction_id,
-                                                      reason=summary.reason, id_tag=s.ev.ev_id[:20]))
+                await self._stop_transaction(c, s, summary)
             await self._status(c, AVAILABLE)
         finally:
             c.session, c.stop_reason = None, None
@@ -277,10 +346,9 @@ class SimulatedChargePoint:
     async def _send_meter(self, c: Connector, at: datetime, context: str) -> None:
         s = c.session
         self.meter_values_sent += 1
-        await self._call(meter_values(
-            c.connector_id, s.transaction_id, at, context, power_kw=c.power_kw, register_wh=c.register_wh,
-            soc_pct=s.ev.soc_pct(s.energy_wh / 1000.0),
-            current_a=c.power_kw * 1000.0 / (c.phases_in_use * self.voltage_v)))
+        await self._meter(c, at, context, power_kw=c.power_kw, register_wh=c.register_wh,
+                          soc_pct=s.ev.soc_pct(s.energy_wh / 1000.0),
+                          current_a=c.power_kw * 1000.0 / (c.phases_in_use * self.voltage_v))
 
     # --------------------------------------------------------------- CSMS-initiated calls (from ocpp16)
 
@@ -317,7 +385,7 @@ class SimulatedChargePoint:
         if message == "Heartbeat":
             await self._call(call.Heartbeat())
         elif message == "BootNotification":
-            await self._call(call.BootNotification(charge_point_model=self.model, charge_point_vendor=self.vendor))
+            await self._boot()
         for cid, c in self._connectors.items():
             if connector_id not in (None, 0, cid):
                 continue
@@ -348,6 +416,10 @@ class SimulatedChargePoint:
     def effective_limit_kw(self, connector_id: int = 1) -> float | None:
         """min(ChargePointMaxProfile, TxProfile or TxDefaultProfile) now, kW; None when unlimited."""
         return self._control.effective_limit_kw(connector_id, self.clock.now())
+
+    def session_active(self, connector_id: int = 1) -> bool:
+        """A transaction runs on the connector and its end is not known yet."""
+        return self._connectors[connector_id].charging
 
     def power_kw(self, connector_id: int = 1) -> float:
         """The connector's present draw, kW."""

@@ -31,7 +31,12 @@ async def make_executor(transport: MemoryTransport, clock: FixedClock):
             for node in SITE_NODES:
                 await publish(transport, "site.topology", node)
         kwargs.setdefault("call_timeout_s", 1.0)
-        kwargs.setdefault("retry_backoff_s", (0.05, 0.1))
+        kwargs.setdefault("retry_initial_s", 0.05)
+        kwargs.setdefault("retry_max_s", 0.2)
+        kwargs.setdefault("boot_wait_s", 0.05)
+        # the frozen test clock never lets a lag or debounce pass: tests of those use a moving clock
+        kwargs.setdefault("ev_response_lag_s", 0.0)
+        kwargs.setdefault("increase_debounce_s", 0.0)
         executor = Executor(transport, clock, "127.0.0.1", 0, **kwargs)
         await executor.start()
         started.append(executor)

@@ -54,8 +54,11 @@ class TestChargePoint(ChargePoint):
         super().__init__(cp_id, connection, response_timeout=2)
         self.frames: list[Any] = []  # every frame received, JSON-decoded
         self.profiles: list[dict[str, Any]] = []  # raw SetChargingProfile payloads, as on the wire
-        self.statuses: list[str] = []  # answers to give, in order ("raise" -> CALLERROR); then "Accepted"
-        self.delays: list[float] = []  # per-call answer delays (s), in order; then ``delay_s``
+        self.clears: list[dict[str, Any]] = []  # raw ClearChargingProfile payloads
+        self.rate_units = "Current,Power"  # ChargingScheduleAllowedChargingRateUnit; None: unknown key
+        self.statuses: list[str] = []  # TxProfile answers, in order ("raise" -> CALLERROR); then "Accepted"
+        self.station_status = "Accepted"  # the answer to every other SetChargingProfile
+        self.delays: list[float] = []  # per-TxProfile answer delays (s), in order; then ``delay_s``
         self.delay_s = 0.0
         self.in_handler = asyncio.Event()
 
@@ -64,10 +67,33 @@ class TestChargePoint(ChargePoint):
         self.frames.append(frame)
         if isinstance(frame, list) and frame[:1] == [2] and frame[2] == "SetChargingProfile":
             self.profiles.append(frame[3])
+        if isinstance(frame, list) and frame[:1] == [2] and frame[2] == "ClearChargingProfile":
+            self.clears.append(frame[3])
         await super().route_message(raw_msg)
+
+    def of(self, purpose: str) -> list[dict[str, Any]]:
+        """The SetChargingProfile payloads received for one chargingProfilePurpose."""
+        return [p for p in self.profiles if p["csChargingProfiles"]["chargingProfilePurpose"] == purpose]
+
+    @property
+    def tx_profiles(self) -> list[dict[str, Any]]:
+        return self.of("TxProfile")
+
+    @on(Action.get_configuration)
+    def _test_get_configuration(self, key=None, **_):
+        if self.rate_units is None:
+            return call_result.GetConfiguration(configuration_key=[], unknown_key=list(key or []))
+        return call_result.GetConfiguration(configuration_key=[{
+            "key": "ChargingScheduleAllowedChargingRateUnit", "readonly": True, "value": self.rate_units}])
+
+    @on(Action.clear_charging_profile)
+    def _test_clear_charging_profile(self, **_):
+        return call_result.ClearChargingProfile(status="Accepted")
 
     @on(Action.set_charging_profile)
     async def _test_set_charging_profile(self, connector_id, cs_charging_profiles, **_):
+        if cs_charging_profiles["charging_profile_purpose"] != "TxProfile":
+            return call_result.SetChargingProfile(status=self.station_status)
         self.in_handler.set()
         delay = self.delays.pop(0) if self.delays else self.delay_s
         if delay:
@@ -88,9 +114,9 @@ class TestChargePoint(ChargePoint):
 
 
 @contextlib.asynccontextmanager
-async def open_charge_point(port: int, cp_id: str = "CP1") -> AsyncIterator[TestChargePoint]:
+async def open_charge_point(port: int, cp_id: str = "CP1", **connect_kwargs: Any) -> AsyncIterator[TestChargePoint]:
     """A connected test charge point serving its side of the connection until the block exits."""
-    async with connect(f"ws://127.0.0.1:{port}/ocpp/{cp_id}", subprotocols=["ocpp1.6"]) as ws:
+    async with connect(f"ws://127.0.0.1:{port}/ocpp/{cp_id}", subprotocols=["ocpp1.6"], **connect_kwargs) as ws:
         cp = TestChargePoint(cp_id, ws)
         task = asyncio.create_task(cp.start())
         try:

@@ -89,7 +89,7 @@ async def test_wrong_path_gets_404(executor, path):
     assert info.value.response.status_code == 404
 
 
-@pytest.mark.parametrize("offered", [None, ["ocpp1.5"], ["ocpp2.0.1"]])
+@pytest.mark.parametrize("offered", [None, ["ocpp1.5"], ["ocpp2.0"], ["ocpp2.1", "ocpp1.2"]])
 async def test_client_without_supported_subprotocol_is_refused_with_400(executor, offered):
     with pytest.raises(InvalidStatus) as info:
         async with connect(f"ws://127.0.0.1:{executor.port}/ocpp/CP1", subprotocols=offered):
@@ -98,9 +98,14 @@ async def test_client_without_supported_subprotocol_is_refused_with_400(executor
     assert executor.stats.connected == 0
 
 
-async def test_ocpp16_is_negotiated_among_offered_subprotocols(executor):
-    async with connect(f"ws://127.0.0.1:{executor.port}/ocpp/CP1", subprotocols=["ocpp2.0.1", "ocpp1.6"]) as ws:
-        assert ws.subprotocol == "ocpp1.6"
+@pytest.mark.parametrize(("offered", "chosen"), [
+    (["ocpp1.5", "ocpp1.6"], "ocpp1.6"),
+    (["ocpp2.0.1"], "ocpp2.0.1"),
+    (["ocpp2.1", "ocpp2.0.1", "ocpp1.6"], "ocpp2.0.1"),
+])
+async def test_a_supported_version_is_negotiated_among_offered_subprotocols(executor, offered, chosen):
+    async with connect(f"ws://127.0.0.1:{executor.port}/ocpp/CP1", subprotocols=offered) as ws:
+        assert ws.subprotocol == chosen
 
 
 async def test_percent_encoded_identity(charge_point, executor):

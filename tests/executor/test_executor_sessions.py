@@ -24,6 +24,12 @@ def session_json(tx: int, **updates) -> dict:
     return base
 
 
+def fields(record) -> dict:
+    """The record's value restricted to the fields these tests know (the contract may grow)."""
+    value = json.loads(record.value)
+    return {k: value[k] for k in session_json(0) if k in value}
+
+
 async def test_session_lifecycle_records(charge_point, transport):
     async with charge_point() as cp:
         await cp.boot()
@@ -58,10 +64,10 @@ async def test_session_lifecycle_records(charge_point, transport):
 
     records = transport.log(SESSIONS)
     assert [r.key for r in records] == [f"CP1-{tx}"] * 4
-    assert json.loads(records[0].value) == session_json(tx)
-    assert json.loads(records[1].value) == session_json(
+    assert fields(records[0]) == session_json(tx)
+    assert fields(records[1]) == session_json(
         tx, current_power_kw=7.4, energy_kwh=0.5, soc_pct=42.0, sampled_at="2025-01-06T08:01:00Z")
-    assert json.loads(records[2].value) == session_json(
+    assert fields(records[2]) == session_json(
         tx, current_power_kw=6.5, energy_kwh=2.5, soc_pct=42.0, sampled_at="2025-01-06T08:03:00Z")
     assert records[3].value is None
     assert transport.latest(SESSIONS) == {}

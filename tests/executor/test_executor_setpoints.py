@@ -1,15 +1,20 @@
-"""Desired-state rules and dispatcher choices, without a network: a fake station records the calls."""
+"""Desired-state rules, the ledger's accounting and dispatcher choices, without a network."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
-from ocpp_testkit import FixedClock, at, command, wait_for
+from ocpp_testkit import SITE_NODES, T0, FixedClock, at, command, wait_for
 from prometheus_client import CollectorRegistry
 
-from executor.dispatch import ChargerDispatcher, Held, SetpointTable
+from executor.desired import SetpointTable
+from executor.dispatch import ChargerDispatcher, DispatchContext, Policy
+from executor.ledger import Ledger
 from executor.metrics import ExecutorStats
-from executor.station import CallOutcome, LimitRequest
+from executor.station import CallOutcome, ClearRequest, ProfileRequest
+from executor.topology import Topology
+from pipeline.topics import TopologyNode
 
 
 def table() -> tuple[SetpointTable, ExecutorStats]:
@@ -37,35 +42,123 @@ def test_replayed_record_is_not_a_collapse_but_a_superseded_one_is():
     assert stats.updates_collapsed == 1
 
 
-def test_tombstone_clears_only_its_own_session():
+def test_tombstone_clears_only_its_own_session_and_marks_the_profile_for_clearing():
     t, _ = table()
     t.apply("CP1-1", command(tx=1, setpoint_a=10, computed_at=at(1)))
     t.apply("CP1-2", command(tx=2, setpoint_a=12, computed_at=at(2)))  # new transaction on the connector
     t.apply("CP1-1", None)
     assert t.slot("CP1", 1).command.session_id == "CP1-2"
-    t.apply("CP1-2", None)
-    assert t.slot("CP1", 1).command is None
+    assert t.apply("CP1-2", None) == "CP1"
+    assert (t.slot("CP1", 1).command, t.slot("CP1", 1).cleared_tx) == (None, "2")
+
+
+def test_newest_node_and_site_limits_win():
+    t, _ = table()
+    t.apply("CP1-1", command(tx=1, computed_at=at(5), node_limit_kw=20.0, site_limit_kw=50.0))
+    t.apply("CP2-1", command(cp="CP2", tx=1, computed_at=at(3), node_limit_kw=99.0, site_limit_kw=99.0))
+    assert (t.node_limit_kw("panel-a"), t.site_limit_kw("depot-1")) == (20.0, 50.0)
+    t.apply("CP2-1", command(cp="CP2", tx=1, computed_at=at(6), node_limit_kw=15.0))
+    assert t.node_limit_kw("panel-a") == 15.0
+
+
+def node_32a() -> tuple[Topology, Ledger]:
+    """Two 22 kW chargers on a 32 A (22.08 kW) panel; node limit 22.08 kW, no site limit."""
+    topology = Topology()
+    for node in [
+        TopologyNode(node_id="s", site_id="s", kind="site", limit_kw=100),
+        TopologyNode(node_id="p", site_id="s", parent_id="s", kind="panel", limit_kw=22.08),
+        TopologyNode(node_id="A", site_id="s", parent_id="p", kind="charger", limit_kw=22.08),
+        TopologyNode(node_id="B", site_id="s", parent_id="p", kind="charger", limit_kw=22.08),
+    ]:
+        topology.apply(node.node_id, node)
+    ledger = Ledger(topology, lambda node: 22.08 if node == "p" else None, lambda site: None, lag_s=10.0)
+    return topology, ledger
+
+
+def kw(amps: float) -> float:
+    return amps * 3 * 230 / 1000
+
+
+def test_break_before_make_waits_for_the_ack_and_the_ev_lag():
+    _, ledger = node_32a()
+    for cp in "AB":
+        ledger.transaction_started(cp, 1, "1")
+    assert ledger.bound_kw("A", 1, T0) == 22.08  # nothing known in force yet: the rating
+    ledger.station_profile("A", "TxDefault", kw(6), at(-20))
+    ledger.station_profile("B", "TxDefault", kw(6), at(-20))
+    ledger.answered("A", 1, "1", kw(20), "Accepted", T0)  # up from the floor: no lag
+    ledger.answered("B", 1, "1", kw(12), "Accepted", T0)
+    # B wants 20 A, A is cut to 12 A: B must wait for A's cut to be acknowledged and followed.
+    assert ledger.check_increase("B", 1, kw(20), T0) is not None
+    ledger.sending("A", 1, kw(12))
+    blocked = ledger.check_increase("B", 1, kw(20), T0)
+    assert blocked is not None and blocked.until is None  # in flight: only the ack can help
+    ledger.answered("A", 1, "1", kw(12), "Accepted", at(1))
+    blocked = ledger.check_increase("B", 1, kw(20), at(1))
+    assert blocked is not None and blocked.until == at(11).timestamp()  # acknowledged; the EV is slower
+    assert ledger.check_increase("B", 1, kw(20), at(10.9)) is not None
+    assert ledger.check_increase("B", 1, kw(20), at(11)) is None
+
+
+def test_in_flight_and_unknown_answers_count_as_drawing():
+    _, ledger = node_32a()
+    for cp in "AB":
+        ledger.transaction_started(cp, 1, "1")
+        ledger.station_profile(cp, "TxDefault", kw(6), at(-20))
+    ledger.sending("A", 1, kw(20))
+    assert ledger.check_increase("B", 1, kw(16), T0) is not None  # 20 A in flight + 16 A > 32 A
+    ledger.answered("A", 1, "1", kw(20), "Timeout", T0)  # it may have been applied
+    assert ledger.in_force_kw("A", 1) == kw(20)
+    ledger.answered("A", 1, "1", kw(20), "Rejected", T0)
+    assert ledger.check_increase("B", 1, kw(12), T0) is None
+    ledger.transaction_ended("A", 1)
+    assert ledger.check_increase("B", 1, kw(32), T0) is None  # the EV left: it draws nothing
+
+
+def test_safe_share_is_the_rating_share_of_the_tightest_breaker():
+    topology = Topology()
+    for node in SITE_NODES:
+        topology.apply(node.node_id, node)
+    # CP1 (22 kW) on panel-a (60 kW) with no other charger there; the site (100 kW) has CP1 and CP2 (11 kW).
+    assert round(topology.safe_share_kw("CP1"), 3) == 22.0
+    assert round(topology.safe_share_kw("CP2"), 3) == 11.0
+    topology.apply("site", TopologyNode(node_id="depot-1", site_id="depot-1", kind="site", limit_kw=30))
+    topology.apply("depot-1", TopologyNode(node_id="depot-1", site_id="depot-1", kind="site", limit_kw=30))
+    assert round(topology.safe_share_kw("CP1"), 3) == 20.0  # 30 x 22 / 33
+    assert round(topology.safe_share_kw("CP2", fraction=0.5), 3) == 5.0
 
 
 class FakeStation:
     id = "CP1"
+    subprotocol = "ocpp1.6"
 
     def __init__(self) -> None:
-        self.calls: list[LimitRequest] = []
+        self.calls: list[ProfileRequest | ClearRequest] = []
 
-    async def serve(self) -> None:  # pragma: no cover - not used
-        await asyncio.Event().wait()
+    async def wait_first_message(self, timeout_s: float) -> None:
+        return None
 
-    async def set_limit(self, request: LimitRequest) -> CallOutcome:
+    async def rate_units(self):
+        return ("A", "W")
+
+    async def set_profile(self, request: ProfileRequest) -> CallOutcome:
+        self.calls.append(request)
+        return CallOutcome("Accepted")
+
+    async def clear_profile(self, request: ClearRequest) -> CallOutcome:
         self.calls.append(request)
         return CallOutcome("Accepted")
 
 
-async def test_decreases_go_before_increases():
+async def test_decreases_go_before_fail_safe_and_increases():
     t, stats = table()
+    topology = Topology()
+    for node in SITE_NODES:
+        topology.apply(node.node_id, node)
+    ledger = Ledger(topology, t.node_limit_kw, t.site_limit_kw, lag_s=0.0)
     for connector in (1, 2):
-        t.apply(f"CP1-{connector}", command(connector=connector, tx=connector, setpoint_a=16, computed_at=at(0)))
-        t.slot("CP1", connector).held = Held(16.0, "A", str(connector), epoch=1)
+        ledger.transaction_started("CP1", connector, str(connector))
+        ledger.answered("CP1", connector, str(connector), kw(16), "Accepted", T0)
     t.apply("CP1-1", command(connector=1, tx=1, setpoint_a=20, computed_at=at(1)))  # increase
     t.apply("CP1-2", command(connector=2, tx=2, setpoint_a=10, computed_at=at(1)))  # decrease
     acks = []
@@ -73,15 +166,20 @@ async def test_decreases_go_before_increases():
     async def publish_ack(ack):
         acks.append(ack)
 
+    ctx = DispatchContext(
+        table=t, ledger=ledger, topology=topology, active_transaction=lambda cp, conn: str(conn),
+        publish_ack=publish_ack, changed=lambda cp: None, clock=FixedClock(at(1) + timedelta(seconds=5)),
+        stats=stats, policy=Policy(increase_debounce_s=0, ev_response_lag_s=0))
     station = FakeStation()
-    dispatcher = ChargerDispatcher(
-        "CP1", station, 1, t, active_transaction=lambda cp, conn: str(conn), is_managed=lambda cp: True,
-        publish_ack=publish_ack, clock=FixedClock(), stats=stats,
-    )
+    dispatcher = ChargerDispatcher("CP1", station, 1, ctx)
     dispatcher.start()
     try:
-        await wait_for(lambda: len(acks) == 2, what="two acks")
+        await wait_for(lambda: len(acks) == 5, what="five acks")
+        await asyncio.sleep(0.05)
     finally:
         dispatcher.cancel()
-    assert [(c.connector_id, c.limit) for c in station.calls] == [(2, 10.0), (1, 20.0)]
-    assert [c.profile_id for c in station.calls] == [1002, 1001]
+    assert [(c.purpose, c.connector_id, c.limit, c.stack_level) for c in station.calls] == [
+        ("Tx", 2, 10.0, 1), ("StationMax", 0, 31.8, 0), ("TxDefault", 0, 6.0, 0), ("StationMax", 0, 31.8, 1),
+        ("Tx", 1, 20.0, 1)]
+    assert [c.profile_id for c in station.calls] == [1002, 1, 3, 2, 1001]
+    assert [a.purpose for a in acks] == ["Tx", "StationMax", "TxDefault", "StationMaxLift", "Tx"]

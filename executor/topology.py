@@ -1,0 +1,89 @@
+"""The breaker tree from ``site.topology``, as the executor needs it: charger facts and safe shares.
+
+Chargers are the ``kind='charger'`` leaves; their ``parent_id`` is the breaker (panel or site) they hang
+on. The *safe share* of a charger is what it may draw when the executor has nothing fresher to go on (at
+boot, or when its setpoints are older than the TTL): on every breaker on its path to the site, the
+breaker's limit divided among the chargers under it in proportion to their ratings,
+
+    safe_kw(c) = fraction x min(rating(c), min over ancestors A of limit(A) x rating(c) / sum of ratings under A)
+
+so that if every charger drew its safe share at once, no breaker on any path would be exceeded (with no
+building load; ``fraction`` < 1 leaves room for it). Unmanaged chargers count in the sums: their draw is
+not ours to shape but it is on the same breakers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.topics import TopologyNode
+
+__all__ = ["ChargerInfo", "Topology"]
+
+
+@dataclass(frozen=True)
+class ChargerInfo:
+    """A charger's static facts from its ``site.topology`` node (``node_id`` is the breaker it hangs on)."""
+
+    site_id: str
+    node_id: str | None
+    rated_power_kw: float
+    phases: int
+    voltage_v: float
+    managed: bool
+    connectors: int
+
+
+class Topology:
+    """The latest ``site.topology`` node per key."""
+
+    def __init__(self) -> None:
+        self._nodes: dict[str, TopologyNode] = {}
+
+    def apply(self, key: str | None, node: TopologyNode | None) -> None:
+        """Upsert ``node`` under ``key``; ``node=None`` (a tombstone) deletes the key."""
+        if key is None:
+            return
+        if node is None:
+            self._nodes.pop(key, None)
+        else:
+            self._nodes[key] = node
+
+    def charger(self, charge_point_id: str) -> ChargerInfo | None:
+        """The charger's facts, or ``None`` if topology has no charger node with that id."""
+        node = self._nodes.get(charge_point_id)
+        if node is None or node.kind != "charger":
+            return None
+        return ChargerInfo(
+            site_id=node.site_id, node_id=node.parent_id, rated_power_kw=node.limit_kw, phases=node.phases,
+            voltage_v=node.voltage_v, managed=node.managed, connectors=node.connectors,
+        )
+
+    def ancestors(self, node_id: str | None) -> list[TopologyNode]:
+        """The nodes from ``node_id`` up to its root (cycles and dangling parents end the walk)."""
+        out: list[TopologyNode] = []
+        seen: set[str] = set()
+        while node_id is not None and node_id not in seen:
+            seen.add(node_id)
+            node = self._nodes.get(node_id)
+            if node is None:
+                break
+            out.append(node)
+            node_id = node.parent_id
+        return out
+
+    def chargers_under(self, node_id: str) -> list[TopologyNode]:
+        """Every charger whose path to the root passes through ``node_id``."""
+        return [n for n in self._nodes.values()
+                if n.kind == "charger" and any(a.node_id == node_id for a in self.ancestors(n.parent_id))]
+
+    def safe_share_kw(self, charge_point_id: str, fraction: float = 1.0) -> float | None:
+        """The charger's safe share in kW (see the module docstring), or ``None`` if it is not in topology."""
+        me = self._nodes.get(charge_point_id)
+        if me is None or me.kind != "charger":
+            return None
+        share = me.limit_kw
+        for breaker in self.ancestors(me.parent_id):
+            ratings = sum(c.limit_kw for c in self.chargers_under(breaker.node_id)) or me.limit_kw
+            share = min(share, breaker.limit_kw * me.limit_kw / ratings)
+        return max(0.0, share * fraction)
