@@ -17,6 +17,8 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
+from pipeline.cli_transport import TransportChoice, echo_published, publish_direct, transport_options
+from pipeline.migrate.cli import migrate
 from pipeline.replay.data import DataError
 from pipeline.site_config import ConfigError
 from pipeline.sqlobjects import SqlError
@@ -84,17 +86,19 @@ def main() -> None:
 @click.option("--gateway-host", default="127.0.0.1", show_default=True, help="signal gateway bind address")
 @click.option("--gateway-port", default=9001, show_default=True, help="signal gateway port (ws /topics/{topic})")
 @click.option("--tick", "tick_s", default=1.0, show_default=True, help="engine re-evaluation period, s")
+@transport_options()
 @click.option("--log-level", default="info", show_default=True)
 @one_line_errors
-def run(config_path, host, port, gateway_host, gateway_port, tick_s, log_level):
-    """Serve chargers: embedded engine + executor on the memory transport, until Ctrl-C."""
+def run(config_path, host, port, gateway_host, gateway_port, tick_s, transport, log_level):
+    """Serve chargers: embedded engine + executor on the memory (or Kafka) transport, until Ctrl-C."""
     from pipeline.runner import run_forever
     from pipeline.site_config import load_config
 
     cfg = load_config(config_path)
+    built = transport.build()
     _logging(log_level)
     asyncio.run(run_forever(cfg, host=host, port=port, gateway_host=gateway_host, gateway_port=gateway_port,
-                            tick_s=tick_s))
+                            tick_s=tick_s, transport=built))
 
 
 @main.command()
@@ -125,13 +129,17 @@ def signal() -> None:
     """Publish one utility or operator signal into a running pipeline."""
 
 
-def _publish(topic: str, record, gateway: str, dry_run: bool) -> None:
+def _publish(topic: str, record, gateway: str, dry_run: bool, transport: TransportChoice | None = None) -> None:
     from pipeline.gateway import GatewayError, send_record
     from pipeline.topics import encode
 
     payload = encode(record)
     if dry_run:
         click.echo(json.dumps({"topic": topic, "value": json.loads(payload)}))
+        return
+    if transport is not None and transport.kind == "kafka":
+        asyncio.run(publish_direct(transport, topic, record))
+        echo_published(topic, transport)
         return
     try:
         asyncio.run(send_record(gateway, topic, payload))
@@ -142,6 +150,7 @@ def _publish(topic: str, record, gateway: str, dry_run: bool) -> None:
 
 _gateway = click.option("--gateway", default="ws://127.0.0.1:9001", show_default=True, help="pipeline run's gateway")
 _dry = click.option("--dry-run", is_flag=True, help="print the record instead of publishing it")
+_via = transport_options(("gateway", "kafka"), "gateway", help="through pipeline run's gateway, or straight to Kafka")
 
 
 @signal.command("dr")
@@ -153,15 +162,16 @@ _dry = click.option("--dry-run", is_flag=True, help="print the record instead of
 @click.option("--duration-min", type=float, help="event length in minutes (default 60)")
 @click.option("--event-id", help="DR event id; re-send the same id to move or cancel an event")
 @_gateway
+@_via
 @_dry
 @one_line_errors
-def signal_dr(site, curtailment_pct, limit_kw, start, end, duration_min, event_id, gateway, dry_run):
+def signal_dr(site, curtailment_pct, limit_kw, start, end, duration_min, event_id, gateway, transport, dry_run):
     """A demand-response event on utility.dr.signals."""
     from pipeline.signals import dr_signal
 
     topic, record = dr_signal(site, curtailment_pct=curtailment_pct, limit_kw=limit_kw, start=start, end=end,
                               duration_min=duration_min, event_id=event_id)
-    _publish(topic, record, gateway, dry_run)
+    _publish(topic, record, gateway, dry_run, transport)
 
 
 @signal.command("price")
@@ -173,15 +183,16 @@ def signal_dr(site, curtailment_pct, limit_kw, start, end, duration_min, event_i
 @click.option("--to", "valid_to", type=ISO, help="valid to (default from + 1 h)")
 @click.option("--currency", default="EUR", show_default=True)
 @_gateway
+@_via
 @_dry
 @one_line_errors
-def signal_price(site, price_per_kwh, tier, valid_from, valid_to, currency, gateway, dry_run):
+def signal_price(site, price_per_kwh, tier, valid_from, valid_to, currency, gateway, transport, dry_run):
     """A tariff price on tariff.price.signals."""
     from pipeline.signals import price_signal
 
     topic, record = price_signal(site, price_per_kwh=price_per_kwh, tier=tier, valid_from=valid_from,
                                  valid_to=valid_to, currency=currency)
-    _publish(topic, record, gateway, dry_run)
+    _publish(topic, record, gateway, dry_run, transport)
 
 
 @signal.command("demand")
@@ -190,15 +201,16 @@ def signal_price(site, price_per_kwh, tier, valid_from, valid_to, currency, gate
 @click.option("--ev-kw", "ev_load_kw", default=0.0, show_default=True, type=float, help="EV part of the load")
 @click.option("--limit-kw", "demand_limit_kw", type=float, help="contracted site limit")
 @_gateway
+@_via
 @_dry
 @one_line_errors
-def signal_demand(site, current_demand_kw, ev_load_kw, demand_limit_kw, gateway, dry_run):
+def signal_demand(site, current_demand_kw, ev_load_kw, demand_limit_kw, gateway, transport, dry_run):
     """A site meter reading on bems.site.demand."""
     from pipeline.signals import demand_signal
 
     topic, record = demand_signal(site, current_demand_kw=current_demand_kw, ev_load_kw=ev_load_kw,
                                   demand_limit_kw=demand_limit_kw)
-    _publish(topic, record, gateway, dry_run)
+    _publish(topic, record, gateway, dry_run, transport)
 
 
 @main.command()
@@ -249,3 +261,29 @@ def replay(day, days, speed, chargers, charger_kw, limit_kw, households, evs_per
     print_summary(summary)
     if json_path:
         Path(json_path).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+@main.command("charger-password")
+@click.option("--password-stdin", is_flag=True, help="read the password from standard input instead of a prompt")
+@one_line_errors
+def charger_password(password_stdin):
+    """Hash a charger's Basic-auth password for ``password_hash`` in the site YAML (salted scrypt)."""
+    from executor.auth import hash_password
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        click.echo(hash_password(password))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+main.add_command(migrate)
+
+from pipeline.cli_services import engine, executor, topics  # noqa: E402 - registers on main, defined above
+
+main.add_command(executor)
+main.add_command(engine)
+main.add_command(topics)

@@ -4,6 +4,15 @@ Each loop takes whatever input records are waiting (up to ``batch_max``), loads 
 sinks and publishes the changes, then commits the consumed offsets: a crash replays input, never loses
 it. With no input the engine still evaluates every ``tick_s`` clock seconds, so ``NOW()`` temporal
 filters (DR start and end, tariff windows) fire on time.
+
+Start-up (DuckDB is in memory, so every start is a rebuild, on Kafka as on the memory transport):
+
+1. The sink topics (compacted on Kafka) are read to their end to learn which keys a previous run left
+   there, so the first evaluation re-publishes every current row (unchanged values: the executor drops
+   them as duplicates) and tombstones keys whose sessions ended while the engine was away.
+2. The input topics are read from the beginning to their end offsets, in a fresh consumer group, before
+   the first evaluation: setpoints are never computed from half the inputs (topology and sessions
+   without the site meter would over-allocate).
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ from dataclasses import dataclass
 
 from pipeline.clock import Clock, SystemClock
 from pipeline.engine.embedded import EmbeddedEngine
-from pipeline.transport.base import Transport, decode_or_dead_letter
+from pipeline.transport.base import Record, Transport, decode_or_dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +41,12 @@ class EngineStats:
 class EngineService:
     """The embedded engine as a long-running service on ``transport``.
 
-    ``group`` defaults to a fresh consumer group, because an in-memory DuckDB holds no state across
-    restarts and must rebuild from the start of its input topics.
+    ``group`` defaults to a fresh consumer group (``engine-<random>``), because an in-memory DuckDB
+    holds no state across restarts and must rebuild from the start of its input topics; a fixed group
+    would resume at its committed offsets with an empty database. On Kafka each start leaves that
+    group's committed offsets behind until the broker expires them (``offsets.retention.minutes``,
+    7 days by default). ``catch_up_timeout_s`` bounds the start-up read of the inputs
+    (:class:`TimeoutError` after it).
     """
 
     def __init__(
@@ -46,6 +59,7 @@ class EngineService:
         tick_s: float = 1.0,
         poll_s: float = 0.05,
         batch_max: int = 5000,
+        catch_up_timeout_s: float = 300.0,
     ) -> None:
         self.engine = engine
         self.transport = transport
@@ -54,6 +68,7 @@ class EngineService:
         self.tick_s = tick_s
         self.poll_s = poll_s
         self.batch_max = batch_max
+        self.catch_up_timeout_s = catch_up_timeout_s
         self.stats = EngineStats()
         self._stop = asyncio.Event()
         self._consumer = None
@@ -63,24 +78,21 @@ class EngineService:
 
     async def step(self, timeout_s: float | None = None, force: bool = False) -> int:
         """One micro-batch: consume, load, evaluate if there was input (or the tick is due, or
-        ``force``), publish changes, commit. Returns the number of records consumed."""
+        ``force``), publish changes, commit. Returns the number of records consumed.
+
+        The first step opens the consumer and catches up (see the module docstring) before evaluating.
+        """
         if self._consumer is None:
-            self._consumer = await self.transport.consumer(self.engine.input_topics, self.group)
-            self._next_tick = self.clock.now()
-        records = await self._consumer.getmany(
-            timeout_s=self.poll_s if timeout_s is None else timeout_s, max_records=self.batch_max
-        )
-        decoded = []
-        for rec in records:
-            ok, model = await decode_or_dead_letter(self.transport, rec)
-            if ok:
-                decoded.append((rec.topic, rec.key, model))
-            else:
-                self.stats.dead_lettered += 1
-        self.engine.apply(decoded)
-        self.stats.records_in += len(decoded)
+            count = await self._start()
+            force = True
+        else:
+            records = await self._consumer.getmany(
+                timeout_s=self.poll_s if timeout_s is None else timeout_s, max_records=self.batch_max
+            )
+            await self._load(records)
+            count = len(records)
         now = self.clock.now()
-        if records or force or now >= self._next_tick:
+        if count or force or now >= self._next_tick:
             changes = self.engine.evaluate(now)
             for change in changes:
                 await self.transport.send(change.topic, change.key, change.value)
@@ -90,7 +102,58 @@ class EngineService:
             self._next_tick = now.timestamp() + self.tick_s
             self._next_tick = type(now).fromtimestamp(self._next_tick, now.tzinfo)
         await self._consumer.commit()
-        return len(records)
+        return count
+
+    async def _load(self, records: list[Record]) -> None:
+        decoded = []
+        for rec in records:
+            ok, model = await decode_or_dead_letter(self.transport, rec)
+            if ok:
+                decoded.append((rec.topic, rec.key, model))
+            else:
+                self.stats.dead_lettered += 1
+        self.engine.apply(decoded)
+        self.stats.records_in += len(decoded)
+
+    async def _start(self) -> int:
+        """Learn the sink topics' keys, open the input consumer and load the inputs to their end offsets."""
+        await self._assume_published()
+        self._consumer = await self.transport.consumer(self.engine.input_topics, self.group)
+        self._next_tick = self.clock.now()
+        ends = await self._consumer.end_offsets()
+        deadline = asyncio.get_running_loop().time() + self.catch_up_timeout_s
+        count = 0
+        while any(self._consumer.positions().get(tp, 0) < end for tp, end in ends.items()):
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"engine could not read its inputs to {ends} in {self.catch_up_timeout_s}s")
+            records = await self._consumer.getmany(timeout_s=0.2, max_records=self.batch_max)
+            await self._load(records)
+            count += len(records)
+        log.info("engine caught up: %d input records", count)
+        return count
+
+    async def _assume_published(self) -> None:
+        """Seed the engine's record of what each sink has emitted with the keys its topic holds now."""
+        topics = {sink.topic: sink for sink in self.engine.sinks}
+        if not topics:
+            return
+        consumer = await self.transport.consumer(list(topics), f"{self.group}.sinks")
+        try:
+            records = await consumer.read_to_end(timeout_s=self.catch_up_timeout_s)
+        finally:
+            await consumer.close()
+        live: dict[str, set[str]] = {topic: set() for topic in topics}
+        for rec in records:
+            if rec.key is None:
+                continue
+            if rec.value is None:
+                live[rec.topic].discard(rec.key)
+            else:
+                live[rec.topic].add(rec.key)
+        for topic, keys in live.items():
+            emitted = self.engine._emitted[topics[topic].name]  # the engine's diff state, keyed like the topic
+            for key in keys:
+                emitted.setdefault(key, None)  # no row equals None: the first evaluation re-publishes it
 
     async def run(self) -> None:
         """Loop until :meth:`stop`. Errors in one batch are logged and the loop goes on."""

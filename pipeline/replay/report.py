@@ -14,7 +14,7 @@ LABELS = {
     "peak_site_kw": "peak site load, kW",
     "peak_building_kw": "peak building load, kW",
     "seconds_over_limit": "seconds over limit",
-    "profiles_sent": "SetChargingProfile calls",
+    "profiles_sent": "SetChargingProfile calls (TxProfile)",
     "updates_collapsed": "updates collapsed",
     "setpoint_records": "setpoint records",
     "engine_evaluations": "engine evaluations",
@@ -22,6 +22,7 @@ LABELS = {
     "active_sessions_at_end": "active sessions at end",
     "sync_checks": "charger checks after each event",
     "sync_mismatches": "chargers not holding their latest setpoint",
+    "sync_waiting": "chargers whose increase waits (break before make)",
     "wall_clock_s": "wall clock, s",
 }
 
