@@ -4,4 +4,4 @@ WITH (
     connector = 'kafka',
     topic = 'pipeline.alerts',
     primary_key = 'alert_id'
-) FORMAT UPSERT ENCODE JSON;
+) FORMAT UPSERT ENCODE JSON KEY ENCODE TEXT;
