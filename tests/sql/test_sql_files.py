@@ -65,3 +65,10 @@ def test_views_transpile_with_now_bound_to_the_engine_clock():
         ddl = to_duckdb(view)
         assert "GETVARIABLE('PIPELINE_NOW')" in ddl.upper()
         assert "CURRENT_TIMESTAMP" not in ddl.upper()
+
+
+def test_the_unrolled_allocation_view_is_what_its_generator_renders():
+    from pipeline.allocation_sql import render
+
+    committed = (DEFAULT_SQL_DIR / "views" / "session_allocation.sql").read_text()
+    assert committed == render(), "run: python -m pipeline.allocation_sql > sql/views/session_allocation.sql"
