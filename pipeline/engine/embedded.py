@@ -197,6 +197,15 @@ class EmbeddedEngine:
             self._emitted[name] = {}
         self._diffed.clear()
 
+    def assume_emitted(self, topic: str, keys: Iterable[str]) -> None:
+        """Record that ``keys`` are live on a sink's ``topic`` already (from an earlier run), so the next
+        evaluation re-publishes the ones still in the view and tombstones the ones that are gone."""
+        sink = next(s for s in self.sinks if s.topic == topic)
+        emitted = self._emitted[sink.name]
+        for key in keys:
+            emitted.setdefault(key, None)  # no row equals None, so the key is diffed on the next evaluation
+        self._diffed.discard(sink.name)
+
     def set_now(self, now: datetime) -> None:
         self.con.execute(f"SET VARIABLE {NOW_VARIABLE} = ?::TIMESTAMPTZ", [now])
 

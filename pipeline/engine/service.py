@@ -151,9 +151,7 @@ class EngineService:
             else:
                 live[rec.topic].add(rec.key)
         for topic, keys in live.items():
-            emitted = self.engine._emitted[topics[topic].name]  # the engine's diff state, keyed like the topic
-            for key in keys:
-                emitted.setdefault(key, None)  # no row equals None: the first evaluation re-publishes it
+            self.engine.assume_emitted(topic, keys)
 
     async def run(self) -> None:
         """Loop until :meth:`stop`. Errors in one batch are logged and the loop goes on."""
