@@ -47,10 +47,12 @@ class SinkChange:
     value: bytes | None
 
 
+def _is_now(node: exp.Expression) -> bool:
+    return isinstance(node, exp.CurrentTimestamp) or (isinstance(node, exp.Anonymous) and node.name.upper() == "NOW")
+
+
 def _bind_now(node: exp.Expression) -> exp.Expression:
-    if isinstance(node, exp.CurrentTimestamp) or (
-        isinstance(node, exp.Anonymous) and node.name.upper() == "NOW"
-    ):
+    if _is_now(node):
         return exp.cast(
             exp.Anonymous(this="getvariable", expressions=[exp.Literal.string(NOW_VARIABLE)]),
             exp.DataType.build("TIMESTAMPTZ"),
@@ -100,7 +102,7 @@ def duckdb_ddl(obj: SqlObject) -> list[str]:
 
 
 def _reads_now(obj: SqlObject) -> bool:
-    return any(_bind_now(node) is not node for node in obj.ast.expression.find_all(exp.Func))
+    return any(_is_now(node) for node in obj.ast.expression.find_all(exp.Func))
 
 
 def _plain(value: Any) -> Any:
@@ -135,12 +137,12 @@ class EmbeddedEngine:
                 self.sinks.append(obj)
                 self._emitted[obj.name] = {}
                 continue
-            self.con.execute(to_duckdb(obj))
+            for statement in duckdb_ddl(obj):
+                self.con.execute(statement)
             if obj.kind in ("materialized_view", "view"):
                 self.views.append(obj)
                 if _reads_now(obj):
                     self._timed.add(obj.name)
-                self.con.execute(f"CREATE OR REPLACE TABLE {obj.name} AS SELECT * FROM {obj.name}{QUERY_SUFFIX} LIMIT 0")
             if obj.kind in ("table", "source"):
                 if not obj.topic:
                     raise SqlError(f"{obj.path}: a {obj.kind} needs a topic in its WITH clause")

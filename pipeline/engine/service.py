@@ -21,6 +21,7 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 from pipeline.clock import Clock, SystemClock
 from pipeline.engine.embedded import EmbeddedEngine
@@ -99,8 +100,7 @@ class EngineService:
             self.stats.evaluations += 1
             self.stats.changes_out += len(changes)
             self.stats.last_eval_ms = self.engine.last_eval_ms
-            self._next_tick = now.timestamp() + self.tick_s
-            self._next_tick = type(now).fromtimestamp(self._next_tick, now.tzinfo)
+            self._next_tick = now + timedelta(seconds=self.tick_s)
         await self._consumer.commit()
         return count
 
