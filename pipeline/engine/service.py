@@ -29,6 +29,8 @@ from pipeline.transport.base import Record, Transport, decode_or_dead_letter
 
 log = logging.getLogger(__name__)
 
+SEND_WINDOW = 1000  # sink records in flight at once (see EngineService.step)
+
 
 @dataclass
 class EngineStats:
@@ -73,6 +75,7 @@ class EngineService:
         self.stats = EngineStats()
         self._stop = asyncio.Event()
         self._consumer = None
+        self._busy = False
 
     def stop(self) -> None:
         self._stop.set()
@@ -80,6 +83,9 @@ class EngineService:
     async def step(self, timeout_s: float | None = None, force: bool = False) -> int:
         """One micro-batch: consume, load, evaluate if there was input (or the tick is due, or
         ``force``), publish changes, commit. Returns the number of records consumed.
+
+        Input alone re-runs the views for the sites it touched; a tick (every ``tick_s`` of clock, and
+        ``force``) also re-runs the views that read ``NOW()`` for every site, so temporal filters fire.
 
         The first step opens the consumer and catches up (see the module docstring) before evaluating.
         """
@@ -93,16 +99,32 @@ class EngineService:
             await self._load(records)
             count = len(records)
         now = self.clock.now()
-        if count or force or now >= self._next_tick:
-            changes = self.engine.evaluate(now)
-            for change in changes:
-                await self.transport.send(change.topic, change.key, change.value)
+        tick = force or now >= self._next_tick
+        if count or tick:
+            self._busy = True
+            try:  # DuckDB releases the GIL: the executor and the gateway keep serving meanwhile
+                changes = await asyncio.to_thread(self.engine.evaluate, now, tick)
+            finally:
+                self._busy = False
+            # Sent together (up to SEND_WINDOW at once), not one by one: on Kafka each send waits for acks=all,
+            # so one at a time cost a broker round trip per setpoint. Each key occurs once per evaluation,
+            # the producer keeps a partition's records in the order they were handed to it, and every send
+            # is done before the commit.
+            for i in range(0, len(changes), SEND_WINDOW):
+                await asyncio.gather(*(self.transport.send(c.topic, c.key, c.value)
+                                       for c in changes[i:i + SEND_WINDOW]))
             self.stats.evaluations += 1
             self.stats.changes_out += len(changes)
             self.stats.last_eval_ms = self.engine.last_eval_ms
-            self._next_tick = now + timedelta(seconds=self.tick_s)
+            if tick:
+                self._next_tick = now + timedelta(seconds=self.tick_s)
         await self._consumer.commit()
         return count
+
+    @property
+    def busy(self) -> bool:
+        """True while an evaluation runs (on a worker thread)."""
+        return self._busy
 
     async def _load(self, records: list[Record]) -> None:
         decoded = []
@@ -112,7 +134,8 @@ class EngineService:
                 decoded.append((rec.topic, rec.key, model))
             else:
                 self.stats.dead_lettered += 1
-        self.engine.apply(decoded)
+        if decoded:
+            await asyncio.to_thread(self.engine.apply, decoded)
         self.stats.records_in += len(decoded)
 
     async def _start(self) -> int:

@@ -25,7 +25,8 @@ WITH items AS (
 )
 SELECT
     a.ancestor_id AS node_id,
-    SUM(i.load_kw) AS fixed_kw
+    SUM(i.load_kw) AS fixed_kw,
+    a.site_id
 FROM items AS i
 JOIN node_ancestors AS a ON a.node_id = i.node_id
-GROUP BY a.ancestor_id;
+GROUP BY a.ancestor_id, a.site_id;
