@@ -16,6 +16,7 @@ from datetime import datetime
 
 from pipeline.topics import SetpointCommand
 
+from executor.dispatch_log import decision
 from executor.metrics import ExecutorStats
 
 __all__ = ["COMMANDS_TOPIC", "Slot", "SetpointTable"]
@@ -106,6 +107,9 @@ class SetpointTable:
                 return None
             if slot.pending and count:
                 self._stats.collapsed()
+                decision(command.charge_point_id, "collapsed", "connector %s: setpoint %s A replaces %s A (not sent)",
+                         command.connector_id, command.setpoint_a, current.setpoint_a,
+                         connector_id=command.connector_id, setpoint_a=command.setpoint_a)
         if current is not None and current.session_id != command.session_id:
             self._by_session.pop(current.session_id, None)
         if current is None or (current.setpoint_a, current.setpoint_kw, current.transaction_id) != (

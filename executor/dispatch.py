@@ -24,7 +24,8 @@ always go out, so a skipped cut can never hold headroom another connector was gi
 flight newer setpoints overwrite the desired value, so rapid changes collapse into one more call with the
 latest value. Rejected, CallError and Timeout answers are retried after ``retry_initial_s`` x 2^(n-1) real
 seconds (at most ``retry_max_s``); a newer value goes out at once. Every SetChargingProfile and
-ClearChargingProfile answer is published on ``ocpp.setpoint.acks``.
+ClearChargingProfile answer is published on ``ocpp.setpoint.acks``, and every decision and call is a
+DEBUG record with the charger and the reason (:mod:`executor.dispatch_log`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ from websockets.exceptions import ConnectionClosed
 from pipeline.topics import SetpointAck, SetpointCommand
 
 from executor.desired import SetpointTable, Slot
-from executor.ledger import Blocked, Ledger
+from executor.dispatch_log import call_answered, call_sent, deadband_skipped, hold, retry_scheduled, why_blocked
+from executor.ledger import Ledger
 from executor.metrics import ExecutorStats
 from executor.station import CallOutcome, ClearRequest, ProfileRequest, RateUnit, Station
 from executor.topology import Topology
@@ -107,6 +109,7 @@ class _Job:
     kw: float | None = None
     command: SetpointCommand | None = None
     slot: Slot | None = None
+    reason: str = ""  # why it is sent (executor.dispatch_log)
 
 
 @dataclass
@@ -212,12 +215,15 @@ class ChargerDispatcher:
         started = time.monotonic()
         action = "GetConfiguration" if self.station.subprotocol == "ocpp1.6" else "GetVariables"
         self._ctx.stats.call_sent(action)
+        call_sent(self.charge_point_id, action, None, "rate_unit")
         try:
             units = await self.station.rate_units()
         except BaseException:
             self._ctx.stats.call_abandoned()
             raise
-        self._ctx.stats.call_answered(action, "Accepted" if units else "Unknown", time.monotonic() - started)
+        status, elapsed = "Accepted" if units else "Unknown", time.monotonic() - started
+        self._ctx.stats.call_answered(action, status, elapsed)
+        call_answered(self.charge_point_id, action, None, status, elapsed)
         preferred = self._ctx.policy.preferred_unit
         if units and preferred not in units:
             self.unit = units[0]
@@ -271,7 +277,7 @@ class ChargerDispatcher:
         clock: list[datetime] = []
         real: list[float] = []
         release: list[datetime] = []
-        self.held_back = {}
+        previous, self.held_back = self.held_back, {}
         info = ctx.topology.charger(cp)
         if info is not None and not info.managed:
             return None, None, None
@@ -305,6 +311,8 @@ class ChargerDispatcher:
             increase = kw > in_force + 1e-6
             if held is not None and held[0] == command.transaction_id and (
                     held[1] == limit or (increase and self._within_deadband(held[1], limit, command))):
+                if slot.pending and held[1] != limit:
+                    deadband_skipped(cp, connector_id, held[1], limit, self.unit)
                 slot.pending = False
                 continue
             if not self._retry_gate(key, value, real):
@@ -312,25 +320,27 @@ class ChargerDispatcher:
             request = ProfileRequest(
                 purpose="Tx", connector_id=connector_id, profile_id=profile_id_for(connector_id), stack_level=1,
                 limit=limit, unit=self.unit, number_phases=command.phases, transaction_id=command.transaction_id)
-            job = _Job(key, request, kw, command, slot)
+            job = _Job(key, request, kw, command, slot, "ttl_fallback" if stale else "increase")
             if not increase:
+                job.reason = job.reason if stale else "decrease" if kw < in_force - 1e-6 else "resend"
                 decreases.append((kw - in_force, job))
                 continue
             debounce_end = (slot.changed_at or now) + timedelta(seconds=ctx.policy.increase_debounce_s)
             if debounce_end > now:
-                self.held_back[connector_id] = "debounce"
+                hold(cp, self.held_back, previous, connector_id, "debounce")
                 release.append(debounce_end)
                 continue
             blocked = ctx.ledger.check_increase(cp, connector_id, kw, now)
             if blocked is not None:
-                self.held_back[connector_id] = self._why(blocked)
+                hold(cp, self.held_back, previous, connector_id, why_blocked(blocked), blocked)
                 if blocked.until is not None:
                     release.append(datetime.fromtimestamp(blocked.until, now.tzinfo))
                 continue
             increases.append((kw - in_force, job))
         if stale_any and not self._stale:
             ctx.stats.failsafe("stale")
-            log.warning("%s: setpoints older than %ss: falling back to the safe share", cp, ttl)
+            log.warning("%s: setpoints older than %ss: falling back to the safe share", cp, ttl,
+                        extra={"charge_point_id": cp, "reason": "ttl_expired"})
         self._stale = stale_any
         station = self._station_jobs(safe_kw, info, phases, voltage, stale_any, now, clock, real)
         self.release_at = min(release) if release else None
@@ -345,11 +355,6 @@ class ChargerDispatcher:
             band *= command.phases * command.voltage_v
         return abs(held - wanted) < band - 1e-9
 
-    @staticmethod
-    def _why(blocked: Blocked) -> str:
-        wait = "lag" if blocked.until is not None else "headroom"
-        return f"{wait}: {blocked.level} {blocked.group} {blocked.needed_kw:.3f} > {blocked.limit_kw:.3f} kW"
-
     def _clear_tx_job(self, connector_id: int, slot: Slot, active: str | None, real: list[float]) -> _Job | None:
         """ClearChargingProfile for a TxProfile whose setpoint was tombstoned while its transaction runs."""
         key = ("ClearTx", connector_id)
@@ -357,7 +362,7 @@ class ChargerDispatcher:
             return None
         if not self._retry_gate(key, slot.cleared_tx, real):
             return None
-        return _Job(key, ClearRequest(profile_id_for(connector_id), connector_id))
+        return _Job(key, ClearRequest(profile_id_for(connector_id), connector_id), reason="clear_tx")
 
     def _station_jobs(self, safe_kw: float | None, info, phases: int, voltage: float, stale: bool,
                       now: datetime, clock: list[datetime], real: list[float]) -> list[_Job]:
@@ -375,12 +380,12 @@ class ChargerDispatcher:
         ]
         for key, request in wanted:
             if self._sent.get(key) != (request.limit, self.unit) and self._retry_gate(key, (request.limit, self.unit), real):
-                jobs.append(_Job(key, request))
+                jobs.append(_Job(key, request, reason="failsafe"))
         ttl = self._ctx.policy.setpoint_ttl_s
         lift = self._sent.get(("Lift", 0))
         if stale:
             if lift != "cleared" and self._retry_gate(("ClearLift", 0), None, real):
-                jobs.insert(0, _Job(("ClearLift", 0), ClearRequest(STATION_LIFT_ID, 0)))
+                jobs.insert(0, _Job(("ClearLift", 0), ClearRequest(STATION_LIFT_ID, 0), reason="clear_lift"))
             return jobs
         if self._sent.get(("TxDefault", 0)) != (floor_limit, self.unit):
             return jobs  # no lift until new transactions are known to start at the floor
@@ -393,7 +398,7 @@ class ChargerDispatcher:
             request = ProfileRequest("StationMax", 0, STATION_LIFT_ID, 1, rating_limit, self.unit, phases,
                                      start_schedule=anchor, valid_to=valid_to)
             if self._retry_gate(("Lift", 0), (rating_limit, self.unit), real):
-                jobs.append(_Job(("Lift", 0), request))
+                jobs.append(_Job(("Lift", 0), request, reason="lift"))
         elif renew_at is not None:
             clock.append(renew_at)
         return jobs
@@ -414,6 +419,7 @@ class ChargerDispatcher:
         sent_at = ctx.clock.now()
         started = time.monotonic()
         ctx.stats.call_sent(action, label)
+        call_sent(cp, action, request, job.reason)
         try:
             if isinstance(request, ProfileRequest):
                 outcome: CallOutcome = await self.station.set_profile(request)
@@ -428,12 +434,14 @@ class ChargerDispatcher:
             raise
         now = ctx.clock.now()
         ctx.stats.call_answered(action, outcome.status, time.monotonic() - started, label)
+        call_answered(cp, action, request, outcome, time.monotonic() - started)
         self._record(job, outcome, now)
         ctx.changed(cp)
         if outcome.status != "Accepted":
             what = f"{label} connector {request.connector_id}" + (
                 f" {request.limit}{request.unit}" if isinstance(request, ProfileRequest) else "")
-            log.warning("%s: %s %s: %s %s", cp, action, what, outcome.status, outcome.error or "")
+            log.warning("%s: %s %s: %s %s", cp, action, what, outcome.status, outcome.error or "",
+                        extra={"charge_point_id": cp, "action": action, "status": outcome.status})
         await self._ack(job, outcome, action, sent_at, None if outcome.status == "Timeout" else now)
 
     def _record(self, job: _Job, outcome: CallOutcome, now: datetime) -> None:
@@ -454,6 +462,7 @@ class ChargerDispatcher:
             unsupported = outcome.status == "NotSupported" or (outcome.error or "").startswith(
                 ("NotImplemented", "NotSupported"))
             self._retries[job.key] = _Retry(value, failures, time.monotonic() + delay, retryable=not unsupported)
+            retry_scheduled(cp, kind, request.connector_id, outcome.status, failures, None if unsupported else delay)
             return
         self._retries.pop(job.key, None)
         if kind == "Tx":

@@ -74,6 +74,7 @@ class Ledger:
         self._site_limit = site_limit
         self.lag_s = lag_s
         self._connectors: dict[tuple[str, int], _Connector] = {}
+        self._of_charger: dict[str, set[int]] = {}  # cp -> connector ids in _connectors (no scan per cp)
         self._chargers: dict[str, _Charger] = {}
 
     # -- transactions ----------------------------------------------------------------------------------
@@ -82,10 +83,16 @@ class Ledger:
         current = self._connectors.get((cp, connector_id))
         if current is None or current.transaction_id != transaction_id:
             self._connectors[(cp, connector_id)] = _Connector(cp, transaction_id)
+            self._of_charger.setdefault(cp, set()).add(connector_id)
 
     def transaction_ended(self, cp: str, connector_id: int) -> None:
         """The EV stopped drawing (StopTransaction / TransactionEvent Ended): its bound is 0."""
         self._connectors.pop((cp, connector_id), None)
+        connectors = self._of_charger.get(cp)
+        if connectors is not None:
+            connectors.discard(connector_id)
+            if not connectors:
+                del self._of_charger[cp]
 
     def recover_in_force(self, cp: str, connector_id: int, transaction_id: str, kw: float, certain: bool) -> None:
         """Restore what a previous run knew (its acks): ``certain`` is an Accepted limit, else a maybe."""
@@ -130,7 +137,7 @@ class Ledger:
 
     def station_profile(self, cp: str, purpose: str, kw: float | None, now: datetime) -> None:
         """A station-wide profile was accepted (``kw``) or is no longer known to be there (``None``)."""
-        befores = {k: self._in_force(cp, c) for k, c in self._connectors.items() if k[0] == cp}
+        befores = {(cp, i): self._in_force(cp, self._connectors[(cp, i)]) for i in self._of_charger.get(cp, ())}
         charger = self._chargers.setdefault(cp, _Charger())
         if purpose == "TxDefault":
             charger.default_kw = kw

@@ -27,9 +27,14 @@ from websockets.exceptions import ConnectionClosed
 
 from executor.station import CallOutcome
 
-__all__ = ["RobustRouting", "iso_utc", "outcome_of", "parse_timestamp"]
+__all__ = ["FRAME_LOG", "RobustRouting", "iso_utc", "outcome_of", "parse_timestamp"]
 
 log = logging.getLogger(__name__)
+
+FRAME_LOG = logging.getLogger("ocpp.frames")
+"""Given to the ``ocpp`` library, which logs every frame sent and received at INFO: a child of the library's
+own ``ocpp`` logger, so what quiets the library (``pipeline --log-level`` above debug) quiets the frames."""
+_MESSAGE_TYPES = {2: "Call", 3: "CallResult", 4: "CallError"}
 
 
 def iso_utc(when: datetime) -> str:
@@ -91,6 +96,8 @@ class RobustRouting:
     """
 
     first_message: asyncio.Event
+    last_message_at: datetime | None = None
+    """Clock time of the last frame received from the charger (``GET /status``); ``None`` before any."""
 
     def wire_error(self, error: OCPPError) -> OCPPError:
         return error
@@ -114,6 +121,8 @@ class RobustRouting:
     async def route_message(self, raw_msg: Any) -> None:
         """Route one frame (OCPP-J section 4): a CALL is answered with its CALLRESULT or a CALLERROR,
         a CALLRESULT or CALLERROR goes to the waiting call. Unexpected exceptions get ``InternalError``."""
+        clock = getattr(self, "_clock", None)
+        self.last_message_at = clock.now() if clock is not None else datetime.now(timezone.utc)
         try:
             msg = unpack(raw_msg)
         except Exception as exc:  # OCPPError from the library; anything else (e.g. RecursionError) too
@@ -122,6 +131,11 @@ class RobustRouting:
             reply = CallError(_frame_message_id(raw_msg), error.code, error.description, error.details)
             await self._send(reply.to_json())  # type: ignore[attr-defined]
             return
+        if log.isEnabledFor(logging.DEBUG):
+            kind, action = _MESSAGE_TYPES.get(msg.message_type_id, "?"), getattr(msg, "action", None)
+            log.debug("%s: received %s %s", self.id, kind, action or msg.unique_id,  # type: ignore[attr-defined]
+                      extra={"charge_point_id": self.id, "action": action,  # type: ignore[attr-defined]
+                             "message_type": kind, "unique_id": msg.unique_id})
         if msg.message_type_id != MessageType.Call:
             self._response_queue.put_nowait(msg)  # type: ignore[attr-defined]
             return

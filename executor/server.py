@@ -4,7 +4,8 @@ Chargers connect to ``ws[s]://HOST:PORT/ocpp/{charge_point_id}`` (OCPP-J 1.6 sec
 3.1: the identity is the last path segment). Before any upgrade, in ``process_request``, the server
 
 - answers ``GET /metrics`` with the Prometheus text exposition of the executor's registry (when a
-  ``metrics`` callable is given) and ``GET /healthz`` with ``ok``;
+  ``metrics`` callable is given), ``GET /status`` with the connected chargers as JSON (when a ``status``
+  callable is given) and ``GET /healthz`` with ``ok``;
 - answers any other path with HTTP 404;
 - when an :class:`executor.auth.Authenticator` is given, checks HTTP Basic credentials (security profile
   1, or 2 over TLS): a missing or malformed header, an unknown identity, a username other than the URL's
@@ -23,6 +24,7 @@ One live connection per charger: a new (authenticated) connection for an identit
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import ssl
@@ -42,7 +44,7 @@ log = logging.getLogger(__name__)
 
 _PATH = re.compile(r"^/ocpp/([^/]+)/?$")
 REPLACED_CLOSE_CODE = 1000
-METRICS_PATH, HEALTH_PATH = "/metrics", "/healthz"
+METRICS_PATH, HEALTH_PATH, STATUS_PATH = "/metrics", "/healthz", "/status"
 
 
 def charge_point_id_from_path(path: str) -> str | None:
@@ -61,8 +63,8 @@ class OcppServer:
     station)`` is called when a charger's connection is open (after any older one was told to close) and
     ``on_disconnect(id, station)`` when the charger's current connection ends; both are synchronous.
     ``authenticator=None`` is open mode (no credentials asked). ``ssl_context`` turns on TLS (wss).
-    ``metrics()`` returns ``(content_type, body)`` for ``GET /metrics``; ``on_refused(reason)`` counts
-    refusals.
+    ``metrics()`` returns ``(content_type, body)`` for ``GET /metrics``; ``status()`` a JSON-able dict for
+    ``GET /status``; ``on_refused(reason)`` counts refusals.
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class OcppServer:
         authenticator: Authenticator | None = None,
         ssl_context: ssl.SSLContext | None = None,
         metrics: Callable[[], tuple[str, bytes]] | None = None,
+        status: Callable[[], dict] | None = None,
         on_refused: Callable[[str], None] = lambda reason: None,
     ) -> None:
         if not protocols:
@@ -92,6 +95,7 @@ class OcppServer:
         self._auth = authenticator
         self._ssl = ssl_context
         self._metrics = metrics
+        self._status = status
         self._on_refused = on_refused
         self._server: Server | None = None
         self._live: dict[str, tuple[ServerConnection, Station]] = {}
@@ -138,6 +142,11 @@ class OcppServer:
             del response.headers["Content-Type"]
             response.headers["Content-Type"] = content_type
             return response
+        if path == STATUS_PATH and self._status is not None:
+            response = connection.respond(HTTPStatus.OK, json.dumps(self._status()) + "\n")
+            del response.headers["Content-Type"]
+            response.headers["Content-Type"] = "application/json"
+            return response
         if path == HEALTH_PATH:
             return connection.respond(HTTPStatus.OK, "ok\n")
         cp_id = charge_point_id_from_path(request.path)
@@ -147,7 +156,8 @@ class OcppServer:
         if self._auth is not None:
             reason = await self._auth.check(cp_id, request.headers.get("Authorization"))
             if reason is not None:
-                log.warning("%s: refused (401): %s, from %s", cp_id, reason, connection.remote_address)
+                log.warning("%s: refused (401): %s, from %s", cp_id, reason, connection.remote_address,
+                            extra={"charge_point_id": cp_id, "reason": "unauthorized"})
                 self._on_refused("unauthorized")
                 response = connection.respond(HTTPStatus.UNAUTHORIZED, "Unauthorized\n")
                 response.headers["WWW-Authenticate"] = 'Basic realm="ocpp", charset="UTF-8"'
@@ -164,11 +174,12 @@ class OcppServer:
         old = self._live.get(cp_id)
         self._live[cp_id] = (connection, station)
         if old is not None:
-            log.info("%s: new connection replaces the previous one", cp_id)
+            log.info("%s: new connection replaces the previous one", cp_id, extra={"charge_point_id": cp_id})
             task = asyncio.create_task(old[0].close(REPLACED_CLOSE_CODE, "replaced by a newer connection"))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
-        log.info("%s: connected (%s) from %s", cp_id, connection.subprotocol, connection.remote_address)
+        log.info("%s: connected (%s) from %s", cp_id, connection.subprotocol, connection.remote_address,
+                 extra={"charge_point_id": cp_id, "subprotocol": connection.subprotocol})
         self._on_connect(cp_id, station)
         try:
             await station.serve()
@@ -177,4 +188,5 @@ class OcppServer:
             if current is not None and current[0] is connection:
                 del self._live[cp_id]
                 self._on_disconnect(cp_id, station)
-            log.info("%s: connection closed (%s)", cp_id, connection.close_code)
+            log.info("%s: connection closed (%s)", cp_id, connection.close_code,
+                     extra={"charge_point_id": cp_id, "close_code": connection.close_code})

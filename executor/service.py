@@ -108,7 +108,8 @@ class Executor:
             auth for every connection: an identity not in it gets 401. ``None`` is open mode (any identity
             may connect without credentials; for development, tests and replays), logged as a warning.
         tls_certfile, tls_keyfile: PEM files; both given turn on TLS (``wss://``, TLS 1.2 or later).
-        metrics_path: serve Prometheus metrics on ``GET /metrics`` of the OCPP port (``False``: don't).
+        metrics_path: serve Prometheus metrics on ``GET /metrics`` and the connected chargers on
+            ``GET /status`` (:meth:`status`) of the OCPP port (``False``: neither).
 
     Raises ``ValueError`` for an unknown ``charging_rate_unit``, a malformed password hash, or only one of
     the TLS files; :meth:`start` raises ``OSError`` if the port cannot be bound and ``TimeoutError`` if the
@@ -175,10 +176,12 @@ class Executor:
         self._server = OcppServer(
             host, port, PROTOCOLS, _Events(self), options, on_connect=self._on_connect,
             on_disconnect=self._on_disconnect, authenticator=authenticator, ssl_context=context,
-            metrics=self._metrics if metrics_path else None, on_refused=self.stats.refused,
+            metrics=self._metrics if metrics_path else None, status=self.status if metrics_path else None,
+            on_refused=self.stats.refused,
         )
         self._dispatchers: dict[str, ChargerDispatcher] = {}
         self._epochs: dict[str, int] = {}
+        self._connected_at: dict[str, datetime] = {}
         self._consumer: Consumer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
@@ -273,6 +276,32 @@ class Executor:
     def stations(self) -> dict[str, Station]:
         """The live connection per charge point id."""
         return self._server.stations
+
+    def status(self) -> dict:
+        """What ``GET /status`` serves: ``{"at", "chargers": [...]}``, one entry per connected charger,
+        sorted by id: ``charge_point_id``, ``protocol`` (websocket subprotocol), ``connected_since`` and
+        ``last_message_at`` (clock time, ISO-8601 UTC, ``None`` before the first frame), ``rate_unit`` (``A``
+        or ``W``, the unit its profiles use), and ``connectors``: each open transaction's ``connector_id``,
+        ``transaction_id``, ``session_id``, the TxProfile ``limit`` it accepted (in ``rate_unit``, ``None``
+        before one) and why an increase is ``held_back`` (``None`` when none is)."""
+        held, held_back = self.held_setpoints(), self.held_back()
+        open_tx: dict[str, list] = {}
+        for tx in self._sessions.open_transactions():
+            open_tx.setdefault(tx.charge_point_id, []).append(tx)
+        chargers = []
+        for cp, station in sorted(self.stations.items()):
+            dispatcher = self._dispatchers.get(cp)
+            last = getattr(station, "last_message_at", None)
+            chargers.append({
+                "charge_point_id": cp, "protocol": station.subprotocol,
+                "connected_since": _iso(self._connected_at.get(cp)), "last_message_at": _iso(last),
+                "rate_unit": dispatcher.unit if dispatcher is not None else None,
+                "connectors": [{"connector_id": tx.connector_id, "transaction_id": tx.transaction_id,
+                                "session_id": tx.session_id, "limit": held.get((cp, tx.connector_id)),
+                                "held_back": held_back.get((cp, tx.connector_id))}
+                               for tx in sorted(open_tx.get(cp, []), key=lambda t: t.connector_id)],
+            })
+        return {"at": _iso(self.clock.now()), "chargers": chargers}
 
     def _metrics(self) -> tuple[str, bytes]:
         self.stats.set_held_back(sum(len(d.held_back) for d in self._dispatchers.values()))
@@ -378,14 +407,11 @@ class Executor:
 
     def _changed(self, charge_point_id: str) -> None:
         """Something that bears on the charger's site moved: every dispatcher on that site re-plans."""
+        self._wake(charge_point_id)
         info = self._topology.charger(charge_point_id)
-        if info is None:
-            self._wake(charge_point_id)
-            return
-        for cp, dispatcher in self._dispatchers.items():
-            other = self._topology.charger(cp)
-            if cp == charge_point_id or (other is not None and other.site_id == info.site_id):
-                dispatcher.wake()
+        if info is not None:  # the site's chargers from topology's index, not a scan of every dispatcher
+            for cp in self._topology.site_chargers(info.site_id):
+                self._wake(cp)
 
     async def _publish_ack(self, ack: SetpointAck) -> None:
         await publish(self.transport, ACKS_TOPIC, ack)
@@ -398,6 +424,7 @@ class Executor:
         self._epochs[charge_point_id] = epoch
         dispatcher = ChargerDispatcher(charge_point_id, station, epoch, self._ctx)
         self._dispatchers[charge_point_id] = dispatcher
+        self._connected_at[charge_point_id] = self.clock.now()
         self._track(dispatcher.start())
         self.stats.set_connected(len(self._server.stations))
 
@@ -406,6 +433,8 @@ class Executor:
         if dispatcher is not None and dispatcher.station is station:
             del self._dispatchers[charge_point_id]
             dispatcher.cancel()
+        if charge_point_id not in self._server.stations:
+            self._connected_at.pop(charge_point_id, None)
         self.stats.set_connected(len(self._server.stations))
 
     def _spawn(self, coro, name: str) -> None:
@@ -414,3 +443,7 @@ class Executor:
     def _track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _iso(when: datetime | None) -> str | None:
+    return None if when is None else when.isoformat()

@@ -39,6 +39,11 @@ class Topology:
 
     def __init__(self) -> None:
         self._nodes: dict[str, TopologyNode] = {}
+        # Derived from _nodes and dropped on every apply: dispatchers ask for these on every plan, and
+        # computing them by a walk over every node made planning O(chargers) (benchmarks/scale.py).
+        self._infos: dict[str, ChargerInfo] = {}
+        self._ratings: dict[str, float] | None = None  # node id -> sum of the ratings of chargers under it
+        self._by_site: dict[str, list[str]] | None = None  # site id -> charger ids
 
     def apply(self, key: str | None, node: TopologyNode | None) -> None:
         """Upsert ``node`` under ``key``; ``node=None`` (a tombstone) deletes the key."""
@@ -48,16 +53,32 @@ class Topology:
             self._nodes.pop(key, None)
         else:
             self._nodes[key] = node
+        if self._infos or self._ratings is not None or self._by_site is not None:
+            self._infos, self._ratings, self._by_site = {}, None, None
 
     def charger(self, charge_point_id: str) -> ChargerInfo | None:
         """The charger's facts, or ``None`` if topology has no charger node with that id."""
+        info = self._infos.get(charge_point_id)
+        if info is not None:
+            return info
         node = self._nodes.get(charge_point_id)
         if node is None or node.kind != "charger":
             return None
-        return ChargerInfo(
+        info = self._infos[charge_point_id] = ChargerInfo(
             site_id=node.site_id, node_id=node.parent_id, rated_power_kw=node.limit_kw, phases=node.phases,
             voltage_v=node.voltage_v, managed=node.managed, connectors=node.connectors,
         )
+        return info
+
+    def site_chargers(self, site_id: str) -> list[str]:
+        """The ids of every charger whose ``site_id`` is ``site_id`` (as :meth:`charger` reports it)."""
+        if self._by_site is None:
+            by_site: dict[str, list[str]] = {}
+            for key, node in self._nodes.items():
+                if node.kind == "charger":
+                    by_site.setdefault(node.site_id, []).append(key)
+            self._by_site = by_site
+        return self._by_site.get(site_id, [])
 
     def ancestors(self, node_id: str | None) -> list[TopologyNode]:
         """The nodes from ``node_id`` up to its root (cycles and dangling parents end the walk)."""
@@ -82,8 +103,15 @@ class Topology:
         me = self._nodes.get(charge_point_id)
         if me is None or me.kind != "charger":
             return None
+        if self._ratings is None:  # one pass: the same sums as chargers_under, for every breaker at once
+            sums: dict[str, float] = {}
+            for node in self._nodes.values():
+                if node.kind == "charger":
+                    for above in self.ancestors(node.parent_id):
+                        sums[above.node_id] = sums.get(above.node_id, 0) + node.limit_kw
+            self._ratings = sums
         share = me.limit_kw
         for breaker in self.ancestors(me.parent_id):
-            ratings = sum(c.limit_kw for c in self.chargers_under(breaker.node_id)) or me.limit_kw
+            ratings = self._ratings.get(breaker.node_id, 0) or me.limit_kw
             share = min(share, breaker.limit_kw * me.limit_kw / ratings)
         return max(0.0, share * fraction)

@@ -23,7 +23,7 @@ from ocpp.v16.datatypes import ChargingProfile, ChargingSchedule, ChargingSchedu
 from ocpp.v16.enums import Action, AuthorizationStatus, RegistrationStatus
 
 from executor.meter import parse_meter_value
-from executor.ocppj import RobustRouting, iso_utc, outcome_of, parse_timestamp
+from executor.ocppj import FRAME_LOG, RobustRouting, iso_utc, outcome_of, parse_timestamp
 from executor.station import (
     CallOutcome,
     ClearRequest,
@@ -62,7 +62,8 @@ class CentralSystemV16(RobustRouting, ChargePoint):
     subprotocol = SUBPROTOCOL
 
     def __init__(self, charge_point_id: str, connection: Any, events: StationEvents, options: StationOptions):
-        super().__init__(charge_point_id, connection, response_timeout=options.call_timeout_s, logger=log)
+        super().__init__(charge_point_id, connection, response_timeout=options.call_timeout_s,
+                         logger=FRAME_LOG)
         self._events = events
         self._clock = options.clock
         self._heartbeat_interval_s = int(options.heartbeat_interval_s)

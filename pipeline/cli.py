@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import logging
 import sys
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -17,9 +16,12 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
+from pipeline.cli_pgwire import pg_options, pg_overrides, pg_service_args, replay_pg_args
 from pipeline.cli_transport import TransportChoice, echo_published, publish_direct, transport_options
+from pipeline.logs import FORMATS, LEVELS
 from pipeline.migrate.cli import migrate
 from pipeline.replay.data import DataError
+from pipeline.settings import Settings, load_settings
 from pipeline.site_config import ConfigError
 from pipeline.sqlobjects import SqlError
 from pipeline.topics import RecordError
@@ -61,44 +63,61 @@ def one_line_errors(func):
     return wrapper
 
 
-def _logging(level: str) -> None:
-    from rich.logging import RichHandler
+def _logging(level: str | None, settings: Settings | None = None, default: str = "info") -> None:
+    """Set up logging (:mod:`pipeline.logs`). Level: the command's ``--log-level``, else the group's, else
+    ``log.level`` (env, settings file), else ``default``; format: the group's ``--log-format``, else
+    ``log.format``. ``settings`` default to the environment and ``$PIPELINE_SETTINGS_FILE``."""
+    from pipeline.logs import configure_logging
 
-    logging.basicConfig(
-        level=level.upper(), format="%(name)s: %(message)s", datefmt="[%X]",
-        handlers=[RichHandler(console=None, show_path=False, rich_tracebacks=False)],
-    )
-    if level.upper() != "DEBUG":  # the ocpp library logs every frame at INFO
-        for noisy in ("ocpp", "websockets"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    ctx = click.get_current_context(silent=True)
+    group = ctx.find_root().params if ctx is not None else {}
+    log = (settings or load_settings()).log
+    configure_logging(level or group.get("log_level") or log.level or default, group.get("log_format") or log.format)
+
+
+def log_level_option(default: str = "info"):
+    """The per-command ``--log-level`` (the group's ``pipeline --log-level`` works for every command)."""
+    return click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False),
+                        help=f"default: --log-level before the command, log.level setting, else {default}")
 
 
 @click.group()
 @click.version_option(package_name="ev-setpoint-pipeline")
-def main() -> None:
+@click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False),
+              help="for every command (env PIPELINE_LOG__LEVEL) [default: info; replay: warning]")
+@click.option("--log-format", type=click.Choice(FORMATS, case_sensitive=False),
+              help="text, or json: one JSON object a line on stderr (env PIPELINE_LOG__FORMAT) [default: text]")
+def main(log_level, log_format) -> None:
     """Streaming-SQL setpoint pipeline for EV smart charging."""
 
 
 @main.command()
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="site YAML")
-@click.option("--host", default="127.0.0.1", show_default=True, help="OCPP websocket bind address")
-@click.option("--port", default=9000, show_default=True, help="OCPP websocket port (chargers: /ocpp/{id})")
-@click.option("--gateway-host", default="127.0.0.1", show_default=True, help="signal gateway bind address")
-@click.option("--gateway-port", default=9001, show_default=True, help="signal gateway port (ws /topics/{topic})")
-@click.option("--tick", "tick_s", default=1.0, show_default=True, help="engine re-evaluation period, s")
+@click.option("--host", help="OCPP websocket bind address [setting executor.host: 127.0.0.1]")
+@click.option("--port", type=int, help="OCPP websocket port, chargers on /ocpp/{id} [setting executor.port: 9000]")
+@click.option("--gateway-host", help="signal gateway bind address [setting gateway.host: 127.0.0.1]")
+@click.option("--gateway-port", type=int, help="signal gateway port, ws /topics/{topic} [setting gateway.port: 9001]")
+@click.option("--tick", "tick_s", type=float, help="engine re-evaluation period, s [setting engine.tick_s: 1]")
+@pg_options
 @transport_options()
-@click.option("--log-level", default="info", show_default=True)
+@log_level_option()
 @one_line_errors
-def run(config_path, host, port, gateway_host, gateway_port, tick_s, transport, log_level):
+def run(config_path, host, port, gateway_host, gateway_port, tick_s, pg, pg_host, pg_port, transport, log_level):
     """Serve chargers: embedded engine + executor on the memory (or Kafka) transport, until Ctrl-C."""
     from pipeline.runner import run_forever
     from pipeline.site_config import load_config
 
     cfg = load_config(config_path)
-    built = transport.build()
-    _logging(log_level)
-    asyncio.run(run_forever(cfg, host=host, port=port, gateway_host=gateway_host, gateway_port=gateway_port,
-                            tick_s=tick_s, transport=built))
+    settings = transport.settings(executor={"host": host, "port": port}, engine={"tick_s": tick_s},
+                                  gateway={"host": gateway_host, "port": gateway_port},
+                                  pgwire=pg_overrides(pg, pg_host, pg_port))
+    built = transport.build(settings)
+    _logging(log_level, settings)
+    x, eng = settings.executor, settings.engine
+    asyncio.run(run_forever(cfg, host=x.host, port=x.port, gateway_host=settings.gateway.host,
+                            gateway_port=settings.gateway.port, tick_s=eng.tick_s, transport=built,
+                            executor_options=x.executor_options(), engine_options=eng.service_options(),
+                            sql_dir=eng.sql_dir, **pg_service_args(settings)))
 
 
 @main.command()
@@ -110,7 +129,7 @@ def run(config_path, host, port, gateway_host, gateway_port, tick_s, transport, 
 @click.option("--evs-per-charger", default=2.0, show_default=True, type=click.FloatRange(min=0))
 @click.option("--seed", default=7, show_default=True)
 @click.option("--duration", "duration_s", type=click.FloatRange(min=1), help="stop after this many clock seconds")
-@click.option("--log-level", default="info", show_default=True)
+@log_level_option()
 @one_line_errors
 def simulate(url, chargers, rated_kw, speed, prefix, evs_per_charger, seed, duration_s, log_level):
     """Simulated OCPP 1.6J charge points with EVs drawn from the ElaadNL distributions."""
@@ -243,24 +262,43 @@ def allocate(input_path, now):
 @click.option("--dr/--no-dr", default=True, show_default=True, help="a 20 % DR event 17:00-19:00 local each day")
 @click.option("--seed", default=7, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write the summary here")
-@click.option("--log-level", default="warning", show_default=True)
+@click.option("--report", "report_dir", type=click.Path(path_type=Path),
+              help="also write PNG plots and summary.md into this directory (created if missing)")
+@pg_options
+@log_level_option("warning")
 @one_line_errors
 def replay(day, days, speed, chargers, charger_kw, limit_kw, households, evs_per_charger, dr, seed, json_path,
-           log_level):
+           report_dir, pg, pg_host, pg_port, log_level):
     """Replay real days (ev2gym data) through the whole loop over real websockets."""
-    from pipeline.replay.driver import ReplayOptions, run_replay
-    from pipeline.replay.report import print_summary
+    import os
 
-    _logging(log_level)
+    from pipeline.replay.driver import ReplayOptions, run_replay
+    from pipeline.replay.report import print_summary, replay_progress, write_report
+    from pipeline.replay.series import ReplaySeries
+
+    if report_dir is not None:  # before the replay, not after it
+        if report_dir.exists() and not report_dir.is_dir():
+            raise click.ClickException(f"--report {report_dir}: exists and is not a directory")
+        report_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(report_dir, os.W_OK):
+            raise click.ClickException(f"--report {report_dir}: not writable")
+    _logging(log_level, default="warning")
+    pg_args = replay_pg_args(pg, pg_host, pg_port)
     options = ReplayOptions(
+        pg_host=pg_args["pg_host"], pg_port=pg_args["pg_port"],
         day=day.date() if isinstance(day, datetime) else date.fromisoformat(day), days=days, speed=speed,
         chargers=chargers, charger_kw=charger_kw, limit_kw=limit_kw, households=households,
         evs_per_charger=evs_per_charger, dr_event=dr, seed=seed,
     )
-    summary = asyncio.run(run_replay(options))
+    series = ReplaySeries()
+    with replay_progress() as progress:
+        summary = asyncio.run(run_replay(options, series=series, progress=progress, pg_password=pg_args["pg_password"]))
     print_summary(summary)
     if json_path:
         Path(json_path).write_text(json.dumps(summary, indent=2) + "\n")
+    if report_dir is not None:
+        written = write_report(summary, series, report_dir)
+        click.echo(f"report: {', '.join(str(p) for p in written)}")
 
 
 @main.command("charger-password")
@@ -287,3 +325,11 @@ from pipeline.cli_services import engine, executor, topics  # noqa: E402 - regis
 main.add_command(executor)
 main.add_command(engine)
 main.add_command(topics)
+
+from pipeline.cli_config import config  # noqa: E402 - imports one_line_errors from this module
+
+main.add_command(config)
+
+from pipeline.cli_status import status  # noqa: E402 - imports one_line_errors from this module
+
+main.add_command(status)

@@ -10,7 +10,7 @@ import asyncio
 
 import click
 
-from pipeline.cli import _logging, one_line_errors
+from pipeline.cli import _logging, log_level_option, one_line_errors
 from pipeline.cli_transport import transport_options
 
 __all__ = ["engine", "executor", "topics"]
@@ -31,12 +31,12 @@ _config = click.option("--config", "config_path", type=click.Path(dir_okay=False
 
 @click.command("executor")
 @_config
-@click.option("--host", default="127.0.0.1", show_default=True, help="OCPP websocket bind address")
-@click.option("--port", default=9000, show_default=True, help="OCPP websocket port (chargers: /ocpp/{id})")
-@click.option("--group", default="executor", show_default=True,
-              help="consumer group for the setpoint and topology topics (prefixed by --topic-prefix)")
+@click.option("--host", help="OCPP websocket bind address [setting executor.host: 127.0.0.1]")
+@click.option("--port", type=int, help="OCPP websocket port, chargers on /ocpp/{id} [setting executor.port: 9000]")
+@click.option("--group", help="consumer group for the setpoint and topology topics (prefixed by --topic-prefix) "
+                              "[setting executor.group: executor]")
 @_kafka_only
-@click.option("--log-level", default="info", show_default=True)
+@log_level_option()
 @one_line_errors
 def executor(config_path, host, port, group, transport, log_level):
     """Serve chargers alone (beside RisingWave or `pipeline engine`), until Ctrl-C.
@@ -47,16 +47,19 @@ def executor(config_path, host, port, group, transport, log_level):
     from pipeline.services import run_until_signalled, start_executor
 
     cfg = _load_cfg(config_path)
-    built = transport.build()
-    _logging(log_level)
-    asyncio.run(run_until_signalled(lambda: start_executor(built, cfg, host=host, port=port, group=group)))
+    settings = transport.settings(executor={"host": host, "port": port, "group": group})
+    built = transport.build(settings)
+    _logging(log_level, settings)
+    x = settings.executor
+    asyncio.run(run_until_signalled(lambda: start_executor(built, cfg, host=x.host, port=x.port, group=x.group,
+                                                           executor_options=x.executor_options())))
 
 
 @click.command("engine")
 @_config
-@click.option("--tick", "tick_s", default=1.0, show_default=True, help="re-evaluation period, s")
+@click.option("--tick", "tick_s", type=float, help="re-evaluation period, s [setting engine.tick_s: 1]")
 @_kafka_only
-@click.option("--log-level", default="info", show_default=True)
+@log_level_option()
 @one_line_errors
 def engine(config_path, tick_s, transport, log_level):
     """Run the embedded engine alone (DuckDB over sql/), until Ctrl-C.
@@ -67,9 +70,12 @@ def engine(config_path, tick_s, transport, log_level):
     from pipeline.services import run_until_signalled, start_engine
 
     cfg = _load_cfg(config_path)
-    built = transport.build()
-    _logging(log_level)
-    asyncio.run(run_until_signalled(lambda: start_engine(built, cfg, tick_s=tick_s)))
+    settings = transport.settings(engine={"tick_s": tick_s})
+    built = transport.build(settings)
+    _logging(log_level, settings)
+    eng = settings.engine
+    asyncio.run(run_until_signalled(lambda: start_engine(built, cfg, tick_s=eng.tick_s, sql_dir=eng.sql_dir,
+                                                         engine_options=eng.service_options())))
 
 
 @click.group("topics")

@@ -28,18 +28,22 @@ class TransportChoice:
     bootstrap_servers: str | None = None
     topic_prefix: str | None = None
 
-    def settings(self) -> Settings:
-        """The deployment settings with the command-line overrides; raises ``ConfigError``."""
-        overrides = {k: v for k, v in (("bootstrap_servers", self.bootstrap_servers),
-                                       ("topic_prefix", self.topic_prefix)) if v is not None}
-        return load_settings(self.settings_path, **({"kafka": overrides} if overrides else {}))
+    def settings(self, **sections: dict) -> Settings:
+        """The deployment settings with the command-line overrides: ``--bootstrap-servers`` and
+        ``--topic-prefix``, and ``sections`` (``executor={"port": 9100}``; ``None`` values are flags not
+        given and left out). Raises ``ConfigError``."""
+        sections = {name: {k: v for k, v in values.items() if v is not None} for name, values in sections.items()}
+        kafka = {k: v for k, v in (("bootstrap_servers", self.bootstrap_servers),
+                                   ("topic_prefix", self.topic_prefix)) if v is not None}
+        overrides = {name: values for name, values in {**sections, "kafka": kafka}.items() if values}
+        return load_settings(self.settings_path, **overrides)
 
-    def build(self) -> Transport:
-        """A new, unstarted transport of this kind."""
+    def build(self, settings: Settings | None = None) -> Transport:
+        """A new, unstarted transport of this kind (Kafka from ``settings``, default :meth:`settings`)."""
         if self.kind == "kafka":
             from pipeline.transport.kafka import KafkaTransport
 
-            return KafkaTransport(self.settings().kafka)
+            return KafkaTransport((settings or self.settings()).kafka)
         if self.kind == "memory":
             from pipeline.transport.memory import MemoryTransport
 
@@ -61,7 +65,7 @@ def transport_options(choices: tuple[str, ...] = ("memory", "kafka"), default: s
             click.option("--transport", "transport_kind", type=click.Choice(choices), default=default,
                          show_default=True, help=help or "where the topics live"),
             click.option("--settings", "settings_path", type=click.Path(dir_okay=False), envvar=SETTINGS_FILE_ENV,
-                         help=f"deployment settings YAML (kafka: ...); env {SETTINGS_FILE_ENV}"),
+                         help=f"deployment settings YAML (kafka:, executor: ...); env {SETTINGS_FILE_ENV}"),
             click.option("--bootstrap-servers", help="Kafka brokers host:port[,...] (env PIPELINE_KAFKA__BOOTSTRAP_SERVERS)"),
             click.option("--topic-prefix", help="prefix of every topic and consumer group (env PIPELINE_KAFKA__TOPIC_PREFIX)"),
         ]):

@@ -17,6 +17,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from pipeline.clock import Clock, SystemClock
 from pipeline.engine.embedded import EmbeddedEngine
@@ -58,11 +59,12 @@ class ExecutorProcess:
 
 async def start_executor(
     transport: Transport, cfg: PipelineConfig | None = None, *, host: str = "127.0.0.1", port: int = 9000,
-    group: str = "executor", clock: Clock | None = None,
+    group: str = "executor", clock: Clock | None = None, executor_options: dict | None = None,
 ) -> ExecutorProcess:
     """Start the executor alone: publish ``cfg``'s topology if given, rebuild from the topics (the
     compacted setpoint topic read to its end) and serve chargers on ``ws://host:port/ocpp/{id}``. With a
     ``cfg`` its charger passwords and TLS files apply (as in ``pipeline run``); without one it runs open.
+    ``executor_options`` are further :class:`executor.Executor` arguments (timeouts, dispatch policy).
 
     Raises ``OSError`` if the port cannot be bound or the transport cannot be reached.
     """
@@ -71,7 +73,8 @@ async def start_executor(
     await transport.start()
     await publish_topology(transport, cfg)
     security = cfg.executor_security() if cfg is not None else {}  # charger passwords and TLS from the site YAML
-    executor = Executor(transport, clock or SystemClock(), host=host, port=port, group=group, **security)
+    executor = Executor(transport, clock or SystemClock(), host=host, port=port, group=group, **security,
+                        **(executor_options or {}))
     try:
         await executor.start()
     except BaseException:
@@ -104,12 +107,16 @@ class EngineProcess:
 
 async def start_engine(
     transport: Transport, cfg: PipelineConfig | None = None, *, tick_s: float = 1.0, clock: Clock | None = None,
+    engine_options: dict | None = None, sql_dir: str | Path | None = None,
 ) -> EngineProcess:
     """Start the embedded engine alone: publish ``cfg``'s topology if given, then consume the input topics
-    from the beginning in a fresh consumer group (its DuckDB is in memory) and publish the sinks."""
+    from the beginning in a fresh consumer group (its DuckDB is in memory) and publish the sinks.
+    ``engine_options`` go to :class:`EngineService` (``poll_s``, ``batch_max``...), ``sql_dir`` (default:
+    the shipped ``sql/``) to the embedded engine."""
     await transport.start()
     await publish_topology(transport, cfg)
-    service = EngineService(EmbeddedEngine(), transport, clock or SystemClock(), tick_s=tick_s)
+    embedded = EmbeddedEngine(sql_dir) if sql_dir is not None else EmbeddedEngine()
+    service = EngineService(embedded, transport, clock or SystemClock(), **{"tick_s": tick_s, **(engine_options or {})})
     task = asyncio.create_task(service.run(), name="engine")
     log.info("embedded engine on the %s transport, consumer group %r", transport.name, service.group)
     return EngineProcess(transport, service, task)

@@ -18,24 +18,37 @@ stays the same. Sources, strongest first:
 
 4. the defaults below.
 
-Secrets are :class:`pydantic.SecretStr`: they never appear in ``repr``, logs or error messages. Other
-components add their own section as another field of :class:`Settings` (``executor: ExecutorSettings``
-and so on) with no change to how settings are loaded.
+Secrets are :class:`pydantic.SecretStr`: they never appear in ``repr``, logs or error messages
+(:func:`masked` shows them as ``***``). There is one section per component: ``kafka``, ``engine``,
+``executor``, ``gateway``, ``pgwire`` and ``log``; a component adds its own as another field of
+:class:`Settings` with no change to how settings are loaded. The ``executor`` and ``engine`` packages
+never read settings themselves: the CLI maps a section onto their constructor arguments
+(:meth:`ExecutorSettings.executor_options`, :meth:`EngineSettings.service_options`), so their defaults
+here equal those constructors' defaults (a test holds them together).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    YamlConfigSettingsSource,
+)
 
 from pipeline.site_config import ConfigError
 
-__all__ = ["KafkaSettings", "Settings", "SETTINGS_FILE_ENV", "load_settings"]
+__all__ = ["EngineSettings", "ExecutorSettings", "GatewaySettings", "KafkaSettings", "LogSettings", "PgwireSettings",
+           "Settings", "SETTINGS_FILE_ENV", "load_settings", "masked", "sources"]
 
 SETTINGS_FILE_ENV = "PIPELINE_SETTINGS_FILE"
 
@@ -123,14 +136,124 @@ class KafkaSettings(BaseModel):
         return options
 
 
+class EngineSettings(BaseModel):
+    """The embedded engine (``pipeline run`` and ``pipeline engine``): times in clock seconds.
+
+    ``tick_s`` is the re-evaluation period with no input (``NOW()`` filters fire on it), ``poll_s`` how
+    long one poll for input waits, ``batch_max`` the most input records per micro-batch,
+    ``catch_up_timeout_s`` the bound on the start-up read of the inputs, and ``sql_dir`` the RisingWave SQL
+    to run (``None``: the ``sql/`` shipped with the pipeline).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    tick_s: float = Field(1.0, gt=0, description="re-evaluation period, s")
+    poll_s: float = Field(0.05, gt=0, description="wait for input this long per poll, s")
+    batch_max: int = Field(5000, ge=1, description="most input records per micro-batch")
+    catch_up_timeout_s: float = Field(300.0, gt=0, description="start-up read of the inputs, s")
+    sql_dir: Path | None = Field(None, description="sql/ to run (default: the one shipped with the pipeline)")
+
+    def service_options(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`pipeline.engine.service.EngineService` (``sql_dir`` goes to the
+        engine itself)."""
+        return {"tick_s": self.tick_s, "poll_s": self.poll_s, "batch_max": self.batch_max,
+                "catch_up_timeout_s": self.catch_up_timeout_s}
+
+
+class ExecutorSettings(BaseModel):
+    """The OCPP central system (``pipeline run`` and ``pipeline executor``); see :class:`executor.Executor`.
+
+    ``host``/``port`` are where chargers connect (``ws://host:port/ocpp/{id}``), ``group`` the consumer
+    group of the setpoint and topology topics. The rest is dispatch policy (:class:`executor.dispatch.Policy`):
+    clock seconds for ``ev_response_lag_s``, ``increase_debounce_s`` and ``setpoint_ttl_s`` (``null``
+    turns the TTL off); real seconds for ``call_timeout_s``, the retry back-off (``retry_initial_s`` x 2^n,
+    at most ``retry_max_s``) and ``boot_wait_s``; amperes for ``deadband_a``; ``failsafe_fraction`` of the
+    safe share in the fail-safe station maximum.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", min_length=1, description="OCPP websocket bind address")
+    port: int = Field(9000, ge=0, le=65535, description="OCPP websocket port (0: a free one)")
+    group: str = Field("executor", min_length=1, description="consumer group (prefixed by kafka.topic_prefix)")
+    call_timeout_s: float = Field(10.0, gt=0, description="wait this long for a charger's answer, s")
+    heartbeat_interval_s: int = Field(300, ge=1, description="BootNotification interval, s")
+    charging_rate_unit: Literal["A", "W"] = Field("A", description="preferred charging rate unit")
+    deadband_a: float = Field(0.1, ge=0, description="skip increases smaller than this, A")
+    ev_response_lag_s: float = Field(10.0, ge=0, description="a cut is trusted this long after its ack, s")
+    increase_debounce_s: float = Field(1.0, ge=0, description="an increase waits this long unchanged, s")
+    setpoint_ttl_s: float | None = Field(1800.0, gt=0, description="older setpoints fall back to the safe share")
+    failsafe_fraction: float = Field(1.0, gt=0, le=1, description="fraction of the safe share in the station max")
+    retry_initial_s: float = Field(1.0, gt=0, description="first retry after a failed call, s")
+    retry_max_s: float = Field(60.0, gt=0, description="longest retry back-off, s")
+    boot_wait_s: float = Field(2.0, ge=0, description="wait for a charger's first message, s")
+    metrics: bool = Field(True, description="serve GET /metrics on the OCPP port")
+
+    @model_validator(mode="after")
+    def _retries(self) -> ExecutorSettings:
+        if self.retry_max_s < self.retry_initial_s:
+            raise ValueError("retry_max_s must be at least retry_initial_s")
+        return self
+
+    def executor_options(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`executor.Executor` besides ``host``, ``port`` and ``group``."""
+        options = self.model_dump(exclude={"host", "port", "group", "metrics"})
+        options["metrics_path"] = self.metrics
+        return options
+
+
+class GatewaySettings(BaseModel):
+    """The signal gateway of ``pipeline run`` (``ws://host:port/topics/{topic}``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", min_length=1, description="signal gateway bind address")
+    port: int = Field(9001, ge=0, le=65535, description="signal gateway port (0: a free one)")
+
+
+class PgwireSettings(BaseModel):
+    """The Postgres-wire server on the embedded engine's views (psql clients, like RisingWave's 4566)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    host: str = Field("127.0.0.1", min_length=1, description="bind address")
+    port: int = Field(4566, ge=0, le=65535, description="port (0: a free one)")
+    password: SecretStr | None = Field(None, description="clients must give it (none: no password asked)")
+
+
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+class LogSettings(BaseModel):
+    """Logging of every command: ``level`` (``None``: the command's own default, ``info``, or
+    ``warning`` for ``replay``) and ``format``, ``text`` for people or ``json`` (one object a line)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    level: LogLevel | None = None
+    format: Literal["text", "json"] = "text"
+
+    @field_validator("level", "format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+
 class Settings(BaseSettings):
-    """All deployment settings; one nested section per component (today: ``kafka``)."""
+    """All deployment settings; one nested section per component."""
 
     model_config = SettingsConfigDict(
         env_prefix="PIPELINE_", env_nested_delimiter="__", extra="ignore", nested_model_default_partial_update=True,
+        env_parse_none_str="null",
     )
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    pgwire: PgwireSettings = Field(default_factory=PgwireSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -144,29 +267,79 @@ class Settings(BaseSettings):
         return init_settings, env_settings, YamlConfigSettingsSource(settings_cls), file_secret_settings
 
 
+def _settings_class(path: str | Path | None) -> tuple[type[Settings], Path | None]:
+    """:class:`Settings` reading the YAML file ``path`` (default ``$PIPELINE_SETTINGS_FILE``), and that path."""
+    path = path or os.environ.get(SETTINGS_FILE_ENV) or None
+    if path is None:
+        return Settings, None
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: settings file not found")
+    return type("Settings", (Settings,), {"model_config": {**Settings.model_config, "yaml_file": path}}), path
+
+
+def _env_name(loc: tuple[Any, ...]) -> str | None:
+    """The environment variable that set the value at ``loc`` (e.g. ``PIPELINE_EXECUTOR__PORT``), if one did."""
+    name = "PIPELINE_" + "__".join(str(part) for part in loc[:2]).upper()
+    return name if any(key.upper() == name for key in os.environ) else None
+
+
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     """Load :class:`Settings` from ``overrides``, the environment and the YAML file ``path``.
 
     ``path`` defaults to ``$PIPELINE_SETTINGS_FILE``; with neither, only the environment and defaults count.
     ``overrides`` are nested dicts by section, e.g. ``kafka={"topic_prefix": "t1."}``. Raises
-    :class:`ConfigError` with a one-line message (never a secret) if the file is missing or invalid.
+    :class:`ConfigError` with a one-line message (never a secret) if the file is missing or invalid or an
+    environment variable holds a bad value (the message names the variable).
     """
-    path = path or os.environ.get(SETTINGS_FILE_ENV) or None
-    cls: type[Settings] = Settings
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: settings file not found")
-        cls = type("Settings", (Settings,), {"model_config": {**Settings.model_config, "yaml_file": path}})
+    cls, path = _settings_class(path)
     try:
         return cls(**overrides)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        source = f"{path}: " if path else ""
         message = err["msg"].removeprefix("Value error, ")
+        loc = err["loc"]
+        given = len(loc) >= 2 and isinstance(overrides.get(loc[0]), dict) and loc[1] in overrides[loc[0]]
+        env = _env_name(loc) if len(loc) >= 2 and not given else None
+        if env is not None:
+            raise ConfigError(f"{env}: {message}") from None
+        source = f"{path}: " if path else ""
         raise ConfigError(f"{source}settings {where + ': ' if where else ''}{message}") from None
+    except SettingsError as exc:  # PIPELINE_<SECTION> set to something other than a JSON object
+        field = re.search(r'field "([^"]+)"', str(exc))
+        name = f"PIPELINE_{field.group(1).upper()}" if field else "environment"
+        raise ConfigError(f"{name}: a section must be a JSON object; set one value with {name}__<NAME>") from None
     except Exception as exc:  # noqa: BLE001 - YAML errors from the file source
         if path is not None and "yaml" in type(exc).__module__:
             raise ConfigError(f"{path}: invalid YAML") from None
         raise
+
+
+def masked(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The settings as plain data by section (paths as strings), every secret that is set as ``***``."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return "***"
+        if isinstance(value, Path):
+            return str(value)
+        return value
+
+    return {name: {key: plain(getattr(section, key)) for key in type(section).model_fields}
+            for name, section in ((n, getattr(settings, n)) for n in Settings.model_fields)}
+
+
+def sources(path: str | Path | None = None) -> dict[str, str]:
+    """Where each setting comes from, ``{"section.field": "env" | "file" | "default"}`` (no CLI flags:
+    those apply to one command). ``path`` as for :func:`load_settings`; raises :class:`ConfigError`."""
+    cls, path = _settings_class(path)
+    from_env = EnvSettingsSource(cls)()
+    from_file = YamlConfigSettingsSource(cls)() if path is not None else {}
+    out: dict[str, str] = {}
+    for name, field in Settings.model_fields.items():
+        env, file = from_env.get(name), from_file.get(name)
+        for key in field.annotation.model_fields:  # type: ignore[union-attr]
+            out[f"{name}.{key}"] = ("env" if isinstance(env, dict) and key in env
+                                    else "file" if isinstance(file, dict) and key in file else "default")
+    return out

@@ -195,23 +195,29 @@ class EmbeddedEngine:
             upsert_key = obj.primary_key[0] if obj.format == "upsert" else None
             touched = self.sites.sites(obj.name, obj.columns, upsert_key, key, record)
             self._dirty[obj.name] = union(self._dirty.get(obj.name, frozenset()), touched)
-        for topic, batch in batches.items():
-            obj = self.inputs[topic]
-            cols = obj.columns
-            placeholders = ", ".join("?" for _ in cols)
-            quoted = ", ".join(f'"{c}"' for c in cols)
-            insert = f"INSERT INTO {obj.name} ({quoted}) VALUES ({placeholders})"
-            if obj.format == "upsert":
-                (pk,) = obj.primary_key
-                latest: dict[str, Any] = {}
-                for key, record in batch:
-                    latest[key if record is None else str(getattr(record, pk))] = record
-                self.con.execute(f"DELETE FROM {obj.name} WHERE {pk} IN (SELECT unnest(?))", [list(latest)])
-                rows = [r for r in latest.values() if r is not None]
-            else:
-                rows = [r for _, r in batch if r is not None]
-            if rows:
-                self.con.executemany(insert, [[_plain(getattr(r, c, None)) for c in cols] for r in rows])
+        self.con.execute("BEGIN")  # readers (Postgres wire) see a batch whole or not at all
+        try:
+            for topic, batch in batches.items():
+                obj = self.inputs[topic]
+                cols = obj.columns
+                placeholders = ", ".join("?" for _ in cols)
+                quoted = ", ".join(f'"{c}"' for c in cols)
+                insert = f"INSERT INTO {obj.name} ({quoted}) VALUES ({placeholders})"
+                if obj.format == "upsert":
+                    (pk,) = obj.primary_key
+                    latest: dict[str, Any] = {}
+                    for key, record in batch:
+                        latest[key if record is None else str(getattr(record, pk))] = record
+                    self.con.execute(f"DELETE FROM {obj.name} WHERE {pk} IN (SELECT unnest(?))", [list(latest)])
+                    rows = [r for r in latest.values() if r is not None]
+                else:
+                    rows = [r for _, r in batch if r is not None]
+                if rows:
+                    self.con.executemany(insert, [[_plain(getattr(r, c, None)) for c in cols] for r in rows])
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
         return count
 
     def reset(self) -> None:

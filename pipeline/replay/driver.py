@@ -10,6 +10,9 @@ settled (no record in flight on the transport and none sent for a short quiet ti
 So the figures measure the allocation and the dispatch, not websocket latency stretched by the speed-up;
 the benchmarks measure latency in real time. Events the driver does not make (EVs leaving, DR windows
 opening on the engine's tick) run on the moving clock.
+
+A :class:`~pipeline.replay.series.ReplaySeries` passed in collects the site's load, each session's draw
+and the sum of setpoints every simulated minute and at every event, for ``--report``'s plots.
 """
 
 from __future__ import annotations
@@ -19,13 +22,16 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 
 from pipeline.clock import SimClock
 from pipeline.engine.embedded import EmbeddedEngine
 from pipeline.engine.service import EngineService
+from pipeline.pgwire import start_pgwire
 from pipeline.replay.data import EVSampler, SITE_TZ, building_load, day_start_utc, price_signals
+from pipeline.replay.series import ReplaySeries
 from pipeline.site_config import ChargerConfig, PipelineConfig, SiteConfig
 from pipeline.simulate.charger import SimulatedChargePoint
 from pipeline.topics import DRSignal, SiteDemand
@@ -57,15 +63,18 @@ class ReplayOptions:
     quiet_s: float = 0.03
     ev_response_s: float = 0.0
     setpoint_ttl_s: float = 3 * 3600.0
+    pg_host: str = "127.0.0.1"
+    pg_port: int | None = None  # serve the engine's views read-only on Postgres wire (0: a free port)
 
 
 class SiteMeter:
     """The site's true load over clock time: building load plus every EV's draw, piecewise constant.
 
-    ``seconds_over_limit`` and ``peak_kw`` count only states that lasted a positive time.
+    ``seconds_over_limit`` and ``peak_kw`` count only states that lasted a positive time. Every change is
+    also recorded in ``series`` (the site's load and the session's draw).
     """
 
-    def __init__(self, limit_kw: float, start: datetime) -> None:
+    def __init__(self, limit_kw: float, start: datetime, series: ReplaySeries | None = None) -> None:
         self.limit_kw = limit_kw
         self.building_kw = 0.0
         self.ev: dict[tuple[str, int], float] = {}
@@ -73,7 +82,7 @@ class SiteMeter:
         self.seconds_over_limit = 0.0
         self.peak_kw = 0.0
         self.peak_building_kw = 0.0
-        self.samples: list[tuple[datetime, float, float]] = []
+        self.series = series if series is not None else ReplaySeries()
 
     @property
     def ev_kw(self) -> float:
@@ -93,12 +102,14 @@ class SiteMeter:
     def on_power(self, charge_point_id: str, connector_id: int, power_kw: float, at: datetime) -> None:
         self.advance(at)
         self.ev[(charge_point_id, connector_id)] = power_kw
-        self.samples.append((max(at, self._t), self.building_kw, self.ev_kw))
+        t = max(at, self._t).timestamp()
+        self.series.on_power(charge_point_id, connector_id, power_kw, t)
+        self.series.record(t, self.building_kw, self.ev_kw)
 
     def set_building(self, kw: float, at: datetime) -> None:
         self.advance(at)
         self.building_kw = kw
-        self.samples.append((max(at, self._t), self.building_kw, self.ev_kw))
+        self.series.record(max(at, self._t).timestamp(), self.building_kw, self.ev_kw)
 
 
 def replay_config(o: ReplayOptions) -> PipelineConfig:
@@ -107,36 +118,45 @@ def replay_config(o: ReplayOptions) -> PipelineConfig:
 
 
 async def settle(clock: SimClock, transport: MemoryTransport, quiet_s: float, executor=None,
-                 timeout_s: float = 10.0) -> bool:
-    """Hold the clock until no record is unconsumed, none was sent for ``quiet_s`` real seconds and the
-    executor (if given) has no call in flight or due."""
+                 timeout_s: float = 10.0, engine: EngineService | None = None) -> bool:
+    """Hold the clock until no record is unconsumed, none was sent for ``quiet_s`` real seconds, the
+    executor (if given) has no call in flight or due, and the engine (if given) is not mid-evaluation."""
     clock.hold()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         await asyncio.sleep(0.005)
-        if transport.lag() == 0 and transport.idle_for() >= quiet_s and (executor is None or executor.idle):
+        if (transport.lag() == 0 and transport.idle_for() >= quiet_s and (executor is None or executor.idle)
+                and (engine is None or not engine.busy)):
             return True
     log.warning("the loop did not settle within %.1fs", timeout_s)
     return False
 
 
 async def settle_dispatch(clock: SimClock, transport: MemoryTransport, executor, quiet_s: float,
-                          until: datetime) -> None:
+                          until: datetime, engine: EngineService | None = None) -> None:
     """Settle, then step the held clock (never past ``until``, the next event) to when an increase the
     executor holds back on clock time may go (its debounce, or the EV response lag after a cut), and settle
     again: those waits are part of dispatch, so they take simulated time, but not real time."""
-    await settle(clock, transport, quiet_s, executor)
+    await settle(clock, transport, quiet_s, executor, engine=engine)
     for _ in range(20):
         release = executor.pending_until()
         if release is None or release >= until:
             return
         clock.advance(max(0.0, (release - clock.now()).total_seconds()) + 0.001)
-        if not await settle(clock, transport, quiet_s, executor):
+        if not await settle(clock, transport, quiet_s, executor, engine=engine):
             return
 
 
-async def run_replay(o: ReplayOptions) -> dict:
-    """Run the replay; returns the summary (see README, "Replay summary")."""
+async def run_replay(o: ReplayOptions, series: ReplaySeries | None = None,
+                     progress: Callable[[float, float, datetime], None] | None = None,
+                     sample_s: float = 60.0, pg_password: str | None = None) -> dict:
+    """Run the replay; returns the summary (see README, "Replay summary").
+
+    ``series``, when given, is filled as the replay runs (sampled every ``sample_s`` simulated seconds and
+    at every event). ``progress(done_s, total_s, now)`` is called at each sample: simulated seconds done
+    of the replay's total, and the simulated time (aware UTC). With ``o.pg_port`` the engine's tables and
+    views are served read-only on Postgres wire while the replay runs (:mod:`pipeline.pgwire`; clients
+    must give ``pg_password`` if one is set)."""
     from executor import Executor  # the orchestrator wires both packages; they share only topics
 
     wall_start = time.monotonic()
@@ -144,22 +164,28 @@ async def run_replay(o: ReplayOptions) -> dict:
     clock = SimClock(start, o.speed)
     clock.hold()
     transport = MemoryTransport()
-    meter = SiteMeter(o.limit_kw, start)
+    series = series if series is not None else ReplaySeries()
+    series.begin(o.site_id, start, end, o.limit_kw)
+    meter = SiteMeter(o.limit_kw, start, series)
 
     for node in replay_config(o).topology():
         await publish(transport, "site.topology", node)
     for signal in price_signals(o.site_id, o.day, o.days):
+        series.add_price(signal)
         await publish(transport, "tariff.price.signals", signal)
     if o.dr_event:
         for d in range(o.days):
             local = datetime.combine(o.day + timedelta(days=d), datetime.min.time(), SITE_TZ)
-            await publish(transport, "utility.dr.signals", DRSignal(
+            dr = DRSignal(
                 site_id=o.site_id, dr_event_id=f"dr-{(o.day + timedelta(days=d)).isoformat()}",
                 curtailment_pct=o.dr_curtailment_pct, event_start=local + timedelta(hours=17),
                 event_end=local + timedelta(hours=19), signal_at=start,
-            ))
+            )
+            series.add_dr(dr)
+            await publish(transport, "utility.dr.signals", dr)
 
     engine = EngineService(EmbeddedEngine(), transport, clock, tick_s=o.tick_s)
+    pgwire = None if o.pg_port is None else start_pgwire(engine.engine.con, o.pg_host, o.pg_port, pg_password)
     # Open mode (the replay's chargers have no passwords). The setpoint TTL is longer than the default:
     # the building load steps every 15 min, but under a compressed clock the engine's evaluations delay
     # the driver's events, and a TTL below that spacing would measure the replay, not the site.
@@ -184,7 +210,16 @@ async def run_replay(o: ReplayOptions) -> dict:
 
     plugged, turned_away, requested_kwh = 0, 0, 0.0
     sync_checks = sync_mismatches = sync_waiting = 0
-    await settle(clock, transport, o.quiet_s)
+
+    def sample() -> None:
+        now = clock.now()
+        series.record(now.timestamp(), meter.building_kw, meter.ev_kw, _setpoints_kw(transport, chargers))
+        if progress is not None:
+            progress(min((now - start).total_seconds(), (end - start).total_seconds()),
+                     (end - start).total_seconds(), now)
+
+    await settle(clock, transport, o.quiet_s, engine=engine)
+    sampler = asyncio.create_task(_every(clock, start, end, sample_s, sample), name="replay-sampler")
     try:
         for i, (at, kind, payload) in enumerate(events):
             clock.release()
@@ -198,20 +233,23 @@ async def run_replay(o: ReplayOptions) -> dict:
                     ev_load_kw=round(meter.ev_kw, 3), measured_at=now,
                 ))
             else:
-                if payload.departure_at > now and await _plug_in_anywhere(chargers, payload):
+                if payload.departure_at > now and await _plug_in_anywhere(chargers, payload, series):
                     plugged += 1
                     requested_kwh += payload.energy_need_kwh
                 else:
                     turned_away += 1
-            await settle_dispatch(clock, transport, executor, o.quiet_s, events[i + 1][0] if i + 1 < len(events) else end)
+            await settle_dispatch(clock, transport, executor, o.quiet_s, events[i + 1][0] if i + 1 < len(events) else end,
+                                  engine=engine)
+            sample()
             in_sync, waiting, active = _check_sync(transport, chargers, executor)
             sync_checks += active
             sync_waiting += waiting
             sync_mismatches += active - in_sync - waiting
         clock.release()
         await clock.sleep_until(end)
-        await settle_dispatch(clock, transport, executor, o.quiet_s, end + timedelta(minutes=1))
+        await settle_dispatch(clock, transport, executor, o.quiet_s, end + timedelta(minutes=1), engine=engine)
         meter.advance(clock.now())
+        sample()
         in_sync, _, active = _check_sync(transport, chargers, executor)
         delivered = sum(cp.delivered_kwh for cp in chargers)
         summary = {
@@ -241,6 +279,9 @@ async def run_replay(o: ReplayOptions) -> dict:
         }
         return summary
     finally:
+        if pgwire is not None:
+            await pgwire.stop()
+        sampler.cancel()
         clock.release()
         await asyncio.gather(*(cp.stop() for cp in chargers), return_exceptions=True)
         engine.stop()
@@ -249,11 +290,36 @@ async def run_replay(o: ReplayOptions) -> dict:
         await executor.stop()
 
 
-async def _plug_in_anywhere(chargers: list[SimulatedChargePoint], ev) -> bool:
-    """Plug ``ev`` into the first charger whose connector is free; False when none is."""
+async def _every(clock: SimClock, start: datetime, end: datetime, interval_s: float,
+                 call: Callable[[], None]) -> None:
+    """``call()`` at ``start`` and every ``interval_s`` clock seconds after it, until ``end``."""
+    while True:
+        call()
+        elapsed = (clock.now() - start).total_seconds()
+        if elapsed >= (end - start).total_seconds():
+            return
+        await clock.sleep(interval_s - elapsed % interval_s)
+
+
+def _setpoints_kw(transport: MemoryTransport, chargers: list[SimulatedChargePoint]) -> float:
+    """The sum of the latest setpoints (kW) published for sessions that are running."""
+    by_id = {cp.charge_point_id: cp for cp in chargers}
+    total = 0.0
+    for raw in transport.latest("ocpp.setpoint.commands").values():
+        cmd = json.loads(raw)
+        cp = by_id.get(cmd["charge_point_id"])
+        if cp is not None and cp.session_active(cmd["connector_id"]):
+            total += cmd["setpoint_kw"]
+    return total
+
+
+async def _plug_in_anywhere(chargers: list[SimulatedChargePoint], ev, series: ReplaySeries) -> bool:
+    """Plug ``ev`` into the first charger whose connector is free; False when none is. Its draw is
+    recorded in ``series`` as session ``"<ev_id> (<charger>)"``."""
     for cp in chargers:
         if cp.status(1) != "Available":
             continue
+        series.plug(cp.charge_point_id, 1, f"{ev.ev_id} ({cp.charge_point_id})")
         try:
             if await cp.plug_in(ev) is not None:
                 return True

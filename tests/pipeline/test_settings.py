@@ -1,9 +1,11 @@
-"""Deployment settings: env vars over the settings file over defaults, secrets kept secret, SASL/TLS checked,
+"""Deployment settings: env vars over the settings file over defaults for every section, secrets kept secret
+(also in `pipeline config show`), SASL/TLS checked, bad values one line,
 and the Kafka CLI options failing with one line (no broker needed)."""
 
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -12,6 +14,8 @@ from pipeline.cli import main
 from pipeline.settings import KafkaSettings, load_settings
 from pipeline.site_config import ConfigError
 from pipeline.transport.kafka import KafkaTransport, topic_configs
+
+SITE = str(Path(__file__).resolve().parents[2] / "examples" / "site.yaml")
 
 
 @pytest.fixture(autouse=True)
@@ -116,3 +120,122 @@ def test_bad_settings_on_the_command_line_are_one_line(tmp_path):
     assert result.exit_code == 1 and result.output == f"Error: {tmp_path / 'none.yaml'}: settings file not found\n"
     result = CliRunner().invoke(main, ["engine", "--transport", "memory"])
     assert result.exit_code == 2 and "'memory' is not 'kafka'" in result.output
+
+
+def _defaults(func) -> dict:
+    import inspect
+
+    return {name: p.default for name, p in inspect.signature(func).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def test_section_defaults_equal_what_the_services_default_to():
+    from executor import Executor
+    from pipeline.engine.service import EngineService
+    from pipeline.runner import start_service
+    from pipeline.settings import EngineSettings, ExecutorSettings
+
+    executor = ExecutorSettings()
+    assert executor.executor_options().items() <= _defaults(Executor.__init__).items()
+    assert (executor.host, executor.port, executor.group) == tuple(
+        _defaults(Executor.__init__)[k] for k in ("host", "port", "group"))
+    assert EngineSettings().service_options().items() <= _defaults(EngineService.__init__).items()
+    service = _defaults(start_service)
+    settings = load_settings()
+    assert (settings.gateway.host, settings.gateway.port) == (service["gateway_host"], service["gateway_port"])
+    assert (settings.pgwire.host, settings.pgwire.port, settings.pgwire.enabled) == ("127.0.0.1", 4566, True)
+    assert (settings.log.level, settings.log.format) == (None, "text")
+
+
+def test_every_section_reads_env_and_file_and_command_flags_win(tmp_path, monkeypatch):
+    from pipeline.cli_transport import TransportChoice
+
+    path = tmp_path / "pipeline.yaml"
+    path.write_text("executor:\n  port: 9100\n  deadband_a: 0.5\n  setpoint_ttl_s: null\n"
+                    "engine:\n  tick_s: 2\ngateway:\n  port: 9101\n")
+    monkeypatch.setenv("PIPELINE_EXECUTOR__DEADBAND_A", "0.25")
+    monkeypatch.setenv("PIPELINE_ENGINE__BATCH_MAX", "100")
+    monkeypatch.setenv("PIPELINE_PGWIRE__PASSWORD", "s3cret")
+    settings = TransportChoice("memory", str(path)).settings(executor={"port": 9200, "host": None})
+    assert (settings.executor.port, settings.executor.host, settings.executor.deadband_a) == (9200, "127.0.0.1", 0.25)
+    assert settings.executor.executor_options()["setpoint_ttl_s"] is None
+    assert (settings.engine.tick_s, settings.engine.batch_max, settings.gateway.port) == (2.0, 100, 9101)
+    assert settings.pgwire.password.get_secret_value() == "s3cret" and "s3cret" not in repr(settings)
+    monkeypatch.setenv("PIPELINE_EXECUTOR__SETPOINT_TTL_S", "null")
+    assert load_settings().executor.setpoint_ttl_s is None
+
+
+def test_run_takes_its_options_from_the_settings(tmp_path, monkeypatch):
+    calls = []
+
+    async def fake_run_forever(cfg, **kwargs):
+        calls.append(kwargs)
+
+    monkeypatch.setattr("pipeline.runner.run_forever", fake_run_forever)
+    monkeypatch.setenv("PIPELINE_EXECUTOR__PORT", "9100")
+    monkeypatch.setenv("PIPELINE_EXECUTOR__INCREASE_DEBOUNCE_S", "3")
+    monkeypatch.setenv("PIPELINE_ENGINE__TICK_S", "2")
+    monkeypatch.setenv("PIPELINE_GATEWAY__HOST", "0.0.0.0")
+    result = CliRunner().invoke(main, ["run", "--config", SITE, "--gateway-port", "9300"])
+    assert result.exit_code == 0, result.output
+    [kwargs] = calls
+    assert (kwargs["host"], kwargs["port"], kwargs["gateway_host"], kwargs["gateway_port"], kwargs["tick_s"]) == (
+        "127.0.0.1", 9100, "0.0.0.0", 9300, 2.0)
+    assert kwargs["executor_options"]["increase_debounce_s"] == 3.0
+    assert kwargs["engine_options"]["tick_s"] == 2.0 and kwargs["sql_dir"] is None
+    result = CliRunner().invoke(main, ["run", "--config", SITE, "--port", "70000"])
+    assert result.exit_code == 1 and result.output == (
+        "Error: settings executor.port: Input should be less than or equal to 65535\n")
+
+
+def test_config_show_masks_secrets_and_says_where_values_come_from(tmp_path, monkeypatch):
+    import json
+
+    import yaml
+
+    path = tmp_path / "pipeline.yaml"
+    path.write_text("kafka:\n  topic_prefix: file.\nexecutor:\n  deadband_a: 0.5\n")
+    env = {"PIPELINE_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT", "PIPELINE_KAFKA__SASL_MECHANISM": "PLAIN",
+           "PIPELINE_KAFKA__SASL_USERNAME": "pipeline", "PIPELINE_KAFKA__SASL_PASSWORD": "hunter2",
+           "PIPELINE_PGWIRE__PASSWORD": "s3cret", "PIPELINE_EXECUTOR__DEADBAND_A": "0.25"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(main, ["config", "show", "--settings", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "hunter2" not in result.output and "s3cret" not in result.output
+    shown = yaml.safe_load(result.output)
+    assert (shown["kafka"]["sasl_password"], shown["pgwire"]["password"]) == ("***", "***")
+    assert (shown["executor"]["deadband_a"], shown["kafka"]["topic_prefix"], shown["executor"]["port"]) == (
+        0.25, "file.", 9000)
+    lines = result.output.splitlines()
+    assert "  deadband_a: 0.25  # env" in lines and "  topic_prefix: file.  # file" in lines
+    assert "  port: 9000  # default" in lines
+    monkeypatch.setenv("PIPELINE_SETTINGS_FILE", str(path))
+    result = CliRunner().invoke(main, ["config", "show", "--json"])
+    data = json.loads(result.output)
+    assert data["kafka"]["sasl_password"] == "***" and data["kafka"]["topic_prefix"] == "file."
+    assert "hunter2" not in result.output
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"PIPELINE_EXECUTOR__PORT": "ninety"}, "PIPELINE_EXECUTOR__PORT: Input should be a valid integer"),
+    ({"PIPELINE_EXECUTOR__FAILSAFE_FRACTION": "2"}, "PIPELINE_EXECUTOR__FAILSAFE_FRACTION: Input should be less than"),
+    ({"PIPELINE_EXECUTOR__RETRY_MAX_S": "0.5"}, "settings executor: retry_max_s must be at least retry_initial_s"),
+    ({"PIPELINE_ENGINE": "fast"}, "PIPELINE_ENGINE: a section must be a JSON object"),
+    ({"PIPELINE_GATEWAY__PROT": "1"}, "PIPELINE_GATEWAY__PROT: Extra inputs are not permitted"),
+])
+def test_a_bad_env_value_is_one_line_and_exit_1(env, message, monkeypatch):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for args in (["config", "show"], ["run", "--config", SITE], ["executor"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith(f"Error: {message}") and result.output.count("\n") == 1, result.output
+
+
+def test_a_bad_settings_file_value_names_the_file(tmp_path):
+    path = tmp_path / "pipeline.yaml"
+    path.write_text("executor:\n  charging_rate_unit: kW\n")
+    result = CliRunner().invoke(main, ["config", "show", "--settings", str(path)])
+    assert result.exit_code == 1
+    assert result.output == f"Error: {path}: settings executor.charging_rate_unit: Input should be 'A' or 'W'\n"
