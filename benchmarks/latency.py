@@ -1,0 +1,400 @@
+"""Signal to charger: how long from a DR signal on the transport until every charger of a 20-charger site
+has received its new SetChargingProfile, on the memory transport and on Kafka (issue 7, item 1).
+
+The real service runs: :func:`pipeline.runner.start_service` (embedded engine + executor on one transport,
+as ``pipeline run`` starts them) with the ``pipeline run`` defaults ``tick_s`` = 1.0 s and the engine
+service's ``poll_s`` (0.05 s). One site ``S000`` (200 kW main breaker, no building meter) has 20 chargers
+of 22 kW (3 x 230 V) from :mod:`benchmarks.ocpp_kit`, each with an open transaction, so each gets 10 kW
+without DR. One DR event (``bench-dr``, already started) is re-signalled each trial with the curtailment
+alternating between 20 % and 40 % (160 kW / 120 kW: about 11.5 A and 8.6 A per charger), so every trial
+moves all 20 setpoints: odd trials are cuts (decreases), even trials lifts (increases).
+
+Executor rules: decreases go at once under the defaults. Increases would wait for the debounce (1 s)
+and the EV response lag (10 s), so the executor runs with ``increase_debounce_s=0`` and
+``ev_response_lag_s=0`` (:data:`EXECUTOR_OPTIONS`); that changes nothing on the decrease path (a DR cut),
+and lets the lifts be measured back to back. Figures are given for all trials and for each direction.
+
+One trial: ``t0 = time.perf_counter()``, then the DR record is published on ``utility.dr.signals``
+through the transport (on Kafka: a separate producer, as ``pipeline signal`` would); the figure is the
+time until the last of the 20 chargers received (perf_counter at its OCPP router, same process) the
+TxProfile with its new limit. Between trials the loop settles (the executor idle, the engine done
+evaluating the signal and the 20 acks the trial brought back; on memory no consumer lag either), then a
+random 0-100 ms passes, so signals land at random phases of the engine's 1 s tick. A probe on the
+service's transport and engine splits each trial into: signal -> engine starts publishing setpoints
+(consume + evaluate), publishing the 20 setpoints, and the last setpoint published -> last charger has it
+(executor dispatch); ``process_cpu`` is this process's CPU time (all threads) over the trial, which on a
+shared machine tells the work from the wait for a core. The load average is recorded before and after.
+
+Floors, same run: (a) a bare SetChargingProfile round trip (the ``ocpp`` library's ``ChargePoint``
+behind ``websockets.serve`` calling one :class:`~benchmarks.ocpp_kit.BenchCharger`); (b) a bare Kafka
+produce (acks=all, idempotent, as the transport's producer) -> consume on the same broker. Also shown: the
+bare fan-out of one SetChargingProfile to 20 charge points at once (until the last receives it).
+Targets: memory p99 <= 3 x (a) p99; Kafka p99 <= 3 x ((a) p99 + (b) p99). The broker is
+``KAFKA_BOOTSTRAP_SERVERS`` if set, else one started by :mod:`tests.kafka_broker` (Docker, else Apache
+Kafka from Maven Central run with ``java``), with a fresh topic prefix per run.
+
+    python -m benchmarks latency [--quick] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import random
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from pipeline.engine.service import EngineService
+from pipeline.runner import start_service
+from pipeline.signals import dr_signal
+from pipeline.transport.base import Transport, publish
+from pipeline.transport.memory import MemoryTransport
+
+from benchmarks.common import percentiles, ratio, table
+from benchmarks.ocpp_kit import (
+    BenchCharger, Watch, bare_fanout_ms, bare_round_trips_ms, close_all, connect_all, site_config,
+)
+
+TICK_S = 1.0  # `pipeline run --tick` default
+POLL_S = inspect.signature(EngineService.__init__).parameters["poll_s"].default
+EXECUTOR_OPTIONS = {"increase_debounce_s": 0.0, "ev_response_lag_s": 0.0}
+CURTAILMENTS_PCT = (20.0, 40.0)
+CHARGERS = 20
+SITE = "S000"
+EVENT = "bench-dr"
+COMMANDS = "ocpp.setpoint.commands"
+TRIAL_TIMEOUT_S = 30.0
+GAP_S = (0.0, 0.1)  # random pause after the loop settled, so signals land at random phases of the tick
+
+
+class _Probe:
+    """Records when the service publishes setpoints and when its engine evaluates (perf_counter s)."""
+
+    def __init__(self, transport: Transport, engine) -> None:
+        self.sends: list[tuple[float, float]] = []  # (send called, send returned) per setpoint record
+        self.evals: list[tuple[float, float]] = []
+        send, evaluate = transport.send, engine.evaluate
+
+        async def probed_send(topic, key, value, headers=()):
+            if topic != COMMANDS:
+                return await send(topic, key, value, headers)
+            started = time.perf_counter()
+            await send(topic, key, value, headers)
+            self.sends.append((started, time.perf_counter()))
+
+        def probed_evaluate(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return evaluate(*args, **kwargs)
+            finally:
+                self.evals.append((started, time.perf_counter()))
+
+        transport.send = probed_send
+        engine.evaluate = probed_evaluate
+
+    def split(self, t0: float, t_last: float) -> dict | None:
+        """Milliseconds of one trial: engine (signal -> first setpoint sent), the evaluation that made
+        them, publish (first -> last setpoint sent), dispatch (last sent -> last charger has it)."""
+        sends = [s for s in self.sends if t0 <= s[0] <= t_last]
+        if not sends:
+            return None
+        first, last_done = sends[0][0], max(s[1] for s in sends)
+        made = [e for e in self.evals if e[1] <= first + 1e-6 and e[1] >= t0]
+        return {"engine_ms": (first - t0) * 1000, "evaluate_ms": (made[-1][1] - made[-1][0]) * 1000 if made else None,
+                "publish_ms": (last_done - first) * 1000, "dispatch_ms": (t_last - last_done) * 1000}
+
+
+async def _wait(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"latency benchmark: timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+async def _quiet(chargers: list[BenchCharger], since: float, quiet_s: float = 0.5, timeout_s: float = 60) -> None:
+    """Every charger received a TxProfile after ``since`` and none arrived for ``quiet_s``."""
+    await _wait(lambda: all(c.received_at > since for c in chargers)
+                and time.perf_counter() - max(c.received_at for c in chargers) > quiet_s, timeout_s,
+                "every charger to get a TxProfile and the loop to go quiet")
+
+
+async def _pipeline_trials(transport: Transport, signals: Transport, trials: int, gap_s: tuple[float, float],
+                           rng: random.Random) -> dict:
+    """Start the service on ``transport``, connect the chargers, run ``trials`` DR trials; returns
+    samples (ms) by direction, the per-trial split and failures."""
+    cfg = site_config(CHARGERS)
+    service = await start_service(cfg, port=0, gateway_port=None, tick_s=TICK_S, transport=transport,
+                                  executor_options=EXECUTOR_OPTIONS)
+    probe = _Probe(transport, service.engine.engine)
+    chargers = [BenchCharger(c.id) for c in cfg.sites[0].chargers]
+    memory = isinstance(transport, MemoryTransport)
+    executor, engine = service.executor, service.engine
+
+    async def settled(records_before: int) -> None:
+        """The executor is idle and the engine has evaluated the trial's signal and the 20 acks it
+        brought back (else the next trial would queue behind that evaluation)."""
+        await _wait(lambda: executor.idle and (not memory or transport.lag() == 0)
+                    and engine.stats.records_in >= records_before + 1 + CHARGERS
+                    and not getattr(engine, "busy", False), 10, "the loop to settle")
+
+    try:
+        connected = time.perf_counter()
+        await connect_all(chargers, executor.url)
+        await asyncio.gather(*(c.start_transaction() for c in chargers))
+        await _quiet(chargers, connected)
+        start = datetime.now(timezone.utc) - timedelta(seconds=1)
+
+        async def signal(pct: float) -> None:
+            _, record = dr_signal(SITE, curtailment_pct=pct, start=start, end=start + timedelta(hours=4),
+                                  event_id=EVENT)
+            await publish(signals, "utility.dr.signals", record)
+
+        expected: dict[float, dict[str, float]] = {}
+        for pct in CURTAILMENTS_PCT * 2:  # warm up; learn each state's limits
+            t0 = time.perf_counter()
+            await signal(pct)
+            await _quiet(chargers, t0)
+            expected[pct] = {c.cp_id: c.limit for c in chargers}
+        low, high = (expected[p] for p in CURTAILMENTS_PCT)
+        if any(low[cp] == high[cp] for cp in low):
+            raise RuntimeError(f"the two DR states leave some setpoints unchanged: {low} / {high}")
+        samples: dict[str, list[float]] = {"decrease": [], "increase": []}
+        splits: list[dict] = []
+        failures = 0
+        previous = CURTAILMENTS_PCT[-1]
+        for i in range(trials):
+            pct = CURTAILMENTS_PCT[i % 2]
+            watch = Watch(expected[pct])
+            for c in chargers:
+                c.watch = watch
+            records_before = engine.stats.records_in
+            cpu0 = time.process_time()
+            t0 = time.perf_counter()
+            await signal(pct)
+            try:
+                await asyncio.wait_for(watch.done.wait(), TRIAL_TIMEOUT_S)
+            except TimeoutError:
+                failures += 1
+            else:
+                cpu_ms = (time.process_time() - cpu0) * 1000
+                t_last = max(watch.held_at.values())
+                samples["decrease" if pct > previous else "increase"].append((t_last - t0) * 1000)
+                if (part := probe.split(t0, t_last)) is not None:
+                    splits.append({**part, "process_cpu_ms": cpu_ms})
+            previous = pct
+            for c in chargers:
+                c.watch = None
+            with contextlib.suppress(TimeoutError):
+                await settled(records_before)
+            await asyncio.sleep(rng.uniform(*gap_s))
+        stats = service.engine.stats
+        return {"samples": samples, "splits": splits, "failures": failures,
+                "limits_a": {str(p): sorted(set(v.values())) for p, v in expected.items()},
+                "engine_evaluations": stats.evaluations}
+    finally:
+        await close_all(chargers)
+        await service.stop()
+
+
+def _split_rows(transport: str, splits: list[dict]) -> list[dict]:
+    rows = []
+    for part in ("engine_ms", "evaluate_ms", "publish_ms", "dispatch_ms", "process_cpu_ms"):
+        values = [s[part] for s in splits if s.get(part) is not None]
+        if values:
+            rows.append({"transport": transport, "part": part.removesuffix("_ms"),
+                         "median": round(statistics.median(values), 2), **{
+                             k: v for k, v in percentiles(values).items() if k in ("p95", "p99", "max")}})
+    return rows
+
+
+def _rows(transport: str, run: dict, floor_p99: float | None, floor_p50: float | None) -> list[dict]:
+    out = []
+    everything = run["samples"]["decrease"] + run["samples"]["increase"]
+    for label, values in (("all", everything), ("decreases", run["samples"]["decrease"]),
+                          ("increases", run["samples"]["increase"])):
+        p = percentiles(values)
+        out.append({"transport": transport, "trials": label, **p, "floor_p50": floor_p50, "floor_p99": floor_p99,
+                    "ratio_p50": ratio(p.get("p50"), floor_p50), "ratio_p99": ratio(p.get("p99"), floor_p99)})
+    return out
+
+
+async def _memory_part(trials: int, floor_samples: int, rng: random.Random) -> dict:
+    ocpp = await bare_round_trips_ms(floor_samples, lambda: rng.uniform(0.0, 0.002))
+    fanout = await bare_fanout_ms(CHARGERS, max(20, floor_samples // 5))
+    transport = MemoryTransport()
+    run = await _pipeline_trials(transport, transport, trials, GAP_S, rng)
+    return {"ocpp": ocpp, "fanout": fanout, "run": run}
+
+
+async def bare_kafka_ms(settings, samples: int, rng: random.Random) -> list[float]:
+    """``samples`` bare Kafka produce -> consume times (ms) on a fresh one-partition topic: aiokafka's
+    producer (acks=all, idempotent, linger 0) sends one record and waits for its ack; an assigned
+    consumer (no group) stamps its arrival. Ten warm-up records are not counted."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    options = settings.client_options()
+    topic = f"{settings.topic_prefix}bench.floor"
+    admin = AIOKafkaAdminClient(**options)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(**options, acks="all", enable_idempotence=True, linger_ms=0)
+    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False, auto_offset_reset="earliest")
+    await producer.start()
+    await consumer.start()
+    consumer.assign([TopicPartition(topic, 0)])
+    arrived: dict[bytes, float] = {}
+    wake = asyncio.Event()
+
+    async def read() -> None:
+        while True:
+            batches = await consumer.getmany(timeout_ms=1000)
+            now = time.perf_counter()
+            for records in batches.values():
+                for record in records:
+                    arrived[record.value] = now
+            wake.set()
+
+    reader = asyncio.create_task(read())
+    out: list[float] = []
+    try:
+        for i in range(samples + 10):
+            value = f"{i}".encode()
+            t0 = time.perf_counter()
+            await producer.send_and_wait(topic, value)
+            while value not in arrived:
+                wake.clear()
+                await asyncio.wait_for(wake.wait(), 30)
+            if i >= 10:
+                out.append((arrived[value] - t0) * 1000)
+            await asyncio.sleep(rng.uniform(0.0, 0.005))
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        await consumer.stop()
+        await producer.stop()
+    return out
+
+
+async def _kafka_part(bootstrap: str, trials: int, floor_samples: int, rng: random.Random) -> dict:
+    from pipeline.settings import KafkaSettings
+    from pipeline.transport.kafka import KafkaTransport
+
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # leader elections of the fresh topics; retried
+    settings = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=f"bench-{uuid.uuid4().hex[:10]}.")
+    floor = await bare_kafka_ms(settings, floor_samples, rng)
+    signals = KafkaTransport(settings)
+    await signals.start()
+    try:
+        run = await _pipeline_trials(KafkaTransport(settings), signals, trials, GAP_S, rng)
+    finally:
+        await signals.close()
+    return {"kafka": floor, "run": run, "topic_prefix": settings.topic_prefix}
+
+
+def _kafka(trials: int, floor_samples: int, rng: random.Random) -> dict:
+    """The Kafka half, on ``KAFKA_BOOTSTRAP_SERVERS`` or a broker started here (and stopped after)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.kafka_broker import BrokerUnavailable, session_broker
+
+    with tempfile.TemporaryDirectory(prefix="bench-kafka-") as workdir:
+        try:
+            # Started on this (the main) thread: the broker is told to exit when the thread that spawned it dies.
+            broker = session_broker(Path(workdir))
+        except BrokerUnavailable as exc:
+            return {"skipped": str(exc)}
+        try:
+            part = asyncio.run(_kafka_part(broker.bootstrap_servers, trials, floor_samples, rng))
+            part["broker"] = broker.description
+            return part
+        finally:
+            broker.close()
+
+
+def run(quick: bool = False) -> dict:
+    """Measure; returns ``rows`` (ms percentiles per transport and direction with floors and ratios),
+    ``floors``, ``breakdown`` (ms per part of a trial), ``target`` (a list: text, figure, limit, met),
+    ``settings`` and per-transport details."""
+    trials, floor_samples = (20, 100) if quick else (200, 500)
+    rng = random.Random(7)
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    memory = asyncio.run(_memory_part(trials, floor_samples, rng))
+    kafka = _kafka(trials, floor_samples, rng)
+    ocpp, fanout = percentiles(memory["ocpp"]), percentiles(memory["fanout"])
+    floors = {"ocpp_round_trip_ms": ocpp, "ocpp_fanout_20_ms": fanout}
+    rows = _rows("memory", memory["run"], ocpp["p99"], ocpp["p50"])
+    breakdown = _split_rows("memory", memory["run"]["splits"])
+    mem_p99 = rows[0].get("p99")
+    target = [{"text": "memory: p99 within 3x the bare OCPP SetChargingProfile round trip (p99)",
+               "figure_ms": mem_p99, "floor_ms": ocpp["p99"], "ratio": ratio(mem_p99, ocpp["p99"]),
+               "met": mem_p99 is not None and mem_p99 <= 3 * ocpp["p99"]}]
+    details = {"memory": {k: memory["run"][k] for k in ("failures", "limits_a", "engine_evaluations")}}
+    if "skipped" in kafka:
+        details["kafka"] = kafka
+        target.append({"text": "kafka: p99 within 3x (bare Kafka + bare OCPP) (p99)", "figure_ms": None,
+                       "met": None, "skipped": kafka["skipped"]})
+    else:
+        bare = percentiles(kafka["kafka"])
+        floors["kafka_produce_consume_ms"] = bare
+        floor_p99, floor_p50 = round(bare["p99"] + ocpp["p99"], 2), round(bare["p50"] + ocpp["p50"], 2)
+        kafka_rows = _rows("kafka", kafka["run"], floor_p99, floor_p50)
+        rows += kafka_rows
+        breakdown += _split_rows("kafka", kafka["run"]["splits"])
+        k_p99 = kafka_rows[0].get("p99")
+        target.append({"text": "kafka: p99 within 3x (bare Kafka produce->consume + bare OCPP round trip) (p99)",
+                       "figure_ms": k_p99, "floor_ms": floor_p99, "ratio": ratio(k_p99, floor_p99),
+                       "met": k_p99 is not None and k_p99 <= 3 * floor_p99})
+        details["kafka"] = {"broker": kafka["broker"], "topic_prefix": kafka["topic_prefix"],
+                            **{k: kafka["run"][k] for k in ("failures", "limits_a", "engine_evaluations")}}
+    return {
+        "rows": rows, "floors": floors, "breakdown": breakdown, "target": target, "details": details,
+        "settings": {"chargers": CHARGERS, "site_limit_kw": 200.0, "charger_kw": 22.0, "trials": trials,
+                     "signal": f"DR curtailment alternating {CURTAILMENTS_PCT[0]:g}/{CURTAILMENTS_PCT[1]:g} %",
+                     "tick_s": TICK_S, "poll_s": POLL_S, "executor_options": EXECUTOR_OPTIONS,
+                     "loadavg_before": load_before, "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+                     "measured": "publish of the DR record -> the last of the 20 chargers received its TxProfile"},
+    }
+
+
+def tables(result: dict) -> list:
+    s = result["settings"]
+    caption = (f"{s['chargers']} chargers, {s['signal']}; tick {s['tick_s']} s, poll {s['poll_s']} s; executor "
+               f"{s['executor_options']}; floor = p99 of the bare OCPP round trip (memory), plus the bare "
+               f"Kafka produce->consume (kafka); ratio = p99 / floor")
+    rows = [{**r, "floor": r["floor_p99"], "ratio": r["ratio_p99"]} for r in result["rows"]]
+    out = [table("Signal to charger: DR publish -> last of 20 chargers has its TxProfile (ms)",
+                 ("transport", "trials", "n", "p50", "p95", "p99", "floor", "ratio"), rows, caption)]
+    floors = [{"floor": name.removesuffix("_ms"), **p} for name, p in result["floors"].items()]
+    out.append(table("Floors (ms)", ("floor", "n", "p50", "p95", "p99", "max"), floors))
+    out.append(table("Where a trial's time goes (ms)", ("transport", "part", "median", "p95", "p99", "max"),
+                     result["breakdown"],
+                     "engine: signal -> first setpoint sent; evaluate: the evaluation that made them; publish: "
+                     "first -> last setpoint sent; dispatch: last setpoint sent -> last charger has it; "
+                     f"process_cpu: CPU time of this process over the trial (load average "
+                     f"{s['loadavg_before'][0]} before, {s['loadavg_after'][0]} after)"))
+    targets = [{"target": t["text"], "figure_ms": t.get("figure_ms"), "floor_ms": t.get("floor_ms"),
+                "ratio": t.get("ratio"), "met": {True: "yes", False: "NO", None: "skipped"}[t["met"]]}
+               for t in result["target"]]
+    out.append(table("Targets", ("target", "figure_ms", "floor_ms", "ratio", "met"), targets))
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    from benchmarks.__main__ import main
+
+    sys.exit(main(["latency", *sys.argv[1:]]))

@@ -1,0 +1,275 @@
+"""What the latency and cold-start benchmarks share on the charger side: a light recording charge point,
+a bare central system, and the bare SetChargingProfile floors measured with them.
+
+The charge point is a plain ``ocpp.v16.ChargePoint`` (the library the executor is built on) over a
+``websockets`` client, with no simulated physics and no meter values: it answers GetConfiguration
+(``Current``), SetChargingProfile and ClearChargingProfile with ``Accepted`` and stamps every TxProfile it
+receives with ``time.perf_counter()`` at the moment the frame reaches its OCPP router (right after the
+websocket ``recv``). The floors use the same charge point class against a bare central system (the
+library's ``ChargePoint`` behind ``websockets.serve``, nothing else), so figure and floor share the
+charger side and the library.
+
+Time stamps are ``time.perf_counter()`` seconds of this process; reported durations are milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timezone
+
+from ocpp.routing import on
+from ocpp.v16 import ChargePoint, call, call_result
+from ocpp.v16.datatypes import ChargingProfile, ChargingSchedule, ChargingSchedulePeriod
+from ocpp.v16.enums import Action
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import serve
+
+from pipeline.site_config import PipelineConfig, parse_config
+
+__all__ = ["BenchCharger", "Watch", "bare_fanout_ms", "bare_round_trips_ms", "bare_site", "close_all", "connect_all",
+           "site_config", "timed_fanout", "tx_profile_request"]
+
+SUBPROTOCOL = "ocpp1.6"
+
+
+def site_config(chargers: int, per_site: int = 20, site_limit_kw: float = 200.0,
+                charger_kw: float = 22.0) -> PipelineConfig:
+    """``chargers`` 3-phase 230 V chargers of ``charger_kw`` (kW) in sites of ``per_site`` behind a main
+    breaker of ``site_limit_kw`` (kW); ids ``S{site:03}`` and ``S{site:03}-CP{n:02}``."""
+    sites = []
+    for s in range(0, chargers, per_site):
+        site = f"S{s // per_site:03d}"
+        sites.append({"site_id": site, "limit_kw": site_limit_kw, "chargers": [
+            {"id": f"{site}-CP{i:02d}", "max_power_kw": charger_kw} for i in range(min(per_site, chargers - s))]})
+    return parse_config({"sites": sites})
+
+
+class Watch:
+    """Waits until every charger in ``expected`` (``{charge_point_id: TxProfile limit, A}``) holds its
+    limit, counting only TxProfiles received after it was created. ``done`` fires then; ``held_at`` gives
+    each charger's receipt time (perf_counter s) of the TxProfile that made it hold its limit."""
+
+    def __init__(self, expected: dict[str, float]) -> None:
+        self.expected = expected
+        self.started = time.perf_counter()
+        self.held_at: dict[str, float] = {}
+        self.done = asyncio.Event()
+        if not expected:
+            self.done.set()
+
+    def seen(self, cp: str, limit: float, at: float) -> None:
+        want = self.expected.get(cp)
+        if want is None:
+            return
+        if abs(limit - want) < 1e-6:
+            self.held_at[cp] = at
+            if len(self.held_at) == len(self.expected):
+                self.done.set()
+        else:
+            self.held_at.pop(cp, None)
+
+
+class _Link(ChargePoint):
+    """The library charge point; the owning :class:`BenchCharger` records what it receives."""
+
+    def __init__(self, owner: BenchCharger, ws) -> None:
+        super().__init__(owner.cp_id, ws, response_timeout=60)
+        self._owner = owner
+        self._rx = 0.0
+
+    async def route_message(self, raw_msg):
+        self._rx = time.perf_counter()
+        await super().route_message(raw_msg)
+
+    @on(Action.get_configuration)
+    def _configuration(self, key=None, **_):
+        self._owner.calls += 1
+        self._owner.config_at = self._rx
+        known = {"ChargingScheduleAllowedChargingRateUnit": "Current"}
+        wanted = key or list(known)
+        return call_result.GetConfiguration(
+            configuration_key=[{"key": k, "readonly": True, "value": known[k]} for k in wanted if k in known],
+            unknown_key=[k for k in wanted if k not in known] or None)
+
+    @on(Action.set_charging_profile)
+    def _profile(self, connector_id, cs_charging_profiles, **_):
+        self._owner.calls += 1
+        if cs_charging_profiles.get("charging_profile_purpose") == "TxProfile":
+            period = cs_charging_profiles["charging_schedule"]["charging_schedule_period"][0]
+            self._owner.received(float(period["limit"]), self._rx)
+        return call_result.SetChargingProfile(status="Accepted")
+
+    @on(Action.clear_charging_profile)
+    def _clear(self, **_):
+        self._owner.calls += 1
+        return call_result.ClearChargingProfile(status="Accepted")
+
+
+class BenchCharger:
+    """One OCPP 1.6J charge point with one connector that records the TxProfiles it receives.
+
+    ``limit`` is the latest TxProfile limit (A per phase) and ``received_at`` its receipt time
+    (perf_counter s); ``count`` how many TxProfiles arrived, ``calls`` how many calls of any kind the
+    central system made, ``config_at`` when the latest GetConfiguration arrived. ``watch`` (a
+    :class:`Watch`) is told of each TxProfile.
+    """
+
+    def __init__(self, cp_id: str) -> None:
+        self.cp_id = cp_id
+        self.limit: float | None = None
+        self.received_at = 0.0
+        self.count = 0
+        self.calls = 0
+        self.config_at = 0.0
+        self.transaction_id: int | None = None
+        self.watch: Watch | None = None
+        self.link: _Link | None = None
+        self._ws = None
+        self._task: asyncio.Task | None = None
+
+    def received(self, limit: float, at: float) -> None:
+        self.limit, self.received_at = limit, at
+        self.count += 1
+        if self.watch is not None:
+            self.watch.seen(self.cp_id, limit, at)
+
+    async def connect(self, base_url: str, boot: bool = True) -> None:
+        """Open ``{base_url}/{cp_id}``; with ``boot`` send BootNotification (else stay silent, as a
+        charger that reconnects and has not spoken yet)."""
+        self._ws = await connect(f"{base_url}/{self.cp_id}", subprotocols=[SUBPROTOCOL], open_timeout=60,
+                                 ping_interval=None, max_queue=None)
+        self.link = _Link(self, self._ws)
+        self._task = asyncio.create_task(self._serve())
+        if boot:
+            await self.link.call(call.BootNotification(charge_point_model="Bench", charge_point_vendor="Bench"))
+
+    async def _serve(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.link.start()
+
+    async def start_transaction(self) -> int:
+        result = await self.link.call(call.StartTransaction(
+            connector_id=1, id_tag="BENCH", meter_start=0,
+            timestamp=datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")))
+        self.transaction_id = result.transaction_id
+        return result.transaction_id
+
+    async def status(self) -> None:
+        """StatusNotification ``Charging`` on connector 1 (what a reconnecting charger says first)."""
+        await self.link.call(call.StatusNotification(connector_id=1, error_code="NoError", status="Charging"))
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await self._ws.close()
+        self._ws = self.link = self._task = None
+
+
+async def connect_all(chargers: Sequence[BenchCharger], base_url: str, boot: bool = True, batch: int = 50) -> None:
+    """Connect ``chargers`` ``batch`` at a time (a bigger burst overflows the listen backlog and costs
+    SYN retransmits of a second)."""
+    for i in range(0, len(chargers), batch):
+        await asyncio.gather(*(c.connect(base_url, boot) for c in chargers[i:i + batch]))
+
+
+async def close_all(chargers: Iterable[BenchCharger]) -> None:
+    await asyncio.gather(*(c.close() for c in chargers), return_exceptions=True)
+
+
+def tx_profile_request(limit: float, transaction_id: int | None = 1) -> call.SetChargingProfile:
+    """The SetChargingProfile.req the executor sends for a TxProfile (connector 1, profile 1001,
+    Relative, one period of ``limit`` A on 3 phases)."""
+    return call.SetChargingProfile(connector_id=1, cs_charging_profiles=ChargingProfile(
+        charging_profile_id=1001, stack_level=1, charging_profile_purpose="TxProfile",
+        charging_profile_kind="Relative", transaction_id=transaction_id,
+        charging_schedule=ChargingSchedule(charging_rate_unit="A", charging_schedule_period=[
+            ChargingSchedulePeriod(start_period=0, limit=limit, number_phases=3)])))
+
+
+async def timed_fanout(calls: Sequence[tuple[ChargePoint, BenchCharger, float, int | None]]) -> tuple[float, float]:
+    """Send one TxProfile on each ``(central-side link, charger, limit, transaction id)`` at once; returns
+    ``(ms until the last charger received its profile, ms until the last answer came back)``."""
+    watch = Watch({ch.cp_id: limit for _, ch, limit, _ in calls})
+    for _, ch, _, _ in calls:
+        ch.watch = watch
+    t0 = time.perf_counter()
+    await asyncio.gather(*(link.call(tx_profile_request(limit, tx)) for link, _, limit, tx in calls))
+    answered = time.perf_counter()
+    await watch.done.wait()
+    for _, ch, _, _ in calls:
+        ch.watch = None
+    return (max(watch.held_at.values()) - t0) * 1000, (answered - t0) * 1000
+
+
+class _BareCentral:
+    """``websockets.serve`` with one library ``ChargePoint`` per connection, nothing else."""
+
+    def __init__(self) -> None:
+        self.links: dict[str, ChargePoint] = {}
+        self.arrived = asyncio.Condition()
+
+    async def handler(self, connection) -> None:
+        cp_id = connection.request.path.rstrip("/").rsplit("/", 1)[-1]
+        link = ChargePoint(cp_id, connection, response_timeout=60)
+        self.links[cp_id] = link
+        async with self.arrived:
+            self.arrived.notify_all()
+        with contextlib.suppress(Exception):
+            await link.start()
+
+    async def wait_for(self, count: int) -> None:
+        async with self.arrived:
+            await self.arrived.wait_for(lambda: len(self.links) >= count)
+
+
+@contextlib.asynccontextmanager
+async def bare_site(count: int):
+    """A bare central system with ``count`` :class:`BenchCharger` connected; yields ``(central, chargers)``."""
+    central = _BareCentral()
+    async with serve(central.handler, "127.0.0.1", 0, subprotocols=[SUBPROTOCOL], ping_interval=None,
+                     max_queue=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        chargers = [BenchCharger(f"BARE{i:04d}") for i in range(count)]
+        await connect_all(chargers, f"ws://127.0.0.1:{port}/ocpp", boot=False)
+        await central.wait_for(count)
+        try:
+            yield central, chargers
+        finally:
+            await close_all(chargers)
+
+
+async def bare_round_trips_ms(samples: int, pause_s: Callable[[], float] = lambda: 0.0) -> list[float]:
+    """``samples`` sequential SetChargingProfile round trips (ms): a bare central system calling one bare
+    charge point, the limit alternating so each is a change."""
+    async with bare_site(1) as (central, (charger,)):
+        link = central.links[charger.cp_id]
+        for i in range(20):  # warm up
+            await link.call(tx_profile_request(10.0 + i % 2))
+        out = []
+        for i in range(samples):
+            t0 = time.perf_counter()
+            await link.call(tx_profile_request(8.0 + i % 2))
+            out.append((time.perf_counter() - t0) * 1000)
+            if (pause := pause_s()) > 0:
+                await asyncio.sleep(pause)
+        return out
+
+
+async def bare_fanout_ms(count: int, samples: int) -> list[float]:
+    """``samples`` times: one SetChargingProfile to each of ``count`` bare charge points at once; each
+    sample is the ms until the last of them received its profile."""
+    async with bare_site(count) as (central, chargers):
+        out = []
+        for i in range(samples + 3):
+            calls = [(central.links[ch.cp_id], ch, 8.0 + i % 2, 1) for ch in chargers]
+            received_ms, _ = await timed_fanout(calls)
+            if i >= 3:  # the first three warm up
+                out.append(received_ms)
+        return out
