@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in NAMES]
     if unknown:
         parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(NAMES)} or all")
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=200)  # logs keep whole columns
     payload: dict = {"machine": machine(), "quick": args.quick, "results": {}}
     console.print(f"[bold]machine[/]: {payload['machine']}")
     for name in names:
