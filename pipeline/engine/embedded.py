@@ -143,6 +143,7 @@ class EmbeddedEngine:
         self.evaluations = 0
         self.last_eval_ms = 0.0
         self._columns: dict[str, list[str]] = {}
+        self._insert_sql: dict[str, str] = {}  # per input table: an INSERT of column lists
         for obj in self.objects:
             if obj.kind == "sink":
                 if not obj.topic or not obj.primary_key or obj.topic not in TOPICS:
@@ -164,6 +165,10 @@ class EmbeddedEngine:
                     raise SqlError(f"{obj.path}: topic {obj.topic!r} has no contract in pipeline.topics")
                 self.inputs[obj.topic] = obj
                 self._columns[obj.name] = list(obj.columns)
+                types = dict(self.con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {obj.name})").fetchall())
+                quoted = ", ".join(f'"{c}"' for c in obj.columns)
+                lists = ", ".join(f"unnest(${i}::{types[c]}[])" for i, c in enumerate(obj.columns, 1))
+                self._insert_sql[obj.name] = f"INSERT INTO {obj.name} ({quoted}) SELECT {lists}"
         site_keyed = {name for name, cols in self._columns.items() if SITE_COLUMN in cols}
         for view in self.views:
             if view.name in site_keyed:
@@ -200,9 +205,6 @@ class EmbeddedEngine:
             for topic, batch in batches.items():
                 obj = self.inputs[topic]
                 cols = obj.columns
-                placeholders = ", ".join("?" for _ in cols)
-                quoted = ", ".join(f'"{c}"' for c in cols)
-                insert = f"INSERT INTO {obj.name} ({quoted}) VALUES ({placeholders})"
                 if obj.format == "upsert":
                     (pk,) = obj.primary_key
                     latest: dict[str, Any] = {}
@@ -212,8 +214,9 @@ class EmbeddedEngine:
                     rows = [r for r in latest.values() if r is not None]
                 else:
                     rows = [r for _, r in batch if r is not None]
-                if rows:
-                    self.con.executemany(insert, [[_plain(getattr(r, c, None)) for c in cols] for r in rows])
+                if rows:  # one statement per table, columns as lists: executemany costs ~2 ms a row
+                    self.con.execute(self._insert_sql[obj.name],
+                                     [[_plain(getattr(r, c, None)) for r in rows] for c in cols])
         except BaseException:
             self.con.execute("ROLLBACK")
             raise
