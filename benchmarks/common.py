@@ -9,6 +9,7 @@ measured in the same run (``ratio`` = figure / floor), because these machines ar
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -29,7 +30,7 @@ def percentiles(samples_ms: Sequence[float]) -> dict:
     ordered = sorted(samples_ms)
 
     def rank(q: float) -> float:
-        return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered) + 0.5)) - 1))]
+        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered) - 1e-9) - 1))]
 
     return {"n": len(ordered), "p50": round(rank(0.50), 2), "p95": round(rank(0.95), 2),
             "p99": round(rank(0.99), 2), "mean": round(statistics.fmean(ordered), 2),
