@@ -110,6 +110,15 @@ class OcppServer:
         """The current station per connected charge point id."""
         return {cp: station for cp, (_, station) in self._live.items()}
 
+    @property
+    def connected(self) -> int:
+        """How many charge points have a live connection (O(1), unlike ``len(stations)``)."""
+        return len(self._live)
+
+    def is_connected(self, charge_point_id: str) -> bool:
+        """Whether ``charge_point_id`` has a live connection (O(1))."""
+        return charge_point_id in self._live
+
     async def start(self) -> None:
         """Bind and start accepting connections; sets :attr:`port` to the bound port."""
         self._server = await serve(

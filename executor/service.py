@@ -426,16 +426,16 @@ class Executor:
         self._dispatchers[charge_point_id] = dispatcher
         self._connected_at[charge_point_id] = self.clock.now()
         self._track(dispatcher.start())
-        self.stats.set_connected(len(self._server.stations))
+        self.stats.set_connected(self._server.connected)
 
     def _on_disconnect(self, charge_point_id: str, station: Station) -> None:
         dispatcher = self._dispatchers.get(charge_point_id)
         if dispatcher is not None and dispatcher.station is station:
             del self._dispatchers[charge_point_id]
             dispatcher.cancel()
-        if charge_point_id not in self._server.stations:
+        if not self._server.is_connected(charge_point_id):
             self._connected_at.pop(charge_point_id, None)
-        self.stats.set_connected(len(self._server.stations))
+        self.stats.set_connected(self._server.connected)
 
     def _spawn(self, coro, name: str) -> None:
         self._track(asyncio.create_task(coro, name=name))
