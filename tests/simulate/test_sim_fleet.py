@@ -49,9 +49,12 @@ async def test_fleet_stops_at_duration(central):
     # chargers are named with the prefix; the evs dict uses CP names, so no EV was served and the run ends
     assert summary["sessions"] == 0 and summary["energy_requested_kwh"] == 0
     assert set(central.chargers) == {"S001", "S002"}
-    evs = {f"CP{i:03d}": [simple_ev(f"EV{i}", base, energy_kwh=50.0, max_ac_kw=11.0)] for i in (1, 2)}
+    # 600 clock seconds are 1 s of real time here, so both EVs are charging when the duration ends even
+    # on a busy machine (at 3600x it was 0.17 s, and a slow boot left no session open to stop).
+    clock = SimClock(T0, speed=600)
+    evs = {f"CP{i:03d}": [simple_ev(f"EV{i}", clock.now(), energy_kwh=50.0, max_ac_kw=11.0)] for i in (1, 2)}
     summary = await asyncio.wait_for(run_fleet(central.url, 2, clock, fixed_schedule_factory(evs),
-                                               duration_s=600), 2)
+                                               duration_s=600), 10)
     assert summary["by_reason"] == {"Other": 2}
     assert 0 < summary["energy_delivered_kwh"] < summary["energy_requested_kwh"] == pytest.approx(100.0)
     for side in (central.chargers["CP001"], central.chargers["CP002"]):
