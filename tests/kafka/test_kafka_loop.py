@@ -7,31 +7,19 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
 
 import pytest
 from kafka_broker import settings_for
+from loopkit import CONFIG, LIMIT_KW, ev
 
 from pipeline.clock import SystemClock
 from pipeline.services import start_engine, start_executor
 from pipeline.signals import demand_signal, dr_signal
 from pipeline.simulate.charger import SimulatedChargePoint
-from pipeline.simulate.ev import EV
-from pipeline.site_config import parse_config
 from pipeline.transport import publish
 from pipeline.transport.kafka import KafkaTransport
 
 pytestmark = pytest.mark.kafka
-
-LIMIT_KW = 40.0
-CONFIG = parse_config({"sites": [{"site_id": "s1", "limit_kw": LIMIT_KW, "chargers": [
-    {"id": f"CP{i}", "max_power_kw": 22} for i in range(1, 5)]}]})
-
-
-def ev(i: int) -> EV:
-    now = datetime.now(timezone.utc)
-    return EV(ev_id=f"EV{i}", model="test", battery_kwh=60, max_ac_kw=22, arrival_soc_pct=20,
-              energy_need_kwh=40, arrival_at=now, departure_at=now + timedelta(hours=4))
 
 
 def held_kw(cp: SimulatedChargePoint) -> float:
