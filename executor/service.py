@@ -360,7 +360,7 @@ class Executor:
     def _decode_quietly(record: Record):
         try:
             return decode(record.topic, record.key, record.value)
-        except RecordError as exc:
+        except Exception as exc:  # noqa: BLE001 - one bad record must not stop the start (no crash loop)
             log.debug("rebuild skips %s@%s: %s", record.topic, record.offset, exc)
             return False
 

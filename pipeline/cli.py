@@ -246,6 +246,8 @@ def allocate(input_path, now):
         snapshot = json.loads(text)
     except json.JSONDecodeError as exc:
         raise click.ClickException(f"{input_path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    except (ValueError, RecursionError) as exc:  # a number past the int-string limit, nesting too deep
+        raise click.ClickException(f"{input_path}: not JSON ({type(exc).__name__}: {str(exc)[:120]})") from None
     click.echo(json.dumps(run_allocate(snapshot, now), indent=2))
 
 

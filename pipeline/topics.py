@@ -330,9 +330,12 @@ def decode(topic: str, key: str | None, value: bytes | None) -> _Record | None:
             raise RecordError(f"tombstone on append topic {topic!r}")
         return None
     try:
-        data = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RecordError(f"not JSON: {exc}") from exc
+        data = json.loads(value, parse_constant=_refuse_constant)
+    except RecordError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of one record is that record's dead letter:
+        # JSONDecodeError, UnicodeDecodeError, ValueError past the int-string limit, RecursionError ...
+        raise RecordError(f"not JSON: {type(exc).__name__}: {_short(exc)}") from exc
     if not isinstance(data, dict):
         raise RecordError("value is not a JSON object")
     try:
@@ -341,6 +344,18 @@ def decode(topic: str, key: str | None, value: bytes | None) -> _Record | None:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "value"
         raise RecordError(f"{where}: {first['msg']}") from exc
+    except Exception as exc:  # noqa: BLE001 - a validator that fails in an unforeseen way is still one record
+        raise RecordError(f"invalid: {type(exc).__name__}: {_short(exc)}") from exc
     if key is not None and str(getattr(record, spec.key)) != key:
         raise RecordError(f"key {key!r} does not match {spec.key}={getattr(record, spec.key)!r}")
     return record
+
+
+def _refuse_constant(name: str) -> float:
+    """``json.loads`` hook for the non-standard ``NaN``, ``Infinity`` and ``-Infinity`` (RFC 8259 has none)."""
+    raise RecordError(f"not JSON: {name} is not a number")
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc)
+    return text if len(text) <= limit else text[:limit] + "..."

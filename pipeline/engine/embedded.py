@@ -223,6 +223,28 @@ class EmbeddedEngine:
         self.con.execute("COMMIT")
         return count
 
+    def apply_each(self, records: Iterable[tuple[str, str | None, Any]]
+                   ) -> list[tuple[str, str | None, Any, Exception]]:
+        """:meth:`apply` the batch in one transaction; if the database refuses it, apply the records one by
+        one so a record it cannot store (e.g. a value outside a column's type) loses nothing else.
+
+        Returns the refused records as ``(topic, key, record, error)``; never raises for a refused record.
+        """
+        batch = list(records)
+        try:
+            self.apply(batch)
+            return []
+        except Exception as exc:  # noqa: BLE001 - find the culprit below
+            if len(batch) == 1:
+                return [(*batch[0], exc)]
+        refused: list[tuple[str, str | None, Any, Exception]] = []
+        for item in batch:
+            try:
+                self.apply([item])
+            except Exception as exc:  # noqa: BLE001 - the record's own failure, reported to the caller
+                refused.append((*item, exc))
+        return refused
+
     def reset(self) -> None:
         """Empty every input table and forget what the sinks emitted (for what-ifs and tests)."""
         for obj in self.inputs.values():

@@ -25,7 +25,7 @@ from datetime import timedelta
 
 from pipeline.clock import Clock, SystemClock
 from pipeline.engine.embedded import EmbeddedEngine
-from pipeline.transport.base import Record, Transport, decode_or_dead_letter
+from pipeline.transport.base import Record, Transport, dead_letter, decode_or_dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -127,16 +127,28 @@ class EngineService:
         return self._busy
 
     async def _load(self, records: list[Record]) -> None:
+        """Decode and load one batch. A record that fails to decode, or that the database refuses, is
+        dead-lettered with its reason; every other record of the batch is loaded."""
         decoded = []
+        raw = []
         for rec in records:
             ok, model = await decode_or_dead_letter(self.transport, rec)
             if ok:
                 decoded.append((rec.topic, rec.key, model))
+                raw.append(rec)
             else:
                 self.stats.dead_lettered += 1
-        if decoded:
-            await asyncio.to_thread(self.engine.apply, decoded)
-        self.stats.records_in += len(decoded)
+        if not decoded:
+            return
+        refused = await asyncio.to_thread(self.engine.apply_each, decoded)
+        if refused:
+            by_id = {id(item[2]): rec for item, rec in zip(decoded, raw, strict=True)}
+            for _topic, _key, model, exc in refused:
+                rec = by_id[id(model)]
+                log.error("engine refused %s@%s key=%r: %s", rec.topic, rec.offset, rec.key, exc)
+                await dead_letter(self.transport, rec, f"refused by the engine: {type(exc).__name__}: {exc}")
+            self.stats.dead_lettered += len(refused)
+        self.stats.records_in += len(decoded) - len(refused)
 
     async def _start(self) -> int:
         """Learn the sink topics' keys, open the input consumer and load the inputs to their end offsets."""

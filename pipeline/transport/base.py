@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from pipeline.topics import TOPICS, RecordError, decode, dlq_topic, encode
+from pipeline.topics import TOPICS, decode, dlq_topic, encode
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +118,18 @@ async def decode_or_dead_letter(transport: Transport, record: Record):
     """
     try:
         return True, decode(record.topic, record.key, record.value)
-    except RecordError as exc:
+    except Exception as exc:  # noqa: BLE001 - decode raises RecordError; anything else is still this record's
         log.warning("dead-lettering %s@%s key=%r: %s", record.topic, record.offset, record.key, exc)
-        headers = (
-            ("error", str(exc).encode()),
-            ("source.topic", record.topic.encode()),
-            ("source.offset", str(record.offset).encode()),
-        )
-        await transport.send(dlq_topic(record.topic), record.key, record.value, headers)
+        await dead_letter(transport, record, str(exc))
         return False, None
+
+
+async def dead_letter(transport: Transport, record: Record, error: str) -> None:
+    """Copy ``record`` unchanged to ``<topic>.dlq`` with headers ``error``, ``source.topic`` and
+    ``source.offset``, so an operator can read why and replay it once fixed."""
+    headers = (
+        ("error", error.encode("utf-8", errors="replace")),
+        ("source.topic", record.topic.encode()),
+        ("source.offset", str(record.offset).encode()),
+    )
+    await transport.send(dlq_topic(record.topic), record.key, record.value, headers)

@@ -45,3 +45,23 @@ async def test_a_reconnecting_charger_gets_its_profile_again(version):
         assert charger.profiles_received > received
         await wait_for(lambda: site.holds({"A": 14.0}), what="held again")
         assert site.executor.stats.connected == 1 and site.executor.stats.profiles_sent == 2
+
+
+POISON = b'{"session_id": "CP1-9", "setpoint_kw": ' + b"9" * 5000 + b"}"
+
+
+async def test_an_executor_starts_past_a_poison_record_in_every_topic_it_rebuilds_from(transport, make_executor):
+    """A record whose JSON number breaks the parser sits in each topic the start-up rebuild reads: the
+    executor starts (no crash loop), and the live consumer dead-letters the one it consumes."""
+    from ocpp_testkit import command
+
+    from pipeline.transport import publish
+
+    for topic in ("site.topology", "ocpp.active.sessions", "ocpp.setpoint.acks", "ocpp.setpoint.commands"):
+        await transport.send(topic, "CP1-9", POISON)
+    await publish(transport, "ocpp.setpoint.commands", command(tx=1))
+    executor = await make_executor()
+    await wait_for(lambda: transport.log("ocpp.setpoint.commands.dlq"), what="dead letter")
+    assert [r.value for r in transport.log("ocpp.setpoint.commands.dlq")] == [POISON]
+    assert [r.value for r in transport.log("site.topology.dlq")] == [POISON]
+    assert executor._setpoints.slots("CP1")[1].command.session_id == "CP1-1"

@@ -88,3 +88,50 @@ async def test_a_malformed_record_is_dead_lettered_and_consumption_continues():
     assert [r.key for r in t.log("ocpp.active.sessions.dlq")] == ["bad", "worse"]
     assert [r.key for r in t.log("ocpp.setpoint.commands")] == ["a"]
     assert svc.stats.dead_lettered == 2 and t.lag() == 0
+
+
+async def test_a_record_that_breaks_the_json_parser_loses_nothing_else_in_its_batch():
+    """A 5000-digit number makes json.loads raise a plain ValueError: the record is dead-lettered and the
+    building-load reading in the same batch still lowers the setpoint."""
+    t = MemoryTransport()
+    svc = EngineService(EmbeddedEngine(), t, SimClock(NOW))
+    await publish(t, "site.topology", SITE)
+    await publish(t, "ocpp.active.sessions", session("a"))
+    while await svc.step(timeout_s=0.05):
+        pass
+    assert json.loads(t.log("ocpp.setpoint.commands")[-1].value)["setpoint_kw"] == 22.0
+    await t.send("bems.site.demand", "s1", b'{"site_id": "s1", "current_demand_kw": ' + b"9" * 5000 + b"}")
+    await t.send("bems.site.demand", "s1", json.dumps({
+        "site_id": "s1", "current_demand_kw": 20.0, "ev_load_kw": 0.0, "measured_at": NOW.isoformat()}).encode())
+    while await svc.step(timeout_s=0.05):
+        pass
+    assert [r.key for r in t.log("bems.site.demand.dlq")] == ["s1"]
+    assert json.loads(t.log("ocpp.setpoint.commands")[-1].value)["setpoint_kw"] == 10.0  # 30 - 20 of building
+    assert svc.stats.dead_lettered == 1 and t.lag() == 0
+
+
+async def test_a_restart_catches_up_past_a_poison_record():
+    """The start-up read of the inputs dead-letters a poison record and finishes; it must not fail and
+    leave the live sessions to be tombstoned."""
+    t = MemoryTransport()
+    await publish(t, "site.topology", SITE)
+    await t.send("ocpp.active.sessions", "x", b'{"session_id": "x", "connector_id": ' + b"1" * 5000 + b"}")
+    await publish(t, "ocpp.active.sessions", session("a"))
+    svc = EngineService(EmbeddedEngine(), t, SimClock(NOW))
+    while await svc.step(timeout_s=0.05):
+        pass
+    assert [(r.key, r.value is not None) for r in t.log("ocpp.setpoint.commands")] == [("a", True)]
+    assert [r.key for r in t.log("ocpp.active.sessions.dlq")] == ["x"]
+
+
+def test_a_batch_the_database_refuses_is_applied_record_by_record():
+    """Defence in depth: a record that passes its contract but that the database cannot store is the only
+    one lost; the engine reports it, and every other record of the batch is applied."""
+    e = EmbeddedEngine()
+    good = session("a")
+    bad = session("b").model_copy(update={"connector_id": 2**40})  # beyond DuckDB's INTEGER
+    failed = e.apply_each([("site.topology", "s1", SITE), ("ocpp.active.sessions", "b", bad),
+                           ("ocpp.active.sessions", "a", good)])
+    assert [(topic, key) for topic, key, _, _ in failed] == [("ocpp.active.sessions", "b")]
+    _, rows = e.query("SELECT session_id FROM ocpp_active_sessions")
+    assert rows == [("a",)]
