@@ -54,8 +54,8 @@ class SetpointTable:
         self._stats = stats
         self._slots: dict[str, dict[int, Slot]] = {}
         self._by_session: dict[str, tuple[str, int]] = {}
-        self._node_limits: dict[str, tuple[datetime, float]] = {}
-        self._site_limits: dict[str, tuple[datetime, float]] = {}
+        self._node_limits: dict[str, tuple[datetime, float | None]] = {}
+        self._site_limits: dict[str, tuple[datetime, float | None]] = {}
 
     def slot(self, charge_point_id: str, connector_id: int) -> Slot:
         return self._slots.setdefault(charge_point_id, {}).setdefault(connector_id, Slot())
@@ -77,8 +77,10 @@ class SetpointTable:
         return None if found is None else found[1]
 
     @staticmethod
-    def _newest(limits: dict[str, tuple[datetime, float]], key: str | None, at: datetime, kw: float | None) -> None:
-        if key is None or kw is None:
+    def _newest(limits: dict[str, tuple[datetime, float | None]], key: str | None, at: datetime,
+                kw: float | None) -> None:
+        """Keep the newest limit per key; a newer record without a limit makes it unknown (``None``)."""
+        if key is None:
             return
         current = limits.get(key)
         if current is None or at >= current[0]:

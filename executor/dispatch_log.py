@@ -48,6 +48,8 @@ def decision(charge_point_id: str, reason: str, text: str, *args: Any, **fields:
 def why_blocked(blocked: Blocked) -> str:
     """The held-back reason of a blocked increase: ``"lag: node panel-a 23.000 > 22.000 kW"`` (``lag`` when
     a cut's EV response lag ends at a known time, else ``headroom``)."""
+    if not blocked.known:
+        return f"headroom: {blocked.level} {blocked.group} has no known limit"
     wait = "lag" if blocked.until is not None else "headroom"
     return f"{wait}: {blocked.level} {blocked.group} {blocked.needed_kw:.3f} > {blocked.limit_kw:.3f} kW"
 

@@ -17,6 +17,7 @@ open transaction the ledger keeps a *bound*: the most it may be drawing now, in 
 
 :meth:`Ledger.check_increase` lets a connector go up only if, on its node and on its site, the sum of every
 other connector's bound plus its new limit stays within the newest ``node_limit_kw`` / ``site_limit_kw``.
+A node or site whose newest limit is unknown (``None``) has no known headroom: increases there wait.
 A transaction that ended draws nothing. Unmanaged chargers are not counted (their load is the building's).
 """
 
@@ -59,6 +60,7 @@ class Blocked:
     limit_kw: float
     needed_kw: float
     until: float | None
+    known: bool = True  # False: no limit is known for the group, so no headroom is (``limit_kw`` is 0)
 
 
 class Ledger:
@@ -94,12 +96,18 @@ class Ledger:
             if not connectors:
                 del self._of_charger[cp]
 
-    def recover_in_force(self, cp: str, connector_id: int, transaction_id: str, kw: float, certain: bool) -> None:
-        """Restore what a previous run knew (its acks): ``certain`` is an Accepted limit, else a maybe."""
+    def recover_in_force(self, cp: str, connector_id: int, transaction_id: str, kw: float, certain: bool,
+                         answered_at: datetime | None = None) -> None:
+        """Restore what a previous run knew (its acks, in order): ``certain`` is an Accepted limit, else a
+        maybe. A cut acknowledged at ``answered_at`` cools from then, as it would have in that run, so a
+        restart inside the EV response lag does not spend headroom the EV has not yet freed."""
         c = self._connectors.get((cp, connector_id))
         if c is None or c.transaction_id != transaction_id:
             return
+        before = self._in_force(cp, c)
         c.tx_kw = kw if certain or c.tx_kw is None else max(c.tx_kw, kw)
+        if answered_at is not None:
+            self._cool(c, before, answered_at)
 
     def rebooted(self, cp: str) -> None:
         """A BootNotification: station-wide profiles may be gone until they are accepted again."""
@@ -191,10 +199,12 @@ class Ledger:
         (counting every other connector's bound), else why not."""
         node, site = self._groups(cp)
         for level, group, limit in (("node", node, self._node_limit(node)), ("site", site, self._site_limit(site))):
-            if group is None or limit is None:
+            if group is None:
                 continue
             members = [k for k in self._connectors if k != (cp, connector_id) and self._in_group(k[0], level, group)]
             total = sum(self.bound_kw(k[0], k[1], now) for k in members) + new_kw
+            if limit is None:  # no headroom known: hold, never treat it as unlimited
+                return Blocked(level, group, 0.0, total, None, known=False)
             if total > limit + EPS_KW:
                 t = now.timestamp()
                 untils = [u for k in members for u, _ in self._connectors[k].cooling if u > t]

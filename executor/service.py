@@ -354,7 +354,8 @@ class Executor:
             ack.limit * session.phases * session.voltage_v / 1000.0)
         if ack.status in ("Accepted", "Timeout"):
             self._ledger.recover_in_force(session.charge_point_id, session.connector_id, session.transaction_id,
-                                          kw, certain=ack.status == "Accepted")
+                                          kw, certain=ack.status == "Accepted",
+                                          answered_at=ack.answered_at or ack.sent_at)
 
     @staticmethod
     def _decode_quietly(record: Record):

@@ -14,7 +14,8 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any, Literal
+from datetime import timedelta
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -31,6 +32,7 @@ __all__ = [
     "TopicSpec",
     "TopologyNode",
     "TOPICS",
+    "BOUNDS",
     "RecordError",
     "decode",
     "dlq_topic",
@@ -45,15 +47,77 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(timezone.utc)
 
 
-class _Record(BaseModel):
-    """Base for topic values: unknown fields are rejected, datetimes are normalised to UTC."""
+BOUNDS: dict[str, float] = {
+    # A site's grid connection: above 100 MW is a transmission connection (or a typo), not a breaker.
+    "site_kw": 100_000.0,
+    # One charger: the Megawatt Charging System (SAE J3271, IEC 63379) tops out at 3.75 MW.
+    "charger_kw": 4_000.0,
+    # Low voltage: 1000 V AC / 1500 V DC (IEC 60038); EV charging stays within it.
+    "voltage_v": 1_500.0,
+    # Current per phase: MCS is 3000 A DC; 4000 A leaves room and still catches a kW-for-A mix-up.
+    "current_a": 4_000.0,
+    # A limit in W (OCPP chargingRateUnit W) is the charger bound in W.
+    "limit_w": 4_000_000.0,
+    # Energy in one session: the largest truck batteries are about 1 MWh.
+    "energy_kwh": 10_000.0,
+    # A price per kWh in any currency (day-ahead spot runs -0.5 .. 4 EUR/kWh; some currencies are 1000x).
+    "price_per_kwh": 100_000.0,
+    # Connector / EVSE ids and priorities are small integers.
+    "connector_id": 1_000,
+    "priority": 1_000,
+    "weight": 1_000.0,
+    # Windows: a DR event lasts hours (OpenADR events up to days); a price slot at most a year.
+    "dr_event_days": 31,
+    "price_slot_days": 366,
+    # Timestamps: years the engines and the executor can do arithmetic on without overflow.
+    "year_min": 1970,
+    "year_max": 2199,
+}
+"""Physical bounds of every number on every topic (refused above them, with the bound in the error).
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+NaN and infinities are refused everywhere (JSON has neither; ``1e999`` parses as infinity and is refused).
+"""
+
+SiteKw = Annotated[float, Field(ge=0, le=BOUNDS["site_kw"])]
+"""A breaker, site or measured power (kW), 0 .. 100 MW."""
+ChargerKw = Annotated[float, Field(ge=0, le=BOUNDS["charger_kw"])]
+"""A charger's or a session's power (kW), 0 .. 4 MW."""
+Volts = Annotated[float, Field(gt=0, le=BOUNDS["voltage_v"])]
+Amps = Annotated[float, Field(ge=0, le=BOUNDS["current_a"])]
+Kwh = Annotated[float, Field(ge=0, le=BOUNDS["energy_kwh"])]
+Pct = Annotated[float, Field(ge=0, le=100)]
+Phases = Annotated[int, Field(ge=1, le=3)]
+ConnectorId = Annotated[int, Field(ge=0, le=BOUNDS["connector_id"])]
+
+
+def _utc(value: datetime) -> datetime:
+    """Return ``value`` as an aware UTC datetime; naive input is taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+class _Record(BaseModel):
+    """Base for topic values: unknown fields are rejected, NaN and infinities too, datetimes are normalised
+    to UTC and must fall within ``BOUNDS['year_min'] .. BOUNDS['year_max']``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     @field_validator("*", mode="after")
     @classmethod
     def _to_utc(cls, value: Any) -> Any:
-        return _utc(value) if isinstance(value, datetime) else value
+        if not isinstance(value, datetime):
+            return value
+        if not BOUNDS["year_min"] <= value.year <= BOUNDS["year_max"]:
+            raise ValueError(f"year {value.year} outside {BOUNDS['year_min']}..{BOUNDS['year_max']}")
+        return _utc(value)
+
+
+def _window(start: datetime, end: datetime, days: float, what: str) -> None:
+    if end <= start:
+        raise ValueError(f"{what}: the end must be after the start")
+    if end - start > timedelta(days=days):
+        raise ValueError(f"{what}: longer than {days:g} days")
 
 
 class PriceTier(str, Enum):
@@ -74,22 +138,23 @@ class ActiveSession(_Record):
 
     session_id: str
     charge_point_id: str
-    connector_id: int = Field(ge=0, description="OCPP 1.6 connectorId, or evseId on 2.0.1")
+    connector_id: ConnectorId = Field(description="OCPP 1.6 connectorId, or evseId on 2.0.1")
     transaction_id: str
     site_id: str | None = None
     node_id: str | None = Field(None, description="the breaker (panel) the charger hangs on")
-    rated_power_kw: float = Field(gt=0, description="EVSE rating")
-    ev_max_power_kw: float | None = Field(None, gt=0, description="EV acceptance, when the charger reports it")
-    min_power_kw: float | None = Field(None, ge=0, description="minimum charge rate; default 6 A x phases x V")
-    phases: int = Field(3, ge=1, le=3)
-    voltage_v: float = Field(230.0, gt=0)
-    priority: int = 0
-    weight: float = Field(1.0, gt=0)
+    rated_power_kw: float = Field(gt=0, le=BOUNDS["charger_kw"], description="EVSE rating")
+    ev_max_power_kw: float | None = Field(None, gt=0, le=BOUNDS["charger_kw"],
+                                          description="EV acceptance, when the charger reports it")
+    min_power_kw: ChargerKw | None = Field(None, description="minimum charge rate; default 6 A x phases x V")
+    phases: Phases = 3
+    voltage_v: Volts = 230.0
+    priority: int = Field(0, ge=-BOUNDS["priority"], le=BOUNDS["priority"])
+    weight: float = Field(1.0, gt=0, le=BOUNDS["weight"])
     flexible: bool = Field(False, description="price tiers may slow this session (tariff shaping)")
     started_at: datetime
-    current_power_kw: float | None = Field(None, ge=0)
-    energy_kwh: float | None = Field(None, ge=0)
-    soc_pct: float | None = Field(None, ge=0, le=100)
+    current_power_kw: ChargerKw | None = None
+    energy_kwh: Kwh | None = None
+    soc_pct: Pct | None = None
     sampled_at: datetime | None = None
 
 
@@ -97,9 +162,10 @@ class SiteDemand(_Record):
     """``bems.site.demand`` (key ``site_id``, append): the site meter, all loads including EVs."""
 
     site_id: str
-    demand_limit_kw: float | None = Field(None, gt=0, description="contracted site limit, if the BEMS sets one")
-    current_demand_kw: float = Field(ge=0, description="total site load, EVs included")
-    ev_load_kw: float = Field(0.0, ge=0, description="the EV part of current_demand_kw")
+    demand_limit_kw: float | None = Field(None, gt=0, le=BOUNDS["site_kw"],
+                                          description="contracted site limit, if the BEMS sets one")
+    current_demand_kw: SiteKw = Field(description="total site load, EVs included")
+    ev_load_kw: SiteKw = Field(0.0, description="the EV part of current_demand_kw")
     measured_at: datetime
 
     @model_validator(mode="after")
@@ -114,7 +180,7 @@ class PriceSignal(_Record):
 
     site_id: str
     tariff_id: str = "default"
-    price_per_kwh: float
+    price_per_kwh: float = Field(ge=-BOUNDS["price_per_kwh"], le=BOUNDS["price_per_kwh"])
     currency: str = Field("EUR", min_length=3, max_length=3)
     price_tier: PriceTier
     valid_from: datetime
@@ -122,8 +188,7 @@ class PriceSignal(_Record):
 
     @model_validator(mode="after")
     def _window(self) -> PriceSignal:
-        if self.valid_to <= self.valid_from:
-            raise ValueError("valid_to must be after valid_from")
+        _window(self.valid_from, self.valid_to, BOUNDS["price_slot_days"], "valid_from .. valid_to")
         return self
 
 
@@ -136,8 +201,8 @@ class DRSignal(_Record):
 
     site_id: str
     dr_event_id: str
-    curtailment_pct: float | None = Field(None, ge=0, le=100)
-    limit_kw: float | None = Field(None, ge=0)
+    curtailment_pct: Pct | None = None
+    limit_kw: SiteKw | None = None
     event_start: datetime
     event_end: datetime
     signal_at: datetime
@@ -148,6 +213,7 @@ class DRSignal(_Record):
             raise ValueError("set exactly one of curtailment_pct and limit_kw")
         if self.event_end <= self.event_start:
             raise ValueError("event_end must be after event_start")
+        _window(self.event_start, self.event_end, BOUNDS["dr_event_days"], "event_start .. event_end")
         return self
 
 
@@ -162,11 +228,17 @@ class TopologyNode(_Record):
     site_id: str
     parent_id: str | None = None
     kind: Literal["site", "panel", "charger"]
-    limit_kw: float = Field(gt=0)
+    limit_kw: float = Field(gt=0, le=BOUNDS["site_kw"], description="a charger's rating is at most charger_kw")
     managed: bool = True
-    phases: int = Field(3, ge=1, le=3)
-    voltage_v: float = Field(230.0, gt=0)
-    connectors: int = Field(1, ge=1, description="chargers only: number of connectors")
+    phases: Phases = 3
+    voltage_v: Volts = 230.0
+    connectors: int = Field(1, ge=1, le=BOUNDS["connector_id"], description="chargers only: number of connectors")
+
+    @model_validator(mode="after")
+    def _charger_rating(self) -> TopologyNode:
+        if self.kind == "charger" and self.limit_kw > BOUNDS["charger_kw"]:
+            raise ValueError(f"limit_kw: a charger's rating must be less than or equal to {BOUNDS['charger_kw']:g}")
+        return self
 
 
 RULE_SOURCES = {"safety": 4, "utility": 3, "partner": 2, "operator": 1}
@@ -188,7 +260,7 @@ class ControlRule(_Record):
     scope: Literal["site", "node", "charger", "session"]
     scope_id: str = Field(min_length=1)
     action: Literal["cap", "pause", "reserve", "override"]
-    limit_kw: float | None = Field(None, ge=0)
+    limit_kw: SiteKw | None = None
     valid_from: datetime | None = None
     valid_to: datetime | None = None
     reason: str | None = None
@@ -219,16 +291,16 @@ class SetpointCommand(_Record):
 
     session_id: str
     charge_point_id: str
-    connector_id: int
+    connector_id: ConnectorId
     transaction_id: str
     site_id: str
     node_id: str | None = None
-    setpoint_kw: float = Field(ge=0)
-    setpoint_a: float = Field(ge=0)
-    phases: int = Field(ge=1, le=3)
-    voltage_v: float = Field(gt=0)
-    node_limit_kw: float | None = Field(None, ge=0)
-    site_limit_kw: float | None = Field(None, ge=0)
+    setpoint_kw: ChargerKw
+    setpoint_a: Amps
+    phases: Phases
+    voltage_v: Volts
+    node_limit_kw: SiteKw | None = Field(None, description="None: no headroom known (increases are held)")
+    site_limit_kw: SiteKw | None = Field(None, description="None: no headroom known (increases are held)")
     binding: str = Field(description="what limited it: cap, tariff, stale, paused, a node id, dr or a rule id")
     price_tier: PriceTier | None = None
     computed_at: datetime
@@ -242,12 +314,12 @@ class SetpointAck(_Record):
     """
 
     charge_point_id: str
-    connector_id: int
+    connector_id: ConnectorId
     session_id: str | None = None
     action: str = "SetChargingProfile"
     purpose: str | None = None
-    setpoint_kw: float | None = None
-    limit: float | None = None
+    setpoint_kw: ChargerKw | None = None
+    limit: float | None = Field(None, ge=0, le=BOUNDS["limit_w"], description="A per phase or W, as the unit says")
     charging_rate_unit: Literal["A", "W"] | None = None
     status: Literal["Accepted", "Rejected", "NotSupported", "CallError", "Timeout"]
     error: str | None = None
@@ -270,8 +342,8 @@ class Alert(_Record):
     severity: Literal["warning", "critical"]
     site_id: str | None = None
     subject_id: str
-    value_kw: float | None = None
-    limit_kw: float | None = None
+    value_kw: float | None = Field(None, ge=-BOUNDS["site_kw"], le=BOUNDS["site_kw"])
+    limit_kw: float | None = Field(None, ge=-BOUNDS["site_kw"], le=BOUNDS["site_kw"])
     since: datetime | None = None
     message: str
 

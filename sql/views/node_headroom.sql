@@ -6,6 +6,9 @@
 --                 the EVs twice), plus 10 % of the breaker limit when the meter is stale
 --   fixed_kw    = unbalanced load below the node (unmanaged chargers, stale sessions, reservations)
 --   headroom_kw = limit_kw - building_kw - fixed_kw, at least 0
+-- A limit that is missing, not finite or outside (0, 100000] kW (100 MW: the bound of site.topology's
+-- contract) means no headroom is known: headroom_kw is 0, never unlimited. The same holds for a result
+-- that is not a finite number (a NaN reading): the headroom guard accepts only 0 <= x <= 100000.
 --   limited_by  = what set limit_kw: a cap rule id, 'dr', or the node id itself
 CREATE MATERIALIZED VIEW node_headroom AS
 WITH caps AS (
@@ -32,6 +35,7 @@ limits AS (
         p.depth,
         p.limit_kw AS breaker_limit_kw,
         CASE
+            WHEN NOT (p.limit_kw > 0 AND p.limit_kw <= 100000) THEN NULL
             WHEN p.kind = 'site' THEN LEAST(p.limit_kw, COALESCE(b.demand_limit_kw, p.limit_kw))
             ELSE p.limit_kw
         END AS base_kw,
@@ -56,6 +60,12 @@ shaped AS (
         *,
         LEAST(base_kw * (1 - COALESCE(curtailment_pct, 0) / 100.0), COALESCE(dr_limit_kw, base_kw)) AS dr_kw
     FROM limits
+),
+capped AS (
+    SELECT
+        *,
+        CASE WHEN base_kw IS NULL THEN 0 ELSE LEAST(dr_kw, COALESCE(cap_kw, dr_kw)) END AS in_force_kw
+    FROM shaped
 )
 SELECT
     node_id,
@@ -63,13 +73,17 @@ SELECT
     kind,
     depth,
     breaker_limit_kw,
-    LEAST(dr_kw, COALESCE(cap_kw, dr_kw)) AS limit_kw,
+    in_force_kw AS limit_kw,
     building_kw,
     fixed_kw,
-    GREATEST(LEAST(dr_kw, COALESCE(cap_kw, dr_kw)) - building_kw - fixed_kw, 0) AS headroom_kw,
+    CASE
+        WHEN in_force_kw - building_kw - fixed_kw > 0 AND in_force_kw - building_kw - fixed_kw <= 100000
+            THEN in_force_kw - building_kw - fixed_kw
+        ELSE 0
+    END AS headroom_kw,
     CASE
         WHEN cap_kw IS NOT NULL AND cap_kw <= dr_kw THEN cap_rule_id
         WHEN dr_kw < base_kw THEN 'dr'
         ELSE node_id
     END AS limited_by
-FROM shaped;
+FROM capped;

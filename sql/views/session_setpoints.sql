@@ -1,10 +1,11 @@
 -- The setpoint per managed session, in the shape of ocpp.setpoint.commands (see pipeline/topics.py).
 -- Balanced sessions come from session_allocation; a session whose meter went stale is held at what its
 -- charger last accepted (else its floor), binding 'stale', and counted as fixed load meanwhile.
--- Values are rounded down (kW to 1 W, A to the 0.1 A that OCPP 1.6 ChargingSchedulePeriod.limit
--- accepts), so rounding never lifts a breaker above its headroom. node_limit_kw and site_limit_kw are the
--- headroom of the breaker the charger hangs on and of the site. computed_at is the session's start or the
--- site's latest input, whichever is later; it never moves backwards for a session.
+-- Values are rounded down (kW to 1 W, A to the 0.1 A that OCPP 1.6 ChargingSchedulePeriod.limit accepts),
+-- so rounding never lifts a breaker above its headroom. node_limit_kw and site_limit_kw are the headroom
+-- of the breaker the charger hangs on and of the site (0, never null, when none is known). computed_at is
+-- the session's start or the site's latest input, whichever is later; it never moves backwards for a
+-- session.
 CREATE MATERIALIZED VIEW session_setpoints AS
 WITH sessions AS (
     SELECT
@@ -41,8 +42,8 @@ SELECT
     FLOOR(s.allocated_kw * 10000 / (s.phases * s.voltage_v) + 1e-6) / 10.0 AS setpoint_a,
     s.phases,
     s.voltage_v,
-    nh.headroom_kw AS node_limit_kw,
-    sh.headroom_kw AS site_limit_kw,
+    COALESCE(nh.headroom_kw, 0) AS node_limit_kw,
+    COALESCE(sh.headroom_kw, 0) AS site_limit_kw,
     s.binding,
     p.price_tier,
     GREATEST(s.started_at, c.changed_at) AS computed_at

@@ -147,11 +147,13 @@ def command(
     cp: str = "CP1", connector: int = 1, tx: int | str = 1, setpoint_a: float = 16.0,
     computed_at: datetime = T0, phases: int = 3, voltage_v: float = 230.0, **extra: Any,
 ) -> SetpointCommand:
-    """A SetpointCommand whose setpoint_kw is consistent with setpoint_a."""
+    """A SetpointCommand whose setpoint_kw is consistent with setpoint_a; the node and site limits are the
+    test site's breakers (panel-a 60 kW, depot-1 100 kW) unless given: a missing limit holds increases."""
     fields = dict(
         session_id=f"{cp}-{tx}", charge_point_id=cp, connector_id=connector, transaction_id=str(tx),
         site_id="depot-1", node_id="panel-a", setpoint_kw=round(setpoint_a * phases * voltage_v / 1000, 4),
         setpoint_a=setpoint_a, phases=phases, voltage_v=voltage_v, binding="headroom", computed_at=computed_at,
+        node_limit_kw=60.0, site_limit_kw=100.0,
     )
     fields.update(extra)
     return SetpointCommand(**fields)

@@ -65,3 +65,28 @@ async def test_an_executor_starts_past_a_poison_record_in_every_topic_it_rebuild
     assert [r.value for r in transport.log("ocpp.setpoint.commands.dlq")] == [POISON]
     assert [r.value for r in transport.log("site.topology.dlq")] == [POISON]
     assert executor._setpoints.slots("CP1")[1].command.session_id == "CP1-1"
+
+
+@VERSION
+async def test_a_restart_inside_the_ev_lag_does_not_spend_headroom_a_cut_has_not_freed(version):
+    """Killed between the ack of a cut and the raise it frees: the new executor rebuilds the EV response
+    lag from the acks' ``answered_at`` and waits for it, as the old one would have."""
+    lag_s = 120.0  # clock seconds: 3 s real at 40x, longer than a restart and reconnect take
+    async with Site(version, chargers=2, port=free_port(), auto_reconnect=True, ev_response_s=lag_s) as site:
+        await site.plug_all()
+        await site.allocate({"A": 20.0, "B": 12.0})
+        await wait_for(lambda: site.holds({"A": 20.0, "B": 12.0}), timeout=10, what="first allocation")
+        await site.clock.sleep(lag_s)  # every earlier change has been followed
+        before = len(site.tx_acks())
+        await site.allocate({"A": 10.0, "B": 22.0})
+        await wait_for(lambda: [(a.charge_point_id, a.limit) for a in site.tx_acks()[before:]] == [("A", 10.0)],
+                       timeout=5, what="the cut acknowledged")
+        cut = site.tx_acks()[before]
+        await site.executor.stop()  # B's raise was waiting for A's EV to follow the cut
+        executor = await site.start_executor()
+        assert executor._ledger.bound_kw("A", 1, site.clock.now()) == pytest.approx(20 * 0.69)  # still cooling
+        await wait_for(lambda: site.holds({"A": 10.0, "B": 22.0}), timeout=15, what="converged after restart")
+        raise_b = next(a for a in site.tx_acks()[before:] if a.charge_point_id == "B" and a.limit == 22.0)
+        assert (raise_b.sent_at - cut.answered_at).total_seconds() >= lag_s
+        await site.clock.sleep(lag_s)
+        assert site.meter.peak_kw() <= NODE_KW + 1e-6

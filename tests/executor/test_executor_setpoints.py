@@ -62,7 +62,7 @@ def test_newest_node_and_site_limits_win():
 
 
 def node_32a() -> tuple[Topology, Ledger]:
-    """Two 22 kW chargers on a 32 A (22.08 kW) panel; node limit 22.08 kW, no site limit."""
+    """Two 22 kW chargers on a 32 A (22.08 kW) panel; node limit 22.08 kW, site limit 100 kW."""
     topology = Topology()
     for node in [
         TopologyNode(node_id="s", site_id="s", kind="site", limit_kw=100),
@@ -71,7 +71,8 @@ def node_32a() -> tuple[Topology, Ledger]:
         TopologyNode(node_id="B", site_id="s", parent_id="p", kind="charger", limit_kw=22.08),
     ]:
         topology.apply(node.node_id, node)
-    ledger = Ledger(topology, lambda node: 22.08 if node == "p" else None, lambda site: None, lag_s=10.0)
+    ledger = Ledger(topology, lambda node: 22.08 if node == "p" else None,
+                    lambda site: 100.0 if site == "s" else None, lag_s=10.0)
     return topology, ledger
 
 
@@ -183,3 +184,25 @@ async def test_decreases_go_before_fail_safe_and_increases():
         ("Tx", 1, 20.0, 1)]
     assert [c.profile_id for c in station.calls] == [1002, 1, 3, 2, 1001]
     assert [a.purpose for a in acks] == ["Tx", "StationMax", "TxDefault", "StationMaxLift", "Tx"]
+
+
+def test_a_node_or_site_with_no_known_limit_holds_increases_instead_of_being_unlimited():
+    """A missing node_limit_kw / site_limit_kw means no headroom is known: hold, never spend without limit.
+    The newest record wins even when it carries no limit (an older known limit no longer holds)."""
+    t, _ = table()
+    topology = Topology()
+    for node in SITE_NODES:
+        topology.apply(node.node_id, node)
+    ledger = Ledger(topology, t.node_limit_kw, t.site_limit_kw, lag_s=0.0)
+    ledger.transaction_started("CP1", 1, "1")
+    ledger.answered("CP1", 1, "1", kw(6), "Accepted", T0)
+    t.apply("CP1-1", command(tx=1, setpoint_a=6, computed_at=at(1), node_limit_kw=None, site_limit_kw=None))
+    blocked = ledger.check_increase("CP1", 1, kw(16), at(2))
+    assert blocked is not None and (blocked.level, blocked.group, blocked.limit_kw) == ("node", "panel-a", 0.0)
+    t.apply("CP1-1", command(tx=1, setpoint_a=6, computed_at=at(3), node_limit_kw=50.0, site_limit_kw=None))
+    blocked = ledger.check_increase("CP1", 1, kw(16), at(4))
+    assert blocked is not None and (blocked.level, blocked.group) == ("site", "depot-1")
+    t.apply("CP1-1", command(tx=1, setpoint_a=6, computed_at=at(5), node_limit_kw=50.0, site_limit_kw=80.0))
+    assert ledger.check_increase("CP1", 1, kw(16), at(6)) is None
+    t.apply("CP1-1", command(tx=1, setpoint_a=6, computed_at=at(7), node_limit_kw=None, site_limit_kw=80.0))
+    assert ledger.check_increase("CP1", 1, kw(16), at(8)) is not None

@@ -27,7 +27,7 @@ def setpoint(tx: int, amps: float, seconds: float) -> SetpointCommand:
     return SetpointCommand(
         session_id=f"CP1-{tx}", charge_point_id="CP1", connector_id=1, transaction_id=str(tx), site_id="s1",
         node_id="s1", setpoint_kw=round(amps * 3 * 230 / 1000, 4), setpoint_a=amps, phases=3, voltage_v=230,
-        binding="headroom", computed_at=T0 + timedelta(seconds=seconds))
+        node_limit_kw=100.0, site_limit_kw=100.0, binding="headroom", computed_at=T0 + timedelta(seconds=seconds))
 
 
 async def wait_for(predicate, timeout_s: float = 15.0, what: str = "condition"):

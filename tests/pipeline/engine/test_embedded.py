@@ -135,3 +135,16 @@ def test_a_batch_the_database_refuses_is_applied_record_by_record():
     assert [(topic, key) for topic, key, _, _ in failed] == [("ocpp.active.sessions", "b")]
     _, rows = e.query("SELECT session_id FROM ocpp_active_sessions")
     assert rows == [("a",)]
+
+
+def test_a_breaker_limit_that_is_missing_or_not_finite_means_no_headroom_not_unlimited():
+    """Defence in depth behind the contract (RisingWave reads its sources without our decoder): a breaker
+    whose limit is NULL, infinite, NaN or past 100 MW gives 0 kW of headroom, never an unlimited one,
+    and the setpoints carry that 0 as node_limit_kw (a null would mean 'no limit' downstream)."""
+    for bad in (None, float("inf"), float("nan"), 1e9):
+        e = EmbeddedEngine()
+        site = TopologyNode.model_construct(**{**SITE.model_dump(), "limit_kw": bad})
+        e.apply([("site.topology", "s1", site), ("ocpp.active.sessions", "a", session("a")),
+                 ("ocpp.active.sessions", "b", session("b"))])
+        values = [json.loads(c.value) for c in setpoints(e.evaluate(NOW))]
+        assert [(v["setpoint_kw"], v["node_limit_kw"], v["site_limit_kw"]) for v in values] == [(0.0, 0.0, 0.0)] * 2, bad
