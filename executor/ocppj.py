@@ -195,8 +195,8 @@ class RobustRouting:
         msg, answer_id, error = self._read(raw_msg)
         if msg is None:
             if error is not None and answer_id is not None:
-                log.warning("%s: %s for the frame %.200r: %s", self.id, error.code, raw_msg,  # type: ignore[attr-defined]
-                            error.details.get("cause"))
+                log.warning("%s: %s for the frame %.200r: %s", self.id,  # type: ignore[attr-defined]
+                            error.code, raw_msg, error.details.get("cause"))
                 await self._send_error(answer_id, error)
             return
         if log.isEnabledFor(logging.DEBUG):
