@@ -13,7 +13,8 @@ itself before the library routes it:
   2.0.1 section 4.2.3);
 - an action is answered ``NotImplemented`` when the version does not define it and ``NotSupported`` when it
   does but nothing here serves it (OCPP-J 1.6 section 4.2.3 table 7; 2.0.1 Part 4 section 4.3). The
-  library (``ocpp.charge_point._raise_key_error``) has the two codes the other way round;
+  library answers with the two codes the other way round, so an action missing from ``route_map`` never
+  reaches it;
 - a malformed CALLRESULT or CALLERROR is dropped with a warning: a CALLERROR answers a CALL only, and the
   call it may have answered times out like any unanswered one.
 """
