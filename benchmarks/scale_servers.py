@@ -3,7 +3,8 @@
 :mod:`benchmarks.scale` starts one of these with :func:`serve` in a fresh (spawned) process and measures
 that process's CPU and resident memory with psutil, so the load generators' costs are not counted.
 
-- ``executor``: :class:`executor.Executor` with its defaults (SystemClock, 10 s call timeout, metrics on),
+- ``executor``: :class:`executor.Executor` with its defaults (SystemClock, 10 s call timeout, Prometheus
+  counters kept, no status port),
   on a :class:`DroppingTransport` that serves the site topology and counts, then drops, everything the
   executor publishes (``ocpp.active.sessions`` upserts, ``ocpp.setpoint.acks``). The memory transport
   keeps every record forever, so its log would grow with every MeterValues and inflate the RSS we

@@ -1,10 +1,22 @@
-"""What the OCPP-J version modules share: robust routing, call outcomes, timestamps.
+"""What the OCPP-J version modules share: spec-exact framing and routing, call outcomes, timestamps.
 
-The ``ocpp`` library frames, routes and validates messages against each version's JSON schemas, but it
-drops a frame it cannot parse without answering, and an exception thrown by a malformed CALL (for example
-``[2, "id", [], {}]``) escapes its router and would end the connection. :class:`RobustRouting` answers
-every such frame with a CALLERROR instead (OCPP-J 1.6 and 2.0.1, section 4.2.3), so bad input never closes
-a charger's connection.
+The ``ocpp`` library validates payloads against each version's JSON schemas and runs the handlers, but its
+frame reading departs from OCPP-J in ways a charger can see, so :class:`RobustRouting` reads every frame
+itself before the library routes it:
+
+- a frame that is not JSON or not an OCPP message array is answered with a CALLERROR (the library drops it
+  silently), with messageId ``"-1"`` when the id cannot be read (OCPP 2.0.1 Part 4 section 4.2.3);
+- a message type other than 2, 3 or 4 is ignored in 1.6 (OCPP-J 1.6 section 4.1.3) and answered
+  ``MessageTypeNotSupported`` in 2.0.1 (Part 4 section 4.4); the version module decides;
+- a malformed CALL (``[2, "id", [], {}]``, a missing payload, a messageId that is not a string) is answered
+  with a CALLERROR rather than escaping the library's router and ending the connection (OCPP-J 1.6 and
+  2.0.1 section 4.2.3);
+- an action is answered ``NotImplemented`` when the version does not define it and ``NotSupported`` when it
+  does but nothing here serves it (OCPP-J 1.6 section 4.2.3 table 7; 2.0.1 Part 4 section 4.3). The
+  library answers with the two codes the other way round, so an action missing from ``route_map`` never
+  reaches it;
+- a malformed CALLRESULT or CALLERROR is dropped with a warning: a CALLERROR answers a CALL only, and the
+  call it may have answered times out like any unanswered one.
 """
 
 from __future__ import annotations
@@ -23,12 +35,13 @@ from ocpp.exceptions import (
     PropertyConstraintViolationError,
     UnknownCallErrorCodeError,
 )
-from ocpp.messages import CallError, MessageType, unpack
+from ocpp.messages import Call, CallError, CallResult, MessageType
 from websockets.exceptions import ConnectionClosed
 
 from executor.station import CallOutcome
 
-__all__ = ["FRAME_LOG", "RobustRouting", "iso_utc", "outcome_of", "parse_timestamp"]
+__all__ = ["FRAME_LOG", "ActionNotKnownError", "ActionNotSupportedError", "RobustRouting", "iso_utc", "outcome_of",
+           "parse_timestamp"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +55,21 @@ FRAME_LOG = logging.getLogger("ocpp.frames")
 """Given to the ``ocpp`` library, which logs every frame sent and received at INFO: a child of the library's
 own ``ocpp`` logger, so what quiets the library (``pipeline --log-level`` above debug) quiets the frames."""
 _MESSAGE_TYPES = {2: "Call", 3: "CallResult", 4: "CallError"}
+
+
+class ActionNotKnownError(OCPPError):
+    """``NotImplemented``: the action is not one the version defines (OCPP-J 1.6 section 4.2.3 table 7;
+    OCPP 2.0.1 Part 4 section 4.3)."""
+
+    code = "NotImplemented"
+    default_description = "Requested Action is not known by receiver"
+
+
+class ActionNotSupportedError(OCPPError):
+    """``NotSupported``: the version defines the action but this receiver does not serve it (same tables)."""
+
+    code = "NotSupported"
+    default_description = "Requested Action is recognized but not supported by the receiver"
 
 
 def iso_utc(when: datetime) -> str:
@@ -65,17 +93,6 @@ def parse_timestamp(value: Any) -> datetime:
     return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
 
 
-def _frame_message_id(raw: Any) -> str:
-    """The messageId (second element) of a frame if it can be read, else ``"-1"``."""
-    try:
-        frame = json.loads(raw)
-    except Exception:  # not JSON, or nested too deep to parse
-        return "-1"
-    if isinstance(frame, list) and len(frame) >= 2 and isinstance(frame[1], str):
-        return frame[1]
-    return "-1"
-
-
 async def outcome_of(call: Awaitable[Any], timeout_s: float) -> tuple[CallOutcome, Any]:
     """Await a library ``call(..., suppress=False)`` and classify it: ``(outcome, result or None)``.
 
@@ -95,13 +112,18 @@ async def outcome_of(call: Awaitable[Any], timeout_s: float) -> tuple[CallOutcom
 
 
 class RobustRouting:
-    """Mixin for an ``ocpp`` ChargePoint subclass: every failure is answered, none propagates.
+    """Mixin for an ``ocpp`` ChargePoint subclass: every frame is read as OCPP-J says, no failure propagates.
 
-    Subclasses set :meth:`wire_error` (rename an error to the version's spelling) and
-    :meth:`unparseable_error` (the error for a frame that is not an OCPP message). The first CALL that
-    was answered sets :attr:`first_message` (the dispatcher waits for it before its first call).
+    Subclasses set :attr:`version` (``"1.6"`` or ``"2.0.1"``, for messages) and :attr:`known_actions` (every
+    action the version defines, both directions), and implement :meth:`wire_error` (rename an error to the
+    version's spelling), :meth:`unparseable_error` (the error for a frame that is not an OCPP message) and
+    :meth:`unknown_message_type` (the error for a message type other than 2, 3 or 4, or ``None`` to ignore
+    the frame). The first CALL that was answered sets :attr:`first_message` (the dispatcher waits for it
+    before its first call).
     """
 
+    version: str
+    known_actions: frozenset[str]
     first_message: asyncio.Event
     last_message_at: datetime | None = None
     """Clock time of the last frame received from the charger (``GET /status``); ``None`` before any."""
@@ -109,7 +131,10 @@ class RobustRouting:
     def wire_error(self, error: OCPPError) -> OCPPError:
         return error
 
-    def unparseable_error(self, exc: Exception, raw: Any) -> OCPPError:  # pragma: no cover - overridden
+    def unparseable_error(self, cause: str) -> OCPPError:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def unknown_message_type(self, type_id: Any, cause: str) -> OCPPError | None:  # pragma: no cover - overridden
         raise NotImplementedError
 
     async def serve(self) -> None:
@@ -125,18 +150,55 @@ class RobustRouting:
         except asyncio.TimeoutError:
             pass
 
+    async def _send_error(self, message_id: str, error: OCPPError) -> None:
+        reply = CallError(message_id, error.code, error.description, error.details)
+        await self._send(reply.to_json())  # type: ignore[attr-defined]
+
+    def _read(self, raw_msg: Any) -> tuple[Any, str | None, OCPPError | None]:
+        """``(message, None, None)`` for a well-formed frame; else ``(None, message id to answer with,
+        error)``, where an error of ``None`` means the frame is dropped without an answer."""
+        cp = self.id  # type: ignore[attr-defined]
+        try:
+            frame = json.loads(raw_msg)
+        except Exception:  # not JSON, not UTF-8, or nested too deep to parse (RecursionError)
+            return None, "-1", self.unparseable_error("not valid JSON")
+        if not isinstance(frame, list) or not frame:
+            return None, "-1", self.unparseable_error("not a JSON array [messageTypeId, messageId, ...]")
+        type_id = frame[0]
+        message_id = frame[1] if len(frame) > 1 and isinstance(frame[1], str) else None
+        if type(type_id) is not int or type_id not in _MESSAGE_TYPES:
+            cause = f"message type {json.dumps(type_id)} is not 2, 3 or 4"
+            error = self.unknown_message_type(type_id, cause)
+            if error is None:
+                log.warning("%s: ignored a frame of %s: %.200r", cp, cause, raw_msg)
+            return None, message_id or "-1", error
+        if type_id == MessageType.Call:
+            if message_id is None:
+                return None, "-1", self.unparseable_error("the messageId is missing or not a string")
+            if len(frame) != 4 or not isinstance(frame[2], str):
+                cause = "a CALL is [2, messageId, action (a string), payload]"
+                return None, message_id, self.unparseable_error(cause)
+            return Call(message_id, frame[2], frame[3]), None, None
+        # [3, messageId, payload]; [4, messageId, errorCode, errorDescription, errorDetails], the details
+        # taken as {} when a charger leaves them out (the call fails the same either way)
+        sizes = (3,) if type_id == MessageType.CallResult else (4, 5)
+        if message_id is None or len(frame) not in sizes:
+            log.warning("%s: dropped a malformed %s: %.200r", cp, _MESSAGE_TYPES[type_id], raw_msg)
+            return None, None, None
+        return (CallResult(*frame[1:]) if type_id == MessageType.CallResult else CallError(*frame[1:])), None, None
+
     async def route_message(self, raw_msg: Any) -> None:
-        """Route one frame (OCPP-J section 4): a CALL is answered with its CALLRESULT or a CALLERROR,
-        a CALLRESULT or CALLERROR goes to the waiting call. Unexpected exceptions get ``InternalError``."""
+        """Route one frame (OCPP-J section 4): a CALL is answered with its CALLRESULT or a CALLERROR, a
+        CALLRESULT or CALLERROR goes to the waiting call, anything else as the module docstring says.
+        Unexpected exceptions get ``InternalError``."""
         clock = getattr(self, "_clock", None)
         self.last_message_at = clock.now() if clock is not None else datetime.now(timezone.utc)
-        try:
-            msg = unpack(raw_msg)
-        except Exception as exc:  # OCPPError from the library; anything else (e.g. RecursionError) too
-            log.warning("%s: unparseable frame %.200r: %s", self.id, raw_msg, exc)  # type: ignore[attr-defined]
-            error = self.unparseable_error(exc, raw_msg)
-            reply = CallError(_frame_message_id(raw_msg), error.code, error.description, error.details)
-            await self._send(reply.to_json())  # type: ignore[attr-defined]
+        msg, answer_id, error = self._read(raw_msg)
+        if msg is None:
+            if error is not None and answer_id is not None:
+                log.warning("%s: %s for the frame %.200r: %s", self.id,  # type: ignore[attr-defined]
+                            error.code, raw_msg, error.details.get("cause"))
+                await self._send_error(answer_id, error)
             return
         if log.isEnabledFor(logging.DEBUG):
             kind, action = _MESSAGE_TYPES.get(msg.message_type_id, "?"), getattr(msg, "action", None)
@@ -147,6 +209,11 @@ class RobustRouting:
             self._response_queue.put_nowait(msg)  # type: ignore[attr-defined]
             return
         try:
+            if msg.action not in self.route_map:  # type: ignore[attr-defined]
+                if msg.action in self.known_actions:
+                    raise ActionNotSupportedError(
+                        details={"cause": f"{msg.action} is not served by this central system"})
+                raise ActionNotKnownError(details={"cause": f"{msg.action} is not an OCPP {self.version} action"})
             await self._handle_call(msg)  # type: ignore[attr-defined]
         except ConnectionClosed:
             raise
@@ -154,7 +221,7 @@ class RobustRouting:
             log.warning("%s: CALLERROR %s for %s: %s", self.id, error.code, msg.action,  # type: ignore[attr-defined]
                         error.details)
             await self._send(msg.create_call_error(self.wire_error(error)).to_json())  # type: ignore[attr-defined]
-        except Exception:  # a frame like [2, "id", [], {}] makes the library raise TypeError
+        except Exception:
             log.exception("%s: unexpected error handling %r", self.id, msg)  # type: ignore[attr-defined]
             await self._send(msg.create_call_error(InternalError()).to_json())  # type: ignore[attr-defined]
         self.first_message.set()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from collections.abc import Mapping
 from datetime import datetime
 
@@ -32,7 +31,7 @@ from executor.desired import COMMANDS_TOPIC, SetpointTable
 from executor.dispatch import ACKS_TOPIC, ChargerDispatcher, DispatchContext, Policy
 from executor.ledger import Ledger
 from executor.metrics import ExecutorStats
-from executor.server import OcppServer
+from executor.server import HttpEndpoints, OcppServer, server_tls_context
 from executor.sessions import SESSIONS_TOPIC, Sessions
 from executor.station import MeterSample, RateUnit, Station, StationFactory, StationOptions
 from executor.topology import Topology
@@ -107,13 +106,19 @@ class Executor:
         credentials: ``{charge_point_id: password hash}`` (:mod:`executor.auth` format) turns on HTTP Basic
             auth for every connection: an identity not in it gets 401. ``None`` is open mode (any identity
             may connect without credentials; for development, tests and replays), logged as a warning.
-        tls_certfile, tls_keyfile: PEM files; both given turn on TLS (``wss://``, TLS 1.2 or later).
-        metrics_path: serve Prometheus metrics on ``GET /metrics`` and the connected chargers on
-            ``GET /status`` (:meth:`status`) of the OCPP port (``False``: neither).
+        tls_certfile, tls_keyfile: PEM files; both given turn on TLS (``wss://``, TLS 1.2 or later:
+            security profile 2 with ``credentials``); see :func:`executor.server.server_tls_context`.
+        tls_client_cafile: PEM CA bundle; turns on security profile 3: every charger must present a client
+            certificate that chains to it, is in date, and names the charger's identity as commonName.
+        http_host, http_port: the separate plain-HTTP listener for operators (:class:`HttpEndpoints`):
+            ``GET /metrics`` (Prometheus), ``GET /status`` (:meth:`status`, the connected chargers) and
+            ``GET /healthz``. ``http_port=None`` serves none of them, 0 picks a free port (read
+            :attr:`http_port` after :meth:`start`). The OCPP port answers only ``/healthz`` and ``/ocpp/{id}``.
 
-    Raises ``ValueError`` for an unknown ``charging_rate_unit``, a malformed password hash, or only one of
-    the TLS files; :meth:`start` raises ``OSError`` if the port cannot be bound and ``TimeoutError`` if the
-    topics cannot be read to their end.
+    Raises ``ValueError`` for an unknown ``charging_rate_unit``, a malformed password hash, only one of
+    the TLS files, or a client CA without them; ``ssl.SSLError`` or ``OSError`` for unreadable TLS files;
+    :meth:`start` raises ``OSError`` if a port cannot be bound and ``TimeoutError`` if the topics cannot be
+    read to their end.
     """
 
     def __init__(
@@ -138,12 +143,16 @@ class Executor:
         credentials: Mapping[str, str] | None = None,
         tls_certfile: str | None = None,
         tls_keyfile: str | None = None,
-        metrics_path: bool = True,
+        tls_client_cafile: str | None = None,
+        http_host: str = "127.0.0.1",
+        http_port: int | None = None,
     ) -> None:
         if charging_rate_unit not in ("A", "W"):
             raise ValueError(f"charging_rate_unit must be 'A' or 'W', not {charging_rate_unit!r}")
         if (tls_certfile is None) != (tls_keyfile is None):
             raise ValueError("TLS needs both a certificate and a key file")
+        if tls_client_cafile is not None and tls_certfile is None:
+            raise ValueError("client certificates (tls_client_cafile) need TLS: give a certificate and a key file")
         self.transport = transport
         self.clock: Clock = clock or SystemClock()
         self.group = group
@@ -167,18 +176,16 @@ class Executor:
         )
         authenticator = None if credentials is None else Authenticator(credentials)
         context = None
-        if tls_certfile is not None:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.minimum_version = ssl.TLSVersion.TLSv1_2
-            context.load_cert_chain(tls_certfile, tls_keyfile)
+        if tls_certfile is not None and tls_keyfile is not None:
+            context = server_tls_context(tls_certfile, tls_keyfile, tls_client_cafile)
         options = StationOptions(call_timeout_s=call_timeout_s, heartbeat_interval_s=heartbeat_interval_s,
                                  clock=self.clock)
         self._server = OcppServer(
             host, port, PROTOCOLS, _Events(self), options, on_connect=self._on_connect,
             on_disconnect=self._on_disconnect, authenticator=authenticator, ssl_context=context,
-            metrics=self._metrics if metrics_path else None, status=self.status if metrics_path else None,
             on_refused=self.stats.refused,
         )
+        self._http = None if http_port is None else HttpEndpoints(http_host, http_port, self._metrics, self.status)
         self._dispatchers: dict[str, ChargerDispatcher] = {}
         self._epochs: dict[str, int] = {}
         self._connected_at: dict[str, datetime] = {}
@@ -203,6 +210,16 @@ class Executor:
         """The base URL chargers append their identity to: ``ws[s]://host:port/ocpp``."""
         return f"{self._server.scheme}://{self.host}:{self.port}/ocpp"
 
+    @property
+    def http_port(self) -> int | None:
+        """The status and metrics port (the bound one once started); ``None`` when there is no listener."""
+        return None if self._http is None else self._http.port
+
+    @property
+    def http_url(self) -> str | None:
+        """``http://host:port`` of ``GET /status`` and ``GET /metrics``; ``None`` when they are not served."""
+        return None if self._http is None else self._http.url
+
     async def start(self) -> None:
         """Rebuild state from the topics, then serve chargers and keep consuming; a second call is a no-op."""
         if self._started:
@@ -210,6 +227,8 @@ class Executor:
         self._started = True
         await self._rebuild()
         await self._server.start()
+        if self._http is not None:
+            await self._http.start()
         self._consumer = await self.transport.consumer(
             [TOPOLOGY_TOPIC, COMMANDS_TOPIC], self.group, from_beginning=True)
         self._spawn(self._consume(), "executor-consume")
@@ -220,6 +239,8 @@ class Executor:
             return
         self._stopped = True
         await self._server.stop()
+        if self._http is not None:
+            await self._http.stop()
         for dispatcher in self._dispatchers.values():
             dispatcher.cancel()
         self._dispatchers.clear()

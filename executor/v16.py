@@ -20,7 +20,7 @@ from ocpp.exceptions import FormationViolationError, OccurenceConstraintViolatio
 from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.datatypes import ChargingProfile, ChargingSchedule, ChargingSchedulePeriod, IdTagInfo
-from ocpp.v16.enums import Action, AuthorizationStatus, RegistrationStatus
+from ocpp.v16.enums import Action, AuthorizationStatus, DataTransferStatus, RegistrationStatus
 
 from executor.meter import parse_meter_value
 from executor.ocppj import FRAME_LOG, RobustRouting, iso_utc, outcome_of, parse_timestamp
@@ -56,10 +56,13 @@ class CentralSystemV16(RobustRouting, ChargePoint):
 
     Answers (OCPP 1.6 section 4, operations initiated by the charger): BootNotification (Accepted, ``interval``
     = heartbeat interval in s, ``currentTime`` from the clock), Heartbeat, StatusNotification, Authorize
-    (Accepted), StartTransaction (Accepted, a new integer transactionId), StopTransaction and MeterValues.
+    (Accepted), StartTransaction (Accepted, a new integer transactionId), StopTransaction, MeterValues and
+    DataTransfer (UnknownVendorId: no vendor extension is served). Other 1.6 actions get ``NotSupported``.
     """
 
     subprotocol = SUBPROTOCOL
+    version = "1.6"
+    known_actions = frozenset(action.value for action in Action)
 
     def __init__(self, charge_point_id: str, connection: Any, events: StationEvents, options: StationOptions):
         super().__init__(charge_point_id, connection, response_timeout=options.call_timeout_s,
@@ -75,10 +78,14 @@ class CentralSystemV16(RobustRouting, ChargePoint):
         cls = _V16_ERRORS.get(error.code)
         return error if cls is None else cls(error.description, error.details)
 
-    def unparseable_error(self, exc: Exception, raw: Any) -> OCPPError:
-        """A frame that is not JSON or not an OCPP message array (OCPP-J 1.6 section 4.1): FormationViolation."""
-        cause = exc.details.get("cause", exc.description) if isinstance(exc, OCPPError) else repr(exc)
-        return FormationViolationError(details={"cause": str(cause)})
+    def unparseable_error(self, cause: str) -> OCPPError:
+        """A frame that is not JSON or not an OCPP message array (OCPP-J 1.6 section 4.2.3): FormationViolation,
+        "not conform the PDU structure"."""
+        return FormationViolationError(details={"cause": cause})
+
+    def unknown_message_type(self, type_id: Any, cause: str) -> None:
+        """OCPP-J 1.6 section 4.1.3: a message type number other than 2, 3 or 4 is ignored (no answer)."""
+        return None
 
     # -- messages from the charger (OCPP 1.6 section 4) ------------------------------------------------
 
@@ -145,6 +152,13 @@ class CentralSystemV16(RobustRouting, ChargePoint):
         # StopTransaction.conf).
         info = IdTagInfo(status=AuthorizationStatus.accepted) if id_tag is not None else None
         return call_result.StopTransaction(id_tag_info=info)
+
+    @on(Action.data_transfer)
+    def _v16_data_transfer(self, vendor_id: str, **_: Any):
+        # OCPP 1.6 sections 4.3 and 6.18: no vendor extension is served here, so every vendorId is unknown;
+        # that is a result (status UnknownVendorId), not a CALLERROR.
+        log.info("%s: DataTransfer for vendor %r: UnknownVendorId", self.id, vendor_id)
+        return call_result.DataTransfer(status=DataTransferStatus.unknown_vendor_id)
 
     # -- calls to the charger (OCPP 1.6 section 5) -----------------------------------------------------
 

@@ -12,7 +12,6 @@ G availability, J meter values, K smart charging; section 2 datatypes); "OCPP-J"
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
@@ -47,14 +46,15 @@ class RpcFrameworkError(OCPPError):
     """OCPP-J 2.0.1 section 4.3: the content is not a valid RPC request (e.g. the messageId is unreadable)."""
 
     code = "RpcFrameworkError"
-    default_description = "Content of the call is not a valid RPC Request"
+    default_description = "Content of the call is not a valid RPC Request, for example: MessageId could not be read."
 
 
 class MessageTypeNotSupportedError(OCPPError):
     """OCPP-J 2.0.1 section 4.3: a message type number that is not supported."""
 
     code = "MessageTypeNotSupported"
-    default_description = "A message with a Message Type Number received that is not supported"
+    default_description = ("A message with a Message Type Number received that is not supported by this "
+                           "implementation.")
 
 
 def _samples(meter_value: list[dict[str, Any]] | None) -> list[MeterSample]:
@@ -66,10 +66,14 @@ class CentralSystemV201(RobustRouting, ChargePoint):
 
     Answers BootNotification (B01: Accepted, ``interval``, ``currentTime``), Heartbeat (G02),
     StatusNotification (G01), Authorize (C01: Accepted), TransactionEvent Started / Updated / Ended with
-    meter values (E01-E07, J02), MeterValues (J01), NotifyEvent, NotifyReport and SecurityEventNotification.
+    meter values (E01-E07, J02), MeterValues (J01), NotifyEvent, NotifyReport, SecurityEventNotification and
+    DataTransfer (P01: UnknownVendorId, no vendor extension is served). Other 2.0.1 actions get
+    ``NotSupported``.
     """
 
     subprotocol = SUBPROTOCOL
+    version = "2.0.1"
+    known_actions = frozenset(action.value for action in Action)
 
     def __init__(self, charge_point_id: str, connection: Any, events: StationEvents, options: StationOptions):
         super().__init__(charge_point_id, connection, response_timeout=options.call_timeout_s,
@@ -91,17 +95,16 @@ class CentralSystemV201(RobustRouting, ChargePoint):
             return PropertyConstraintViolationError(details=error.details)
         return error
 
-    def unparseable_error(self, exc: Exception, raw: Any) -> OCPPError:
-        """OCPP-J 2.0.1 section 4.3: an unknown message type is MessageTypeNotSupported, anything else that
-        is not an RPC frame RpcFrameworkError."""
-        cause = exc.details.get("cause", exc.description) if isinstance(exc, OCPPError) else repr(exc)
-        try:
-            frame = json.loads(raw)
-        except Exception:
-            frame = None
-        if isinstance(frame, list) and len(frame) >= 2 and isinstance(frame[0], int) and frame[0] not in (2, 3, 4):
-            return MessageTypeNotSupportedError(details={"cause": str(cause)})
-        return RpcFrameworkError(details={"cause": str(cause)})
+    def unparseable_error(self, cause: str) -> OCPPError:
+        """OCPP 2.0.1 Part 4 section 4.3: a frame that is not an RPC message is RpcFrameworkError."""
+        return RpcFrameworkError(details={"cause": cause})
+
+    def unknown_message_type(self, type_id: Any, cause: str) -> OCPPError:
+        """OCPP 2.0.1 Part 4 section 4.4: a message type number other than 2, 3 or 4 is answered
+        MessageTypeNotSupported; a message type that is not a number makes the frame no RPC message."""
+        if isinstance(type_id, (int, float)) and not isinstance(type_id, bool):
+            return MessageTypeNotSupportedError(details={"cause": cause})
+        return RpcFrameworkError(details={"cause": cause})
 
     # -- messages from the charging station ------------------------------------------------------------
 
@@ -176,6 +179,13 @@ class CentralSystemV201(RobustRouting, ChargePoint):
             self._evse_of.pop(tx, None)
         info = dt.IdTokenInfoType(status="Accepted") if id_token is not None else None
         return call_result.TransactionEvent(id_token_info=info)
+
+    @on(Action.data_transfer)
+    def _v201_data_transfer(self, vendor_id: str, **_: Any):
+        # P01 (DataTransferResponse): no vendor extension is served here, so every vendorId is unknown; that
+        # is a result (status UnknownVendorId), not a CALLERROR.
+        log.info("%s: DataTransfer for vendor %r: UnknownVendorId", self.id, vendor_id)
+        return call_result.DataTransfer(status="UnknownVendorId")
 
     # -- calls to the charging station -----------------------------------------------------------------
 

@@ -21,7 +21,7 @@ __all__ = ["status"]
 @click.option("--dsn", default=DEFAULT_DSN, show_default=True, envvar="PIPELINE_STATUS_DSN",
               help="the views over Postgres wire: pipeline run's port or RisingWave (env PIPELINE_STATUS_DSN)")
 @click.option("--executor-url", default=DEFAULT_EXECUTOR_URL, show_default=True,
-              help="the executor's OCPP port, for GET /status (connected chargers)")
+              help="the executor's status port (setting executor.http_port), for GET /status (connected chargers)")
 @click.option("--no-executor", is_flag=True, help="leave the chargers out (no executor to ask)")
 @click.option("--once", is_flag=True, help="print one snapshot and exit (for scripts)")
 @click.option("--json", "as_json", is_flag=True, help="JSON: one document with --once, else one line per refresh")

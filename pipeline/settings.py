@@ -164,7 +164,10 @@ class ExecutorSettings(BaseModel):
     """The OCPP central system (``pipeline run`` and ``pipeline executor``); see :class:`executor.Executor`.
 
     ``host``/``port`` are where chargers connect (``ws://host:port/ocpp/{id}``), ``group`` the consumer
-    group of the setpoint and topology topics. The rest is dispatch policy (:class:`executor.dispatch.Policy`):
+    group of the setpoint and topology topics. ``http_host``/``http_port`` are the separate plain-HTTP
+    listener for ``GET /status`` (the connected chargers), ``GET /metrics`` and ``GET /healthz``, loopback
+    by default because the charger list is not for the chargers' network; ``metrics: false`` turns it off.
+    The rest is dispatch policy (:class:`executor.dispatch.Policy`):
     clock seconds for ``ev_response_lag_s``, ``increase_debounce_s`` and ``setpoint_ttl_s`` (``null``
     turns the TTL off); real seconds for ``call_timeout_s``, the retry back-off (``retry_initial_s`` x 2^n,
     at most ``retry_max_s``) and ``boot_wait_s``; amperes for ``deadband_a``; ``failsafe_fraction`` of the
@@ -187,7 +190,9 @@ class ExecutorSettings(BaseModel):
     retry_initial_s: float = Field(1.0, gt=0, description="first retry after a failed call, s")
     retry_max_s: float = Field(60.0, gt=0, description="longest retry back-off, s")
     boot_wait_s: float = Field(2.0, ge=0, description="wait for a charger's first message, s")
-    metrics: bool = Field(True, description="serve GET /metrics on the OCPP port")
+    metrics: bool = Field(True, description="serve GET /metrics and GET /status on http_host:http_port")
+    http_host: str = Field("127.0.0.1", min_length=1, description="status and metrics bind address")
+    http_port: int = Field(9002, ge=0, le=65535, description="status and metrics port (0: a free one)")
 
     @model_validator(mode="after")
     def _retries(self) -> ExecutorSettings:
@@ -198,7 +203,8 @@ class ExecutorSettings(BaseModel):
     def executor_options(self) -> dict[str, Any]:
         """Keyword arguments for :class:`executor.Executor` besides ``host``, ``port`` and ``group``."""
         options = self.model_dump(exclude={"host", "port", "group", "metrics"})
-        options["metrics_path"] = self.metrics
+        if not self.metrics:
+            options["http_port"] = None
         return options
 
 

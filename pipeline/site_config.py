@@ -89,13 +89,19 @@ class SiteConfig(_Strict):
 
 
 class OcppConfig(_Strict):
+    """The OCPP port's TLS: ``tls_cert``/``tls_key`` (PEM) turn on ``wss://`` (security profile 2 with
+    charger passwords); ``tls_client_ca`` (PEM CA bundle) adds client certificates (security profile 3)."""
+
     tls_cert: str | None = None
     tls_key: str | None = None
+    tls_client_ca: str | None = None
 
     @model_validator(mode="after")
     def _pair(self) -> OcppConfig:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("set both tls_cert and tls_key, or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key")
         return self
 
 
@@ -107,7 +113,8 @@ class PipelineConfig(_Strict):
         """Keyword arguments for :class:`executor.Executor`: ``credentials`` (``{charger id: hash}``, or
         ``None`` for open mode when no charger declares a password) and the TLS files."""
         hashes = {c.id: c.password_hash for s in self.sites for c in s.chargers if c.password_hash}
-        return {"credentials": hashes or None, "tls_certfile": self.ocpp.tls_cert, "tls_keyfile": self.ocpp.tls_key}
+        return {"credentials": hashes or None, "tls_certfile": self.ocpp.tls_cert, "tls_keyfile": self.ocpp.tls_key,
+                "tls_client_cafile": self.ocpp.tls_client_ca}
 
     @model_validator(mode="after")
     def _unique(self) -> PipelineConfig:

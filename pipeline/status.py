@@ -5,8 +5,9 @@ Status is a client, never part of the loop. Its sources are the two a running pi
 * the views over Postgres wire (a DSN): the embedded engine's read-only port (:mod:`pipeline.pgwire`) or
   RisingWave in production, the same views either way, read with plain SQL both accept, inside one
   ``BEGIN READ ONLY`` so every figure comes from the same state;
-* the executor's ``GET /status`` on the OCPP port (plain HTTP), for the chargers connected now, which only
-  the executor knows. A missing executor is reported in the snapshot, not raised.
+* the executor's ``GET /status`` on its status and metrics port (plain HTTP, ``executor.http_port``, 9002 on
+  loopback by default; never the OCPP port), for the chargers connected now, which only the executor
+  knows. A missing executor is reported in the snapshot, not raised.
 
 :func:`snapshot` returns one JSON-able dict; :mod:`pipeline.status_view` renders it.
 """
@@ -26,7 +27,7 @@ import psycopg
 __all__ = ["DEFAULT_DSN", "DEFAULT_EXECUTOR_URL", "StatusError", "fetch_chargers", "fetch_views", "snapshot"]
 
 DEFAULT_DSN = "postgresql://root@127.0.0.1:4566/dev"
-DEFAULT_EXECUTOR_URL = "http://127.0.0.1:9000"
+DEFAULT_EXECUTOR_URL = "http://127.0.0.1:9002"  # the executor.http_host/http_port settings' defaults
 
 _QUERIES = {
     "nodes": "SELECT node_id, site_id, kind, depth, breaker_limit_kw, limit_kw, building_kw, fixed_kw, headroom_kw, "

@@ -40,6 +40,10 @@ def test_the_production_services_are_there_with_their_ports():
     assert "broker,controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]
     assert services["risingwave"]["command"] == "single_node" and "4566:4566" in services["risingwave"]["ports"]
     assert "9000:9000" in services["executor"]["ports"]
+    # /status lists the chargers: its port is published on the host's loopback only
+    assert "127.0.0.1:9002:9002" in services["executor"]["ports"]
+    assert services["executor"]["environment"]["PIPELINE_EXECUTOR__HTTP_HOST"] == "0.0.0.0"
+    assert services["executor"]["environment"]["PIPELINE_KAFKA__BOOTSTRAP_SERVERS"] == "kafka:19092"
     assert services["simulator"]["profiles"] == ["sim"]
     assert services["migrate"]["depends_on"]["risingwave"] == {"condition": "service_healthy"}
 

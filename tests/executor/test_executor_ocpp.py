@@ -35,7 +35,6 @@ async def test_boot_and_heartbeat_are_answered(charge_point, executor):
         ('{"not": "an array"}', "-1"),
         ("[2]", "-1"),
         ('[2, "m-7"]', "m-7"),
-        ('[9, "m-8", "Heartbeat", {}]', "m-8"),
         ("[" * 50_000 + "]" * 50_000, "-1"),  # too deep for the JSON parser
     ],
 )
@@ -74,8 +73,8 @@ async def test_odd_calls_do_not_break_the_connection(charge_point):
                                   '"meterStart": 0, "timestamp": "yesterday"}]')
         errors = await wait_for(lambda: len(call_errors(cp)) == 3 and call_errors(cp), what="3 CALLERRORs")
         assert [e[:3] for e in errors] == [
-            [4, "u-1", "InternalError"],
-            [4, "u-2", "NotSupported"],
+            [4, "u-1", "FormationViolation"],  # the action is not a string
+            [4, "u-2", "NotImplemented"],  # OCPP-J 1.6 table 7: not known by the receiver
             [4, "u-3", "PropertyConstraintViolation"],
         ]
         assert (await cp.call(call.Heartbeat())).current_time
@@ -87,15 +86,6 @@ async def test_wrong_path_gets_404(executor, path):
         async with connect(f"ws://127.0.0.1:{executor.port}{path}", subprotocols=["ocpp1.6"]):
             pass
     assert info.value.response.status_code == 404
-
-
-@pytest.mark.parametrize("offered", [None, ["ocpp1.5"], ["ocpp2.0"], ["ocpp2.1", "ocpp1.2"]])
-async def test_client_without_supported_subprotocol_is_refused_with_400(executor, offered):
-    with pytest.raises(InvalidStatus) as info:
-        async with connect(f"ws://127.0.0.1:{executor.port}/ocpp/CP1", subprotocols=offered):
-            pass
-    assert info.value.response.status_code == 400
-    assert executor.stats.connected == 0
 
 
 @pytest.mark.parametrize(("offered", "chosen"), [

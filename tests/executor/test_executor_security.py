@@ -1,12 +1,12 @@
-"""Charger security: HTTP Basic auth per charger (security profiles 1 and 2), TLS, subprotocols, metrics."""
+"""Charger security: HTTP Basic auth per charger (security profile 1), subprotocols, and the status and metrics
+endpoints kept off the OCPP port (TLS, profiles 2 and 3: test_executor_tls)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import shutil
-import ssl
-import subprocess
+import json
+import urllib.error
 import urllib.request
 
 import pytest
@@ -72,12 +72,13 @@ async def test_401_carries_a_basic_challenge(secured):
 
 
 @pytest.mark.parametrize("offered", [None, ["ocpp1.5"], ["ocpp2.1"]])
-async def test_authenticated_client_without_a_supported_subprotocol_is_refused(secured, offered):
-    with pytest.raises(InvalidStatus) as info:
-        async with connect(f"ws://127.0.0.1:{secured.port}/ocpp/CP1", subprotocols=offered,
-                           additional_headers=basic("CP1", PASSWORDS["CP1"])):
-            pass
-    assert info.value.response.status_code == 400
+async def test_authenticated_client_without_a_supported_subprotocol_is_upgraded_then_closed(secured, offered):
+    async with connect(f"ws://127.0.0.1:{secured.port}/ocpp/CP1", subprotocols=offered,
+                       additional_headers=basic("CP1", PASSWORDS["CP1"])) as ws:
+        assert ws.subprotocol is None and "Sec-WebSocket-Protocol" not in ws.response.headers
+        await ws.wait_closed()
+        assert ws.close_code == 1002
+    assert await status_of(secured.port, "CP1", None, "ocpp1.5") == 401  # credentials are checked first
 
 
 async def test_a_failed_login_does_not_displace_the_live_connection_but_a_good_one_does(secured):
@@ -100,35 +101,6 @@ async def test_simulated_chargers_log_in_with_their_password(secured, cls):
     bad = cls("CP1", f"ws://127.0.0.1:{secured.port}/ocpp", SystemClock(), password="nope")
     with pytest.raises(InvalidStatus):
         await bad.start()
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a test certificate")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
-    return str(cert), str(key)
-
-
-async def test_tls_with_basic_auth_is_security_profile_2(make_executor, certificate):
-    cert, key = certificate
-    executor = await make_executor(credentials=CREDENTIALS, tls_certfile=cert, tls_keyfile=key)
-    assert executor.url.startswith("wss://")
-    client = ssl.create_default_context(cafile=cert)
-    ok = basic("CP1", PASSWORDS["CP1"])
-    assert await status_of(executor.port, "CP1", ok, "ocpp2.0.1", "wss", client) == 101
-    assert await status_of(executor.port, "CP1", basic("CP1", "x"), "ocpp2.0.1", "wss", client) == 401
-    cp = SimulatedChargingStation("CP1", executor.url, SystemClock(), password=PASSWORDS["CP1"], ssl=client)
-    await cp.start()
-    await cp.stop()
-    with pytest.raises(Exception):  # no plain websocket on a TLS port
-        async with connect(f"ws://127.0.0.1:{executor.port}/ocpp/CP1", subprotocols=["ocpp1.6"],
-                           additional_headers=ok, open_timeout=2):
-            pass
 
 
 def test_only_both_tls_files_turn_tls_on(transport):
@@ -188,16 +160,45 @@ def test_charger_password_command_prints_a_hash():
     assert empty.exit_code == 1 and "empty" in empty.output
 
 
-async def test_prometheus_metrics_on_the_ocpp_port(executor):
+async def get(port: int, path: str) -> tuple[int, str, str]:
+    """``(status, content type, body)`` of a plain HTTP GET on loopback."""
+    try:
+        response = await asyncio.to_thread(urllib.request.urlopen, f"http://127.0.0.1:{port}{path}", timeout=5)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Content-Type", ""), exc.read().decode()
+    return response.status, response.headers["Content-Type"], response.read().decode()
+
+
+async def test_prometheus_metrics_on_the_http_port(make_executor):
+    executor = await make_executor(http_port=0)
     async with open_station(executor.port) as cs:
         await cs.boot()
         await wait_for(lambda: executor.stats.failsafe_activations, what="fail-safe installed")
-        url = f"http://127.0.0.1:{executor.port}/metrics"
-        response = await asyncio.to_thread(urllib.request.urlopen, url, timeout=5)
-        body = response.read().decode()
-        assert response.headers["Content-Type"].startswith("text/plain; version=")
+        status, content_type, body = await get(executor.http_port, "/metrics")
+        assert status == 200 and content_type.startswith("text/plain; version=")
     for name in ("ocpp_connected_chargers 1.0", 'ocpp_calls_total{action="SetChargingProfile",result="Accepted"}',
                  "executor_setpoint_updates_collapsed_total", "executor_dispatch_latency_seconds_bucket",
                  "ocpp_calls_in_flight", 'executor_failsafe_activations_total{reason="boot"} 1.0',
                  "executor_increases_held_back"):
         assert name in body
+
+
+async def test_status_and_metrics_are_on_their_own_loopback_port_not_the_ocpp_port(make_executor):
+    executor = await make_executor(credentials=CREDENTIALS, http_port=0)
+    assert executor.http_url == f"http://127.0.0.1:{executor.http_port}" and executor.http_port != executor.port
+    async with open_charge_point(executor.port, "CP1", additional_headers=basic("CP1", PASSWORDS["CP1"])) as cp:
+        await cp.boot()
+        status, content_type, body = await get(executor.http_port, "/status")
+        assert (status, content_type) == (200, "application/json")
+        assert [c["charge_point_id"] for c in json.loads(body)["chargers"]] == ["CP1"]
+        for path in ("/status", "/metrics"):  # the charger list is not on the chargers' port
+            assert (await get(executor.port, path))[0] == 404
+        assert await get(executor.port, "/healthz") == (200, "text/plain; charset=utf-8", "ok\n")
+        assert await get(executor.http_port, "/healthz") == (200, "text/plain; charset=utf-8", "ok\n")
+        assert (await get(executor.http_port, "/ocpp/CP1"))[0] == 404
+
+
+async def test_no_http_port_serves_no_status(make_executor):
+    executor = await make_executor()
+    assert executor.http_port is None and executor.http_url is None
+    assert (await get(executor.port, "/status"))[0] == 404

@@ -37,7 +37,7 @@ class Live:
 
     @property
     def executor_url(self) -> str:
-        return f"http://127.0.0.1:{self.service.port}"
+        return self.service.executor.http_url
 
 
 def free_port() -> int:
@@ -69,7 +69,8 @@ async def wait_for(predicate, timeout_s: float = 15.0, what: str = "condition"):
 
 @contextlib.asynccontextmanager
 async def live_pipeline() -> AsyncIterator[Live]:
-    service = await start_service(CONFIG, port=0, gateway_port=None, tick_s=0.2, pg_port=0)
+    service = await start_service(CONFIG, port=0, gateway_port=None, tick_s=0.2, pg_port=0,
+                                  executor_options={"http_port": 0})
     cps = [SimulatedChargePoint(cp, f"ws://127.0.0.1:{service.port}/ocpp", SystemClock(), meter_interval_s=1)
            for cp in CHARGERS]
     try:

@@ -136,7 +136,11 @@ def test_section_defaults_equal_what_the_services_default_to():
     from pipeline.settings import EngineSettings, ExecutorSettings
 
     executor = ExecutorSettings()
-    assert executor.executor_options().items() <= _defaults(Executor.__init__).items()
+    options = executor.executor_options()
+    # the deployed service serves status and metrics on 127.0.0.1:9002; the class serves none unless asked
+    assert (options.pop("http_host"), options.pop("http_port")) == ("127.0.0.1", 9002)
+    assert ExecutorSettings(metrics=False).executor_options()["http_port"] is None
+    assert options.items() <= _defaults(Executor.__init__).items()
     assert (executor.host, executor.port, executor.group) == tuple(
         _defaults(Executor.__init__)[k] for k in ("host", "port", "group"))
     assert EngineSettings().service_options().items() <= _defaults(EngineService.__init__).items()

@@ -80,6 +80,8 @@ async def test_executor_status_endpoint_and_an_unreachable_executor():
         body = await asyncio.to_thread(
             lambda: json.loads(urllib.request.urlopen(live.executor_url + "/status", timeout=5).read()))
         assert sorted(c["charge_point_id"] for c in body["chargers"]) == list(CHARGERS)
+        on_ocpp_port = await asyncio.to_thread(fetch_chargers, f"http://127.0.0.1:{live.service.port}")
+        assert on_ocpp_port["reachable"] is False and "HTTP 404" in on_ocpp_port["error"]  # not the chargers' port
         gone = await asyncio.to_thread(fetch_chargers, f"http://127.0.0.1:{free_port()}")
     assert gone["reachable"] is False and "refused" in gone["error"].lower()
     snap = build({"nodes": [], "sessions": []}, gone)
