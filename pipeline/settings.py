@@ -51,7 +51,8 @@ from pydantic_settings import (
 from pipeline.site_config import ConfigError
 
 __all__ = ["EngineSettings", "ExecutorSettings", "GatewaySettings", "KafkaSettings", "LogSettings", "PgwireSettings",
-           "SECRET_FILE_SUFFIX", "Settings", "SETTINGS_FILE_ENV", "load_settings", "masked", "sources"]
+           "SECRET_FILE_SUFFIX", "Settings", "SETTINGS_FILE_ENV", "load_settings", "masked", "read_secret_file",
+           "sources"]
 
 SETTINGS_FILE_ENV = "PIPELINE_SETTINGS_FILE"
 SECRET_FILE_SUFFIX = "_FILE"
@@ -275,8 +276,9 @@ def _is_secret(annotation: Any) -> bool:
     return annotation is SecretStr or SecretStr in getattr(annotation, "__args__", ())
 
 
-def _read_secret(variable: str, path: str) -> str:
-    """The secret in the file ``path`` named by ``variable``, without its trailing line break.
+def read_secret_file(variable: str, path: str | Path) -> str:
+    """The secret in the file ``path`` named by ``variable`` (an env variable or an option), without its
+    trailing line break.
 
     Raises :class:`ConfigError` naming the variable and the file (never the content) if the file cannot be
     read or holds nothing.
@@ -313,7 +315,7 @@ class _EnvSettings(EnvSettingsSource):
                 variable = f"PIPELINE_{section}__{key}".upper()
                 if key in values:
                     raise ConfigError(f"set {variable} or {variable}{SECRET_FILE_SUFFIX}, not both")
-                values[key] = _read_secret(variable + SECRET_FILE_SUFFIX, values.pop(file_key))
+                values[key] = read_secret_file(variable + SECRET_FILE_SUFFIX, values.pop(file_key))
         return data
 
 
