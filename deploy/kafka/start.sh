@@ -7,7 +7,7 @@
 # --add-scram", Kafka 3.5+); and the broker's own login (inter-broker) holds a password, which must come
 # from a secret file, never from the compose file. The image's own launcher does neither.
 #
-# Listeners:
+# Listeners (BROKER_* variables below change ports and addresses, e.g. for a test on loopback):
 #   INTERNAL  0.0.0.0:19092  SASL_PLAINTEXT, advertised as $BROKER_INTERNAL_HOST:19092 (the compose network)
 #   EXTERNAL  0.0.0.0:9092   SASL_PLAINTEXT, advertised as $BROKER_EXTERNAL_ADDRESS (what compose publishes)
 #   CONTROLLER 127.0.0.1:9093 PLAINTEXT, the KRaft quorum of this one node: loopback only, never published
@@ -21,6 +21,7 @@ home=${BROKER_HOME:-/opt/kafka}
 secrets=${BROKER_SECRETS_DIR:-/run/secrets}
 data=${BROKER_DATA_DIR:-/var/lib/kafka/data}
 config_dir=${BROKER_CONFIG_DIR:-$home/config}
+listen=${BROKER_LISTEN_ADDRESS:-0.0.0.0}
 internal_port=${BROKER_INTERNAL_PORT:-19092}
 external_port=${BROKER_EXTERNAL_PORT:-9092}
 controller_port=${BROKER_CONTROLLER_PORT:-9093}
@@ -54,7 +55,7 @@ process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller_port
 controller.listener.names=CONTROLLER
-listeners=INTERNAL://0.0.0.0:$internal_port,EXTERNAL://0.0.0.0:$external_port,CONTROLLER://127.0.0.1:$controller_port
+listeners=INTERNAL://$listen:$internal_port,EXTERNAL://$listen:$external_port,CONTROLLER://127.0.0.1:$controller_port
 advertised.listeners=INTERNAL://$internal_host:$internal_port,EXTERNAL://$external_address
 listener.security.protocol.map=INTERNAL:SASL_PLAINTEXT,EXTERNAL:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=INTERNAL
