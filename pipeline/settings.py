@@ -6,7 +6,10 @@ stays the same. Sources, strongest first:
 
 1. keyword arguments (what a CLI flag such as ``--bootstrap-servers`` sets);
 2. environment variables with the prefix ``PIPELINE_`` and ``__`` between nested names, e.g.
-   ``PIPELINE_KAFKA__BOOTSTRAP_SERVERS=broker:9092`` or ``PIPELINE_KAFKA__SASL_PASSWORD=...``;
+   ``PIPELINE_KAFKA__BOOTSTRAP_SERVERS=broker:9092`` or ``PIPELINE_KAFKA__SASL_PASSWORD=...``; each secret
+   can instead be read from a file named by the same variable with ``_FILE`` appended, e.g.
+   ``PIPELINE_KAFKA__SASL_PASSWORD_FILE=/run/secrets/kafka_password`` (how Docker and compose hand over
+   secrets: the value never sits in the environment or in the compose file);
 3. a YAML settings file (``--settings FILE`` or ``PIPELINE_SETTINGS_FILE``), one section per component::
 
        kafka:
@@ -48,9 +51,11 @@ from pydantic_settings import (
 from pipeline.site_config import ConfigError
 
 __all__ = ["EngineSettings", "ExecutorSettings", "GatewaySettings", "KafkaSettings", "LogSettings", "PgwireSettings",
-           "Settings", "SETTINGS_FILE_ENV", "load_settings", "masked", "sources"]
+           "SECRET_FILE_SUFFIX", "Settings", "SETTINGS_FILE_ENV", "load_settings", "masked", "read_secret_file",
+           "sources"]
 
 SETTINGS_FILE_ENV = "PIPELINE_SETTINGS_FILE"
+SECRET_FILE_SUFFIX = "_FILE"
 
 
 class KafkaSettings(BaseModel):
@@ -270,7 +275,54 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, YamlConfigSettingsSource(settings_cls), file_secret_settings
+        return init_settings, _EnvSettings(settings_cls), YamlConfigSettingsSource(settings_cls), file_secret_settings
+
+
+def _is_secret(annotation: Any) -> bool:
+    return annotation is SecretStr or SecretStr in getattr(annotation, "__args__", ())
+
+
+def read_secret_file(variable: str, path: str | Path) -> str:
+    """The secret in the file ``path`` named by ``variable`` (an env variable or an option), without its
+    trailing line break.
+
+    Raises :class:`ConfigError` naming the variable and the file (never the content) if the file cannot be
+    read or holds nothing.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(f"{variable}: cannot read {path}: {reason}") from None
+    value = text.rstrip("\r\n")
+    if not value:
+        raise ConfigError(f"{variable}: {path} is empty")
+    return value
+
+
+class _EnvSettings(EnvSettingsSource):
+    """``PIPELINE_*`` variables, where ``PIPELINE_<SECTION>__<SECRET>_FILE`` reads the secret ``<SECRET>``
+    of ``<SECTION>`` from the file it names (the convention of Docker secrets, mounted under /run/secrets).
+
+    Only fields typed :class:`SecretStr` take a ``_FILE`` variable; for any other field the variable stays
+    an unknown setting (and fails as one). Setting both the value and its ``_FILE`` variable is an error.
+    """
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        for section, field in self.settings_cls.model_fields.items():
+            values = data.get(section)
+            if not isinstance(values, dict):
+                continue
+            for key, sub in field.annotation.model_fields.items():  # type: ignore[union-attr]
+                file_key = key + SECRET_FILE_SUFFIX.lower()
+                if not _is_secret(sub.annotation) or file_key not in values:
+                    continue
+                variable = f"PIPELINE_{section}__{key}".upper()
+                if key in values:
+                    raise ConfigError(f"set {variable} or {variable}{SECRET_FILE_SUFFIX}, not both")
+                values[key] = read_secret_file(variable + SECRET_FILE_SUFFIX, values.pop(file_key))
+        return data
 
 
 def _settings_class(path: str | Path | None) -> tuple[type[Settings], Path | None]:
@@ -340,7 +392,7 @@ def sources(path: str | Path | None = None) -> dict[str, str]:
     """Where each setting comes from, ``{"section.field": "env" | "file" | "default"}`` (no CLI flags:
     those apply to one command). ``path`` as for :func:`load_settings`; raises :class:`ConfigError`."""
     cls, path = _settings_class(path)
-    from_env = EnvSettingsSource(cls)()
+    from_env = _EnvSettings(cls)()
     from_file = YamlConfigSettingsSource(cls)() if path is not None else {}
     out: dict[str, str] = {}
     for name, field in Settings.model_fields.items():

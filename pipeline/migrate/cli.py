@@ -81,7 +81,7 @@ def _kafka_options(func):
 
 @click.group()
 def migrate() -> None:
-    """Bring a target to sql/ with a plan, like SQLMesh: plan, apply, status, diff, lint."""
+    """Bring a target to sql/ with a plan, like SQLMesh: plan, apply, status, diff, lint; set-password."""
 
 
 @migrate.command()
@@ -198,3 +198,22 @@ def lint(sql_dir, as_json):
         render_lint(issues, _console())
     if issues:
         raise SystemExit(1)
+
+
+@migrate.command("set-password")
+@click.argument("user")
+@_target
+@click.option("--password-file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              envvar="PIPELINE_MIGRATE_PASSWORD_FILE", show_envvar=True,
+              help="file holding the password (a Docker secret); one trailing line break is dropped")
+@_one_line_errors
+def set_password(user, target, password_file):
+    """Set USER's password on a RisingWave (or Postgres) target from a file; the password is never shown."""
+    from pipeline.migrate.targets import is_wire
+    from pipeline.migrate.users import set_password as set_user_password
+    from pipeline.settings import read_secret_file
+
+    if not is_wire(target):
+        raise click.ClickException("set-password needs a postgresql:// target")
+    set_user_password(target, user, read_secret_file("--password-file", password_file))
+    click.echo(f"password of {user} set")

@@ -243,3 +243,53 @@ def test_a_bad_settings_file_value_names_the_file(tmp_path):
     result = CliRunner().invoke(main, ["config", "show", "--settings", str(path)])
     assert result.exit_code == 1
     assert result.output == f"Error: {path}: settings executor.charging_rate_unit: Input should be 'A' or 'W'\n"
+
+
+def _sasl_env(monkeypatch) -> None:
+    monkeypatch.setenv("PIPELINE_KAFKA__SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    monkeypatch.setenv("PIPELINE_KAFKA__SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("PIPELINE_KAFKA__SASL_USERNAME", "pipeline")
+
+
+def test_a_secret_comes_from_the_file_its_FILE_variable_names(tmp_path, monkeypatch):
+    """Docker and compose hand secrets over as files (/run/secrets/...), so every secret setting also reads
+    PIPELINE_<SECTION>__<NAME>_FILE; the value never shows, and config show says it came from env."""
+    from pipeline.migrate.kafka import ConnectorSettings
+
+    kafka_secret, pg_secret = tmp_path / "kafka_password", tmp_path / "pg_password"
+    kafka_secret.write_text("hunter2\n")  # the trailing newline of `echo ... > file` is not part of it
+    pg_secret.write_text("s3cret")
+    _sasl_env(monkeypatch)
+    monkeypatch.setenv("PIPELINE_KAFKA__SASL_PASSWORD_FILE", str(kafka_secret))
+    monkeypatch.setenv("PIPELINE_PGWIRE__PASSWORD_FILE", str(pg_secret))
+    settings = load_settings()
+    assert settings.kafka.client_options()["sasl_plain_password"] == "hunter2"
+    assert settings.pgwire.password.get_secret_value() == "s3cret"
+    assert ConnectorSettings.load().properties["properties.sasl.password"] == "hunter2"
+    result = CliRunner().invoke(main, ["config", "show"])
+    assert result.exit_code == 0, result.output
+    assert "hunter2" not in result.output and "s3cret" not in result.output
+    assert "  sasl_password: '***'  # env" in result.output.splitlines()
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda tmp: {"PIPELINE_KAFKA__SASL_PASSWORD_FILE": str(tmp / "missing")},
+     "PIPELINE_KAFKA__SASL_PASSWORD_FILE: cannot read {tmp}/missing"),
+    (lambda tmp: {"PIPELINE_KAFKA__SASL_PASSWORD_FILE": str(tmp)},
+     "PIPELINE_KAFKA__SASL_PASSWORD_FILE: cannot read {tmp}"),
+    (lambda tmp: (tmp / "empty").write_text("\n") and {"PIPELINE_KAFKA__SASL_PASSWORD_FILE": str(tmp / "empty")},
+     "PIPELINE_KAFKA__SASL_PASSWORD_FILE: {tmp}/empty is empty"),
+    (lambda tmp: (tmp / "pw").write_text("hunter2") and {"PIPELINE_KAFKA__SASL_PASSWORD_FILE": str(tmp / "pw"),
+                                                          "PIPELINE_KAFKA__SASL_PASSWORD": "hunter2"},
+     "set PIPELINE_KAFKA__SASL_PASSWORD or PIPELINE_KAFKA__SASL_PASSWORD_FILE, not both"),
+    (lambda tmp: {"PIPELINE_KAFKA__CLIENT_ID_FILE": str(tmp)},
+     "PIPELINE_KAFKA__CLIENT_ID_FILE: Extra inputs are not permitted"),
+])
+def test_a_secret_file_that_cannot_be_used_is_one_line_and_exit_1(setup, message, tmp_path, monkeypatch):
+    _sasl_env(monkeypatch)
+    for name, value in setup(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(main, ["config", "show"])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"Error: {message.format(tmp=tmp_path)}"), result.output
+    assert result.output.count("\n") == 1 and "hunter2" not in result.output
