@@ -24,7 +24,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeline.clock import Clock, SystemClock
 from pipeline.topics import ActiveSession, RecordError, SetpointAck, decode
-from pipeline.transport import Consumer, Record, Transport, decode_or_dead_letter, publish
+from pipeline.transport import Consumer, Record, Transport, decode_or_dead_letter
 
 from executor import v16, v201
 from executor.auth import Authenticator
@@ -32,6 +32,7 @@ from executor.desired import COMMANDS_TOPIC, SetpointTable
 from executor.dispatch import ACKS_TOPIC, ChargerDispatcher, DispatchContext, Policy
 from executor.ledger import Ledger
 from executor.metrics import ExecutorStats
+from executor.outbox import Outbox
 from executor.server import OcppServer
 from executor.sessions import SESSIONS_TOPIC, Sessions
 from executor.station import MeterSample, RateUnit, Station, StationFactory, StationOptions
@@ -110,6 +111,9 @@ class Executor:
         tls_certfile, tls_keyfile: PEM files; both given turn on TLS (``wss://``, TLS 1.2 or later).
         metrics_path: serve Prometheus metrics on ``GET /metrics`` and the connected chargers on
             ``GET /status`` (:meth:`status`) of the OCPP port (``False``: neither).
+        outbox_limit: records per topic that may wait for the transport (keys for ``ocpp.active.sessions``)
+            before the oldest ack or a new session is dropped and counted (:mod:`executor.outbox`).
+        outbox_drain_s: real seconds :meth:`stop` waits for waiting records to be delivered.
 
     Raises ``ValueError`` for an unknown ``charging_rate_unit``, a malformed password hash, or only one of
     the TLS files; :meth:`start` raises ``OSError`` if the port cannot be bound and ``TimeoutError`` if the
@@ -139,6 +143,8 @@ class Executor:
         tls_certfile: str | None = None,
         tls_keyfile: str | None = None,
         metrics_path: bool = True,
+        outbox_limit: int = 100_000,
+        outbox_drain_s: float = 10.0,
     ) -> None:
         if charging_rate_unit not in ("A", "W"):
             raise ValueError(f"charging_rate_unit must be 'A' or 'W', not {charging_rate_unit!r}")
@@ -156,7 +162,9 @@ class Executor:
         self.registry = CollectorRegistry()
         self.stats = ExecutorStats(self.registry)
         self._topology = Topology()
-        self._sessions = Sessions(transport, self._topology)
+        self.outbox = Outbox(transport, limit=outbox_limit, stats=self.stats)
+        self._outbox_drain_s = outbox_drain_s
+        self._sessions = Sessions(self.outbox, self._topology)
         self._setpoints = SetpointTable(self.stats)
         self._ledger = Ledger(self._topology, self._setpoints.node_limit_kw, self._setpoints.site_limit_kw,
                               ev_response_lag_s)
@@ -230,6 +238,7 @@ class Executor:
         if self._consumer is not None:
             await self._consumer.close()
             self._consumer = None
+        await self.outbox.close(self._outbox_drain_s)
 
     def held_setpoints(self) -> dict[tuple[str, int], float]:
         """``{(charge_point_id, connector_id): limit}``: the TxProfile limit each connected charger accepted
@@ -414,7 +423,7 @@ class Executor:
                 self._wake(cp)
 
     async def _publish_ack(self, ack: SetpointAck) -> None:
-        await publish(self.transport, ACKS_TOPIC, ack)
+        self.outbox.publish(ACKS_TOPIC, ack)  # never waits for the transport
 
     def _on_connect(self, charge_point_id: str, station: Station) -> None:
         old = self._dispatchers.pop(charge_point_id, None)
