@@ -11,8 +11,9 @@ an outage into three kinds of lines:
   transport after a delivered record or a committed offset), with the outage's length and how many lines
   were suppressed.
 
-Outside an outage aiokafka's records pass unchanged; during one, every aiokafka record at WARNING or above
-is counted instead (they are consequences of the outage). The transport's own retry warnings go through
+Outside an outage aiokafka's records pass unchanged; during one, and for ``settle_s`` after it (while the
+group coordinator is elected again and partitions get their leaders back), every aiokafka record at WARNING
+or above is counted instead: they are consequences of the outage. The transport's own retry warnings go through
 the same state (:meth:`BrokerOutageLog.failure`), so the two services log an outage the same way.
 """
 
@@ -36,10 +37,7 @@ AIOKAFKA_LOGGERS = (
 
 CONNECTION_ERRORS = (
     "unable connect", "unable to update metadata", "unable to request metadata", "connect call failed",
-    "connection refused", "connection reset", "nodenotready", "kafkaconnectionerror", "connection error",
-    "coordinator dead", "coordinator request failed", "heartbeat send request failed", "failed fetch messages",
-    "requesttimedout", "kafkatimeouterror", "notleaderforpartition", "leadernotavailable",
-    "not ready", "disconnected", "broken pipe", "timed out",
+    "connection refused", "connection reset", "broken pipe", "nodenotready", "kafkaconnectionerror",
 )
 """Lower-case fragments of aiokafka messages that mean a broker cannot be reached (start an outage)."""
 
@@ -49,12 +47,19 @@ class BrokerOutageLog(logging.Filter):
 
     Args:
         summary_every_s: real seconds between summaries while the outage lasts.
+        settle_s: real seconds after the outage in which aiokafka's warnings are still counted, not logged
+            (a connection error then starts a new outage).
         monotonic: the time source (seconds), replaceable in tests.
     """
 
-    def __init__(self, summary_every_s: float = 60.0, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, summary_every_s: float = 60.0, settle_s: float = 30.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self.summary_every_s = summary_every_s
+        self.settle_s = settle_s
+        self._settling_until: float | None = None
+        self.settling_suppressed = 0
+        """aiokafka lines counted, not logged, while settling after the last outage."""
         self._now = monotonic
         self.since: float | None = None
         """When the current outage began (``None``: the brokers answer)."""
@@ -77,6 +82,9 @@ class BrokerOutageLog(logging.Filter):
             return True
         if self.since is None:
             if not _is_connection_error(record):
+                if self._settling_until is not None and self._now() < self._settling_until:
+                    self.settling_suppressed += 1
+                    return False
                 return True
             self._begin()
             first = _message(record)
@@ -107,6 +115,7 @@ class BrokerOutageLog(logging.Filter):
         suppressed = self.suppressed_total
         self.since = None
         self.suppressed = self.suppressed_total = 0
+        self._settling_until = self._now() + self.settle_s
         log.warning("kafka brokers reachable again after %.0fs (%d connection errors suppressed)",
                     seconds, suppressed)
 

@@ -104,6 +104,24 @@ def test_the_transports_own_retries_share_the_outage(setup):
     assert lines[-1][2] == "kafka brokers reachable again after 120s (99 connection errors suppressed)"
 
 
+def test_the_aftermath_of_an_outage_is_counted_then_warnings_pass_again(setup):
+    outage, lines, now = setup
+    connection_errors(3)
+    now[0] = 10.0
+    outage.reachable()
+    coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
+    coordinator.error("Group Coordinator Request failed: %s", "[Error 15] GroupCoordinatorNotAvailableError")
+    assert len(lines) == 2 and outage.settling_suppressed == 1
+    connection_errors(1)  # a connection error while settling is a new outage
+    assert len(lines) == 3 and lines[-1][2].startswith("kafka brokers unreachable")
+    now[0] = 20.0
+    outage.reachable()
+    now[0] = 51.0
+    coordinator.error("Group Coordinator Request failed: %s", "[Error 15] GroupCoordinatorNotAvailableError")
+    assert lines[-1] == ("aiokafka.consumer.group_coordinator", "ERROR",
+                         "Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError")
+
+
 def test_a_traceback_is_not_repeated_on_the_first_line(setup):
     _, lines, _ = setup
     try:
