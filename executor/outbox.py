@@ -222,6 +222,11 @@ class Outbox:
         return 0 if buffer is None else len(buffer)
 
     @property
+    def empty(self) -> bool:
+        """Every record put was delivered (none waits, none is being sent)."""
+        return self._idle.is_set()
+
+    @property
     def failing(self) -> bool:
         """The last attempt to send failed (the transport is away)."""
         return self._failing_since is not None

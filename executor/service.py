@@ -273,9 +273,11 @@ class Executor:
 
     @property
     def idle(self) -> bool:
-        """No call in flight and no dispatcher with anything due now (drivers wait for this to settle)."""
+        """No call in flight, no dispatcher with anything due now and nothing waiting in the outbox (drivers
+        wait for this to settle)."""
         now = self.clock.now()
-        return self.stats.in_flight == 0 and all(d.idle(now) for d in self._dispatchers.values())
+        return (self.stats.in_flight == 0 and self.outbox.empty
+                and all(d.idle(now) for d in self._dispatchers.values()))
 
     def bound_kw(self, level: str, group: str) -> float:
         """The ledger's sum over a node (``level='node'``) or site of what its connectors may draw, kW."""
