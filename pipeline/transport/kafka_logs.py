@@ -11,9 +11,10 @@ an outage into three kinds of lines:
   transport after a delivered record or a committed offset), with the outage's length and how many lines
   were suppressed.
 
-Outside an outage aiokafka's records pass unchanged; during one, and for ``settle_s`` after it (while the
-group coordinator is elected again and partitions get their leaders back), every aiokafka record at WARNING
-or above is counted instead: they are consequences of the outage. The transport's own retry warnings go through
+Outside an outage aiokafka's records pass unchanged; during one, and for ``settle_s`` after it (while stale
+connections are found closed, the group coordinator is elected again and partitions get their leaders
+back), every aiokafka record at WARNING or above is counted instead: they are consequences of the outage.
+A request of the transport's that fails while settling starts a new outage at once. The transport's own retry warnings go through
 the same state (:meth:`BrokerOutageLog.failure`), so the two services log an outage the same way.
 """
 
@@ -48,7 +49,7 @@ class BrokerOutageLog(logging.Filter):
     Args:
         summary_every_s: real seconds between summaries while the outage lasts.
         settle_s: real seconds after the outage in which aiokafka's warnings are still counted, not logged
-            (a connection error then starts a new outage).
+            (:meth:`failure` then starts a new outage).
         monotonic: the time source (seconds), replaceable in tests.
     """
 
@@ -81,10 +82,10 @@ class BrokerOutageLog(logging.Filter):
         if record.levelno < logging.WARNING:
             return True
         if self.since is None:
+            if self._settling_until is not None and self._now() < self._settling_until:
+                self.settling_suppressed += 1
+                return False
             if not _is_connection_error(record):
-                if self._settling_until is not None and self._now() < self._settling_until:
-                    self.settling_suppressed += 1
-                    return False
                 return True
             self._begin()
             first = _message(record)

@@ -111,8 +111,9 @@ def test_the_aftermath_of_an_outage_is_counted_then_warnings_pass_again(setup):
     outage.reachable()
     coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
     coordinator.error("Group Coordinator Request failed: %s", "[Error 15] GroupCoordinatorNotAvailableError")
-    assert len(lines) == 2 and outage.settling_suppressed == 1
-    connection_errors(1)  # a connection error while settling is a new outage
+    connection_errors(1)  # a stale connection found closed
+    assert len(lines) == 2 and outage.settling_suppressed == 2
+    outage.failure("kafka at 127.0.0.1:9092: sending to acks failed (KafkaConnectionError)")  # a real one
     assert len(lines) == 3 and lines[-1][2].startswith("kafka brokers unreachable")
     now[0] = 20.0
     outage.reachable()
