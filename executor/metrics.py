@@ -38,6 +38,10 @@ class ExecutorStats:
       Prometheus: ``executor_dispatch_latency_seconds`` (histogram).
     - refused connections by reason (``unauthorized``, ``not_found``). Prometheus:
       ``ocpp_connections_refused_total{reason}``.
+    - the outbox (:mod:`executor.outbox`): records waiting for the transport, by topic
+      (``executor_outbox_records{topic}``), records dropped because its bound was reached or left undelivered
+      at shutdown (``executor_outbox_overflow_total{topic}``), and records replaced by a newer one of the
+      same key before they were sent (``executor_outbox_coalesced_total{topic}``).
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -80,6 +84,15 @@ class ExecutorStats:
         self._refused = Counter(
             "ocpp_connections_refused", "Websocket upgrades refused before OCPP, by reason", ["reason"],
             registry=registry)
+        self._outbox_depth = Gauge(
+            "executor_outbox_records", "Records waiting in the outbox for the transport, by topic", ["topic"],
+            registry=registry)
+        self._outbox_overflow = Counter(
+            "executor_outbox_overflow", "Records the outbox dropped (bound reached, or left at shutdown), by topic",
+            ["topic"], registry=registry)
+        self._outbox_coalesced = Counter(
+            "executor_outbox_coalesced", "Upserts replaced in the outbox by a newer record of the same key",
+            ["topic"], registry=registry)
 
     def set_connected(self, count: int) -> None:
         self.connected = count
@@ -120,6 +133,15 @@ class ExecutorStats:
 
     def refused(self, reason: str) -> None:
         self._refused.labels(reason=reason).inc()
+
+    def outbox_depth(self, topic: str, records: int) -> None:
+        self._outbox_depth.labels(topic=topic).set(records)
+
+    def outbox_overflow(self, topic: str, records: int = 1) -> None:
+        self._outbox_overflow.labels(topic=topic).inc(records)
+
+    def outbox_coalesced(self, topic: str) -> None:
+        self._outbox_coalesced.labels(topic=topic).inc()
 
     def collapsed(self) -> None:
         self.updates_collapsed += 1

@@ -23,7 +23,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeline.clock import Clock, SystemClock
 from pipeline.topics import ActiveSession, RecordError, SetpointAck, decode
-from pipeline.transport import Consumer, Record, Transport, decode_or_dead_letter, publish
+from pipeline.transport import Consumer, Record, Transport, decode_or_dead_letter
 
 from executor import v16, v201
 from executor.auth import Authenticator
@@ -31,6 +31,7 @@ from executor.desired import COMMANDS_TOPIC, SetpointTable
 from executor.dispatch import ACKS_TOPIC, ChargerDispatcher, DispatchContext, Policy
 from executor.ledger import Ledger
 from executor.metrics import ExecutorStats
+from executor.outbox import Outbox
 from executor.server import HttpEndpoints, OcppServer, server_tls_context
 from executor.sessions import SESSIONS_TOPIC, Sessions
 from executor.station import MeterSample, RateUnit, Station, StationFactory, StationOptions
@@ -114,6 +115,9 @@ class Executor:
             ``GET /metrics`` (Prometheus), ``GET /status`` (:meth:`status`, the connected chargers) and
             ``GET /healthz``. ``http_port=None`` serves none of them, 0 picks a free port (read
             :attr:`http_port` after :meth:`start`). The OCPP port answers only ``/healthz`` and ``/ocpp/{id}``.
+        outbox_limit: records per topic that may wait for the transport (keys for ``ocpp.active.sessions``)
+            before the oldest ack or a new session is dropped and counted (:mod:`executor.outbox`).
+        outbox_drain_s: real seconds :meth:`stop` waits for waiting records to be delivered.
 
     Raises ``ValueError`` for an unknown ``charging_rate_unit``, a malformed password hash, only one of
     the TLS files, or a client CA without them; ``ssl.SSLError`` or ``OSError`` for unreadable TLS files;
@@ -146,6 +150,8 @@ class Executor:
         tls_client_cafile: str | None = None,
         http_host: str = "127.0.0.1",
         http_port: int | None = None,
+        outbox_limit: int = 100_000,
+        outbox_drain_s: float = 10.0,
     ) -> None:
         if charging_rate_unit not in ("A", "W"):
             raise ValueError(f"charging_rate_unit must be 'A' or 'W', not {charging_rate_unit!r}")
@@ -165,7 +171,9 @@ class Executor:
         self.registry = CollectorRegistry()
         self.stats = ExecutorStats(self.registry)
         self._topology = Topology()
-        self._sessions = Sessions(transport, self._topology)
+        self.outbox = Outbox(transport, limit=outbox_limit, stats=self.stats)
+        self._outbox_drain_s = outbox_drain_s
+        self._sessions = Sessions(self.outbox, self._topology)
         self._setpoints = SetpointTable(self.stats)
         self._ledger = Ledger(self._topology, self._setpoints.node_limit_kw, self._setpoints.site_limit_kw,
                               ev_response_lag_s)
@@ -251,6 +259,7 @@ class Executor:
         if self._consumer is not None:
             await self._consumer.close()
             self._consumer = None
+        await self.outbox.close(self._outbox_drain_s)
 
     def held_setpoints(self) -> dict[tuple[str, int], float]:
         """``{(charge_point_id, connector_id): limit}``: the TxProfile limit each connected charger accepted
@@ -285,9 +294,11 @@ class Executor:
 
     @property
     def idle(self) -> bool:
-        """No call in flight and no dispatcher with anything due now (drivers wait for this to settle)."""
+        """No call in flight, no dispatcher with anything due now and nothing waiting in the outbox (drivers
+        wait for this to settle)."""
         now = self.clock.now()
-        return self.stats.in_flight == 0 and all(d.idle(now) for d in self._dispatchers.values())
+        return (self.stats.in_flight == 0 and self.outbox.empty
+                and all(d.idle(now) for d in self._dispatchers.values()))
 
     def bound_kw(self, level: str, group: str) -> float:
         """The ledger's sum over a node (``level='node'``) or site of what its connectors may draw, kW."""
@@ -436,7 +447,7 @@ class Executor:
                 self._wake(cp)
 
     async def _publish_ack(self, ack: SetpointAck) -> None:
-        await publish(self.transport, ACKS_TOPIC, ack)
+        self.outbox.publish(ACKS_TOPIC, ack)  # never waits for the transport
 
     def _on_connect(self, charge_point_id: str, station: Station) -> None:
         old = self._dispatchers.pop(charge_point_id, None)

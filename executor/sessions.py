@@ -20,8 +20,8 @@ from datetime import datetime, timezone
 from pydantic import ValidationError
 
 from pipeline.topics import ActiveSession
-from pipeline.transport import Transport, publish, publish_tombstone
 
+from executor.outbox import Outbox
 from executor.station import MeterSample
 from executor.topology import Topology
 
@@ -87,13 +87,13 @@ def _clamp(value: float, low: float, high: float | None = None) -> float:
 class Sessions:
     """Open transactions per ``(charge_point_id, connector_id)``, and their ``ocpp.active.sessions`` records.
 
-    Publishing errors propagate to the caller (the OCPP handler answers with a CALLERROR and the charger
-    retries it as a transaction-related message, OCPP 1.6 "Transaction-Related Messages"), so no session
-    record is silently lost.
+    Records go to the :class:`executor.outbox.Outbox`, which never waits for the transport, so the OCPP
+    handler answers the charger at once even while the brokers are away; upserts of one session coalesce
+    there (the newest wins) and its tombstone is delivered after them.
     """
 
-    def __init__(self, transport: Transport, topology: Topology, ids: TransactionIds | None = None) -> None:
-        self._transport = transport
+    def __init__(self, outbox: Outbox, topology: Topology, ids: TransactionIds | None = None) -> None:
+        self._outbox = outbox
         self._topology = topology
         self._ids = ids or TransactionIds()
         self._open: dict[tuple[str, int], OpenTransaction] = {}  # (charge_point_id, connector_id)
@@ -149,7 +149,7 @@ class Sessions:
         )
         tx.session = self._initial_session(tx)
         if tx.session is not None:
-            await publish(self._transport, SESSIONS_TOPIC, tx.session)
+            self._outbox.publish(SESSIONS_TOPIC, tx.session)
         else:
             log.warning("%s: not in site.topology; transaction %s accepted but not published",
                         charge_point_id, tx.transaction_id)
@@ -198,7 +198,7 @@ class Sessions:
         except ValidationError as exc:
             log.warning("%s: meter values for %s not published: %s", charge_point_id, tx.session_id, exc)
             return
-        await publish(self._transport, SESSIONS_TOPIC, new)
+        self._outbox.publish(SESSIONS_TOPIC, new)
         tx.session = new
 
     async def stop(self, charge_point_id: str, transaction_id: str) -> int | None:
@@ -211,14 +211,14 @@ class Sessions:
         if tx is None:
             log.warning("%s: StopTransaction for unknown transaction %s", charge_point_id, transaction_id)
             if self._topology.charger(charge_point_id) is not None:
-                await publish_tombstone(self._transport, SESSIONS_TOPIC, f"{charge_point_id}-{transaction_id}")
+                self._outbox.tombstone(SESSIONS_TOPIC, f"{charge_point_id}-{transaction_id}")
             return None
         await self._close(tx)
         return tx.connector_id
 
     async def _close(self, tx: OpenTransaction) -> None:
         if tx.session is not None:
-            await publish_tombstone(self._transport, SESSIONS_TOPIC, tx.session_id)
+            self._outbox.tombstone(SESSIONS_TOPIC, tx.session_id)
         self._remove(tx)
 
     def _add(self, tx: OpenTransaction) -> None:

@@ -5,9 +5,9 @@ websocket to the executor, obeys the charging profiles it receives, and integrat
 shared :mod:`pipeline.clock`, so a compressed day produces the same telemetry a real site would.
 """
 
-from pipeline.simulate.charger import SessionSummary, SimulatedChargePoint
+from pipeline.simulate.charger import ReconnectBackoff, SessionSummary, SimulatedChargePoint
 from pipeline.simulate.ev import EV
 from pipeline.simulate.fleet import run_fleet
 from pipeline.simulate.v201 import SimulatedChargingStation
 
-__all__ = ["EV", "SessionSummary", "SimulatedChargePoint", "SimulatedChargingStation", "run_fleet"]
+__all__ = ["EV", "ReconnectBackoff", "SessionSummary", "SimulatedChargePoint", "SimulatedChargingStation", "run_fleet"]

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import random
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
@@ -35,11 +37,40 @@ PowerCallback = Callable[[str, int, float, datetime], None]
 AVAILABLE, PREPARING, CHARGING, SUSPENDED_EVSE = "Available", "Preparing", "Charging", "SuspendedEVSE"
 
 
+@dataclass(frozen=True)
+class ReconnectBackoff:
+    """How long a charger waits before each attempt to reconnect, in real seconds.
+
+    The OCPP-J reconnection rule of OCPP 2.0.1 Part 4, section 5.3 (``OCPPCommCtrlr.RetryBackOff*``): the
+    first attempt waits ``wait_minimum_s`` plus a random share of ``random_range_s``; each further attempt
+    doubles the fixed part, ``repeat_times`` times at most, and keeps it from then on. The random part keeps
+    a fleet from reconnecting all at once after a central system restart. OCPP-J 1.6 leaves the schedule to
+    the charger; the same one is used for both.
+    """
+
+    wait_minimum_s: float = 0.05
+    random_range_s: float = 0.05
+    repeat_times: int = 5
+
+    def delay_s(self, attempt: int, rng: random.Random | None = None) -> float:
+        """The wait before attempt ``attempt`` (0 for the first after the connection was lost)."""
+        doubled = self.wait_minimum_s * 2 ** min(max(attempt, 0), self.repeat_times)
+        return doubled + (rng or random).uniform(0.0, self.random_range_s)
+
+
+FLEET_BACKOFF = ReconnectBackoff(wait_minimum_s=2.0, random_range_s=3.0, repeat_times=3)
+"""The back-off of ``pipeline simulate`` chargers: 2-5 s for the first attempt, at most 16-19 s later."""
+
+
 class SimulatedChargePoint:
     """One OCPP 1.6J charge point with ``connectors`` connectors, driven by ``clock``.
 
     ``auto_reconnect`` makes it reconnect (without rebooting) when the connection drops, as real chargers
-    do; calls made meanwhile wait for the link. :meth:`reconnect` does it on demand.
+    do, waiting ``reconnect_backoff`` between attempts (:class:`ReconnectBackoff`); calls made meanwhile
+    wait for the link. With it, :meth:`start` also keeps trying while the central system cannot be reached.
+    A reconnect is not a reboot: no BootNotification (OCPP 1.6 section 4.2 and 2.0.1 B01 send it after a
+    boot), but a StatusNotification per connector, and running transactions go on with their meter values
+    (2.0.1 B04). :meth:`reconnect` does it on demand.
 
     Units: power in kW, energy in kWh (Wh on the wire), voltage in V, ``meter_interval_s`` and
     ``ev_response_s`` in clock seconds. The charger connects to f"{url}/{charge_point_id}". ``password``
@@ -53,7 +84,8 @@ class SimulatedChargePoint:
                  phases: int = 3, voltage_v: float = 230.0, connectors: int = 1, meter_interval_s: float = 60.0,
                  on_power: PowerCallback | None = None, ev_response_s: float = 0.0, vendor: str = "EVSim",
                  model: str = "SimCP", password: str | None = None, ssl: Any = None,
-                 response_timeout_s: float = 30.0, auto_reconnect: bool = False) -> None:
+                 response_timeout_s: float = 30.0, auto_reconnect: bool = False,
+                 reconnect_backoff: ReconnectBackoff = ReconnectBackoff()) -> None:
         self.charge_point_id = charge_point_id
         self.url = url.rstrip("/")
         self.clock = clock
@@ -75,6 +107,9 @@ class SimulatedChargePoint:
         self._loop_task: asyncio.Task | None = None
         self._stopped = False
         self.auto_reconnect = auto_reconnect
+        self.reconnect_backoff = reconnect_backoff
+        self.reconnects = 0
+        """Connections re-opened after one was lost (or :meth:`reconnect` was called)."""
         self._online = asyncio.Event()
         self._reconnecting: asyncio.Task | None = None
         self.sessions: list[SessionSummary] = []
@@ -88,8 +123,23 @@ class SimulatedChargePoint:
     # ----------------------------------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Connect, start the OCPP message loop, BootNotification, StatusNotification Available per connector."""
-        await self._connect()
+        """Connect, start the OCPP message loop, BootNotification, StatusNotification Available per connector.
+
+        With ``auto_reconnect`` a connection that fails is tried again after the back-off until it works or
+        :meth:`stop` is called; without it the error (``OSError``, a websocket error) is raised.
+        """
+        attempt = 0
+        while True:
+            try:
+                await self._connect()
+                break
+            except Exception as exc:
+                if not self.auto_reconnect or self._stopped:
+                    raise
+                delay = self.reconnect_backoff.delay_s(attempt)
+                log.info("%s: connecting failed (%r); next attempt in %.1fs", self.charge_point_id, exc, delay)
+                attempt += 1
+                await asyncio.sleep(delay)
         for _ in range(5):
             accepted, interval = await self._boot()
             if accepted:
@@ -129,6 +179,7 @@ class SimulatedChargePoint:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
         await self._connect()
+        self.reconnects += 1
         for c in self._connectors.values():
             await self._status(c, c.status)
 
@@ -195,15 +246,18 @@ class SimulatedChargePoint:
             self._reconnecting = asyncio.create_task(self._reconnect_loop())
 
     async def _reconnect_loop(self) -> None:
-        delay = 0.05
+        """Reconnect after the back-off, again and again until it works or the charger stops."""
+        attempt = 0
         while not self._stopped:
+            await asyncio.sleep(self.reconnect_backoff.delay_s(attempt))
+            if self._stopped:
+                return
             try:
                 await self.reconnect()
                 return
             except Exception as exc:
-                log.info("%s: reconnect failed: %r", self.charge_point_id, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                attempt += 1
+                log.info("%s: reconnect attempt %d failed: %r", self.charge_point_id, attempt, exc)
 
     async def _call(self, payload: Any) -> Any:
         """An OCPP call; None on CallError, timeout or a dead connection (logged, never raised). With

@@ -16,6 +16,7 @@ from typing import Any
 
 from pipeline.clock import SimClock, SystemClock
 from pipeline.replay.data import SITE_TZ, EVSampler
+from pipeline.simulate.charger import FLEET_BACKOFF
 from pipeline.simulate.ev import EV
 from pipeline.simulate.fleet import run_fleet
 
@@ -47,7 +48,12 @@ def sampled_ev_factory(sampler: EVSampler, evs_per_charger: float):
 
 async def simulate(url: str, chargers: int, *, rated_kw: float = 22.0, speed: float = 1.0, prefix: str = "CP",
                    evs_per_charger: float = 2.0, seed: int = 7, duration_s: float | None = None) -> dict[str, Any]:
-    """Run the fleet until ``duration_s`` clock seconds pass or SIGINT/SIGTERM; returns the fleet summary."""
+    """Run the fleet until ``duration_s`` clock seconds pass or SIGINT/SIGTERM; returns the fleet summary.
+
+    Chargers behave as real ones do when the central system goes away (a restart, a network outage): they
+    keep their sessions and reconnect with a growing, randomised back-off
+    (:data:`pipeline.simulate.charger.FLEET_BACKOFF`), also while it cannot be reached at start.
+    """
     clock = SystemClock() if speed == 1 else SimClock(datetime.now(SITE_TZ), speed)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -55,6 +61,7 @@ async def simulate(url: str, chargers: int, *, rated_kw: float = 22.0, speed: fl
         loop.add_signal_handler(sig, stop.set)
     factory = sampled_ev_factory(EVSampler(seed), evs_per_charger)
     summary = await run_fleet(url, chargers, clock, factory, prefix=prefix, rated_power_kw=rated_kw,
-                              duration_s=duration_s, stop_event=stop)
+                              duration_s=duration_s, stop_event=stop, auto_reconnect=True,
+                              reconnect_backoff=FLEET_BACKOFF)
     summary.pop("session_details", None)
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in summary.items()}

@@ -48,6 +48,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_e
 from pipeline.settings import KafkaSettings, load_settings
 from pipeline.topics import TOPICS, dlq_topic
 from pipeline.transport.base import Consumer, Record, TopicPartition as LogicalPartition, Transport
+from pipeline.transport.kafka_logs import outage_log
 
 __all__ = ["KafkaConsumer", "KafkaTransport", "KafkaTransportError", "topic_configs"]
 
@@ -94,6 +95,7 @@ class KafkaTransport(Transport):
         self._producer: AIOKafkaProducer | None = None
         self._consumers: set[KafkaConsumer] = set()
         self._start_lock: asyncio.Lock | None = None
+        self._outage = outage_log()  # aiokafka's connection errors: one line per outage, not thousands
 
     # -- names -----------------------------------------------------------------------------------------
 
@@ -118,10 +120,10 @@ class KafkaTransport(Transport):
 
     async def _retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """``call()`` retried with backoff on retriable Kafka errors for ``retry_s`` seconds."""
-        def warn(state) -> None:
-            if state.attempt_number in (1, 10) or state.attempt_number % 30 == 0:  # not every 2 s
-                log.warning("kafka at %s: %s failed (%s); retrying for up to %gs", self.settings.bootstrap_servers,
-                            what, type(state.outcome.exception()).__name__, self.settings.retry_s)
+        def warn(state) -> None:  # the first one of an outage is logged, the rest summarised
+            self._outage.failure(f"kafka at {self.settings.bootstrap_servers}: {what} failed "
+                                 f"({type(state.outcome.exception()).__name__}); retrying for up to "
+                                 f"{self.settings.retry_s:g}s")
 
         try:
             async for attempt in AsyncRetrying(
@@ -129,7 +131,9 @@ class KafkaTransport(Transport):
                 wait=wait_exponential(multiplier=0.1, max=2.0), reraise=True, before_sleep=warn,
             ):
                 with attempt:
-                    return await call()
+                    result = await call()
+                    self._outage.reachable()
+                    return result
         except KafkaError as exc:
             detail = "no broker answers" if isinstance(exc, KafkaConnectionError) else str(exc) or type(exc).__name__
             raise KafkaTransportError(
@@ -333,6 +337,8 @@ class KafkaConsumer(Consumer):
             raise RuntimeError("consumer is closed")
         batches = await self._consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         out = [self._record(raw) for records in batches.values() for raw in records]
+        if out:
+            self._t._outage.reachable()
         await self._refresh_positions(timeout_s)
         return out
 
@@ -361,6 +367,7 @@ class KafkaConsumer(Consumer):
             self._committed.clear()
             return
         self._committed.update(offsets)
+        self._t._outage.reachable()
 
     async def end_offsets(self) -> dict[LogicalPartition, int]:
         if self._consumer is None:
