@@ -242,7 +242,7 @@ async def _run_floor(conn, kind: str) -> dict:
 def serve(conn, kind: str, chargers: int, site_size: int, async_validation: bool = False) -> None:
     """Process entry point: serve ``kind`` (``executor``, ``ocpp`` or ``raw``) until told to stop.
 
-    The ``ocpp`` library validates payloads on the event loop, as :mod:`executor.ocppj` configures it, in
+    The ``ocpp`` library validates payloads on the event loop, as :mod:`executor.ocpp.ocppj` configures it, in
     every server alike; ``async_validation`` restores the library's default (each payload handed to a
     thread pool), to measure what that costs.
     """

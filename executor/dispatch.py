@@ -46,7 +46,7 @@ from executor.desired import SetpointTable, Slot
 from executor.dispatch_log import call_answered, call_sent, deadband_skipped, hold, retry_scheduled, why_blocked
 from executor.ledger import Ledger
 from executor.metrics import ExecutorStats
-from executor.station import CallOutcome, ClearRequest, ProfileRequest, RateUnit, Station
+from executor.ocpp.station import CallOutcome, ClearRequest, ProfileRequest, RateUnit, Station
 from executor.topology import Topology
 
 __all__ = ["ACKS_TOPIC", "ChargerDispatcher", "DispatchContext", "Policy", "profile_id_for"]

@@ -29,7 +29,7 @@ import logging
 from typing import Any
 
 from executor.ledger import Blocked
-from executor.station import CallOutcome, ClearRequest, ProfileRequest
+from executor.ocpp.station import CallOutcome, ClearRequest, ProfileRequest
 
 __all__ = ["call_answered", "call_sent", "deadband_skipped", "decision", "held_back", "hold", "retry_scheduled",
            "why_blocked"]

@@ -122,7 +122,7 @@ class Ledger:
 
     def answered(self, cp: str, connector_id: int, transaction_id: str, kw: float, status: str,
                  now: datetime) -> None:
-        """The charger answered a TxProfile call; ``status`` as in :class:`executor.station.CallOutcome`,
+        """The charger answered a TxProfile call; ``status`` as in :class:`executor.ocpp.station.CallOutcome`,
         or ``"Lost"`` when the connection dropped with the call in flight."""
         c = self._connectors.get((cp, connector_id))
         if c is None or c.transaction_id != transaction_id:

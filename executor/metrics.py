@@ -2,7 +2,7 @@
 
 Every metric lives on the executor's own :class:`prometheus_client.CollectorRegistry`, so several executors
 (tests, replays) can run in one process without clashing on the global registry. The OCPP server serves
-the registry as text on ``GET /metrics`` (see :mod:`executor.server`).
+the registry as text on ``GET /metrics`` (see :mod:`executor.ocpp.server`).
 """
 
 from __future__ import annotations

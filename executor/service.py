@@ -25,16 +25,16 @@ from pipeline.clock import Clock, SystemClock
 from pipeline.topics import ActiveSession, RecordError, SetpointAck, decode
 from pipeline.transport import Consumer, Record, Transport, decode_or_dead_letter
 
-from executor import v16, v201
-from executor.auth import Authenticator
+from executor.ocpp import v16, v201
+from executor.ocpp.auth import Authenticator
 from executor.desired import COMMANDS_TOPIC, SetpointTable
 from executor.dispatch import ACKS_TOPIC, ChargerDispatcher, DispatchContext, Policy
 from executor.ledger import Ledger
 from executor.metrics import ExecutorStats
 from executor.outbox import Outbox
-from executor.server import HttpEndpoints, OcppServer, server_tls_context
+from executor.ocpp.server import HttpEndpoints, OcppServer, server_tls_context
 from executor.sessions import SESSIONS_TOPIC, Sessions
-from executor.station import MeterSample, RateUnit, Station, StationFactory, StationOptions
+from executor.ocpp.station import MeterSample, RateUnit, Station, StationFactory, StationOptions
 from executor.topology import Topology
 
 __all__ = ["Executor", "PROTOCOLS", "Policy"]
@@ -51,7 +51,7 @@ PROTOCOLS: dict[str, StationFactory] = {
 
 
 class _Events:
-    """:class:`executor.station.StationEvents` for the version modules, delegating to the executor."""
+    """:class:`executor.ocpp.station.StationEvents` for the version modules, delegating to the executor."""
 
     def __init__(self, executor: Executor) -> None:
         self._x = executor
@@ -104,11 +104,11 @@ class Executor:
             (``setpoint_kw * 1000``); a charger that accepts only the other one gets the other one.
         deadband_a, ev_response_lag_s, increase_debounce_s, setpoint_ttl_s, failsafe_fraction,
             retry_initial_s, retry_max_s, boot_wait_s: see :class:`executor.dispatch.Policy`.
-        credentials: ``{charge_point_id: password hash}`` (:mod:`executor.auth` format) turns on HTTP Basic
+        credentials: ``{charge_point_id: password hash}`` (:mod:`executor.ocpp.auth` format) turns on HTTP Basic
             auth for every connection: an identity not in it gets 401. ``None`` is open mode (any identity
             may connect without credentials; for development, tests and replays), logged as a warning.
         tls_certfile, tls_keyfile: PEM files; both given turn on TLS (``wss://``, TLS 1.2 or later:
-            security profile 2 with ``credentials``); see :func:`executor.server.server_tls_context`.
+            security profile 2 with ``credentials``); see :func:`executor.ocpp.server.server_tls_context`.
         tls_client_cafile: PEM CA bundle; turns on security profile 3: every charger must present a client
             certificate that chains to it, is in date, and names the charger's identity as commonName.
         http_host, http_port: the separate plain-HTTP listener for operators (:class:`HttpEndpoints`):

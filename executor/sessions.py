@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from pipeline.topics import ActiveSession
 
 from executor.outbox import Outbox
-from executor.station import MeterSample
+from executor.ocpp.station import MeterSample
 from executor.topology import Topology
 
 __all__ = ["OpenTransaction", "Sessions", "TransactionIds", "SESSIONS_TOPIC"]

@@ -308,7 +308,7 @@ def replay(day, days, speed, chargers, charger_kw, limit_kw, households, evs_per
 @one_line_errors
 def charger_password(password_stdin):
     """Hash a charger's Basic-auth password for ``password_hash`` in the site YAML (salted scrypt)."""
-    from executor.auth import hash_password
+    from executor.ocpp.auth import hash_password
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")

@@ -15,7 +15,7 @@ holds chargers. Example::
       tls_cert: /etc/pipeline/cert.pem   # both set: wss:// (OCPP security profile 2)
       tls_key: /etc/pipeline/key.pem
 
-``password_hash`` (from ``pipeline charger-password``; format in :mod:`executor.auth`) turns on HTTP
+``password_hash`` (from ``pipeline charger-password``; format in :mod:`executor.ocpp.auth`) turns on HTTP
 Basic auth: once any charger declares one, every charger must present its identity and password, and a
 charger without a hash cannot connect. With none declared the executor runs in open mode.
 
@@ -54,7 +54,7 @@ class ChargerConfig(_Strict):
     @classmethod
     def _hash_format(cls, value: str | None) -> str | None:
         if value is not None:
-            from executor.auth import parse_password_hash  # the format belongs to the executor
+            from executor.ocpp.auth import parse_password_hash  # the format belongs to the executor
 
             parse_password_hash(value)
         return value

@@ -44,7 +44,7 @@ async def test_dispatch_decisions_and_calls_are_debug_records(make_executor, tra
     answers = [r for r in caplog.records if getattr(r, "status", None) and getattr(r, "duration_ms", None) is not None
                and r.action == "SetChargingProfile" and r.purpose == "Tx"]
     assert [r.status for r in answers] == ["Rejected", "Accepted"]
-    incoming = [r for r in caplog.records if r.name == "executor.ocppj" and hasattr(r, "message_type")]
+    incoming = [r for r in caplog.records if r.name == "executor.ocpp.ocppj" and hasattr(r, "message_type")]
     assert ("Call", "StartTransaction") in {(r.message_type, r.action) for r in incoming}
     assert "CallResult" in {r.message_type for r in incoming}
     assert all(r.charge_point_id == "CP1" for r in incoming)

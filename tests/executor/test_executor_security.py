@@ -16,7 +16,7 @@ from testkit201 import open_station
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from executor.auth import Authenticator, hash_password, parse_basic_auth, parse_password_hash, verify_password
+from executor.ocpp.auth import Authenticator, hash_password, parse_basic_auth, parse_password_hash, verify_password
 from pipeline.clock import SystemClock
 from pipeline.simulate import SimulatedChargePoint, SimulatedChargingStation
 

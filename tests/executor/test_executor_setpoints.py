@@ -12,7 +12,7 @@ from executor.desired import SetpointTable
 from executor.dispatch import ChargerDispatcher, DispatchContext, Policy
 from executor.ledger import Ledger
 from executor.metrics import ExecutorStats
-from executor.station import CallOutcome, ClearRequest, ProfileRequest
+from executor.ocpp.station import CallOutcome, ClearRequest, ProfileRequest
 from executor.topology import Topology
 from pipeline.topics import TopologyNode
 

@@ -20,7 +20,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from executor import Executor
-from executor.auth import hash_password
+from executor.ocpp.auth import hash_password
 from pipeline.clock import SystemClock
 from pipeline.simulate import SimulatedChargingStation
 

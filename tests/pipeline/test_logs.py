@@ -72,12 +72,12 @@ def test_debug_is_off_above_debug_and_libraries_stay_quiet(root_logger):
 
 
 def test_the_formatter_alone_formats_any_record():
-    record = logging.LogRecord("executor.ocppj", logging.INFO, __file__, 1, "%s: received %s", ("CP1", "Heartbeat"),
+    record = logging.LogRecord("executor.ocpp.ocppj", logging.INFO, __file__, 1, "%s: received %s", ("CP1", "Heartbeat"),
                                None)
     record.charge_point_id = "CP1"
     line = json.loads(JsonLineFormatter().format(record))
     assert (line["message"], line["charge_point_id"], line["logger"]) == ("CP1: received Heartbeat", "CP1",
-                                                                        "executor.ocppj")
+                                                                        "executor.ocpp.ocppj")
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """OCPP 2.0.1: the CSMS side of one charging station connection (websocket subprotocol ``ocpp2.0.1``).
 
-Same seam as :mod:`executor.v16`: the ``ocpp`` library's v201 classes frame and validate, this module
-answers and reports :class:`executor.station.StationEvents`, and speaks SetChargingProfile,
+Same seam as :mod:`executor.ocpp.v16`: the ``ocpp`` library's v201 classes frame and validate, this module
+answers and reports :class:`executor.ocpp.station.StationEvents`, and speaks SetChargingProfile,
 ClearChargingProfile and GetVariables for the dispatcher. An EVSE plays the part of a 1.6 connector
 (``connector_id`` = ``evseId`` in the pipeline's records); the charging station assigns transaction ids.
 
@@ -21,9 +21,9 @@ from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201 import datatypes as dt
 from ocpp.v201.enums import Action
 
-from executor.meter import parse_meter_value
-from executor.ocppj import FRAME_LOG, RobustRouting, iso_utc, outcome_of, parse_timestamp
-from executor.station import (
+from executor.ocpp.meter import parse_meter_value
+from executor.ocpp.ocppj import FRAME_LOG, RobustRouting, iso_utc, outcome_of, parse_timestamp
+from executor.ocpp.station import (
     CallOutcome,
     ClearRequest,
     MeterSample,
@@ -62,7 +62,7 @@ def _samples(meter_value: list[dict[str, Any]] | None) -> list[MeterSample]:
 
 
 class CentralSystemV201(RobustRouting, ChargePoint):
-    """One OCPP 2.0.1 charging station as seen from the CSMS; a :class:`executor.station.Station`.
+    """One OCPP 2.0.1 charging station as seen from the CSMS; a :class:`executor.ocpp.station.Station`.
 
     Answers BootNotification (B01: Accepted, ``interval``, ``currentTime``), Heartbeat (G02),
     StatusNotification (G01), Authorize (C01: Accepted), TransactionEvent Started / Updated / Ended with

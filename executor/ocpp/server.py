@@ -9,7 +9,7 @@ section 3.1: the identity is the last path segment). Before any upgrade, in ``pr
   TLS handshake) refuses with HTTP 403 a certificate whose subject commonName is not the identity in the
   URL (OCPP 2.0.1 A00.FR.405; the 1.6 Security Whitepaper has the same rule for the Charge Point
   certificate);
-- when an :class:`executor.auth.Authenticator` is given, checks HTTP Basic credentials (security profile
+- when an :class:`executor.ocpp.auth.Authenticator` is given, checks HTTP Basic credentials (security profile
   1, or 2 over TLS): a missing or malformed header, an unknown identity, a username other than the URL's
   identity or a wrong password get HTTP 401 with ``WWW-Authenticate: Basic`` (OCPP 1.6 Security Whitepaper
   section 2.1; OCPP 2.0.1 A00.FR.205, A00.FR.306-307), so nothing is upgraded and a live connection is
@@ -41,8 +41,8 @@ from urllib.parse import unquote, urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from executor.auth import Authenticator
-from executor.station import Station, StationEvents, StationFactory, StationOptions
+from executor.ocpp.auth import Authenticator
+from executor.ocpp.station import Station, StationEvents, StationFactory, StationOptions
 
 __all__ = ["HttpEndpoints", "OcppServer", "certificate_common_name", "charge_point_id_from_path",
            "server_tls_context"]

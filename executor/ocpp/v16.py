@@ -1,9 +1,9 @@
 """OCPP 1.6J: the central-system side of one charger connection (websocket subprotocol ``ocpp1.6``).
 
 The ``ocpp`` library does the framing, routing and JSON-schema validation; this module answers the
-charger's messages, turns them into :class:`executor.station.StationEvents` in pipeline units, and speaks
+charger's messages, turns them into :class:`executor.ocpp.station.StationEvents` in pipeline units, and speaks
 SetChargingProfile, ClearChargingProfile and GetConfiguration for the dispatcher. Bad input is made
-harmless by :class:`executor.ocppj.RobustRouting`.
+harmless by :class:`executor.ocpp.ocppj.RobustRouting`.
 
 Spec references: "OCPP 1.6" is the core specification (edition 2: section 3.13 smart charging, 4
 operations initiated by the charger, 5 by the central system, 6 messages, 7 types, 9 configuration keys);
@@ -22,9 +22,9 @@ from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.datatypes import ChargingProfile, ChargingSchedule, ChargingSchedulePeriod, IdTagInfo
 from ocpp.v16.enums import Action, AuthorizationStatus, DataTransferStatus, RegistrationStatus
 
-from executor.meter import parse_meter_value
-from executor.ocppj import FRAME_LOG, RobustRouting, iso_utc, outcome_of, parse_timestamp
-from executor.station import (
+from executor.ocpp.meter import parse_meter_value
+from executor.ocpp.ocppj import FRAME_LOG, RobustRouting, iso_utc, outcome_of, parse_timestamp
+from executor.ocpp.station import (
     CallOutcome,
     ClearRequest,
     ProfileRequest,
@@ -52,7 +52,7 @@ RATE_UNIT_KEY = "ChargingScheduleAllowedChargingRateUnit"
 
 
 class CentralSystemV16(RobustRouting, ChargePoint):
-    """One OCPP 1.6J charger as seen from the central system; a :class:`executor.station.Station`.
+    """One OCPP 1.6J charger as seen from the central system; a :class:`executor.ocpp.station.Station`.
 
     Answers (OCPP 1.6 section 4, operations initiated by the charger): BootNotification (Accepted, ``interval``
     = heartbeat interval in s, ``currentTime`` from the clock), Heartbeat, StatusNotification, Authorize
@@ -192,7 +192,7 @@ class CentralSystemV16(RobustRouting, ChargePoint):
         return call.SetChargingProfile(connector_id=request.connector_id, cs_charging_profiles=profile)
 
     async def set_profile(self, request: ProfileRequest) -> CallOutcome:
-        """Send SetChargingProfile and classify the answer (see :class:`executor.station.CallOutcome`)."""
+        """Send SetChargingProfile and classify the answer (see :class:`executor.ocpp.station.CallOutcome`)."""
         payload = self.build_set_charging_profile(request)
         outcome, result = await outcome_of(self.call(payload, suppress=False), self._response_timeout)
         if result is None:

@@ -38,7 +38,7 @@ from ocpp.exceptions import (
 from ocpp.messages import Call, CallError, CallResult, MessageType
 from websockets.exceptions import ConnectionClosed
 
-from executor.station import CallOutcome
+from executor.ocpp.station import CallOutcome
 
 __all__ = ["FRAME_LOG", "ActionNotKnownError", "ActionNotSupportedError", "RobustRouting", "iso_utc", "outcome_of",
            "parse_timestamp"]

@@ -1,4 +1,4 @@
-"""MeterValue parsing for both OCPP versions, into :class:`executor.station.MeterSample` (kW, kWh, %).
+"""MeterValue parsing for both OCPP versions, into :class:`executor.ocpp.station.MeterSample` (kW, kWh, %).
 
 OCPP 1.6 (section 7, types MeterValue and SampledValue) sends ``value`` as a string with an optional
 ``unit``; OCPP 2.0.1 (2.2 datatypes MeterValueType and SampledValueType) sends a number with an optional
@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from executor.ocppj import parse_timestamp
-from executor.station import MeterSample
+from executor.ocpp.ocppj import parse_timestamp
+from executor.ocpp.station import MeterSample
 
 __all__ = ["parse_meter_value"]
 

@@ -1,6 +1,6 @@
 """The protocol-neutral seam between an OCPP version module and the rest of the executor.
 
-A version module (:mod:`executor.v16`, :mod:`executor.v201`) owns one websocket connection: it parses that
+A version module (:mod:`executor.ocpp.v16`, :mod:`executor.ocpp.v201`) owns one websocket connection: it parses that
 version's messages, answers them, and reports what happened through :class:`StationEvents` in plain,
 unit-normalised terms (kWh, kW, aware UTC datetimes, transaction ids as strings). In the other direction
 the dispatcher asks a :class:`Station` to install or clear a :class:`ProfileRequest` and gets a
