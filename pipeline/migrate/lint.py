@@ -10,8 +10,9 @@ and reports every problem it finds:
 * ``streaming``: what RisingWave cannot maintain in a materialized view: recursive CTEs, ``NOW()`` (or
   ``CURRENT_TIMESTAMP``) outside ``WHERE``/``HAVING`` (its only use is a temporal filter), random
   functions;
-* ``connector``: a Kafka table, source or sink without a topic, an upsert table without a primary key,
-  an upsert sink without ``primary_key``;
+* ``connector``: a Kafka table, source or sink without a topic; an upsert table not keyed by the message
+  key (``INCLUDE KEY AS k`` with ``PRIMARY KEY (k)``, k not declared as well:
+  :func:`pipeline.sqlobjects.upsert_key_problem`); an upsert sink without ``primary_key``;
 * ``embedded``: what the embedded engine cannot run: no DuckDB form (sqlglot cannot transpile it, or
   DuckDB rejects the transpiled DDL), or a topic without a contract in :mod:`pipeline.topics`.
 """
@@ -30,7 +31,7 @@ from sqlglot.errors import ErrorLevel, ParseError, SqlglotError
 from pipeline.migrate.kafka import is_kafka
 from pipeline.migrate.model import LintIssue
 from pipeline.migrate.targets.embedded import embedded_statements
-from pipeline.sqlobjects import DEFAULT_SQL_DIR, DIALECT, SqlError, SqlObject, parse_file
+from pipeline.sqlobjects import DEFAULT_SQL_DIR, DIALECT, SqlError, SqlObject, parse_file, upsert_key_problem
 from pipeline.topics import TOPICS
 
 
@@ -87,8 +88,9 @@ def _connector(obj: SqlObject) -> Iterable[str]:
         return
     if not obj.topic:
         yield f"a Kafka {obj.kind} needs topic = '...' in its WITH clause"
-    if obj.kind == "table" and obj.format == "upsert" and not obj.primary_key:
-        yield "an upsert table needs a PRIMARY KEY equal to the message key"
+    problem = upsert_key_problem(obj)
+    if problem:
+        yield problem
     if obj.kind == "sink" and obj.format == "upsert" and "primary_key" not in obj.properties:
         yield "an upsert sink needs primary_key = '...' in its WITH clause"
 

@@ -42,8 +42,11 @@ def test_inputs_and_sinks_match_their_topic_contracts():
             else:
                 assert set(obj.columns) == set(spec.model.model_fields), obj.name
                 assert obj.format == ("upsert" if spec.kind == "upsert" else "plain"), obj.name
-                if spec.kind == "upsert":
-                    assert obj.primary_key == [spec.key], obj.name
+                if spec.kind == "upsert":  # keyed by the message key; the JSON id stays a column
+                    assert obj.key_column == "message_key" and obj.primary_key == ["message_key"], obj.name
+                    assert spec.key in obj.columns and obj.key_column not in obj.columns, obj.name
+                else:
+                    assert obj.key_column is None, obj.name
 
 
 def test_sink_columns_are_exactly_the_setpoint_contract():

@@ -65,6 +65,27 @@ def test_connector_mistakes(tmp_path):
     assert ("sql/sinks/notopic.sql", 1, "connector") in issues
 
 
+def _upsert_table(columns: str, tail: str = "") -> str:
+    return (f"CREATE TABLE keyed ({columns}){tail} WITH (connector = 'kafka', topic = 'site.topology') "
+            "FORMAT UPSERT ENCODE JSON;")
+
+
+def test_an_upsert_table_is_keyed_by_the_message_key(tmp_path):
+    accepted = _upsert_table("node_id VARCHAR, site_id VARCHAR, PRIMARY KEY (node_key)", " INCLUDE KEY AS node_key")
+    assert found(tmp_path / "ok", {"tables/keyed.sql": accepted}) == []
+    cases = {
+        "json_pk": _upsert_table("node_id VARCHAR PRIMARY KEY, site_id VARCHAR"),  # what RisingWave 2.8 refuses
+        "json_pk_and_key": _upsert_table("node_id VARCHAR PRIMARY KEY, site_id VARCHAR", " INCLUDE KEY AS node_key"),
+        "no_pk": _upsert_table("node_id VARCHAR, site_id VARCHAR", " INCLUDE KEY AS node_key"),
+        "declared_twice": _upsert_table("node_id VARCHAR, PRIMARY KEY (node_id)", " INCLUDE KEY AS node_id"),
+    }
+    for name, text in cases.items():
+        issues = lint(write_sql(tmp_path / name / "sql", {**SMALL, "tables/keyed.sql": text}))
+        assert [(i.path, i.code) for i in issues] == [("sql/tables/keyed.sql", "connector")], (name, issues)
+    (issue,) = lint(write_sql(tmp_path / "plain" / "sql", {**SMALL, "tables/keyed.sql": cases["json_pk"]}))
+    assert "INCLUDE KEY AS" in issue.message and "message key" in issue.message
+
+
 def test_what_the_embedded_engine_cannot_run(tmp_path):
     issues = lint(write_sql(tmp_path / "sql", {
         **SMALL,
