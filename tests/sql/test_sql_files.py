@@ -70,8 +70,9 @@ def test_views_transpile_with_now_bound_to_the_engine_clock():
         assert "CURRENT_TIMESTAMP" not in ddl.upper()
 
 
-def test_the_unrolled_allocation_view_is_what_its_generator_renders():
+def test_the_unrolled_allocation_views_are_what_their_generator_renders():
     from pipeline.allocation_sql import render
 
-    committed = (DEFAULT_SQL_DIR / "views" / "session_allocation.sql").read_text()
-    assert committed == render(), "run: python -m pipeline.allocation_sql > sql/views/session_allocation.sql"
+    for name, text in render().items():
+        committed = (DEFAULT_SQL_DIR / "views" / name).read_text()
+        assert committed == text, f"{name}: run python -m pipeline.allocation_sql"
