@@ -29,13 +29,20 @@ def _expected() -> tuple[type[BaseException], ...]:
 
 
 def _one_line_errors(func):
-    """Turn expected failures (target, settings, ``sql/``, lock) into ``Error: <one line>``, exit 1."""
+    """Turn expected failures (target, settings, ``sql/``, lock) into ``Error: <one line>``, exit 1; a
+    database error keeps its cause, detail and hint (:func:`pipeline.pg_errors.describe`)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        import psycopg
+
+        from pipeline.pg_errors import describe
+
         try:
             return func(*args, **kwargs)
         except _expected() as exc:
+            if isinstance(exc, psycopg.Error):
+                raise click.ClickException(describe(exc)) from None
             text = str(exc).strip()
             raise click.ClickException(text.splitlines()[0] if text else type(exc).__name__) from None
         except KeyboardInterrupt:
