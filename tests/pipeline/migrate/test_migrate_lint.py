@@ -128,7 +128,8 @@ def test_plan_size_expands_every_cte_and_plain_view_at_each_reference(tmp_path):
 
 def test_a_view_whose_expanded_plan_is_over_the_budget_is_rejected(tmp_path):
     ctes = ["l0 AS (SELECT site_id FROM sessions)"] + [
-        f"l{k} AS (SELECT a.site_id FROM l{k - 1} AS a JOIN l{k - 1} AS b ON b.site_id = a.site_id)" for k in range(1, 8)]
+        f"l{k} AS (SELECT a.site_id FROM l{k - 1} AS a JOIN l{k - 1} AS b ON b.site_id = a.site_id)"
+        for k in range(1, 8)]
     text = "-- each level reads the one below twice\nCREATE MATERIALIZED VIEW deep AS\nWITH " + ",\n".join(ctes) \
         + "\nSELECT site_id FROM l7;"
     root = write_sql(tmp_path / "sql", {**SMALL, "views/deep.sql": text})

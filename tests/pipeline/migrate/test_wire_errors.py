@@ -52,7 +52,8 @@ def test_describe_keeps_a_plain_one_line_error_on_one_line(pg_dsn):
 
 def test_a_failed_apply_step_shows_the_cause_and_hint(tmp_path, pg_dsn):
     execute(pg_dsn, RW_LIKE)
-    sql = write_sql(tmp_path / "sql", {**PLAIN, "views/z_boom.sql": "CREATE MATERIALIZED VIEW z_boom AS SELECT rw_fail() AS x;"})
+    boom = "CREATE MATERIALIZED VIEW z_boom AS SELECT rw_fail() AS x;"
+    sql = write_sql(tmp_path / "sql", {**PLAIN, "views/z_boom.sql": boom})
     result = commands.apply(pg_dsn, sql)
     assert not result.ok and result.failed.name == "z_boom"
     assert CAUSE in result.error and f"HINT: {HINT}" in result.error
