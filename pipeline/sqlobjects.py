@@ -17,6 +17,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError
 
 DIALECT = "risingwave"
+DEFAULT_KEY_COLUMN = "_rw_key"  # the name RisingWave gives ``INCLUDE KEY`` without ``AS``
 DEFAULT_SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 
 
@@ -30,6 +31,8 @@ class SqlObject:
 
     ``kind`` is one of ``table``, ``source``, ``materialized_view``, ``view``, ``sink``; ``topic``,
     ``format`` (``upsert`` or ``plain``) and ``primary_key`` come from the connector clause.
+    ``columns`` are the declared columns (read from the message value); ``key_column`` is the column
+    ``INCLUDE KEY AS ...`` adds, holding the Kafka message key as ``bytea``.
     """
 
     name: str
@@ -50,14 +53,42 @@ class SqlObject:
         if "primary_key" in self.properties:
             return [c.strip() for c in self.properties["primary_key"].split(",")]
         schema = self.ast.this
-        if isinstance(schema, exp.Schema):
-            return [
-                col.name
-                for col in schema.expressions
-                if isinstance(col, exp.ColumnDef)
-                and any(isinstance(c.kind, exp.PrimaryKeyColumnConstraint) for c in col.constraints or [])
-            ]
-        return []
+        if not isinstance(schema, exp.Schema):
+            return []
+        inline = [
+            col.name
+            for col in schema.expressions
+            if isinstance(col, exp.ColumnDef)
+            and any(isinstance(c.kind, exp.PrimaryKeyColumnConstraint) for c in col.constraints or [])
+        ]
+        table_level = [e.name for pk in schema.expressions if isinstance(pk, exp.PrimaryKey) for e in pk.expressions]
+        return inline + table_level
+
+    @property
+    def key_column(self) -> str | None:
+        """The column ``INCLUDE KEY [AS name]`` adds (RisingWave names it ``_rw_key`` without ``AS``),
+        or ``None`` when the object includes no key."""
+        for prop in self._properties(exp.IncludeProperty):
+            if prop.name.upper() == "KEY":
+                alias = prop.args.get("alias")
+                return alias.name if alias is not None else DEFAULT_KEY_COLUMN
+        return None
+
+    @property
+    def included(self) -> list[str]:
+        """What the ``INCLUDE`` clauses name (``KEY``, ``TIMESTAMP``, ``PARTITION`` ...), upper case."""
+        return [prop.name.upper() for prop in self._properties(exp.IncludeProperty)]
+
+    @property
+    def stored_columns(self) -> list[str]:
+        """Every column of the relation: the declared ones, then the key column, as RisingWave orders
+        them."""
+        key = self.key_column
+        return self.columns + ([key] if key is not None and key not in self.columns else [])
+
+    def _properties(self, kind: type[exp.Expression]) -> list:
+        props = self.ast.args.get("properties")
+        return [p for p in props.expressions if isinstance(p, kind)] if props else []
 
     @property
     def columns(self) -> list[str]:
@@ -97,6 +128,33 @@ def _properties(create: exp.Create) -> tuple[dict[str, str], str | None]:
         elif type(prop) is exp.Property:
             out[prop.name.lower()] = prop.args["value"].name
     return out, fmt
+
+
+def upsert_key_problem(obj: SqlObject) -> str | None:
+    """Why RisingWave refuses ``obj`` as an upsert table, or ``None`` when it is one it accepts (or no
+    upsert table at all).
+
+    RisingWave (2.x) keys a ``FORMAT UPSERT ENCODE JSON`` table by the Kafka message key: the table must
+    ``INCLUDE KEY AS <column>`` and make that column its only ``PRIMARY KEY``; the column is ``bytea`` and
+    is added by the clause, so it must not be declared as well ("specified more than once"). Source:
+    RisingWave 2.8's own answer to an upsert table without it: "INCLUDE KEY clause not set. Hint: For
+    FORMAT UPSERT ENCODE JSON, INCLUDE KEY must be specified and the key column must be used as primary
+    key".
+    """
+    if obj.kind != "table" or obj.format != "upsert":
+        return None
+    key = obj.key_column
+    if key is None:
+        return ("an upsert table needs INCLUDE KEY AS <column> with PRIMARY KEY (<column>): RisingWave keys "
+                "FORMAT UPSERT rows by the message key")
+    if key in obj.columns:
+        return (f"the key column {key!r} is also declared: INCLUDE KEY adds it (as bytea), so RisingWave "
+                "refuses it as specified more than once; give the key column a name of its own")
+    if obj.primary_key != [key]:
+        return (f"an upsert table's PRIMARY KEY must be its key column alone, PRIMARY KEY ({key}) "
+                f"(found {', '.join(obj.primary_key) or 'none'}): RisingWave keys FORMAT UPSERT rows by the "
+                "message key")
+    return None
 
 
 def _references(create: exp.Create, name: str) -> set[str]:

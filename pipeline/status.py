@@ -24,6 +24,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
+from pipeline.pg_errors import describe
+
 __all__ = ["DEFAULT_DSN", "DEFAULT_EXECUTOR_URL", "StatusError", "fetch_chargers", "fetch_views", "snapshot"]
 
 DEFAULT_DSN = "postgresql://root@127.0.0.1:4566/dev"
@@ -44,7 +46,8 @@ _QUERIES = {
 
 
 class StatusError(Exception):
-    """The views cannot be read (unreachable DSN, refused login, views missing): one line, no secret."""
+    """The views cannot be read (unreachable DSN, refused login, views missing), with the server's answer
+    when it gave one; never a secret."""
 
 
 def redact(dsn: str) -> str:
@@ -81,8 +84,8 @@ def fetch_views(dsn: str = DEFAULT_DSN, *, password: str | None = None, timeout_
     "sessions", "dr", "prices"}``, each a list of row dicts (timestamps as ISO-8601 UTC strings, kW as
     floats). ``password`` is used when the DSN carries none.
 
-    Raises :class:`StatusError` (one line, the password redacted) when the DSN cannot be reached or a
-    query fails.
+    Raises :class:`StatusError` (the password redacted) when the DSN cannot be reached (one line) or a
+    query fails (the server's message, detail and hint: :func:`pipeline.pg_errors.describe`).
     """
     where = redact(dsn)
     extra = {"password": password} if password and not _has_password(dsn) else {}
@@ -94,10 +97,10 @@ def fetch_views(dsn: str = DEFAULT_DSN, *, password: str | None = None, timeout_
                 out = {name: _rows(cur, sql) for name, sql in _QUERIES.items()}
             conn.rollback()
             return out
-    except psycopg.OperationalError as exc:
-        raise StatusError(f"cannot read the views at {where}: {_first_line(exc)}") from None
     except psycopg.Error as exc:
-        raise StatusError(f"{where}: {_first_line(exc)}") from None
+        if exc.diag.message_primary:  # the server answered: its message, cause, detail and hint
+            raise StatusError(f"{where}: {describe(exc)}") from None
+        raise StatusError(f"cannot read the views at {where}: {_first_line(exc)}") from None
 
 
 def _has_password(dsn: str) -> bool:

@@ -3,8 +3,9 @@
 RisingWave maintains materialized views incrementally; this engine does not pretend to. It is honest
 micro-batch recompute:
 
-* tables and sources become DuckDB tables fed from the transport (upsert topics by primary key, with
-  tombstones as deletes; append topics as inserts);
+* tables and sources become DuckDB tables fed from the transport (upsert tables by the Kafka message
+  key, held as RisingWave holds it: the ``INCLUDE KEY AS`` column, the key's bytes, is the primary key,
+  and a tombstone deletes its row; append topics as inserts);
 * materialized views are transpiled by sqlglot (``risingwave`` in, ``duckdb`` out), with ``NOW()``
   bound to the engine clock so temporal filters fire at the clock's time. Each becomes a query view
   (``<name>__query``) and a table ``<name>`` that every evaluation refreshes in dependency order, so a
@@ -35,7 +36,7 @@ import duckdb
 from sqlglot import exp
 
 from pipeline.engine.partition import ALL, SITE_COLUMN, SITES_PARAM, SiteIndex, restrict, union
-from pipeline.sqlobjects import DEFAULT_SQL_DIR, SqlError, SqlObject, load_objects
+from pipeline.sqlobjects import DEFAULT_SQL_DIR, SqlError, SqlObject, load_objects, upsert_key_problem
 from pipeline.topics import TOPICS, RecordError, encode
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,14 @@ def to_duckdb(obj: SqlObject) -> str:
     """
     if obj.kind in ("table", "source"):
         schema = obj.ast.this.copy()
+        unsupported = [name for name in obj.included if name != "KEY"]
+        if unsupported:
+            raise SqlError(f"{obj.path}: the embedded engine fills only INCLUDE KEY, not INCLUDE {unsupported[0]}")
+        key = obj.key_column
+        if key is not None and key not in obj.columns:  # RisingWave adds it after the declared columns
+            last = max(i for i, e in enumerate(schema.expressions) if isinstance(e, exp.ColumnDef))
+            schema.expressions.insert(last + 1, exp.ColumnDef(this=exp.to_identifier(key),
+                                                              kind=exp.DataType.build("BLOB", dialect="duckdb")))
         return exp.Create(this=schema, kind="TABLE", exists=True).sql("duckdb")
     if obj.kind in ("materialized_view", "view"):
         return f"CREATE OR REPLACE VIEW {obj.name}{QUERY_SUFFIX} AS {duckdb_query(obj)}"
@@ -111,6 +120,15 @@ def duckdb_ddl(obj: SqlObject) -> list[str]:
 
 def _reads_now(obj: SqlObject) -> bool:
     return any(_is_now(node) for node in obj.ast.expression.find_all(exp.Func))
+
+
+def _message_key(topic: str, key: str | None, record: Any) -> str | None:
+    """The record's Kafka message key: ``key``, or for a record built in code without one (a snapshot, a
+    test) its contract's key field (:data:`pipeline.topics.TOPICS`), which a decoded record's key always
+    equals."""
+    if key is not None or record is None:
+        return key
+    return str(getattr(record, TOPICS[topic].key))
 
 
 def _plain(value: Any) -> Any:
@@ -163,11 +181,15 @@ class EmbeddedEngine:
                     raise SqlError(f"{obj.path}: a {obj.kind} needs a topic in its WITH clause")
                 if obj.topic not in TOPICS:
                     raise SqlError(f"{obj.path}: topic {obj.topic!r} has no contract in pipeline.topics")
+                problem = upsert_key_problem(obj)
+                if problem:
+                    raise SqlError(f"{obj.path}: {problem}")
                 self.inputs[obj.topic] = obj
-                self._columns[obj.name] = list(obj.columns)
+                stored = obj.stored_columns
+                self._columns[obj.name] = stored
                 types = dict(self.con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {obj.name})").fetchall())
-                quoted = ", ".join(f'"{c}"' for c in obj.columns)
-                lists = ", ".join(f"unnest(${i}::{types[c]}[])" for i, c in enumerate(obj.columns, 1))
+                quoted = ", ".join(f'"{c}"' for c in stored)
+                lists = ", ".join(f"unnest(${i}::{types[c]}[])" for i, c in enumerate(stored, 1))
                 self._insert_sql[obj.name] = f"INSERT INTO {obj.name} ({quoted}) SELECT {lists}"
         site_keyed = {name for name, cols in self._columns.items() if SITE_COLUMN in cols}
         for view in self.views:
@@ -195,28 +217,32 @@ class EmbeddedEngine:
             obj = self.inputs.get(topic)
             if obj is None:
                 continue
+            key = _message_key(topic, key, record)
             batches.setdefault(topic, []).append((key, record))
             count += 1
-            upsert_key = obj.primary_key[0] if obj.format == "upsert" else None
+            upsert_key = TOPICS[topic].key if obj.format == "upsert" else None
             touched = self.sites.sites(obj.name, obj.columns, upsert_key, key, record)
             self._dirty[obj.name] = union(self._dirty.get(obj.name, frozenset()), touched)
         self.con.execute("BEGIN")  # readers (Postgres wire) see a batch whole or not at all
         try:
             for topic, batch in batches.items():
                 obj = self.inputs[topic]
-                cols = obj.columns
-                if obj.format == "upsert":
-                    (pk,) = obj.primary_key
+                key_col = obj.key_column
+                if obj.format == "upsert":  # keyed by the message key, as RisingWave's INCLUDE KEY column
                     latest: dict[str, Any] = {}
                     for key, record in batch:
-                        latest[key if record is None else str(getattr(record, pk))] = record
-                    self.con.execute(f"DELETE FROM {obj.name} WHERE {pk} IN (SELECT unnest(?))", [list(latest)])
-                    rows = [r for r in latest.values() if r is not None]
+                        if key is not None:
+                            latest[key] = record
+                    self.con.execute(f"DELETE FROM {obj.name} WHERE {key_col} IN (SELECT unnest(?::BLOB[]))",
+                                     [[k.encode() for k in latest]])
+                    rows = [(k, r) for k, r in latest.items() if r is not None]
                 else:
-                    rows = [r for _, r in batch if r is not None]
+                    rows = [(k, r) for k, r in batch if r is not None]
                 if rows:  # one statement per table, columns as lists: executemany costs ~2 ms a row
-                    self.con.execute(self._insert_sql[obj.name],
-                                     [[_plain(getattr(r, c, None)) for r in rows] for c in cols])
+                    lists = [[_plain(getattr(r, c, None)) for _, r in rows] for c in obj.columns]
+                    if key_col is not None and key_col not in obj.columns:
+                        lists.append([None if k is None else k.encode() for k, _ in rows])
+                    self.con.execute(self._insert_sql[obj.name], lists)
         except BaseException:
             self.con.execute("ROLLBACK")
             raise

@@ -71,13 +71,15 @@ class SiteIndex:
     def sites(self, table: str, columns: list[str], upsert_key: str | None, key: str | None,
               record: Any) -> frozenset[str] | None:
         """The sites one record (``None`` = tombstone for ``key``) of ``table`` touches, and remember its
-        key's site. Returns ``ALL`` when it cannot be pinned."""
+        key's site. On an upsert table (``upsert_key``: the contract's key field) rows are keyed by the
+        message ``key``, or by that field when the record came without one. Returns ``ALL`` when it
+        cannot be pinned."""
         if SITE_COLUMN not in columns:
             return self._pinned(record)
         known = self._key_site.setdefault(table, {})
         touched: set[str | None] = set()
         if upsert_key is not None:
-            pk = key if record is None else str(getattr(record, upsert_key))
+            pk = key if key is not None or record is None else str(getattr(record, upsert_key))
             if pk in known:
                 touched.add(known[pk])
             if record is None:

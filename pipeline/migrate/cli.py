@@ -29,13 +29,20 @@ def _expected() -> tuple[type[BaseException], ...]:
 
 
 def _one_line_errors(func):
-    """Turn expected failures (target, settings, ``sql/``, lock) into ``Error: <one line>``, exit 1."""
+    """Turn expected failures (target, settings, ``sql/``, lock) into ``Error: <one line>``, exit 1; a
+    database error keeps its cause, detail and hint (:func:`pipeline.pg_errors.describe`)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        import psycopg
+
+        from pipeline.pg_errors import describe
+
         try:
             return func(*args, **kwargs)
         except _expected() as exc:
+            if isinstance(exc, psycopg.Error):
+                raise click.ClickException(describe(exc)) from None
             text = str(exc).strip()
             raise click.ClickException(text.splitlines()[0] if text else type(exc).__name__) from None
         except KeyboardInterrupt:
@@ -184,17 +191,25 @@ def diff(name, target, sql_dir, as_json):
 
 @migrate.command()
 @_sql_dir
+@click.option("--verbose", "-v", is_flag=True,
+              help="also print each view's relation scans with every CTE expanded (the plan-size measure)")
 @_json
 @_one_line_errors
-def lint(sql_dir, as_json):
+def lint(sql_dir, verbose, as_json):
     """Reject what cannot run on RisingWave or the embedded engine, with file and line."""
     from pipeline.migrate import commands
-    from pipeline.migrate.render import render_lint
+    from pipeline.migrate.lint import SCAN_BUDGET, plan_sizes
+    from pipeline.migrate.render import render_lint, render_plan_sizes
 
     issues = commands.lint(sql_dir)
+    sizes = plan_sizes(sql_dir) if verbose else []
     if as_json:
-        _echo_json([issue.__dict__ for issue in issues])
+        found = [issue.__dict__ for issue in issues]
+        _echo_json({"issues": found, "scan_budget": SCAN_BUDGET, "plan_sizes": [s.to_dict() for s in sizes]}
+                   if verbose else found)
     else:
+        if verbose:
+            render_plan_sizes(sizes, SCAN_BUDGET, _console())
         render_lint(issues, _console())
     if issues:
         raise SystemExit(1)

@@ -35,6 +35,7 @@ from pipeline.migrate.model import (
 )
 from pipeline.migrate.planner import build_plan
 from pipeline.migrate.targets import DEFAULT_LOCK_TTL_S, Target, is_wire, open_target
+from pipeline.pg_errors import describe
 from pipeline.sqlobjects import DEFAULT_SQL_DIR, load_objects
 
 StepCallback = Callable[[int, Step, float, "str | None"], None]
@@ -82,7 +83,8 @@ def apply(
     """Bring ``target`` to ``sql_dir``: take the lock, plan afresh under it, confirm destructive steps
     (``yes``, or ``confirm(plan)`` returning true), then run the steps in order, recording each in the
     catalog as it succeeds. Stops at the first failed step: the result says what was applied, what
-    failed (with the database's one-line error) and what was not applied.
+    failed (with the database's error: message, detail and hint, :func:`pipeline.pg_errors.describe`)
+    and what was not applied.
 
     ``on_step(index, step, seconds, error)`` is called after each step. Raises :class:`LockHeld` when
     another migrator holds the lock, and :class:`MigrateError` (nothing applied) when destructive steps
@@ -109,7 +111,7 @@ def apply(
             try:
                 t.run_step(step)
             except t.errors as exc:
-                error = redact_text(_first_line(exc), t.kafka)
+                error = redact_text(describe(exc), t.kafka)
                 if on_step:
                     on_step(index, step, time.perf_counter() - started, error)
                 return ApplyResult(plan_, tuple(applied), step, error)
@@ -182,11 +184,6 @@ def diff(target: str, name: str, sql_dir: str | Path = DEFAULT_SQL_DIR) -> Objec
         tofile=f"{name} (sql/)" if obj else f"{name} (not in sql/)", lineterm="",
     ))
     return ObjectDiff(name, state, applied, desired, unified, change)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 __all__ = ["apply", "diff", "lint", "plan", "status"]

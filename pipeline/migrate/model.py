@@ -237,3 +237,20 @@ class LintIssue:
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}: [{self.code}] {self.message}"
+
+
+@dataclass(frozen=True)
+class PlanSize:
+    """How big a view's (or sink's) streaming plan gets: ``scans`` is the number of relation scans once
+    every CTE and plain view is expanded at each place it is read, as RisingWave plans them; ``repeated``
+    names the CTEs and plain views read more than once, with their read counts, costliest first."""
+
+    name: str
+    kind: str
+    path: str
+    line: int
+    scans: int
+    repeated: tuple[tuple[str, int], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "scans": self.scans, "path": self.path, "line": self.line}

@@ -21,6 +21,7 @@ from pipeline.migrate.model import (
     LintIssue,
     ObjectDiff,
     Plan,
+    PlanSize,
     Status,
     Step,
 )
@@ -148,3 +149,19 @@ def render_lint(issues: list[LintIssue], console: Console) -> None:
     for issue in issues:
         console.print(Text(str(issue)), soft_wrap=True)
     console.print(Text(f"lint: {len(issues)} problem(s).", style="bold red"))
+
+
+def render_plan_sizes(sizes: list[PlanSize], budget: int, console: Console) -> None:
+    """One line per view and sink: name, kind, relation scans with every CTE expanded, and what is read
+    more than once; counts over ``budget`` in red."""
+    table = Table(box=None, pad_edge=False, title=f"relation scans per view, every CTE expanded (budget {budget})",
+                  title_justify="left")
+    table.add_column("object")
+    table.add_column("kind")
+    table.add_column("scans", justify="right")
+    table.add_column("read more than once")
+    for size in sizes:
+        style = "bold red" if size.scans > budget else None
+        table.add_row(size.name, size.kind, Text(str(size.scans), style=style or ""),
+                      ", ".join(f"{n} ({k}x)" for n, k in size.repeated))
+    console.print(table)

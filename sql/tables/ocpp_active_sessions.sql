@@ -1,7 +1,11 @@
 -- ocpp.active.sessions: one row per charging session, published by the executor at StartTransaction and
 -- on every MeterValues; a tombstone at StopTransaction deletes it. Key: session_id.
+-- RisingWave 2.8 keys a FORMAT UPSERT ENCODE JSON table by the Kafka message key: INCLUDE KEY adds
+-- message_key (bytea: the key's raw bytes; encode(message_key, 'escape') gives the id) as the primary
+-- key, and a tombstone (null value) deletes the row of its key. session_id stays an ordinary column read
+-- from the JSON value; the views join on it.
 CREATE TABLE ocpp_active_sessions (
-    session_id VARCHAR PRIMARY KEY,
+    session_id VARCHAR,
     charge_point_id VARCHAR,
     connector_id INT,
     transaction_id VARCHAR,
@@ -19,8 +23,9 @@ CREATE TABLE ocpp_active_sessions (
     current_power_kw DOUBLE PRECISION,
     energy_kwh DOUBLE PRECISION,
     soc_pct DOUBLE PRECISION,
-    sampled_at TIMESTAMPTZ
-) WITH (
+    sampled_at TIMESTAMPTZ,
+    PRIMARY KEY (message_key)
+) INCLUDE KEY AS message_key WITH (
     connector = 'kafka',
     topic = 'ocpp.active.sessions'
 ) FORMAT UPSERT ENCODE JSON;

@@ -1,7 +1,11 @@
 -- site.topology: the breaker tree (site -> panels -> chargers), one row per node. Key: node_id.
 -- For kind = 'charger', limit_kw is the charger's rating.
+-- RisingWave 2.8 keys a FORMAT UPSERT ENCODE JSON table by the Kafka message key: INCLUDE KEY adds
+-- message_key (bytea: the key's raw bytes; encode(message_key, 'escape') gives the id) as the primary
+-- key, and a tombstone (null value) deletes the row of its key. node_id stays an ordinary column read
+-- from the JSON value; the views join on it.
 CREATE TABLE site_topology (
-    node_id VARCHAR PRIMARY KEY,
+    node_id VARCHAR,
     site_id VARCHAR,
     parent_id VARCHAR,
     kind VARCHAR,
@@ -9,8 +13,9 @@ CREATE TABLE site_topology (
     managed BOOLEAN,
     phases INT,
     voltage_v DOUBLE PRECISION,
-    connectors INT
-) WITH (
+    connectors INT,
+    PRIMARY KEY (message_key)
+) INCLUDE KEY AS message_key WITH (
     connector = 'kafka',
     topic = 'site.topology'
 ) FORMAT UPSERT ENCODE JSON;

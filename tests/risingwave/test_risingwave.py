@@ -1,10 +1,16 @@
-"""sql/ on a real RisingWave (single node) beside a real Apache Kafka, both in Docker via testcontainers:
-``pipeline migrate apply`` creates the tables, sources, views and sinks with the broker address and topic
-prefix injected, then records published through :class:`KafkaTransport` come back as a setpoint on
-``ocpp.setpoint.commands`` with the executor's contract (key = session_id, JSON that decodes).
+"""sql/ on a real RisingWave (single node, the version sql/ is written for) beside a real Apache Kafka,
+both in Docker via testcontainers:
 
-Skipped, with the reason, where no Docker daemon answers (no registry here ships RisingWave).
-``RISINGWAVE_IMAGE`` overrides the image.
+* ``pipeline migrate apply`` creates every table, source, view and sink (broker address and topic prefix
+  injected), and ``migrate status --check`` finds them in sync;
+* a session published through :class:`KafkaTransport` lands in ``ocpp_active_sessions`` keyed by its
+  plain-text id (the ``INCLUDE KEY AS message_key`` column holds the key's bytes);
+* a setpoint for it appears on ``ocpp.setpoint.commands`` with the plain session id as its key and JSON the
+  executor's contract decodes;
+* its tombstone deletes its row (the other session's row stays), and its setpoint is tombstoned.
+
+Skipped, with the reason, only where no Docker daemon answers (no registry here ships RisingWave); where
+one does, every step is asserted. ``RISINGWAVE_IMAGE`` overrides the image.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from kafka_broker import STARTED, docker_available, kafka_container  # noqa: E40
 from pipeline.cli import main  # noqa: E402
 from pipeline.settings import KafkaSettings  # noqa: E402
 from pipeline.topics import ActiveSession, SetpointCommand, SiteDemand, TopologyNode  # noqa: E402
-from pipeline.transport import decode_or_dead_letter, publish  # noqa: E402
+from pipeline.transport import decode_or_dead_letter, publish, publish_tombstone  # noqa: E402
 from pipeline.transport.kafka import KafkaTransport  # noqa: E402
 
 pytestmark = pytest.mark.risingwave
@@ -74,7 +80,11 @@ def stack():
         network.remove()
 
 
-def test_sql_applied_to_risingwave_turns_a_session_into_a_setpoint(stack):
+SITE = "s1"
+DEADLINE_S = 180
+
+
+def test_sql_on_risingwave_keys_sessions_by_the_message_key_and_emits_setpoints(stack):
     bootstrap, dsn = stack
     prefix = f"rw-{uuid.uuid4().hex[:8]}."
     settings = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix)
@@ -83,36 +93,81 @@ def test_sql_applied_to_risingwave_turns_a_session_into_a_setpoint(stack):
     result = CliRunner().invoke(main, ["migrate", "apply", "--target", dsn, "--yes",
                                        "--kafka-bootstrap", "kafka:19092", "--topic-prefix", prefix])
     assert result.exit_code == 0, result.output
+    status = CliRunner().invoke(main, ["migrate", "status", "--target", dsn, "--check"])
+    assert status.exit_code == 0, status.output
 
     now = datetime.now(timezone.utc).replace(microsecond=0)
-    setpoint = asyncio.run(_drive(settings, now))
-    assert setpoint.session_id == "CP1-1" and setpoint.charge_point_id == "CP1"
-    assert setpoint.setpoint_kw == pytest.approx(22.0)  # a single session gets min(cap, headroom)
-    assert setpoint.computed_at >= now - timedelta(minutes=1)
+    asyncio.run(_drive(settings, dsn, now))
 
 
-async def _drive(settings: KafkaSettings, now: datetime) -> SetpointCommand:
+def _rows(dsn: str, sql: str) -> list[tuple]:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(sql).fetchall()
+
+
+async def _until(what: str, check) -> None:
+    """Poll ``check()`` (blocking, run on a thread) until it is true, for at most ``DEADLINE_S``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE_S
+    while not await asyncio.to_thread(check):
+        assert loop.time() < deadline, f"RisingWave: {what} within {DEADLINE_S} s"
+        await asyncio.sleep(1)
+
+
+def _session(n: int, now: datetime) -> ActiveSession:
+    return ActiveSession(session_id=f"CP{n}-1", charge_point_id=f"CP{n}", connector_id=1, transaction_id=str(n),
+                         site_id=SITE, node_id=SITE, rated_power_kw=22, started_at=now - timedelta(minutes=5),
+                         sampled_at=now)
+
+
+async def _drive(settings: KafkaSettings, dsn: str, now: datetime) -> None:
     transport = KafkaTransport(settings)
+    consumer = None
     try:
-        for node in (TopologyNode(node_id="s1", site_id="s1", kind="site", limit_kw=100),
-                     TopologyNode(node_id="CP1", site_id="s1", parent_id="s1", kind="charger", limit_kw=22)):
+        consumer = await transport.consumer(["ocpp.setpoint.commands"], f"rw-test-{uuid.uuid4().hex[:6]}")
+        for node in (TopologyNode(node_id=SITE, site_id=SITE, kind="site", limit_kw=100),
+                     TopologyNode(node_id="CP1", site_id=SITE, parent_id=SITE, kind="charger", limit_kw=22),
+                     TopologyNode(node_id="CP2", site_id=SITE, parent_id=SITE, kind="charger", limit_kw=22)):
             await publish(transport, "site.topology", node)
         await publish(transport, "bems.site.demand", SiteDemand(
-            site_id="s1", current_demand_kw=30, ev_load_kw=0, measured_at=now))
-        await publish(transport, "ocpp.active.sessions", ActiveSession(
-            session_id="CP1-1", charge_point_id="CP1", connector_id=1, transaction_id="1", site_id="s1",
-            node_id="s1", rated_power_kw=22, started_at=now - timedelta(minutes=5), sampled_at=now))
-        consumer = await transport.consumer(["ocpp.setpoint.commands"], "rw-test")
-        try:
-            deadline = asyncio.get_running_loop().time() + 120
-            while asyncio.get_running_loop().time() < deadline:
-                for record in await consumer.getmany(timeout_s=1.0):
-                    ok, value = await decode_or_dead_letter(transport, record)
-                    assert ok, f"RisingWave wrote a record the executor cannot read: key={record.key!r}"
-                    if value is not None:
-                        return value
-            raise AssertionError("no setpoint from RisingWave within 120 s")
-        finally:
-            await consumer.close()
+            site_id=SITE, current_demand_kw=30, ev_load_kw=0, measured_at=now))
+        for n in (1, 2):
+            await publish(transport, "ocpp.active.sessions", _session(n, now))
+
+        keyed = "SELECT session_id, encode(message_key, 'escape') FROM ocpp_active_sessions ORDER BY session_id"
+        await _until("both sessions keyed by their plain-text id",
+                     lambda: _rows(dsn, keyed) == [("CP1-1", "CP1-1"), ("CP2-1", "CP2-1")])
+
+        latest = await _read_setpoints(transport, consumer, lambda got: {"CP1-1", "CP2-1"} <= got.keys())
+        for sid in ("CP1-1", "CP2-1"):  # 70 kW of headroom: each gets min(cap, share) = its 22 kW rating
+            assert latest[sid].session_id == sid and latest[sid].charge_point_id == sid.split("-")[0]
+            assert latest[sid].setpoint_kw == pytest.approx(22.0)
+            assert latest[sid].computed_at >= now - timedelta(minutes=1)
+
+        await publish_tombstone(transport, "ocpp.active.sessions", "CP1-1")
+        await _until("the tombstoned session's row deleted, the other kept",
+                     lambda: _rows(dsn, keyed) == [("CP2-1", "CP2-1")])
+        latest = await _read_setpoints(transport, consumer, lambda got: "CP1-1" in got and got["CP1-1"] is None)
+        assert latest.get("CP2-1", "untouched") is not None  # the other session's setpoint is not tombstoned
     finally:
+        if consumer is not None:
+            await consumer.close()
         await transport.close()
+
+
+async def _read_setpoints(transport, consumer, done) -> dict[str, SetpointCommand | None]:
+    """Read ``ocpp.setpoint.commands`` until ``done(latest)``; ``latest`` maps each key read to its latest
+    value (``None`` = tombstone). Every key must be a plain session id and every value must decode."""
+    latest: dict[str, SetpointCommand | None] = {}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE_S
+    while not done(latest):
+        assert loop.time() < deadline, f"RisingWave: setpoints within {DEADLINE_S} s, got {latest}"
+        for record in await consumer.getmany(timeout_s=1.0):
+            ok, value = await decode_or_dead_letter(transport, record)
+            assert ok, f"RisingWave wrote a record the executor cannot read: key={record.key!r}"
+            assert record.key in ("CP1-1", "CP2-1"), f"not a plain session id as key: {record.key!r}"
+            latest[record.key] = value
+    return latest

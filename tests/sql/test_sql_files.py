@@ -42,8 +42,11 @@ def test_inputs_and_sinks_match_their_topic_contracts():
             else:
                 assert set(obj.columns) == set(spec.model.model_fields), obj.name
                 assert obj.format == ("upsert" if spec.kind == "upsert" else "plain"), obj.name
-                if spec.kind == "upsert":
-                    assert obj.primary_key == [spec.key], obj.name
+                if spec.kind == "upsert":  # keyed by the message key; the JSON id stays a column
+                    assert obj.key_column == "message_key" and obj.primary_key == ["message_key"], obj.name
+                    assert spec.key in obj.columns and obj.key_column not in obj.columns, obj.name
+                else:
+                    assert obj.key_column is None, obj.name
 
 
 def test_sink_columns_are_exactly_the_setpoint_contract():
@@ -67,8 +70,9 @@ def test_views_transpile_with_now_bound_to_the_engine_clock():
         assert "CURRENT_TIMESTAMP" not in ddl.upper()
 
 
-def test_the_unrolled_allocation_view_is_what_its_generator_renders():
+def test_the_unrolled_allocation_views_are_what_their_generator_renders():
     from pipeline.allocation_sql import render
 
-    committed = (DEFAULT_SQL_DIR / "views" / "session_allocation.sql").read_text()
-    assert committed == render(), "run: python -m pipeline.allocation_sql > sql/views/session_allocation.sql"
+    for name, text in render().items():
+        committed = (DEFAULT_SQL_DIR / "views" / name).read_text()
+        assert committed == text, f"{name}: run python -m pipeline.allocation_sql"

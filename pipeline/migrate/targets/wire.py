@@ -22,6 +22,7 @@ from sqlglot import exp
 from pipeline.migrate.kafka import ConnectorSettings
 from pipeline.migrate.model import MigrateError
 from pipeline.migrate.targets.base import LOCK_DDL, OWN_TABLES, Target
+from pipeline.pg_errors import describe
 
 DROP_KEYWORD = {
     "materialized_view": "MATERIALIZED VIEW",
@@ -73,7 +74,7 @@ class WireTarget(Target):
         try:
             self.conn = psycopg.connect(dsn, autocommit=True, connect_timeout=connect_timeout_s)
         except psycopg.Error as exc:
-            raise MigrateError(f"cannot connect to {self.display}: {_first_line(exc)}") from None
+            raise MigrateError(f"cannot connect to {self.display}: {describe(exc)}") from None
         version = self._query("SELECT version()")[0][0] or ""
         self.engine = "risingwave" if "risingwave" in version.lower() else "postgres"
         if self.engine == "risingwave":
@@ -117,8 +118,3 @@ class WireTarget(Target):
 
     def close(self) -> None:
         self.conn.close()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

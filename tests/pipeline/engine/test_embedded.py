@@ -51,6 +51,21 @@ def test_upsert_batches_keep_the_last_record_per_key():
     assert rows == [("a", 3)]
 
 
+def test_upsert_tables_are_keyed_by_the_message_key_as_on_risingwave():
+    e = EmbeddedEngine()
+    e.apply([("site.topology", "s1", SITE), ("ocpp.active.sessions", "a", session("a")),
+             ("ocpp.active.sessions", "b", session("b"))])
+    _, rows = e.query("SELECT session_id, message_key FROM ocpp_active_sessions ORDER BY session_id")
+    assert rows == [("a", b"a"), ("b", b"b")]  # the key's raw bytes, as RisingWave's bytea key column
+    e.apply([("ocpp.active.sessions", "a", None)])  # a tombstone deletes by key; the other row stays
+    _, rows = e.query("SELECT session_id FROM ocpp_active_sessions")
+    assert rows == [("b",)]
+    # a record built in code without a key is keyed by its contract's key field
+    e.apply([("ocpp.active.sessions", None, session("c"))])
+    _, rows = e.query("SELECT message_key FROM ocpp_active_sessions ORDER BY message_key")
+    assert rows == [(b"b",), (b"c",)]
+
+
 async def test_the_timer_fires_temporal_filters_without_new_input():
     t = MemoryTransport()
     engine = EmbeddedEngine()

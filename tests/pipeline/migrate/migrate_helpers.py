@@ -6,12 +6,13 @@ from pathlib import Path
 
 # A tiny pipeline in the same shape as sql/: an upsert input, a view chain and an upsert sink.
 SMALL = {
-    "tables/sessions.sql": """-- sessions, keyed by session_id
+    "tables/sessions.sql": """-- sessions, keyed by the message key (session_id)
 CREATE TABLE sessions (
-    session_id VARCHAR PRIMARY KEY,
+    session_id VARCHAR,
     site_id VARCHAR,
-    power_kw DOUBLE PRECISION
-) WITH (
+    power_kw DOUBLE PRECISION,
+    PRIMARY KEY (message_key)
+) INCLUDE KEY AS message_key WITH (
     connector = 'kafka',
     topic = 'ocpp.active.sessions'
 ) FORMAT UPSERT ENCODE JSON;

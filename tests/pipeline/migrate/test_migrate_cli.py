@@ -169,3 +169,14 @@ def test_lint_exit_codes(small_sql, tmp_path):
     bad = run("lint", "--sql-dir", str(small_sql))
     assert bad.exit_code == 1
     assert "sql/views/bad.sql:3: [unknown-ref] unknown reference 'nowhere'" in bad.output
+
+
+def test_lint_verbose_reports_each_views_scan_count(small_sql):
+    result = run("lint", "--verbose", "--sql-dir", str(small_sql))
+    assert result.exit_code == 0, result.output
+    lines = [line.split() for line in result.output.splitlines()]
+    assert ["site_power", "materialized_view", "1"] in lines and ["session_share", "materialized_view", "2"] in lines
+    assert "no problems" in result.output
+    data = json.loads(run("lint", "--verbose", "--json", "--sql-dir", str(small_sql)).output)
+    assert data["issues"] == [] and {"name": "session_share", "kind": "materialized_view", "scans": 2,
+                                     "path": "sql/views/session_share.sql", "line": 1} in data["plan_sizes"]

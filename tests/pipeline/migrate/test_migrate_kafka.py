@@ -45,6 +45,7 @@ def test_connectors_get_broker_prefix_and_security(tmp_path):
     }
     text = sessions.sql("risingwave", pretty=True)
     assert text.rstrip().endswith("FORMAT UPSERT\nENCODE JSON")  # the WITH clause stays before FORMAT
+    assert "PRIMARY KEY (message_key)\n)\nINCLUDE KEY AS message_key\nWITH (" in text  # the key stays before WITH
     reparsed = sqlglot.parse_one(text, read="risingwave")  # still RisingWave SQL
     assert reparsed.this.this.name == "sessions"
 

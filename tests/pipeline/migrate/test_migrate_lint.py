@@ -1,11 +1,13 @@
 """``lint`` reports every problem with file and line: parse errors, duplicates, unknown references,
-cycles, what RisingWave cannot maintain, connector mistakes, and what the embedded engine cannot run."""
+cycles, what RisingWave cannot maintain, connector mistakes, plans over the scan budget, and what the
+embedded engine cannot run."""
 
 from __future__ import annotations
 
 from migrate_helpers import SMALL, write_sql
 
-from pipeline.migrate.lint import lint
+from pipeline.migrate.lint import SCAN_BUDGET, lint, plan_sizes
+from pipeline.sqlobjects import DEFAULT_SQL_DIR
 
 
 def found(tmp_path, files: dict[str, str]) -> list[tuple[str, int, str]]:
@@ -65,6 +67,27 @@ def test_connector_mistakes(tmp_path):
     assert ("sql/sinks/notopic.sql", 1, "connector") in issues
 
 
+def _upsert_table(columns: str, tail: str = "") -> str:
+    return (f"CREATE TABLE keyed ({columns}){tail} WITH (connector = 'kafka', topic = 'site.topology') "
+            "FORMAT UPSERT ENCODE JSON;")
+
+
+def test_an_upsert_table_is_keyed_by_the_message_key(tmp_path):
+    accepted = _upsert_table("node_id VARCHAR, site_id VARCHAR, PRIMARY KEY (node_key)", " INCLUDE KEY AS node_key")
+    assert found(tmp_path / "ok", {"tables/keyed.sql": accepted}) == []
+    cases = {
+        "json_pk": _upsert_table("node_id VARCHAR PRIMARY KEY, site_id VARCHAR"),  # what RisingWave 2.8 refuses
+        "json_pk_and_key": _upsert_table("node_id VARCHAR PRIMARY KEY, site_id VARCHAR", " INCLUDE KEY AS node_key"),
+        "no_pk": _upsert_table("node_id VARCHAR, site_id VARCHAR", " INCLUDE KEY AS node_key"),
+        "declared_twice": _upsert_table("node_id VARCHAR, PRIMARY KEY (node_id)", " INCLUDE KEY AS node_id"),
+    }
+    for name, text in cases.items():
+        issues = lint(write_sql(tmp_path / name / "sql", {**SMALL, "tables/keyed.sql": text}))
+        assert [(i.path, i.code) for i in issues] == [("sql/tables/keyed.sql", "connector")], (name, issues)
+    (issue,) = lint(write_sql(tmp_path / "plain" / "sql", {**SMALL, "tables/keyed.sql": cases["json_pk"]}))
+    assert "INCLUDE KEY AS" in issue.message and "message key" in issue.message
+
+
 def test_what_the_embedded_engine_cannot_run(tmp_path):
     issues = lint(write_sql(tmp_path / "sql", {
         **SMALL,
@@ -79,3 +102,46 @@ def test_what_the_embedded_engine_cannot_run(tmp_path):
     assert not any("downstream" in t for t in text)  # reported once, at its cause
     assert "sql/sources/stray.sql:1: [embedded] topic 'no.such.topic' has no contract in pipeline.topics, " \
            "so the embedded engine refuses it" in text
+
+
+def sizes(root) -> dict[str, int]:
+    return {s.name: s.scans for s in plan_sizes(root)}
+
+
+def test_plan_size_expands_every_cte_and_plain_view_at_each_reference(tmp_path):
+    root = write_sql(tmp_path / "sql", {
+        **SMALL,
+        "views/doubled.sql": ("CREATE MATERIALIZED VIEW doubled AS\nWITH a AS (SELECT site_id FROM sessions),\n"
+                              "b AS (SELECT a.site_id FROM a JOIN a AS a2 ON a2.site_id = a.site_id),\n"
+                              "c AS (SELECT b.site_id FROM b JOIN b AS b2 ON b2.site_id = b.site_id)\n"
+                              "SELECT c.site_id FROM c JOIN site_power AS p ON p.site_id = c.site_id;"),
+        "views/pair.sql": ("CREATE VIEW pair AS SELECT s.site_id FROM sessions AS s "
+                           "JOIN sessions AS t ON t.session_id = s.session_id;"),
+        "views/pairs.sql": ("CREATE MATERIALIZED VIEW pairs AS SELECT p.site_id FROM pair AS p "
+                            "JOIN pair AS q ON q.site_id = p.site_id JOIN site_power AS w ON w.site_id = p.site_id;"),
+    })
+    # a: 1; b reads a twice: 2; c reads b twice: 4; plus site_power, a materialized view: one scan
+    # a plain view is planned anew where it is read (2 scans each), a materialized view is read as stored
+    assert sizes(root) == {"site_power": 1, "session_share": 2, "shares": 1, "doubled": 5, "pair": 2, "pairs": 5}
+    assert lint(root) == []
+
+
+def test_a_view_whose_expanded_plan_is_over_the_budget_is_rejected(tmp_path):
+    ctes = ["l0 AS (SELECT site_id FROM sessions)"] + [
+        f"l{k} AS (SELECT a.site_id FROM l{k - 1} AS a JOIN l{k - 1} AS b ON b.site_id = a.site_id)"
+        for k in range(1, 8)]
+    text = "-- each level reads the one below twice\nCREATE MATERIALIZED VIEW deep AS\nWITH " + ",\n".join(ctes) \
+        + "\nSELECT site_id FROM l7;"
+    root = write_sql(tmp_path / "sql", {**SMALL, "views/deep.sql": text})
+    assert sizes(root)["deep"] == 2 ** 7 > SCAN_BUDGET
+    (issue,) = lint(root)
+    assert (issue.path, issue.line, issue.code) == ("sql/views/deep.sql", 2, "plan-size")
+    assert f"128 relation scans (budget {SCAN_BUDGET})" in issue.message
+    assert "l6 (2x)" in issue.message  # names what is read more than once
+
+
+def test_every_real_view_is_within_the_scan_budget_and_the_allocation_well_under(tmp_path):
+    real = sizes(DEFAULT_SQL_DIR)
+    assert max(real.values()) <= SCAN_BUDGET, real
+    assert {name: real[name] for name in ("session_admission", "session_fill", "session_allocation")} == {
+        "session_admission": 7, "session_fill": 7, "session_allocation": 2}
