@@ -1,7 +1,7 @@
 """Cold-start convergence: an executor (re)starts with 20 or 1,000 chargers that have active sessions;
 how long until every charger holds its correct TxProfile (issue 7, item 2)?
 
-Set-up (not measured), per size: the real service (:func:`pipeline.runner.start_service`: embedded engine
+Set-up (not measured), per size: the real service (:func:`pipeline.app.loop.start_loop`: embedded engine
 + executor on a :class:`~pipeline.transport.MemoryTransport`, defaults) with the chargers in sites of 20
 (each site: 200 kW main breaker, 20 x 22 kW 3 x 230 V chargers, so 10 kW each) of light
 :class:`~benchmarks.ocpp_kit.BenchCharger`. They connect, boot and start a transaction; the engine computes
@@ -41,9 +41,10 @@ import os
 import statistics
 import time
 
-from executor import Executor
+from executor import ExecutorConfig
 from executor.dispatch import floor01
-from pipeline.runner import start_service
+from pipeline.app.loop import start_loop
+from pipeline.engine.config import EngineConfig
 from pipeline.transport.memory import MemoryTransport
 
 from benchmarks.common import ratio, table
@@ -74,7 +75,9 @@ async def _prepare(n: int) -> tuple[MemoryTransport, list[BenchCharger], dict[st
     the (disconnected) chargers, each one's expected limit and set-up timings (s)."""
     cfg = site_config(n, PER_SITE, SITE_LIMIT_KW)
     transport = MemoryTransport()
-    service = await start_service(cfg, port=0, gateway_port=None, transport=transport, executor_options=SETUP_OPTIONS)
+    service = await start_loop(transport, site=cfg, engine=EngineConfig(),
+                               executor=ExecutorConfig(port=0, metrics=False, **SETUP_OPTIONS))
+    assert service.executor is not None
     chargers = [BenchCharger(c.id) for site in cfg.sites for c in site.chargers]
     started = time.perf_counter()
     try:
@@ -102,9 +105,10 @@ async def _restart(transport: MemoryTransport, chargers: list[BenchCharger], exp
                    floor_repeats: int) -> dict:
     """One measured executor start on ``transport`` (see the module docstring); milliseconds."""
     n = len(chargers)
-    executor = Executor(transport, port=0, boot_wait_s=BOOT_WAIT_S)
     started = time.perf_counter()
-    await executor.start()
+    loop = await start_loop(transport, executor=ExecutorConfig(port=0, metrics=False, boot_wait_s=BOOT_WAIT_S))
+    assert loop.executor is not None
+    executor = loop.executor
     rebuilt = time.perf_counter()
     try:
         await connect_all(chargers, executor.url, boot=False)
@@ -139,7 +143,7 @@ async def _restart(transport: MemoryTransport, chargers: list[BenchCharger], exp
                 [(stations[c.cp_id], c, expected[c.cp_id], c.transaction_id) for c in chargers]))
             floor_cpu.append(time.process_time() - cpu0)
     finally:
-        await executor.stop()
+        await loop.stop()
         await close_all(chargers)
     return {"rebuild_ms": (rebuilt - started) * 1000, "reconnect_ms": (reconnected - rebuilt) * 1000,
             "first_ms": (held[0] - t0) * 1000, "last_ms": (held[-1] - t0) * 1000, "idle_ms": (idle - t0) * 1000,

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta, timezone
 
 from benchmarks.common import ratio, table
 from pipeline.engine.embedded import EmbeddedEngine
-from pipeline.topics import ActiveSession, SiteDemand, TopologyNode
+from pipeline.contracts.topics import ActiveSession, SiteDemand, TopologyNode
 
 NOW = datetime(2024, 6, 3, 12, tzinfo=timezone.utc)
 SIZES = ((1_000, 100), (10_000, 1_000), (50_000, 5_000))

@@ -1,7 +1,7 @@
 """Signal to charger: how long from a DR signal on the transport until every charger of a 20-charger site
 has received its new SetChargingProfile, on the memory transport and on Kafka (issue 7, item 1).
 
-The real service runs: :func:`pipeline.runner.start_service` (embedded engine + executor on one transport,
+The real service runs: :func:`pipeline.app.loop.start_loop` (embedded engine + executor on one transport,
 as ``pipeline run`` starts them) with the ``pipeline run`` defaults ``tick_s`` = 1.0 s and the engine
 service's ``poll_s`` (0.05 s). One site ``S000`` (200 kW main breaker, no building meter) has 20 chargers
 of 22 kW (3 x 230 V) from :mod:`benchmarks.ocpp_kit`, each with an open transaction, so each gets 10 kW
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
 import random
@@ -50,9 +49,10 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from pipeline.engine.service import EngineService
-from pipeline.runner import start_service
-from pipeline.signals import dr_signal
+from executor import ExecutorConfig
+from pipeline.app.loop import start_loop
+from pipeline.engine.config import EngineConfig
+from pipeline.app.signals import dr_signal
 from pipeline.transport.base import Transport, publish
 from pipeline.transport.memory import MemoryTransport
 
@@ -62,8 +62,9 @@ from benchmarks.ocpp_kit import (
 )
 
 TICK_S = 1.0  # `pipeline run --tick` default
-POLL_S = inspect.signature(EngineService.__init__).parameters["poll_s"].default
+POLL_S = EngineConfig().poll_s
 EXECUTOR_OPTIONS = {"increase_debounce_s": 0.0, "ev_response_lag_s": 0.0}
+EXECUTOR = ExecutorConfig(port=0, metrics=False, **EXECUTOR_OPTIONS)
 CURTAILMENTS_PCT = (20.0, 40.0)
 CHARGERS = 20
 SITE = "S000"
@@ -130,8 +131,8 @@ async def _pipeline_trials(transport: Transport, signals: Transport, trials: int
     """Start the service on ``transport``, connect the chargers, run ``trials`` DR trials; returns
     samples (ms) by direction, the per-trial split and failures."""
     cfg = site_config(CHARGERS)
-    service = await start_service(cfg, port=0, gateway_port=None, tick_s=TICK_S, transport=transport,
-                                  executor_options=EXECUTOR_OPTIONS)
+    service = await start_loop(transport, site=cfg, engine=EngineConfig(tick_s=TICK_S), executor=EXECUTOR)
+    assert service.engine is not None and service.executor is not None
     probe = _Probe(transport, service.engine.engine)
     chargers = [BenchCharger(c.id) for c in cfg.sites[0].chargers]
     memory = isinstance(transport, MemoryTransport)
@@ -287,7 +288,7 @@ async def bare_kafka_ms(settings, samples: int, rng: random.Random) -> list[floa
 
 
 async def _kafka_part(bootstrap: str, trials: int, floor_samples: int, rng: random.Random) -> dict:
-    from pipeline.settings import KafkaSettings
+    from pipeline.transport.config import KafkaSettings
     from pipeline.transport.kafka import KafkaTransport
 
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # leader elections of the fresh topics; retried
@@ -304,11 +305,7 @@ async def _kafka_part(bootstrap: str, trials: int, floor_samples: int, rng: rand
 
 def _kafka(trials: int, floor_samples: int, rng: random.Random) -> dict:
     """The Kafka half, on ``KAFKA_BOOTSTRAP_SERVERS`` or a broker started here (and stopped after)."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests.kafka_broker import BrokerUnavailable, session_broker
+    from tests.kits.kafka_broker import BrokerUnavailable, session_broker
 
     with tempfile.TemporaryDirectory(prefix="bench-kafka-") as workdir:
         try:

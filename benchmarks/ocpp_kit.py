@@ -27,7 +27,7 @@ from ocpp.v16.enums import Action
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
-from pipeline.site_config import PipelineConfig, parse_config
+from pipeline.app.site import PipelineConfig, parse_config
 
 __all__ = ["BenchCharger", "Watch", "bare_fanout_ms", "bare_round_trips_ms", "bare_site", "close_all", "connect_all",
            "site_config", "timed_fanout", "tx_profile_request"]

@@ -1,6 +1,6 @@
 """The load generator of the scale benchmark: thousands of light OCPP 1.6J chargers in one process.
 
-Real charger simulators (``pipeline.simulate``, the ``ocpp`` library) cost too much per connection to run
+Real charger simulators (``pipeline.sim``, the ``ocpp`` library) cost too much per connection to run
 10,000 of them on two cores beside the server under test, so these chargers are plain ``websockets``
 clients writing hand-made JSON frames. Each one connects (``ocpp1.6``, no permessage-deflate and no
 client pings, like most charger firmware; the server's own keepalive pings are answered by websockets),

@@ -42,7 +42,7 @@ def topology_nodes(chargers: int, site_size: int) -> list:
     """``site.topology`` for ``chargers`` chargers: sites of ``site_size`` chargers, each site (400 kW) with
     two panels (200 kW) and 22 kW three-phase chargers alternating between the panels. Limits are generous,
     so the fail-safe shares are never below the 6 A floor."""
-    from pipeline.topics import TopologyNode
+    from pipeline.contracts.topics import TopologyNode
 
     nodes = []
     for s in range((chargers + site_size - 1) // site_size):
@@ -158,20 +158,22 @@ def _now_iso() -> str:
 
 
 async def _run_executor(conn, chargers: int, site_size: int) -> dict:
-    from executor import Executor
-    from pipeline.topics import encode
+    from executor import ExecutorConfig
+    from pipeline.app.loop import start_loop
+    from pipeline.contracts.topics import encode
 
     transport = _dropping_transport([("site.topology", n.node_id, encode(n))
                                      for n in topology_nodes(chargers, site_size)])
-    executor = Executor(transport, host="127.0.0.1", port=0)
-    await executor.start()
+    loop = await start_loop(transport, executor=ExecutorConfig(host="127.0.0.1", port=0, metrics=False))
+    assert loop.executor is not None
+    executor = loop.executor
     await asyncio.sleep(1.5)  # the live consumer re-reads the topology from the beginning
     gc.collect()
     conn.send(("ready", {"port": executor.port}))
     await _wait_stop(conn)
     stats = {"published": dict(transport.sent), "calls": {f"{a}:{r}": n for (a, r), n in executor.stats.calls.items()},
              "in_flight": executor.stats.in_flight, "failsafe": executor.stats.failsafe_activations}
-    await executor.stop()
+    await loop.stop()
     return stats
 
 

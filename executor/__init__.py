@@ -4,9 +4,10 @@ It serves chargers over OCPP-J 1.6 and 2.0.1 (the version is chosen by websocket
 messages into ``ocpp.active.sessions`` records, and drives each charger towards the latest
 ``ocpp.setpoint.commands`` with SetChargingProfile, safely (break before make, in-flight accounting,
 fail-safe profiles), reporting every answer on ``ocpp.setpoint.acks``. It shares nothing with the engine
-but the topics in :mod:`pipeline.topics`.
+but the topics in :mod:`pipeline.contracts.topics`.
 """
 
+from executor.config import ExecutorConfig
 from executor.service import Executor
 
-__all__ = ["Executor"]
+__all__ = ["Executor", "ExecutorConfig"]

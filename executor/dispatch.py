@@ -7,7 +7,7 @@ the fail-safe profiles, and from then on plans one call at a time from the desir
 
 1. **Decreases** of TxProfiles go out at once, the largest cut first (and so does a resend of what is
    already in force, after a reconnect).
-2. **Fail-safe** station-wide profiles (:class:`Policy`): the station maximum at the charger's safe share
+2. **Fail-safe** station-wide profiles (:class:`executor.config.ExecutorConfig`): the station maximum at the charger's safe share
    (:meth:`executor.topology.Topology.safe_share_kw`; ChargePointMaxProfile on connector 0 in 1.6,
    ChargingStationMaxProfile on EVSE 0 in 2.0.1, stack level 0), and the TxDefaultProfile at the floor
    (6 A x phases) so a new transaction starts low until its setpoint arrives. While the charger's setpoints
@@ -40,8 +40,9 @@ from typing import Any, Awaitable, Callable
 
 from websockets.exceptions import ConnectionClosed
 
-from pipeline.topics import SetpointAck, SetpointCommand
+from pipeline.contracts.topics import SetpointAck, SetpointCommand
 
+from executor.config import ExecutorConfig
 from executor.desired import SetpointTable, Slot
 from executor.dispatch_log import call_answered, call_sent, deadband_skipped, hold, retry_scheduled, why_blocked
 from executor.ledger import Ledger
@@ -49,7 +50,7 @@ from executor.metrics import ExecutorStats
 from executor.ocpp.station import CallOutcome, ClearRequest, ProfileRequest, RateUnit, Station
 from executor.topology import Topology
 
-__all__ = ["ACKS_TOPIC", "ChargerDispatcher", "DispatchContext", "Policy", "profile_id_for"]
+__all__ = ["ACKS_TOPIC", "ChargerDispatcher", "DispatchContext", "profile_id_for"]
 
 log = logging.getLogger(__name__)
 
@@ -70,23 +71,6 @@ def floor01(value: float) -> float:
     return math.floor(value * 10 + 1e-6) / 10
 
 
-@dataclass(frozen=True)
-class Policy:
-    """Dispatch settings. Times in seconds: clock seconds for ``ev_response_lag_s``,
-    ``increase_debounce_s`` and ``setpoint_ttl_s`` (``None`` turns the TTL off); real seconds for retries
-    and ``boot_wait_s`` (how long a new connection may stay silent before the first call)."""
-
-    preferred_unit: RateUnit = "A"
-    deadband_a: float = 0.1
-    ev_response_lag_s: float = 10.0
-    increase_debounce_s: float = 1.0
-    setpoint_ttl_s: float | None = 1800.0
-    failsafe_fraction: float = 1.0
-    retry_initial_s: float = 1.0
-    retry_max_s: float = 60.0
-    boot_wait_s: float = 2.0
-
-
 @dataclass
 class DispatchContext:
     """What every dispatcher shares (built by :class:`executor.service.Executor`)."""
@@ -99,7 +83,7 @@ class DispatchContext:
     changed: Callable[[str], None]  # ledger moved for this charger: wake its site
     clock: Any
     stats: ExecutorStats
-    policy: Policy
+    config: ExecutorConfig
 
 
 @dataclass
@@ -128,7 +112,7 @@ class ChargerDispatcher:
         self.station = station
         self.epoch = epoch
         self._ctx = ctx
-        self.unit: RateUnit = ctx.policy.preferred_unit
+        self.unit: RateUnit = ctx.config.charging_rate_unit
         self._sent: dict[tuple[str, int], Any] = {}  # what the charger accepted on this connection
         self._retries: dict[tuple[str, int], _Retry] = {}
         self._stale = False
@@ -171,7 +155,7 @@ class ChargerDispatcher:
 
     async def _run(self) -> None:
         try:
-            await self.station.wait_first_message(self._ctx.policy.boot_wait_s)
+            await self.station.wait_first_message(self._ctx.config.boot_wait_s)
             await self._negotiate_unit()
             self._prepared = True
             while True:
@@ -224,7 +208,7 @@ class ChargerDispatcher:
         status, elapsed = "Accepted" if units else "Unknown", time.monotonic() - started
         self._ctx.stats.call_answered(action, status, elapsed)
         call_answered(self.charge_point_id, action, None, status, elapsed)
-        preferred = self._ctx.policy.preferred_unit
+        preferred = self._ctx.config.charging_rate_unit
         if units and preferred not in units:
             self.unit = units[0]
         log.info("%s: charging rate unit %s (charger accepts %s)", self.charge_point_id, self.unit, units)
@@ -283,8 +267,8 @@ class ChargerDispatcher:
             return None, None, None
         phases, voltage = (info.phases, info.voltage_v) if info else (3, 230.0)
         connectors = info.connectors if info else 1
-        safe_kw = ctx.topology.safe_share_kw(cp, ctx.policy.failsafe_fraction)
-        ttl = ctx.policy.setpoint_ttl_s
+        safe_kw = ctx.topology.safe_share_kw(cp, ctx.config.failsafe_fraction)
+        ttl = ctx.config.setpoint_ttl_s
         decreases: list[tuple[float, _Job]] = []
         increases: list[tuple[float, _Job]] = []
         stale_any = False
@@ -325,7 +309,7 @@ class ChargerDispatcher:
                 job.reason = job.reason if stale else "decrease" if kw < in_force - 1e-6 else "resend"
                 decreases.append((kw - in_force, job))
                 continue
-            debounce_end = (slot.changed_at or now) + timedelta(seconds=ctx.policy.increase_debounce_s)
+            debounce_end = (slot.changed_at or now) + timedelta(seconds=ctx.config.increase_debounce_s)
             if debounce_end > now:
                 hold(cp, self.held_back, previous, connector_id, "debounce")
                 release.append(debounce_end)
@@ -350,7 +334,7 @@ class ChargerDispatcher:
         return (order[0] if order else None), (min(clock) if clock else None), (min(real) if real else None)
 
     def _within_deadband(self, held: float, wanted: float, command: SetpointCommand) -> bool:
-        band = self._ctx.policy.deadband_a
+        band = self._ctx.config.deadband_a
         if self.unit == "W":
             band *= command.phases * command.voltage_v
         return abs(held - wanted) < band - 1e-9
@@ -381,7 +365,7 @@ class ChargerDispatcher:
         for key, request in wanted:
             if self._sent.get(key) != (request.limit, self.unit) and self._retry_gate(key, (request.limit, self.unit), real):
                 jobs.append(_Job(key, request, reason="failsafe"))
-        ttl = self._ctx.policy.setpoint_ttl_s
+        ttl = self._ctx.config.setpoint_ttl_s
         lift = self._sent.get(("Lift", 0))
         if stale:
             if lift != "cleared" and self._retry_gate(("ClearLift", 0), None, real):
@@ -458,7 +442,7 @@ class ChargerDispatcher:
                 value = ctx.table.slot(cp, request.connector_id).cleared_tx
             previous = self._retries.get(job.key)
             failures = previous.failures + 1 if previous is not None and previous.value == value else 1
-            delay = min(ctx.policy.retry_max_s, ctx.policy.retry_initial_s * 2 ** (failures - 1))
+            delay = min(ctx.config.retry_max_s, ctx.config.retry_initial_s * 2 ** (failures - 1))
             unsupported = outcome.status == "NotSupported" or (outcome.error or "").startswith(
                 ("NotImplemented", "NotSupported"))
             self._retries[job.key] = _Retry(value, failures, time.monotonic() + delay, retryable=not unsupported)

@@ -3,7 +3,7 @@
 Why a charger holds what it holds is the question operators ask most, so each decision of
 :mod:`executor.dispatch` (and a collapsed update in :mod:`executor.desired`) is one DEBUG record on the
 ``executor.dispatch`` logger, with ``charge_point_id`` and ``reason`` as ``extra`` fields (JSON logs carry
-them as keys; see :mod:`pipeline.logs`, which this package does not import). Reasons:
+them as keys; see :mod:`pipeline.app.logs`, which this package does not import). Reasons:
 
 - a profile sent now: ``decrease``, ``resend`` (the same limit again, after a reconnect), ``increase``,
   ``ttl_fallback`` (the setpoint is older than the TTL: at most the safe share), ``failsafe`` (station

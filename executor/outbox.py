@@ -34,7 +34,7 @@ from typing import Protocol
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential, wait_random
 
-from pipeline.topics import TOPICS, encode
+from pipeline.contracts.topics import TOPICS, encode
 from pipeline.transport import Transport
 
 __all__ = ["Outbox", "OutboxStats"]
@@ -176,7 +176,7 @@ class Outbox:
     # -- putting ---------------------------------------------------------------------------------------
 
     def publish(self, topic: str, record) -> None:
-        """Queue a topic model, keyed by its topic's key field (:data:`pipeline.topics.TOPICS`)."""
+        """Queue a topic model, keyed by its topic's key field (:data:`pipeline.contracts.topics.TOPICS`)."""
         spec = TOPICS[topic]
         if not isinstance(record, spec.model):
             raise TypeError(f"{topic} carries {spec.model.__name__}, not {type(record).__name__}")

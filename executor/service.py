@@ -2,7 +2,7 @@
 
 It is the only place that knows all the parts: the websocket server and its version modules, the sessions
 it publishes, the desired setpoints it consumes, the ledger of what is in force, and one dispatcher per
-connected charger. It talks to the engine only through topics (``pipeline.topics``, ``pipeline.transport``),
+connected charger. It talks to the engine only through topics (``pipeline.contracts.topics``, ``pipeline.transport``),
 never by import.
 
 Start-up is rebuild-then-serve: ``site.topology``, the executor's own ``ocpp.active.sessions`` and
@@ -15,29 +15,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from pipeline.clock import Clock, SystemClock
-from pipeline.topics import ActiveSession, RecordError, SetpointAck, decode
+from pipeline.contracts.clock import Clock, SystemClock
+from pipeline.contracts.topics import ActiveSession, SetpointAck, decode
 from pipeline.transport import Consumer, Record, Transport, decode_or_dead_letter
 
 from executor.ocpp import v16, v201
 from executor.ocpp.auth import Authenticator
 from executor.desired import COMMANDS_TOPIC, SetpointTable
-from executor.dispatch import ACKS_TOPIC, ChargerDispatcher, DispatchContext, Policy
+from executor.config import ExecutorConfig
+from executor.dispatch import ACKS_TOPIC, ChargerDispatcher, DispatchContext
 from executor.ledger import Ledger
 from executor.metrics import ExecutorStats
 from executor.outbox import Outbox
 from executor.ocpp.server import HttpEndpoints, OcppServer, server_tls_context
 from executor.sessions import SESSIONS_TOPIC, Sessions
-from executor.ocpp.station import MeterSample, RateUnit, Station, StationFactory, StationOptions
+from executor.ocpp.station import MeterSample, Station, StationFactory, StationOptions
 from executor.topology import Topology
 
-__all__ = ["Executor", "PROTOCOLS", "Policy"]
+__all__ = ["Executor", "ExecutorConfig", "PROTOCOLS"]
 
 log = logging.getLogger(__name__)
 
@@ -93,107 +93,54 @@ class Executor:
 
     Args:
         transport: where topics live (memory or Kafka).
+        config: listeners, dispatch policy, security and limits (:class:`executor.config.ExecutorConfig`,
+            the one home of their defaults).
         clock: the pipeline clock (message times, acks, EV response lag, debounce, TTL); defaults to
-            :class:`pipeline.clock.SystemClock`.
-        host, port: where chargers connect (``ws://host:port/ocpp/{id}``); ``port=0`` picks a free port,
-            readable as :attr:`port` after :meth:`start`.
-        group: the consumer group for ``site.topology`` and ``ocpp.setpoint.commands``.
-        call_timeout_s: real seconds to wait for a charger's answer before reporting ``Timeout``.
-        heartbeat_interval_s: ``interval`` returned in BootNotification (1.6 section 4.2; 2.0.1 B01).
-        charging_rate_unit: the preferred unit, ``"A"`` (per-phase amperes, ``setpoint_a``) or ``"W"``
-            (``setpoint_kw * 1000``); a charger that accepts only the other one gets the other one.
-        deadband_a, ev_response_lag_s, increase_debounce_s, setpoint_ttl_s, failsafe_fraction,
-            retry_initial_s, retry_max_s, boot_wait_s: see :class:`executor.dispatch.Policy`.
-        credentials: ``{charge_point_id: password hash}`` (:mod:`executor.ocpp.auth` format) turns on HTTP Basic
-            auth for every connection: an identity not in it gets 401. ``None`` is open mode (any identity
-            may connect without credentials; for development, tests and replays), logged as a warning.
-        tls_certfile, tls_keyfile: PEM files; both given turn on TLS (``wss://``, TLS 1.2 or later:
-            security profile 2 with ``credentials``); see :func:`executor.ocpp.server.server_tls_context`.
-        tls_client_cafile: PEM CA bundle; turns on security profile 3: every charger must present a client
-            certificate that chains to it, is in date, and names the charger's identity as commonName.
-        http_host, http_port: the separate plain-HTTP listener for operators (:class:`HttpEndpoints`):
-            ``GET /metrics`` (Prometheus), ``GET /status`` (:meth:`status`, the connected chargers) and
-            ``GET /healthz``. ``http_port=None`` serves none of them, 0 picks a free port (read
-            :attr:`http_port` after :meth:`start`). The OCPP port answers only ``/healthz`` and ``/ocpp/{id}``.
-        outbox_limit: records per topic that may wait for the transport (keys for ``ocpp.active.sessions``)
-            before the oldest ack or a new session is dropped and counted (:mod:`executor.outbox`).
-        outbox_drain_s: real seconds :meth:`stop` waits for waiting records to be delivered.
+            :class:`pipeline.contracts.clock.SystemClock`.
 
-    Raises ``ValueError`` for an unknown ``charging_rate_unit``, a malformed password hash, only one of
-    the TLS files, or a client CA without them; ``ssl.SSLError`` or ``OSError`` for unreadable TLS files;
-    :meth:`start` raises ``OSError`` if a port cannot be bound and ``TimeoutError`` if the topics cannot be
-    read to their end.
+    Read :attr:`port` and :attr:`http_port` after :meth:`start` when the config asks for port 0.
+    ``credentials=None`` is open mode (any identity may connect without credentials; for development,
+    tests and replays), logged as a warning.
+
+    Raises ``ssl.SSLError`` or ``OSError`` for unreadable TLS files or a malformed password hash
+    (``ValueError``); :meth:`start` raises ``OSError`` if a port cannot be bound and ``TimeoutError`` if
+    the topics cannot be read to their end.
     """
 
-    def __init__(
-        self,
-        transport: Transport,
-        clock: Clock | None = None,
-        host: str = "127.0.0.1",
-        port: int = 9000,
-        *,
-        group: str = "executor",
-        call_timeout_s: float = 10.0,
-        heartbeat_interval_s: int = 300,
-        charging_rate_unit: RateUnit = "A",
-        deadband_a: float = 0.1,
-        ev_response_lag_s: float = 10.0,
-        increase_debounce_s: float = 1.0,
-        setpoint_ttl_s: float | None = 1800.0,
-        failsafe_fraction: float = 1.0,
-        retry_initial_s: float = 1.0,
-        retry_max_s: float = 60.0,
-        boot_wait_s: float = 2.0,
-        credentials: Mapping[str, str] | None = None,
-        tls_certfile: str | None = None,
-        tls_keyfile: str | None = None,
-        tls_client_cafile: str | None = None,
-        http_host: str = "127.0.0.1",
-        http_port: int | None = None,
-        outbox_limit: int = 100_000,
-        outbox_drain_s: float = 10.0,
-    ) -> None:
-        if charging_rate_unit not in ("A", "W"):
-            raise ValueError(f"charging_rate_unit must be 'A' or 'W', not {charging_rate_unit!r}")
-        if (tls_certfile is None) != (tls_keyfile is None):
-            raise ValueError("TLS needs both a certificate and a key file")
-        if tls_client_cafile is not None and tls_certfile is None:
-            raise ValueError("client certificates (tls_client_cafile) need TLS: give a certificate and a key file")
+    def __init__(self, transport: Transport, config: ExecutorConfig | None = None, clock: Clock | None = None) -> None:
+        config = config or ExecutorConfig()
+        self.config = config
         self.transport = transport
         self.clock: Clock = clock or SystemClock()
-        self.group = group
-        self.policy = Policy(
-            preferred_unit=charging_rate_unit, deadband_a=deadband_a, ev_response_lag_s=ev_response_lag_s,
-            increase_debounce_s=increase_debounce_s, setpoint_ttl_s=setpoint_ttl_s,
-            failsafe_fraction=failsafe_fraction, retry_initial_s=retry_initial_s, retry_max_s=retry_max_s,
-            boot_wait_s=boot_wait_s,
-        )
+        self.group = config.group
         self.registry = CollectorRegistry()
         self.stats = ExecutorStats(self.registry)
         self._topology = Topology()
-        self.outbox = Outbox(transport, limit=outbox_limit, stats=self.stats)
-        self._outbox_drain_s = outbox_drain_s
+        self.outbox = Outbox(transport, limit=config.outbox_limit, stats=self.stats)
+        self._outbox_drain_s = config.outbox_drain_s
         self._sessions = Sessions(self.outbox, self._topology)
         self._setpoints = SetpointTable(self.stats)
         self._ledger = Ledger(self._topology, self._setpoints.node_limit_kw, self._setpoints.site_limit_kw,
-                              ev_response_lag_s)
+                              config.ev_response_lag_s)
         self._ctx = DispatchContext(
             table=self._setpoints, ledger=self._ledger, topology=self._topology,
             active_transaction=self._sessions.active_transaction, publish_ack=self._publish_ack,
-            changed=self._changed, clock=self.clock, stats=self.stats, policy=self.policy,
+            changed=self._changed, clock=self.clock, stats=self.stats, config=config,
         )
-        authenticator = None if credentials is None else Authenticator(credentials)
+        authenticator = None if config.credentials is None else Authenticator(config.credentials)
         context = None
-        if tls_certfile is not None and tls_keyfile is not None:
-            context = server_tls_context(tls_certfile, tls_keyfile, tls_client_cafile)
-        options = StationOptions(call_timeout_s=call_timeout_s, heartbeat_interval_s=heartbeat_interval_s,
-                                 clock=self.clock)
+        if config.tls_certfile is not None and config.tls_keyfile is not None:
+            context = server_tls_context(str(config.tls_certfile), str(config.tls_keyfile),
+                                         None if config.tls_client_cafile is None else str(config.tls_client_cafile))
+        options = StationOptions(call_timeout_s=config.call_timeout_s,
+                                 heartbeat_interval_s=config.heartbeat_interval_s, clock=self.clock)
         self._server = OcppServer(
-            host, port, PROTOCOLS, _Events(self), options, on_connect=self._on_connect,
+            config.host, config.port, PROTOCOLS, _Events(self), options, on_connect=self._on_connect,
             on_disconnect=self._on_disconnect, authenticator=authenticator, ssl_context=context,
             on_refused=self.stats.refused,
         )
-        self._http = None if http_port is None else HttpEndpoints(http_host, http_port, self._metrics, self.status)
+        self._http = (HttpEndpoints(config.http_host, config.http_port, self._metrics, self.status)
+                      if config.metrics else None)
         self._dispatchers: dict[str, ChargerDispatcher] = {}
         self._epochs: dict[str, int] = {}
         self._connected_at: dict[str, datetime] = {}

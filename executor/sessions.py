@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 
 from pydantic import ValidationError
 
-from pipeline.topics import ActiveSession
+from pipeline.contracts.topics import ActiveSession
 
 from executor.outbox import Outbox
 from executor.ocpp.station import MeterSample

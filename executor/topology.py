@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.topics import TopologyNode
+from pipeline.contracts.topics import TopologyNode
 
 __all__ = ["ChargerInfo", "Topology"]
 

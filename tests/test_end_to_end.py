@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 
 import pytest
-from loopkit import CONFIG, LIMIT_KW, ev
+from tests.kits.loop import CONFIG, LIMIT_KW, ev
 from websockets.asyncio.client import connect
 
-from pipeline.clock import SystemClock
-from pipeline.gateway import GatewayError, send_record
-from pipeline.runner import start_service
-from pipeline.signals import demand_signal, dr_signal
-from pipeline.simulate.charger import SimulatedChargePoint
-from pipeline.topics import encode
+from pipeline.contracts.clock import SystemClock
+from executor import ExecutorConfig
+from pipeline.app.gateway import GatewayError, send_record
+from pipeline.app.loop import start_loop
+from pipeline.app.settings import GatewaySettings
+from pipeline.engine.config import EngineConfig
+from pipeline.transport.memory import MemoryTransport
+from pipeline.app.signals import demand_signal, dr_signal
+from pipeline.sim.charger import SimulatedChargePoint
+from pipeline.contracts.topics import encode
 
 
 def held_kw(cp: SimulatedChargePoint) -> float:
@@ -32,7 +37,8 @@ async def wait_for(predicate, timeout_s: float = 10.0):
 
 @pytest.fixture
 async def service():
-    svc = await start_service(CONFIG, port=0, gateway_port=0, tick_s=0.2)
+    svc = await start_loop(MemoryTransport(), site=CONFIG, engine=EngineConfig(tick_s=0.2),
+                           executor=ExecutorConfig(port=0, metrics=False), gateway=GatewaySettings(port=0))
     yield svc
     await svc.stop()
 
@@ -103,3 +109,20 @@ async def test_malformed_ocpp_frames_and_topic_records_do_not_stop_the_loop(serv
     await wait_for(lambda: chargers[0].held_limit(1) == pytest.approx(31.8))
     assert [r.key for r in service.transport.log("ocpp.active.sessions.dlq")] == ["junk"]
     assert [r.key for r in service.transport.log("ocpp.setpoint.commands.dlq")] == ["junk"]
+
+
+async def test_a_taken_port_is_one_error_naming_its_setting_and_nothing_is_left_running():
+    from pipeline.app.loop import StartError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        transport = MemoryTransport()
+        with pytest.raises(StartError, match=rf"^gateway.port \(--gateway-port\): cannot listen on port {port}: "):
+            await start_loop(transport, site=CONFIG, engine=EngineConfig(),
+                             executor=ExecutorConfig(port=0, metrics=False), gateway=GatewaySettings(port=port))
+        with pytest.raises(StartError, match=rf"^executor.port \(--port\): cannot listen on port {port}: "):
+            await start_loop(transport, site=CONFIG, executor=ExecutorConfig(port=port, metrics=False))
+    # the first attempt's executor was stopped: its OCPP port is free again, and no engine task is left
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "engine"]

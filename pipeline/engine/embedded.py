@@ -36,8 +36,8 @@ import duckdb
 from sqlglot import exp
 
 from pipeline.engine.partition import ALL, SITE_COLUMN, SITES_PARAM, SiteIndex, restrict, union
-from pipeline.sqlobjects import DEFAULT_SQL_DIR, SqlError, SqlObject, load_objects, upsert_key_problem
-from pipeline.topics import TOPICS, RecordError, encode
+from pipeline.sqlmodel.objects import DEFAULT_SQL_DIR, SqlError, SqlObject, load_objects, upsert_key_problem
+from pipeline.contracts.topics import TOPICS, RecordError, encode
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def _reads_now(obj: SqlObject) -> bool:
 
 def _message_key(topic: str, key: str | None, record: Any) -> str | None:
     """The record's Kafka message key: ``key``, or for a record built in code without one (a snapshot, a
-    test) its contract's key field (:data:`pipeline.topics.TOPICS`), which a decoded record's key always
+    test) its contract's key field (:data:`pipeline.contracts.topics.TOPICS`), which a decoded record's key always
     equals."""
     if key is not None or record is None:
         return key
@@ -180,7 +180,7 @@ class EmbeddedEngine:
                 if not obj.topic:
                     raise SqlError(f"{obj.path}: a {obj.kind} needs a topic in its WITH clause")
                 if obj.topic not in TOPICS:
-                    raise SqlError(f"{obj.path}: topic {obj.topic!r} has no contract in pipeline.topics")
+                    raise SqlError(f"{obj.path}: topic {obj.topic!r} has no contract in pipeline.contracts.topics")
                 problem = upsert_key_problem(obj)
                 if problem:
                     raise SqlError(f"{obj.path}: {problem}")

@@ -23,7 +23,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from pipeline.clock import Clock, SystemClock
+from pipeline.contracts.clock import Clock, SystemClock
+from pipeline.engine.config import EngineConfig
 from pipeline.engine.embedded import EmbeddedEngine
 from pipeline.transport.base import Record, Transport, dead_letter, decode_or_dead_letter
 
@@ -48,8 +49,8 @@ class EngineService:
     holds no state across restarts and must rebuild from the start of its input topics; a fixed group
     would resume at its committed offsets with an empty database. On Kafka each start leaves that
     group's committed offsets behind until the broker expires them (``offsets.retention.minutes``,
-    7 days by default). ``catch_up_timeout_s`` bounds the start-up read of the inputs
-    (:class:`TimeoutError` after it).
+    7 days by default). ``config`` (:class:`EngineConfig`) sets the tick, the poll, the batch size and
+    ``catch_up_timeout_s``, the bound on the start-up read of the inputs (:class:`TimeoutError` after it).
     """
 
     def __init__(
@@ -57,21 +58,19 @@ class EngineService:
         engine: EmbeddedEngine,
         transport: Transport,
         clock: Clock | None = None,
+        config: EngineConfig | None = None,
         *,
         group: str | None = None,
-        tick_s: float = 1.0,
-        poll_s: float = 0.05,
-        batch_max: int = 5000,
-        catch_up_timeout_s: float = 300.0,
     ) -> None:
+        config = config or EngineConfig()
         self.engine = engine
         self.transport = transport
         self.clock = clock or SystemClock()
         self.group = group or f"engine-{uuid.uuid4().hex[:8]}"
-        self.tick_s = tick_s
-        self.poll_s = poll_s
-        self.batch_max = batch_max
-        self.catch_up_timeout_s = catch_up_timeout_s
+        self.tick_s = config.tick_s
+        self.poll_s = config.poll_s
+        self.batch_max = config.batch_max
+        self.catch_up_timeout_s = config.catch_up_timeout_s
         self.stats = EngineStats()
         self._stop = asyncio.Event()
         self._consumer = None

@@ -12,5 +12,5 @@ the first failure. The commands are plain functions in :mod:`pipeline.migrate.co
 * :mod:`~pipeline.migrate.kafka`: apply-time Kafka settings injected into connector WITH clauses;
 * :mod:`~pipeline.migrate.targets`: one adapter per engine, the catalog table and the lock;
 * :mod:`~pipeline.migrate.lint`: what cannot run, with file and line;
-* :mod:`~pipeline.migrate.render` and :mod:`~pipeline.migrate.cli`: terminal output and click.
+* :mod:`~pipeline.migrate.render` and :mod:`~pipeline.cli.migrate`: terminal output and click.
 """

@@ -1,6 +1,6 @@
 """Classify a changed object as breaking, non-breaking or unknown, in the manner of SQLMesh.
 
-Change *detection* is by normalized-SQL hash (:attr:`pipeline.sqlobjects.SqlObject.hash`). This module
+Change *detection* is by normalized-SQL hash (:attr:`pipeline.sqlmodel.objects.SqlObject.hash`). This module
 only says what kind of change it is, for the plan and ``diff``: RisingWave recreates a changed view and
 its dependents either way, but a reviewer wants to know whether downstream rows can change.
 
@@ -20,7 +20,7 @@ from sqlglot.diff import Insert, Keep, Move, Remove, Update, diff
 from sqlglot.errors import ParseError
 
 from pipeline.migrate.model import BREAKING, NON_BREAKING, UNKNOWN, Change
-from pipeline.sqlobjects import DIALECT, SqlObject
+from pipeline.sqlmodel.objects import DIALECT, SqlObject
 
 MAX_DETAILS = 6
 

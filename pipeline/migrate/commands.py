@@ -1,18 +1,20 @@
 """The migration commands as plain functions (Alembic-style): ``plan``, ``apply``, ``status``, ``diff``,
-``lint``. The click layer (:mod:`pipeline.migrate.cli`) only parses options and renders what these
+``lint``. The click layer (:mod:`pipeline.cli.migrate`) only parses options and renders what these
 return; tests call them directly.
 
 ``target`` is a ``postgresql://`` DSN (RisingWave; Postgres in tests) or a DuckDB file path (embedded).
-Every function raises :class:`pipeline.sqlobjects.SqlError` when ``sql/`` does not load and
+Every function raises :class:`pipeline.sqlmodel.objects.SqlError` when ``sql/`` does not load and
 :class:`MigrateError` when the target cannot be used; ``apply`` also raises :class:`LockHeld`.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from pipeline.migrate.changes import classify, parse_source, pretty
 from pipeline.migrate.kafka import ConnectorSettings, is_kafka, redact_text
@@ -35,19 +37,43 @@ from pipeline.migrate.model import (
 )
 from pipeline.migrate.planner import build_plan
 from pipeline.migrate.targets import DEFAULT_LOCK_TTL_S, Target, is_wire, open_target
-from pipeline.pg_errors import describe
-from pipeline.sqlobjects import DEFAULT_SQL_DIR, load_objects
+from pipeline.migrate.targets.pg_errors import describe
+from pipeline.sqlmodel.objects import DEFAULT_SQL_DIR, load_objects
+from pipeline.transport.config import KafkaSettings
 
 StepCallback = Callable[[int, Step, float, "str | None"], None]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _database_errors(func: F) -> F:
+    """The commands' boundary: a database or file error becomes a :class:`MigrateError` whose message is
+    the server's whole answer (message, detail, hint: :func:`describe`), so callers catch one error."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import duckdb
+        import psycopg
+
+        try:
+            return func(*args, **kwargs)
+        except (psycopg.Error, duckdb.Error) as exc:
+            raise MigrateError(describe(exc)) from exc
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise MigrateError(f"{where}{exc.strerror or exc}") from exc
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _settings(target: str, kafka: ConnectorSettings | None) -> ConnectorSettings:
-    """``kafka``, or for a RisingWave target the deployment settings (:mod:`pipeline.settings`)."""
+    """``kafka``, or for a RisingWave target the Kafka settings' defaults (the CLI passes the deployment's,
+    :func:`pipeline.cli.migrate.connector_settings`)."""
     if kafka is not None:
         return kafka
-    return ConnectorSettings.load() if is_wire(target) else ConnectorSettings()
+    return ConnectorSettings.from_kafka(KafkaSettings()) if is_wire(target) else ConnectorSettings()
 
 
+@_database_errors
 def plan(target: str, sql_dir: str | Path = DEFAULT_SQL_DIR, *, allow_drop: bool = False,
          kafka: ConnectorSettings | None = None) -> Plan:
     """The steps ``apply`` would run now. Reads the target, never writes to it (an embedded file that
@@ -68,6 +94,7 @@ def _check_settings(plan_: Plan, target: Target) -> None:
         )
 
 
+@_database_errors
 def apply(
     target: str,
     sql_dir: str | Path = DEFAULT_SQL_DIR,
@@ -83,7 +110,7 @@ def apply(
     """Bring ``target`` to ``sql_dir``: take the lock, plan afresh under it, confirm destructive steps
     (``yes``, or ``confirm(plan)`` returning true), then run the steps in order, recording each in the
     catalog as it succeeds. Stops at the first failed step: the result says what was applied, what
-    failed (with the database's error: message, detail and hint, :func:`pipeline.pg_errors.describe`)
+    failed (with the database's error: message, detail and hint, :func:`pipeline.migrate.targets.pg_errors.describe`)
     and what was not applied.
 
     ``on_step(index, step, seconds, error)`` is called after each step. Raises :class:`LockHeld` when
@@ -121,6 +148,7 @@ def apply(
         return ApplyResult(plan_, tuple(applied))
 
 
+@_database_errors
 def status(target: str, sql_dir: str | Path = DEFAULT_SQL_DIR) -> Status:
     """Drift between ``sql_dir`` and ``target``, one entry per object (``sql/`` order, then the rest).
     Reads only."""
@@ -153,6 +181,7 @@ def status(target: str, sql_dir: str | Path = DEFAULT_SQL_DIR) -> Status:
     return Status(display, engine, tuple(entries))
 
 
+@_database_errors
 def diff(target: str, name: str, sql_dir: str | Path = DEFAULT_SQL_DIR) -> ObjectDiff:
     """Object ``name`` as applied on ``target`` against ``sql_dir``: normalized SQL on both sides (so
     whitespace, comments and keyword case never show), a unified diff, and the change category.

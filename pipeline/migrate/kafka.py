@@ -5,7 +5,7 @@ address (``properties.bootstrap.server``), the topic prefix (topic = prefix + to
 properties injected into its ``WITH`` clause, through sqlglot's AST. Secrets are redacted from
 everything printed or recorded.
 
-The values come from the deployment settings (:mod:`pipeline.settings`: ``PIPELINE_KAFKA__*``
+The values come from the deployment settings (:mod:`pipeline.app.settings`: ``PIPELINE_KAFKA__*``
 variables, the settings file, CLI overrides). File paths (CA, certificate, key) are handed to RisingWave
 as they are: they must be paths on RisingWave's nodes.
 """
@@ -14,14 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import sqlglot
 from sqlglot import exp
 from sqlglot.tokens import TokenType
 
-from pipeline.sqlobjects import DIALECT, SqlObject
+from pipeline.sqlmodel.objects import DIALECT, SqlObject
 
 REDACTED = "***"
 BOOTSTRAP = "properties.bootstrap.server"
@@ -40,7 +39,7 @@ class ConnectorSettings:
 
     @classmethod
     def from_kafka(cls, kafka: Any) -> ConnectorSettings:
-        """From a :class:`pipeline.settings.KafkaSettings` (librdkafka property names, as RisingWave
+        """From a :class:`pipeline.app.settings.KafkaSettings` (librdkafka property names, as RisingWave
         takes them)."""
 
         def secret(value: Any) -> str | None:
@@ -62,19 +61,6 @@ class ConnectorSettings:
             if not kafka.ssl_check_hostname:
                 props["properties.ssl.endpoint.identification.algorithm"] = "none"
         return cls(kafka.bootstrap_servers, kafka.topic_prefix, {k: v for k, v in props.items() if v})
-
-    @classmethod
-    def load(cls, settings_file: str | Path | None = None, *, bootstrap_servers: str | None = None,
-             topic_prefix: str | None = None) -> ConnectorSettings:
-        """From :func:`pipeline.settings.load_settings` (environment, ``settings_file`` or
-        ``$PIPELINE_SETTINGS_FILE``), with the given values overriding. Raises
-        :class:`pipeline.site_config.ConfigError` for invalid settings."""
-        from pipeline.settings import load_settings
-
-        overrides = {k: v for k, v in (("bootstrap_servers", bootstrap_servers), ("topic_prefix", topic_prefix))
-                     if v is not None}
-        settings = load_settings(settings_file, **({"kafka": overrides} if overrides else {}))
-        return cls.from_kafka(settings.kafka)
 
 
 def is_kafka(obj: SqlObject) -> bool:

@@ -1,6 +1,6 @@
 """``pipeline migrate lint``: reject what cannot run, with file and line, before anything is applied.
 
-Unlike :func:`pipeline.sqlobjects.load_objects`, which stops at the first problem, lint reads every file
+Unlike :func:`pipeline.sqlmodel.objects.load_objects`, which stops at the first problem, lint reads every file
 and reports every problem it finds:
 
 * ``parse``: the file is not exactly one CREATE statement in sqlglot's ``risingwave`` dialect (or
@@ -12,7 +12,7 @@ and reports every problem it finds:
   functions;
 * ``connector``: a Kafka table, source or sink without a topic; an upsert table not keyed by the message
   key (``INCLUDE KEY AS k`` with ``PRIMARY KEY (k)``, k not declared as well:
-  :func:`pipeline.sqlobjects.upsert_key_problem`); an upsert sink without ``primary_key``;
+  :func:`pipeline.sqlmodel.objects.upsert_key_problem`); an upsert sink without ``primary_key``;
 * ``plan-size``: a view whose streaming plan would be too big. RisingWave plans a CTE (and a plain,
   non-materialized view) anew at every place it is read, so a CTE read twice doubles the plan below it
   and a chain of such CTEs grows exponentially (an allocation written that way printed a 272,556-line
@@ -21,7 +21,7 @@ and reports every problem it finds:
   materialized views count 1) and rejects a count above :data:`SCAN_BUDGET`. Read a CTE once, or make
   it a materialized view, which RisingWave reads as stored rows;
 * ``embedded``: what the embedded engine cannot run: no DuckDB form (sqlglot cannot transpile it, or
-  DuckDB rejects the transpiled DDL), or a topic without a contract in :mod:`pipeline.topics`.
+  DuckDB rejects the transpiled DDL), or a topic without a contract in :mod:`pipeline.contracts.topics`.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from sqlglot.errors import ErrorLevel, ParseError, SqlglotError
 from pipeline.migrate.kafka import is_kafka
 from pipeline.migrate.model import LintIssue, PlanSize
 from pipeline.migrate.targets.embedded import embedded_statements
-from pipeline.sqlobjects import DEFAULT_SQL_DIR, DIALECT, SqlError, SqlObject, parse_file, upsert_key_problem
-from pipeline.topics import TOPICS
+from pipeline.sqlmodel.objects import DEFAULT_SQL_DIR, DIALECT, SqlError, SqlObject, parse_file, upsert_key_problem
+from pipeline.contracts.topics import TOPICS
 
 #: The most relation scans a view may expand to (see ``plan-size`` above). Every view of sql/ is within it
 #: (the largest, session_limits, is 70; the allocation views 7 or less); the allocation written as one
@@ -109,7 +109,7 @@ def _connector(obj: SqlObject) -> Iterable[str]:
 
 def _embedded_contract(obj: SqlObject) -> Iterable[str]:
     if obj.kind in ("table", "source", "sink") and obj.topic and obj.topic not in TOPICS:
-        yield f"topic {obj.topic!r} has no contract in pipeline.topics, so the embedded engine refuses it"
+        yield f"topic {obj.topic!r} has no contract in pipeline.contracts.topics, so the embedded engine refuses it"
     if obj.kind == "sink" and not obj.primary_key:
         yield "the embedded engine needs a sink's primary_key to emit upserts and tombstones"
 

@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pipeline.sqlobjects import SqlObject
+from pipeline.contracts.errors import PipelineError
+from pipeline.sqlmodel.objects import SqlObject
 
 CREATE, DROP, RECREATE = "create", "drop", "recreate"
 BREAKING, NON_BREAKING, UNKNOWN = "breaking", "non-breaking", "unknown"
 
 
-class MigrateError(RuntimeError):
+class MigrateError(PipelineError):
     """A migration cannot proceed (bad target, missing setting, refused confirmation); one-line message."""
 
 

@@ -24,7 +24,7 @@ from graphlib import TopologicalSorter
 from pipeline.migrate.changes import classify
 from pipeline.migrate.model import CREATE, DROP, RECREATE, CatalogEntry, Change, MigrateError, Plan, Step
 from pipeline.migrate.targets.base import Target
-from pipeline.sqlobjects import SqlObject
+from pipeline.sqlmodel.objects import SqlObject
 
 CATALOG_ONLY = "-- nothing to run on the target: only the catalog row goes"
 
@@ -61,7 +61,7 @@ def build_plan(
     allow_drop: bool = False,
 ) -> Plan:
     """The steps that bring ``target`` from ``catalog`` (and the relations ``existing`` on it, or
-    ``None`` if unknown) to ``objects`` (dependency order, from :func:`pipeline.sqlobjects.load_objects`).
+    ``None`` if unknown) to ``objects`` (dependency order, from :func:`pipeline.sqlmodel.objects.load_objects`).
 
     Raises :class:`MigrateError` when a change needs to drop an object removed from ``sql/`` and
     ``allow_drop`` is false.

@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql
 
 from pipeline.migrate.model import MigrateError
-from pipeline.migrate.targets.wire import redact_dsn
+from pipeline.migrate.targets.risingwave import redact_dsn
 
 __all__ = ["set_password"]
 

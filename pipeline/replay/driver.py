@@ -4,7 +4,7 @@ Real Dutch day-ahead prices go on ``tariff.price.signals``, real household load 
 load on ``bems.site.demand``, and EVs drawn from the ElaadNL distributions arrive at simulated OCPP 1.6J
 charge points that connect to the executor. The embedded engine allocates; the executor dispatches.
 
-Time is a :class:`~pipeline.clock.SimClock` running ``speed`` times faster than real time. At each
+Time is a :class:`~pipeline.contracts.clock.SimClock` running ``speed`` times faster than real time. At each
 event the driver makes (an EV plugs in, the building load steps) the clock holds until the loop has
 settled (no record in flight on the transport and none sent for a short quiet time), then runs on.
 So the figures measure the allocation and the dispatch, not websocket latency stretched by the speed-up;
@@ -18,7 +18,6 @@ and the sum of setpoints every simulated minute and at every event, for ``--repo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -26,15 +25,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 
-from pipeline.clock import SimClock
-from pipeline.engine.embedded import EmbeddedEngine
+from executor import ExecutorConfig
+from pipeline.app.loop import start_loop
+from pipeline.contracts.clock import SimClock
+from pipeline.engine.config import EngineConfig
 from pipeline.engine.service import EngineService
-from pipeline.pgwire import start_pgwire
+from pipeline.pgwire.config import PgwireSettings
 from pipeline.replay.data import EVSampler, SITE_TZ, building_load, day_start_utc, price_signals
 from pipeline.replay.series import ReplaySeries
-from pipeline.site_config import ChargerConfig, PipelineConfig, SiteConfig
-from pipeline.simulate.charger import SimulatedChargePoint
-from pipeline.topics import DRSignal, SiteDemand
+from pipeline.app.site import ChargerConfig, PipelineConfig, SiteConfig
+from pipeline.sim.charger import SimulatedChargePoint
+from pipeline.contracts.topics import DRSignal, SiteDemand
 from pipeline.transport.base import publish
 from pipeline.transport.memory import MemoryTransport
 
@@ -155,10 +156,8 @@ async def run_replay(o: ReplayOptions, series: ReplaySeries | None = None,
     ``series``, when given, is filled as the replay runs (sampled every ``sample_s`` simulated seconds and
     at every event). ``progress(done_s, total_s, now)`` is called at each sample: simulated seconds done
     of the replay's total, and the simulated time (aware UTC). With ``o.pg_port`` the engine's tables and
-    views are served read-only on Postgres wire while the replay runs (:mod:`pipeline.pgwire`; clients
+    views are served read-only on Postgres wire while the replay runs (:mod:`pipeline.pgwire.server`; clients
     must give ``pg_password`` if one is set)."""
-    from executor import Executor  # the orchestrator wires both packages; they share only topics
-
     wall_start = time.monotonic()
     start, end = day_start_utc(o.day), day_start_utc(o.day + timedelta(days=o.days))
     clock = SimClock(start, o.speed)
@@ -168,8 +167,6 @@ async def run_replay(o: ReplayOptions, series: ReplaySeries | None = None,
     series.begin(o.site_id, start, end, o.limit_kw)
     meter = SiteMeter(o.limit_kw, start, series)
 
-    for node in replay_config(o).topology():
-        await publish(transport, "site.topology", node)
     for signal in price_signals(o.site_id, o.day, o.days):
         series.add_price(signal)
         await publish(transport, "tariff.price.signals", signal)
@@ -184,14 +181,16 @@ async def run_replay(o: ReplayOptions, series: ReplaySeries | None = None,
             series.add_dr(dr)
             await publish(transport, "utility.dr.signals", dr)
 
-    engine = EngineService(EmbeddedEngine(), transport, clock, tick_s=o.tick_s)
-    pgwire = None if o.pg_port is None else start_pgwire(engine.engine.con, o.pg_host, o.pg_port, pg_password)
     # Open mode (the replay's chargers have no passwords). The setpoint TTL is longer than the default:
     # the building load steps every 15 min, but under a compressed clock the engine's evaluations delay
     # the driver's events, and a TTL below that spacing would measure the replay, not the site.
-    executor = Executor(transport, clock, port=0, setpoint_ttl_s=o.setpoint_ttl_s)
-    await executor.start()
-    engine_task = asyncio.create_task(engine.run(), name="engine")
+    pgwire = None if o.pg_port is None else PgwireSettings(
+        host=o.pg_host, port=o.pg_port, password=pg_password)
+    loop = await start_loop(
+        transport, site=replay_config(o), clock=clock, engine=EngineConfig(tick_s=o.tick_s),
+        executor=ExecutorConfig(port=0, setpoint_ttl_s=o.setpoint_ttl_s, metrics=False), pgwire=pgwire)
+    assert loop.engine is not None and loop.executor is not None
+    engine, executor = loop.engine, loop.executor
     url = f"ws://127.0.0.1:{executor.port}/ocpp"
     chargers = [
         SimulatedChargePoint(f"CP{i:03d}", url, clock, rated_power_kw=o.charger_kw,
@@ -279,15 +278,10 @@ async def run_replay(o: ReplayOptions, series: ReplaySeries | None = None,
         }
         return summary
     finally:
-        if pgwire is not None:
-            await pgwire.stop()
         sampler.cancel()
         clock.release()
         await asyncio.gather(*(cp.stop() for cp in chargers), return_exceptions=True)
-        engine.stop()
-        with contextlib.suppress(asyncio.CancelledError):
-            await engine_task
-        await executor.stop()
+        await loop.stop()
 
 
 async def _every(clock: SimClock, start: datetime, end: datetime, interval_s: float,

@@ -15,7 +15,7 @@ import bisect
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from pipeline.topics import DRSignal, PriceSignal
+from pipeline.contracts.topics import DRSignal, PriceSignal
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The transport contract shared by the memory and Kafka transports.
 
-Both carry the topics of :mod:`pipeline.topics` with the same keys, JSON values and tombstone rules, so the
+Both carry the topics of :mod:`pipeline.contracts.topics` with the same keys, JSON values and tombstone rules, so the
 engine and the executor run unchanged on either. A record that does not fit its topic's contract is
 copied to the topic's dead-letter topic (``<topic>.dlq``, error in the ``error`` header) and consumption
 moves on: bad input loses nothing and stops nothing.
@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from pipeline.topics import TOPICS, decode, dlq_topic, encode
+from pipeline.contracts.topics import TOPICS, decode, dlq_topic, encode
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class Transport(ABC):
 
 
 async def publish(transport: Transport, topic: str, record) -> None:
-    """Publish a topic model, keyed by the topic's key field (see :data:`pipeline.topics.TOPICS`)."""
+    """Publish a topic model, keyed by the topic's key field (see :data:`pipeline.contracts.topics.TOPICS`)."""
     spec = TOPICS[topic]
     if not isinstance(record, spec.model):
         raise TypeError(f"{topic} carries {spec.model.__name__}, not {type(record).__name__}")

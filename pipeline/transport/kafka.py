@@ -2,7 +2,7 @@
 
 Everything the engine and the executor rely on holds here as on :class:`~pipeline.transport.MemoryTransport`:
 
-* **Keys** are the entity ids of :data:`pipeline.topics.TOPICS`; Kafka's default partitioner (murmur2 of
+* **Keys** are the entity ids of :data:`pipeline.contracts.topics.TOPICS`; Kafka's default partitioner (murmur2 of
   the key, as in the Java client and RisingWave) keeps each entity on one partition, so its records stay
   in order.
 * **Tombstones** are records with a null value. Upsert topics are created with ``cleanup.policy=compact``
@@ -45,8 +45,9 @@ from aiokafka.errors import (
 )
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
-from pipeline.settings import KafkaSettings, load_settings
-from pipeline.topics import TOPICS, dlq_topic
+from pipeline.contracts.errors import PipelineError
+from pipeline.transport.config import KafkaSettings
+from pipeline.contracts.topics import TOPICS, dlq_topic
 from pipeline.transport.base import Consumer, Record, TopicPartition as LogicalPartition, Transport
 from pipeline.transport.kafka_logs import outage_log
 
@@ -58,7 +59,7 @@ T = TypeVar("T")
 _TOPIC_EXISTS = TopicAlreadyExistsError.errno
 
 
-class KafkaTransportError(ConnectionError):
+class KafkaTransportError(PipelineError):
     """The brokers could not be reached in time or refused a request (one-line message, no secrets)."""
 
 
@@ -79,9 +80,9 @@ def topic_configs(topic: str, settings: KafkaSettings) -> dict[str, str]:
 
 
 class KafkaTransport(Transport):
-    """Topics on a Kafka cluster, configured by :class:`pipeline.settings.KafkaSettings`.
+    """Topics on a Kafka cluster, configured by :class:`pipeline.transport.config.KafkaSettings`.
 
-    ``start()`` creates missing topics (every topic of :data:`pipeline.topics.TOPICS` and its ``.dlq``,
+    ``start()`` creates missing topics (every topic of :data:`pipeline.contracts.topics.TOPICS` and its ``.dlq``,
     with ``partitions`` and ``replication_factor`` from the settings) and starts the producer; ``send`` and
     ``consumer`` start the transport if needed. Raises :class:`KafkaTransportError` when the brokers stay
     unreachable for ``retry_s`` seconds or refuse topic creation.
@@ -89,8 +90,8 @@ class KafkaTransport(Transport):
 
     name = "kafka"
 
-    def __init__(self, settings: KafkaSettings | None = None) -> None:
-        self.settings = settings if settings is not None else load_settings().kafka
+    def __init__(self, settings: KafkaSettings) -> None:
+        self.settings = settings
         self.prefix = self.settings.topic_prefix
         self._producer: AIOKafkaProducer | None = None
         self._consumers: set[KafkaConsumer] = set()

@@ -1,4 +1,4 @@
--- The setpoint per managed session, in the shape of ocpp.setpoint.commands (see pipeline/topics.py).
+-- The setpoint per managed session, in the shape of ocpp.setpoint.commands (see pipeline/contracts/topics.py).
 -- Balanced sessions come from session_allocation; a session whose meter went stale is held at what its
 -- charger last accepted (else its floor), binding 'stale', and counted as fixed load meanwhile.
 -- Values are rounded down (kW to 1 W, A to the 0.1 A that OCPP 1.6 ChargingSchedulePeriod.limit accepts),

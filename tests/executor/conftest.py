@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from ocpp_testkit import SITE_NODES, FixedClock, open_charge_point
+from tests.kits.ocpp import SITE_NODES, FixedClock, open_charge_point
 
-from executor import Executor
+from executor import Executor, ExecutorConfig
 from pipeline.transport import MemoryTransport, publish
 
 
@@ -19,6 +19,13 @@ def transport() -> MemoryTransport:
 @pytest.fixture
 def clock() -> FixedClock:
     return FixedClock()
+
+
+def executor_config(**kwargs: Any) -> ExecutorConfig:
+    """An :class:`ExecutorConfig` for tests: loopback on a free port, and the status listener only when a
+    test asks for one (``http_port=0``)."""
+    kwargs.setdefault("metrics", "http_port" in kwargs)
+    return ExecutorConfig(**{"host": "127.0.0.1", "port": 0, **kwargs})
 
 
 @pytest.fixture
@@ -37,7 +44,7 @@ async def make_executor(transport: MemoryTransport, clock: FixedClock):
         # the frozen test clock never lets a lag or debounce pass: tests of those use a moving clock
         kwargs.setdefault("ev_response_lag_s", 0.0)
         kwargs.setdefault("increase_debounce_s", 0.0)
-        executor = Executor(transport, clock, "127.0.0.1", 0, **kwargs)
+        executor = Executor(transport, executor_config(**kwargs), clock)
         await executor.start()
         started.append(executor)
         return executor

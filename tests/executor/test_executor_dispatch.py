@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from ocpp.v16 import call
-from ocpp_testkit import at, command, iso, open_charge_point, wait_for
+from tests.kits.ocpp import at, command, iso, open_charge_point, wait_for
 
-from pipeline.topics import TopologyNode, decode
+from pipeline.contracts.topics import TopologyNode, decode
 from pipeline.transport import publish
 
 COMMANDS = "ocpp.setpoint.commands"

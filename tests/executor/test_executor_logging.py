@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import logging
 
-from ocpp_testkit import at, command, open_charge_point, wait_for
+from tests.kits.ocpp import at, command, open_charge_point, wait_for
 
-from pipeline.logs import JsonLineFormatter
+from pipeline.app.logs import JsonLineFormatter
 from pipeline.transport import publish
 
 COMMANDS = "ocpp.setpoint.commands"

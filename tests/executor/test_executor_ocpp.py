@@ -7,7 +7,7 @@ import json
 
 import pytest
 from ocpp.v16 import call
-from ocpp_testkit import wait_for
+from tests.kits.ocpp import wait_for
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 

@@ -13,8 +13,8 @@ import json
 import pytest
 from ocpp.v16 import call
 from ocpp.v201 import call as call201
-from ocpp_testkit import open_charge_point, wait_for
-from testkit201 import open_station
+from tests.kits.ocpp import open_charge_point, wait_for
+from tests.kits.ocpp201 import open_station
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 

@@ -9,12 +9,12 @@ import logging
 
 import pytest
 from ocpp.v16 import call
-from ocpp_testkit import at, iso, wait_for
+from tests.kits.ocpp import at, iso, wait_for
 from prometheus_client import CollectorRegistry
 
 from executor.metrics import ExecutorStats
 from executor.outbox import Outbox
-from pipeline.topics import SetpointAck
+from pipeline.contracts.topics import SetpointAck
 from pipeline.transport import MemoryTransport
 
 SESSIONS = "ocpp.active.sessions"
@@ -68,7 +68,7 @@ def transport() -> GatedTransport:  # overrides the conftest's: the executor pub
 
 
 async def test_a_transport_that_blocks_forever_does_not_delay_the_callresult(make_executor, transport):
-    from ocpp_testkit import open_charge_point
+    from tests.kits.ocpp import open_charge_point
 
     executor = await make_executor(outbox_drain_s=0.2)
     fast(executor.outbox)
@@ -97,7 +97,7 @@ async def test_a_transport_that_blocks_forever_does_not_delay_the_callresult(mak
 
 
 async def test_a_failing_transport_loses_nothing_once_it_is_back(make_executor, transport):
-    from ocpp_testkit import open_charge_point
+    from tests.kits.ocpp import open_charge_point
 
     executor = await make_executor()
     fast(executor.outbox)

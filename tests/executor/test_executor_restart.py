@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from ocpp_testkit import wait_for
-from simkit import NODE_KW, Site, free_port
+from tests.kits.ocpp import wait_for
+from tests.kits.simsite import NODE_KW, Site, free_port
 
 VERSION = pytest.mark.parametrize("version", ["1.6", "2.0.1"])
 
@@ -53,7 +53,7 @@ POISON = b'{"session_id": "CP1-9", "setpoint_kw": ' + b"9" * 5000 + b"}"
 async def test_an_executor_starts_past_a_poison_record_in_every_topic_it_rebuilds_from(transport, make_executor):
     """A record whose JSON number breaks the parser sits in each topic the start-up rebuild reads: the
     executor starts (no crash loop), and the live consumer dead-letters the one it consumes."""
-    from ocpp_testkit import command
+    from tests.kits.ocpp import command
 
     from pipeline.transport import publish
 

@@ -14,8 +14,8 @@ import asyncio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ocpp_testkit import wait_for
-from simkit import IDS, NODE_A, NODE_KW, Site
+from tests.kits.ocpp import wait_for
+from tests.kits.simsite import IDS, NODE_A, NODE_KW, Site
 
 VERSION = pytest.mark.parametrize("version", ["1.6", "2.0.1"])
 

@@ -11,14 +11,15 @@ import urllib.request
 
 import pytest
 from click.testing import CliRunner
-from ocpp_testkit import open_charge_point, wait_for
-from testkit201 import open_station
+from tests.kits.ocpp import open_charge_point, wait_for
+from tests.kits.ocpp201 import open_station
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from executor import ExecutorConfig
 from executor.ocpp.auth import Authenticator, hash_password, parse_basic_auth, parse_password_hash, verify_password
-from pipeline.clock import SystemClock
-from pipeline.simulate import SimulatedChargePoint, SimulatedChargingStation
+from pipeline.contracts.clock import SystemClock
+from pipeline.sim import SimulatedChargePoint, SimulatedChargingStation
 
 PASSWORDS = {"CP1": "correct horse battery", "CP2": "0123456789abcdef:colon"}
 CREDENTIALS = {cp: hash_password(pw, ln=10) for cp, pw in PASSWORDS.items()}  # cheap cost for tests
@@ -104,10 +105,8 @@ async def test_simulated_chargers_log_in_with_their_password(secured, cls):
 
 
 def test_only_both_tls_files_turn_tls_on(transport):
-    from executor import Executor
-
     with pytest.raises(ValueError, match="both"):
-        Executor(transport, tls_certfile="cert.pem")
+        ExecutorConfig(tls_certfile="cert.pem")
 
 
 def test_password_hash_format_and_verification():
@@ -134,13 +133,16 @@ async def test_authenticator_remembers_a_good_login_without_storing_the_password
 
 
 async def test_pipeline_run_enforces_the_passwords_its_config_declares():
-    from pipeline.runner import start_service
-    from pipeline.site_config import parse_config
+    from pipeline.app.loop import start_loop
+    from pipeline.engine.config import EngineConfig
+    from pipeline.transport.memory import MemoryTransport
+    from pipeline.app.site import parse_config
 
     cfg = parse_config({"sites": [{"site_id": "s", "limit_kw": 50, "chargers": [
         {"id": "CP1", "max_power_kw": 11, "password_hash": CREDENTIALS["CP1"]},
         {"id": "CP3", "max_power_kw": 11}]}]})
-    service = await start_service(cfg, port=0, gateway_port=None)
+    service = await start_loop(MemoryTransport(), site=cfg, engine=EngineConfig(),
+                               executor=ExecutorConfig(port=0, metrics=False))
     try:
         port = service.port
         assert await status_of(port, "CP1", basic("CP1", PASSWORDS["CP1"])) == 101
@@ -151,7 +153,7 @@ async def test_pipeline_run_enforces_the_passwords_its_config_declares():
 
 
 def test_charger_password_command_prints_a_hash():
-    from pipeline.cli import main
+    from pipeline.cli.main import main
 
     result = CliRunner().invoke(main, ["charger-password", "--password-stdin"], input="my charger secret\n")
     assert result.exit_code == 0, result.output

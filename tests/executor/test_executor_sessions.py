@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from ocpp.v16 import call
-from ocpp_testkit import T0, at, iso
+from tests.kits.ocpp import T0, at, iso
 
 from executor.sessions import TransactionIds
 
@@ -93,7 +93,7 @@ async def test_new_start_on_busy_connector_closes_the_old_session(charge_point, 
 
 
 async def test_sessions_survive_an_executor_restart(make_executor, transport, clock):
-    from ocpp_testkit import open_charge_point
+    from tests.kits.ocpp import open_charge_point
 
     first = await make_executor()
     async with open_charge_point(first.port) as cp:

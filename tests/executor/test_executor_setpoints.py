@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from ocpp_testkit import SITE_NODES, T0, FixedClock, at, command, wait_for
+from tests.kits.ocpp import SITE_NODES, T0, FixedClock, at, command, wait_for
 from prometheus_client import CollectorRegistry
 
 from executor.desired import SetpointTable
-from executor.dispatch import ChargerDispatcher, DispatchContext, Policy
+from executor.config import ExecutorConfig
+from executor.dispatch import ChargerDispatcher, DispatchContext
 from executor.ledger import Ledger
 from executor.metrics import ExecutorStats
 from executor.ocpp.station import CallOutcome, ClearRequest, ProfileRequest
 from executor.topology import Topology
-from pipeline.topics import TopologyNode
+from pipeline.contracts.topics import TopologyNode
 
 
 def table() -> tuple[SetpointTable, ExecutorStats]:
@@ -170,7 +171,7 @@ async def test_decreases_go_before_fail_safe_and_increases():
     ctx = DispatchContext(
         table=t, ledger=ledger, topology=topology, active_transaction=lambda cp, conn: str(conn),
         publish_ack=publish_ack, changed=lambda cp: None, clock=FixedClock(at(1) + timedelta(seconds=5)),
-        stats=stats, policy=Policy(increase_debounce_s=0, ev_response_lag_s=0))
+        stats=stats, config=ExecutorConfig(increase_debounce_s=0, ev_response_lag_s=0))
     station = FakeStation()
     dispatcher = ChargerDispatcher("CP1", station, 1, ctx)
     dispatcher.start()

@@ -15,14 +15,15 @@ import ssl
 import warnings
 
 import pytest
-from tlskit import Pki, make_pki
+from tests.kits.tls import Pki, make_pki
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from executor import Executor
+from executor import ExecutorConfig
 from executor.ocpp.auth import hash_password
-from pipeline.clock import SystemClock
-from pipeline.simulate import SimulatedChargingStation
+from pipeline.contracts.clock import SystemClock
+from pipeline.contracts.errors import ConfigError
+from pipeline.sim import SimulatedChargingStation
 
 PASSWORD = "correct horse battery"
 CREDENTIALS = {"CP1": hash_password(PASSWORD, ln=10)}
@@ -163,14 +164,14 @@ async def test_the_rsa_cipher_suites_ocpp_requires_are_offered(make_executor, pk
 
 def test_client_certificates_need_tls(transport, pki):
     with pytest.raises(ValueError, match="need TLS"):
-        Executor(transport, tls_client_cafile=pki.ca)
+        ExecutorConfig(tls_client_cafile=pki.ca)
 
 
 def test_the_site_file_takes_a_client_ca_only_with_tls(pki):
-    from pipeline.site_config import parse_config
+    from pipeline.app.site import parse_config
 
     site = {"site_id": "s", "limit_kw": 50, "chargers": [{"id": "CP1", "max_power_kw": 11}]}
-    with pytest.raises(ValueError, match="tls_client_ca needs tls_cert and tls_key"):
+    with pytest.raises(ConfigError, match="tls_client_ca needs tls_cert and tls_key"):
         parse_config({"sites": [site], "ocpp": {"tls_client_ca": pki.ca}})
     cfg = parse_config({"sites": [site], "ocpp": {"tls_cert": pki.server_cert, "tls_key": pki.server_key,
                                                   "tls_client_ca": pki.ca}})
@@ -178,12 +179,15 @@ def test_the_site_file_takes_a_client_ca_only_with_tls(pki):
 
 
 async def test_pipeline_run_serves_profile_3_from_its_site_file(pki):
-    from pipeline.runner import start_service
-    from pipeline.site_config import parse_config
+    from pipeline.app.loop import start_loop
+    from pipeline.engine.config import EngineConfig
+    from pipeline.transport.memory import MemoryTransport
+    from pipeline.app.site import parse_config
 
     cfg = parse_config({"sites": [{"site_id": "s", "limit_kw": 50, "chargers": [{"id": "CP1", "max_power_kw": 11}]}],
                         "ocpp": {"tls_cert": pki.server_cert, "tls_key": pki.server_key, "tls_client_ca": pki.ca}})
-    service = await start_service(cfg, port=0, gateway_port=None)
+    service = await start_loop(MemoryTransport(), site=cfg, engine=EngineConfig(),
+                               executor=ExecutorConfig(port=0, metrics=False))
     try:
         assert await handshake(service.port, "CP1", pki.client_context(pki.client("run-cp1", "CP1"))) == (
             101, [3, "hb-1"])

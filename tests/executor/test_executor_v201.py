@@ -6,10 +6,10 @@ import json
 
 import pytest
 from ocpp.v201 import call
-from ocpp_testkit import at, command, iso, wait_for
-from testkit201 import open_station
+from tests.kits.ocpp import at, command, iso, wait_for
+from tests.kits.ocpp201 import open_station
 
-from pipeline.topics import decode
+from pipeline.contracts.topics import decode
 from pipeline.transport import publish
 
 COMMANDS, ACKS, SESSIONS = "ocpp.setpoint.commands", "ocpp.setpoint.acks", "ocpp.active.sessions"

@@ -1,6 +1,6 @@
 """Fixtures for the ``kafka`` tests: one real Apache Kafka broker per session, one topic prefix per test.
 
-The broker comes from :mod:`kafka_broker` (``KAFKA_BOOTSTRAP_SERVERS``, else Docker, else Apache Kafka
+The broker comes from :mod:`tests.kits.kafka_broker` (``KAFKA_BOOTSTRAP_SERVERS``, else Docker, else Apache Kafka
 from Maven Central). If none can be had the tests fail with the reason when ``CI=true`` or when ``java``
 and ``mvn`` are present (provisioning should have worked); only on a machine with neither, outside CI,
 are they skipped. The broker in use is printed when it starts and again in the terminal summary.
@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.append(str(Path(__file__).resolve().parent.parent))  # tests/kafka_broker.py
 
-from kafka_broker import Broker, BrokerUnavailable, local_broker, session_broker, settings_for  # noqa: E402
+from tests.kits.kafka_broker import Broker, BrokerUnavailable, local_broker, session_broker, settings_for  # noqa: E402
 
-from pipeline.settings import KafkaSettings  # noqa: E402
+from pipeline.transport.config import KafkaSettings  # noqa: E402
 from pipeline.transport.kafka import KafkaTransport  # noqa: E402
 
 _USED: list[str] = []
@@ -90,3 +87,19 @@ async def kafka_transport(kafka_settings: KafkaSettings):
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for line in _USED:
         terminalreporter.write_line(f"kafka broker: {line}")
+
+
+@pytest.fixture(autouse=True)
+def fresh_outage_log():
+    """The process's one broker-outage log (aiokafka's loggers are process-wide) starts each test fresh:
+    an outage or its aftermath left by the test before must not swallow this test's lines."""
+    from pipeline.transport import kafka_logs
+
+    for previous in (kafka_logs._SHARED,):
+        if previous is not None:
+            previous.uninstall()
+    kafka_logs._SHARED = None
+    yield
+    if kafka_logs._SHARED is not None:
+        kafka_logs._SHARED.uninstall()
+    kafka_logs._SHARED = None

@@ -11,18 +11,16 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-sys.path.append(str(Path(__file__).resolve().parent.parent))  # tests/kafka_broker.py
 
-from kafka_broker import _LOG4J2, STARTED, BrokerUnavailable, _with_parent_death_signal, free_port, provision  # noqa: E402
+from tests.kits.kafka_broker import _LOG4J2, STARTED, BrokerUnavailable, _with_parent_death_signal, free_port, provision  # noqa: E402
 
-from pipeline.settings import load_settings  # noqa: E402
+from pipeline.app.settings import load_settings  # noqa: E402
 from pipeline.transport.kafka import KafkaTransport, KafkaTransportError  # noqa: E402
 
 pytestmark = pytest.mark.kafka

@@ -14,11 +14,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from kafka_broker import free_port
+from tests.kits.kafka_broker import free_port
 
-from pipeline.clock import SystemClock
-from pipeline.simulate.charger import SimulatedChargePoint
-from pipeline.simulate.ev import EV
+from pipeline.contracts.clock import SystemClock
+from pipeline.sim.charger import SimulatedChargePoint
+from pipeline.sim.ev import EV
 
 pytestmark = pytest.mark.kafka
 

@@ -9,10 +9,11 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from recording_charger import RecordingCharger
+from tests.kits.recording_charger import RecordingCharger
 
-from pipeline.services import start_executor
-from pipeline.topics import SetpointCommand, TopologyNode
+from executor import ExecutorConfig
+from pipeline.app.loop import start_loop
+from pipeline.contracts.topics import SetpointCommand, TopologyNode
 from pipeline.transport import publish, publish_tombstone
 from pipeline.transport.kafka import KafkaTransport
 
@@ -64,7 +65,7 @@ async def open_session(port: int, probe: KafkaTransport) -> tuple[RecordingCharg
 
 
 async def test_restarted_executor_rebuilds_to_the_end_and_never_regresses(kafka_settings, probe):
-    first = await start_executor(KafkaTransport(kafka_settings), port=0)
+    first = await start_loop(KafkaTransport(kafka_settings), executor=ExecutorConfig(port=0, metrics=False))
     charger, tx = await open_session(first.port, probe)
     await publish(probe, "ocpp.setpoint.commands", setpoint(tx, 10, 1))
     await wait_for(lambda: charger.limits == [10], what="the first setpoint")
@@ -76,7 +77,7 @@ async def test_restarted_executor_rebuilds_to_the_end_and_never_regresses(kafka_
     await publish(probe, "ocpp.setpoint.commands", setpoint(tx, 8, 2))  # stale: older computed_at
     await publish(probe, "ocpp.setpoint.commands", setpoint(tx, 16, 3))  # duplicate
 
-    second = await start_executor(KafkaTransport(kafka_settings), port=0)
+    second = await start_loop(KafkaTransport(kafka_settings), executor=ExecutorConfig(port=0, metrics=False))
     try:
         # start() returns only after the compacted topic was read to its end: the latest value is known
         # before any charger is served, not the first, not the stale one.
@@ -98,7 +99,7 @@ async def test_restarted_executor_rebuilds_to_the_end_and_never_regresses(kafka_
 
 
 async def test_a_tombstone_clears_the_sessions_profile_across_restarts(kafka_settings, probe):
-    first = await start_executor(KafkaTransport(kafka_settings), port=0)
+    first = await start_loop(KafkaTransport(kafka_settings), executor=ExecutorConfig(port=0, metrics=False))
     charger, tx = await open_session(first.port, probe)
     await publish(probe, "ocpp.setpoint.commands", setpoint(tx, 10, 1))
     await wait_for(lambda: charger.limits == [10])
@@ -108,7 +109,7 @@ async def test_a_tombstone_clears_the_sessions_profile_across_restarts(kafka_set
     await charger.disconnect()
     await first.stop()
 
-    second = await start_executor(KafkaTransport(kafka_settings), port=0)
+    second = await start_loop(KafkaTransport(kafka_settings), executor=ExecutorConfig(port=0, metrics=False))
     try:
         assert second.executor.desired_setpoints() == {}  # the tombstone won in the rebuild too
         await charger.connect(second.port)

@@ -9,13 +9,15 @@ import json
 import uuid
 
 import pytest
-from kafka_broker import settings_for
-from loopkit import CONFIG, LIMIT_KW, ev
+from tests.kits.kafka_broker import settings_for
+from tests.kits.loop import CONFIG, LIMIT_KW, ev
 
-from pipeline.clock import SystemClock
-from pipeline.services import start_engine, start_executor
-from pipeline.signals import demand_signal, dr_signal
-from pipeline.simulate.charger import SimulatedChargePoint
+from pipeline.contracts.clock import SystemClock
+from executor import ExecutorConfig
+from pipeline.app.loop import start_loop
+from pipeline.engine.config import EngineConfig
+from pipeline.app.signals import demand_signal, dr_signal
+from pipeline.sim.charger import SimulatedChargePoint
 from pipeline.transport import publish
 from pipeline.transport.kafka import KafkaTransport
 
@@ -59,8 +61,8 @@ class Loop:
         self.chargers: list[SimulatedChargePoint] = []
 
     async def __aenter__(self) -> Loop:
-        self.engine = await start_engine(KafkaTransport(self.settings), CONFIG, tick_s=0.2)
-        self.executor = await start_executor(KafkaTransport(self.settings), port=0)
+        self.engine = await start_loop(KafkaTransport(self.settings), site=CONFIG, engine=EngineConfig(tick_s=0.2))
+        self.executor = await start_loop(KafkaTransport(self.settings), executor=ExecutorConfig(port=0, metrics=False))
         self.signals = KafkaTransport(self.settings)
         self.chargers = [SimulatedChargePoint(f"CP{i}", f"ws://127.0.0.1:{self.executor.port}/ocpp", SystemClock(),
                                               meter_interval_s=1) for i in range(1, 5)]

@@ -9,12 +9,13 @@ import logging
 from datetime import datetime, timezone
 
 import pytest
-from kafka_broker import settings_for
+from tests.kits.kafka_broker import settings_for
 from ocpp.v16 import call
-from recording_charger import RecordingCharger
+from tests.kits.recording_charger import RecordingCharger
 
-from pipeline.services import start_executor
-from pipeline.topics import TopologyNode
+from executor import ExecutorConfig
+from pipeline.app.loop import start_loop
+from pipeline.contracts.topics import TopologyNode
 from pipeline.transport import publish
 from pipeline.transport.kafka import KafkaTransport
 
@@ -35,7 +36,7 @@ async def test_a_broker_outage_answers_chargers_and_logs_two_lines(restartable_b
     probe = KafkaTransport(settings)
     for node in NODES:
         await publish(probe, "site.topology", node)
-    process = await start_executor(KafkaTransport(settings), port=0)
+    process = await start_loop(KafkaTransport(settings), executor=ExecutorConfig(port=0, metrics=False))
     executor = process.executor
     charger = RecordingCharger("CP1")
     try:

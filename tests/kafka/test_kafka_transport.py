@@ -9,9 +9,9 @@ from datetime import datetime, timezone
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from kafka_broker import settings_for
+from tests.kits.kafka_broker import settings_for
 
-from pipeline.topics import TOPICS, SiteDemand, TopologyNode, dlq_topic
+from pipeline.contracts.topics import TOPICS, SiteDemand, TopologyNode, dlq_topic
 from pipeline.transport import decode_or_dead_letter, publish, publish_tombstone
 from pipeline.transport.kafka import KafkaTransport
 

@@ -17,22 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-sys.path.append(str(Path(__file__).resolve().parent.parent))  # tests/kafka_broker.py
 
-from kafka_broker import STARTED, docker_available, kafka_container  # noqa: E402
+from tests.kits.kafka_broker import STARTED, docker_available, kafka_container  # noqa: E402
 
-from pipeline.cli import main  # noqa: E402
-from pipeline.settings import KafkaSettings  # noqa: E402
-from pipeline.topics import ActiveSession, SetpointCommand, SiteDemand, TopologyNode  # noqa: E402
+from pipeline.cli.main import main  # noqa: E402
+from pipeline.transport.config import KafkaSettings  # noqa: E402
+from pipeline.contracts.topics import ActiveSession, SetpointCommand, SiteDemand, TopologyNode  # noqa: E402
 from pipeline.transport import decode_or_dead_letter, publish, publish_tombstone  # noqa: E402
 from pipeline.transport.kafka import KafkaTransport  # noqa: E402
 

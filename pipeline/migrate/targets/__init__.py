@@ -24,7 +24,7 @@ def open_target(target: str, kafka: ConnectorSettings | None = None, *, read_onl
 
         raise MigrateError("no target: pass --target (a postgresql:// DSN or a DuckDB file path)")
     if is_wire(target):
-        from pipeline.migrate.targets.wire import WireTarget
+        from pipeline.migrate.targets.risingwave import WireTarget
 
         return WireTarget(target, kafka)
     from pipeline.migrate.targets.embedded import EmbeddedTarget

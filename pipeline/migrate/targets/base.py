@@ -27,7 +27,7 @@ from typing import Any
 
 from pipeline.migrate.kafka import ConnectorSettings, inject, is_kafka, render
 from pipeline.migrate.model import CREATE, DROP, RECREATE, CatalogEntry, LockHeld, MigrateError, Step
-from pipeline.sqlobjects import SqlObject
+from pipeline.sqlmodel.objects import SqlObject
 
 CATALOG_TABLE = "pipeline_migrate_catalog"
 LOCK_TABLE = "pipeline_migrate_lock"

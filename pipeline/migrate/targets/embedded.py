@@ -24,7 +24,7 @@ from pipeline.engine import embedded as engine
 from pipeline.migrate.kafka import ConnectorSettings
 from pipeline.migrate.model import MigrateError
 from pipeline.migrate.targets.base import OWN_TABLES, Target
-from pipeline.sqlobjects import SqlObject
+from pipeline.sqlmodel.objects import SqlObject
 
 SINK_NOTE = "-- sink: recorded in the catalog only; the embedded engine evaluates its query"
 
@@ -34,7 +34,7 @@ def _query_view(obj_name: str) -> str:
 
 def embedded_statements(obj: SqlObject) -> list[str]:
     """The DuckDB statements that create ``obj`` as :class:`pipeline.engine.embedded.EmbeddedEngine`
-    does (none for a sink). Raises :class:`pipeline.sqlobjects.SqlError` when it has no DuckDB form."""
+    does (none for a sink). Raises :class:`pipeline.sqlmodel.objects.SqlError` when it has no DuckDB form."""
     return engine.duckdb_ddl(obj)
 
 

@@ -6,11 +6,12 @@ import asyncio
 import json
 from datetime import datetime, timedelta, timezone
 
-from pipeline.clock import SimClock
+from pipeline.contracts.clock import SimClock
+from pipeline.engine.config import EngineConfig
 from pipeline.engine.embedded import EmbeddedEngine
 from pipeline.engine.service import EngineService
-from pipeline.topics import ActiveSession, DRSignal, TopologyNode
-from pipeline.transport import MemoryTransport, publish, publish_tombstone
+from pipeline.contracts.topics import ActiveSession, DRSignal, TopologyNode
+from pipeline.transport import MemoryTransport, publish
 
 NOW = datetime(2024, 6, 3, 12, tzinfo=timezone.utc)
 SITE = TopologyNode(node_id="s1", site_id="s1", kind="site", limit_kw=30)
@@ -70,7 +71,7 @@ async def test_the_timer_fires_temporal_filters_without_new_input():
     t = MemoryTransport()
     engine = EmbeddedEngine()
     clock = SimClock(NOW, speed=600)  # ten simulated minutes per real second
-    svc = EngineService(engine, t, clock, tick_s=60)
+    svc = EngineService(engine, t, clock, EngineConfig(tick_s=60))
     await publish(t, "site.topology", SITE)
     await publish(t, "ocpp.active.sessions", session("a"))
     await publish(t, "utility.dr.signals", DRSignal(

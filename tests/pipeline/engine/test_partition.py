@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from pipeline.engine.embedded import EmbeddedEngine
 from pipeline.engine.partition import ALL, SiteIndex, restrict
-from pipeline.topics import ActiveSession, ControlRule, DRSignal, SetpointAck, SiteDemand, TopologyNode
+from pipeline.contracts.topics import ActiveSession, ControlRule, DRSignal, SetpointAck, SiteDemand, TopologyNode
 
 NOW = datetime(2024, 6, 3, 12, tzinfo=timezone.utc)
 SITES = ("s0", "s1", "s2")

@@ -1,6 +1,6 @@
 """Fixtures for the migrator's tests: small ``sql/`` dirs of their own, and a real Postgres server.
 
-The Postgres server comes from :mod:`postgres_server` (``PIPELINE_TEST_POSTGRES_DSN``, else Debian's
+The Postgres server comes from :mod:`tests.kits.postgres` (``PIPELINE_TEST_POSTGRES_DSN``, else Debian's
 binaries, installed with apt-get when missing and we are root). In CI (``CI=true``) a server that cannot
 be had fails the run with the reason; elsewhere the Postgres tests are skipped with it. Each test gets a
 fresh database on the session's server.
@@ -9,17 +9,15 @@ fresh database on the session's server.
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/postgres_server.py
 
-from migrate_helpers import PLAIN, SMALL, write_sql  # noqa: E402
-from postgres_server import PostgresServer, ServerUnavailable, start  # noqa: E402
+from tests.kits.migrate import PLAIN, SMALL, write_sql  # noqa: E402
+from tests.kits.postgres import PostgresServer, ServerUnavailable, start  # noqa: E402
 
 
 @pytest.fixture

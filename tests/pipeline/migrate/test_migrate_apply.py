@@ -16,7 +16,7 @@ from pipeline.engine.embedded import EmbeddedEngine
 from pipeline.migrate import commands
 from pipeline.migrate.model import CREATE, DROP, IN_SYNC, RECREATE, LockHeld, MigrateError
 from pipeline.migrate.targets import CATALOG_TABLE, LOCK_TABLE, open_target
-from pipeline.sqlobjects import load_objects
+from pipeline.sqlmodel.objects import load_objects
 
 
 def catalog_rows(path: str) -> list[tuple]:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from migrate_helpers import fake_risingwave
+from tests.kits.migrate import fake_risingwave
 from rich.console import Console
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.migrate import commands
 from pipeline.migrate.render import render_plan
 
@@ -50,7 +50,7 @@ def test_the_printed_risingwave_plan_of_a_changed_view_matches_the_snapshot(smal
     from pipeline.migrate.kafka import ConnectorSettings
     from pipeline.migrate.model import CatalogEntry
     from pipeline.migrate.planner import build_plan
-    from pipeline.sqlobjects import load_objects
+    from pipeline.sqlmodel.objects import load_objects
 
     applied = load_objects(small_sql)
     catalog = {o.name: CatalogEntry(o.name, o.kind, o.hash, tuple(sorted(o.depends_on)), "", o.sql,

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import pytest
 import sqlglot
-from migrate_helpers import SMALL, fake_risingwave, write_sql
+from tests.kits.migrate import SMALL, fake_risingwave, write_sql
 
 from pipeline.migrate.commands import _check_settings
 from pipeline.migrate.kafka import ConnectorSettings, inject
 from pipeline.migrate.model import MigrateError
 from pipeline.migrate.planner import build_plan
-from pipeline.settings import KafkaSettings
-from pipeline.sqlobjects import load_objects
+from pipeline.transport.config import KafkaSettings
+from pipeline.sqlmodel.objects import load_objects
 
 SECURE = ConnectorSettings("b1:9092,b2:9092", "depot-1.", {
     "properties.security.protocol": "SASL_SSL",
@@ -80,9 +80,11 @@ def test_settings_come_from_pipeline_settings_with_cli_overrides(monkeypatch):
     monkeypatch.setenv("PIPELINE_KAFKA__BOOTSTRAP_SERVERS", "env-broker:9092")
     monkeypatch.setenv("PIPELINE_KAFKA__TOPIC_PREFIX", "env.")
     monkeypatch.delenv("PIPELINE_SETTINGS_FILE", raising=False)
-    assert ConnectorSettings.load() == ConnectorSettings("env-broker:9092", "env.", {})
-    assert ConnectorSettings.load(topic_prefix="cli.").topic_prefix == "cli."
-    assert ConnectorSettings.load(bootstrap_servers="cli:1").bootstrap_servers == "cli:1"
+    from pipeline.cli.migrate import connector_settings
+
+    assert connector_settings() == ConnectorSettings("env-broker:9092", "env.", {})
+    assert connector_settings(topic_prefix="cli.").topic_prefix == "cli."
+    assert connector_settings(bootstrap_servers="cli:1").bootstrap_servers == "cli:1"
 
 
 def test_security_settings_map_to_risingwave_properties():

@@ -4,10 +4,10 @@ embedded engine cannot run."""
 
 from __future__ import annotations
 
-from migrate_helpers import SMALL, write_sql
+from tests.kits.migrate import SMALL, write_sql
 
 from pipeline.migrate.lint import SCAN_BUDGET, lint, plan_sizes
-from pipeline.sqlobjects import DEFAULT_SQL_DIR
+from pipeline.sqlmodel.objects import DEFAULT_SQL_DIR
 
 
 def found(tmp_path, files: dict[str, str]) -> list[tuple[str, int, str]]:
@@ -100,7 +100,7 @@ def test_what_the_embedded_engine_cannot_run(tmp_path):
     assert any(t.startswith("sql/views/typo.sql:2: [embedded] the embedded engine cannot run it:") and "no_such_column" in t
                for t in text)
     assert not any("downstream" in t for t in text)  # reported once, at its cause
-    assert "sql/sources/stray.sql:1: [embedded] topic 'no.such.topic' has no contract in pipeline.topics, " \
+    assert "sql/sources/stray.sql:1: [embedded] topic 'no.such.topic' has no contract in pipeline.contracts.topics, " \
            "so the embedded engine refuses it" in text
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from migrate_helpers import SMALL, write_sql
+from tests.kits.migrate import SMALL, write_sql
 
 from pipeline.migrate import commands
 from pipeline.migrate.changes import classify
 from pipeline.migrate.model import BREAKING, CREATE, DROP, NON_BREAKING, RECREATE, UNKNOWN, MigrateError
-from pipeline.sqlobjects import load_objects, parse_file
+from pipeline.sqlmodel.objects import load_objects, parse_file
 
 
 def steps(plan) -> list[tuple[str, str]]:

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from migrate_helpers import write_sql
+from tests.kits.migrate import write_sql
 
 from pipeline.migrate import commands
 from pipeline.migrate.kafka import ConnectorSettings
 from pipeline.migrate.model import CREATE, DROP, NON_BREAKING, NOT_APPLIED, RECREATE, LockHeld
 from pipeline.migrate.targets import CATALOG_TABLE, LOCK_TABLE, open_target
-from pipeline.sqlobjects import load_objects
+from pipeline.sqlmodel.objects import load_objects
 
 pytestmark = pytest.mark.postgres
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import psycopg
 import pytest
 from click.testing import CliRunner
-from migrate_helpers import PLAIN, write_sql
+from tests.kits.migrate import PLAIN, write_sql
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.migrate import commands
 from pipeline.migrate.targets import CATALOG_TABLE
-from pipeline.pg_errors import describe
-from pipeline.status import StatusError, fetch_views
+from pipeline.migrate.targets.pg_errors import describe
+from pipeline.status.collect import StatusError, fetch_views
 
 pytestmark = pytest.mark.postgres
 

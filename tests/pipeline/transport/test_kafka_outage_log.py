@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from pipeline.transport import kafka_logs
 from pipeline.transport.kafka_logs import BrokerOutageLog
 
 
@@ -21,7 +22,17 @@ class Collect(logging.Handler):
 
 @pytest.fixture
 def setup():
-    """A fresh filter on aiokafka's loggers, a collecting handler on the root, a hand-moved clock."""
+    """A fresh filter on aiokafka's loggers, a collecting handler on the root, a hand-moved clock. The
+    process's shared filter (installed by any KafkaTransport an earlier test made, perhaps mid-outage)
+    is set aside meanwhile."""
+    shared = kafka_logs._SHARED
+    if shared is not None:
+        shared.uninstall()
+    # one-shot commands quiet the client's loggers (pipeline.cli.transport.quiet_client_logs): undo it here
+    levels = {name: logging.getLogger(name).level for name in list(logging.Logger.manager.loggerDict)
+              if name.startswith("aiokafka") or name == "pipeline.transport.kafka"}
+    for name in levels:
+        logging.getLogger(name).setLevel(logging.NOTSET)
     now = [0.0]
     outage = BrokerOutageLog(summary_every_s=60.0, monotonic=lambda: now[0]).install()
     handler = Collect()
@@ -33,6 +44,10 @@ def setup():
     root.removeHandler(handler)
     root.setLevel(old_level)
     outage.uninstall()
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    if shared is not None:
+        shared.install()
 
 
 def connection_errors(n: int) -> None:

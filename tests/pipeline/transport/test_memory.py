@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from pipeline.topics import SiteDemand, TopologyNode, decode
+from pipeline.contracts.topics import SiteDemand, TopologyNode, decode
 from pipeline.transport import MemoryTransport, decode_or_dead_letter, publish, publish_tombstone
 
 NOW = datetime(2024, 6, 3, 12, tzinfo=timezone.utc)

@@ -1,0 +1,348 @@
+"""A plain-Python reference allocator: the oracle the SQL views are tested against.
+
+It implements the rules of ``sql/`` (DESIGN.md "Allocation", issue 5) directly over topic records,
+without SQL: headroom per breaker, caps and floors, rules, DR, tariff shaping and stale telemetry,
+bottom-up admission, and weighted max-min fair water-filling done as *event-driven progressive
+filling* (every unfrozen session rises at the rate of its weight until it reaches its cap or a breaker
+above it saturates) rather than the closed-form levels the SQL uses, so the two are independent
+routes to the same numbers.
+
+Thresholds mirror the SQL files: ``SESSION_STALE_S`` (session_telemetry.sql), ``BUILDING_STALE_S`` and
+``STALE_MARGIN`` (site_building_load.sql, node_headroom.sql), ``TARIFF_MULTIPLIERS``
+(tariff_multipliers.sql).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from pipeline.contracts.topics import RULE_SOURCES
+
+SESSION_STALE_S = 600
+BUILDING_STALE_S = 1800
+STALE_MARGIN = 0.1
+MAX_DEPTH = 5
+TARIFF_MULTIPLIERS = {"OFF_PEAK": 1.0, "MID_PEAK": 1.0, "ON_PEAK": 0.5, "CRITICAL_PEAK": 0.0}
+EPS = 1e-9
+OVERRIDE_PRIORITY = 2147483647
+
+
+@dataclass
+class Session:
+    rec: Any
+    site_id: str
+    attach: str
+    cap_kw: float = 0.0
+    floor_kw: float = 0.0
+    priority: int = 0
+    cap_binding: str = "cap"
+    paused_by: str | None = None
+    path: list[str] = field(default_factory=list)  # ancestors by depth, site first
+    allocated_kw: float = 0.0
+    binding: str = "paused"
+
+
+@dataclass
+class State:
+    """The latest state of every input topic, as the engine's tables hold it."""
+
+    topology: dict[str, Any] = field(default_factory=dict)
+    sessions: dict[str, Any] = field(default_factory=dict)
+    rules: dict[str, Any] = field(default_factory=dict)
+    demand: list[Any] = field(default_factory=list)
+    prices: list[Any] = field(default_factory=list)
+    dr: list[Any] = field(default_factory=list)
+    acks: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def from_records(cls, records: Iterable[tuple[str, str | None, Any]]) -> State:
+        s = cls()
+        upserts = {"site.topology": s.topology, "ocpp.active.sessions": s.sessions, "control.rules": s.rules}
+        appends = {"bems.site.demand": s.demand, "tariff.price.signals": s.prices, "utility.dr.signals": s.dr,
+                   "ocpp.setpoint.acks": s.acks}
+        for topic, key, rec in records:
+            if topic in upserts:
+                if rec is None:
+                    upserts[topic].pop(key, None)
+                else:
+                    upserts[topic][key] = rec
+            elif topic in appends and rec is not None:
+                appends[topic].append(rec)
+        return s
+
+
+def _paths(topology: dict[str, Any]) -> dict[str, list[str]]:
+    """node_id -> ancestors by depth (site first, the node last), for nodes at depth <= MAX_DEPTH."""
+    out = {}
+    for node_id, node in topology.items():
+        chain = [node_id]
+        parent = node.parent_id
+        while parent is not None and len(chain) <= MAX_DEPTH + 1:
+            chain.append(parent)
+            parent = topology[parent].parent_id if parent in topology else None
+        if len(chain) - 1 <= MAX_DEPTH:
+            out[node_id] = list(reversed(chain))
+    return out
+
+
+def _active_dr(state: State, now: datetime) -> dict[str, tuple[float | None, float | None]]:
+    latest: dict[tuple[str, str], Any] = {}
+    for sig in state.dr:
+        k = (sig.site_id, sig.dr_event_id)
+        if k not in latest or sig.signal_at > latest[k].signal_at:
+            latest[k] = sig
+    out: dict[str, tuple[float | None, float | None]] = {}
+    for (site, _), sig in latest.items():
+        if sig.event_start <= now < sig.event_end:
+            pct, lim = out.get(site, (None, None))
+            if sig.curtailment_pct is not None:
+                pct = sig.curtailment_pct if pct is None else max(pct, sig.curtailment_pct)
+            if sig.limit_kw is not None:
+                lim = sig.limit_kw if lim is None else min(lim, sig.limit_kw)
+            out[site] = (pct, lim)
+    return out
+
+
+def _price_tiers(state: State, now: datetime) -> dict[str, str]:
+    best: dict[str, Any] = {}
+    for p in state.prices:
+        if p.valid_from <= now < p.valid_to:
+            cur = best.get(p.site_id)
+            if cur is None or (p.valid_from, p.price_per_kwh) > (cur.valid_from, cur.price_per_kwh):
+                best[p.site_id] = p
+    return {site: p.price_tier.value for site, p in best.items()}
+
+
+def _active_rules(state: State, now: datetime) -> list[Any]:
+    return [r for r in state.rules.values()
+            if (r.valid_from is None or r.valid_from <= now) and (r.valid_to is None or r.valid_to > now)]
+
+
+def _default_floor(rec) -> float:
+    return rec.min_power_kw if rec.min_power_kw is not None else 6 * rec.phases * rec.voltage_v / 1000.0
+
+
+def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> dict[str, dict]:
+    """The setpoints the views should produce: ``session_id -> {setpoint_kw, setpoint_a, binding,
+    node_id, node_limit_kw, site_limit_kw, floor_kw, cap_kw, admitted}`` (``floor_kw``/``cap_kw`` only
+    for balanced sessions), plus ``"__headroom__" -> {node_id: headroom_kw}``."""
+    state = State.from_records(records)
+    topo, paths = state.topology, _paths(state.topology)
+    rules = _active_rules(state, now)
+    stale_before = now - timedelta(seconds=SESSION_STALE_S)
+
+    # Placement and freshness (session_telemetry.sql).
+    placed: list[tuple[Any, str, str, bool, bool]] = []
+    for rec in state.sessions.values():
+        c = topo.get(rec.charge_point_id)
+        n = topo.get(rec.node_id) if rec.node_id else None
+        t = topo.get(rec.site_id) if rec.site_id else None
+        c = c if c is not None and c.kind == "charger" else None
+        n = n if n is not None and n.kind != "charger" else None
+        t = t if t is not None and t.kind == "site" else None
+        home = c or n or t
+        if home is None:
+            continue
+        seen = rec.sampled_at or rec.started_at
+        placed.append((rec, home.site_id, home.node_id, c.managed if c else True, seen <= stale_before))
+
+    last_accepted: dict[str, Any] = {}
+    for ack in state.acks:
+        if (ack.status == "Accepted" and ack.action == "SetChargingProfile" and ack.session_id
+                and (ack.purpose or "Tx") == "Tx"):
+            cur = last_accepted.get(ack.session_id)
+            if cur is None or (ack.answered_at or ack.sent_at) > (cur.answered_at or cur.sent_at):
+                last_accepted[ack.session_id] = ack
+
+    # Fixed load per breaker (node_fixed_load.sql).
+    fixed: dict[str, float] = defaultdict(float)
+    busy_chargers = {rec.charge_point_id for rec, *_ in placed}
+    items: list[tuple[str, float]] = []
+    for rec, _, attach, managed, stale in placed:
+        if not managed:
+            load = rec.rated_power_kw if stale or rec.current_power_kw is None else rec.current_power_kw
+            items.append((attach, load))
+        elif stale:
+            ack = last_accepted.get(rec.session_id)
+            items.append((attach, ack.setpoint_kw if ack and ack.setpoint_kw is not None else rec.rated_power_kw))
+    reserved: dict[str, float] = {}
+    for r in rules:
+        if r.action == "reserve" and r.scope_id not in busy_chargers:
+            reserved[r.scope_id] = max(reserved.get(r.scope_id, 0.0), r.limit_kw)
+    items += list(reserved.items())
+    for node_id, load in items:
+        for anc in paths.get(node_id, []):
+            fixed[anc] += load
+
+    # Headroom per breaker (site_building_load.sql, node_headroom.sql).
+    latest_demand: dict[str, Any] = {}
+    for d in state.demand:
+        if d.site_id not in latest_demand or d.measured_at > latest_demand[d.site_id].measured_at:
+            latest_demand[d.site_id] = d
+    dr = _active_dr(state, now)
+    node_caps: dict[str, tuple[float, int, str]] = {}
+    for r in rules:
+        if r.action == "cap" and r.scope in ("site", "node"):
+            key = (r.limit_kw, -RULE_SOURCES[r.source], r.rule_id)
+            if r.scope_id not in node_caps or key < node_caps[r.scope_id]:
+                node_caps[r.scope_id] = key
+    headroom: dict[str, float] = {}
+    limited_by: dict[str, str] = {}
+    for node_id in paths:
+        node = topo[node_id]
+        base, building = node.limit_kw, 0.0
+        dr_kw = base
+        if node.kind == "site":
+            d = latest_demand.get(node_id)
+            if d is not None:
+                if d.demand_limit_kw is not None:
+                    base = min(base, d.demand_limit_kw)
+                building = max(d.current_demand_kw - d.ev_load_kw, 0.0)
+                if d.measured_at <= now - timedelta(seconds=BUILDING_STALE_S):
+                    building += STALE_MARGIN * node.limit_kw
+            pct, lim = dr.get(node_id, (None, None))
+            dr_kw = min(base * (1 - (pct or 0) / 100.0), lim if lim is not None else base)
+        else:
+            dr_kw = base
+        limit, label = dr_kw, ("dr" if dr_kw < base else node_id)
+        if node_id in node_caps and node_caps[node_id][0] <= dr_kw:
+            limit, label = node_caps[node_id][0], node_caps[node_id][2]
+        headroom[node_id] = max(limit - building - fixed[node_id], 0.0)
+        limited_by[node_id] = label
+
+    tiers = _price_tiers(state, now)
+    out: dict[str, dict] = {}
+
+    # Caps, floors and rules of balanced sessions (session_limits.sql).
+    sessions: list[Session] = []
+    for rec, site_id, attach, managed, stale in placed:
+        if not managed:
+            continue
+        path = paths.get(attach)
+        if path is None or topo[path[0]].kind != "site":
+            continue
+        node_of = topo[attach].parent_id if topo[attach].kind == "charger" else attach
+        if stale:
+            ack = last_accepted.get(rec.session_id)
+            kw = ack.setpoint_kw if ack and ack.setpoint_kw is not None else min(_default_floor(rec), rec.rated_power_kw)
+            out[rec.session_id] = _setpoint(kw, rec, "stale", node_of, site_id, headroom)
+            continue
+        s = Session(rec=rec, site_id=site_id, attach=attach, path=path)
+        mine = [(r, 2) for r in rules if r.scope == "session" and r.scope_id == rec.session_id]
+        mine += [(r, 1) for r in rules if r.scope == "charger" and r.scope_id == rec.charge_point_id]
+        mine += [(r, 0) for r in rules if r.scope in ("site", "node") and r.scope_id in path and r.action == "pause"]
+        overrides = sorted((r for r in mine if r[0].action == "override"),
+                           key=lambda x: (-RULE_SOURCES[x[0].source], -x[1], x[0].rule_id))
+        override = overrides[0][0] if overrides else None
+        floor_prec = RULE_SOURCES[override.source] if override else 0
+        applicable = [r for r, _ in mine if r.action in ("cap", "pause") and RULE_SOURCES[r.source] >= floor_prec]
+        caps = sorted((r for r in applicable if r.action == "cap"),
+                      key=lambda r: (r.limit_kw, -RULE_SOURCES[r.source], r.rule_id))
+        pauses = sorted((r for r in applicable if r.action == "pause"), key=lambda r: (-RULE_SOURCES[r.source], r.rule_id))
+        device = min(rec.rated_power_kw, rec.ev_max_power_kw or rec.rated_power_kw)
+        ruled = min(device, caps[0].limit_kw) if caps else device
+        min_kw = _default_floor(rec)
+        s.paused_by = pauses[0].rule_id if pauses else None
+        if override is not None:
+            s.cap_kw = s.floor_kw = min(override.limit_kw, ruled)
+            s.priority = OVERRIDE_PRIORITY
+        else:
+            mult = TARIFF_MULTIPLIERS.get(tiers.get(site_id, ""), 1.0) if rec.flexible else 1.0
+            s.cap_kw = max(min(min_kw, ruled), ruled * mult)
+            s.floor_kw = min(min_kw, s.cap_kw)
+            s.priority = rec.priority
+        if override is not None and override.limit_kw <= ruled:
+            s.cap_binding = override.rule_id
+        elif s.cap_kw < ruled:
+            s.cap_binding = "tariff"
+        elif caps and caps[0].limit_kw <= device:
+            s.cap_binding = caps[0].rule_id
+        sessions.append(s)
+
+    admitted = _admit(sessions, headroom)
+    _fill(admitted, headroom, limited_by)
+    for s in sessions:
+        node_of = topo[s.attach].parent_id if topo[s.attach].kind == "charger" else s.attach
+        binding = s.binding if s in admitted else (s.paused_by or "paused")
+        kw = s.allocated_kw if s in admitted else 0.0
+        out[s.rec.session_id] = _setpoint(kw, s.rec, binding, node_of, s.site_id, headroom) | {
+            "floor_kw": s.floor_kw, "cap_kw": s.cap_kw, "admitted": s in admitted, "path": s.path,
+        }
+    out["__headroom__"] = headroom
+    return out
+
+
+def _setpoint(kw: float, rec, binding: str, node_id: str | None, site_id: str, headroom: dict[str, float]) -> dict:
+    return {
+        "setpoint_kw": math.floor(kw * 1000 + 1e-6) / 1000.0,
+        "setpoint_a": math.floor(kw * 10000 / (rec.phases * rec.voltage_v) + 1e-6) / 10.0,
+        "binding": binding,
+        "node_id": node_id,
+        "node_limit_kw": headroom.get(node_id) if node_id else None,
+        "site_limit_kw": headroom.get(site_id),
+    }
+
+
+def _admit(sessions: list[Session], headroom: dict[str, float]) -> list[Session]:
+    """Bottom-up admission: at each depth, within each breaker, floors in priority-then-arrival order
+    while they fit; a session must be admitted at every breaker on its path."""
+    ok = {id(s): s.paused_by is None for s in sessions}
+    order = sorted(sessions, key=lambda s: (-s.priority, s.rec.started_at, s.rec.session_id))
+    for depth in range(MAX_DEPTH, -1, -1):
+        running: dict[str, float] = defaultdict(float)
+        verdict = {}
+        for s in order:
+            if len(s.path) <= depth:
+                verdict[id(s)] = ok[id(s)]
+                continue
+            node = s.path[depth]
+            if ok[id(s)]:
+                running[node] += s.floor_kw
+            verdict[id(s)] = ok[id(s)] and running[node] <= headroom[node] + EPS
+        ok = verdict
+    return [s for s in sessions if ok[id(s)]]
+
+
+def _fill(admitted: list[Session], headroom: dict[str, float], limited_by: dict[str, str]) -> None:
+    """Progressive filling: raise every unfrozen session at the rate of its weight; freeze a session at
+    its cap, and every session under a breaker when that breaker's spare headroom is used up."""
+    spare: dict[str, float] = defaultdict(float)
+    for node, h in headroom.items():
+        spare[node] = h
+    for s in admitted:
+        s.allocated_kw = s.floor_kw
+        for node in s.path:
+            spare[node] -= s.floor_kw
+    active = {id(s): s for s in admitted}
+    for s in admitted:
+        s.binding = s.cap_binding
+        if s.cap_kw - s.floor_kw <= EPS:
+            del active[id(s)]
+    while active:
+        rate: dict[str, float] = defaultdict(float)
+        for s in active.values():
+            for node in s.path:
+                rate[node] += s.rec.weight
+        step = math.inf
+        for s in active.values():
+            step = min(step, (s.cap_kw - s.allocated_kw) / s.rec.weight)
+        for node, r in rate.items():
+            step = min(step, max(spare[node], 0.0) / r)
+        for s in active.values():
+            s.allocated_kw += s.rec.weight * step
+            for node in s.path:
+                spare[node] -= s.rec.weight * step
+        saturated = [n for n in rate if spare[n] <= EPS * max(1.0, headroom[n])]
+        for key, s in list(active.items()):
+            full = [n for n in s.path if n in saturated]
+            if s.cap_kw - s.allocated_kw <= EPS * max(1.0, s.cap_kw):
+                s.allocated_kw = s.cap_kw
+                del active[key]
+            elif full:
+                s.binding = limited_by[full[-1]]
+                del active[key]

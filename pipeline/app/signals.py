@@ -1,0 +1,79 @@
+"""``pipeline signal``: build one utility or operator signal, validated against its topic's contract.
+
+Each builder returns the topic name and the pydantic record; validation errors surface as
+:class:`pipeline.contracts.topics.RecordError` with a one-line message naming the field.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from pydantic import ValidationError
+
+from pipeline.contracts.topics import DRSignal, PriceSignal, RecordError, SiteDemand
+
+
+def _checked(model, **fields):
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise RecordError(f"{where + ': ' if where else ''}{err['msg']}") from None
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def dr_signal(
+    site_id: str,
+    *,
+    curtailment_pct: float | None = None,
+    limit_kw: float | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    duration_min: float | None = None,
+    event_id: str | None = None,
+) -> tuple[str, DRSignal]:
+    """A DR event on ``utility.dr.signals``: starts at ``start`` (default now) and ends at ``end`` or
+    after ``duration_min`` minutes (default 60)."""
+    signal_at = _now()
+    start = start or signal_at
+    if end is None:
+        end = start + timedelta(minutes=60 if duration_min is None else duration_min)
+    return "utility.dr.signals", _checked(
+        DRSignal, site_id=site_id, dr_event_id=event_id or f"dr-{uuid.uuid4().hex[:8]}",
+        curtailment_pct=curtailment_pct, limit_kw=limit_kw, event_start=start, event_end=end, signal_at=signal_at,
+    )
+
+
+def price_signal(
+    site_id: str,
+    *,
+    price_per_kwh: float,
+    tier: str,
+    valid_from: datetime | None = None,
+    valid_to: datetime | None = None,
+    currency: str = "EUR",
+    tariff_id: str = "default",
+) -> tuple[str, PriceSignal]:
+    """A price on ``tariff.price.signals`` valid from ``valid_from`` (default now) for one hour unless
+    ``valid_to`` is given."""
+    valid_from = valid_from or _now()
+    return "tariff.price.signals", _checked(
+        PriceSignal, site_id=site_id, tariff_id=tariff_id, price_per_kwh=price_per_kwh, currency=currency,
+        price_tier=tier.upper(), valid_from=valid_from, valid_to=valid_to or valid_from + timedelta(hours=1),
+    )
+
+
+def demand_signal(
+    site_id: str, *, current_demand_kw: float, ev_load_kw: float = 0.0, demand_limit_kw: float | None = None,
+    measured_at: datetime | None = None,
+) -> tuple[str, SiteDemand]:
+    """A site meter reading on ``bems.site.demand``."""
+    return "bems.site.demand", _checked(
+        SiteDemand, site_id=site_id, current_demand_kw=current_demand_kw, ev_load_kw=ev_load_kw,
+        demand_limit_kw=demand_limit_kw, measured_at=measured_at or _now(),
+    )

@@ -1,0 +1,36 @@
+"""``pipeline simulate``: simulated OCPP charge points with EVs, against any central system."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import click
+
+from pipeline.cli.errors import one_line_errors
+from pipeline.cli.options import log_level_option, setup_logging
+
+__all__ = ["simulate"]
+
+
+@click.command("simulate")
+@click.option("--url", required=True, help="central system base URL, e.g. ws://127.0.0.1:9000/ocpp")
+@click.option("--chargers", default=1, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--rated-kw", default=22.0, show_default=True, type=click.FloatRange(min=1))
+@click.option("--speed", default=1.0, show_default=True, type=click.FloatRange(min=0.001), help="time acceleration")
+@click.option("--prefix", default="CP", show_default=True, help="charge point id prefix (CP001, CP002, ...)")
+@click.option("--evs-per-charger", default=2.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--seed", default=7, show_default=True)
+@click.option("--duration", "duration_s", type=click.FloatRange(min=1), help="stop after this many clock seconds")
+@log_level_option()
+@one_line_errors
+def simulate(url, chargers, rated_kw, speed, prefix, evs_per_charger, seed, duration_s, log_level):
+    """Simulated OCPP 1.6J charge points with EVs drawn from the ElaadNL distributions."""
+    from pipeline.sim.run import simulate as run_simulation
+
+    setup_logging(log_level)
+    summary = asyncio.run(
+        run_simulation(url, chargers, rated_kw=rated_kw, speed=speed, prefix=prefix,
+                       evs_per_charger=evs_per_charger, seed=seed, duration_s=duration_s)
+    )
+    click.echo(json.dumps(summary, indent=2))

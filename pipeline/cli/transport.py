@@ -1,0 +1,98 @@
+"""The ``--transport`` option family shared by ``pipeline run``, ``signal``, ``executor`` and ``engine``.
+
+It lives apart from :mod:`pipeline.cli.main` so that module can decorate its commands with it without an
+import cycle. Kafka settings come from :mod:`pipeline.app.settings` (``PIPELINE_KAFKA__*`` variables,
+``--settings FILE``); ``--bootstrap-servers`` and ``--topic-prefix`` override them for one command.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+
+import click
+
+from pipeline.app.settings import SETTINGS_FILE_ENV, Settings, load_settings
+from pipeline.transport.base import Transport
+
+__all__ = ["TransportChoice", "echo_published", "publish_direct", "quiet_client_logs", "transport_options"]
+
+
+@dataclass(frozen=True)
+class TransportChoice:
+    """What ``--transport`` and its companions asked for; nothing is loaded until :meth:`build`."""
+
+    kind: str
+    settings_path: str | None = None
+    bootstrap_servers: str | None = None
+    topic_prefix: str | None = None
+
+    def settings(self, **sections: dict) -> Settings:
+        """The deployment settings with the command-line overrides: ``--bootstrap-servers`` and
+        ``--topic-prefix``, and ``sections`` (``executor={"port": 9100}``; ``None`` values are flags not
+        given and left out). Raises ``ConfigError``."""
+        sections = {name: {k: v for k, v in values.items() if v is not None} for name, values in sections.items()}
+        kafka = {k: v for k, v in (("bootstrap_servers", self.bootstrap_servers),
+                                   ("topic_prefix", self.topic_prefix)) if v is not None}
+        overrides = {name: values for name, values in {**sections, "kafka": kafka}.items() if values}
+        return load_settings(self.settings_path, **overrides)
+
+    def build(self, settings: Settings | None = None) -> Transport:
+        """A new, unstarted transport of this kind (Kafka from ``settings``, default :meth:`settings`)."""
+        if self.kind == "kafka":
+            from pipeline.transport.kafka import KafkaTransport
+
+            return KafkaTransport((settings or self.settings()).kafka)
+        if self.kind == "memory":
+            from pipeline.transport.memory import MemoryTransport
+
+            return MemoryTransport()
+        raise click.UsageError(f"--transport {self.kind} cannot carry this command")
+
+
+def transport_options(choices: tuple[str, ...] = ("memory", "kafka"), default: str = "memory", help: str = ""):
+    """Add ``--transport``, ``--settings``, ``--bootstrap-servers`` and ``--topic-prefix`` to a command,
+    passed to it as one ``transport`` argument (a :class:`TransportChoice`)."""
+
+    def decorate(func):
+        @functools.wraps(func)
+        def wrapper(*args, transport_kind, settings_path, bootstrap_servers, topic_prefix, **kwargs):
+            choice = TransportChoice(transport_kind, settings_path, bootstrap_servers, topic_prefix)
+            return func(*args, transport=choice, **kwargs)
+
+        for option in reversed([
+            click.option("--transport", "transport_kind", type=click.Choice(choices), default=default,
+                         show_default=True, help=help or "where the topics live"),
+            click.option("--settings", "settings_path", type=click.Path(dir_okay=False), envvar=SETTINGS_FILE_ENV,
+                         help=f"deployment settings YAML (kafka:, executor: ...); env {SETTINGS_FILE_ENV}"),
+            click.option("--bootstrap-servers", help="Kafka brokers host:port[,...] (env PIPELINE_KAFKA__BOOTSTRAP_SERVERS)"),
+            click.option("--topic-prefix", help="prefix of every topic and consumer group (env PIPELINE_KAFKA__TOPIC_PREFIX)"),
+        ]):
+            wrapper = option(wrapper)
+        return wrapper
+
+    return decorate
+
+
+def quiet_client_logs() -> None:
+    """For one-shot commands: the Kafka client's own connection errors stay out of the one-line error."""
+    for name in ("aiokafka", "pipeline.transport.kafka"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+async def publish_direct(choice: TransportChoice, topic: str, record) -> None:
+    """Publish one validated record straight onto the transport (``pipeline signal --transport kafka``)."""
+    from pipeline.transport.base import publish
+
+    quiet_client_logs()
+    transport = choice.build()
+    try:
+        await publish(transport, topic, record)
+    finally:
+        await transport.close()
+
+
+def echo_published(topic: str, choice: TransportChoice) -> None:
+    where = "" if choice.kind != "kafka" else f" on kafka ({choice.settings().kafka.bootstrap_servers})"
+    click.echo(f"published to {topic}{where}")

@@ -1,0 +1,431 @@
+"""Topic contracts: the one place where every topic's name, key and JSON value schema is written down.
+
+The executor and the engine never import each other; they share only these topics. A record is a
+``(key, value)`` pair where the key is the entity id named in :data:`TOPICS` and the value is the JSON
+form of the topic's pydantic model (``None`` is a tombstone on an upsert topic).
+
+Units are in the field names (``_kw``, ``_a``, ``_v``, ``_pct``, ``_kwh``); timestamps are ISO-8601 UTC.
+Names follow the seed tutorial and ``DESIGN.md`` ("Topic contracts").
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import Enum
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.contracts.errors import RecordError
+
+__all__ = [
+    "ActiveSession",
+    "Alert",
+    "ControlRule",
+    "DRSignal",
+    "PriceSignal",
+    "PriceTier",
+    "SetpointAck",
+    "SetpointCommand",
+    "SiteDemand",
+    "TopicSpec",
+    "TopologyNode",
+    "TOPICS",
+    "BOUNDS",
+    "RecordError",
+    "decode",
+    "dlq_topic",
+    "encode",
+]
+
+
+def _utc(value: datetime) -> datetime:
+    """Return ``value`` as an aware UTC datetime; naive input is taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+BOUNDS: dict[str, float] = {
+    # A site's grid connection: above 100 MW is a transmission connection (or a typo), not a breaker.
+    "site_kw": 100_000.0,
+    # One charger: the Megawatt Charging System (SAE J3271, IEC 63379) tops out at 3.75 MW.
+    "charger_kw": 4_000.0,
+    # Low voltage: 1000 V AC / 1500 V DC (IEC 60038); EV charging stays within it.
+    "voltage_v": 1_500.0,
+    # Current per phase: MCS is 3000 A DC; 4000 A leaves room and still catches a kW-for-A mix-up.
+    "current_a": 4_000.0,
+    # A limit in W (OCPP chargingRateUnit W) is the charger bound in W.
+    "limit_w": 4_000_000.0,
+    # Energy in one session: the largest truck batteries are about 1 MWh.
+    "energy_kwh": 10_000.0,
+    # A price per kWh in any currency (day-ahead spot runs -0.5 .. 4 EUR/kWh; some currencies are 1000x).
+    "price_per_kwh": 100_000.0,
+    # Connector / EVSE ids and priorities are small integers.
+    "connector_id": 1_000,
+    "priority": 1_000,
+    "weight": 1_000.0,
+    # Windows: a DR event lasts hours (OpenADR events up to days); a price slot at most a year.
+    "dr_event_days": 31,
+    "price_slot_days": 366,
+    # Timestamps: years the engines and the executor can do arithmetic on without overflow.
+    "year_min": 1970,
+    "year_max": 2199,
+}
+"""Physical bounds of every number on every topic (refused above them, with the bound in the error).
+
+NaN and infinities are refused everywhere (JSON has neither; ``1e999`` parses as infinity and is refused).
+"""
+
+SiteKw = Annotated[float, Field(ge=0, le=BOUNDS["site_kw"])]
+"""A breaker, site or measured power (kW), 0 .. 100 MW."""
+ChargerKw = Annotated[float, Field(ge=0, le=BOUNDS["charger_kw"])]
+"""A charger's or a session's power (kW), 0 .. 4 MW."""
+Volts = Annotated[float, Field(gt=0, le=BOUNDS["voltage_v"])]
+Amps = Annotated[float, Field(ge=0, le=BOUNDS["current_a"])]
+Kwh = Annotated[float, Field(ge=0, le=BOUNDS["energy_kwh"])]
+Pct = Annotated[float, Field(ge=0, le=100)]
+Phases = Annotated[int, Field(ge=1, le=3)]
+ConnectorId = Annotated[int, Field(ge=0, le=BOUNDS["connector_id"])]
+
+
+def _utc(value: datetime) -> datetime:
+    """Return ``value`` as an aware UTC datetime; naive input is taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+class _Record(BaseModel):
+    """Base for topic values: unknown fields are rejected, NaN and infinities too, datetimes are normalised
+    to UTC and must fall within ``BOUNDS['year_min'] .. BOUNDS['year_max']``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _to_utc(cls, value: Any) -> Any:
+        if not isinstance(value, datetime):
+            return value
+        if not BOUNDS["year_min"] <= value.year <= BOUNDS["year_max"]:
+            raise ValueError(f"year {value.year} outside {BOUNDS['year_min']}..{BOUNDS['year_max']}")
+        return _utc(value)
+
+
+def _window(start: datetime, end: datetime, days: float, what: str) -> None:
+    if end <= start:
+        raise ValueError(f"{what}: the end must be after the start")
+    if end - start > timedelta(days=days):
+        raise ValueError(f"{what}: longer than {days:g} days")
+
+
+class PriceTier(str, Enum):
+    """Tariff tiers of ``tariff.price.signals`` (DESIGN.md)."""
+
+    OFF_PEAK = "OFF_PEAK"
+    MID_PEAK = "MID_PEAK"
+    ON_PEAK = "ON_PEAK"
+    CRITICAL_PEAK = "CRITICAL_PEAK"
+
+
+class ActiveSession(_Record):
+    """``ocpp.active.sessions`` (key ``session_id``, upsert, tombstone at session end).
+
+    Published by the executor at StartTransaction and on every MeterValues; the charger's static facts
+    (site, node, rating, phases, voltage) come from ``site.topology``.
+    """
+
+    session_id: str
+    charge_point_id: str
+    connector_id: ConnectorId = Field(description="OCPP 1.6 connectorId, or evseId on 2.0.1")
+    transaction_id: str
+    site_id: str | None = None
+    node_id: str | None = Field(None, description="the breaker (panel) the charger hangs on")
+    rated_power_kw: float = Field(gt=0, le=BOUNDS["charger_kw"], description="EVSE rating")
+    ev_max_power_kw: float | None = Field(None, gt=0, le=BOUNDS["charger_kw"],
+                                          description="EV acceptance, when the charger reports it")
+    min_power_kw: ChargerKw | None = Field(None, description="minimum charge rate; default 6 A x phases x V")
+    phases: Phases = 3
+    voltage_v: Volts = 230.0
+    priority: int = Field(0, ge=-BOUNDS["priority"], le=BOUNDS["priority"])
+    weight: float = Field(1.0, gt=0, le=BOUNDS["weight"])
+    flexible: bool = Field(False, description="price tiers may slow this session (tariff shaping)")
+    started_at: datetime
+    current_power_kw: ChargerKw | None = None
+    energy_kwh: Kwh | None = None
+    soc_pct: Pct | None = None
+    sampled_at: datetime | None = None
+
+
+class SiteDemand(_Record):
+    """``bems.site.demand`` (key ``site_id``, append): the site meter, all loads including EVs."""
+
+    site_id: str
+    demand_limit_kw: float | None = Field(None, gt=0, le=BOUNDS["site_kw"],
+                                          description="contracted site limit, if the BEMS sets one")
+    current_demand_kw: SiteKw = Field(description="total site load, EVs included")
+    ev_load_kw: SiteKw = Field(0.0, description="the EV part of current_demand_kw")
+    measured_at: datetime
+
+    @model_validator(mode="after")
+    def _ev_within_total(self) -> SiteDemand:
+        if self.ev_load_kw > self.current_demand_kw + 1e-6:
+            raise ValueError("ev_load_kw cannot exceed current_demand_kw (it is part of it)")
+        return self
+
+
+class PriceSignal(_Record):
+    """``tariff.price.signals`` (key ``site_id``, append): a price valid on ``[valid_from, valid_to)``."""
+
+    site_id: str
+    tariff_id: str = "default"
+    price_per_kwh: float = Field(ge=-BOUNDS["price_per_kwh"], le=BOUNDS["price_per_kwh"])
+    currency: str = Field("EUR", min_length=3, max_length=3)
+    price_tier: PriceTier
+    valid_from: datetime
+    valid_to: datetime
+
+    @model_validator(mode="after")
+    def _window(self) -> PriceSignal:
+        _window(self.valid_from, self.valid_to, BOUNDS["price_slot_days"], "valid_from .. valid_to")
+        return self
+
+
+class DRSignal(_Record):
+    """``utility.dr.signals`` (key ``site_id``, append): curtail by a percentage or to an absolute limit.
+
+    Exactly one of ``curtailment_pct`` (0-100, reduces the site limit) and ``limit_kw`` is set; the event
+    is active on ``[event_start, event_end)``.
+    """
+
+    site_id: str
+    dr_event_id: str
+    curtailment_pct: Pct | None = None
+    limit_kw: SiteKw | None = None
+    event_start: datetime
+    event_end: datetime
+    signal_at: datetime
+
+    @model_validator(mode="after")
+    def _one_of(self) -> DRSignal:
+        if (self.curtailment_pct is None) == (self.limit_kw is None):
+            raise ValueError("set exactly one of curtailment_pct and limit_kw")
+        if self.event_end <= self.event_start:
+            raise ValueError("event_end must be after event_start")
+        _window(self.event_start, self.event_end, BOUNDS["dr_event_days"], "event_start .. event_end")
+        return self
+
+
+class TopologyNode(_Record):
+    """``site.topology`` (key ``node_id``, upsert): the breaker tree, and the chargers as its leaves.
+
+    ``kind='site'`` is the grid connection (its ``limit_kw`` is the main breaker or contracted limit),
+    ``kind='panel'`` a sub-panel, ``kind='charger'`` a charge point whose ``limit_kw`` is its rating.
+    """
+
+    node_id: str
+    site_id: str
+    parent_id: str | None = None
+    kind: Literal["site", "panel", "charger"]
+    limit_kw: float = Field(gt=0, le=BOUNDS["site_kw"], description="a charger's rating is at most charger_kw")
+    managed: bool = True
+    phases: Phases = 3
+    voltage_v: Volts = 230.0
+    connectors: int = Field(1, ge=1, le=BOUNDS["connector_id"], description="chargers only: number of connectors")
+
+    @model_validator(mode="after")
+    def _charger_rating(self) -> TopologyNode:
+        if self.kind == "charger" and self.limit_kw > BOUNDS["charger_kw"]:
+            raise ValueError(f"limit_kw: a charger's rating must be less than or equal to {BOUNDS['charger_kw']:g}")
+        return self
+
+
+RULE_SOURCES = {"safety": 4, "utility": 3, "partner": 2, "operator": 1}
+"""Rule precedence, highest first (issue 5): safety > utility > partner > operator."""
+
+
+class ControlRule(_Record):
+    """``control.rules`` (key ``rule_id``, upsert; a tombstone withdraws the rule).
+
+    ``rule_id`` must be ``"{source}:{scope}:{scope_id}"``, so there is one rule per source and scope.
+    Actions: ``cap`` (``limit_kw`` on a session or charger; on a node or site it lowers the breaker limit),
+    ``pause`` (sessions get 0), ``reserve`` (hold ``limit_kw`` of headroom for an idle charger) and
+    ``override`` (a session or charger runs at ``limit_kw``, above caps and pauses of lower precedence).
+    The rule is in force on ``[valid_from, valid_to)``; either bound may be open.
+    """
+
+    rule_id: str
+    source: Literal["safety", "utility", "partner", "operator"]
+    scope: Literal["site", "node", "charger", "session"]
+    scope_id: str = Field(min_length=1)
+    action: Literal["cap", "pause", "reserve", "override"]
+    limit_kw: SiteKw | None = None
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    reason: str | None = None
+    created_at: datetime
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ControlRule:
+        if self.rule_id != f"{self.source}:{self.scope}:{self.scope_id}":
+            raise ValueError("rule_id must be '{source}:{scope}:{scope_id}' (one rule per source and scope)")
+        if (self.action == "pause") != (self.limit_kw is None):
+            raise ValueError("limit_kw is required for cap, reserve and override, and not allowed for pause")
+        if self.action == "reserve" and self.scope != "charger":
+            raise ValueError("reserve holds headroom for a charger: scope must be charger")
+        if self.action == "override" and self.scope not in ("session", "charger"):
+            raise ValueError("override applies to a session or a charger")
+        if self.valid_from and self.valid_to and self.valid_to <= self.valid_from:
+            raise ValueError("valid_to must be after valid_from")
+        return self
+
+
+class SetpointCommand(_Record):
+    """``ocpp.setpoint.commands`` (key ``session_id``, upsert sink; tombstone when the session ends).
+
+    ``setpoint_a`` is per phase: ``setpoint_kw * 1000 / (phases * voltage_v)``. ``node_limit_kw`` is the
+    EV headroom of ``node_id`` (the breaker the charger hangs on) and ``site_limit_kw`` that of the whole
+    site, so the executor can keep the sums of what is in force and in flight within both.
+    """
+
+    session_id: str
+    charge_point_id: str
+    connector_id: ConnectorId
+    transaction_id: str
+    site_id: str
+    node_id: str | None = None
+    setpoint_kw: ChargerKw
+    setpoint_a: Amps
+    phases: Phases
+    voltage_v: Volts
+    node_limit_kw: SiteKw | None = Field(None, description="None: no headroom known (increases are held)")
+    site_limit_kw: SiteKw | None = Field(None, description="None: no headroom known (increases are held)")
+    binding: str = Field(description="what limited it: cap, tariff, stale, paused, a node id, dr or a rule id")
+    price_tier: PriceTier | None = None
+    computed_at: datetime
+
+
+class SetpointAck(_Record):
+    """``ocpp.setpoint.acks`` (key ``charge_point_id``, append): one record per profile call the executor made.
+
+    ``purpose`` is ``Tx`` (a setpoint's TxProfile), ``TxDefault``, ``StationMax`` (the safe-share station
+    maximum) or ``StationMaxLift`` (its lift while setpoints are fresh); ``connector_id`` 0 is station-wide.
+    """
+
+    charge_point_id: str
+    connector_id: ConnectorId
+    session_id: str | None = None
+    action: str = "SetChargingProfile"
+    purpose: str | None = None
+    setpoint_kw: ChargerKw | None = None
+    limit: float | None = Field(None, ge=0, le=BOUNDS["limit_w"], description="A per phase or W, as the unit says")
+    charging_rate_unit: Literal["A", "W"] | None = None
+    status: Literal["Accepted", "Rejected", "NotSupported", "CallError", "Timeout"]
+    error: str | None = None
+    computed_at: datetime | None = None
+    sent_at: datetime
+    answered_at: datetime | None = None
+
+
+class Alert(_Record):
+    """``pipeline.alerts`` (key ``alert_id``, upsert; a tombstone clears the alert).
+
+    ``alert_id`` is ``"{kind}:{subject_id}"``. Kinds: ``setpoint_deviation`` (a session draws well above
+    its setpoint a minute after it was set), ``node_over_limit`` (measured load above a breaker's limit),
+    ``stale_session_meter``, ``stale_site_meter`` and ``topology_too_deep`` (a node below depth 5).
+    """
+
+    alert_id: str
+    kind: Literal["setpoint_deviation", "node_over_limit", "stale_session_meter", "stale_site_meter",
+                  "topology_too_deep"]
+    severity: Literal["warning", "critical"]
+    site_id: str | None = None
+    subject_id: str
+    value_kw: float | None = Field(None, ge=-BOUNDS["site_kw"], le=BOUNDS["site_kw"])
+    limit_kw: float | None = Field(None, ge=-BOUNDS["site_kw"], le=BOUNDS["site_kw"])
+    since: datetime | None = None
+    message: str
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic's contract: ``key`` names the model field used as the record key."""
+
+    name: str
+    key: str
+    kind: Literal["upsert", "append"]
+    model: type[_Record]
+
+
+TOPICS: dict[str, TopicSpec] = {
+    spec.name: spec
+    for spec in (
+        TopicSpec("ocpp.active.sessions", "session_id", "upsert", ActiveSession),
+        TopicSpec("bems.site.demand", "site_id", "append", SiteDemand),
+        TopicSpec("tariff.price.signals", "site_id", "append", PriceSignal),
+        TopicSpec("utility.dr.signals", "site_id", "append", DRSignal),
+        TopicSpec("site.topology", "node_id", "upsert", TopologyNode),
+        TopicSpec("control.rules", "rule_id", "upsert", ControlRule),
+        TopicSpec("ocpp.setpoint.commands", "session_id", "upsert", SetpointCommand),
+        TopicSpec("ocpp.setpoint.acks", "charge_point_id", "append", SetpointAck),
+        TopicSpec("pipeline.alerts", "alert_id", "upsert", Alert),
+    )
+}
+
+
+def dlq_topic(topic: str) -> str:
+    """The dead-letter topic for ``topic``: records that failed to decode land there unchanged."""
+    return f"{topic}.dlq"
+
+
+def encode(record: _Record) -> bytes:
+    """Serialise a topic model to its JSON value bytes (ISO-8601 UTC timestamps, no nulls dropped)."""
+    return record.model_dump_json().encode()
+
+
+def decode(topic: str, key: str | None, value: bytes | None) -> _Record | None:
+    """Parse and validate a record of ``topic``; ``None`` for a tombstone.
+
+    Raises :class:`RecordError` when the value is not JSON, does not validate against the topic's
+    model, or its key field differs from the record key.
+    """
+    spec = TOPICS.get(topic)
+    if spec is None:
+        raise RecordError(f"unknown topic {topic!r}")
+    if value is None:
+        if spec.kind != "upsert":
+            raise RecordError(f"tombstone on append topic {topic!r}")
+        return None
+    try:
+        data = json.loads(value, parse_constant=_refuse_constant)
+    except RecordError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of one record is that record's dead letter:
+        # JSONDecodeError, UnicodeDecodeError, ValueError past the int-string limit, RecursionError ...
+        raise RecordError(f"not JSON: {type(exc).__name__}: {_short(exc)}") from exc
+    if not isinstance(data, dict):
+        raise RecordError("value is not a JSON object")
+    try:
+        record = spec.model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "value"
+        raise RecordError(f"{where}: {first['msg']}") from exc
+    except Exception as exc:  # noqa: BLE001 - a validator that fails in an unforeseen way is still one record
+        raise RecordError(f"invalid: {type(exc).__name__}: {_short(exc)}") from exc
+    if key is not None and str(getattr(record, spec.key)) != key:
+        raise RecordError(f"key {key!r} does not match {spec.key}={getattr(record, spec.key)!r}")
+    return record
+
+
+def _refuse_constant(name: str) -> float:
+    """``json.loads`` hook for the non-standard ``NaN``, ``Infinity`` and ``-Infinity`` (RFC 8259 has none)."""
+    raise RecordError(f"not JSON: {name} is not a number")
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc)
+    return text if len(text) <= limit else text[:limit] + "..."

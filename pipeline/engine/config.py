@@ -1,0 +1,31 @@
+"""The embedded engine's one configuration model: every setting and its default is written here, once.
+
+:class:`pipeline.engine.service.EngineService` takes an :class:`EngineConfig`; the application's
+deployment settings use it as their ``engine`` section (``PIPELINE_ENGINE__TICK_S=2`` or a settings file).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["EngineConfig"]
+
+
+class EngineConfig(BaseModel):
+    """The embedded engine (``pipeline run`` and ``pipeline engine``): times in clock seconds.
+
+    ``tick_s`` is the re-evaluation period with no input (``NOW()`` filters fire on it), ``poll_s`` how
+    long one poll for input waits, ``batch_max`` the most input records per micro-batch,
+    ``catch_up_timeout_s`` the bound on the start-up read of the inputs, and ``sql_dir`` the RisingWave SQL
+    to run (``None``: the ``sql/`` shipped with the pipeline).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tick_s: float = Field(1.0, gt=0, description="re-evaluation period, s")
+    poll_s: float = Field(0.05, gt=0, description="wait for input this long per poll, s")
+    batch_max: int = Field(5000, ge=1, description="most input records per micro-batch")
+    catch_up_timeout_s: float = Field(300.0, gt=0, description="start-up read of the inputs, s")
+    sql_dir: Path | None = Field(None, description="sql/ to run (default: the one shipped with the pipeline)")

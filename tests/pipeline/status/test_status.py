@@ -1,0 +1,95 @@
+"""``pipeline status`` against a running pipeline: the views over Postgres wire and the executor's GET /status."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+
+from click.testing import CliRunner
+
+from pipeline.cli.main import main
+from pipeline.status.collect import build, fetch_chargers
+from tests.kits.live import CHARGERS, SITE, free_port, live_pipeline, wait_for
+
+
+async def _status(*args: str, columns: int = 200):
+    """Run the CLI on a thread: the executor it asks is served by this test's event loop."""
+    runner = CliRunner()
+    return await asyncio.to_thread(runner.invoke, main, ["status", *args], env={"COLUMNS": str(columns)})
+
+
+async def _all_set(live) -> bool:
+    result = await _status("--once", "--json", "--dsn", live.dsn, "--no-executor")
+    snap = json.loads(result.output) if result.exit_code == 0 else {}
+    sessions = snap.get("sessions", [])
+    return len(sessions) == 3 and all(s["setpoint_kw"] and s["measured_kw"] is not None for s in sessions)
+
+
+async def test_status_once_json_against_a_running_pipeline():
+    async with live_pipeline() as live:
+        await wait_for(lambda: _all_set(live), what="three sessions with setpoints and meter readings")
+        result = await _status("--once", "--json", "--dsn", live.dsn, "--executor-url", live.executor_url)
+        assert result.exit_code == 0, result.output
+        snap = json.loads(result.output)
+
+    assert snap["dsn"] == live.dsn
+    (site,) = snap["sites"]
+    assert site["site_id"] == SITE and site["breaker_limit_kw"] == 50
+    assert site["limit_kw"] == 40  # the 20 % DR event in force
+    assert site["dr"]["dr_event_id"] == "dr-test" and site["dr"]["curtailment_pct"] == 20
+    assert site["price"]["price_tier"] == "ON_PEAK" and site["price"]["price_per_kwh"] == 0.31
+    assert [n["node_id"] for n in site["nodes"]] == ["panel-t"]
+    panel = site["nodes"][0]
+    assert panel["limit_kw"] == 30 and panel["sessions"] == 2
+    assert 0 < panel["setpoint_kw"] <= panel["headroom_kw"] + 1e-6
+    assert site["sessions"] == 3 and site["setpoint_kw"] <= site["headroom_kw"] + 1e-6
+
+    sessions = {s["charge_point_id"]: s for s in snap["sessions"]}
+    assert set(sessions) == set(CHARGERS)
+    for s in sessions.values():
+        assert s["site_id"] == SITE and s["setpoint_kw"] > 0 and s["setpoint_a"] > 0 and s["binding"]
+        assert s["measured_kw"] >= 0 and 0 <= s["soc_pct"] <= 100 and s["price_tier"] == "ON_PEAK"
+    assert sessions["CP1"]["node_id"] == "panel-t" and sessions["CP3"]["node_id"] == SITE
+
+    executor = snap["executor"]
+    assert executor["reachable"] and executor["error"] is None
+    chargers = {c["charge_point_id"]: c for c in executor["chargers"]}
+    assert set(chargers) == set(CHARGERS)
+    for cp, charger in chargers.items():
+        assert charger["protocol"] == "ocpp1.6" and charger["rate_unit"] == "A"
+        assert charger["connected_since"] and charger["last_message_at"] >= charger["connected_since"]
+        (connector,) = charger["connectors"]
+        assert connector["connector_id"] == 1 and connector["session_id"] == sessions[cp]["session_id"]
+
+
+async def test_status_once_renders_tables():
+    async with live_pipeline() as live:
+        await wait_for(lambda: _all_set(live), what="three sessions with setpoints and meter readings")
+        result = await _status("--once", "--dsn", live.dsn, "--executor-url", live.executor_url)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    for text in ("Sites and breakers", SITE, "panel-t", "Demand response and tariff", "dr-test", "ON_PEAK",
+                 "Sessions (3)", "Chargers connected (3)", "ocpp1.6", *CHARGERS):
+        assert text in out, text
+    assert "Traceback" not in out
+
+
+async def test_executor_status_endpoint_and_an_unreachable_executor():
+    async with live_pipeline() as live:
+        body = await asyncio.to_thread(
+            lambda: json.loads(urllib.request.urlopen(live.executor_url + "/status", timeout=5).read()))
+        assert sorted(c["charge_point_id"] for c in body["chargers"]) == list(CHARGERS)
+        on_ocpp_port = await asyncio.to_thread(fetch_chargers, f"http://127.0.0.1:{live.service.port}")
+        assert on_ocpp_port["reachable"] is False and "HTTP 404" in on_ocpp_port["error"]  # not the chargers' port
+        gone = await asyncio.to_thread(fetch_chargers, f"http://127.0.0.1:{free_port()}")
+    assert gone["reachable"] is False and "refused" in gone["error"].lower()
+    snap = build({"nodes": [], "sessions": []}, gone)
+    assert snap["executor"]["reachable"] is False and snap["sites"] == []
+
+
+def test_an_unreachable_dsn_is_a_one_line_error():
+    result = CliRunner().invoke(main, ["status", "--once", "--dsn", f"postgresql://root:pw@127.0.0.1:{free_port()}/dev"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: cannot read the views at postgresql://root:***@127.0.0.1:")
+    assert len(result.output.strip().splitlines()) == 1 and "pw@" not in result.output
