@@ -41,14 +41,13 @@ import os
 import statistics
 import time
 
-from executor import ExecutorConfig
+from benchmarks.common import ratio, table
+from benchmarks.ocpp_kit import BenchCharger, Watch, close_all, connect_all, site_config, timed_fanout
+from executor import Executor, ExecutorConfig
 from executor.dispatch import floor01
 from pipeline.app.loop import start_loop
 from pipeline.engine.config import EngineConfig
 from pipeline.transport.memory import MemoryTransport
-
-from benchmarks.common import ratio, table
-from benchmarks.ocpp_kit import BenchCharger, Watch, close_all, connect_all, site_config, timed_fanout
 
 PER_SITE = 20
 SITE_LIMIT_KW = 200.0
@@ -75,8 +74,9 @@ async def _prepare(n: int) -> tuple[MemoryTransport, list[BenchCharger], dict[st
     the (disconnected) chargers, each one's expected limit and set-up timings (s)."""
     cfg = site_config(n, PER_SITE, SITE_LIMIT_KW)
     transport = MemoryTransport()
-    service = await start_loop(transport, site=cfg, engine=EngineConfig(),
-                               executor=ExecutorConfig(port=0, metrics=False, **SETUP_OPTIONS))
+    service = await start_loop(
+        transport, site=cfg, engine=EngineConfig(), executor=ExecutorConfig(port=0, metrics=False, **SETUP_OPTIONS)
+    )
     assert service.executor is not None
     chargers = [BenchCharger(c.id) for site in cfg.sites for c in site.chargers]
     started = time.perf_counter()
@@ -84,25 +84,32 @@ async def _prepare(n: int) -> tuple[MemoryTransport, list[BenchCharger], dict[st
         await connect_all(chargers, service.executor.url)
         connected = time.perf_counter()
         for i in range(0, n, 100):
-            await asyncio.gather(*(c.start_transaction() for c in chargers[i:i + 100]))
+            await asyncio.gather(*(c.start_transaction() for c in chargers[i : i + 100]))
 
         def converged() -> bool:
             expected = _expected(service.executor)
-            return (len(expected) == n and all(c.limit == expected[c.cp_id] for c in chargers)
-                    and service.executor.idle and transport.lag() == 0)
+            return (
+                len(expected) == n
+                and all(c.limit == expected[c.cp_id] for c in chargers)
+                and service.executor.idle
+                and transport.lag() == 0
+            )
 
         await _wait(converged, TIMEOUT_S, f"{n} chargers to hold their setpoints in the set-up", 0.05)
         expected = _expected(service.executor)
     finally:
         await service.stop()
         await close_all(chargers)
-    timings = {"connect_s": round(connected - started, 2),
-               "setup_converge_s": round(time.perf_counter() - connected, 2)}
+    timings = {
+        "connect_s": round(connected - started, 2),
+        "setup_converge_s": round(time.perf_counter() - connected, 2),
+    }
     return transport, chargers, expected, timings
 
 
-async def _restart(transport: MemoryTransport, chargers: list[BenchCharger], expected: dict[str, float],
-                   floor_repeats: int) -> dict:
+async def _restart(
+    transport: MemoryTransport, chargers: list[BenchCharger], expected: dict[str, float], floor_repeats: int
+) -> dict:
     """One measured executor start on ``transport`` (see the module docstring); milliseconds."""
     n = len(chargers)
     started = time.perf_counter()
@@ -139,19 +146,27 @@ async def _restart(transport: MemoryTransport, chargers: list[BenchCharger], exp
         for _ in range(floor_repeats):
             stations = executor.stations
             cpu0 = time.process_time()
-            floors.append(await timed_fanout(
-                [(stations[c.cp_id], c, expected[c.cp_id], c.transaction_id) for c in chargers]))
+            floors.append(
+                await timed_fanout([(stations[c.cp_id], c, expected[c.cp_id], c.transaction_id) for c in chargers])
+            )
             floor_cpu.append(time.process_time() - cpu0)
     finally:
         await loop.stop()
         await close_all(chargers)
-    return {"rebuild_ms": (rebuilt - started) * 1000, "reconnect_ms": (reconnected - rebuilt) * 1000,
-            "first_ms": (held[0] - t0) * 1000, "last_ms": (held[-1] - t0) * 1000, "idle_ms": (idle - t0) * 1000,
-            "status_answered_ms": (answered_at - t0) * 1000,
-            "last_config_ms": (max(c.config_at for c in chargers) - t0) * 1000,
-            "calls_per_charger": calls / n, "cpu_ms": cpu * 1000, "floor_cpu_ms": statistics.median(floor_cpu) * 1000,
-            "floor_received_ms": statistics.median(f[0] for f in floors),
-            "floor_answered_ms": statistics.median(f[1] for f in floors)}
+    return {
+        "rebuild_ms": (rebuilt - started) * 1000,
+        "reconnect_ms": (reconnected - rebuilt) * 1000,
+        "first_ms": (held[0] - t0) * 1000,
+        "last_ms": (held[-1] - t0) * 1000,
+        "idle_ms": (idle - t0) * 1000,
+        "status_answered_ms": (answered_at - t0) * 1000,
+        "last_config_ms": (max(c.config_at for c in chargers) - t0) * 1000,
+        "calls_per_charger": calls / n,
+        "cpu_ms": cpu * 1000,
+        "floor_cpu_ms": statistics.median(floor_cpu) * 1000,
+        "floor_received_ms": statistics.median(f[0] for f in floors),
+        "floor_answered_ms": statistics.median(f[1] for f in floors),
+    }
 
 
 async def measure(n: int, repeats: int, floor_repeats: int) -> dict:
@@ -163,14 +178,27 @@ async def measure(n: int, repeats: int, floor_repeats: int) -> dict:
         return round(statistics.median(r[key] for r in runs), digits)
 
     last, floor = med("last_ms"), med("floor_received_ms")
-    return {"chargers": n, "sites": -(-n // PER_SITE), "repeats": repeats, "first_ms": med("first_ms"),
-            "last_ms": last, "last_ms_runs": [round(r["last_ms"], 1) for r in runs], "idle_ms": med("idle_ms"),
-            "floor_ms": floor, "floor_answered_ms": med("floor_answered_ms"), "ratio": ratio(last, floor),
-            "calls_per_charger": med("calls_per_charger", 2), "cpu_ms": med("cpu_ms"),
-            "floor_cpu_ms": med("floor_cpu_ms"), "cpu_ratio": ratio(med("cpu_ms"), med("floor_cpu_ms")),
-            "status_answered_ms": med("status_answered_ms"), "last_config_ms": med("last_config_ms"),
-            "rebuild_ms": med("rebuild_ms"),
-            "reconnect_ms": med("reconnect_ms"), **setup}
+    return {
+        "chargers": n,
+        "sites": -(-n // PER_SITE),
+        "repeats": repeats,
+        "first_ms": med("first_ms"),
+        "last_ms": last,
+        "last_ms_runs": [round(r["last_ms"], 1) for r in runs],
+        "idle_ms": med("idle_ms"),
+        "floor_ms": floor,
+        "floor_answered_ms": med("floor_answered_ms"),
+        "ratio": ratio(last, floor),
+        "calls_per_charger": med("calls_per_charger", 2),
+        "cpu_ms": med("cpu_ms"),
+        "floor_cpu_ms": med("floor_cpu_ms"),
+        "cpu_ratio": ratio(med("cpu_ms"), med("floor_cpu_ms")),
+        "status_answered_ms": med("status_answered_ms"),
+        "last_config_ms": med("last_config_ms"),
+        "rebuild_ms": med("rebuild_ms"),
+        "reconnect_ms": med("reconnect_ms"),
+        **setup,
+    }
 
 
 def run(quick: bool = False) -> dict:
@@ -180,46 +208,101 @@ def run(quick: bool = False) -> dict:
     load_before = [round(x, 2) for x in os.getloadavg()]
     rows = [asyncio.run(measure(n, repeats, floor_repeats)) for n, repeats, floor_repeats in sizes]
     big = rows[-1]
-    target = [{"text": f"{big['chargers']:,} chargers: cold start (last charger holds its TxProfile) within 2x "
-                       f"the bare concurrent SetChargingProfile round trips on the same connections",
-               "figure_ms": big["last_ms"], "floor_ms": big["floor_ms"], "ratio": big["ratio"],
-               "met": big["ratio"] is not None and big["ratio"] <= 2.0}]
-    return {"rows": rows, "target": target, "floors": {r["chargers"]: r["floor_ms"] for r in rows},
-            "ratios": {r["chargers"]: r["ratio"] for r in rows},
-            "settings": {"per_site": PER_SITE, "site_limit_kw": SITE_LIMIT_KW, "charger_kw": 22.0,
-                         "executor_options": {"boot_wait_s": BOOT_WAIT_S}, "transport": "memory",
-                         "loadavg_before": load_before, "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-                         "measured": "all chargers connected, executor rebuilt -> first message sent -> "
-                                     "the last charger received the TxProfile with its setpoint"}}
+    target = [
+        {
+            "text": f"{big['chargers']:,} chargers: cold start (last charger holds its TxProfile) within 2x "
+            f"the bare concurrent SetChargingProfile round trips on the same connections",
+            "figure_ms": big["last_ms"],
+            "floor_ms": big["floor_ms"],
+            "ratio": big["ratio"],
+            "met": big["ratio"] is not None and big["ratio"] <= 2.0,
+        }
+    ]
+    return {
+        "rows": rows,
+        "target": target,
+        "floors": {r["chargers"]: r["floor_ms"] for r in rows},
+        "ratios": {r["chargers"]: r["ratio"] for r in rows},
+        "settings": {
+            "per_site": PER_SITE,
+            "site_limit_kw": SITE_LIMIT_KW,
+            "charger_kw": 22.0,
+            "executor_options": {"boot_wait_s": BOOT_WAIT_S},
+            "transport": "memory",
+            "loadavg_before": load_before,
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+            "measured": "all chargers connected, executor rebuilt -> first message sent -> "
+            "the last charger received the TxProfile with its setpoint",
+        },
+    }
 
 
 def tables(result: dict) -> list:
     s = result["settings"]
+
     def ms(value: float) -> int:
         return int(round(value))
 
-    rows = [{"chargers": r["chargers"], "sites": r["sites"], "first": ms(r["first_ms"]), "last": ms(r["last_ms"]),
-             "floor": ms(r["floor_ms"]), "ratio": r["ratio"], "idle": ms(r["idle_ms"]), "calls": r["calls_per_charger"],
-             "status": ms(r["status_answered_ms"]), "getconf": ms(r["last_config_ms"]), "cpu": ms(r["cpu_ms"]),
-             "floor_cpu": ms(r["floor_cpu_ms"]), "rebuild": ms(r["rebuild_ms"]), "reconnect": ms(r["reconnect_ms"]),
-             "answered": ms(r["floor_answered_ms"]), "setup_s": round(r["connect_s"] + r["setup_converge_s"], 1)}
-            for r in result["rows"]]
-    out = [table("Cold start: all connected -> every charger holds its TxProfile (ms, median of repeats)",
-                 ("chargers", "sites", "first", "last", "floor", "ratio", "idle", "calls"), rows,
-                 "floor: one SetChargingProfile to every charger at once on the same connections, until the "
-                 "last receives it; ratio = last / floor; idle: until the executor has nothing left to send; "
-                 "calls: calls per charger the executor made")]
-    out.append(table("Cold start: where the time goes (ms from t0)", (
-        "chargers", "status", "getconf", "first", "last", "cpu", "floor_cpu"), rows,
-        f"status: every charger's first message answered; getconf: the last GetConfiguration received; "
-        f"first, last: the first and last TxProfile received; cpu: this process's CPU time over t0 -> last "
-        f"(floor_cpu: over the floor); load average {s['loadavg_before'][0]} before, {s['loadavg_after'][0]} after"))
-    out.append(table("Cold start: before t0 (ms), the floor's answers, the set-up (s)", (
-        "chargers", "rebuild", "reconnect", "answered", "setup_s"), rows,
-        "rebuild: the executor's start (reading the topics); reconnect: every charger connected again; "
-        "answered: the floor until the last answer came back; setup_s: the unmeasured set-up"))
-    targets = [{"target": t["text"], "figure_ms": t["figure_ms"], "floor_ms": t["floor_ms"], "ratio": t["ratio"],
-                "met": "yes" if t["met"] else "NO"} for t in result["target"]]
+    rows = [
+        {
+            "chargers": r["chargers"],
+            "sites": r["sites"],
+            "first": ms(r["first_ms"]),
+            "last": ms(r["last_ms"]),
+            "floor": ms(r["floor_ms"]),
+            "ratio": r["ratio"],
+            "idle": ms(r["idle_ms"]),
+            "calls": r["calls_per_charger"],
+            "status": ms(r["status_answered_ms"]),
+            "getconf": ms(r["last_config_ms"]),
+            "cpu": ms(r["cpu_ms"]),
+            "floor_cpu": ms(r["floor_cpu_ms"]),
+            "rebuild": ms(r["rebuild_ms"]),
+            "reconnect": ms(r["reconnect_ms"]),
+            "answered": ms(r["floor_answered_ms"]),
+            "setup_s": round(r["connect_s"] + r["setup_converge_s"], 1),
+        }
+        for r in result["rows"]
+    ]
+    out = [
+        table(
+            "Cold start: all connected -> every charger holds its TxProfile (ms, median of repeats)",
+            ("chargers", "sites", "first", "last", "floor", "ratio", "idle", "calls"),
+            rows,
+            "floor: one SetChargingProfile to every charger at once on the same connections, until the "
+            "last receives it; ratio = last / floor; idle: until the executor has nothing left to send; "
+            "calls: calls per charger the executor made",
+        )
+    ]
+    out.append(
+        table(
+            "Cold start: where the time goes (ms from t0)",
+            ("chargers", "status", "getconf", "first", "last", "cpu", "floor_cpu"),
+            rows,
+            f"status: every charger's first message answered; getconf: the last GetConfiguration received; "
+            f"first, last: the first and last TxProfile received; cpu: this process's CPU time over t0 -> last "
+            f"(floor_cpu: over the floor); load average {s['loadavg_before'][0]} before, {s['loadavg_after'][0]} after",
+        )
+    )
+    out.append(
+        table(
+            "Cold start: before t0 (ms), the floor's answers, the set-up (s)",
+            ("chargers", "rebuild", "reconnect", "answered", "setup_s"),
+            rows,
+            "rebuild: the executor's start (reading the topics); reconnect: every charger connected again; "
+            "answered: the floor until the last answer came back; setup_s: the unmeasured set-up",
+        )
+    )
+    targets = [
+        {
+            "target": t["text"],
+            "figure_ms": t["figure_ms"],
+            "floor_ms": t["floor_ms"],
+            "ratio": t["ratio"],
+            "met": "yes" if t["met"] else "NO",
+        }
+        for t in result["target"]
+    ]
     out.append(table("Target", ("target", "figure_ms", "floor_ms", "ratio", "met"), targets))
     return out
 

@@ -15,7 +15,7 @@ import platform
 import statistics
 import sys
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -32,9 +32,14 @@ def percentiles(samples_ms: Sequence[float]) -> dict:
     def rank(q: float) -> float:
         return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered) - 1e-9) - 1))]
 
-    return {"n": len(ordered), "p50": round(rank(0.50), 2), "p95": round(rank(0.95), 2),
-            "p99": round(rank(0.99), 2), "mean": round(statistics.fmean(ordered), 2),
-            "max": round(ordered[-1], 2)}
+    return {
+        "n": len(ordered),
+        "p50": round(rank(0.50), 2),
+        "p95": round(rank(0.95), 2),
+        "p99": round(rank(0.99), 2),
+        "mean": round(statistics.fmean(ordered), 2),
+        "max": round(ordered[-1], 2),
+    }
 
 
 def ratio(value: float | None, floor: float | None) -> float | None:
@@ -54,9 +59,14 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": model, "cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "os": f"{platform.system()} {platform.release()}", "python": sys.version.split()[0],
-            "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": sys.version.split()[0],
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 def table(title: str, columns: Sequence[str], rows: Iterable[dict], caption: str | None = None) -> Table:

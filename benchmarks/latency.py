@@ -47,19 +47,24 @@ import statistics
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
-
-from executor import ExecutorConfig
-from pipeline.app.loop import start_loop
-from pipeline.engine.config import EngineConfig
-from pipeline.app.signals import dr_signal
-from pipeline.transport.base import Transport, publish
-from pipeline.transport.memory import MemoryTransport
+from datetime import UTC, datetime, timedelta
 
 from benchmarks.common import percentiles, ratio, table
 from benchmarks.ocpp_kit import (
-    BenchCharger, Watch, bare_fanout_ms, bare_round_trips_ms, close_all, connect_all, site_config,
+    BenchCharger,
+    Watch,
+    bare_fanout_ms,
+    bare_round_trips_ms,
+    close_all,
+    connect_all,
+    site_config,
 )
+from executor import ExecutorConfig
+from pipeline.app.loop import start_loop
+from pipeline.app.signals import dr_signal
+from pipeline.engine.config import EngineConfig
+from pipeline.transport.base import Transport, publish
+from pipeline.transport.memory import MemoryTransport
 
 TICK_S = 1.0  # `pipeline run --tick` default
 POLL_S = EngineConfig().poll_s
@@ -107,8 +112,12 @@ class _Probe:
             return None
         first, last_done = sends[0][0], max(s[1] for s in sends)
         made = [e for e in self.evals if e[1] <= first + 1e-6 and e[1] >= t0]
-        return {"engine_ms": (first - t0) * 1000, "evaluate_ms": (made[-1][1] - made[-1][0]) * 1000 if made else None,
-                "publish_ms": (last_done - first) * 1000, "dispatch_ms": (t_last - last_done) * 1000}
+        return {
+            "engine_ms": (first - t0) * 1000,
+            "evaluate_ms": (made[-1][1] - made[-1][0]) * 1000 if made else None,
+            "publish_ms": (last_done - first) * 1000,
+            "dispatch_ms": (t_last - last_done) * 1000,
+        }
 
 
 async def _wait(predicate, timeout_s: float, what: str) -> None:
@@ -121,13 +130,19 @@ async def _wait(predicate, timeout_s: float, what: str) -> None:
 
 async def _quiet(chargers: list[BenchCharger], since: float, quiet_s: float = 0.5, timeout_s: float = 60) -> None:
     """Every charger received a TxProfile after ``since`` and none arrived for ``quiet_s``."""
-    await _wait(lambda: all(c.received_at > since for c in chargers)
-                and time.perf_counter() - max(c.received_at for c in chargers) > quiet_s, timeout_s,
-                "every charger to get a TxProfile and the loop to go quiet")
+    await _wait(
+        lambda: (
+            all(c.received_at > since for c in chargers)
+            and time.perf_counter() - max(c.received_at for c in chargers) > quiet_s
+        ),
+        timeout_s,
+        "every charger to get a TxProfile and the loop to go quiet",
+    )
 
 
-async def _pipeline_trials(transport: Transport, signals: Transport, trials: int, gap_s: tuple[float, float],
-                           rng: random.Random) -> dict:
+async def _pipeline_trials(
+    transport: Transport, signals: Transport, trials: int, gap_s: tuple[float, float], rng: random.Random
+) -> dict:
     """Start the service on ``transport``, connect the chargers, run ``trials`` DR trials; returns
     samples (ms) by direction, the per-trial split and failures."""
     cfg = site_config(CHARGERS)
@@ -141,20 +156,28 @@ async def _pipeline_trials(transport: Transport, signals: Transport, trials: int
     async def settled(records_before: int) -> None:
         """The executor is idle and the engine has evaluated the trial's signal and the 20 acks it
         brought back (else the next trial would queue behind that evaluation)."""
-        await _wait(lambda: executor.idle and (not memory or transport.lag() == 0)
-                    and engine.stats.records_in >= records_before + 1 + CHARGERS
-                    and not getattr(engine, "busy", False), 10, "the loop to settle")
+        await _wait(
+            lambda: (
+                executor.idle
+                and (not memory or transport.lag() == 0)
+                and engine.stats.records_in >= records_before + 1 + CHARGERS
+                and not getattr(engine, "busy", False)
+            ),
+            10,
+            "the loop to settle",
+        )
 
     try:
         connected = time.perf_counter()
         await connect_all(chargers, executor.url)
         await asyncio.gather(*(c.start_transaction() for c in chargers))
         await _quiet(chargers, connected)
-        start = datetime.now(timezone.utc) - timedelta(seconds=1)
+        start = datetime.now(UTC) - timedelta(seconds=1)
 
         async def signal(pct: float) -> None:
-            _, record = dr_signal(SITE, curtailment_pct=pct, start=start, end=start + timedelta(hours=4),
-                                  event_id=EVENT)
+            _, record = dr_signal(
+                SITE, curtailment_pct=pct, start=start, end=start + timedelta(hours=4), event_id=EVENT
+            )
             await publish(signals, "utility.dr.signals", record)
 
         expected: dict[float, dict[str, float]] = {}
@@ -196,9 +219,13 @@ async def _pipeline_trials(transport: Transport, signals: Transport, trials: int
                 await settled(records_before)
             await asyncio.sleep(rng.uniform(*gap_s))
         stats = service.engine.stats
-        return {"samples": samples, "splits": splits, "failures": failures,
-                "limits_a": {str(p): sorted(set(v.values())) for p, v in expected.items()},
-                "engine_evaluations": stats.evaluations}
+        return {
+            "samples": samples,
+            "splits": splits,
+            "failures": failures,
+            "limits_a": {str(p): sorted(set(v.values())) for p, v in expected.items()},
+            "engine_evaluations": stats.evaluations,
+        }
     finally:
         await close_all(chargers)
         await service.stop()
@@ -209,20 +236,37 @@ def _split_rows(transport: str, splits: list[dict]) -> list[dict]:
     for part in ("engine_ms", "evaluate_ms", "publish_ms", "dispatch_ms", "process_cpu_ms"):
         values = [s[part] for s in splits if s.get(part) is not None]
         if values:
-            rows.append({"transport": transport, "part": part.removesuffix("_ms"),
-                         "median": round(statistics.median(values), 2), **{
-                             k: v for k, v in percentiles(values).items() if k in ("p95", "p99", "max")}})
+            rows.append(
+                {
+                    "transport": transport,
+                    "part": part.removesuffix("_ms"),
+                    "median": round(statistics.median(values), 2),
+                    **{k: v for k, v in percentiles(values).items() if k in ("p95", "p99", "max")},
+                }
+            )
     return rows
 
 
 def _rows(transport: str, run: dict, floor_p99: float | None, floor_p50: float | None) -> list[dict]:
     out = []
     everything = run["samples"]["decrease"] + run["samples"]["increase"]
-    for label, values in (("all", everything), ("decreases", run["samples"]["decrease"]),
-                          ("increases", run["samples"]["increase"])):
+    for label, values in (
+        ("all", everything),
+        ("decreases", run["samples"]["decrease"]),
+        ("increases", run["samples"]["increase"]),
+    ):
         p = percentiles(values)
-        out.append({"transport": transport, "trials": label, **p, "floor_p50": floor_p50, "floor_p99": floor_p99,
-                    "ratio_p50": ratio(p.get("p50"), floor_p50), "ratio_p99": ratio(p.get("p99"), floor_p99)})
+        out.append(
+            {
+                "transport": transport,
+                "trials": label,
+                **p,
+                "floor_p50": floor_p50,
+                "floor_p99": floor_p99,
+                "ratio_p50": ratio(p.get("p50"), floor_p50),
+                "ratio_p99": ratio(p.get("p99"), floor_p99),
+            }
+        )
     return out
 
 
@@ -305,6 +349,8 @@ async def _kafka_part(bootstrap: str, trials: int, floor_samples: int, rng: rand
 
 def _kafka(trials: int, floor_samples: int, rng: random.Random) -> dict:
     """The Kafka half, on ``KAFKA_BOOTSTRAP_SERVERS`` or a broker started here (and stopped after)."""
+    from pathlib import Path
+
     from tests.kits.kafka_broker import BrokerUnavailable, session_broker
 
     with tempfile.TemporaryDirectory(prefix="bench-kafka-") as workdir:
@@ -335,14 +381,26 @@ def run(quick: bool = False) -> dict:
     rows = _rows("memory", memory["run"], ocpp["p99"], ocpp["p50"])
     breakdown = _split_rows("memory", memory["run"]["splits"])
     mem_p99 = rows[0].get("p99")
-    target = [{"text": "memory: p99 within 3x the bare OCPP SetChargingProfile round trip (p99)",
-               "figure_ms": mem_p99, "floor_ms": ocpp["p99"], "ratio": ratio(mem_p99, ocpp["p99"]),
-               "met": mem_p99 is not None and mem_p99 <= 3 * ocpp["p99"]}]
+    target = [
+        {
+            "text": "memory: p99 within 3x the bare OCPP SetChargingProfile round trip (p99)",
+            "figure_ms": mem_p99,
+            "floor_ms": ocpp["p99"],
+            "ratio": ratio(mem_p99, ocpp["p99"]),
+            "met": mem_p99 is not None and mem_p99 <= 3 * ocpp["p99"],
+        }
+    ]
     details = {"memory": {k: memory["run"][k] for k in ("failures", "limits_a", "engine_evaluations")}}
     if "skipped" in kafka:
         details["kafka"] = kafka
-        target.append({"text": "kafka: p99 within 3x (bare Kafka + bare OCPP) (p99)", "figure_ms": None,
-                       "met": None, "skipped": kafka["skipped"]})
+        target.append(
+            {
+                "text": "kafka: p99 within 3x (bare Kafka + bare OCPP) (p99)",
+                "figure_ms": None,
+                "met": None,
+                "skipped": kafka["skipped"],
+            }
+        )
     else:
         bare = percentiles(kafka["kafka"])
         floors["kafka_produce_consume_ms"] = bare
@@ -351,40 +409,81 @@ def run(quick: bool = False) -> dict:
         rows += kafka_rows
         breakdown += _split_rows("kafka", kafka["run"]["splits"])
         k_p99 = kafka_rows[0].get("p99")
-        target.append({"text": "kafka: p99 within 3x (bare Kafka produce->consume + bare OCPP round trip) (p99)",
-                       "figure_ms": k_p99, "floor_ms": floor_p99, "ratio": ratio(k_p99, floor_p99),
-                       "met": k_p99 is not None and k_p99 <= 3 * floor_p99})
-        details["kafka"] = {"broker": kafka["broker"], "topic_prefix": kafka["topic_prefix"],
-                            **{k: kafka["run"][k] for k in ("failures", "limits_a", "engine_evaluations")}}
+        target.append(
+            {
+                "text": "kafka: p99 within 3x (bare Kafka produce->consume + bare OCPP round trip) (p99)",
+                "figure_ms": k_p99,
+                "floor_ms": floor_p99,
+                "ratio": ratio(k_p99, floor_p99),
+                "met": k_p99 is not None and k_p99 <= 3 * floor_p99,
+            }
+        )
+        details["kafka"] = {
+            "broker": kafka["broker"],
+            "topic_prefix": kafka["topic_prefix"],
+            **{k: kafka["run"][k] for k in ("failures", "limits_a", "engine_evaluations")},
+        }
     return {
-        "rows": rows, "floors": floors, "breakdown": breakdown, "target": target, "details": details,
-        "settings": {"chargers": CHARGERS, "site_limit_kw": 200.0, "charger_kw": 22.0, "trials": trials,
-                     "signal": f"DR curtailment alternating {CURTAILMENTS_PCT[0]:g}/{CURTAILMENTS_PCT[1]:g} %",
-                     "tick_s": TICK_S, "poll_s": POLL_S, "executor_options": EXECUTOR_OPTIONS,
-                     "loadavg_before": load_before, "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-                     "measured": "publish of the DR record -> the last of the 20 chargers received its TxProfile"},
+        "rows": rows,
+        "floors": floors,
+        "breakdown": breakdown,
+        "target": target,
+        "details": details,
+        "settings": {
+            "chargers": CHARGERS,
+            "site_limit_kw": 200.0,
+            "charger_kw": 22.0,
+            "trials": trials,
+            "signal": f"DR curtailment alternating {CURTAILMENTS_PCT[0]:g}/{CURTAILMENTS_PCT[1]:g} %",
+            "tick_s": TICK_S,
+            "poll_s": POLL_S,
+            "executor_options": EXECUTOR_OPTIONS,
+            "loadavg_before": load_before,
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+            "measured": "publish of the DR record -> the last of the 20 chargers received its TxProfile",
+        },
     }
 
 
 def tables(result: dict) -> list:
     s = result["settings"]
-    caption = (f"{s['chargers']} chargers, {s['signal']}; tick {s['tick_s']} s, poll {s['poll_s']} s; executor "
-               f"{s['executor_options']}; floor = p99 of the bare OCPP round trip (memory), plus the bare "
-               f"Kafka produce->consume (kafka); ratio = p99 / floor")
+    caption = (
+        f"{s['chargers']} chargers, {s['signal']}; tick {s['tick_s']} s, poll {s['poll_s']} s; executor "
+        f"{s['executor_options']}; floor = p99 of the bare OCPP round trip (memory), plus the bare "
+        f"Kafka produce->consume (kafka); ratio = p99 / floor"
+    )
     rows = [{**r, "floor": r["floor_p99"], "ratio": r["ratio_p99"]} for r in result["rows"]]
-    out = [table("Signal to charger: DR publish -> last of 20 chargers has its TxProfile (ms)",
-                 ("transport", "trials", "n", "p50", "p95", "p99", "floor", "ratio"), rows, caption)]
+    out = [
+        table(
+            "Signal to charger: DR publish -> last of 20 chargers has its TxProfile (ms)",
+            ("transport", "trials", "n", "p50", "p95", "p99", "floor", "ratio"),
+            rows,
+            caption,
+        )
+    ]
     floors = [{"floor": name.removesuffix("_ms"), **p} for name, p in result["floors"].items()]
     out.append(table("Floors (ms)", ("floor", "n", "p50", "p95", "p99", "max"), floors))
-    out.append(table("Where a trial's time goes (ms)", ("transport", "part", "median", "p95", "p99", "max"),
-                     result["breakdown"],
-                     "engine: signal -> first setpoint sent; evaluate: the evaluation that made them; publish: "
-                     "first -> last setpoint sent; dispatch: last setpoint sent -> last charger has it; "
-                     f"process_cpu: CPU time of this process over the trial (load average "
-                     f"{s['loadavg_before'][0]} before, {s['loadavg_after'][0]} after)"))
-    targets = [{"target": t["text"], "figure_ms": t.get("figure_ms"), "floor_ms": t.get("floor_ms"),
-                "ratio": t.get("ratio"), "met": {True: "yes", False: "NO", None: "skipped"}[t["met"]]}
-               for t in result["target"]]
+    out.append(
+        table(
+            "Where a trial's time goes (ms)",
+            ("transport", "part", "median", "p95", "p99", "max"),
+            result["breakdown"],
+            "engine: signal -> first setpoint sent; evaluate: the evaluation that made them; publish: "
+            "first -> last setpoint sent; dispatch: last setpoint sent -> last charger has it; "
+            f"process_cpu: CPU time of this process over the trial (load average "
+            f"{s['loadavg_before'][0]} before, {s['loadavg_after'][0]} after)",
+        )
+    )
+    targets = [
+        {
+            "target": t["text"],
+            "figure_ms": t.get("figure_ms"),
+            "floor_ms": t.get("floor_ms"),
+            "ratio": t.get("ratio"),
+            "met": {True: "yes", False: "NO", None: "skipped"}[t["met"]],
+        }
+        for t in result["target"]
+    ]
     out.append(table("Targets", ("target", "figure_ms", "floor_ms", "ratio", "met"), targets))
     return out
 

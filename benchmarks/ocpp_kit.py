@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call, call_result
@@ -29,21 +29,39 @@ from websockets.asyncio.server import serve
 
 from pipeline.app.site import PipelineConfig, parse_config
 
-__all__ = ["BenchCharger", "Watch", "bare_fanout_ms", "bare_round_trips_ms", "bare_site", "close_all", "connect_all",
-           "site_config", "timed_fanout", "tx_profile_request"]
+__all__ = [
+    "BenchCharger",
+    "Watch",
+    "bare_fanout_ms",
+    "bare_round_trips_ms",
+    "bare_site",
+    "close_all",
+    "connect_all",
+    "site_config",
+    "timed_fanout",
+    "tx_profile_request",
+]
 
 SUBPROTOCOL = "ocpp1.6"
 
 
-def site_config(chargers: int, per_site: int = 20, site_limit_kw: float = 200.0,
-                charger_kw: float = 22.0) -> PipelineConfig:
+def site_config(
+    chargers: int, per_site: int = 20, site_limit_kw: float = 200.0, charger_kw: float = 22.0
+) -> PipelineConfig:
     """``chargers`` 3-phase 230 V chargers of ``charger_kw`` (kW) in sites of ``per_site`` behind a main
     breaker of ``site_limit_kw`` (kW); ids ``S{site:03}`` and ``S{site:03}-CP{n:02}``."""
     sites = []
     for s in range(0, chargers, per_site):
         site = f"S{s // per_site:03d}"
-        sites.append({"site_id": site, "limit_kw": site_limit_kw, "chargers": [
-            {"id": f"{site}-CP{i:02d}", "max_power_kw": charger_kw} for i in range(min(per_site, chargers - s))]})
+        sites.append(
+            {
+                "site_id": site,
+                "limit_kw": site_limit_kw,
+                "chargers": [
+                    {"id": f"{site}-CP{i:02d}", "max_power_kw": charger_kw} for i in range(min(per_site, chargers - s))
+                ],
+            }
+        )
     return parse_config({"sites": sites})
 
 
@@ -92,7 +110,8 @@ class _Link(ChargePoint):
         wanted = key or list(known)
         return call_result.GetConfiguration(
             configuration_key=[{"key": k, "readonly": True, "value": known[k]} for k in wanted if k in known],
-            unknown_key=[k for k in wanted if k not in known] or None)
+            unknown_key=[k for k in wanted if k not in known] or None,
+        )
 
     @on(Action.set_charging_profile)
     def _profile(self, connector_id, cs_charging_profiles, **_):
@@ -139,8 +158,9 @@ class BenchCharger:
     async def connect(self, base_url: str, boot: bool = True) -> None:
         """Open ``{base_url}/{cp_id}``; with ``boot`` send BootNotification (else stay silent, as a
         charger that reconnects and has not spoken yet)."""
-        self._ws = await connect(f"{base_url}/{self.cp_id}", subprotocols=[SUBPROTOCOL], open_timeout=60,
-                                 ping_interval=None, max_queue=None)
+        self._ws = await connect(
+            f"{base_url}/{self.cp_id}", subprotocols=[SUBPROTOCOL], open_timeout=60, ping_interval=None, max_queue=None
+        )
         self.link = _Link(self, self._ws)
         self._task = asyncio.create_task(self._serve())
         if boot:
@@ -151,9 +171,14 @@ class BenchCharger:
             await self.link.start()
 
     async def start_transaction(self) -> int:
-        result = await self.link.call(call.StartTransaction(
-            connector_id=1, id_tag="BENCH", meter_start=0,
-            timestamp=datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")))
+        result = await self.link.call(
+            call.StartTransaction(
+                connector_id=1,
+                id_tag="BENCH",
+                meter_start=0,
+                timestamp=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            )
+        )
         self.transaction_id = result.transaction_id
         return result.transaction_id
 
@@ -176,7 +201,7 @@ async def connect_all(chargers: Sequence[BenchCharger], base_url: str, boot: boo
     """Connect ``chargers`` ``batch`` at a time (a bigger burst overflows the listen backlog and costs
     SYN retransmits of a second)."""
     for i in range(0, len(chargers), batch):
-        await asyncio.gather(*(c.connect(base_url, boot) for c in chargers[i:i + batch]))
+        await asyncio.gather(*(c.connect(base_url, boot) for c in chargers[i : i + batch]))
 
 
 async def close_all(chargers: Iterable[BenchCharger]) -> None:
@@ -186,11 +211,20 @@ async def close_all(chargers: Iterable[BenchCharger]) -> None:
 def tx_profile_request(limit: float, transaction_id: int | None = 1) -> call.SetChargingProfile:
     """The SetChargingProfile.req the executor sends for a TxProfile (connector 1, profile 1001,
     Relative, one period of ``limit`` A on 3 phases)."""
-    return call.SetChargingProfile(connector_id=1, cs_charging_profiles=ChargingProfile(
-        charging_profile_id=1001, stack_level=1, charging_profile_purpose="TxProfile",
-        charging_profile_kind="Relative", transaction_id=transaction_id,
-        charging_schedule=ChargingSchedule(charging_rate_unit="A", charging_schedule_period=[
-            ChargingSchedulePeriod(start_period=0, limit=limit, number_phases=3)])))
+    return call.SetChargingProfile(
+        connector_id=1,
+        cs_charging_profiles=ChargingProfile(
+            charging_profile_id=1001,
+            stack_level=1,
+            charging_profile_purpose="TxProfile",
+            charging_profile_kind="Relative",
+            transaction_id=transaction_id,
+            charging_schedule=ChargingSchedule(
+                charging_rate_unit="A",
+                charging_schedule_period=[ChargingSchedulePeriod(start_period=0, limit=limit, number_phases=3)],
+            ),
+        ),
+    )
 
 
 async def timed_fanout(calls: Sequence[tuple[ChargePoint, BenchCharger, float, int | None]]) -> tuple[float, float]:
@@ -233,8 +267,9 @@ class _BareCentral:
 async def bare_site(count: int):
     """A bare central system with ``count`` :class:`BenchCharger` connected; yields ``(central, chargers)``."""
     central = _BareCentral()
-    async with serve(central.handler, "127.0.0.1", 0, subprotocols=[SUBPROTOCOL], ping_interval=None,
-                     max_queue=None) as server:
+    async with serve(
+        central.handler, "127.0.0.1", 0, subprotocols=[SUBPROTOCOL], ping_interval=None, max_queue=None
+    ) as server:
         port = server.sockets[0].getsockname()[1]
         chargers = [BenchCharger(f"BARE{i:04d}") for i in range(count)]
         await connect_all(chargers, f"ws://127.0.0.1:{port}/ocpp", boot=False)

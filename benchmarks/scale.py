@@ -92,8 +92,7 @@ class Config:
     py_spy: str | None = field(default=None, compare=False)
 
 
-QUICK = Config(sizes=(200, 500), rate=200.0, window_s=10.0, connect_rate=100.0, settle_timeout_s=60.0,
-               realtime=False)
+QUICK = Config(sizes=(200, 500), rate=200.0, window_s=10.0, connect_rate=100.0, settle_timeout_s=60.0, realtime=False)
 
 
 def _cpu_s(proc: psutil.Process) -> float:
@@ -107,9 +106,23 @@ def _py_spy(cfg: Config, kind: str, pid: int, name: str) -> subprocess.Popen | N
     if not cfg.py_spy or kind != "executor" or not os.path.exists(exe):
         return None
     os.makedirs(cfg.py_spy, exist_ok=True)
-    return subprocess.Popen([exe, "record", "--nonblocking", "-r", "50", "-p", str(pid), "-f", "speedscope",
-                             "-o", os.path.join(cfg.py_spy, f"{name}.speedscope.json")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [
+            exe,
+            "record",
+            "--nonblocking",
+            "-r",
+            "50",
+            "-p",
+            str(pid),
+            "-f",
+            "speedscope",
+            "-o",
+            os.path.join(cfg.py_spy, f"{name}.speedscope.json"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _stop_spy(spy: subprocess.Popen | None) -> None:
@@ -197,9 +210,9 @@ def measure(kind: str, chargers: int, cfg: Config) -> dict:
     ctx = mp.get_context("spawn")
     speed = cfg.rate / (chargers * REAL_RATE_PER_CHARGER)
     server_conn, child = ctx.Pipe()
-    server = ctx.Process(target=scale_servers.serve,
-                         args=(child, kind, chargers, cfg.site_size, cfg.async_validation),
-                         daemon=True)
+    server = ctx.Process(
+        target=scale_servers.serve, args=(child, kind, chargers, cfg.site_size, cfg.async_validation), daemon=True
+    )
     server.start()
     gens: _Generators | None = None
     spy: subprocess.Popen | None = None
@@ -210,9 +223,14 @@ def measure(kind: str, chargers: int, cfg: Config) -> dict:
         cpu_start = _cpu_s(ps)
         ids = [scale_servers.charger_id(i) for i in range(chargers)]
         count = max(1, math.ceil(chargers / cfg.per_generator))
-        options = {"connect_rate": cfg.connect_rate / count, "max_booting": max(1, cfg.max_booting // count),
-                   "heartbeat_s": HEARTBEAT_S / speed, "meter_s": METER_S / speed, "late_s": cfg.late_s,
-                   "drain_s": cfg.drain_s}
+        options = {
+            "connect_rate": cfg.connect_rate / count,
+            "max_booting": max(1, cfg.max_booting // count),
+            "heartbeat_s": HEARTBEAT_S / speed,
+            "meter_s": METER_S / speed,
+            "late_s": cfg.late_s,
+            "drain_s": cfg.drain_s,
+        }
         spy = _py_spy(cfg, kind, server.pid, f"executor-{chargers}-connect")
         started = time.monotonic()
         gens = _Generators(ctx, f"ws://127.0.0.1:{ready['port']}/ocpp", ids, count, options)
@@ -276,22 +294,40 @@ def measure(kind: str, chargers: int, cfg: Config) -> dict:
         for why, n in r["failures"].items():
             failures[why] = failures.get(why, 0) + n
     return {
-        "server": kind, "connections": connected, "chargers": chargers, "failed": total("failed"),
-        "speed": round(speed, 2), "window_s": cfg.window_s, "messages": total("sent"),
-        "offered_per_s": round(total("sent") / cfg.window_s, 1), "answered_per_s": round(answered / cfg.window_s, 1),
+        "server": kind,
+        "connections": connected,
+        "chargers": chargers,
+        "failed": total("failed"),
+        "speed": round(speed, 2),
+        "window_s": cfg.window_s,
+        "messages": total("sent"),
+        "offered_per_s": round(total("sent") / cfg.window_s, 1),
+        "answered_per_s": round(answered / cfg.window_s, 1),
         "answered": total("answered"),
-        "cpu_s": round(cpu_window, 2), "cpu_s_per_1k": round(cpu_window / max(answered, 1) * 1000, 4),
+        "cpu_s": round(cpu_window, 2),
+        "cpu_s_per_1k": round(cpu_window / max(answered, 1) * 1000, 4),
         "cpu_pct": round(100 * cpu_window / cfg.window_s, 1),
-        "rss_mib": round(rss / MiB, 1), "peak_rss_mib": round(max(peak[0], rss) / MiB, 1),
-        "baseline_rss_mib": round(baseline_rss / MiB, 1), "connected_rss_mib": round(connected_rss / MiB, 1),
+        "rss_mib": round(rss / MiB, 1),
+        "peak_rss_mib": round(max(peak[0], rss) / MiB, 1),
+        "baseline_rss_mib": round(baseline_rss / MiB, 1),
+        "connected_rss_mib": round(connected_rss / MiB, 1),
         "rss_per_conn_kib": round((rss - baseline_rss) / max(connected, 1) / KiB, 1),
-        "dropped": total("dropped"), "late": total("late"), "errors": total("errors"),
-        "closed": total("closed"), "p50_ms": lat.get("p50"), "p99_ms": lat.get("p99"), "max_ms": lat.get("max"),
-        "schedule_lag_p99_ms": lag.get("p99"), "connect_s": round(connected_s, 1), "settle_s": round(settled_s, 1),
+        "dropped": total("dropped"),
+        "late": total("late"),
+        "errors": total("errors"),
+        "closed": total("closed"),
+        "p50_ms": lat.get("p50"),
+        "p99_ms": lat.get("p99"),
+        "max_ms": lat.get("max"),
+        "schedule_lag_p99_ms": lag.get("p99"),
+        "connect_s": round(connected_s, 1),
+        "settle_s": round(settled_s, 1),
         "connect_cpu_ms_per_conn": round(connect_cpu / max(connected, 1) * 1000, 2),
         "calls_to_chargers": calls_by_action,
-        "failures": failures, "idle_cpu_pct": round(100 * idle_cpu / cfg.idle_s, 1),
-        "generators": len(results), "generator_cpu_pct": round(100 * total("window_cpu_s") / cfg.window_s, 1),
+        "failures": failures,
+        "idle_cpu_pct": round(100 * idle_cpu / cfg.idle_s, 1),
+        "generators": len(results),
+        "generator_cpu_pct": round(100 * total("window_cpu_s") / cfg.window_s, 1),
         "machine_busy_pct": round(100 * busy / cfg.window_s / (psutil.cpu_count() or 1), 1),
         "others_cpu_pct": round(100 * (busy - cpu_window - total("window_cpu_s")) / cfg.window_s, 1),
         "server_stats": server_stats,
@@ -321,35 +357,85 @@ def run(quick: bool = False, cfg: Config | None = None) -> dict:
             row["cpu_ratio"] = ratio(row["cpu_s_per_1k"], floor["cpu_s_per_1k"])
             row["rss_per_conn_ratio"] = ratio(row["rss_per_conn_kib"], floor["rss_per_conn_kib"])
         rows.append(row)
-    return {"config": asdict(cfg), "rows": rows, "floor": {"server": cfg.floor, "rows": floors},
-            "target": _target(rows)}
+    return {
+        "config": asdict(cfg),
+        "rows": rows,
+        "floor": {"server": cfg.floor, "rows": floors},
+        "target": _target(rows),
+    }
 
 
 def _target(rows: list[dict]) -> dict:
     """The 2 GB target, judged on the row sized for it: ``figure_mib`` is its peak RSS, ``met`` needs every
     charger connected and the peak under 2 GB (``None`` when no row was sized for it); ``projected_mib`` is
     baseline + 10,000 x the largest row's RSS per connection, for runs that did not connect them all."""
-    text = (f"{TARGET_CONNECTIONS:,} connections in one executor process under 2 GB resident "
-            "(peak RSS in the steady window)")
+    text = (
+        f"{TARGET_CONNECTIONS:,} connections in one executor process under 2 GB resident "
+        "(peak RSS in the steady window)"
+    )
     sized = [r for r in rows if r["chargers"] >= TARGET_CONNECTIONS]
     largest = max(rows, key=lambda r: (r["connections"], r["rss_per_conn_kib"]), default=None)
-    projected = None if largest is None else round(
-        largest["baseline_rss_mib"] + TARGET_CONNECTIONS * largest["rss_per_conn_kib"] / KiB, 1)
+    projected = (
+        None
+        if largest is None
+        else round(largest["baseline_rss_mib"] + TARGET_CONNECTIONS * largest["rss_per_conn_kib"] / KiB, 1)
+    )
     if not sized:
         return {"text": text, "figure_mib": None, "connections": None, "projected_mib": projected, "met": None}
     row = max(sized, key=lambda r: r["peak_rss_mib"])
     met = min(r["connections"] for r in sized) >= TARGET_CONNECTIONS and row["peak_rss_mib"] * MiB < TARGET_RSS_BYTES
-    return {"text": text, "figure_mib": row["peak_rss_mib"], "connections": row["connections"],
-            "projected_mib": projected, "met": met}
+    return {
+        "text": text,
+        "figure_mib": row["peak_rss_mib"],
+        "connections": row["connections"],
+        "projected_mib": projected,
+        "met": met,
+    }
 
 
-COLUMNS = ("load", "connections", "speed", "messages", "offered_per_s", "answered_per_s", "cpu_s_per_1k",
-           "cpu_ratio", "cpu_pct", "idle_cpu_pct", "others_cpu_pct", "rss_mib", "baseline_rss_mib",
-           "rss_per_conn_kib", "rss_per_conn_ratio", "dropped", "late", "p50_ms", "p99_ms", "connect_s",
-           "connect_cpu_ms_per_conn")
-FLOOR_COLUMNS = ("load", "connections", "messages", "offered_per_s", "answered_per_s", "cpu_s_per_1k", "cpu_pct",
-                 "idle_cpu_pct", "others_cpu_pct", "rss_mib", "baseline_rss_mib", "rss_per_conn_kib", "dropped",
-                 "late", "p50_ms", "p99_ms", "connect_s", "connect_cpu_ms_per_conn")
+COLUMNS = (
+    "load",
+    "connections",
+    "speed",
+    "messages",
+    "offered_per_s",
+    "answered_per_s",
+    "cpu_s_per_1k",
+    "cpu_ratio",
+    "cpu_pct",
+    "idle_cpu_pct",
+    "others_cpu_pct",
+    "rss_mib",
+    "baseline_rss_mib",
+    "rss_per_conn_kib",
+    "rss_per_conn_ratio",
+    "dropped",
+    "late",
+    "p50_ms",
+    "p99_ms",
+    "connect_s",
+    "connect_cpu_ms_per_conn",
+)
+FLOOR_COLUMNS = (
+    "load",
+    "connections",
+    "messages",
+    "offered_per_s",
+    "answered_per_s",
+    "cpu_s_per_1k",
+    "cpu_pct",
+    "idle_cpu_pct",
+    "others_cpu_pct",
+    "rss_mib",
+    "baseline_rss_mib",
+    "rss_per_conn_kib",
+    "dropped",
+    "late",
+    "p50_ms",
+    "p99_ms",
+    "connect_s",
+    "connect_cpu_ms_per_conn",
+)
 
 
 def tables(result: dict) -> list[Table]:
@@ -361,11 +447,20 @@ def tables(result: dict) -> list[Table]:
         caption += f" ({target['figure_mib']:,.0f} MiB with {target['connections']:,} connected)"
     if target["projected_mib"] is not None:
         caption += f"; projected from RSS per connection: {target['projected_mib']:,.0f} MiB"
-    out = [table("Executor scale (CPU s per 1,000 charger messages, RSS per connection in KiB; ratios to the floor)",
-                 COLUMNS, result["rows"], caption)]
+    out = [
+        table(
+            "Executor scale (CPU s per 1,000 charger messages, RSS per connection in KiB; ratios to the floor)",
+            COLUMNS,
+            result["rows"],
+            caption,
+        )
+    ]
     if result["floor"]["rows"]:
-        out.append(table(f"Floor: {result['floor']['server']} server under the same load", FLOOR_COLUMNS,
-                         result["floor"]["rows"]))
+        out.append(
+            table(
+                f"Floor: {result['floor']['server']} server under the same load", FLOOR_COLUMNS, result["floor"]["rows"]
+            )
+        )
     return out
 
 
@@ -377,17 +472,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, help="steady-state window, real seconds")
     parser.add_argument("--connect-rate", type=float, help="connections opened per second")
     parser.add_argument("--floor", choices=("ocpp", "raw", "none"))
-    parser.add_argument("--no-realtime", dest="realtime", action="store_false", default=None,
-                        help="skip the largest size at its real message rate")
+    parser.add_argument(
+        "--no-realtime",
+        dest="realtime",
+        action="store_false",
+        default=None,
+        help="skip the largest size at its real message rate",
+    )
     parser.add_argument("--py-spy", help="record the executor with py-spy over each window into this folder")
-    parser.add_argument("--async-validation", action="store_true", default=None,
-                        help="servers validate OCPP payloads in a thread pool (the ocpp library's default)")
+    parser.add_argument(
+        "--async-validation",
+        action="store_true",
+        default=None,
+        help="servers validate OCPP payloads in a thread pool (the ocpp library's default)",
+    )
     parser.add_argument("--json", help="write the result here")
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else Config()
-    changes = {"sizes": tuple(int(s) for s in args.sizes.split(",")) if args.sizes else None, "rate": args.rate,
-               "window_s": args.window, "connect_rate": args.connect_rate, "floor": args.floor, "py_spy": args.py_spy,
-               "async_validation": args.async_validation, "realtime": args.realtime}
+    changes = {
+        "sizes": tuple(int(s) for s in args.sizes.split(",")) if args.sizes else None,
+        "rate": args.rate,
+        "window_s": args.window,
+        "connect_rate": args.connect_rate,
+        "floor": args.floor,
+        "py_spy": args.py_spy,
+        "async_validation": args.async_validation,
+        "realtime": args.realtime,
+    }
     cfg = replace(cfg, **{k: v for k, v in changes.items() if v is not None})
     result = run(cfg=cfg)
     console = Console()

@@ -29,7 +29,7 @@ import json
 import random
 import resource
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -38,8 +38,13 @@ SUBPROTOCOL = "ocpp1.6"
 CALL, RESULT, ERROR = 2, 3, 4
 HEARTBEAT, METER = 0, 1
 _REPLIES = {
-    "GetConfiguration": json.dumps({"configurationKey": [
-        {"key": "ChargingScheduleAllowedChargingRateUnit", "readonly": True, "value": "Current,Power"}]}),
+    "GetConfiguration": json.dumps(
+        {
+            "configurationKey": [
+                {"key": "ChargingScheduleAllowedChargingRateUnit", "readonly": True, "value": "Current,Power"}
+            ]
+        }
+    ),
     "SetChargingProfile": '{"status": "Accepted"}',
     "ClearChargingProfile": '{"status": "Accepted"}',
 }
@@ -51,7 +56,7 @@ def _cpu_s() -> float:
 
 
 def _iso_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class _Charger:
@@ -72,8 +77,18 @@ class Generator:
     seconds.
     """
 
-    def __init__(self, url: str, ids: list[str], *, connect_rate: float, heartbeat_s: float, meter_s: float,
-                 max_booting: int = 25, late_s: float = 1.0, drain_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        ids: list[str],
+        *,
+        connect_rate: float,
+        heartbeat_s: float,
+        meter_s: float,
+        max_booting: int = 25,
+        late_s: float = 1.0,
+        drain_s: float = 10.0,
+    ) -> None:
         self.url = url
         self.chargers = [_Charger(i) for i in ids]
         self.connect_rate = connect_rate
@@ -119,11 +134,15 @@ class Generator:
         else:
             ch.energy_wh += random.randint(10, 60)
             stamp = _iso_now()
-            uid, frame = self._frame("MeterValues", (
-                f'{{"connectorId":1,"transactionId":{ch.tx},"meterValue":[{{"timestamp":"{stamp}","sampledValue":['
-                f'{{"value":"{random.randint(6000, 22000)}","measurand":"Power.Active.Import","unit":"W"}},'
-                f'{{"value":"{ch.energy_wh}","measurand":"Energy.Active.Import.Register","unit":"Wh"}},'
-                f'{{"value":"{random.randint(10, 95)}","measurand":"SoC","unit":"Percent","location":"EV"}}]}}]}}'))
+            uid, frame = self._frame(
+                "MeterValues",
+                (
+                    f'{{"connectorId":1,"transactionId":{ch.tx},"meterValue":[{{"timestamp":"{stamp}","sampledValue":['
+                    f'{{"value":"{random.randint(6000, 22000)}","measurand":"Power.Active.Import","unit":"W"}},'
+                    f'{{"value":"{ch.energy_wh}","measurand":"Energy.Active.Import.Register","unit":"Wh"}},'
+                    f'{{"value":"{random.randint(10, 95)}","measurand":"SoC","unit":"Percent","location":"EV"}}]}}]}}'
+                ),
+            )
         in_window = self.window[0] <= now < self.window[1]
         if in_window:
             self.sent += 1
@@ -176,20 +195,31 @@ class Generator:
 
     async def _open(self, ch: _Charger) -> None:
         try:
-            ch.ws = await connect(f"{self.url}/{ch.cp_id}", subprotocols=[SUBPROTOCOL], compression=None,
-                                  ping_interval=None, open_timeout=60, max_queue=4)
+            ch.ws = await connect(
+                f"{self.url}/{ch.cp_id}",
+                subprotocols=[SUBPROTOCOL],
+                compression=None,
+                ping_interval=None,
+                open_timeout=60,
+                max_queue=4,
+            )
             reader = asyncio.create_task(self._read(ch))
             self._tasks.add(reader)
             await self._call(ch, "BootNotification", '{"chargePointVendor":"Bench","chargePointModel":"Scale"}')
             await self._call(ch, "StatusNotification", '{"connectorId":1,"errorCode":"NoError","status":"Available"}')
-            answer = await self._call(ch, "StartTransaction", (
-                f'{{"connectorId":1,"idTag":"TAG-{ch.cp_id}","meterStart":{ch.energy_wh},"timestamp":"{_iso_now()}"}}'))
+            answer = await self._call(
+                ch,
+                "StartTransaction",
+                (
+                    f'{{"connectorId":1,"idTag":"TAG-{ch.cp_id}","meterStart":{ch.energy_wh},"timestamp":"{_iso_now()}"}}'
+                ),
+            )
             if answer[0] != RESULT:
                 raise RuntimeError(f"StartTransaction: {answer[2:4]}")
             ch.tx = int(answer[2]["transactionId"])
             await self._call(ch, "StatusNotification", '{"connectorId":1,"errorCode":"NoError","status":"Charging"}')
             self.connected += 1
-        except Exception as exc:  # noqa: BLE001 - every failure is counted, by kind
+        except Exception as exc:
             self.failed += 1
             ch.closed = True
             why = type(exc).__name__
@@ -247,16 +277,31 @@ class Generator:
         self.dropped += sum(1 for e in self._pending.values() if e[1])
 
     def status(self) -> dict:
-        return {"connected": self.connected, "failed": self.failed, "closed": self.closed,
-                "server_calls": sum(self.server_calls.values())}
+        return {
+            "connected": self.connected,
+            "failed": self.failed,
+            "closed": self.closed,
+            "server_calls": sum(self.server_calls.values()),
+        }
 
     def result(self) -> dict:
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        return {**self.status(), "failures": self.failures, "server_calls_by_action": self.server_calls,
-                "sent": self.sent, "answered": self.answered, "answered_in_window": self.answered_in_window,
-                "late": self.late, "errors": self.errors, "dropped": self.dropped,
-                "latencies_ms": self.latencies_ms, "lags_ms": self.lags_ms, "window_cpu_s": self.window_cpu_s,
-                "cpu_s": usage.ru_utime + usage.ru_stime, "maxrss_kib": usage.ru_maxrss}
+        return {
+            **self.status(),
+            "failures": self.failures,
+            "server_calls_by_action": self.server_calls,
+            "sent": self.sent,
+            "answered": self.answered,
+            "answered_in_window": self.answered_in_window,
+            "late": self.late,
+            "errors": self.errors,
+            "dropped": self.dropped,
+            "latencies_ms": self.latencies_ms,
+            "lags_ms": self.lags_ms,
+            "window_cpu_s": self.window_cpu_s,
+            "cpu_s": usage.ru_utime + usage.ru_stime,
+            "maxrss_kib": usage.ru_maxrss,
+        }
 
 
 async def _amain(conn, gen: Generator) -> None:

@@ -26,7 +26,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 SUBPROTOCOL = "ocpp1.6"
@@ -49,12 +49,20 @@ def topology_nodes(chargers: int, site_size: int) -> list:
         site = f"site-{s:04d}"
         nodes.append(TopologyNode(node_id=site, site_id=site, kind="site", limit_kw=400))
         for p in range(PANELS_PER_SITE):
-            nodes.append(TopologyNode(node_id=f"{site}-p{p}", site_id=site, parent_id=site, kind="panel",
-                                      limit_kw=200))
+            nodes.append(TopologyNode(node_id=f"{site}-p{p}", site_id=site, parent_id=site, kind="panel", limit_kw=200))
     for i in range(chargers):
         site = f"site-{i // site_size:04d}"
-        nodes.append(TopologyNode(node_id=charger_id(i), site_id=site, parent_id=f"{site}-p{i % PANELS_PER_SITE}",
-                                  kind="charger", limit_kw=22, phases=3, voltage_v=230))
+        nodes.append(
+            TopologyNode(
+                node_id=charger_id(i),
+                site_id=site,
+                parent_id=f"{site}-p{i % PANELS_PER_SITE}",
+                kind="charger",
+                limit_kw=22,
+                phases=3,
+                voltage_v=230,
+            )
+        )
     return nodes
 
 
@@ -70,7 +78,7 @@ def _dropping_transport(seed: Sequence[tuple[str, str, bytes]]):
         async def getmany(self, timeout_s: float = 1.0, max_records: int = 1000) -> list[Record]:
             out: list[Record] = []
             for topic, pos in self._pos.items():
-                take = self._logs.get(topic, [])[pos: pos + max_records - len(out)]
+                take = self._logs.get(topic, [])[pos : pos + max_records - len(out)]
                 out.extend(take)
                 self._pos[topic] += len(take)
             if not out:
@@ -99,8 +107,9 @@ def _dropping_transport(seed: Sequence[tuple[str, str, bytes]]):
                 log = self._logs.setdefault(topic, [])
                 log.append(Record(topic, key, value, len(log), 0))
 
-        async def send(self, topic: str, key: str | None, value: bytes | None,
-                       headers: Sequence[tuple[str, bytes]] = ()) -> None:
+        async def send(
+            self, topic: str, key: str | None, value: bytes | None, headers: Sequence[tuple[str, bytes]] = ()
+        ) -> None:
             self.sent[topic] = self.sent.get(topic, 0) + 1
 
         async def consumer(self, topics: Iterable[str], group: str, from_beginning: bool = True) -> Consumer:
@@ -127,8 +136,10 @@ class _GcPauses:
         entry[2] = max(entry[2], ms)
 
     def summary(self) -> dict:
-        return {f"gen{g}": {"count": int(n), "total_ms": round(total, 1), "max_ms": round(longest, 1)}
-                for g, (n, total, longest) in sorted(self.by_generation.items())}
+        return {
+            f"gen{g}": {"count": int(n), "total_ms": round(total, 1), "max_ms": round(longest, 1)}
+            for g, (n, total, longest) in sorted(self.by_generation.items())
+        }
 
 
 class _CountingHandler(logging.Handler):
@@ -154,7 +165,7 @@ async def _wait_stop(conn) -> None:
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 async def _run_executor(conn, chargers: int, site_size: int) -> dict:
@@ -162,8 +173,9 @@ async def _run_executor(conn, chargers: int, site_size: int) -> dict:
     from pipeline.app.loop import start_loop
     from pipeline.contracts.topics import encode
 
-    transport = _dropping_transport([("site.topology", n.node_id, encode(n))
-                                     for n in topology_nodes(chargers, site_size)])
+    transport = _dropping_transport(
+        [("site.topology", n.node_id, encode(n)) for n in topology_nodes(chargers, site_size)]
+    )
     loop = await start_loop(transport, executor=ExecutorConfig(host="127.0.0.1", port=0, metrics=False))
     assert loop.executor is not None
     executor = loop.executor
@@ -171,8 +183,12 @@ async def _run_executor(conn, chargers: int, site_size: int) -> dict:
     gc.collect()
     conn.send(("ready", {"port": executor.port}))
     await _wait_stop(conn)
-    stats = {"published": dict(transport.sent), "calls": {f"{a}:{r}": n for (a, r), n in executor.stats.calls.items()},
-             "in_flight": executor.stats.in_flight, "failsafe": executor.stats.failsafe_activations}
+    stats = {
+        "published": dict(transport.sent),
+        "calls": {f"{a}:{r}": n for (a, r), n in executor.stats.calls.items()},
+        "in_flight": executor.stats.in_flight,
+        "failsafe": executor.stats.failsafe_activations,
+    }
     await loop.stop()
     return stats
 
@@ -200,8 +216,9 @@ async def _run_floor(conn, kind: str) -> dict:
 
             @on(Action.start_transaction)
             def _start(self, **_: Any):
-                return call_result.StartTransaction(transaction_id=next(tx_ids),
-                                                    id_tag_info=IdTagInfo(status="Accepted"))
+                return call_result.StartTransaction(
+                    transaction_id=next(tx_ids), id_tag_info=IdTagInfo(status="Accepted")
+                )
 
             @on(Action.heartbeat)
             def _heartbeat(self, **_: Any):
@@ -218,8 +235,13 @@ async def _run_floor(conn, kind: str) -> dict:
             except ConnectionClosed:
                 pass
     elif kind == "raw":
-        canned = {"BootNotification": None, "StatusNotification": "{}", "MeterValues": "{}", "Heartbeat": None,
-                  "StartTransaction": '{"transactionId": 1, "idTagInfo": {"status": "Accepted"}}'}
+        canned = {
+            "BootNotification": None,
+            "StatusNotification": "{}",
+            "MeterValues": "{}",
+            "Heartbeat": None,
+            "StartTransaction": '{"transactionId": 1, "idTagInfo": {"status": "Accepted"}}',
+        }
 
         async def handler(ws) -> None:
             try:

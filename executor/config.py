@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from executor.ocpp.station import RateUnit
@@ -45,8 +46,9 @@ class ExecutorConfig(BaseModel):
     group: str = Field("executor", min_length=1, description="consumer group of the setpoint and topology topics")
     call_timeout_s: float = Field(10.0, gt=0, description="wait this long for a charger's answer, s")
     heartbeat_interval_s: int = Field(300, ge=1, description="BootNotification interval (1.6 4.2, 2.0.1 B01), s")
-    charging_rate_unit: RateUnit = Field("A", description="preferred chargingRateUnit (the other one if the "
-                                                          "charger accepts only that)")
+    charging_rate_unit: RateUnit = Field(
+        "A", description="preferred chargingRateUnit (the other one if the charger accepts only that)"
+    )
     deadband_a: float = Field(0.1, ge=0, description="skip increases smaller than this, A")
     ev_response_lag_s: float = Field(10.0, ge=0, description="a cut is trusted this long after its ack, s")
     increase_debounce_s: float = Field(1.0, ge=0, description="an increase waits this long unchanged, s")

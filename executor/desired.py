@@ -14,10 +14,9 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from pipeline.contracts.topics import SetpointCommand
-
 from executor.dispatch_log import decision
 from executor.metrics import ExecutorStats
+from pipeline.contracts.topics import SetpointCommand
 
 __all__ = ["COMMANDS_TOPIC", "Slot", "SetpointTable"]
 
@@ -77,8 +76,9 @@ class SetpointTable:
         return None if found is None else found[1]
 
     @staticmethod
-    def _newest(limits: dict[str, tuple[datetime, float | None]], key: str | None, at: datetime,
-                kw: float | None) -> None:
+    def _newest(
+        limits: dict[str, tuple[datetime, float | None]], key: str | None, at: datetime, kw: float | None
+    ) -> None:
         """Keep the newest limit per key; a newer record without a limit makes it unknown (``None``)."""
         if key is None:
             return
@@ -86,8 +86,9 @@ class SetpointTable:
         if current is None or at >= current[0]:
             limits[key] = (at, kw)
 
-    def apply(self, key: str | None, command: SetpointCommand | None, now: datetime | None = None,
-              count: bool = True) -> str | None:
+    def apply(
+        self, key: str | None, command: SetpointCommand | None, now: datetime | None = None, count: bool = True
+    ) -> str | None:
         """Apply one decoded ``ocpp.setpoint.commands`` record; returns the charger to wake, if any.
 
         ``now`` (clock) stamps a changed value for the increase debounce; ``count=False`` (the start-up
@@ -102,20 +103,34 @@ class SetpointTable:
         if current is not None:
             if command.computed_at < current.computed_at:
                 self._stats.stale()
-                log.debug("stale setpoint for %s ignored (%s < %s)", command.session_id,
-                          command.computed_at, current.computed_at)
+                log.debug(
+                    "stale setpoint for %s ignored (%s < %s)",
+                    command.session_id,
+                    command.computed_at,
+                    current.computed_at,
+                )
                 return None
             if command == current:
                 return None
             if slot.pending and count:
                 self._stats.collapsed()
-                decision(command.charge_point_id, "collapsed", "connector %s: setpoint %s A replaces %s A (not sent)",
-                         command.connector_id, command.setpoint_a, current.setpoint_a,
-                         connector_id=command.connector_id, setpoint_a=command.setpoint_a)
+                decision(
+                    command.charge_point_id,
+                    "collapsed",
+                    "connector %s: setpoint %s A replaces %s A (not sent)",
+                    command.connector_id,
+                    command.setpoint_a,
+                    current.setpoint_a,
+                    connector_id=command.connector_id,
+                    setpoint_a=command.setpoint_a,
+                )
         if current is not None and current.session_id != command.session_id:
             self._by_session.pop(current.session_id, None)
         if current is None or (current.setpoint_a, current.setpoint_kw, current.transaction_id) != (
-                command.setpoint_a, command.setpoint_kw, command.transaction_id):
+            command.setpoint_a,
+            command.setpoint_kw,
+            command.transaction_id,
+        ):
             slot.changed_at = now or command.computed_at
             slot.received_mono = time.monotonic()
         slot.command = command

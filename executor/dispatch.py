@@ -34,13 +34,12 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from websockets.exceptions import ConnectionClosed
-
-from pipeline.contracts.topics import SetpointAck, SetpointCommand
 
 from executor.config import ExecutorConfig
 from executor.desired import SetpointTable, Slot
@@ -49,6 +48,7 @@ from executor.ledger import Ledger
 from executor.metrics import ExecutorStats
 from executor.ocpp.station import CallOutcome, ClearRequest, ProfileRequest, RateUnit, Station
 from executor.topology import Topology
+from pipeline.contracts.topics import SetpointAck, SetpointCommand
 
 __all__ = ["ACKS_TOPIC", "ChargerDispatcher", "DispatchContext", "profile_id_for"]
 
@@ -136,8 +136,9 @@ class ChargerDispatcher:
     def idle(self, now: datetime) -> bool:
         """Asleep, and nothing it sleeps towards is due at ``now`` (clock) or now (monotonic)."""
         clock_at, real_at = self._due
-        return not self.busy and (clock_at is None or clock_at > now) and (
-            real_at is None or real_at > time.monotonic())
+        return (
+            not self.busy and (clock_at is None or clock_at > now) and (real_at is None or real_at > time.monotonic())
+        )
 
     def rebooted(self) -> None:
         """A BootNotification on this connection: profiles may be gone, install everything again."""
@@ -223,8 +224,9 @@ class ChargerDispatcher:
         limit = floor01(kw * 1000.0)
         return limit, limit / 1000.0
 
-    def desired_limit(self, command: SetpointCommand, stale: bool, safe_kw: float | None,
-                      connectors: int) -> tuple[float, float]:
+    def desired_limit(
+        self, command: SetpointCommand, stale: bool, safe_kw: float | None, connectors: int
+    ) -> tuple[float, float]:
         """The TxProfile limit for a command, ``(limit in unit, kW)``: ``setpoint_a`` or ``setpoint_kw`` x
         1000 rounded down to 0.1; when the setpoint is older than the TTL, at most the safe share per
         connector (0 if that is below the floor: never between 0 and the floor)."""
@@ -293,8 +295,11 @@ class ChargerDispatcher:
             held = self._sent.get(key)
             in_force = ctx.ledger.in_force_kw(cp, connector_id)
             increase = kw > in_force + 1e-6
-            if held is not None and held[0] == command.transaction_id and (
-                    held[1] == limit or (increase and self._within_deadband(held[1], limit, command))):
+            if (
+                held is not None
+                and held[0] == command.transaction_id
+                and (held[1] == limit or (increase and self._within_deadband(held[1], limit, command)))
+            ):
                 if slot.pending and held[1] != limit:
                     deadband_skipped(cp, connector_id, held[1], limit, self.unit)
                 slot.pending = False
@@ -302,8 +307,15 @@ class ChargerDispatcher:
             if not self._retry_gate(key, value, real):
                 continue
             request = ProfileRequest(
-                purpose="Tx", connector_id=connector_id, profile_id=profile_id_for(connector_id), stack_level=1,
-                limit=limit, unit=self.unit, number_phases=command.phases, transaction_id=command.transaction_id)
+                purpose="Tx",
+                connector_id=connector_id,
+                profile_id=profile_id_for(connector_id),
+                stack_level=1,
+                limit=limit,
+                unit=self.unit,
+                number_phases=command.phases,
+                transaction_id=command.transaction_id,
+            )
             job = _Job(key, request, kw, command, slot, "ttl_fallback" if stale else "increase")
             if not increase:
                 job.reason = job.reason if stale else "decrease" if kw < in_force - 1e-6 else "resend"
@@ -323,14 +335,21 @@ class ChargerDispatcher:
             increases.append((kw - in_force, job))
         if stale_any and not self._stale:
             ctx.stats.failsafe("stale")
-            log.warning("%s: setpoints older than %ss: falling back to the safe share", cp, ttl,
-                        extra={"charge_point_id": cp, "reason": "ttl_expired"})
+            log.warning(
+                "%s: setpoints older than %ss: falling back to the safe share",
+                cp,
+                ttl,
+                extra={"charge_point_id": cp, "reason": "ttl_expired"},
+            )
         self._stale = stale_any
         station = self._station_jobs(safe_kw, info, phases, voltage, stale_any, now, clock, real)
         self.release_at = min(release) if release else None
         clock += release
-        order = ([j for _, j in sorted(decreases, key=lambda d: d[0])] + station
-                 + [j for _, j in sorted(increases, key=lambda d: -d[0])])
+        order = (
+            [j for _, j in sorted(decreases, key=lambda d: d[0])]
+            + station
+            + [j for _, j in sorted(increases, key=lambda d: -d[0])]
+        )
         return (order[0] if order else None), (min(clock) if clock else None), (min(real) if real else None)
 
     def _within_deadband(self, held: float, wanted: float, command: SetpointCommand) -> bool:
@@ -348,8 +367,17 @@ class ChargerDispatcher:
             return None
         return _Job(key, ClearRequest(profile_id_for(connector_id), connector_id), reason="clear_tx")
 
-    def _station_jobs(self, safe_kw: float | None, info, phases: int, voltage: float, stale: bool,
-                      now: datetime, clock: list[datetime], real: list[float]) -> list[_Job]:
+    def _station_jobs(
+        self,
+        safe_kw: float | None,
+        info,
+        phases: int,
+        voltage: float,
+        stale: bool,
+        now: datetime,
+        clock: list[datetime],
+        real: list[float],
+    ) -> list[_Job]:
         """Fail-safe station maximum and TxDefaultProfile, then clearing or renewing the lift."""
         if safe_kw is None or info is None:
             return []
@@ -358,12 +386,18 @@ class ChargerDispatcher:
         safe_limit, _ = self._to_unit(safe_kw, phases, voltage)
         floor_limit = FLOOR_A if self.unit == "A" else floor01(FLOOR_A * phases * voltage)
         wanted = [
-            (("StationMax", 0), ProfileRequest("StationMax", 0, STATION_MAX_ID, 0, safe_limit, self.unit, phases,
-                                               start_schedule=anchor)),
+            (
+                ("StationMax", 0),
+                ProfileRequest(
+                    "StationMax", 0, STATION_MAX_ID, 0, safe_limit, self.unit, phases, start_schedule=anchor
+                ),
+            ),
             (("TxDefault", 0), ProfileRequest("TxDefault", 0, TX_DEFAULT_ID, 0, floor_limit, self.unit, phases)),
         ]
         for key, request in wanted:
-            if self._sent.get(key) != (request.limit, self.unit) and self._retry_gate(key, (request.limit, self.unit), real):
+            if self._sent.get(key) != (request.limit, self.unit) and self._retry_gate(
+                key, (request.limit, self.unit), real
+            ):
                 jobs.append(_Job(key, request, reason="failsafe"))
         ttl = self._ctx.config.setpoint_ttl_s
         lift = self._sent.get(("Lift", 0))
@@ -379,8 +413,17 @@ class ChargerDispatcher:
             renew_at = lift[2] + timedelta(seconds=ttl / 2)
         if not isinstance(lift, tuple) or lift[:2] != (rating_limit, self.unit) or (renew_at and now >= renew_at):
             valid_to = None if ttl is None else now + timedelta(seconds=ttl)
-            request = ProfileRequest("StationMax", 0, STATION_LIFT_ID, 1, rating_limit, self.unit, phases,
-                                     start_schedule=anchor, valid_to=valid_to)
+            request = ProfileRequest(
+                "StationMax",
+                0,
+                STATION_LIFT_ID,
+                1,
+                rating_limit,
+                self.unit,
+                phases,
+                start_schedule=anchor,
+                valid_to=valid_to,
+            )
             if self._retry_gate(("Lift", 0), (rating_limit, self.unit), real):
                 jobs.append(_Job(("Lift", 0), request, reason="lift"))
         elif renew_at is not None:
@@ -412,8 +455,9 @@ class ChargerDispatcher:
         except BaseException:
             ctx.stats.call_abandoned()
             if is_tx:
-                ctx.ledger.answered(cp, request.connector_id, request.transaction_id, job.kw or 0.0, "Lost",
-                                    ctx.clock.now())
+                ctx.ledger.answered(
+                    cp, request.connector_id, request.transaction_id, job.kw or 0.0, "Lost", ctx.clock.now()
+                )
                 ctx.changed(cp)
             raise
         now = ctx.clock.now()
@@ -423,9 +467,17 @@ class ChargerDispatcher:
         ctx.changed(cp)
         if outcome.status != "Accepted":
             what = f"{label} connector {request.connector_id}" + (
-                f" {request.limit}{request.unit}" if isinstance(request, ProfileRequest) else "")
-            log.warning("%s: %s %s: %s %s", cp, action, what, outcome.status, outcome.error or "",
-                        extra={"charge_point_id": cp, "action": action, "status": outcome.status})
+                f" {request.limit}{request.unit}" if isinstance(request, ProfileRequest) else ""
+            )
+            log.warning(
+                "%s: %s %s: %s %s",
+                cp,
+                action,
+                what,
+                outcome.status,
+                outcome.error or "",
+                extra={"charge_point_id": cp, "action": action, "status": outcome.status},
+            )
         await self._ack(job, outcome, action, sent_at, None if outcome.status == "Timeout" else now)
 
     def _record(self, job: _Job, outcome: CallOutcome, now: datetime) -> None:
@@ -436,15 +488,19 @@ class ChargerDispatcher:
         if outcome.status != "Accepted":
             value: Any = None
             if isinstance(request, ProfileRequest):
-                value = (request.transaction_id, request.limit, request.unit) if kind == "Tx" else (
-                    request.limit, request.unit)
+                value = (
+                    (request.transaction_id, request.limit, request.unit)
+                    if kind == "Tx"
+                    else (request.limit, request.unit)
+                )
             elif kind == "ClearTx":
                 value = ctx.table.slot(cp, request.connector_id).cleared_tx
             previous = self._retries.get(job.key)
             failures = previous.failures + 1 if previous is not None and previous.value == value else 1
             delay = min(ctx.config.retry_max_s, ctx.config.retry_initial_s * 2 ** (failures - 1))
             unsupported = outcome.status == "NotSupported" or (outcome.error or "").startswith(
-                ("NotImplemented", "NotSupported"))
+                ("NotImplemented", "NotSupported")
+            )
             self._retries[job.key] = _Retry(value, failures, time.monotonic() + delay, retryable=not unsupported)
             retry_scheduled(cp, kind, request.connector_id, outcome.status, failures, None if unsupported else delay)
             return
@@ -472,19 +528,26 @@ class ChargerDispatcher:
         info = self._ctx.topology.charger(self.charge_point_id)
         return info.voltage_v if info is not None else 230.0
 
-    async def _ack(self, job: _Job, outcome: CallOutcome, action: str, sent_at: datetime,
-                   answered_at: datetime | None) -> None:
+    async def _ack(
+        self, job: _Job, outcome: CallOutcome, action: str, sent_at: datetime, answered_at: datetime | None
+    ) -> None:
         request, command = job.request, job.command
         is_set = isinstance(request, ProfileRequest)
-        purpose = {"Lift": "StationMaxLift", "ClearLift": "StationMaxLift", "ClearTx": "Tx"}.get(
-            job.key[0], job.key[0])
+        purpose = {"Lift": "StationMaxLift", "ClearLift": "StationMaxLift", "ClearTx": "Tx"}.get(job.key[0], job.key[0])
         ack = SetpointAck(
-            charge_point_id=self.charge_point_id, connector_id=request.connector_id or 0,
-            session_id=command.session_id if command is not None else None, action=action, purpose=purpose,
+            charge_point_id=self.charge_point_id,
+            connector_id=request.connector_id or 0,
+            session_id=command.session_id if command is not None else None,
+            action=action,
+            purpose=purpose,
             setpoint_kw=command.setpoint_kw if command is not None else None,
-            limit=request.limit if is_set else None, charging_rate_unit=request.unit if is_set else None,
-            status=outcome.status, error=outcome.error, computed_at=command.computed_at if command else None,
-            sent_at=sent_at, answered_at=answered_at,
+            limit=request.limit if is_set else None,
+            charging_rate_unit=request.unit if is_set else None,
+            status=outcome.status,
+            error=outcome.error,
+            computed_at=command.computed_at if command else None,
+            sent_at=sent_at,
+            answered_at=answered_at,
         )
         try:
             await self._ctx.publish_ack(ack)

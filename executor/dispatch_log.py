@@ -31,8 +31,16 @@ from typing import Any
 from executor.ledger import Blocked
 from executor.ocpp.station import CallOutcome, ClearRequest, ProfileRequest
 
-__all__ = ["call_answered", "call_sent", "deadband_skipped", "decision", "held_back", "hold", "retry_scheduled",
-           "why_blocked"]
+__all__ = [
+    "call_answered",
+    "call_sent",
+    "deadband_skipped",
+    "decision",
+    "held_back",
+    "hold",
+    "retry_scheduled",
+    "why_blocked",
+]
 
 log = logging.getLogger("executor.dispatch")
 
@@ -41,8 +49,12 @@ def decision(charge_point_id: str, reason: str, text: str, *args: Any, **fields:
     """One DEBUG record ``"<charge_point_id>: <text % args>"`` with ``charge_point_id``, ``reason`` and
     ``fields`` as extras (plain values only: they are serialised as they are)."""
     if log.isEnabledFor(logging.DEBUG):
-        log.debug("%s: " + text, charge_point_id, *args,
-                  extra={"charge_point_id": charge_point_id, "reason": reason, **fields})
+        log.debug(
+            "%s: " + text,
+            charge_point_id,
+            *args,
+            extra={"charge_point_id": charge_point_id, "reason": reason, **fields},
+        )
 
 
 def why_blocked(blocked: Blocked) -> str:
@@ -54,8 +66,14 @@ def why_blocked(blocked: Blocked) -> str:
     return f"{wait}: {blocked.level} {blocked.group} {blocked.needed_kw:.3f} > {blocked.limit_kw:.3f} kW"
 
 
-def hold(charge_point_id: str, held: dict[int, str], previous: dict[int, str], connector_id: int, why: str,
-         blocked: Blocked | None = None) -> None:
+def hold(
+    charge_point_id: str,
+    held: dict[int, str],
+    previous: dict[int, str],
+    connector_id: int,
+    why: str,
+    blocked: Blocked | None = None,
+) -> None:
     """Hold an increase on ``connector_id`` back: ``held[connector_id] = why`` (the dispatcher's
     ``held_back``), logged when ``previous`` (the last plan's) did not hold it for the same reason."""
     held[connector_id] = why
@@ -69,34 +87,67 @@ def held_back(charge_point_id: str, connector_id: int, why: str, blocked: Blocke
         return
     fields: dict[str, Any] = {"connector_id": connector_id, "wait": why.split(":", 1)[0]}
     if blocked is not None:
-        fields.update(limit_scope=blocked.level, limit_id=blocked.group, needed_kw=round(blocked.needed_kw, 3),
-                      limit_kw=round(blocked.limit_kw, 3))
+        fields.update(
+            limit_scope=blocked.level,
+            limit_id=blocked.group,
+            needed_kw=round(blocked.needed_kw, 3),
+            limit_kw=round(blocked.limit_kw, 3),
+        )
     decision(charge_point_id, "held_back", "connector %s: increase held back (%s)", connector_id, why, **fields)
 
 
 def deadband_skipped(charge_point_id: str, connector_id: int, held: float, wanted: float, unit: str) -> None:
     """An increase from ``held`` to ``wanted`` (in ``unit``) is within the deadband and not sent."""
-    decision(charge_point_id, "deadband", "connector %s: %s -> %s%s is within the deadband", connector_id, held,
-             wanted, unit, connector_id=connector_id, limit=wanted, held=held, unit=unit)
+    decision(
+        charge_point_id,
+        "deadband",
+        "connector %s: %s -> %s%s is within the deadband",
+        connector_id,
+        held,
+        wanted,
+        unit,
+        connector_id=connector_id,
+        limit=wanted,
+        held=held,
+        unit=unit,
+    )
 
 
-def retry_scheduled(charge_point_id: str, kind: str, connector_id: int | None, status: str, failures: int,
-                    delay_s: float | None) -> None:
+def retry_scheduled(
+    charge_point_id: str, kind: str, connector_id: int | None, status: str, failures: int, delay_s: float | None
+) -> None:
     """A call failed for the ``failures``-th time; it is retried after ``delay_s`` real seconds, or never
     (``None``: the charger does not support it)."""
     if not log.isEnabledFor(logging.DEBUG):
         return
     then = "not retried" if delay_s is None else f"retry in {delay_s:g}s"
-    decision(charge_point_id, "not_retried" if delay_s is None else "retry", "%s connector %s: %s, failure %d, %s",
-             kind, connector_id, status, failures, then, connector_id=connector_id, status=status,
-             failures=failures, delay_s=delay_s)
+    decision(
+        charge_point_id,
+        "not_retried" if delay_s is None else "retry",
+        "%s connector %s: %s, failure %d, %s",
+        kind,
+        connector_id,
+        status,
+        failures,
+        then,
+        connector_id=connector_id,
+        status=status,
+        failures=failures,
+        delay_s=delay_s,
+    )
 
 
 def _summary(request: ProfileRequest | ClearRequest | None) -> dict[str, Any]:
     if isinstance(request, ProfileRequest):
-        return {"connector_id": request.connector_id, "purpose": request.purpose, "limit": request.limit,
-                "unit": request.unit, "stack_level": request.stack_level, "profile_id": request.profile_id,
-                "transaction_id": request.transaction_id}
+        return {
+            "connector_id": request.connector_id,
+            "purpose": request.purpose,
+            "limit": request.limit,
+            "unit": request.unit,
+            "stack_level": request.stack_level,
+            "profile_id": request.profile_id,
+            "transaction_id": request.transaction_id,
+        }
     if isinstance(request, ClearRequest):
         return {"connector_id": request.connector_id, "profile_id": request.profile_id}
     return {}
@@ -118,15 +169,33 @@ def call_sent(charge_point_id: str, action: str, request: ProfileRequest | Clear
     decision(charge_point_id, reason, "%s%s (%s)", action, _what(fields), reason, action=action, **fields)
 
 
-def call_answered(charge_point_id: str, action: str, request: ProfileRequest | ClearRequest | None,
-                  outcome: CallOutcome | str, duration_s: float) -> None:
+def call_answered(
+    charge_point_id: str,
+    action: str,
+    request: ProfileRequest | ClearRequest | None,
+    outcome: CallOutcome | str,
+    duration_s: float,
+) -> None:
     """The charger answered ``action`` (or it timed out) after ``duration_s`` real seconds."""
     if not log.isEnabledFor(logging.DEBUG):
         return
     status = outcome.status if isinstance(outcome, CallOutcome) else outcome
     error = outcome.error if isinstance(outcome, CallOutcome) else None
     fields = _summary(request)
-    log.debug("%s: %s%s answered %s%s in %.1f ms", charge_point_id, action, _what(fields), status,
-              f" ({error})" if error else "", duration_s * 1000.0,
-              extra={"charge_point_id": charge_point_id, "action": action, "status": status, "error": error,
-                     "duration_ms": round(duration_s * 1000.0, 3), **fields})
+    log.debug(
+        "%s: %s%s answered %s%s in %.1f ms",
+        charge_point_id,
+        action,
+        _what(fields),
+        status,
+        f" ({error})" if error else "",
+        duration_s * 1000.0,
+        extra={
+            "charge_point_id": charge_point_id,
+            "action": action,
+            "status": status,
+            "error": error,
+            "duration_ms": round(duration_s * 1000.0, 3),
+            **fields,
+        },
+    )

@@ -23,9 +23,9 @@ A transaction that ended draws nothing. Unmanaged chargers are not counted (thei
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable
 
 from executor.topology import Topology
 
@@ -69,8 +69,13 @@ class Ledger:
     ``node_limit`` and ``site_limit`` map a node or site id to its newest EV headroom (kW) or ``None``.
     """
 
-    def __init__(self, topology: Topology, node_limit: Callable[[str | None], float | None],
-                 site_limit: Callable[[str | None], float | None], lag_s: float) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        node_limit: Callable[[str | None], float | None],
+        site_limit: Callable[[str | None], float | None],
+        lag_s: float,
+    ) -> None:
         self._topology = topology
         self._node_limit = node_limit
         self._site_limit = site_limit
@@ -96,8 +101,15 @@ class Ledger:
             if not connectors:
                 del self._of_charger[cp]
 
-    def recover_in_force(self, cp: str, connector_id: int, transaction_id: str, kw: float, certain: bool,
-                         answered_at: datetime | None = None) -> None:
+    def recover_in_force(
+        self,
+        cp: str,
+        connector_id: int,
+        transaction_id: str,
+        kw: float,
+        certain: bool,
+        answered_at: datetime | None = None,
+    ) -> None:
         """Restore what a previous run knew (its acks, in order): ``certain`` is an Accepted limit, else a
         maybe. A cut acknowledged at ``answered_at`` cools from then, as it would have in that run, so a
         restart inside the EV response lag does not spend headroom the EV has not yet freed."""
@@ -120,8 +132,7 @@ class Ledger:
         if c is not None:
             c.in_flight_kw = kw
 
-    def answered(self, cp: str, connector_id: int, transaction_id: str, kw: float, status: str,
-                 now: datetime) -> None:
+    def answered(self, cp: str, connector_id: int, transaction_id: str, kw: float, status: str, now: datetime) -> None:
         """The charger answered a TxProfile call; ``status`` as in :class:`executor.ocpp.station.CallOutcome`,
         or ``"Lost"`` when the connection dropped with the call in flight."""
         c = self._connectors.get((cp, connector_id))

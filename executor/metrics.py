@@ -54,45 +54,72 @@ class ExecutorStats:
         self.connected = 0
         self.in_flight = 0
         self.held_back = 0
-        self._connected = Gauge(
-            "ocpp_connected_chargers", "Chargers with a live OCPP connection", registry=registry)
+        self._connected = Gauge("ocpp_connected_chargers", "Chargers with a live OCPP connection", registry=registry)
         self._calls = Counter(
-            "ocpp_calls", "OCPP calls made to chargers, by action and result", ["action", "result"],
+            "ocpp_calls",
+            "OCPP calls made to chargers, by action and result",
+            ["action", "result"],
             registry=registry,
         )
         self._duration = Histogram(
-            "ocpp_call_duration_seconds", "Round trip of OCPP calls to chargers", ["action"],
-            buckets=_LATENCY_BUCKETS, registry=registry)
+            "ocpp_call_duration_seconds",
+            "Round trip of OCPP calls to chargers",
+            ["action"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
         self._profiles = Counter(
-            "executor_profiles", "Charging profiles sent, by purpose and result", ["purpose", "result"],
-            registry=registry)
+            "executor_profiles",
+            "Charging profiles sent, by purpose and result",
+            ["purpose", "result"],
+            registry=registry,
+        )
         self._in_flight = Gauge("ocpp_calls_in_flight", "OCPP calls awaiting an answer", registry=registry)
         self._collapsed = Counter(
-            "executor_setpoint_updates_collapsed", "Desired setpoints superseded before they were sent",
+            "executor_setpoint_updates_collapsed",
+            "Desired setpoints superseded before they were sent",
             registry=registry,
         )
         self._stale = Counter(
-            "executor_setpoints_stale", "Setpoint records ignored for an older computed_at", registry=registry)
+            "executor_setpoints_stale", "Setpoint records ignored for an older computed_at", registry=registry
+        )
         self._latency = Histogram(
-            "executor_dispatch_latency_seconds", "From a setpoint's arrival to the charger accepting it",
-            buckets=_LATENCY_BUCKETS, registry=registry)
+            "executor_dispatch_latency_seconds",
+            "From a setpoint's arrival to the charger accepting it",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
         self._failsafe = Counter(
-            "executor_failsafe_activations", "Safe-share station maxima put in force, by reason", ["reason"],
-            registry=registry)
-        self._held = Gauge(
-            "executor_increases_held_back", "Connectors whose increase is waiting", registry=registry)
+            "executor_failsafe_activations",
+            "Safe-share station maxima put in force, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self._held = Gauge("executor_increases_held_back", "Connectors whose increase is waiting", registry=registry)
         self._refused = Counter(
-            "ocpp_connections_refused", "Websocket upgrades refused before OCPP, by reason", ["reason"],
-            registry=registry)
+            "ocpp_connections_refused",
+            "Websocket upgrades refused before OCPP, by reason",
+            ["reason"],
+            registry=registry,
+        )
         self._outbox_depth = Gauge(
-            "executor_outbox_records", "Records waiting in the outbox for the transport, by topic", ["topic"],
-            registry=registry)
+            "executor_outbox_records",
+            "Records waiting in the outbox for the transport, by topic",
+            ["topic"],
+            registry=registry,
+        )
         self._outbox_overflow = Counter(
-            "executor_outbox_overflow", "Records the outbox dropped (bound reached, or left at shutdown), by topic",
-            ["topic"], registry=registry)
+            "executor_outbox_overflow",
+            "Records the outbox dropped (bound reached, or left at shutdown), by topic",
+            ["topic"],
+            registry=registry,
+        )
         self._outbox_coalesced = Counter(
-            "executor_outbox_coalesced", "Upserts replaced in the outbox by a newer record of the same key",
-            ["topic"], registry=registry)
+            "executor_outbox_coalesced",
+            "Upserts replaced in the outbox by a newer record of the same key",
+            ["topic"],
+            registry=registry,
+        )
 
     def set_connected(self, count: int) -> None:
         self.connected = count

@@ -140,10 +140,19 @@ class Outbox:
     :func:`pipeline.transport.publish`.
     """
 
-    def __init__(self, transport: Transport, *, limit: int = 100_000, stats: OutboxStats | None = None,
-                 batch: int = 500, retry_initial_s: float = 0.1, retry_max_s: float = 5.0,
-                 send_timeout_s: float = 60.0, log_every_s: float = 60.0,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        limit: int = 100_000,
+        stats: OutboxStats | None = None,
+        batch: int = 500,
+        retry_initial_s: float = 0.1,
+        retry_max_s: float = 5.0,
+        send_timeout_s: float = 60.0,
+        log_every_s: float = 60.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         if limit < 1:
             raise ValueError(f"outbox limit must be at least 1, not {limit}")
         self.transport = transport
@@ -259,8 +268,11 @@ class Outbox:
                 buffer.take(n)
                 self._depth(topic)
         if left:
-            log.error("outbox closed with %d records undelivered (the transport did not take them within %gs)",
-                      left, timeout_s)
+            log.error(
+                "outbox closed with %d records undelivered (the transport did not take them within %gs)",
+                left,
+                timeout_s,
+            )
         return left
 
     # -- draining --------------------------------------------------------------------------------------
@@ -271,7 +283,8 @@ class Outbox:
             self._work.clear()
             while any(len(b) for b in self._buffers.values()):
                 async for attempt in AsyncRetrying(
-                    retry=retry_if_exception_type(Exception), before_sleep=self._attempt_failed,
+                    retry=retry_if_exception_type(Exception),
+                    before_sleep=self._attempt_failed,
                     wait=wait_exponential(multiplier=self.retry_initial_s, max=self.retry_max_s)
                     + wait_random(0, self.retry_initial_s),
                 ):
@@ -298,7 +311,7 @@ class Outbox:
             buffer.give_back(items)
             self._depth(topic)
             raise
-        failed = [item for item, res in zip(items, results) if isinstance(res, BaseException)]
+        failed = [item for item, res in zip(items, results, strict=True) if isinstance(res, BaseException)]
         self.delivered += len(items) - len(failed)
         if failed:
             buffer.give_back(failed)
@@ -339,9 +352,12 @@ class Outbox:
         self._overflow_unlogged += n
         now = self._now()
         if self._last_overflow_log is None or now - self._last_overflow_log >= self.log_every_s:
-            log.warning("outbox full (%d records per topic): %d records dropped since the last report "
-                        "(%s)", self.limit, self._overflow_unlogged,
-                        ", ".join(f"{t}: {c} in all" for t, c in sorted(self.overflowed.items())))
+            log.warning(
+                "outbox full (%d records per topic): %d records dropped since the last report (%s)",
+                self.limit,
+                self._overflow_unlogged,
+                ", ".join(f"{t}: {c} in all" for t, c in sorted(self.overflowed.items())),
+            )
             self._last_overflow_log = now
             self._overflow_unlogged = 0
 
@@ -352,17 +368,27 @@ class Outbox:
         self._failures += 1
         if self._failing_since is None:
             self._failing_since = self._last_summary = now
-            log.warning("publishing failed (%s); %d records wait in the outbox, retrying with back-off",
-                        reason, self.depth)
+            log.warning(
+                "publishing failed (%s); %d records wait in the outbox, retrying with back-off", reason, self.depth
+            )
         elif now - self._last_summary >= self.log_every_s:
             self._last_summary = now
-            log.warning("publishing has failed for %.0fs (%d attempts; last: %s); %d records wait, %d dropped",
-                        now - self._failing_since, self._failures, reason, self.depth,
-                        sum(self.overflowed.values()))
+            log.warning(
+                "publishing has failed for %.0fs (%d attempts; last: %s); %d records wait, %d dropped",
+                now - self._failing_since,
+                self._failures,
+                reason,
+                self.depth,
+                sum(self.overflowed.values()),
+            )
 
     def _delivering(self) -> None:
         if self._failing_since is not None:
-            log.warning("publishing works again after %.0fs (%d failed attempts); %d records wait",
-                        self._now() - self._failing_since, self._failures, self.depth)
+            log.warning(
+                "publishing works again after %.0fs (%d failed attempts); %d records wait",
+                self._now() - self._failing_since,
+                self._failures,
+                self.depth,
+            )
             self._failing_since = None
             self._failures = 0

@@ -20,22 +20,21 @@ from datetime import datetime
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from pipeline.contracts.clock import Clock, SystemClock
-from pipeline.contracts.topics import ActiveSession, SetpointAck, decode
-from pipeline.transport import Consumer, Record, Transport, decode_or_dead_letter
-
-from executor.ocpp import v16, v201
-from executor.ocpp.auth import Authenticator
-from executor.desired import COMMANDS_TOPIC, SetpointTable
 from executor.config import ExecutorConfig
+from executor.desired import COMMANDS_TOPIC, SetpointTable
 from executor.dispatch import ACKS_TOPIC, ChargerDispatcher, DispatchContext
 from executor.ledger import Ledger
 from executor.metrics import ExecutorStats
-from executor.outbox import Outbox
+from executor.ocpp import v16, v201
+from executor.ocpp.auth import Authenticator
 from executor.ocpp.server import HttpEndpoints, OcppServer, server_tls_context
-from executor.sessions import SESSIONS_TOPIC, Sessions
 from executor.ocpp.station import MeterSample, Station, StationFactory, StationOptions
+from executor.outbox import Outbox
+from executor.sessions import SESSIONS_TOPIC, Sessions
 from executor.topology import Topology
+from pipeline.contracts.clock import Clock, SystemClock
+from pipeline.contracts.topics import ActiveSession, SetpointAck, decode
+from pipeline.transport import Consumer, Record, Transport, decode_or_dead_letter
 
 __all__ = ["Executor", "ExecutorConfig", "PROTOCOLS"]
 
@@ -62,8 +61,14 @@ class _Events:
         if dispatcher is not None:
             dispatcher.rebooted()
 
-    async def on_start_transaction(self, charge_point_id: str, connector_id: int, meter_start_kwh: float | None,
-                                   timestamp: datetime, transaction_id: str | None = None) -> str:
+    async def on_start_transaction(
+        self,
+        charge_point_id: str,
+        connector_id: int,
+        meter_start_kwh: float | None,
+        timestamp: datetime,
+        transaction_id: str | None = None,
+    ) -> str:
         tx = await self._x._sessions.start(charge_point_id, connector_id, meter_start_kwh, timestamp, transaction_id)
         self._x._ledger.transaction_started(charge_point_id, connector_id, tx)
         self._x._changed(charge_point_id)
@@ -73,8 +78,9 @@ class _Events:
         if self._x._sessions.confirm(charge_point_id, transaction_id) is not None:
             self._x._wake(charge_point_id)
 
-    async def on_meter_values(self, charge_point_id: str, connector_id: int, transaction_id: str | None,
-                              samples: list[MeterSample]) -> None:
+    async def on_meter_values(
+        self, charge_point_id: str, connector_id: int, transaction_id: str | None, samples: list[MeterSample]
+    ) -> None:
         await self._x._sessions.meter(charge_point_id, connector_id, transaction_id, samples)
 
     async def on_stop_transaction(self, charge_point_id: str, transaction_id: str, timestamp: datetime) -> None:
@@ -120,27 +126,46 @@ class Executor:
         self._outbox_drain_s = config.outbox_drain_s
         self._sessions = Sessions(self.outbox, self._topology)
         self._setpoints = SetpointTable(self.stats)
-        self._ledger = Ledger(self._topology, self._setpoints.node_limit_kw, self._setpoints.site_limit_kw,
-                              config.ev_response_lag_s)
+        self._ledger = Ledger(
+            self._topology, self._setpoints.node_limit_kw, self._setpoints.site_limit_kw, config.ev_response_lag_s
+        )
         self._ctx = DispatchContext(
-            table=self._setpoints, ledger=self._ledger, topology=self._topology,
-            active_transaction=self._sessions.active_transaction, publish_ack=self._publish_ack,
-            changed=self._changed, clock=self.clock, stats=self.stats, config=config,
+            table=self._setpoints,
+            ledger=self._ledger,
+            topology=self._topology,
+            active_transaction=self._sessions.active_transaction,
+            publish_ack=self._publish_ack,
+            changed=self._changed,
+            clock=self.clock,
+            stats=self.stats,
+            config=config,
         )
         authenticator = None if config.credentials is None else Authenticator(config.credentials)
         context = None
         if config.tls_certfile is not None and config.tls_keyfile is not None:
-            context = server_tls_context(str(config.tls_certfile), str(config.tls_keyfile),
-                                         None if config.tls_client_cafile is None else str(config.tls_client_cafile))
-        options = StationOptions(call_timeout_s=config.call_timeout_s,
-                                 heartbeat_interval_s=config.heartbeat_interval_s, clock=self.clock)
+            context = server_tls_context(
+                str(config.tls_certfile),
+                str(config.tls_keyfile),
+                None if config.tls_client_cafile is None else str(config.tls_client_cafile),
+            )
+        options = StationOptions(
+            call_timeout_s=config.call_timeout_s, heartbeat_interval_s=config.heartbeat_interval_s, clock=self.clock
+        )
         self._server = OcppServer(
-            config.host, config.port, PROTOCOLS, _Events(self), options, on_connect=self._on_connect,
-            on_disconnect=self._on_disconnect, authenticator=authenticator, ssl_context=context,
+            config.host,
+            config.port,
+            PROTOCOLS,
+            _Events(self),
+            options,
+            on_connect=self._on_connect,
+            on_disconnect=self._on_disconnect,
+            authenticator=authenticator,
+            ssl_context=context,
             on_refused=self.stats.refused,
         )
-        self._http = (HttpEndpoints(config.http_host, config.http_port, self._metrics, self.status)
-                      if config.metrics else None)
+        self._http = (
+            HttpEndpoints(config.http_host, config.http_port, self._metrics, self.status) if config.metrics else None
+        )
         self._dispatchers: dict[str, ChargerDispatcher] = {}
         self._epochs: dict[str, int] = {}
         self._connected_at: dict[str, datetime] = {}
@@ -185,7 +210,8 @@ class Executor:
         if self._http is not None:
             await self._http.start()
         self._consumer = await self.transport.consumer(
-            [TOPOLOGY_TOPIC, COMMANDS_TOPIC], self.group, from_beginning=True)
+            [TOPOLOGY_TOPIC, COMMANDS_TOPIC], self.group, from_beginning=True
+        )
         self._spawn(self._consume(), "executor-consume")
 
     async def stop(self) -> None:
@@ -244,8 +270,7 @@ class Executor:
         """No call in flight, no dispatcher with anything due now and nothing waiting in the outbox (drivers
         wait for this to settle)."""
         now = self.clock.now()
-        return (self.stats.in_flight == 0 and self.outbox.empty
-                and all(d.idle(now) for d in self._dispatchers.values()))
+        return self.stats.in_flight == 0 and self.outbox.empty and all(d.idle(now) for d in self._dispatchers.values())
 
     def bound_kw(self, level: str, group: str) -> float:
         """The ledger's sum over a node (``level='node'``) or site of what its connectors may draw, kW."""
@@ -271,15 +296,25 @@ class Executor:
         for cp, station in sorted(self.stations.items()):
             dispatcher = self._dispatchers.get(cp)
             last = getattr(station, "last_message_at", None)
-            chargers.append({
-                "charge_point_id": cp, "protocol": station.subprotocol,
-                "connected_since": _iso(self._connected_at.get(cp)), "last_message_at": _iso(last),
-                "rate_unit": dispatcher.unit if dispatcher is not None else None,
-                "connectors": [{"connector_id": tx.connector_id, "transaction_id": tx.transaction_id,
-                                "session_id": tx.session_id, "limit": held.get((cp, tx.connector_id)),
-                                "held_back": held_back.get((cp, tx.connector_id))}
-                               for tx in sorted(open_tx.get(cp, []), key=lambda t: t.connector_id)],
-            })
+            chargers.append(
+                {
+                    "charge_point_id": cp,
+                    "protocol": station.subprotocol,
+                    "connected_since": _iso(self._connected_at.get(cp)),
+                    "last_message_at": _iso(last),
+                    "rate_unit": dispatcher.unit if dispatcher is not None else None,
+                    "connectors": [
+                        {
+                            "connector_id": tx.connector_id,
+                            "transaction_id": tx.transaction_id,
+                            "session_id": tx.session_id,
+                            "limit": held.get((cp, tx.connector_id)),
+                            "held_back": held_back.get((cp, tx.connector_id)),
+                        }
+                        for tx in sorted(open_tx.get(cp, []), key=lambda t: t.connector_id)
+                    ],
+                }
+            )
         return {"at": _iso(self.clock.now()), "chargers": chargers}
 
     def _metrics(self) -> tuple[str, bytes]:
@@ -322,25 +357,37 @@ class Executor:
         for record in by_topic.get(COMMANDS_TOPIC, []):
             if (value := self._decode_quietly(record)) is not False:
                 self._setpoints.apply(record.key, value, count=False)
-        log.info("rebuilt: %d records, %d open sessions, %d desired setpoints",
-                 len(records), len(open_sessions), len(self.desired_setpoints()))
+        log.info(
+            "rebuilt: %d records, %d open sessions, %d desired setpoints",
+            len(records),
+            len(open_sessions),
+            len(self.desired_setpoints()),
+        )
 
     def _recover_ack(self, ack: SetpointAck, session: ActiveSession) -> None:
         """What a previous run's TxProfile calls left in force (an Accepted limit, or a maybe on Timeout)."""
         if ack.purpose not in (None, "Tx") or ack.action != "SetChargingProfile" or ack.limit is None:
             return
-        kw = ack.limit / 1000.0 if ack.charging_rate_unit == "W" else (
-            ack.limit * session.phases * session.voltage_v / 1000.0)
+        kw = (
+            ack.limit / 1000.0
+            if ack.charging_rate_unit == "W"
+            else (ack.limit * session.phases * session.voltage_v / 1000.0)
+        )
         if ack.status in ("Accepted", "Timeout"):
-            self._ledger.recover_in_force(session.charge_point_id, session.connector_id, session.transaction_id,
-                                          kw, certain=ack.status == "Accepted",
-                                          answered_at=ack.answered_at or ack.sent_at)
+            self._ledger.recover_in_force(
+                session.charge_point_id,
+                session.connector_id,
+                session.transaction_id,
+                kw,
+                certain=ack.status == "Accepted",
+                answered_at=ack.answered_at or ack.sent_at,
+            )
 
     @staticmethod
     def _decode_quietly(record: Record):
         try:
             return decode(record.topic, record.key, record.value)
-        except Exception as exc:  # noqa: BLE001 - one bad record must not stop the start (no crash loop)
+        except Exception as exc:
             log.debug("rebuild skips %s@%s: %s", record.topic, record.offset, exc)
             return False
 

@@ -15,15 +15,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
-from pipeline.contracts.topics import ActiveSession
-
-from executor.outbox import Outbox
 from executor.ocpp.station import MeterSample
+from executor.outbox import Outbox
 from executor.topology import Topology
+from pipeline.contracts.topics import ActiveSession
 
 __all__ = ["OpenTransaction", "Sessions", "TransactionIds", "SESSIONS_TOPIC"]
 
@@ -41,7 +40,7 @@ class TransactionIds:
     second for its whole life. Values stay within a signed 32-bit integer until 2088.
     """
 
-    EPOCH_S = datetime(2020, 1, 1, tzinfo=timezone.utc).timestamp()
+    EPOCH_S = datetime(2020, 1, 1, tzinfo=UTC).timestamp()
 
     def __init__(self, wall_clock: Callable[[], float] = time.time) -> None:
         self._wall_clock = wall_clock
@@ -105,9 +104,7 @@ class Sessions:
         """The open transaction with this id on this charger, if any."""
         return self._by_id.get((charge_point_id, transaction_id))
 
-    def active_transaction(
-        self, charge_point_id: str, connector_id: int, confirmed_only: bool = True
-    ) -> str | None:
+    def active_transaction(self, charge_point_id: str, connector_id: int, confirmed_only: bool = True) -> str | None:
         """The connector's open transaction id as a string (as in ``SetpointCommand.transaction_id``)."""
         tx = self._open.get((charge_point_id, connector_id))
         if tx is None or (confirmed_only and not tx.confirmed):
@@ -121,14 +118,25 @@ class Sessions:
 
     def recover(self, session: ActiveSession) -> None:
         """Adopt a session published before a restart (read back from ``ocpp.active.sessions``)."""
-        self._add(OpenTransaction(
-            charge_point_id=session.charge_point_id, connector_id=session.connector_id,
-            transaction_id=session.transaction_id, started_at=session.started_at, meter_start_kwh=None, confirmed=True,
-            energy_offset_kwh=session.energy_kwh or 0.0, session=session,
-        ))
+        self._add(
+            OpenTransaction(
+                charge_point_id=session.charge_point_id,
+                connector_id=session.connector_id,
+                transaction_id=session.transaction_id,
+                started_at=session.started_at,
+                meter_start_kwh=None,
+                confirmed=True,
+                energy_offset_kwh=session.energy_kwh or 0.0,
+                session=session,
+            )
+        )
 
     async def start(
-        self, charge_point_id: str, connector_id: int, meter_start_kwh: float | None, started_at: datetime,
+        self,
+        charge_point_id: str,
+        connector_id: int,
+        meter_start_kwh: float | None,
+        started_at: datetime,
         transaction_id: str | None = None,
     ) -> str:
         """Open a transaction and publish its session; returns its id (a new integer id when
@@ -139,20 +147,30 @@ class Sessions:
         """
         previous = self._open.get((charge_point_id, connector_id))
         if previous is not None:
-            log.warning("%s: connector %s starts a transaction while %s is open; closing it",
-                        charge_point_id, connector_id, previous.transaction_id)
+            log.warning(
+                "%s: connector %s starts a transaction while %s is open; closing it",
+                charge_point_id,
+                connector_id,
+                previous.transaction_id,
+            )
             await self._close(previous)
         tx = OpenTransaction(
-            charge_point_id=charge_point_id, connector_id=connector_id,
+            charge_point_id=charge_point_id,
+            connector_id=connector_id,
             transaction_id=str(self._ids.next()) if transaction_id is None else transaction_id,
-            started_at=started_at, meter_start_kwh=meter_start_kwh, confirmed=transaction_id is not None,
+            started_at=started_at,
+            meter_start_kwh=meter_start_kwh,
+            confirmed=transaction_id is not None,
         )
         tx.session = self._initial_session(tx)
         if tx.session is not None:
             self._outbox.publish(SESSIONS_TOPIC, tx.session)
         else:
-            log.warning("%s: not in site.topology; transaction %s accepted but not published",
-                        charge_point_id, tx.transaction_id)
+            log.warning(
+                "%s: not in site.topology; transaction %s accepted but not published",
+                charge_point_id,
+                tx.transaction_id,
+            )
         self._add(tx)
         return tx.transaction_id
 
@@ -239,8 +257,14 @@ class Sessions:
         if info is None:
             return None
         return ActiveSession(
-            session_id=tx.session_id, charge_point_id=tx.charge_point_id, connector_id=tx.connector_id,
-            transaction_id=tx.transaction_id, site_id=info.site_id, node_id=info.node_id,
-            rated_power_kw=info.rated_power_kw, phases=info.phases, voltage_v=info.voltage_v,
+            session_id=tx.session_id,
+            charge_point_id=tx.charge_point_id,
+            connector_id=tx.connector_id,
+            transaction_id=tx.transaction_id,
+            site_id=info.site_id,
+            node_id=info.node_id,
+            rated_power_kw=info.rated_power_kw,
+            phases=info.phases,
+            voltage_v=info.voltage_v,
             started_at=tx.started_at,
         )

@@ -65,8 +65,13 @@ class Topology:
         if node is None or node.kind != "charger":
             return None
         info = self._infos[charge_point_id] = ChargerInfo(
-            site_id=node.site_id, node_id=node.parent_id, rated_power_kw=node.limit_kw, phases=node.phases,
-            voltage_v=node.voltage_v, managed=node.managed, connectors=node.connectors,
+            site_id=node.site_id,
+            node_id=node.parent_id,
+            rated_power_kw=node.limit_kw,
+            phases=node.phases,
+            voltage_v=node.voltage_v,
+            managed=node.managed,
+            connectors=node.connectors,
         )
         return info
 
@@ -95,8 +100,11 @@ class Topology:
 
     def chargers_under(self, node_id: str) -> list[TopologyNode]:
         """Every charger whose path to the root passes through ``node_id``."""
-        return [n for n in self._nodes.values()
-                if n.kind == "charger" and any(a.node_id == node_id for a in self.ancestors(n.parent_id))]
+        return [
+            n
+            for n in self._nodes.values()
+            if n.kind == "charger" and any(a.node_id == node_id for a in self.ancestors(n.parent_id))
+        ]
 
     def safe_share_kw(self, charge_point_id: str, fraction: float = 1.0) -> float | None:
         """The charger's safe share in kW (see the module docstring), or ``None`` if it is not in topology."""

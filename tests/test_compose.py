@@ -116,14 +116,21 @@ def test_every_pipeline_command_in_the_stack_parses():
     # root without a password over RisingWave's own loopback only (its HBA file says so), then root's
     # password from the compose secret for every other connection
     assert SERVICES["migrate"]["network_mode"] == "service:risingwave"
-    assert apply[apply.index("--target") + 1] == password[password.index("--target") + 1] == (
-        "postgresql://root@127.0.0.1:4566/dev")
+    assert (
+        apply[apply.index("--target") + 1]
+        == password[password.index("--target") + 1]
+        == ("postgresql://root@127.0.0.1:4566/dev")
+    )
     assert password[2] == "root" and password[password.index("--password-file") + 1] == (
-        "/run/secrets/risingwave_root_password")
+        "/run/secrets/risingwave_root_password"
+    )
     hba = tomllib.loads((ROOT / "deploy" / "risingwave" / "risingwave.toml").read_text())
     trust, md5 = hba["frontend"]["hba_config"]["entries"]
     assert (trust["users"], trust["addresses"], trust["auth_method"]) == (
-        ["root"], ["127.0.0.1/32", "::1/128"], "trust")
+        ["root"],
+        ["127.0.0.1/32", "::1/128"],
+        "trust",
+    )
     assert (md5["users"], md5["addresses"], md5["auth_method"]) == (["all"], ["0.0.0.0/0", "::/0"], "md5")
 
 
@@ -154,8 +161,12 @@ def test_every_long_running_service_restarts_and_checks_its_own_health():
 
 
 def test_every_dependency_waits_on_a_condition():
-    wanted = {"kafka": "service_healthy", "risingwave": "service_healthy", "executor": "service_healthy",
-              "migrate": "service_completed_successfully"}
+    wanted = {
+        "kafka": "service_healthy",
+        "risingwave": "service_healthy",
+        "executor": "service_healthy",
+        "migrate": "service_completed_successfully",
+    }
     for name, service in SERVICES.items():
         depends = service.get("depends_on", {})
         assert isinstance(depends, dict), f"{name}: depends_on without conditions"
@@ -188,7 +199,7 @@ def test_no_secret_is_in_the_compose_file():
     assert not literal.search(interpolate(COMPOSE_TEXT).replace("_FILE:", ""))
     assert "secrets/" in (ROOT / ".gitignore").read_text().splitlines()
     start = (ROOT / "deploy" / "kafka" / "start.sh").read_text()
-    assert '$(password kafka_admin_password)' in start and '$(password kafka_pipeline_password)' in start
+    assert "$(password kafka_admin_password)" in start and "$(password kafka_pipeline_password)" in start
     assert set(SERVICES["kafka"]["secrets"]) == {"kafka_admin_password", "kafka_pipeline_password"}
 
 
@@ -219,13 +230,19 @@ def test_the_pipeline_services_run_the_image_not_the_checkout():
 def test_the_dockerfile_is_multi_stage_non_root_and_installs_only_the_lock():
     stages = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", DOCKERFILE, re.MULTILINE)
     assert len(stages) >= 2 and stages[0][1] == "build"
-    final = DOCKERFILE[DOCKERFILE.rindex("\nFROM "):]
+    final = DOCKERFILE[DOCKERFILE.rindex("\nFROM ") :]
     users = re.findall(r"^USER\s+(\S+)", final, re.MULTILINE)
     assert users and users[-1].split(":")[0] not in ("0", "root")
     assert "COPY --from=build /opt/venv /opt/venv" in final and "pip install" not in final
     installs = re.findall(r"pip install ([^\n\\&]*)", DOCKERFILE)
-    assert installs[0].split() == ["--require-hashes", "--only-binary", ":all:", "--no-deps", "-r",
-                                   "/tmp/requirements.lock"]
+    assert installs[0].split() == [
+        "--require-hashes",
+        "--only-binary",
+        ":all:",
+        "--no-deps",
+        "-r",
+        "/tmp/requirements.lock",
+    ]
     assert installs[1].split() == ["--no-deps", "--no-build-isolation", "--no-index", "."]
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     assert "*" in ignored  # the context is only what the Dockerfile copies
@@ -253,7 +270,8 @@ def test_the_lock_pins_every_dependency_pyproject_declares():
         assert name in pins, f"{requirement.name} is not in requirements.lock: regenerate it (see the Dockerfile)"
         version = pins[name][0]
         assert requirement.specifier.contains(version, prereleases=True), (
-            f"requirements.lock pins {name}=={version}, pyproject.toml wants {requirement}")
+            f"requirements.lock pins {name}=={version}, pyproject.toml wants {requirement}"
+        )
         for extra in requirement.extras:  # e.g. psycopg[binary] -> psycopg-binary
             for text in importlib.metadata.requires(requirement.name) or []:
                 needed = Requirement(text)
@@ -280,8 +298,9 @@ def test_docker_compose_accepts_the_file(tmp_path):
     made = [] if secrets.exists() else [secrets]  # `config` checks that secret files exist
     try:
         if made:
-            subprocess.run(["sh", str(ROOT / "deploy" / "make-secrets.sh"), str(secrets)], check=True,
-                           capture_output=True)
+            subprocess.run(
+                ["sh", str(ROOT / "deploy" / "make-secrets.sh"), str(secrets)], check=True, capture_output=True
+            )
         done = _docker("compose", "--profile", "sim", "config", "--format", "json")
     finally:
         for path in made:
@@ -290,10 +309,15 @@ def test_docker_compose_accepts_the_file(tmp_path):
     import json
 
     config = json.loads(done.stdout)
-    ports = [(name, p.get("host_ip", ""), p["target"]) for name, s in config["services"].items()
-             for p in s.get("ports", [])]
-    assert sorted(ports) == [("executor", "", 9000), ("executor", "127.0.0.1", 9002), ("kafka", "127.0.0.1", 9092),
-                             ("risingwave", "127.0.0.1", 4566)]
+    ports = [
+        (name, p.get("host_ip", ""), p["target"]) for name, s in config["services"].items() for p in s.get("ports", [])
+    ]
+    assert sorted(ports) == [
+        ("executor", "", 9000),
+        ("executor", "127.0.0.1", 9002),
+        ("kafka", "127.0.0.1", 9092),
+        ("risingwave", "127.0.0.1", 4566),
+    ]
 
 
 @pytest.mark.slow

@@ -7,19 +7,19 @@ import json
 import socket
 
 import pytest
-from tests.kits.loop import CONFIG, LIMIT_KW, ev
 from websockets.asyncio.client import connect
 
-from pipeline.contracts.clock import SystemClock
 from executor import ExecutorConfig
 from pipeline.app.gateway import GatewayError, send_record
 from pipeline.app.loop import start_loop
 from pipeline.app.settings import GatewaySettings
-from pipeline.engine.config import EngineConfig
-from pipeline.transport.memory import MemoryTransport
 from pipeline.app.signals import demand_signal, dr_signal
-from pipeline.sim.charger import SimulatedChargePoint
+from pipeline.contracts.clock import SystemClock
 from pipeline.contracts.topics import encode
+from pipeline.engine.config import EngineConfig
+from pipeline.sim.charger import SimulatedChargePoint
+from pipeline.transport.memory import MemoryTransport
+from tests.kits.loop import CONFIG, LIMIT_KW, ev
 
 
 def held_kw(cp: SimulatedChargePoint) -> float:
@@ -37,8 +37,13 @@ async def wait_for(predicate, timeout_s: float = 10.0):
 
 @pytest.fixture
 async def service():
-    svc = await start_loop(MemoryTransport(), site=CONFIG, engine=EngineConfig(tick_s=0.2),
-                           executor=ExecutorConfig(port=0, metrics=False), gateway=GatewaySettings(port=0))
+    svc = await start_loop(
+        MemoryTransport(),
+        site=CONFIG,
+        engine=EngineConfig(tick_s=0.2),
+        executor=ExecutorConfig(port=0, metrics=False),
+        gateway=GatewaySettings(port=0),
+    )
     yield svc
     await svc.stop()
 
@@ -46,8 +51,10 @@ async def service():
 @pytest.fixture
 async def chargers(service):
     clock = SystemClock()
-    cps = [SimulatedChargePoint(f"CP{i}", f"ws://127.0.0.1:{service.port}/ocpp", clock, meter_interval_s=1)
-           for i in range(1, 5)]
+    cps = [
+        SimulatedChargePoint(f"CP{i}", f"ws://127.0.0.1:{service.port}/ocpp", clock, meter_interval_s=1)
+        for i in range(1, 5)
+    ]
     await asyncio.gather(*(cp.start() for cp in cps))
     yield cps
     await asyncio.gather(*(cp.stop() for cp in cps))
@@ -56,17 +63,26 @@ async def chargers(service):
 async def test_chargers_receive_limits_that_sum_within_headroom_and_follow_dr(service, chargers):
     for i, cp in enumerate(chargers):
         await cp.plug_in(ev(i))
-    await wait_for(lambda: all(cp.held_limit(1) is not None for cp in chargers)
-                   and sum(held_kw(cp) for cp in chargers) > LIMIT_KW - 1)
+    await wait_for(
+        lambda: (
+            all(cp.held_limit(1) is not None for cp in chargers) and sum(held_kw(cp) for cp in chargers) > LIMIT_KW - 1
+        )
+    )
     assert sum(held_kw(cp) for cp in chargers) <= LIMIT_KW + 1e-6
     assert sum(cp.power_kw(1) for cp in chargers) <= LIMIT_KW + 1e-6
     # Every charger holds exactly the latest setpoint the engine published for its session.
-    latest = {json.loads(v)["charge_point_id"]: json.loads(v) for v in service.transport.latest("ocpp.setpoint.commands").values()}
+    latest = {
+        json.loads(v)["charge_point_id"]: json.loads(v)
+        for v in service.transport.latest("ocpp.setpoint.commands").values()
+    }
     assert {cp.charge_point_id: cp.held_limit(1) for cp in chargers} == {k: v["setpoint_a"] for k, v in latest.items()}
 
     gateway = f"ws://127.0.0.1:{service.gateway_port}"
-    topic, record = demand_signal("s1", current_demand_kw=10.0 + sum(cp.power_kw(1) for cp in chargers),
-                                  ev_load_kw=sum(cp.power_kw(1) for cp in chargers))
+    topic, record = demand_signal(
+        "s1",
+        current_demand_kw=10.0 + sum(cp.power_kw(1) for cp in chargers),
+        ev_load_kw=sum(cp.power_kw(1) for cp in chargers),
+    )
     await send_record(gateway, topic, encode(record))
     await wait_for(lambda: sum(held_kw(cp) for cp in chargers) <= LIMIT_KW - 10 + 1e-6)
     topic, record = dr_signal("s1", curtailment_pct=50, duration_min=30)
@@ -120,8 +136,13 @@ async def test_a_taken_port_is_one_error_naming_its_setting_and_nothing_is_left_
         port = taken.getsockname()[1]
         transport = MemoryTransport()
         with pytest.raises(StartError, match=rf"^gateway.port \(--gateway-port\): cannot listen on port {port}: "):
-            await start_loop(transport, site=CONFIG, engine=EngineConfig(),
-                             executor=ExecutorConfig(port=0, metrics=False), gateway=GatewaySettings(port=port))
+            await start_loop(
+                transport,
+                site=CONFIG,
+                engine=EngineConfig(),
+                executor=ExecutorConfig(port=0, metrics=False),
+                gateway=GatewaySettings(port=port),
+            )
         with pytest.raises(StartError, match=rf"^executor.port \(--port\): cannot listen on port {port}: "):
             await start_loop(transport, site=CONFIG, executor=ExecutorConfig(port=port, metrics=False))
     # the first attempt's executor was stopped: its OCPP port is free again, and no engine task is left

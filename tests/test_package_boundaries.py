@@ -30,11 +30,33 @@ RULES: dict[str, set[str]] = {
     "sim": {"contracts"},
     "migrate": {"contracts", "transport", "sqlmodel", "engine"},
     "status": {"contracts", "migrate"},
-    "app": {"contracts", "transport", "sqlmodel", "allocation", "pgwire", "engine", "executor", "sim", "migrate",
-            "status"},
+    "app": {
+        "contracts",
+        "transport",
+        "sqlmodel",
+        "allocation",
+        "pgwire",
+        "engine",
+        "executor",
+        "sim",
+        "migrate",
+        "status",
+    },
     "replay": {"contracts", "transport", "sqlmodel", "allocation", "pgwire", "engine", "executor", "sim", "app"},
-    "cli": {"contracts", "transport", "sqlmodel", "allocation", "pgwire", "engine", "executor", "sim", "migrate",
-            "status", "app", "replay"},
+    "cli": {
+        "contracts",
+        "transport",
+        "sqlmodel",
+        "allocation",
+        "pgwire",
+        "engine",
+        "executor",
+        "sim",
+        "migrate",
+        "status",
+        "app",
+        "replay",
+    },
 }
 TOP = {"pipeline": "cli"}  # pipeline/__init__.py and __main__.py (python -m pipeline) start the CLI
 
@@ -83,7 +105,9 @@ def imports(module: str) -> Iterator[tuple[str, int]]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             if base.split(".")[0] not in PACKAGES:
                 continue
             for alias in node.names:
@@ -99,7 +123,9 @@ def _existing(name: str) -> str:
 
 def test_the_layout_has_the_documented_layers():
     layers = {layer(m) for m in MODULES}
-    assert layers == set(RULES), f"layers without a rule: {layers - set(RULES)}; rules without a layer: {set(RULES) - layers}"
+    assert layers == set(RULES), (
+        f"layers without a rule: {layers - set(RULES)}; rules without a layer: {set(RULES) - layers}"
+    )
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
@@ -108,7 +134,8 @@ def test_each_module_imports_only_what_its_layer_may(module):
     for target, line in imports(module):
         theirs = layer(target)
         assert theirs == mine or theirs in RULES[mine], (
-            f"{MODULES[module].relative_to(ROOT)}:{line}: the {mine} layer may not import {target} ({theirs})")
+            f"{MODULES[module].relative_to(ROOT)}:{line}: the {mine} layer may not import {target} ({theirs})"
+        )
 
 
 def test_engine_and_executor_never_import_each_other():

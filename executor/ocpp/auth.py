@@ -58,8 +58,10 @@ def parse_password_hash(encoded: str) -> ScryptHash:
     """Parse a stored hash; raises ``ValueError`` naming what is wrong (never echoing the value)."""
     match = _PHC.match(encoded.strip())
     if match is None:
-        raise ValueError("not a password hash of the form $scrypt$ln=..,r=..,p=..$salt$key "
-                         "(make one with `pipeline charger-password`)")
+        raise ValueError(
+            "not a password hash of the form $scrypt$ln=..,r=..,p=..$salt$key "
+            "(make one with `pipeline charger-password`)"
+        )
     ln, r, p = (int(match.group(i)) for i in (1, 2, 3))
     if not (1 <= ln <= 24 and r >= 1 and p >= 1):
         raise ValueError("password hash has out-of-range scrypt parameters")

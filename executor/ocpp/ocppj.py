@@ -25,7 +25,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ocpp import messages as ocpp_messages
@@ -40,8 +40,15 @@ from websockets.exceptions import ConnectionClosed
 
 from executor.ocpp.station import CallOutcome
 
-__all__ = ["FRAME_LOG", "ActionNotKnownError", "ActionNotSupportedError", "RobustRouting", "iso_utc", "outcome_of",
-           "parse_timestamp"]
+__all__ = [
+    "FRAME_LOG",
+    "ActionNotKnownError",
+    "ActionNotSupportedError",
+    "RobustRouting",
+    "iso_utc",
+    "outcome_of",
+    "parse_timestamp",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +82,8 @@ class ActionNotSupportedError(OCPPError):
 def iso_utc(when: datetime) -> str:
     """``when`` as ISO-8601 UTC with millisecond precision and a ``Z`` suffix (the OCPP dateTime type)."""
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_timestamp(value: Any) -> datetime:
@@ -90,7 +97,7 @@ def parse_timestamp(value: Any) -> datetime:
     except ValueError:
         cause = f"not an ISO-8601 timestamp: {value!r}"
         raise PropertyConstraintViolationError(details={"cause": cause}) from None
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 async def outcome_of(call: Awaitable[Any], timeout_s: float) -> tuple[CallOutcome, Any]:
@@ -102,7 +109,7 @@ async def outcome_of(call: Awaitable[Any], timeout_s: float) -> tuple[CallOutcom
     """
     try:
         result = await call
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return CallOutcome("Timeout", f"no answer within {timeout_s}s"), None
     except OCPPError as exc:
         return CallOutcome("CallError", f"{exc.code}: {exc.description}"), None
@@ -147,7 +154,7 @@ class RobustRouting:
     async def wait_first_message(self, timeout_s: float) -> None:
         try:
             await asyncio.wait_for(self.first_message.wait(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def _send_error(self, message_id: str, error: OCPPError) -> None:
@@ -192,19 +199,33 @@ class RobustRouting:
         CALLRESULT or CALLERROR goes to the waiting call, anything else as the module docstring says.
         Unexpected exceptions get ``InternalError``."""
         clock = getattr(self, "_clock", None)
-        self.last_message_at = clock.now() if clock is not None else datetime.now(timezone.utc)
+        self.last_message_at = clock.now() if clock is not None else datetime.now(UTC)
         msg, answer_id, error = self._read(raw_msg)
         if msg is None:
             if error is not None and answer_id is not None:
-                log.warning("%s: %s for the frame %.200r: %s", self.id,  # type: ignore[attr-defined]
-                            error.code, raw_msg, error.details.get("cause"))
+                log.warning(
+                    "%s: %s for the frame %.200r: %s",
+                    self.id,  # type: ignore[attr-defined]
+                    error.code,
+                    raw_msg,
+                    error.details.get("cause"),
+                )
                 await self._send_error(answer_id, error)
             return
         if log.isEnabledFor(logging.DEBUG):
             kind, action = _MESSAGE_TYPES.get(msg.message_type_id, "?"), getattr(msg, "action", None)
-            log.debug("%s: received %s %s", self.id, kind, action or msg.unique_id,  # type: ignore[attr-defined]
-                      extra={"charge_point_id": self.id, "action": action,  # type: ignore[attr-defined]
-                             "message_type": kind, "unique_id": msg.unique_id})
+            log.debug(
+                "%s: received %s %s",
+                self.id,
+                kind,
+                action or msg.unique_id,  # type: ignore[attr-defined]
+                extra={
+                    "charge_point_id": self.id,
+                    "action": action,  # type: ignore[attr-defined]
+                    "message_type": kind,
+                    "unique_id": msg.unique_id,
+                },
+            )
         if msg.message_type_id != MessageType.Call:
             self._response_queue.put_nowait(msg)  # type: ignore[attr-defined]
             return
@@ -212,14 +233,20 @@ class RobustRouting:
             if msg.action not in self.route_map:  # type: ignore[attr-defined]
                 if msg.action in self.known_actions:
                     raise ActionNotSupportedError(
-                        details={"cause": f"{msg.action} is not served by this central system"})
+                        details={"cause": f"{msg.action} is not served by this central system"}
+                    )
                 raise ActionNotKnownError(details={"cause": f"{msg.action} is not an OCPP {self.version} action"})
             await self._handle_call(msg)  # type: ignore[attr-defined]
         except ConnectionClosed:
             raise
         except OCPPError as error:
-            log.warning("%s: CALLERROR %s for %s: %s", self.id, error.code, msg.action,  # type: ignore[attr-defined]
-                        error.details)
+            log.warning(
+                "%s: CALLERROR %s for %s: %s",
+                self.id,
+                error.code,
+                msg.action,  # type: ignore[attr-defined]
+                error.details,
+            )
             await self._send(msg.create_call_error(self.wire_error(error)).to_json())  # type: ignore[attr-defined]
         except Exception:
             log.exception("%s: unexpected error handling %r", self.id, msg)  # type: ignore[attr-defined]

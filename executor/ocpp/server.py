@@ -44,8 +44,7 @@ from websockets.http11 import Request, Response
 from executor.ocpp.auth import Authenticator
 from executor.ocpp.station import Station, StationEvents, StationFactory, StationOptions
 
-__all__ = ["HttpEndpoints", "OcppServer", "certificate_common_name", "charge_point_id_from_path",
-           "server_tls_context"]
+__all__ = ["HttpEndpoints", "OcppServer", "certificate_common_name", "charge_point_id_from_path", "server_tls_context"]
 
 log = logging.getLogger(__name__)
 
@@ -184,11 +183,20 @@ class OcppServer:
             ssl=self._ssl,
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        charger_auth = " and ".join(
-            (["client certificates"] if self._client_certs else []) + (["Basic auth"] if self._auth else [])
-        ) or "open mode: no charger auth"
-        log.info("OCPP server listening on %s://%s:%s/ocpp/{id} (%s; %s)", self.scheme, self.host, self.port,
-                 ", ".join(self._protocols), charger_auth)
+        charger_auth = (
+            " and ".join(
+                (["client certificates"] if self._client_certs else []) + (["Basic auth"] if self._auth else [])
+            )
+            or "open mode: no charger auth"
+        )
+        log.info(
+            "OCPP server listening on %s://%s:%s/ocpp/{id} (%s; %s)",
+            self.scheme,
+            self.host,
+            self.port,
+            ", ".join(self._protocols),
+            charger_auth,
+        )
 
     async def stop(self) -> None:
         """Stop accepting, close every connection with 1001 (going away) and wait for handlers; idempotent."""
@@ -215,16 +223,27 @@ class OcppServer:
         if self._client_certs:
             common_name = certificate_common_name(connection.transport.get_extra_info("peercert"))
             if common_name != cp_id:
-                log.warning("%s: refused (403): client certificate is for %r, from %s", cp_id, common_name,
-                            connection.remote_address, extra={"charge_point_id": cp_id, "reason": "certificate"})
+                log.warning(
+                    "%s: refused (403): client certificate is for %r, from %s",
+                    cp_id,
+                    common_name,
+                    connection.remote_address,
+                    extra={"charge_point_id": cp_id, "reason": "certificate"},
+                )
                 self._on_refused("certificate")
-                return connection.respond(HTTPStatus.FORBIDDEN, "Forbidden: the client certificate is not for "
-                                                                "this charge point\n")
+                return connection.respond(
+                    HTTPStatus.FORBIDDEN, "Forbidden: the client certificate is not for this charge point\n"
+                )
         if self._auth is not None:
             reason = await self._auth.check(cp_id, request.headers.get("Authorization"))
             if reason is not None:
-                log.warning("%s: refused (401): %s, from %s", cp_id, reason, connection.remote_address,
-                            extra={"charge_point_id": cp_id, "reason": "unauthorized"})
+                log.warning(
+                    "%s: refused (401): %s, from %s",
+                    cp_id,
+                    reason,
+                    connection.remote_address,
+                    extra={"charge_point_id": cp_id, "reason": "unauthorized"},
+                )
                 self._on_refused("unauthorized")
                 response = connection.respond(HTTPStatus.UNAUTHORIZED, "Unauthorized\n")
                 response.headers["WWW-Authenticate"] = 'Basic realm="ocpp", charset="UTF-8"'
@@ -236,9 +255,14 @@ class OcppServer:
         factory = self._protocols.get(connection.subprotocol or "")
         if cp_id is None or factory is None:  # no common subprotocol (the path was checked before the upgrade)
             offered = connection.request.headers.get_all("Sec-WebSocket-Protocol") if connection.request else []
-            log.warning("%s: closed (%d): offered subprotocols %s, served %s", cp_id, NO_SUBPROTOCOL_CLOSE_CODE,
-                        ", ".join(offered) or "none", ", ".join(self._protocols),
-                        extra={"charge_point_id": cp_id, "reason": "subprotocol"})
+            log.warning(
+                "%s: closed (%d): offered subprotocols %s, served %s",
+                cp_id,
+                NO_SUBPROTOCOL_CLOSE_CODE,
+                ", ".join(offered) or "none",
+                ", ".join(self._protocols),
+                extra={"charge_point_id": cp_id, "reason": "subprotocol"},
+            )
             self._on_refused("subprotocol")
             await connection.close(NO_SUBPROTOCOL_CLOSE_CODE, "no supported OCPP subprotocol offered")
             return
@@ -250,8 +274,13 @@ class OcppServer:
             task = asyncio.create_task(old[0].close(REPLACED_CLOSE_CODE, "replaced by a newer connection"))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
-        log.info("%s: connected (%s) from %s", cp_id, connection.subprotocol, connection.remote_address,
-                 extra={"charge_point_id": cp_id, "subprotocol": connection.subprotocol})
+        log.info(
+            "%s: connected (%s) from %s",
+            cp_id,
+            connection.subprotocol,
+            connection.remote_address,
+            extra={"charge_point_id": cp_id, "subprotocol": connection.subprotocol},
+        )
         self._on_connect(cp_id, station)
         try:
             await station.serve()
@@ -260,8 +289,12 @@ class OcppServer:
             if current is not None and current[0] is connection:
                 del self._live[cp_id]
                 self._on_disconnect(cp_id, station)
-            log.info("%s: connection closed (%s)", cp_id, connection.close_code,
-                     extra={"charge_point_id": cp_id, "close_code": connection.close_code})
+            log.info(
+                "%s: connection closed (%s)",
+                cp_id,
+                connection.close_code,
+                extra={"charge_point_id": cp_id, "close_code": connection.close_code},
+            )
 
 
 class HttpEndpoints:
@@ -271,8 +304,9 @@ class HttpEndpoints:
     other path gets 404. Nothing is ever upgraded to a websocket here.
     """
 
-    def __init__(self, host: str, port: int, metrics: Callable[[], tuple[str, bytes]],
-                 status: Callable[[], dict]) -> None:
+    def __init__(
+        self, host: str, port: int, metrics: Callable[[], tuple[str, bytes]], status: Callable[[], dict]
+    ) -> None:
         self.host = host
         self.port = port
         self._metrics = metrics

@@ -97,7 +97,11 @@ class StationEvents(Protocol):
         """A BootNotification was accepted and its answer sent (the charger may have rebooted)."""
 
     async def on_start_transaction(
-        self, charge_point_id: str, connector_id: int, meter_start_kwh: float | None, timestamp: datetime,
+        self,
+        charge_point_id: str,
+        connector_id: int,
+        meter_start_kwh: float | None,
+        timestamp: datetime,
         transaction_id: str | None = None,
     ) -> str:
         """A transaction started; returns its id. 1.6 passes ``transaction_id=None`` and gets a new integer

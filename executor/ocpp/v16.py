@@ -65,8 +65,7 @@ class CentralSystemV16(RobustRouting, ChargePoint):
     known_actions = frozenset(action.value for action in Action)
 
     def __init__(self, charge_point_id: str, connection: Any, events: StationEvents, options: StationOptions):
-        super().__init__(charge_point_id, connection, response_timeout=options.call_timeout_s,
-                         logger=FRAME_LOG)
+        super().__init__(charge_point_id, connection, response_timeout=options.call_timeout_s, logger=FRAME_LOG)
         self._events = events
         self._clock = options.clock
         self._heartbeat_interval_s = int(options.heartbeat_interval_s)

@@ -53,8 +53,7 @@ class MessageTypeNotSupportedError(OCPPError):
     """OCPP-J 2.0.1 section 4.3: a message type number that is not supported."""
 
     code = "MessageTypeNotSupported"
-    default_description = ("A message with a Message Type Number received that is not supported by this "
-                           "implementation.")
+    default_description = "A message with a Message Type Number received that is not supported by this implementation."
 
 
 def _samples(meter_value: list[dict[str, Any]] | None) -> list[MeterSample]:
@@ -76,8 +75,7 @@ class CentralSystemV201(RobustRouting, ChargePoint):
     known_actions = frozenset(action.value for action in Action)
 
     def __init__(self, charge_point_id: str, connection: Any, events: StationEvents, options: StationOptions):
-        super().__init__(charge_point_id, connection, response_timeout=options.call_timeout_s,
-                         logger=FRAME_LOG)
+        super().__init__(charge_point_id, connection, response_timeout=options.call_timeout_s, logger=FRAME_LOG)
         self._events = events
         self._clock = options.clock
         self._heartbeat_interval_s = int(options.heartbeat_interval_s)
@@ -111,7 +109,8 @@ class CentralSystemV201(RobustRouting, ChargePoint):
     @on(Action.boot_notification)
     def _v201_boot_notification(self, charging_station: dict[str, Any], reason: str, **_: Any):
         return call_result.BootNotification(
-            current_time=iso_utc(self._clock.now()), interval=self._heartbeat_interval_s, status="Accepted")
+            current_time=iso_utc(self._clock.now()), interval=self._heartbeat_interval_s, status="Accepted"
+        )
 
     @after(Action.boot_notification)
     def _v201_after_boot(self, charging_station: dict[str, Any], reason: str, **_: Any) -> None:
@@ -122,8 +121,9 @@ class CentralSystemV201(RobustRouting, ChargePoint):
         return call_result.Heartbeat(current_time=iso_utc(self._clock.now()))
 
     @on(Action.status_notification)
-    def _v201_status_notification(self, timestamp: str, connector_status: str, evse_id: int, connector_id: int,
-                                  **_: Any):
+    def _v201_status_notification(
+        self, timestamp: str, connector_status: str, evse_id: int, connector_id: int, **_: Any
+    ):
         log.debug("%s: EVSE %s connector %s is %s", self.id, evse_id, connector_id, connector_status)
         return call_result.StatusNotification()
 
@@ -152,9 +152,16 @@ class CentralSystemV201(RobustRouting, ChargePoint):
 
     @on(Action.transaction_event)
     async def _v201_transaction_event(
-        self, event_type: str, timestamp: str, trigger_reason: str, seq_no: int,
-        transaction_info: dict[str, Any], meter_value: list[dict[str, Any]] | None = None,
-        evse: dict[str, Any] | None = None, id_token: dict[str, Any] | None = None, **_: Any,
+        self,
+        event_type: str,
+        timestamp: str,
+        trigger_reason: str,
+        seq_no: int,
+        transaction_info: dict[str, Any],
+        meter_value: list[dict[str, Any]] | None = None,
+        evse: dict[str, Any] | None = None,
+        id_token: dict[str, Any] | None = None,
+        **_: Any,
     ):
         """TransactionEvent (E01-E07): Started opens a session (the first event of a transaction carries
         the evse; without one the event gets OccurrenceConstraintViolation), Updated folds
@@ -201,8 +208,9 @@ class CentralSystemV201(RobustRouting, ChargePoint):
         schedule = dt.ChargingScheduleType(
             id=request.profile_id,
             charging_rate_unit=request.unit,
-            charging_schedule_period=[dt.ChargingSchedulePeriodType(
-                start_period=0, limit=request.limit, number_phases=request.number_phases)],
+            charging_schedule_period=[
+                dt.ChargingSchedulePeriodType(start_period=0, limit=request.limit, number_phases=request.number_phases)
+            ],
             start_schedule=iso_utc(request.start_schedule) if absolute else None,
         )
         profile = dt.ChargingProfileType(
@@ -236,8 +244,14 @@ class CentralSystemV201(RobustRouting, ChargePoint):
 
     async def rate_units(self) -> tuple[RateUnit, ...] | None:
         """GetVariables ``SmartChargingCtrlr.RateUnit`` (B06; the variable is a MemberList of A and W)."""
-        payload = call.GetVariables(get_variable_data=[dt.GetVariableDataType(
-            component=dt.ComponentType(name=RATE_UNIT_COMPONENT), variable=dt.VariableType(name=RATE_UNIT_VARIABLE))])
+        payload = call.GetVariables(
+            get_variable_data=[
+                dt.GetVariableDataType(
+                    component=dt.ComponentType(name=RATE_UNIT_COMPONENT),
+                    variable=dt.VariableType(name=RATE_UNIT_VARIABLE),
+                )
+            ]
+        )
         outcome, result = await outcome_of(self.call(payload, suppress=False), self._response_timeout)
         if result is None:
             log.info("%s: GetVariables %s: %s", self.id, outcome.status, outcome.error or "")
@@ -248,4 +262,3 @@ class CentralSystemV201(RobustRouting, ChargePoint):
                 found = tuple(u for u in units if u in ("A", "W"))
                 return found or None  # type: ignore[return-value]
         return None
-

@@ -63,8 +63,12 @@ class State:
     def from_records(cls, records: Iterable[tuple[str, str | None, Any]]) -> State:
         s = cls()
         upserts = {"site.topology": s.topology, "ocpp.active.sessions": s.sessions, "control.rules": s.rules}
-        appends = {"bems.site.demand": s.demand, "tariff.price.signals": s.prices, "utility.dr.signals": s.dr,
-                   "ocpp.setpoint.acks": s.acks}
+        appends = {
+            "bems.site.demand": s.demand,
+            "tariff.price.signals": s.prices,
+            "utility.dr.signals": s.dr,
+            "ocpp.setpoint.acks": s.acks,
+        }
         for topic, key, rec in records:
             if topic in upserts:
                 if rec is None:
@@ -119,8 +123,11 @@ def _price_tiers(state: State, now: datetime) -> dict[str, str]:
 
 
 def _active_rules(state: State, now: datetime) -> list[Any]:
-    return [r for r in state.rules.values()
-            if (r.valid_from is None or r.valid_from <= now) and (r.valid_to is None or r.valid_to > now)]
+    return [
+        r
+        for r in state.rules.values()
+        if (r.valid_from is None or r.valid_from <= now) and (r.valid_to is None or r.valid_to > now)
+    ]
 
 
 def _default_floor(rec) -> float:
@@ -153,8 +160,12 @@ def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> d
 
     last_accepted: dict[str, Any] = {}
     for ack in state.acks:
-        if (ack.status == "Accepted" and ack.action == "SetChargingProfile" and ack.session_id
-                and (ack.purpose or "Tx") == "Tx"):
+        if (
+            ack.status == "Accepted"
+            and ack.action == "SetChargingProfile"
+            and ack.session_id
+            and (ack.purpose or "Tx") == "Tx"
+        ):
             cur = last_accepted.get(ack.session_id)
             if cur is None or (ack.answered_at or ack.sent_at) > (cur.answered_at or cur.sent_at):
                 last_accepted[ack.session_id] = ack
@@ -229,21 +240,28 @@ def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> d
         node_of = topo[attach].parent_id if topo[attach].kind == "charger" else attach
         if stale:
             ack = last_accepted.get(rec.session_id)
-            kw = ack.setpoint_kw if ack and ack.setpoint_kw is not None else min(_default_floor(rec), rec.rated_power_kw)
+            kw = (
+                ack.setpoint_kw if ack and ack.setpoint_kw is not None else min(_default_floor(rec), rec.rated_power_kw)
+            )
             out[rec.session_id] = _setpoint(kw, rec, "stale", node_of, site_id, headroom)
             continue
         s = Session(rec=rec, site_id=site_id, attach=attach, path=path)
         mine = [(r, 2) for r in rules if r.scope == "session" and r.scope_id == rec.session_id]
         mine += [(r, 1) for r in rules if r.scope == "charger" and r.scope_id == rec.charge_point_id]
         mine += [(r, 0) for r in rules if r.scope in ("site", "node") and r.scope_id in path and r.action == "pause"]
-        overrides = sorted((r for r in mine if r[0].action == "override"),
-                           key=lambda x: (-RULE_SOURCES[x[0].source], -x[1], x[0].rule_id))
+        overrides = sorted(
+            (r for r in mine if r[0].action == "override"),
+            key=lambda x: (-RULE_SOURCES[x[0].source], -x[1], x[0].rule_id),
+        )
         override = overrides[0][0] if overrides else None
         floor_prec = RULE_SOURCES[override.source] if override else 0
         applicable = [r for r, _ in mine if r.action in ("cap", "pause") and RULE_SOURCES[r.source] >= floor_prec]
-        caps = sorted((r for r in applicable if r.action == "cap"),
-                      key=lambda r: (r.limit_kw, -RULE_SOURCES[r.source], r.rule_id))
-        pauses = sorted((r for r in applicable if r.action == "pause"), key=lambda r: (-RULE_SOURCES[r.source], r.rule_id))
+        caps = sorted(
+            (r for r in applicable if r.action == "cap"), key=lambda r: (r.limit_kw, -RULE_SOURCES[r.source], r.rule_id)
+        )
+        pauses = sorted(
+            (r for r in applicable if r.action == "pause"), key=lambda r: (-RULE_SOURCES[r.source], r.rule_id)
+        )
         device = min(rec.rated_power_kw, rec.ev_max_power_kw or rec.rated_power_kw)
         ruled = min(device, caps[0].limit_kw) if caps else device
         min_kw = _default_floor(rec)
@@ -271,7 +289,10 @@ def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> d
         binding = s.binding if s in admitted else (s.paused_by or "paused")
         kw = s.allocated_kw if s in admitted else 0.0
         out[s.rec.session_id] = _setpoint(kw, s.rec, binding, node_of, s.site_id, headroom) | {
-            "floor_kw": s.floor_kw, "cap_kw": s.cap_kw, "admitted": s in admitted, "path": s.path,
+            "floor_kw": s.floor_kw,
+            "cap_kw": s.cap_kw,
+            "admitted": s in admitted,
+            "path": s.path,
         }
     out["__headroom__"] = headroom
     return out

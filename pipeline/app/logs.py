@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO, Any
 
 from pythonjsonlogger.json import JsonFormatter
@@ -36,13 +36,14 @@ class JsonLineFormatter(JsonFormatter):
     """A record as one JSON object: ``timestamp``, ``level``, ``logger``, ``message``, then the extras."""
 
     def __init__(self) -> None:
-        super().__init__("%(levelname)s %(name)s %(message)s", rename_fields={"levelname": "level", "name": "logger"},
-                         timestamp=True)
+        super().__init__(
+            "%(levelname)s %(name)s %(message)s", rename_fields={"levelname": "level", "name": "logger"}, timestamp=True
+        )
 
     def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
         log_data["timestamp"] = None  # first key of the line
         super().add_fields(log_data, record, message_dict)
-        when = datetime.fromtimestamp(record.created, tz=timezone.utc)
+        when = datetime.fromtimestamp(record.created, tz=UTC)
         log_data["timestamp"] = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -66,8 +67,9 @@ def make_handler(fmt: str, stream: IO[str] | None = None) -> logging.Handler:
     raise ValueError(f"log format must be one of {', '.join(FORMATS)}, not {fmt!r}")
 
 
-def configure_logging(level: str = "info", fmt: str = "text", *, stream: IO[str] | None = None,
-                      force: bool = False) -> None:
+def configure_logging(
+    level: str = "info", fmt: str = "text", *, stream: IO[str] | None = None, force: bool = False
+) -> None:
     """Set the root logger's level and install the one handler for ``fmt``.
 
     Calling it again replaces the handler it installed. Like :func:`logging.basicConfig`, it leaves the

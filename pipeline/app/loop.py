@@ -30,6 +30,7 @@ from websockets.asyncio.server import Server
 
 from executor import Executor, ExecutorConfig
 from pipeline.app.gateway import serve_gateway
+from pipeline.app.settings import GatewaySettings, PgwireSettings
 from pipeline.app.site import PipelineConfig
 from pipeline.contracts.clock import Clock, SystemClock
 from pipeline.contracts.errors import PipelineError
@@ -37,7 +38,6 @@ from pipeline.engine.config import EngineConfig
 from pipeline.engine.embedded import EmbeddedEngine
 from pipeline.engine.service import EngineService
 from pipeline.pgwire.server import PgWireServer, start_pgwire
-from pipeline.app.settings import GatewaySettings, PgwireSettings
 from pipeline.transport.base import Transport, publish
 
 __all__ = ["Loop", "StartError", "publish_topology", "run_until_signalled", "start_loop"]
@@ -171,10 +171,15 @@ async def start_loop(
                 await loop.executor.start()
             except OSError as exc:
                 config = loop.executor.config
-                raise _bind_error(exc, {config.port: "executor.port (--port)",
-                                        config.http_port: "executor.http_port"}) from None
-            log.info("executor: OCPP 1.6J / 2.0.1 on %s/{charge_point_id}, %s transport, consumer group %r",
-                     loop.executor.url, transport.name, loop.executor.group)
+                raise _bind_error(
+                    exc, {config.port: "executor.port (--port)", config.http_port: "executor.http_port"}
+                ) from None
+            log.info(
+                "executor: OCPP 1.6J / 2.0.1 on %s/{charge_point_id}, %s transport, consumer group %r",
+                loop.executor.url,
+                transport.name,
+                loop.executor.group,
+            )
         if gateway is not None:
             try:
                 loop.gateway = await serve_gateway(transport, gateway.host, gateway.port)

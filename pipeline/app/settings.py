@@ -53,8 +53,19 @@ from pipeline.engine.config import EngineConfig
 from pipeline.pgwire.config import PgwireSettings
 from pipeline.transport.config import KafkaSettings
 
-__all__ = ["GatewaySettings", "KafkaSettings", "LogSettings", "PgwireSettings", "SECRET_FILE_SUFFIX", "SETTINGS_FILE_ENV",
-           "Settings", "load_settings", "masked", "read_secret_file", "sources"]
+__all__ = [
+    "GatewaySettings",
+    "KafkaSettings",
+    "LogSettings",
+    "PgwireSettings",
+    "SECRET_FILE_SUFFIX",
+    "SETTINGS_FILE_ENV",
+    "Settings",
+    "load_settings",
+    "masked",
+    "read_secret_file",
+    "sources",
+]
 
 SETTINGS_FILE_ENV = "PIPELINE_SETTINGS_FILE"
 SECRET_FILE_SUFFIX = "_FILE"
@@ -91,7 +102,10 @@ class Settings(BaseSettings):
     """All deployment settings; one nested section per component."""
 
     model_config = SettingsConfigDict(
-        env_prefix="PIPELINE_", env_nested_delimiter="__", extra="ignore", nested_model_default_partial_update=True,
+        env_prefix="PIPELINE_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        nested_model_default_partial_update=True,
         env_parse_none_str="null",
     )
 
@@ -204,7 +218,7 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         field = re.search(r'field "([^"]+)"', str(exc))
         name = f"PIPELINE_{field.group(1).upper()}" if field else "environment"
         raise ConfigError(f"{name}: a section must be a JSON object; set one value with {name}__<NAME>") from None
-    except Exception as exc:  # noqa: BLE001 - YAML errors from the file source
+    except Exception as exc:
         if path is not None and "yaml" in type(exc).__module__:
             raise ConfigError(f"{path}: invalid YAML") from None
         raise
@@ -220,8 +234,10 @@ def masked(settings: Settings) -> dict[str, dict[str, Any]]:
             return str(value)
         return value
 
-    return {name: {key: plain(getattr(section, key)) for key in type(section).model_fields}
-            for name, section in ((n, getattr(settings, n)) for n in Settings.model_fields)}
+    return {
+        name: {key: plain(getattr(section, key)) for key in type(section).model_fields}
+        for name, section in ((n, getattr(settings, n)) for n in Settings.model_fields)
+    }
 
 
 def sources(path: str | Path | None = None) -> dict[str, str]:
@@ -234,6 +250,11 @@ def sources(path: str | Path | None = None) -> dict[str, str]:
     for name, field in Settings.model_fields.items():
         env, file = from_env.get(name), from_file.get(name)
         for key in field.annotation.model_fields:  # type: ignore[union-attr]
-            out[f"{name}.{key}"] = ("env" if isinstance(env, dict) and key in env
-                                    else "file" if isinstance(file, dict) and key in file else "default")
+            out[f"{name}.{key}"] = (
+                "env"
+                if isinstance(env, dict) and key in env
+                else "file"
+                if isinstance(file, dict) and key in file
+                else "default"
+            )
     return out

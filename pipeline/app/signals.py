@@ -7,7 +7,7 @@ Each builder returns the topic name and the pydantic record; validation errors s
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 
@@ -24,7 +24,7 @@ def _checked(model, **fields):
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def dr_signal(
@@ -44,8 +44,14 @@ def dr_signal(
     if end is None:
         end = start + timedelta(minutes=60 if duration_min is None else duration_min)
     return "utility.dr.signals", _checked(
-        DRSignal, site_id=site_id, dr_event_id=event_id or f"dr-{uuid.uuid4().hex[:8]}",
-        curtailment_pct=curtailment_pct, limit_kw=limit_kw, event_start=start, event_end=end, signal_at=signal_at,
+        DRSignal,
+        site_id=site_id,
+        dr_event_id=event_id or f"dr-{uuid.uuid4().hex[:8]}",
+        curtailment_pct=curtailment_pct,
+        limit_kw=limit_kw,
+        event_start=start,
+        event_end=end,
+        signal_at=signal_at,
     )
 
 
@@ -63,17 +69,31 @@ def price_signal(
     ``valid_to`` is given."""
     valid_from = valid_from or _now()
     return "tariff.price.signals", _checked(
-        PriceSignal, site_id=site_id, tariff_id=tariff_id, price_per_kwh=price_per_kwh, currency=currency,
-        price_tier=tier.upper(), valid_from=valid_from, valid_to=valid_to or valid_from + timedelta(hours=1),
+        PriceSignal,
+        site_id=site_id,
+        tariff_id=tariff_id,
+        price_per_kwh=price_per_kwh,
+        currency=currency,
+        price_tier=tier.upper(),
+        valid_from=valid_from,
+        valid_to=valid_to or valid_from + timedelta(hours=1),
     )
 
 
 def demand_signal(
-    site_id: str, *, current_demand_kw: float, ev_load_kw: float = 0.0, demand_limit_kw: float | None = None,
+    site_id: str,
+    *,
+    current_demand_kw: float,
+    ev_load_kw: float = 0.0,
+    demand_limit_kw: float | None = None,
     measured_at: datetime | None = None,
 ) -> tuple[str, SiteDemand]:
     """A site meter reading on ``bems.site.demand``."""
     return "bems.site.demand", _checked(
-        SiteDemand, site_id=site_id, current_demand_kw=current_demand_kw, ev_load_kw=ev_load_kw,
-        demand_limit_kw=demand_limit_kw, measured_at=measured_at or _now(),
+        SiteDemand,
+        site_id=site_id,
+        current_demand_kw=current_demand_kw,
+        ev_load_kw=ev_load_kw,
+        demand_limit_kw=demand_limit_kw,
+        measured_at=measured_at or _now(),
     )

@@ -110,8 +110,12 @@ class PipelineConfig(_Strict):
         """Keyword arguments for :class:`executor.Executor`: ``credentials`` (``{charger id: hash}``, or
         ``None`` for open mode when no charger declares a password) and the TLS files."""
         hashes = {c.id: c.password_hash for s in self.sites for c in s.chargers if c.password_hash}
-        return {"credentials": hashes or None, "tls_certfile": self.ocpp.tls_cert, "tls_keyfile": self.ocpp.tls_key,
-                "tls_client_cafile": self.ocpp.tls_client_ca}
+        return {
+            "credentials": hashes or None,
+            "tls_certfile": self.ocpp.tls_cert,
+            "tls_keyfile": self.ocpp.tls_key,
+            "tls_client_cafile": self.ocpp.tls_client_ca,
+        }
 
     @model_validator(mode="after")
     def _unique(self) -> PipelineConfig:
@@ -129,22 +133,37 @@ class PipelineConfig(_Strict):
         for site in self.sites:
             out.append(
                 TopologyNode(
-                    node_id=site.site_id, site_id=site.site_id, kind="site", limit_kw=site.limit_kw,
-                    phases=site.phases, voltage_v=site.voltage_v,
+                    node_id=site.site_id,
+                    site_id=site.site_id,
+                    kind="site",
+                    limit_kw=site.limit_kw,
+                    phases=site.phases,
+                    voltage_v=site.voltage_v,
                 )
             )
             for n in site.nodes:
                 out.append(
                     TopologyNode(
-                        node_id=n.node_id, site_id=site.site_id, parent_id=n.parent_id or site.site_id,
-                        kind="panel", limit_kw=n.limit_kw, phases=n.phases, voltage_v=n.voltage_v,
+                        node_id=n.node_id,
+                        site_id=site.site_id,
+                        parent_id=n.parent_id or site.site_id,
+                        kind="panel",
+                        limit_kw=n.limit_kw,
+                        phases=n.phases,
+                        voltage_v=n.voltage_v,
                     )
                 )
             for c in site.chargers:
                 out.append(
                     TopologyNode(
-                        node_id=c.id, site_id=site.site_id, parent_id=c.node or site.site_id, kind="charger",
-                        limit_kw=c.max_power_kw, managed=c.managed, phases=c.phases, voltage_v=c.voltage_v,
+                        node_id=c.id,
+                        site_id=site.site_id,
+                        parent_id=c.node or site.site_id,
+                        kind="charger",
+                        limit_kw=c.max_power_kw,
+                        managed=c.managed,
+                        phases=c.phases,
+                        voltage_v=c.voltage_v,
                         connectors=c.connectors,
                     )
                 )

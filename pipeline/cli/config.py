@@ -44,8 +44,13 @@ def config() -> None:
 
 
 @config.command("show")
-@click.option("--settings", "settings_path", type=click.Path(dir_okay=False), envvar=SETTINGS_FILE_ENV,
-              help=f"deployment settings YAML; env {SETTINGS_FILE_ENV}")
+@click.option(
+    "--settings",
+    "settings_path",
+    type=click.Path(dir_okay=False),
+    envvar=SETTINGS_FILE_ENV,
+    help=f"deployment settings YAML; env {SETTINGS_FILE_ENV}",
+)
 @click.option("--json", "as_json", is_flag=True, help="print JSON (without the sources) instead of YAML")
 @one_line_errors
 def show(settings_path: str | None, as_json: bool) -> None:

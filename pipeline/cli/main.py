@@ -24,13 +24,28 @@ __all__ = ["main"]
 
 @click.group()
 @click.version_option(package_name="ev-setpoint-pipeline")
-@click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False),
-              help="for every command (env PIPELINE_LOG__LEVEL) [default: info; replay: warning]")
+@click.option(
+    "--log-level",
+    type=click.Choice(LEVELS, case_sensitive=False),
+    help="for every command (env PIPELINE_LOG__LEVEL) [default: info; replay: warning]",
+)
 @log_format_option()
 def main(log_level, log_format) -> None:
     """Streaming-SQL setpoint pipeline for EV smart charging."""
 
 
-for command in (run, executor, engine, topics, simulate, signal, allocate, replay, charger_password, migrate, config,
-                status):
+for command in (
+    run,
+    executor,
+    engine,
+    topics,
+    simulate,
+    signal,
+    allocate,
+    replay,
+    charger_password,
+    migrate,
+    config,
+    status,
+):
     main.add_command(command)

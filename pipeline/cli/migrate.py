@@ -32,8 +32,9 @@ def _connector_settings(target: str, settings_file, bootstrap, prefix):
     return connector_settings(settings_file, bootstrap_servers=bootstrap, topic_prefix=prefix)
 
 
-def connector_settings(settings_file: str | None = None, *, bootstrap_servers: str | None = None,
-                       topic_prefix: str | None = None):
+def connector_settings(
+    settings_file: str | None = None, *, bootstrap_servers: str | None = None, topic_prefix: str | None = None
+):
     """The Kafka connector properties of RisingWave's sources and sinks, from the deployment settings
     (:func:`pipeline.app.settings.load_settings`: environment, ``settings_file`` or
     ``$PIPELINE_SETTINGS_FILE``) with the given values overriding. Raises
@@ -41,8 +42,9 @@ def connector_settings(settings_file: str | None = None, *, bootstrap_servers: s
     from pipeline.app.settings import load_settings
     from pipeline.migrate.kafka import ConnectorSettings
 
-    overrides = {k: v for k, v in (("bootstrap_servers", bootstrap_servers), ("topic_prefix", topic_prefix))
-                 if v is not None}
+    overrides = {
+        k: v for k, v in (("bootstrap_servers", bootstrap_servers), ("topic_prefix", topic_prefix)) if v is not None
+    }
     settings = load_settings(settings_file, **({"kafka": overrides} if overrides else {}))
     return ConnectorSettings.from_kafka(settings.kafka)
 
@@ -51,10 +53,20 @@ def _echo_json(data) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-_target = click.option("--target", envvar="PIPELINE_MIGRATE_TARGET", required=True, show_envvar=True,
-                       help="postgresql://... for RisingWave, or the embedded engine's DuckDB file")
-_sql_dir = click.option("--sql-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_SQL_DIR,
-                        show_default="sql/", help="the desired state: one object per .sql file")
+_target = click.option(
+    "--target",
+    envvar="PIPELINE_MIGRATE_TARGET",
+    required=True,
+    show_envvar=True,
+    help="postgresql://... for RisingWave, or the embedded engine's DuckDB file",
+)
+_sql_dir = click.option(
+    "--sql-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_SQL_DIR,
+    show_default="sql/",
+    help="the desired state: one object per .sql file",
+)
 _json = click.option("--json", "as_json", is_flag=True, help="print JSON instead of text")
 _allow_drop = click.option("--allow-drop", is_flag=True, help="drop applied objects that are gone from sql/")
 
@@ -62,8 +74,12 @@ _allow_drop = click.option("--allow-drop", is_flag=True, help="drop applied obje
 def _kafka_options(func):
     func = click.option("--topic-prefix", help="prepended to every topic (default: settings)")(func)
     func = click.option("--kafka-bootstrap", help="Kafka bootstrap servers host:port[,...] (default: settings)")(func)
-    func = click.option("--settings", "settings_file", type=click.Path(dir_okay=False),
-                        help="deployment settings YAML (default $PIPELINE_SETTINGS_FILE; env PIPELINE_KAFKA__*)")(func)
+    func = click.option(
+        "--settings",
+        "settings_file",
+        type=click.Path(dir_okay=False),
+        help="deployment settings YAML (default $PIPELINE_SETTINGS_FILE; env PIPELINE_KAFKA__*)",
+    )(func)
     return func
 
 
@@ -97,8 +113,14 @@ def plan(target, sql_dir, allow_drop, settings_file, kafka_bootstrap, topic_pref
 @_sql_dir
 @_allow_drop
 @click.option("--yes", is_flag=True, help="do not ask before destructive steps")
-@click.option("--lock-ttl", "lock_ttl_s", type=click.FloatRange(min=10), default=900.0, show_default=True,
-              help="seconds the lock outlives a crashed migrator (refreshed after every step)")
+@click.option(
+    "--lock-ttl",
+    "lock_ttl_s",
+    type=click.FloatRange(min=10),
+    default=900.0,
+    show_default=True,
+    help="seconds the lock outlives a crashed migrator (refreshed after every step)",
+)
 @_kafka_options
 @_json
 @one_line_errors
@@ -113,23 +135,35 @@ def apply(target, sql_dir, allow_drop, yes, lock_ttl_s, settings_file, kafka_boo
         render_plan(plan_, console)
         console.print()
         try:
-            return click.confirm(f"Run these {len(plan_.steps)} step(s), {len(plan_.destructive)} of them "
-                                 "destructive?", default=False, err=True)
+            return click.confirm(
+                f"Run these {len(plan_.steps)} step(s), {len(plan_.destructive)} of them destructive?",
+                default=False,
+                err=True,
+            )
         except click.Abort:
             click.echo(err=True)
             return False
 
     kafka = _connector_settings(target, settings_file, kafka_bootstrap, topic_prefix)
-    result = commands.apply(target, sql_dir, allow_drop=allow_drop, yes=yes, confirm=None if as_json else confirm,
-                            kafka=kafka, lock_ttl_s=lock_ttl_s, on_step=None if as_json else Progress(console))
+    result = commands.apply(
+        target,
+        sql_dir,
+        allow_drop=allow_drop,
+        yes=yes,
+        confirm=None if as_json else confirm,
+        kafka=kafka,
+        lock_ttl_s=lock_ttl_s,
+        on_step=None if as_json else Progress(console),
+    )
     if as_json:
         _echo_json(result.to_dict())
     else:
         render_apply(result, console)
     if not result.ok:
         index = len(result.applied) + 1
-        raise click.ClickException(f"step {index} of {len(result.plan.steps)} ({result.failed.label()}) failed: "
-                                   f"{result.error}")
+        raise click.ClickException(
+            f"step {index} of {len(result.plan.steps)} ({result.failed.label()}) failed: {result.error}"
+        )
 
 
 @migrate.command()
@@ -172,8 +206,12 @@ def diff(name, target, sql_dir, as_json):
 
 @migrate.command()
 @_sql_dir
-@click.option("--verbose", "-v", is_flag=True,
-              help="also print each view's relation scans with every CTE expanded (the plan-size measure)")
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="also print each view's relation scans with every CTE expanded (the plan-size measure)",
+)
 @_json
 @one_line_errors
 def lint(sql_dir, verbose, as_json):
@@ -186,8 +224,11 @@ def lint(sql_dir, verbose, as_json):
     sizes = plan_sizes(sql_dir) if verbose else []
     if as_json:
         found = [issue.__dict__ for issue in issues]
-        _echo_json({"issues": found, "scan_budget": SCAN_BUDGET, "plan_sizes": [s.to_dict() for s in sizes]}
-                   if verbose else found)
+        _echo_json(
+            {"issues": found, "scan_budget": SCAN_BUDGET, "plan_sizes": [s.to_dict() for s in sizes]}
+            if verbose
+            else found
+        )
     else:
         if verbose:
             render_plan_sizes(sizes, SCAN_BUDGET, _console())
@@ -199,15 +240,20 @@ def lint(sql_dir, verbose, as_json):
 @migrate.command("set-password")
 @click.argument("user")
 @_target
-@click.option("--password-file", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              envvar="PIPELINE_MIGRATE_PASSWORD_FILE", show_envvar=True,
-              help="file holding the password (a Docker secret); one trailing line break is dropped")
+@click.option(
+    "--password-file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="PIPELINE_MIGRATE_PASSWORD_FILE",
+    show_envvar=True,
+    help="file holding the password (a Docker secret); one trailing line break is dropped",
+)
 @one_line_errors
 def set_password(user, target, password_file):
     """Set USER's password on a RisingWave (or Postgres) target from a file; the password is never shown."""
+    from pipeline.app.settings import read_secret_file
     from pipeline.migrate.targets import is_wire
     from pipeline.migrate.users import set_password as set_user_password
-    from pipeline.app.settings import read_secret_file
 
     if not is_wire(target):
         raise click.ClickException("set-password needs a postgresql:// target")

@@ -9,7 +9,7 @@ engine's tables and views read-only on Postgres wire (:mod:`pipeline.pgwire.serv
 from __future__ import annotations
 
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -17,8 +17,16 @@ import click
 from pipeline.app.logs import FORMATS, LEVELS
 from pipeline.app.settings import Settings, load_settings
 
-__all__ = ["ISO", "IsoTime", "log_level_option", "pg_options", "pg_overrides", "pg_service_args", "replay_pg_args",
-           "setup_logging"]
+__all__ = [
+    "ISO",
+    "IsoTime",
+    "log_level_option",
+    "pg_options",
+    "pg_overrides",
+    "pg_service_args",
+    "replay_pg_args",
+    "setup_logging",
+]
 
 
 class IsoTime(click.ParamType):
@@ -33,7 +41,7 @@ class IsoTime(click.ParamType):
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             self.fail(f"{value!r} is not an ISO-8601 time (e.g. 2024-06-03T17:00:00Z)", param, ctx)
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 ISO = IsoTime()
@@ -53,27 +61,41 @@ def setup_logging(level: str | None, settings: Settings | None = None, default: 
 
 def log_level_option(default: str = "info"):
     """The per-command ``--log-level`` (the group's ``pipeline --log-level`` works for every command)."""
-    return click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False),
-                        help=f"default: --log-level before the command, log.level setting, else {default}")
+    return click.option(
+        "--log-level",
+        type=click.Choice(LEVELS, case_sensitive=False),
+        help=f"default: --log-level before the command, log.level setting, else {default}",
+    )
 
 
 def log_format_option():
     """The group's ``--log-format``."""
-    return click.option("--log-format", type=click.Choice(FORMATS, case_sensitive=False),
-                        help="text, or json: one JSON object a line on stderr (env PIPELINE_LOG__FORMAT) "
-                             "[default: text]")
+    return click.option(
+        "--log-format",
+        type=click.Choice(FORMATS, case_sensitive=False),
+        help="text, or json: one JSON object a line on stderr (env PIPELINE_LOG__FORMAT) [default: text]",
+    )
 
 
 def pg_options(func):
     """Add ``--pg/--no-pg``, ``--pg-host`` and ``--pg-port`` (passed as ``pg``, ``pg_host``, ``pg_port``;
     ``None`` when not given, so the settings decide)."""
-    for option in reversed([
-        click.option("--pg/--no-pg", "pg", default=None,
-                     help="serve the views read-only on Postgres wire [setting pgwire.enabled: on]"),
-        click.option("--pg-host", help="Postgres-wire bind address [setting pgwire.host: 127.0.0.1]"),
-        click.option("--pg-port", type=click.IntRange(0, 65535),
-                     help="Postgres-wire port, 0 for a free one [setting pgwire.port: 4566, as RisingWave]"),
-    ]):
+    for option in reversed(
+        [
+            click.option(
+                "--pg/--no-pg",
+                "pg",
+                default=None,
+                help="serve the views read-only on Postgres wire [setting pgwire.enabled: on]",
+            ),
+            click.option("--pg-host", help="Postgres-wire bind address [setting pgwire.host: 127.0.0.1]"),
+            click.option(
+                "--pg-port",
+                type=click.IntRange(0, 65535),
+                help="Postgres-wire port, 0 for a free one [setting pgwire.port: 4566, as RisingWave]",
+            ),
+        ]
+    ):
         func = option(func)
     return func
 
@@ -87,8 +109,11 @@ def pg_service_args(settings: Settings) -> dict:
     """``pg_host``, ``pg_port`` (``None`` when off) and ``pg_password`` from the ``pgwire`` section (for
     the replay, which serves Postgres wire beside its own loop)."""
     pg = settings.pgwire
-    return {"pg_host": pg.host, "pg_port": pg.port if pg.enabled else None,
-            "pg_password": pg.password.get_secret_value() if pg.password is not None else None}
+    return {
+        "pg_host": pg.host,
+        "pg_port": pg.port if pg.enabled else None,
+        "pg_password": pg.password.get_secret_value() if pg.password is not None else None,
+    }
 
 
 def _can_listen(host: str, port: int) -> bool:

@@ -16,8 +16,13 @@ __all__ = ["replay"]
 
 
 @click.command("replay")
-@click.option("--day", type=click.DateTime(["%Y-%m-%d"]), default="2024-06-03", show_default=True,
-              help="first local day (data covers 2024-06-03 to 2024-06-09)")
+@click.option(
+    "--day",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default="2024-06-03",
+    show_default=True,
+    help="first local day (data covers 2024-06-03 to 2024-06-09)",
+)
 @click.option("--days", default=1, show_default=True, type=click.IntRange(1, 7))
 @click.option("--speed", default=1440.0, show_default=True, type=click.FloatRange(min=1), help="time acceleration")
 @click.option("--chargers", default=10, show_default=True, type=click.IntRange(1, 500))
@@ -28,13 +33,33 @@ __all__ = ["replay"]
 @click.option("--dr/--no-dr", default=True, show_default=True, help="a 20 % DR event 17:00-19:00 local each day")
 @click.option("--seed", default=7, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write the summary here")
-@click.option("--report", "report_dir", type=click.Path(path_type=Path),
-              help="also write PNG plots and summary.md into this directory (created if missing)")
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(path_type=Path),
+    help="also write PNG plots and summary.md into this directory (created if missing)",
+)
 @pg_options
 @log_level_option("warning")
 @one_line_errors
-def replay(day, days, speed, chargers, charger_kw, limit_kw, households, evs_per_charger, dr, seed, json_path,
-           report_dir, pg, pg_host, pg_port, log_level):
+def replay(
+    day,
+    days,
+    speed,
+    chargers,
+    charger_kw,
+    limit_kw,
+    households,
+    evs_per_charger,
+    dr,
+    seed,
+    json_path,
+    report_dir,
+    pg,
+    pg_host,
+    pg_port,
+    log_level,
+):
     """Replay real days (ev2gym data) through the whole loop over real websockets."""
     import os
 
@@ -54,10 +79,18 @@ def replay(day, days, speed, chargers, charger_kw, limit_kw, households, evs_per
     setup_logging(log_level, default="warning")
     pg_args = replay_pg_args(pg, pg_host, pg_port)
     options = ReplayOptions(
-        pg_host=pg_args["pg_host"], pg_port=pg_args["pg_port"],
-        day=day.date() if isinstance(day, datetime) else date.fromisoformat(day), days=days, speed=speed,
-        chargers=chargers, charger_kw=charger_kw, limit_kw=limit_kw, households=households,
-        evs_per_charger=evs_per_charger, dr_event=dr, seed=seed,
+        pg_host=pg_args["pg_host"],
+        pg_port=pg_args["pg_port"],
+        day=day.date() if isinstance(day, datetime) else date.fromisoformat(day),
+        days=days,
+        speed=speed,
+        chargers=chargers,
+        charger_kw=charger_kw,
+        limit_kw=limit_kw,
+        households=households,
+        evs_per_charger=evs_per_charger,
+        dr_event=dr,
+        seed=seed,
     )
     series = ReplaySeries()
     with replay_progress() as progress:

@@ -30,8 +30,12 @@ def _load_site(config_path: str | None) -> PipelineConfig | None:
 
 
 _kafka_only = transport_options(("kafka",), "kafka", help="where the topics live (a shared broker)")
-_config = click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                       help="site YAML: publish its topology on site.topology at start")
+_config = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="site YAML: publish its topology on site.topology at start",
+)
 
 
 @click.command("run")
@@ -50,22 +54,37 @@ def run(config_path, host, port, gateway_host, gateway_port, tick_s, pg, pg_host
     from pipeline.app.loop import run_until_signalled, start_loop
 
     site = _load_site(config_path)
-    settings = transport.settings(executor={"host": host, "port": port}, engine={"tick_s": tick_s},
-                                  gateway={"host": gateway_host, "port": gateway_port},
-                                  pgwire=pg_overrides(pg, pg_host, pg_port))
+    settings = transport.settings(
+        executor={"host": host, "port": port},
+        engine={"tick_s": tick_s},
+        gateway={"host": gateway_host, "port": gateway_port},
+        pgwire=pg_overrides(pg, pg_host, pg_port),
+    )
     built = transport.build(settings)
     setup_logging(log_level, settings)
-    asyncio.run(run_until_signalled(lambda: start_loop(
-        built, site=site, engine=settings.engine, executor=settings.executor, gateway=settings.gateway,
-        pgwire=settings.pgwire)))
+    asyncio.run(
+        run_until_signalled(
+            lambda: start_loop(
+                built,
+                site=site,
+                engine=settings.engine,
+                executor=settings.executor,
+                gateway=settings.gateway,
+                pgwire=settings.pgwire,
+            )
+        )
+    )
 
 
 @click.command("executor")
 @_config
 @click.option("--host", help="OCPP websocket bind address [setting executor.host: 127.0.0.1]")
 @click.option("--port", type=int, help="OCPP websocket port, chargers on /ocpp/{id} [setting executor.port: 9000]")
-@click.option("--group", help="consumer group for the setpoint and topology topics (prefixed by --topic-prefix) "
-                              "[setting executor.group: executor]")
+@click.option(
+    "--group",
+    help="consumer group for the setpoint and topology topics (prefixed by --topic-prefix) "
+    "[setting executor.group: executor]",
+)
 @_kafka_only
 @log_level_option()
 @one_line_errors

@@ -60,16 +60,26 @@ def signal_dr(site, curtailment_pct, limit_kw, start, end, duration_min, event_i
     """A demand-response event on utility.dr.signals."""
     from pipeline.app.signals import dr_signal
 
-    topic, record = dr_signal(site, curtailment_pct=curtailment_pct, limit_kw=limit_kw, start=start, end=end,
-                              duration_min=duration_min, event_id=event_id)
+    topic, record = dr_signal(
+        site,
+        curtailment_pct=curtailment_pct,
+        limit_kw=limit_kw,
+        start=start,
+        end=end,
+        duration_min=duration_min,
+        event_id=event_id,
+    )
     _publish(topic, record, gateway, dry_run, transport)
 
 
 @signal.command("price")
 @click.option("--site", required=True)
 @click.option("--price", "price_per_kwh", required=True, type=float, help="price per kWh")
-@click.option("--tier", required=True, type=click.Choice(["OFF_PEAK", "MID_PEAK", "ON_PEAK", "CRITICAL_PEAK"],
-                                                          case_sensitive=False))
+@click.option(
+    "--tier",
+    required=True,
+    type=click.Choice(["OFF_PEAK", "MID_PEAK", "ON_PEAK", "CRITICAL_PEAK"], case_sensitive=False),
+)
 @click.option("--from", "valid_from", type=ISO, help="valid from (default now)")
 @click.option("--to", "valid_to", type=ISO, help="valid to (default from + 1 h)")
 @click.option("--currency", default="EUR", show_default=True)
@@ -81,8 +91,9 @@ def signal_price(site, price_per_kwh, tier, valid_from, valid_to, currency, gate
     """A tariff price on tariff.price.signals."""
     from pipeline.app.signals import price_signal
 
-    topic, record = price_signal(site, price_per_kwh=price_per_kwh, tier=tier, valid_from=valid_from,
-                                 valid_to=valid_to, currency=currency)
+    topic, record = price_signal(
+        site, price_per_kwh=price_per_kwh, tier=tier, valid_from=valid_from, valid_to=valid_to, currency=currency
+    )
     _publish(topic, record, gateway, dry_run, transport)
 
 
@@ -99,6 +110,7 @@ def signal_demand(site, current_demand_kw, ev_load_kw, demand_limit_kw, gateway,
     """A site meter reading on bems.site.demand."""
     from pipeline.app.signals import demand_signal
 
-    topic, record = demand_signal(site, current_demand_kw=current_demand_kw, ev_load_kw=ev_load_kw,
-                                  demand_limit_kw=demand_limit_kw)
+    topic, record = demand_signal(
+        site, current_demand_kw=current_demand_kw, ev_load_kw=ev_load_kw, demand_limit_kw=demand_limit_kw
+    )
     _publish(topic, record, gateway, dry_run, transport)

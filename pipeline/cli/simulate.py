@@ -30,7 +30,15 @@ def simulate(url, chargers, rated_kw, speed, prefix, evs_per_charger, seed, dura
 
     setup_logging(log_level)
     summary = asyncio.run(
-        run_simulation(url, chargers, rated_kw=rated_kw, speed=speed, prefix=prefix,
-                       evs_per_charger=evs_per_charger, seed=seed, duration_s=duration_s)
+        run_simulation(
+            url,
+            chargers,
+            rated_kw=rated_kw,
+            speed=speed,
+            prefix=prefix,
+            evs_per_charger=evs_per_charger,
+            seed=seed,
+            duration_s=duration_s,
+        )
     )
     click.echo(json.dumps(summary, indent=2))

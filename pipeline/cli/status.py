@@ -18,15 +18,30 @@ __all__ = ["status"]
 
 
 @click.command("status")
-@click.option("--dsn", default=DEFAULT_DSN, show_default=True, envvar="PIPELINE_STATUS_DSN",
-              help="the views over Postgres wire: pipeline run's port or RisingWave (env PIPELINE_STATUS_DSN)")
-@click.option("--executor-url", default=DEFAULT_EXECUTOR_URL, show_default=True,
-              help="the executor's status port (setting executor.http_port), for GET /status (connected chargers)")
+@click.option(
+    "--dsn",
+    default=DEFAULT_DSN,
+    show_default=True,
+    envvar="PIPELINE_STATUS_DSN",
+    help="the views over Postgres wire: pipeline run's port or RisingWave (env PIPELINE_STATUS_DSN)",
+)
+@click.option(
+    "--executor-url",
+    default=DEFAULT_EXECUTOR_URL,
+    show_default=True,
+    help="the executor's status port (setting executor.http_port), for GET /status (connected chargers)",
+)
 @click.option("--no-executor", is_flag=True, help="leave the chargers out (no executor to ask)")
 @click.option("--once", is_flag=True, help="print one snapshot and exit (for scripts)")
 @click.option("--json", "as_json", is_flag=True, help="JSON: one document with --once, else one line per refresh")
-@click.option("--interval", "interval_s", default=2.0, show_default=True, type=click.FloatRange(min=0.2),
-              help="seconds between refreshes")
+@click.option(
+    "--interval",
+    "interval_s",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(min=0.2),
+    help="seconds between refreshes",
+)
 @one_line_errors
 def status(dsn, executor_url, no_executor, once, as_json, interval_s):
     """Live view of a running pipeline: sites and breakers, sessions, chargers, DR event and price tier.
@@ -38,8 +53,14 @@ def status(dsn, executor_url, no_executor, once, as_json, interval_s):
 
     secret = None if os.environ.get("PGPASSWORD") else load_settings().pgwire.password
     try:
-        run_status(dsn, None if no_executor else executor_url, once=once, as_json=as_json, interval_s=interval_s,
-                   password=secret.get_secret_value() if secret is not None else None)
+        run_status(
+            dsn,
+            None if no_executor else executor_url,
+            once=once,
+            as_json=as_json,
+            interval_s=interval_s,
+            password=secret.get_secret_value() if secret is not None else None,
+        )
     except StatusError as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:  # leaving the live view is the normal way out

@@ -34,5 +34,6 @@ def topics_create(transport):
     created = asyncio.run(built.ensure_topics())
     total = len(built.all_topics())
     where = f"{built.settings.bootstrap_servers} (prefix {built.prefix!r})"
-    click.echo(f"created {len(created)} of {total} topics on {where}" if created
-               else f"all {total} topics exist on {where}")
+    click.echo(
+        f"created {len(created)} of {total} topics on {where}" if created else f"all {total} topics exist on {where}"
+    )

@@ -33,8 +33,11 @@ class TransportChoice:
         ``--topic-prefix``, and ``sections`` (``executor={"port": 9100}``; ``None`` values are flags not
         given and left out). Raises ``ConfigError``."""
         sections = {name: {k: v for k, v in values.items() if v is not None} for name, values in sections.items()}
-        kafka = {k: v for k, v in (("bootstrap_servers", self.bootstrap_servers),
-                                   ("topic_prefix", self.topic_prefix)) if v is not None}
+        kafka = {
+            k: v
+            for k, v in (("bootstrap_servers", self.bootstrap_servers), ("topic_prefix", self.topic_prefix))
+            if v is not None
+        }
         overrides = {name: values for name, values in {**sections, "kafka": kafka}.items() if values}
         return load_settings(self.settings_path, **overrides)
 
@@ -61,14 +64,31 @@ def transport_options(choices: tuple[str, ...] = ("memory", "kafka"), default: s
             choice = TransportChoice(transport_kind, settings_path, bootstrap_servers, topic_prefix)
             return func(*args, transport=choice, **kwargs)
 
-        for option in reversed([
-            click.option("--transport", "transport_kind", type=click.Choice(choices), default=default,
-                         show_default=True, help=help or "where the topics live"),
-            click.option("--settings", "settings_path", type=click.Path(dir_okay=False), envvar=SETTINGS_FILE_ENV,
-                         help=f"deployment settings YAML (kafka:, executor: ...); env {SETTINGS_FILE_ENV}"),
-            click.option("--bootstrap-servers", help="Kafka brokers host:port[,...] (env PIPELINE_KAFKA__BOOTSTRAP_SERVERS)"),
-            click.option("--topic-prefix", help="prefix of every topic and consumer group (env PIPELINE_KAFKA__TOPIC_PREFIX)"),
-        ]):
+        for option in reversed(
+            [
+                click.option(
+                    "--transport",
+                    "transport_kind",
+                    type=click.Choice(choices),
+                    default=default,
+                    show_default=True,
+                    help=help or "where the topics live",
+                ),
+                click.option(
+                    "--settings",
+                    "settings_path",
+                    type=click.Path(dir_okay=False),
+                    envvar=SETTINGS_FILE_ENV,
+                    help=f"deployment settings YAML (kafka:, executor: ...); env {SETTINGS_FILE_ENV}",
+                ),
+                click.option(
+                    "--bootstrap-servers", help="Kafka brokers host:port[,...] (env PIPELINE_KAFKA__BOOTSTRAP_SERVERS)"
+                ),
+                click.option(
+                    "--topic-prefix", help="prefix of every topic and consumer group (env PIPELINE_KAFKA__TOPIC_PREFIX)"
+                ),
+            ]
+        ):
             wrapper = option(wrapper)
         return wrapper
 

@@ -15,8 +15,13 @@ __all__ = ["allocate"]
 
 
 @click.command("allocate")
-@click.option("--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False, allow_dash=True),
-              help="snapshot JSON: {topic: [records]} ('-' for stdin)")
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+    help="snapshot JSON: {topic: [records]} ('-' for stdin)",
+)
 @click.option("--now", type=ISO, help="evaluation time for NOW() (default: the current time)")
 @one_line_errors
 def allocate(input_path, now):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol
 
 
@@ -26,7 +26,7 @@ class SystemClock:
     """Wall-clock time (UTC)."""
 
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
@@ -42,7 +42,7 @@ class SimClock:
         if speed <= 0:
             raise ValueError("speed must be > 0")
         self.speed = speed
-        self._base_sim = start.astimezone(timezone.utc)
+        self._base_sim = start.astimezone(UTC)
         self._base_real = time.monotonic()
         self._held = False
         self._running = asyncio.Event()
@@ -53,7 +53,7 @@ class SimClock:
         if self._held:
             return self._base_sim
         elapsed = (time.monotonic() - self._base_real) * self.speed
-        return datetime.fromtimestamp(self._base_sim.timestamp() + elapsed, timezone.utc)
+        return datetime.fromtimestamp(self._base_sim.timestamp() + elapsed, UTC)
 
     @property
     def held(self) -> bool:
@@ -76,7 +76,7 @@ class SimClock:
     def advance(self, seconds: float) -> None:
         """Jump forward (used only while held, by drivers that step time themselves)."""
         now = self.now()
-        self._base_sim = datetime.fromtimestamp(now.timestamp() + seconds, timezone.utc)
+        self._base_sim = datetime.fromtimestamp(now.timestamp() + seconds, UTC)
         self._base_real = time.monotonic()
         self._advanced.set()  # wake held sleepers to look at the new time
         self._advanced = asyncio.Event()

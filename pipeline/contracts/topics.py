@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timedelta
 from enum import Enum
-from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -45,8 +44,8 @@ __all__ = [
 def _utc(value: datetime) -> datetime:
     """Return ``value`` as an aware UTC datetime; naive input is taken to be UTC already."""
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 BOUNDS: dict[str, float] = {
@@ -95,8 +94,8 @@ ConnectorId = Annotated[int, Field(ge=0, le=BOUNDS["connector_id"])]
 def _utc(value: datetime) -> datetime:
     """Return ``value`` as an aware UTC datetime; naive input is taken to be UTC already."""
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 class _Record(BaseModel):
@@ -145,8 +144,9 @@ class ActiveSession(_Record):
     site_id: str | None = None
     node_id: str | None = Field(None, description="the breaker (panel) the charger hangs on")
     rated_power_kw: float = Field(gt=0, le=BOUNDS["charger_kw"], description="EVSE rating")
-    ev_max_power_kw: float | None = Field(None, gt=0, le=BOUNDS["charger_kw"],
-                                          description="EV acceptance, when the charger reports it")
+    ev_max_power_kw: float | None = Field(
+        None, gt=0, le=BOUNDS["charger_kw"], description="EV acceptance, when the charger reports it"
+    )
     min_power_kw: ChargerKw | None = Field(None, description="minimum charge rate; default 6 A x phases x V")
     phases: Phases = 3
     voltage_v: Volts = 230.0
@@ -164,8 +164,9 @@ class SiteDemand(_Record):
     """``bems.site.demand`` (key ``site_id``, append): the site meter, all loads including EVs."""
 
     site_id: str
-    demand_limit_kw: float | None = Field(None, gt=0, le=BOUNDS["site_kw"],
-                                          description="contracted site limit, if the BEMS sets one")
+    demand_limit_kw: float | None = Field(
+        None, gt=0, le=BOUNDS["site_kw"], description="contracted site limit, if the BEMS sets one"
+    )
     current_demand_kw: SiteKw = Field(description="total site load, EVs included")
     ev_load_kw: SiteKw = Field(0.0, description="the EV part of current_demand_kw")
     measured_at: datetime
@@ -339,8 +340,9 @@ class Alert(_Record):
     """
 
     alert_id: str
-    kind: Literal["setpoint_deviation", "node_over_limit", "stale_session_meter", "stale_site_meter",
-                  "topology_too_deep"]
+    kind: Literal[
+        "setpoint_deviation", "node_over_limit", "stale_session_meter", "stale_site_meter", "topology_too_deep"
+    ]
     severity: Literal["warning", "critical"]
     site_id: str | None = None
     subject_id: str
@@ -403,7 +405,7 @@ def decode(topic: str, key: str | None, value: bytes | None) -> _Record | None:
         data = json.loads(value, parse_constant=_refuse_constant)
     except RecordError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any failure of one record is that record's dead letter:
+    except Exception as exc:
         # JSONDecodeError, UnicodeDecodeError, ValueError past the int-string limit, RecursionError ...
         raise RecordError(f"not JSON: {type(exc).__name__}: {_short(exc)}") from exc
     if not isinstance(data, dict):
@@ -414,7 +416,7 @@ def decode(topic: str, key: str | None, value: bytes | None) -> _Record | None:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "value"
         raise RecordError(f"{where}: {first['msg']}") from exc
-    except Exception as exc:  # noqa: BLE001 - a validator that fails in an unforeseen way is still one record
+    except Exception as exc:
         raise RecordError(f"invalid: {type(exc).__name__}: {_short(exc)}") from exc
     if key is not None and str(getattr(record, spec.key)) != key:
         raise RecordError(f"key {key!r} does not match {spec.key}={getattr(record, spec.key)!r}")

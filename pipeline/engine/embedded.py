@@ -35,9 +35,9 @@ from typing import Any
 import duckdb
 from sqlglot import exp
 
+from pipeline.contracts.topics import TOPICS, RecordError, encode
 from pipeline.engine.partition import ALL, SITE_COLUMN, SITES_PARAM, SiteIndex, restrict, union
 from pipeline.sqlmodel.objects import DEFAULT_SQL_DIR, SqlError, SqlObject, load_objects, upsert_key_problem
-from pipeline.contracts.topics import TOPICS, RecordError, encode
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,9 @@ def to_duckdb(obj: SqlObject) -> str:
         key = obj.key_column
         if key is not None and key not in obj.columns:  # RisingWave adds it after the declared columns
             last = max(i for i, e in enumerate(schema.expressions) if isinstance(e, exp.ColumnDef))
-            schema.expressions.insert(last + 1, exp.ColumnDef(this=exp.to_identifier(key),
-                                                              kind=exp.DataType.build("BLOB", dialect="duckdb")))
+            schema.expressions.insert(
+                last + 1, exp.ColumnDef(this=exp.to_identifier(key), kind=exp.DataType.build("BLOB", dialect="duckdb"))
+            )
         return exp.Create(this=schema, kind="TABLE", exists=True).sql("duckdb")
     if obj.kind in ("materialized_view", "view"):
         return f"CREATE OR REPLACE VIEW {obj.name}{QUERY_SUFFIX} AS {duckdb_query(obj)}"
@@ -233,8 +234,10 @@ class EmbeddedEngine:
                     for key, record in batch:
                         if key is not None:
                             latest[key] = record
-                    self.con.execute(f"DELETE FROM {obj.name} WHERE {key_col} IN (SELECT unnest(?::BLOB[]))",
-                                     [[k.encode() for k in latest]])
+                    self.con.execute(
+                        f"DELETE FROM {obj.name} WHERE {key_col} IN (SELECT unnest(?::BLOB[]))",
+                        [[k.encode() for k in latest]],
+                    )
                     rows = [(k, r) for k, r in latest.items() if r is not None]
                 else:
                     rows = [(k, r) for k, r in batch if r is not None]
@@ -249,8 +252,9 @@ class EmbeddedEngine:
         self.con.execute("COMMIT")
         return count
 
-    def apply_each(self, records: Iterable[tuple[str, str | None, Any]]
-                   ) -> list[tuple[str, str | None, Any, Exception]]:
+    def apply_each(
+        self, records: Iterable[tuple[str, str | None, Any]]
+    ) -> list[tuple[str, str | None, Any, Exception]]:
         """:meth:`apply` the batch in one transaction; if the database refuses it, apply the records one by
         one so a record it cannot store (e.g. a value outside a column's type) loses nothing else.
 
@@ -260,14 +264,14 @@ class EmbeddedEngine:
         try:
             self.apply(batch)
             return []
-        except Exception as exc:  # noqa: BLE001 - find the culprit below
+        except Exception as exc:
             if len(batch) == 1:
                 return [(*batch[0], exc)]
         refused: list[tuple[str, str | None, Any, Exception]] = []
         for item in batch:
             try:
                 self.apply([item])
-            except Exception as exc:  # noqa: BLE001 - the record's own failure, reported to the caller
+            except Exception as exc:
                 refused.append((*item, exc))
         return refused
 
@@ -402,8 +406,9 @@ class EmbeddedEngine:
         if scope is ALL:
             cur = self.con.execute(select)
         else:
-            cur = self.con.execute(f"SELECT * FROM ({select}) AS s WHERE {SITE_COLUMN} IN (SELECT unnest(?))",
-                                   [sorted(scope)])
+            cur = self.con.execute(
+                f"SELECT * FROM ({select}) AS s WHERE {SITE_COLUMN} IN (SELECT unnest(?))", [sorted(scope)]
+            )
         cols = [d[0] for d in cur.description]
         key_idx = [cols.index(k) for k in sink.primary_key]
         site_idx = cols.index(SITE_COLUMN) if SITE_COLUMN in cols else None

@@ -45,11 +45,16 @@ def restrict(query: exp.Expression, site_relations: set[str]) -> exp.Expression:
         if name in ctes or name not in site_relations:
             continue
         alias = table.alias or name
-        subquery = exp.select("*").from_(exp.to_table(name)).where(
-            exp.column(SITE_COLUMN).isin(
-                query=exp.select(exp.Unnest(expressions=[exp.Placeholder(this=SITES_PARAM)]))
+        subquery = (
+            exp.select("*")
+            .from_(exp.to_table(name))
+            .where(
+                exp.column(SITE_COLUMN).isin(
+                    query=exp.select(exp.Unnest(expressions=[exp.Placeholder(this=SITES_PARAM)]))
+                )
             )
-        ).subquery(alias)
+            .subquery(alias)
+        )
         table.replace(subquery)
     return query
 
@@ -68,8 +73,9 @@ class SiteIndex:
         self.topology_table = topology_table
         self._key_site: dict[str, dict[str, str | None]] = {}
 
-    def sites(self, table: str, columns: list[str], upsert_key: str | None, key: str | None,
-              record: Any) -> frozenset[str] | None:
+    def sites(
+        self, table: str, columns: list[str], upsert_key: str | None, key: str | None, record: Any
+    ) -> frozenset[str] | None:
         """The sites one record (``None`` = tombstone for ``key``) of ``table`` touches, and remember its
         key's site. On an upsert table (``upsert_key``: the contract's key field) rows are keyed by the
         message ``key``, or by that field when the record came without one. Returns ``ALL`` when it

@@ -110,8 +110,9 @@ class EngineService:
             # the producer keeps a partition's records in the order they were handed to it, and every send
             # is done before the commit.
             for i in range(0, len(changes), SEND_WINDOW):
-                await asyncio.gather(*(self.transport.send(c.topic, c.key, c.value)
-                                       for c in changes[i:i + SEND_WINDOW]))
+                await asyncio.gather(
+                    *(self.transport.send(c.topic, c.key, c.value) for c in changes[i : i + SEND_WINDOW])
+                )
             self.stats.evaluations += 1
             self.stats.changes_out += len(changes)
             self.stats.last_eval_ms = self.engine.last_eval_ms
@@ -195,7 +196,7 @@ class EngineService:
                     await self.step()
                 except asyncio.CancelledError:
                     raise
-                except Exception:  # noqa: BLE001 - a bad batch must not stop the engine
+                except Exception:
                     log.exception("engine batch failed; continuing")
                     await asyncio.sleep(self.poll_s)
         finally:

@@ -7,13 +7,13 @@ result is the ``ocpp.setpoint.commands`` records the engine would emit, sorted b
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline.contracts.topics import TOPICS, RecordError, decode
 from pipeline.engine.embedded import EmbeddedEngine
 from pipeline.sqlmodel.objects import DEFAULT_SQL_DIR
-from pipeline.contracts.topics import TOPICS, RecordError, decode
 
 
 def load_snapshot(snapshot: dict[str, Any]) -> list[tuple[str, str, Any]]:
@@ -43,7 +43,7 @@ def allocate(
 ) -> list[dict[str, Any]]:
     """Run the views over ``snapshot`` at ``now`` (default: the current time) and return the setpoint
     records as JSON-ready dicts."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     engine = EmbeddedEngine(sql_dir)
     try:
         engine.apply(load_snapshot(snapshot))

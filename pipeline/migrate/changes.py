@@ -77,11 +77,11 @@ def _appended(old: exp.Create, new: exp.Create) -> list[str] | None:
     added = counts.pop()
     truncated = new.copy()
     for columns in _column_lists(truncated):
-        for extra in columns[len(columns) - added:]:
+        for extra in columns[len(columns) - added :]:
             extra.pop()
     if truncated != old:
         return None
-    return [c.alias_or_name or c.sql(DIALECT) for c in new_lists[0][len(old_lists[0]):]]
+    return [c.alias_or_name or c.sql(DIALECT) for c in new_lists[0][len(old_lists[0]) :]]
 
 
 def _short(node: exp.Expression) -> str:

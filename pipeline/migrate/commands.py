@@ -74,8 +74,13 @@ def _settings(target: str, kafka: ConnectorSettings | None) -> ConnectorSettings
 
 
 @_database_errors
-def plan(target: str, sql_dir: str | Path = DEFAULT_SQL_DIR, *, allow_drop: bool = False,
-         kafka: ConnectorSettings | None = None) -> Plan:
+def plan(
+    target: str,
+    sql_dir: str | Path = DEFAULT_SQL_DIR,
+    *,
+    allow_drop: bool = False,
+    kafka: ConnectorSettings | None = None,
+) -> Plan:
     """The steps ``apply`` would run now. Reads the target, never writes to it (an embedded file that
     does not exist is not created)."""
     objects = load_objects(sql_dir)
@@ -161,8 +166,11 @@ def status(target: str, sql_dir: str | Path = DEFAULT_SQL_DIR) -> Status:
     for obj in objects:
         entry = catalog.get(obj.name)
         if entry is None:
-            state = (StatusEntry(obj.name, obj.kind, UNTRACKED, "on the target, not applied by pipeline migrate")
-                     if obj.name in on_target else StatusEntry(obj.name, obj.kind, NOT_APPLIED))
+            state = (
+                StatusEntry(obj.name, obj.kind, UNTRACKED, "on the target, not applied by pipeline migrate")
+                if obj.name in on_target
+                else StatusEntry(obj.name, obj.kind, NOT_APPLIED)
+            )
         elif entry.hash != obj.hash:
             state = StatusEntry(obj.name, obj.kind, CHANGED, str(classify(entry.kind, entry.source, obj)))
         elif existing is not None and materializes(obj.kind) and obj.name not in on_target:
@@ -208,10 +216,15 @@ def diff(target: str, name: str, sql_dir: str | Path = DEFAULT_SQL_DIR) -> Objec
     else:
         state, change = CHANGED, classify(entry.kind, entry.source, obj)
     when = f"applied {entry.applied_at:%Y-%m-%d %H:%M}Z" if entry and entry.applied_at else "not applied"
-    unified = "\n".join(difflib.unified_diff(
-        applied.splitlines(), desired.splitlines(), fromfile=f"{name} ({when})",
-        tofile=f"{name} (sql/)" if obj else f"{name} (not in sql/)", lineterm="",
-    ))
+    unified = "\n".join(
+        difflib.unified_diff(
+            applied.splitlines(),
+            desired.splitlines(),
+            fromfile=f"{name} ({when})",
+            tofile=f"{name} (sql/)" if obj else f"{name} (not in sql/)",
+            lineterm="",
+        )
+    )
     return ObjectDiff(name, state, applied, desired, unified, change)
 
 

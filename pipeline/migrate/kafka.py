@@ -133,7 +133,7 @@ def render(obj: SqlObject, create: exp.Create) -> str:
     head = bare.sql(DIALECT, comments=False).split(" WITH (", 1)[0]
     if not text.startswith(head + "\n"):
         return create.sql(DIALECT, pretty=True, comments=False)
-    return f"{head} FROM {source}{text[len(head):]}"
+    return f"{head} FROM {source}{text[len(head) :]}"
 
 
 def redact_text(text: str, settings: ConnectorSettings) -> str:

@@ -35,11 +35,11 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel, ParseError, SqlglotError
 
+from pipeline.contracts.topics import TOPICS
 from pipeline.migrate.kafka import is_kafka
 from pipeline.migrate.model import LintIssue, PlanSize
 from pipeline.migrate.targets.embedded import embedded_statements
 from pipeline.sqlmodel.objects import DEFAULT_SQL_DIR, DIALECT, SqlError, SqlObject, parse_file, upsert_key_problem
-from pipeline.contracts.topics import TOPICS
 
 #: The most relation scans a view may expand to (see ``plan-size`` above). Every view of sql/ is within it
 #: (the largest, session_limits, is 70; the allocation views 7 or less); the allocation written as one
@@ -149,8 +149,7 @@ def _scans(node: exp.Expression, env: dict[str, int], reads: dict[str, tuple[int
     return total
 
 
-def _plan_sizes(order: list[str], objects: dict[str, SqlObject], lines: dict[str, int],
-                root: Path) -> list[PlanSize]:
+def _plan_sizes(order: list[str], objects: dict[str, SqlObject], lines: dict[str, int], root: Path) -> list[PlanSize]:
     plain_views: dict[str, int] = {}
     out: list[PlanSize] = []
     for name in order:
@@ -162,16 +161,19 @@ def _plan_sizes(order: list[str], objects: dict[str, SqlObject], lines: dict[str
         scans = _scans(body, plain_views, reads)
         if obj.kind == "view":
             plain_views[name] = scans
-        costliest = sorted(((n, k, size) for n, (k, size) in reads.items() if k > 1),
-                           key=lambda r: (-r[1] * r[2], r[0]))
+        costliest = sorted(
+            ((n, k, size) for n, (k, size) in reads.items() if k > 1), key=lambda r: (-r[1] * r[2], r[0])
+        )
         repeated = tuple((n, k) for n, k, _ in costliest)
         out.append(PlanSize(name, obj.kind, _display(obj.path, root), lines[name], scans, repeated))
     return out
 
 
 def _plan_size_issue(size: PlanSize) -> str:
-    message = (f"{size.scans} relation scans (budget {SCAN_BUDGET}) once every CTE and plain view is expanded "
-               "where it is read, as RisingWave plans them")
+    message = (
+        f"{size.scans} relation scans (budget {SCAN_BUDGET}) once every CTE and plain view is expanded "
+        "where it is read, as RisingWave plans them"
+    )
     if size.repeated:
         shown = ", ".join(f"{n} ({k}x)" for n, k in size.repeated[:6])
         message += f"; read more than once: {shown}{', ...' if len(size.repeated) > 6 else ''}"

@@ -145,7 +145,7 @@ class ApplyResult:
 
     @property
     def not_applied(self) -> tuple[Step, ...]:
-        return self.plan.steps[len(self.applied):]
+        return self.plan.steps[len(self.applied) :]
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -101,8 +101,11 @@ def build_plan(
             queue.append(child)
             if child in desired:
                 kind = desired[child].kind
-                reasons[child] = (f"sink reattached: reads from {parent}, which is recreated" if kind == "sink"
-                                  else f"depends on {parent}, which is recreated")
+                reasons[child] = (
+                    f"sink reattached: reads from {parent}, which is recreated"
+                    if kind == "sink"
+                    else f"depends on {parent}, which is recreated"
+                )
 
     dropped = rebuild | (set(removed) if allow_drop else set())
     steps: list[Step] = []

@@ -59,10 +59,13 @@ def render_plan(plan: Plan, console: Console, *, show_sql: bool = True) -> None:
         console.print(f"No changes: {plan.engine} target {plan.target} matches sql/.", soft_wrap=True)
     else:
         destructive = len(plan.destructive)
-        console.print(Text.assemble(
-            f"Plan for {plan.engine} target {plan.target}: {len(plan.steps)} step(s), ",
-            (f"{destructive} destructive", "bold red" if destructive else ""),
-        ), soft_wrap=True)
+        console.print(
+            Text.assemble(
+                f"Plan for {plan.engine} target {plan.target}: {len(plan.steps)} step(s), ",
+                (f"{destructive} destructive", "bold red" if destructive else ""),
+            ),
+            soft_wrap=True,
+        )
         for number, step in enumerate(plan.steps, 1):
             console.print()
             console.print(step_line(number, step), soft_wrap=True)
@@ -74,8 +77,9 @@ def render_plan(plan: Plan, console: Console, *, show_sql: bool = True) -> None:
                 console.print(_sql(step.sql), soft_wrap=True)
     if plan.kept:
         console.print()
-        console.print(f"Kept (removed from sql/, dropped only with --allow-drop): {', '.join(plan.kept)}",
-                      soft_wrap=True)
+        console.print(
+            f"Kept (removed from sql/, dropped only with --allow-drop): {', '.join(plan.kept)}", soft_wrap=True
+        )
 
 
 class Progress:
@@ -99,26 +103,43 @@ def render_apply(result: ApplyResult, console: Console) -> None:
     elif result.ok:
         console.print(f"Applied {len(result.applied)} step(s) to {plan.engine} target {plan.target}.", soft_wrap=True)
     else:
-        console.print(Text(f"Stopped at step {len(result.applied) + 1} of {len(plan.steps)}: "
-                           f"{result.failed.label()} failed: {result.error}", style="bold red"), soft_wrap=True)
-        console.print(f"Applied ({len(result.applied)}): " + (", ".join(s.label() for s in result.applied) or "none"),
-                      soft_wrap=True)
-        console.print(f"Not applied ({len(result.not_applied)}): " + ", ".join(s.label() for s in result.not_applied),
-                      soft_wrap=True)
+        console.print(
+            Text(
+                f"Stopped at step {len(result.applied) + 1} of {len(plan.steps)}: "
+                f"{result.failed.label()} failed: {result.error}",
+                style="bold red",
+            ),
+            soft_wrap=True,
+        )
+        console.print(
+            f"Applied ({len(result.applied)}): " + (", ".join(s.label() for s in result.applied) or "none"),
+            soft_wrap=True,
+        )
+        console.print(
+            f"Not applied ({len(result.not_applied)}): " + ", ".join(s.label() for s in result.not_applied),
+            soft_wrap=True,
+        )
     if plan.kept:
-        console.print(f"Kept (removed from sql/, dropped only with --allow-drop): {', '.join(plan.kept)}",
-                      soft_wrap=True)
+        console.print(
+            f"Kept (removed from sql/, dropped only with --allow-drop): {', '.join(plan.kept)}", soft_wrap=True
+        )
 
 
 def render_status(status: Status, console: Console) -> None:
     """A table of every object and its state, under a one-line verdict."""
     total = len(status.entries)
     if status.clean:
-        console.print(f"{status.engine} target {status.target}: clean, {total} object(s) in sync with sql/.",
-                      soft_wrap=True)
+        console.print(
+            f"{status.engine} target {status.target}: clean, {total} object(s) in sync with sql/.", soft_wrap=True
+        )
     else:
-        console.print(Text(f"{status.engine} target {status.target}: drift in {len(status.drift)} of {total} "
-                           "object(s).", style="bold yellow"), soft_wrap=True)
+        console.print(
+            Text(
+                f"{status.engine} target {status.target}: drift in {len(status.drift)} of {total} object(s).",
+                style="bold yellow",
+            ),
+            soft_wrap=True,
+        )
     table = Table(show_edge=False, pad_edge=False, box=None)
     for column in ("object", "kind", "state", "detail"):
         table.add_column(column, overflow="fold")
@@ -154,14 +175,22 @@ def render_lint(issues: list[LintIssue], console: Console) -> None:
 def render_plan_sizes(sizes: list[PlanSize], budget: int, console: Console) -> None:
     """One line per view and sink: name, kind, relation scans with every CTE expanded, and what is read
     more than once; counts over ``budget`` in red."""
-    table = Table(box=None, pad_edge=False, title=f"relation scans per view, every CTE expanded (budget {budget})",
-                  title_justify="left")
+    table = Table(
+        box=None,
+        pad_edge=False,
+        title=f"relation scans per view, every CTE expanded (budget {budget})",
+        title_justify="left",
+    )
     table.add_column("object")
     table.add_column("kind")
     table.add_column("scans", justify="right")
     table.add_column("read more than once")
     for size in sizes:
         style = "bold red" if size.scans > budget else None
-        table.add_row(size.name, size.kind, Text(str(size.scans), style=style or ""),
-                      ", ".join(f"{n} ({k}x)" for n, k in size.repeated))
+        table.add_row(
+            size.name,
+            size.kind,
+            Text(str(size.scans), style=style or ""),
+            ", ".join(f"{n} ({k}x)" for n, k in size.repeated),
+        )
     console.print(table)

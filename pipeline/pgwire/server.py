@@ -66,8 +66,8 @@ class _Handler(BuenaVistaHandler):
             data = bytes(payload)
             portal_end = data.index(NULL_BYTE)
             stmt_end = data.index(NULL_BYTE, portal_end + 1)
-            portal, stmt = data[:portal_end].decode(), data[portal_end + 1:stmt_end].decode()
-            buf = BVBuffer(io.BytesIO(data[stmt_end + 1:]))
+            portal, stmt = data[:portal_end].decode(), data[portal_end + 1 : stmt_end].decode()
+            buf = BVBuffer(io.BytesIO(data[stmt_end + 1 :]))
             formats = [buf.read_int16() for _ in range(buf.read_int16())]
             count = buf.read_int16()
             formats = formats * count if len(formats) == 1 else (formats or [0] * count)
@@ -79,7 +79,7 @@ class _Handler(BuenaVistaHandler):
                 oid = oids[i] if i < len(oids) else 0
                 params.append(None if raw is None else _TRANSFORMER.get_loader(oid, Format(formats[i])).load(raw))
             result_formats = [buf.read_int16() for _ in range(buf.read_int16())]
-        except Exception as exc:  # noqa: BLE001 - a bad Bind fails its batch, not the connection
+        except Exception as exc:
             self.send_error(PgError("08P01", f"cannot bind parameters: {exc}"), ctx)
             return
         ctx.add_portal(portal, stmt, params, result_formats)
@@ -96,8 +96,12 @@ class _Handler(BuenaVistaHandler):
             log.warning("pgwire: %s from %s", message, self.client_address[0])
         else:
             code = sqlstate(exception)
-            log.log(logging.INFO if isinstance(exception, (PgError, duckdb.Error)) else logging.WARNING,
-                    "pgwire: %s %s", code, message.splitlines()[0])
+            log.log(
+                logging.INFO if isinstance(exception, (PgError, duckdb.Error)) else logging.WARNING,
+                "pgwire: %s %s",
+                code,
+                message.splitlines()[0],
+            )
         buf = BVBuffer()
         for field, value in (("S", "ERROR"), ("V", "ERROR"), ("C", code), ("M", message)):
             buf.write_byte(field.encode())
@@ -175,18 +179,23 @@ class PgWireServer:
     Raises ``OSError`` if the address cannot be bound.
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, host: str = "127.0.0.1", port: int = 4566, *,
-                 password: str | None = None) -> None:
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, host: str = "127.0.0.1", port: int = 4566, *, password: str | None = None
+    ) -> None:
         if logging.getLogger("buenavista").level == logging.NOTSET:
             logging.getLogger("buenavista").setLevel(logging.CRITICAL)  # it logs every query at INFO
         self._root = con.cursor()
         try:
-            self._server = _Server((host, port), EngineConnection(self._root),
-                                   auth=None if password is None else _AnyUser(password))
+            self._server = _Server(
+                (host, port), EngineConnection(self._root), auth=None if password is None else _AnyUser(password)
+            )
         except OSError as exc:
             self._root.close()
-            raise OSError(exc.errno, f"Postgres wire: cannot listen on {host}:{port}: "
-                                     f"{exc.strerror or exc} (--pg-port 0 picks a free port, --no-pg turns it off)") from None
+            raise OSError(
+                exc.errno,
+                f"Postgres wire: cannot listen on {host}:{port}: "
+                f"{exc.strerror or exc} (--pg-port 0 picks a free port, --no-pg turns it off)",
+            ) from None
         except BaseException:
             self._root.close()
             raise
@@ -201,11 +210,17 @@ class PgWireServer:
 
     def start(self) -> None:
         """Accept clients on a background thread (returns at once)."""
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name=f"pgwire-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name=f"pgwire-{self.port}", daemon=True
+        )
         self._thread.start()
-        log.info("Postgres wire (read-only) on %s:%d: psql -h %s -p %d -d dev -U root",
-                 self.host, self.port, self.host, self.port)
+        log.info(
+            "Postgres wire (read-only) on %s:%d: psql -h %s -p %d -d dev -U root",
+            self.host,
+            self.port,
+            self.host,
+            self.port,
+        )
 
     def close(self) -> None:
         """Stop accepting, end every client connection, wait for their threads; idempotent."""
@@ -224,8 +239,9 @@ class PgWireServer:
         await asyncio.to_thread(self.close)
 
 
-def start_pgwire(con: duckdb.DuckDBPyConnection, host: str = "127.0.0.1", port: int = 4566,
-                 password: str | None = None) -> PgWireServer:
+def start_pgwire(
+    con: duckdb.DuckDBPyConnection, host: str = "127.0.0.1", port: int = 4566, password: str | None = None
+) -> PgWireServer:
     """Start a :class:`PgWireServer` on ``con`` and return it (``stop()`` or ``close()`` ends it).
 
     Raises ``OSError`` when ``host:port`` cannot be bound (in use, or not an address of this machine).

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
 
@@ -37,31 +37,64 @@ from buenavista.core import BVType, Connection, QueryResult, Session
 
 from pipeline.contracts.errors import PipelineError
 
-__all__ = ["CLIENT_SETTINGS", "EngineConnection", "PgError", "ReadOnlySession", "SERVER_VERSION", "TABLE_FUNCTIONS",
-           "sqlstate"]
+__all__ = [
+    "CLIENT_SETTINGS",
+    "EngineConnection",
+    "PgError",
+    "ReadOnlySession",
+    "SERVER_VERSION",
+    "TABLE_FUNCTIONS",
+    "sqlstate",
+]
 
 
 SERVER_VERSION = "13.0 (ev-setpoint-pipeline embedded DuckDB)"
 """Reported as ``server_version``; libpq and psycopg read 13.0 from it, like RisingWave's 13.x."""
 
-CLIENT_SETTINGS = frozenset({
-    "application_name", "extra_float_digits", "client_encoding", "datestyle", "intervalstyle",
-    "client_min_messages", "statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout",
-    "standard_conforming_strings", "bytea_output", "search_path", "session", "transaction",
-})
+CLIENT_SETTINGS = frozenset(
+    {
+        "application_name",
+        "extra_float_digits",
+        "client_encoding",
+        "datestyle",
+        "intervalstyle",
+        "client_min_messages",
+        "statement_timeout",
+        "lock_timeout",
+        "idle_in_transaction_session_timeout",
+        "standard_conforming_strings",
+        "bytea_output",
+        "search_path",
+        "session",
+        "transaction",
+    }
+)
 """``SET``/``RESET`` names a client library may send at connect; acknowledged and ignored."""
 
-TABLE_FUNCTIONS = frozenset({
-    "generate_series", "range", "unnest", "duckdb_tables", "duckdb_views", "duckdb_columns", "duckdb_schemas",
-    "duckdb_databases", "duckdb_types", "duckdb_constraints", "duckdb_indexes", "duckdb_functions",
-    "duckdb_keywords",
-})
+TABLE_FUNCTIONS = frozenset(
+    {
+        "generate_series",
+        "range",
+        "unnest",
+        "duckdb_tables",
+        "duckdb_views",
+        "duckdb_columns",
+        "duckdb_schemas",
+        "duckdb_databases",
+        "duckdb_types",
+        "duckdb_constraints",
+        "duckdb_indexes",
+        "duckdb_functions",
+        "duckdb_keywords",
+    }
+)
 """Table functions a query may call: catalog listings and series. Every other one (``read_csv``,
 ``glob``, ``duckdb_secrets``, ...) touches files or secrets and is refused."""
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
-_SET = re.compile(r"^\s*(?:SET|RESET)\s+(?:(?:SESSION|LOCAL)\s+)?(?:CHARACTERISTICS\s+AS\s+)?\"?([A-Za-z_][\w.]*)",
-                  re.IGNORECASE)
+_SET = re.compile(
+    r"^\s*(?:SET|RESET)\s+(?:(?:SESSION|LOCAL)\s+)?(?:CHARACTERISTICS\s+AS\s+)?\"?([A-Za-z_][\w.]*)", re.IGNORECASE
+)
 _TX = re.compile(r"^\s*(BEGIN|START|COMMIT|END|ROLLBACK|ABORT)\b", re.IGNORECASE)
 _QUERY_SUFFIX = "__query"
 
@@ -135,7 +168,7 @@ def _plain(value: Any) -> Any:
     """A DuckDB value as buenavista's text encoders expect it: aware timestamps as naive UTC, lists and
     structs as JSON-able data, anything without an encoder (UUID, interval...) as its string."""
     if isinstance(value, datetime) and value.tzinfo is not None:
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.astimezone(UTC).replace(tzinfo=None)
     if isinstance(value, (dict, list, tuple)):
         return _jsonable(value)
     if value is None or isinstance(value, (int, float, str, bool, bytes, Decimal, date, time, datetime)):
@@ -146,8 +179,9 @@ def _plain(value: Any) -> Any:
 class _Result(QueryResult):
     """A fetched result: columns ``[(name, BVType)]`` and rows, or only a command ``status`` tag."""
 
-    def __init__(self, columns: list[tuple[str, BVType]] | None = None, rows: list[list] | None = None,
-                 status: str = "") -> None:
+    def __init__(
+        self, columns: list[tuple[str, BVType]] | None = None, rows: list[list] | None = None, status: str = ""
+    ) -> None:
         super().__init__()
         self._columns = columns
         self._rows = rows or []
@@ -229,8 +263,11 @@ class ReadOnlySession(Session):
                 statements = None
             else:
                 raise PgError("42601", str(exc).splitlines()[0]) from None
-        if statements is None or all(s.type == duckdb.StatementType.TRANSACTION for s in statements) and \
-                len(statements) == 1:
+        if (
+            statements is None
+            or all(s.type == duckdb.StatementType.TRANSACTION for s in statements)
+            and len(statements) == 1
+        ):
             return self._transaction(text)
         kinds = [self._admit(s) for s in statements]  # refuse the lot before running any of it
         result = _Result(status="")
@@ -258,12 +295,18 @@ class ReadOnlySession(Session):
             match = _SET.match(query)
             if match and match.group(1).lower() in CLIENT_SETTINGS:
                 return "set"
-            raise PgError("25006", f"cannot execute {_verb(query)} in a read-only connection: the embedded "
-                                   "engine's settings are not the client's to change")
+            raise PgError(
+                "25006",
+                f"cannot execute {_verb(query)} in a read-only connection: the embedded "
+                "engine's settings are not the client's to change",
+            )
         if query.upper().startswith("DEALLOCATE"):
             return "deallocate"  # psycopg drops prepared statements it no longer caches
-        raise PgError("25006", f"cannot execute {_verb(query)} in a read-only connection: the embedded "
-                               "engine serves its views read-only over Postgres wire")
+        raise PgError(
+            "25006",
+            f"cannot execute {_verb(query)} in a read-only connection: the embedded "
+            "engine serves its views read-only over Postgres wire",
+        )
 
     def _check_reads(self, query: str) -> None:
         """Refuse a query that reads files, secrets or the engine's internal query views."""
@@ -276,15 +319,20 @@ class ReadOnlySession(Session):
             if kind == "TABLE_FUNCTION":
                 name = str((node.get("function") or {}).get("function_name", "")).lower()
                 if name not in TABLE_FUNCTIONS:
-                    raise PgError("42501", f"permission denied for function {name}: queries over the embedded "
-                                           "engine's Postgres wire read its tables and views only")
+                    raise PgError(
+                        "42501",
+                        f"permission denied for function {name}: queries over the embedded "
+                        "engine's Postgres wire read its tables and views only",
+                    )
             elif kind == "BASE_TABLE":
                 name = str(node.get("table_name", ""))
                 if not _IDENTIFIER.match(name):
                     raise PgError("42501", f"permission denied for {name!r}: only tables and views can be read")
                 if name.endswith(_QUERY_SUFFIX):
-                    raise PgError("42P01", f"relation {name} is internal to the engine; "
-                                           f"query {name.removesuffix(_QUERY_SUFFIX)} instead")
+                    raise PgError(
+                        "42P01",
+                        f"relation {name} is internal to the engine; query {name.removesuffix(_QUERY_SUFFIX)} instead",
+                    )
 
     def _select(self, query: str, params) -> _Result:
         if self._failed:
@@ -347,9 +395,15 @@ class EngineConnection(Connection):
 
     def parameters(self) -> dict[str, str]:
         return {
-            "server_version": SERVER_VERSION, "server_encoding": "UTF8", "client_encoding": "UTF8",
-            "DateStyle": "ISO, MDY", "TimeZone": "UTC", "integer_datetimes": "on",
-            "standard_conforming_strings": "on", "is_superuser": "off", "default_transaction_read_only": "on",
+            "server_version": SERVER_VERSION,
+            "server_encoding": "UTF8",
+            "client_encoding": "UTF8",
+            "DateStyle": "ISO, MDY",
+            "TimeZone": "UTC",
+            "integer_datetimes": "on",
+            "standard_conforming_strings": "on",
+            "is_superuser": "off",
+            "default_transaction_read_only": "on",
         }
 
     def new_session(self) -> Session:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import csv
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from pipeline.contracts.errors import PipelineError
 from pipeline.contracts.topics import PriceSignal, PriceTier
@@ -26,13 +26,21 @@ class DataError(PipelineError):
     """The requested slice is not in the shipped data."""
 
 
-__all__ = ["DATA_DIR", "DataError", "EVSampler", "SITE_TZ", "building_load", "day_start_utc", "price_signals",
-           "price_tier"]
+__all__ = [
+    "DATA_DIR",
+    "DataError",
+    "EVSampler",
+    "SITE_TZ",
+    "building_load",
+    "day_start_utc",
+    "price_signals",
+    "price_tier",
+]
 
 
 def day_start_utc(day: date) -> datetime:
     """Local (Europe/Amsterdam) midnight of ``day``, as UTC."""
-    return datetime(day.year, day.month, day.day, tzinfo=SITE_TZ).astimezone(timezone.utc)
+    return datetime(day.year, day.month, day.day, tzinfo=SITE_TZ).astimezone(UTC)
 
 
 def _check_days(day: date, days: int) -> None:
@@ -66,8 +74,13 @@ def price_signals(site_id: str, day: date, days: int = 1) -> list[PriceSignal]:
         for t, p in today:
             out.append(
                 PriceSignal(
-                    site_id=site_id, tariff_id="nl-day-ahead", price_per_kwh=round(p / 1000, 5), currency="EUR",
-                    price_tier=price_tier(p, ranked), valid_from=t, valid_to=t + timedelta(hours=1),
+                    site_id=site_id,
+                    tariff_id="nl-day-ahead",
+                    price_per_kwh=round(p / 1000, 5),
+                    currency="EUR",
+                    price_tier=price_tier(p, ranked),
+                    valid_from=t,
+                    valid_to=t + timedelta(hours=1),
                 )
             )
     return out
@@ -82,6 +95,4 @@ def building_load(day: date, days: int = 1, households: int = 12) -> list[tuple[
         rows = [[float(x) for x in line.split(",")] for line in f if line.strip()]
     first = (day - FIRST_DAY).days * 96
     start = day_start_utc(day)
-    return [
-        (start + timedelta(minutes=15 * i), round(sum(rows[first + i][:households]), 3)) for i in range(days * 96)
-    ]
+    return [(start + timedelta(minutes=15 * i), round(sum(rows[first + i][:households]), 3)) for i in range(days * 96)]

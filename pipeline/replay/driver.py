@@ -27,15 +27,15 @@ from datetime import date, datetime, timedelta
 
 from executor import ExecutorConfig
 from pipeline.app.loop import start_loop
+from pipeline.app.site import ChargerConfig, PipelineConfig, SiteConfig
 from pipeline.contracts.clock import SimClock
+from pipeline.contracts.topics import DRSignal, SiteDemand
 from pipeline.engine.config import EngineConfig
 from pipeline.engine.service import EngineService
 from pipeline.pgwire.config import PgwireSettings
-from pipeline.replay.data import EVSampler, SITE_TZ, building_load, day_start_utc, price_signals
+from pipeline.replay.data import SITE_TZ, EVSampler, building_load, day_start_utc, price_signals
 from pipeline.replay.series import ReplaySeries
-from pipeline.app.site import ChargerConfig, PipelineConfig, SiteConfig
 from pipeline.sim.charger import SimulatedChargePoint
-from pipeline.contracts.topics import DRSignal, SiteDemand
 from pipeline.transport.base import publish
 from pipeline.transport.memory import MemoryTransport
 
@@ -118,23 +118,39 @@ def replay_config(o: ReplayOptions) -> PipelineConfig:
     return PipelineConfig(sites=[SiteConfig(site_id=o.site_id, limit_kw=o.limit_kw, chargers=chargers)])
 
 
-async def settle(clock: SimClock, transport: MemoryTransport, quiet_s: float, executor=None,
-                 timeout_s: float = 10.0, engine: EngineService | None = None) -> bool:
+async def settle(
+    clock: SimClock,
+    transport: MemoryTransport,
+    quiet_s: float,
+    executor=None,
+    timeout_s: float = 10.0,
+    engine: EngineService | None = None,
+) -> bool:
     """Hold the clock until no record is unconsumed, none was sent for ``quiet_s`` real seconds, the
     executor (if given) has no call in flight or due, and the engine (if given) is not mid-evaluation."""
     clock.hold()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         await asyncio.sleep(0.005)
-        if (transport.lag() == 0 and transport.idle_for() >= quiet_s and (executor is None or executor.idle)
-                and (engine is None or not engine.busy)):
+        if (
+            transport.lag() == 0
+            and transport.idle_for() >= quiet_s
+            and (executor is None or executor.idle)
+            and (engine is None or not engine.busy)
+        ):
             return True
     log.warning("the loop did not settle within %.1fs", timeout_s)
     return False
 
 
-async def settle_dispatch(clock: SimClock, transport: MemoryTransport, executor, quiet_s: float,
-                          until: datetime, engine: EngineService | None = None) -> None:
+async def settle_dispatch(
+    clock: SimClock,
+    transport: MemoryTransport,
+    executor,
+    quiet_s: float,
+    until: datetime,
+    engine: EngineService | None = None,
+) -> None:
     """Settle, then step the held clock (never past ``until``, the next event) to when an increase the
     executor holds back on clock time may go (its debounce, or the EV response lag after a cut), and settle
     again: those waits are part of dispatch, so they take simulated time, but not real time."""
@@ -148,9 +164,13 @@ async def settle_dispatch(clock: SimClock, transport: MemoryTransport, executor,
             return
 
 
-async def run_replay(o: ReplayOptions, series: ReplaySeries | None = None,
-                     progress: Callable[[float, float, datetime], None] | None = None,
-                     sample_s: float = 60.0, pg_password: str | None = None) -> dict:
+async def run_replay(
+    o: ReplayOptions,
+    series: ReplaySeries | None = None,
+    progress: Callable[[float, float, datetime], None] | None = None,
+    sample_s: float = 60.0,
+    pg_password: str | None = None,
+) -> dict:
     """Run the replay; returns the summary (see README, "Replay summary").
 
     ``series``, when given, is filled as the replay runs (sampled every ``sample_s`` simulated seconds and
@@ -174,9 +194,12 @@ async def run_replay(o: ReplayOptions, series: ReplaySeries | None = None,
         for d in range(o.days):
             local = datetime.combine(o.day + timedelta(days=d), datetime.min.time(), SITE_TZ)
             dr = DRSignal(
-                site_id=o.site_id, dr_event_id=f"dr-{(o.day + timedelta(days=d)).isoformat()}",
-                curtailment_pct=o.dr_curtailment_pct, event_start=local + timedelta(hours=17),
-                event_end=local + timedelta(hours=19), signal_at=start,
+                site_id=o.site_id,
+                dr_event_id=f"dr-{(o.day + timedelta(days=d)).isoformat()}",
+                curtailment_pct=o.dr_curtailment_pct,
+                event_start=local + timedelta(hours=17),
+                event_end=local + timedelta(hours=19),
+                signal_at=start,
             )
             series.add_dr(dr)
             await publish(transport, "utility.dr.signals", dr)
@@ -184,18 +207,28 @@ async def run_replay(o: ReplayOptions, series: ReplaySeries | None = None,
     # Open mode (the replay's chargers have no passwords). The setpoint TTL is longer than the default:
     # the building load steps every 15 min, but under a compressed clock the engine's evaluations delay
     # the driver's events, and a TTL below that spacing would measure the replay, not the site.
-    pgwire = None if o.pg_port is None else PgwireSettings(
-        host=o.pg_host, port=o.pg_port, password=pg_password)
+    pgwire = None if o.pg_port is None else PgwireSettings(host=o.pg_host, port=o.pg_port, password=pg_password)
     loop = await start_loop(
-        transport, site=replay_config(o), clock=clock, engine=EngineConfig(tick_s=o.tick_s),
-        executor=ExecutorConfig(port=0, setpoint_ttl_s=o.setpoint_ttl_s, metrics=False), pgwire=pgwire)
+        transport,
+        site=replay_config(o),
+        clock=clock,
+        engine=EngineConfig(tick_s=o.tick_s),
+        executor=ExecutorConfig(port=0, setpoint_ttl_s=o.setpoint_ttl_s, metrics=False),
+        pgwire=pgwire,
+    )
     assert loop.engine is not None and loop.executor is not None
     engine, executor = loop.engine, loop.executor
     url = f"ws://127.0.0.1:{executor.port}/ocpp"
     chargers = [
-        SimulatedChargePoint(f"CP{i:03d}", url, clock, rated_power_kw=o.charger_kw,
-                             meter_interval_s=o.meter_interval_s, on_power=meter.on_power,
-                             ev_response_s=o.ev_response_s)
+        SimulatedChargePoint(
+            f"CP{i:03d}",
+            url,
+            clock,
+            rated_power_kw=o.charger_kw,
+            meter_interval_s=o.meter_interval_s,
+            on_power=meter.on_power,
+            ev_response_s=o.ev_response_s,
+        )
         for i in range(1, o.chargers + 1)
     ]
     await asyncio.gather(*(cp.start() for cp in chargers))
@@ -214,8 +247,9 @@ async def run_replay(o: ReplayOptions, series: ReplaySeries | None = None,
         now = clock.now()
         series.record(now.timestamp(), meter.building_kw, meter.ev_kw, _setpoints_kw(transport, chargers))
         if progress is not None:
-            progress(min((now - start).total_seconds(), (end - start).total_seconds()),
-                     (end - start).total_seconds(), now)
+            progress(
+                min((now - start).total_seconds(), (end - start).total_seconds()), (end - start).total_seconds(), now
+            )
 
     await settle(clock, transport, o.quiet_s, engine=engine)
     sampler = asyncio.create_task(_every(clock, start, end, sample_s, sample), name="replay-sampler")
@@ -227,18 +261,25 @@ async def run_replay(o: ReplayOptions, series: ReplaySeries | None = None,
             now = clock.now()
             if kind == 0:
                 meter.set_building(payload, now)
-                await publish(transport, "bems.site.demand", SiteDemand(
-                    site_id=o.site_id, current_demand_kw=round(payload + meter.ev_kw, 3),
-                    ev_load_kw=round(meter.ev_kw, 3), measured_at=now,
-                ))
+                await publish(
+                    transport,
+                    "bems.site.demand",
+                    SiteDemand(
+                        site_id=o.site_id,
+                        current_demand_kw=round(payload + meter.ev_kw, 3),
+                        ev_load_kw=round(meter.ev_kw, 3),
+                        measured_at=now,
+                    ),
+                )
             else:
                 if payload.departure_at > now and await _plug_in_anywhere(chargers, payload, series):
                     plugged += 1
                     requested_kwh += payload.energy_need_kwh
                 else:
                     turned_away += 1
-            await settle_dispatch(clock, transport, executor, o.quiet_s, events[i + 1][0] if i + 1 < len(events) else end,
-                                  engine=engine)
+            await settle_dispatch(
+                clock, transport, executor, o.quiet_s, events[i + 1][0] if i + 1 < len(events) else end, engine=engine
+            )
             sample()
             in_sync, waiting, active = _check_sync(transport, chargers, executor)
             sync_checks += active
@@ -284,8 +325,7 @@ async def run_replay(o: ReplayOptions, series: ReplaySeries | None = None,
         await loop.stop()
 
 
-async def _every(clock: SimClock, start: datetime, end: datetime, interval_s: float,
-                 call: Callable[[], None]) -> None:
+async def _every(clock: SimClock, start: datetime, end: datetime, interval_s: float, call: Callable[[], None]) -> None:
     """``call()`` at ``start`` and every ``interval_s`` clock seconds after it, until ``end``."""
     while True:
         call()

@@ -11,7 +11,7 @@ derived by the pure functions in :mod:`pipeline.replay.series`.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -59,8 +59,15 @@ def site_load_figure(series: ReplaySeries) -> Figure:
     ax.step(x, building + ev, where="post", color="black", lw=0.9, label="site load")
     ax.axhline(series.limit_kw, color=LIMIT_COLOUR, lw=1.6, label=f"breaker limit ({series.limit_kw:g} kW)")
     for i, w in enumerate(_windows(series)):
-        ax.hlines(w.limit_kw, _num([w.start])[0], _num([w.end])[0], colors=LIMIT_COLOUR, linestyles="--", lw=1.6,
-                  label="limit during DR" if i == 0 else None)
+        ax.hlines(
+            w.limit_kw,
+            _num([w.start])[0],
+            _num([w.end])[0],
+            colors=LIMIT_COLOUR,
+            linestyles="--",
+            lw=1.6,
+            label="limit during DR" if i == 0 else None,
+        )
     _shade_dr(ax, series, label=True)
     top = max(series.limit_kw, float(np.max(building + ev)) if len(x) else 0.0)
     ax.set_ylim(0, top * 1.08)
@@ -130,6 +137,7 @@ def sessions_figure(series: ReplaySeries) -> Figure:
 
 # ------------------------------------------------------------------------------------------------ helpers
 
+
 def _figure(width: float, height: float, rows: int = 1, height_ratios=None):
     fig = Figure(figsize=(width, height), layout="constrained")
     if rows == 1:
@@ -167,7 +175,7 @@ def _time_axis(ax, series: ReplaySeries) -> None:
 
 def _num(times) -> np.ndarray:
     """POSIX seconds to matplotlib date numbers."""
-    epoch = mdates.date2num(datetime(1970, 1, 1, tzinfo=timezone.utc))
+    epoch = mdates.date2num(datetime(1970, 1, 1, tzinfo=UTC))
     return np.asarray(times, dtype=float) / 86400.0 + epoch
 
 

@@ -71,10 +71,13 @@ def summary_markdown(summary: dict, series: ReplaySeries, images: dict[str, tupl
         f"{summary['speed']:g}x real time.",
     ]
     if opts:
-        lines += ["", f"{opts.get('chargers')} chargers of {opts.get('charger_kw')} kW behind a "
-                      f"{summary['breaker_limit_kw']:g} kW breaker, {opts.get('households')} households as the "
-                      f"building load, {opts.get('evs_per_charger')} EVs per charger a day "
-                      f"({opts.get('profile')} profile, seed {opts.get('seed')})."]
+        lines += [
+            "",
+            f"{opts.get('chargers')} chargers of {opts.get('charger_kw')} kW behind a "
+            f"{summary['breaker_limit_kw']:g} kW breaker, {opts.get('households')} households as the "
+            f"building load, {opts.get('evs_per_charger')} EVs per charger a day "
+            f"({opts.get('profile')} profile, seed {opts.get('seed')}).",
+        ]
     lines += ["", "| figure | value |", "| --- | ---: |"]
     lines += [f"| {label} | {_value(summary[key])} |" for key, label in LABELS.items() if key in summary]
     if series.dr_windows:
@@ -111,13 +114,17 @@ def replay_progress(console: Console | None = None) -> Iterator[Callable[[float,
     console = console or Console(stderr=True)
     isatty = getattr(console.file, "isatty", None)
     shown = console.is_interactive and callable(isatty) and isatty()
-    columns = (TextColumn("replay"), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[at]}"),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("replay"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[at]}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, transient=True, disable=not shown) as bar:
         task = bar.add_task("replay", total=None, at="")
 
         def update(done_s: float, total_s: float, now: datetime) -> None:
-            bar.update(task, completed=done_s, total=total_s,
-                       at=now.astimezone(SITE_TZ).strftime("%a %d %b %H:%M"))
+            bar.update(task, completed=done_s, total=total_s, at=now.astimezone(SITE_TZ).strftime("%a %d %b %H:%M"))
 
         yield update

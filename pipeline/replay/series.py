@@ -69,13 +69,25 @@ class ReplaySeries:
         self.site_id, self.start, self.end, self.limit_kw = site_id, start.timestamp(), end.timestamp(), limit_kw
 
     def add_price(self, signal: PriceSignal) -> None:
-        self.prices.append(PriceStep(signal.valid_from.timestamp(), signal.valid_to.timestamp(),
-                                     signal.price_per_kwh, signal.price_tier.value))
+        self.prices.append(
+            PriceStep(
+                signal.valid_from.timestamp(),
+                signal.valid_to.timestamp(),
+                signal.price_per_kwh,
+                signal.price_tier.value,
+            )
+        )
 
     def add_dr(self, signal: DRSignal) -> None:
         """Record a DR event; the lowered limit is the one ``node_headroom`` applies to the breaker limit."""
-        self.dr_windows.append(DRWindow(signal.dr_event_id, signal.event_start.timestamp(),
-                                        signal.event_end.timestamp(), dr_limit_kw(self.limit_kw, signal)))
+        self.dr_windows.append(
+            DRWindow(
+                signal.dr_event_id,
+                signal.event_start.timestamp(),
+                signal.event_end.timestamp(),
+                dr_limit_kw(self.limit_kw, signal),
+            )
+        )
 
     def plug(self, charge_point_id: str, connector_id: int, label: str) -> None:
         """From now on, power reported for this connector is session ``label``'s."""
@@ -129,8 +141,11 @@ def session_matrix(series: ReplaySeries, times: list[float] | None = None) -> tu
     at ``times`` (default: the load samples' times); ``rows[i][j]`` is session ``labels[i]`` at
     ``times[j]``."""
     times = [s[0] for s in series.load] if times is None else times
-    drew = [(next(t for t, kw in steps if kw > 0), label) for label, steps in series.sessions.items()
-            if any(kw > 0 for _, kw in steps)]
+    drew = [
+        (next(t for t, kw in steps if kw > 0), label)
+        for label, steps in series.sessions.items()
+        if any(kw > 0 for _, kw in steps)
+    ]
     labels = [label for _, label in sorted(drew)]
     return labels, [step_values(series.sessions[label], times) for label in labels]
 

@@ -15,17 +15,18 @@ import asyncio
 import base64
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 from ocpp.v16 import call
 from ocpp.v16.enums import ReadingContext
 from websockets.asyncio.client import connect
 
 from pipeline.contracts.clock import Clock
-from pipeline.sim.ev import EV
 from pipeline.sim.control import PowerControl
+from pipeline.sim.ev import EV
 from pipeline.sim.ocpp16 import ACCEPTED, CentralSystemLink, configuration, id_tag_status, iso, meter_values
 from pipeline.sim.session import DEAUTHORIZED, OTHER, REMOTE, Connector, Session, SessionSummary
 
@@ -80,12 +81,27 @@ class SimulatedChargePoint:
 
     subprotocol = "ocpp1.6"
 
-    def __init__(self, charge_point_id: str, url: str, clock: Clock, *, rated_power_kw: float = 22.0,
-                 phases: int = 3, voltage_v: float = 230.0, connectors: int = 1, meter_interval_s: float = 60.0,
-                 on_power: PowerCallback | None = None, ev_response_s: float = 0.0, vendor: str = "EVSim",
-                 model: str = "SimCP", password: str | None = None, ssl: Any = None,
-                 response_timeout_s: float = 30.0, auto_reconnect: bool = False,
-                 reconnect_backoff: ReconnectBackoff = ReconnectBackoff()) -> None:
+    def __init__(
+        self,
+        charge_point_id: str,
+        url: str,
+        clock: Clock,
+        *,
+        rated_power_kw: float = 22.0,
+        phases: int = 3,
+        voltage_v: float = 230.0,
+        connectors: int = 1,
+        meter_interval_s: float = 60.0,
+        on_power: PowerCallback | None = None,
+        ev_response_s: float = 0.0,
+        vendor: str = "EVSim",
+        model: str = "SimCP",
+        password: str | None = None,
+        ssl: Any = None,
+        response_timeout_s: float = 30.0,
+        auto_reconnect: bool = False,
+        reconnect_backoff: ReconnectBackoff = ReconnectBackoff(),
+    ) -> None:
         self.charge_point_id = charge_point_id
         self.url = url.rstrip("/")
         self.clock = clock
@@ -154,8 +170,11 @@ class SimulatedChargePoint:
 
     async def _connect(self) -> None:
         """Open the websocket (HTTP Basic auth when a password is set) and start the message loop."""
-        kwargs: dict[str, Any] = {"subprotocols": [self.subprotocol], "open_timeout": self.response_timeout_s,
-                                  "compression": None}  # like most chargers; saves CPU in big fleets
+        kwargs: dict[str, Any] = {
+            "subprotocols": [self.subprotocol],
+            "open_timeout": self.response_timeout_s,
+            "compression": None,
+        }  # like most chargers; saves CPU in big fleets
         if self.password is not None:
             token = base64.b64encode(f"{self.charge_point_id}:{self.password}".encode()).decode()
             kwargs["additional_headers"] = {"Authorization": f"Basic {token}"}
@@ -198,14 +217,23 @@ class SimulatedChargePoint:
 
     async def _start_transaction(self, c: Connector, s: Session, id_tag: str) -> tuple[Any, bool] | None:
         """Report the start; ``(transaction id, idTag accepted)``, or None when it failed."""
-        res = await self._call(call.StartTransaction(connector_id=c.connector_id, id_tag=id_tag,
-                                                     meter_start=s.meter_start_wh, timestamp=iso(s.started_at)))
+        res = await self._call(
+            call.StartTransaction(
+                connector_id=c.connector_id, id_tag=id_tag, meter_start=s.meter_start_wh, timestamp=iso(s.started_at)
+            )
+        )
         return None if res is None else (res.transaction_id, id_tag_status(res.id_tag_info) == ACCEPTED)
 
     async def _stop_transaction(self, c: Connector, s: Session, summary: SessionSummary) -> None:
-        await self._call(call.StopTransaction(meter_stop=int(round(c.register_wh)), timestamp=iso(summary.ended_at),
-                                              transaction_id=s.transaction_id, reason=summary.reason,
-                                              id_tag=s.ev.ev_id[:20]))
+        await self._call(
+            call.StopTransaction(
+                meter_stop=int(round(c.register_wh)),
+                timestamp=iso(summary.ended_at),
+                transaction_id=s.transaction_id,
+                reason=summary.reason,
+                id_tag=s.ev.ev_id[:20],
+            )
+        )
 
     async def _meter(self, c: Connector, at: datetime, context: str, **values: float) -> None:
         await self._call(meter_values(c.connector_id, c.session.transaction_id, at, context, **values))
@@ -265,7 +293,7 @@ class SimulatedChargePoint:
         if self.auto_reconnect and not self._online.is_set() and not self._stopped:
             try:
                 await asyncio.wait_for(self._online.wait(), self.response_timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return None
         try:
             return await self._link.call(payload)
@@ -275,8 +303,11 @@ class SimulatedChargePoint:
 
     async def _status(self, c: Connector, status: str) -> None:
         c.status = status
-        await self._call(call.StatusNotification(connector_id=c.connector_id, error_code="NoError",
-                                                 status=status, timestamp=iso(self.clock.now())))
+        await self._call(
+            call.StatusNotification(
+                connector_id=c.connector_id, error_code="NoError", status=status, timestamp=iso(self.clock.now())
+            )
+        )
 
     # ------------------------------------------------------------------------------------------ sessions
 
@@ -297,8 +328,13 @@ class SimulatedChargePoint:
             return None
         now = self.clock.now()
         c.advance(now)
-        s = Session(ev=ev, started_at=now, meter_start_wh=int(round(c.register_wh)),
-                    need_wh=ev.energy_need_kwh * 1000.0, next_meter=now + timedelta(seconds=self.meter_interval_s))
+        s = Session(
+            ev=ev,
+            started_at=now,
+            meter_start_wh=int(round(c.register_wh)),
+            need_wh=ev.energy_need_kwh * 1000.0,
+            next_meter=now + timedelta(seconds=self.meter_interval_s),
+        )
         c.session, c.last_t, c.limits_at, c.stop_reason = s, now, now, None
         res = await self._start_transaction(c, s, id_tag)
         if res is None:
@@ -348,8 +384,12 @@ class SimulatedChargePoint:
                     while s.next_meter <= now:
                         s.next_meter += timedelta(seconds=self.meter_interval_s)
                     continue
-                wake = [s.ev.departure_at, c.finish_time(), boundary,
-                        s.next_meter if self.meter_interval_s > 0 else None]
+                wake = [
+                    s.ev.departure_at,
+                    c.finish_time(),
+                    boundary,
+                    s.next_meter if self.meter_interval_s > 0 else None,
+                ]
                 c.wake.clear()
                 await self._sleep_or_wake(c, (min(w for w in wake if w is not None) - now).total_seconds())
         except asyncio.CancelledError:
@@ -400,9 +440,15 @@ class SimulatedChargePoint:
     async def _send_meter(self, c: Connector, at: datetime, context: str) -> None:
         s = c.session
         self.meter_values_sent += 1
-        await self._meter(c, at, context, power_kw=c.power_kw, register_wh=c.register_wh,
-                          soc_pct=s.ev.soc_pct(s.energy_wh / 1000.0),
-                          current_a=c.power_kw * 1000.0 / (c.phases_in_use * self.voltage_v))
+        await self._meter(
+            c,
+            at,
+            context,
+            power_kw=c.power_kw,
+            register_wh=c.register_wh,
+            soc_pct=s.ev.soc_pct(s.energy_wh / 1000.0),
+            current_a=c.power_kw * 1000.0 / (c.phases_in_use * self.voltage_v),
+        )
 
     # --------------------------------------------------------------- CSMS-initiated calls (from ocpp16)
 
@@ -416,8 +462,9 @@ class SimulatedChargePoint:
             self.profiles_rejected += 1
         return status
 
-    def handle_clear_charging_profile(self, profile_id: int | None, connector_id: int | None,
-                                      purpose: str | None, stack_level: int | None) -> int:
+    def handle_clear_charging_profile(
+        self, profile_id: int | None, connector_id: int | None, purpose: str | None, stack_level: int | None
+    ) -> int:
         """ClearChargingProfile: how many profiles were removed (0 means Unknown)."""
         return self._control.clear(profile_id, connector_id, purpose, stack_level, self.clock.now())
 

@@ -63,8 +63,14 @@ class PowerControl:
         self._touch(now)
         return ACCEPTED
 
-    def clear(self, profile_id: int | None, connector_id: int | None, purpose: str | None,
-              stack_level: int | None, now: datetime) -> int:
+    def clear(
+        self,
+        profile_id: int | None,
+        connector_id: int | None,
+        purpose: str | None,
+        stack_level: int | None,
+        now: datetime,
+    ) -> int:
         """ClearChargingProfile: how many profiles were removed (0 means Unknown)."""
         removed = self.profiles.clear(profile_id, connector_id, purpose, stack_level)
         if removed:
@@ -140,7 +146,9 @@ class PowerControl:
         """min(ChargePointMaxProfile, TxProfile or TxDefaultProfile) at ``now``, kW; None when unlimited."""
         cp = self.cp
         s = cp._connectors[connector_id].session
-        limits = [self.profiles.connector_limit(connector_id, now, s.started_at if s else None),
-                  self.profiles.in_force(CP_MAX, 0, now, None)]
+        limits = [
+            self.profiles.connector_limit(connector_id, now, s.started_at if s else None),
+            self.profiles.in_force(CP_MAX, 0, now, None),
+        ]
         kws = [period_kw(per, p.unit, cp.phases, cp.voltage_v) for p, per in filter(None, limits)]
         return min(kws) if kws else None

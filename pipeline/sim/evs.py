@@ -10,7 +10,7 @@ import csv
 import json
 import random
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -74,28 +74,29 @@ class EVSampler:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             col = profile if profile in (reader.fieldnames or []) else "public"
-            return [
-                (int(r["Arrival time"][:2]) * 60 + int(r["Arrival time"][3:5]), float(r[col])) for r in reader
-            ]
+            return [(int(r["Arrival time"][:2]) * 60 + int(r["Arrival time"][3:5]), float(r[col])) for r in reader]
 
     def visit(self, day: date) -> EV:
         """One EV visit arriving on local ``day``."""
         rng = self.rng
         slots = self.arrivals[day.weekday() >= 5]
         minute, _ = rng.choices(slots, weights=[w for _, w in slots])[0]
-        local = datetime(day.year, day.month, day.day, tzinfo=SITE_TZ) + timedelta(
-            minutes=minute + rng.uniform(0, 15)
-        )
+        local = datetime(day.year, day.month, day.day, tzinfo=SITE_TZ) + timedelta(minutes=minute + rng.uniform(0, 15))
         model = rng.choices(self.models, weights=[m.registrations for m in self.models])[0]
         energy = min(max(1.0, _inverse_ccdf(self.energy, rng.random())), 0.9 * model.battery_kwh)
         hours = max(0.25, _inverse_ccdf(self.connection, rng.random()))
         soc = max(5.0, min(95.0, 100.0 * (1 - energy / model.battery_kwh) - rng.uniform(0, 5)))
         self._count += 1
-        arrival = local.astimezone(timezone.utc)
+        arrival = local.astimezone(UTC)
         return EV(
-            ev_id=f"EV{self._count:04d}", model=model.name, battery_kwh=model.battery_kwh,
-            max_ac_kw=model.max_ac_kw, arrival_soc_pct=round(soc, 1), energy_need_kwh=round(energy, 2),
-            arrival_at=arrival, departure_at=arrival + timedelta(hours=hours),
+            ev_id=f"EV{self._count:04d}",
+            model=model.name,
+            battery_kwh=model.battery_kwh,
+            max_ac_kw=model.max_ac_kw,
+            arrival_soc_pct=round(soc, 1),
+            energy_need_kwh=round(energy, 2),
+            arrival_at=arrival,
+            departure_at=arrival + timedelta(hours=hours),
         )
 
     def day_visits(self, day: date, count: int) -> list[EV]:

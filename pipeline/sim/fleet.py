@@ -12,9 +12,10 @@ import asyncio
 import inspect
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import datetime, timedelta
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from pipeline.contracts.clock import Clock
 from pipeline.sim.charger import SimulatedChargePoint
@@ -26,10 +27,20 @@ EVFactory = Callable[[str, datetime], "EV | None | Awaitable[EV | None]"]
 """ev_factory(charge_point_id, now) -> the charger's next EV, or None when it gets no more."""
 
 
-async def run_fleet(url: str, chargers: int, clock: Clock, ev_factory: EVFactory, *, prefix: str = "CP",
-                    rated_power_kw: float = 22.0, phases: int = 3, voltage_v: float = 230.0,
-                    duration_s: float | None = None, stop_event: asyncio.Event | None = None,
-                    **charger_kwargs: Any) -> dict[str, Any]:
+async def run_fleet(
+    url: str,
+    chargers: int,
+    clock: Clock,
+    ev_factory: EVFactory,
+    *,
+    prefix: str = "CP",
+    rated_power_kw: float = 22.0,
+    phases: int = 3,
+    voltage_v: float = 230.0,
+    duration_s: float | None = None,
+    stop_event: asyncio.Event | None = None,
+    **charger_kwargs: Any,
+) -> dict[str, Any]:
     """Run ``chargers`` charge points named f"{prefix}{i:03d}" (i from 1) until every factory is exhausted,
     ``duration_s`` clock seconds have passed, or ``stop_event`` is set; sessions still running then are
     stopped (reason Other).
@@ -44,8 +55,15 @@ async def run_fleet(url: str, chargers: int, clock: Clock, ev_factory: EVFactory
     started_at = clock.now()
     stopping = asyncio.Event()
     points = [
-        SimulatedChargePoint(f"{prefix}{i:03d}", url, clock, rated_power_kw=rated_power_kw, phases=phases,
-                             voltage_v=voltage_v, **charger_kwargs)
+        SimulatedChargePoint(
+            f"{prefix}{i:03d}",
+            url,
+            clock,
+            rated_power_kw=rated_power_kw,
+            phases=phases,
+            voltage_v=voltage_v,
+            **charger_kwargs,
+        )
         for i in range(1, chargers + 1)
     ]
     requested = {cp.charge_point_id: 0.0 for cp in points}
@@ -101,7 +119,7 @@ async def run_fleet(url: str, chargers: int, clock: Clock, ev_factory: EVFactory
             w.cancel()
         await asyncio.gather(all_done, return_exceptions=True)
         results = await asyncio.gather(*(cp.stop() for cp in points), return_exceptions=True)
-        for cp, res in zip(points, results):
+        for cp, res in zip(points, results, strict=True):
             if isinstance(res, Exception):
                 log.error("%s: stop failed: %r", cp.charge_point_id, res)
 
@@ -115,8 +133,7 @@ async def run_fleet(url: str, chargers: int, clock: Clock, ev_factory: EVFactory
         "by_reason": dict(Counter(s.reason for s in sessions)),
         "started_at": started_at,
         "ended_at": clock.now(),
-        "session_details": [{"charge_point_id": cp.charge_point_id, **asdict(s)}
-                            for cp in points for s in cp.sessions],
+        "session_details": [{"charge_point_id": cp.charge_point_id, **asdict(s)} for cp in points for s in cp.sessions],
     }
 
 
@@ -131,9 +148,25 @@ def fixed_schedule_factory(evs: dict[str, list[EV]]) -> Callable[[str, datetime]
     return factory
 
 
-def simple_ev(ev_id: str, arrival_at: datetime, *, dwell_s: float = 4 * 3600.0, energy_kwh: float = 20.0,
-              max_ac_kw: float = 11.0, battery_kwh: float = 60.0, arrival_soc_pct: float = 30.0,
-              model: str = "generic") -> EV:
+def simple_ev(
+    ev_id: str,
+    arrival_at: datetime,
+    *,
+    dwell_s: float = 4 * 3600.0,
+    energy_kwh: float = 20.0,
+    max_ac_kw: float = 11.0,
+    battery_kwh: float = 60.0,
+    arrival_soc_pct: float = 30.0,
+    model: str = "generic",
+) -> EV:
     """A plain EV arriving at ``arrival_at`` and staying ``dwell_s`` seconds."""
-    return EV(ev_id, model, battery_kwh, max_ac_kw, arrival_soc_pct, energy_kwh, arrival_at,
-              arrival_at + timedelta(seconds=dwell_s))
+    return EV(
+        ev_id,
+        model,
+        battery_kwh,
+        max_ac_kw,
+        arrival_soc_pct,
+        energy_kwh,
+        arrival_at,
+        arrival_at + timedelta(seconds=dwell_s),
+    )

@@ -7,7 +7,7 @@ handlers, which hand every decision to the simulator, and builds the payloads th
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ocpp.routing import after, on
@@ -26,7 +26,7 @@ SAMPLED_DATA = "Power.Active.Import,Energy.Active.Import.Register,SoC,Current.Im
 
 def iso(t: datetime) -> str:
     """An OCPP timestamp: ISO-8601 UTC, milliseconds, with a Z."""
-    return t.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def id_tag_status(info: Any) -> str | None:
@@ -44,12 +44,18 @@ class CentralSystemLink(OcppChargePoint):
     @on(Action.set_charging_profile)
     def on_set_charging_profile(self, connector_id: int, cs_charging_profiles: dict, **_: Any):
         return call_result.SetChargingProfile(
-            status=self.sim.handle_set_charging_profile(connector_id, cs_charging_profiles))
+            status=self.sim.handle_set_charging_profile(connector_id, cs_charging_profiles)
+        )
 
     @on(Action.clear_charging_profile)
-    def on_clear_charging_profile(self, id: int | None = None, connector_id: int | None = None,
-                                  charging_profile_purpose: str | None = None,
-                                  stack_level: int | None = None, **_: Any):
+    def on_clear_charging_profile(
+        self,
+        id: int | None = None,
+        connector_id: int | None = None,
+        charging_profile_purpose: str | None = None,
+        stack_level: int | None = None,
+        **_: Any,
+    ):
         removed = self.sim.handle_clear_charging_profile(id, connector_id, charging_profile_purpose, stack_level)
         return call_result.ClearChargingProfile(status=ACCEPTED if removed else "Unknown")
 
@@ -100,8 +106,17 @@ def configuration(meter_interval_s: float, connectors: int) -> dict[str, tuple[s
     }
 
 
-def meter_values(connector_id: int, transaction_id: int | None, at: datetime, context: str, *, power_kw: float,
-                 register_wh: float, soc_pct: float, current_a: float) -> call.MeterValues:
+def meter_values(
+    connector_id: int,
+    transaction_id: int | None,
+    at: datetime,
+    context: str,
+    *,
+    power_kw: float,
+    register_wh: float,
+    soc_pct: float,
+    current_a: float,
+) -> call.MeterValues:
     """A MeterValues request: Power.Active.Import (W), Energy.Active.Import.Register (Wh), SoC (Percent,
     measured at the EV) and Current.Import (A per phase), all sampled at ``at``."""
 
@@ -114,5 +129,8 @@ def meter_values(connector_id: int, transaction_id: int | None, at: datetime, co
         sv(f"{soc_pct:.1f}", Measurand.soc, UnitOfMeasure.percent, location=Location.ev),
         sv(f"{current_a:.2f}", Measurand.current_import, UnitOfMeasure.a),
     ]
-    return call.MeterValues(connector_id=connector_id, transaction_id=transaction_id,
-                            meter_value=[dt.MeterValue(timestamp=iso(at), sampled_value=values)])
+    return call.MeterValues(
+        connector_id=connector_id,
+        transaction_id=transaction_id,
+        meter_value=[dt.MeterValue(timestamp=iso(at), sampled_value=values)],
+    )

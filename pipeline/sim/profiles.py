@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 TX = "TxProfile"
@@ -24,8 +24,8 @@ def parse_time(value: str | None) -> datetime | None:
         return None
     dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,10 @@ class Profile:
     def from_ocpp(cls, connector_id: int, p: dict[str, Any], received_at: datetime) -> Profile:
         sched = p["charging_schedule"]
         periods = sorted(
-            (Period(float(x["start_period"]), float(x["limit"]), x.get("number_phases"))
-             for x in sched["charging_schedule_period"]),
+            (
+                Period(float(x["start_period"]), float(x["limit"]), x.get("number_phases"))
+                for x in sched["charging_schedule_period"]
+            ),
             key=lambda x: x.start_s,
         )
         duration = sched.get("duration")
@@ -143,25 +145,35 @@ class ProfileStore:
     def install(self, new: Profile) -> None:
         """Add ``new``, replacing any profile with its id or with its connector, purpose and stack level."""
         self.profiles = [
-            p for p in self.profiles
+            p
+            for p in self.profiles
             if p.profile_id != new.profile_id
-            and not (p.connector_id == new.connector_id and p.purpose == new.purpose
-                     and p.stack_level == new.stack_level)
+            and not (
+                p.connector_id == new.connector_id and p.purpose == new.purpose and p.stack_level == new.stack_level
+            )
         ]
         self.profiles.append(new)
 
-    def clear(self, profile_id: int | None = None, connector_id: int | None = None,
-              purpose: str | None = None, stack_level: int | None = None) -> int:
+    def clear(
+        self,
+        profile_id: int | None = None,
+        connector_id: int | None = None,
+        purpose: str | None = None,
+        stack_level: int | None = None,
+    ) -> int:
         """ClearChargingProfile semantics: an id matches alone, otherwise every given criterion must match.
 
         Returns how many profiles were removed.
         """
+
         def match(p: Profile) -> bool:
             if profile_id is not None:
                 return p.profile_id == profile_id
-            return ((connector_id is None or p.connector_id == connector_id)
-                    and (purpose is None or p.purpose == purpose)
-                    and (stack_level is None or p.stack_level == stack_level))
+            return (
+                (connector_id is None or p.connector_id == connector_id)
+                and (purpose is None or p.purpose == purpose)
+                and (stack_level is None or p.stack_level == stack_level)
+            )
 
         before = len(self.profiles)
         self.profiles = [p for p in self.profiles if not match(p)]
@@ -180,8 +192,9 @@ class ProfileStore:
 
         self.profiles = [p for p in self.profiles if not drop(p)]
 
-    def in_force(self, purpose: str, connector_id: int, t: datetime,
-                 tx_start: datetime | None) -> tuple[Profile, Period] | None:
+    def in_force(
+        self, purpose: str, connector_id: int, t: datetime, tx_start: datetime | None
+    ) -> tuple[Profile, Period] | None:
         """The highest-stack profile of ``purpose`` on ``connector_id`` with a period in force at ``t``."""
         best: tuple[Profile, Period] | None = None
         for p in self.profiles:
@@ -192,12 +205,15 @@ class ProfileStore:
                 best = (p, period)
         return best
 
-    def connector_limit(self, connector_id: int, t: datetime,
-                        tx_start: datetime | None) -> tuple[Profile, Period] | None:
+    def connector_limit(
+        self, connector_id: int, t: datetime, tx_start: datetime | None
+    ) -> tuple[Profile, Period] | None:
         """TxProfile if one is in force, else the connector's TxDefaultProfile, else connector 0's."""
-        return (self.in_force(TX, connector_id, t, tx_start)
-                or self.in_force(TX_DEFAULT, connector_id, t, tx_start)
-                or self.in_force(TX_DEFAULT, 0, t, tx_start))
+        return (
+            self.in_force(TX, connector_id, t, tx_start)
+            or self.in_force(TX_DEFAULT, connector_id, t, tx_start)
+            or self.in_force(TX_DEFAULT, 0, t, tx_start)
+        )
 
     def held_tx(self, connector_id: int, t: datetime, tx_start: datetime | None) -> tuple[str, float] | None:
         """(unit, limit) of the connector's TxProfile: the period in force at ``t``, else the first period of
@@ -213,9 +229,6 @@ class ProfileStore:
 
     def next_change(self, connector_id: int, t: datetime, tx_start: datetime | None) -> datetime | None:
         """Earliest instant after ``t`` when any profile that bears on ``connector_id`` may change."""
-        times = [
-            p.next_change(t, tx_start) for p in self.profiles
-            if p.connector_id in (0, connector_id)
-        ]
+        times = [p.next_change(t, tx_start) for p in self.profiles if p.connector_id in (0, connector_id)]
         times = [x for x in times if x is not None]
         return min(times) if times else None

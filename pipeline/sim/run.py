@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pipeline.contracts.clock import SimClock, SystemClock
-from pipeline.sim.evs import SITE_TZ, EVSampler
 from pipeline.sim.charger import FLEET_BACKOFF
 from pipeline.sim.ev import EV
+from pipeline.sim.evs import SITE_TZ, EVSampler
 from pipeline.sim.fleet import run_fleet
 
 
@@ -46,8 +46,17 @@ def sampled_ev_factory(sampler: EVSampler, evs_per_charger: float):
     return factory
 
 
-async def simulate(url: str, chargers: int, *, rated_kw: float = 22.0, speed: float = 1.0, prefix: str = "CP",
-                   evs_per_charger: float = 2.0, seed: int = 7, duration_s: float | None = None) -> dict[str, Any]:
+async def simulate(
+    url: str,
+    chargers: int,
+    *,
+    rated_kw: float = 22.0,
+    speed: float = 1.0,
+    prefix: str = "CP",
+    evs_per_charger: float = 2.0,
+    seed: int = 7,
+    duration_s: float | None = None,
+) -> dict[str, Any]:
     """Run the fleet until ``duration_s`` clock seconds pass or SIGINT/SIGTERM; returns the fleet summary.
 
     Chargers behave as real ones do when the central system goes away (a restart, a network outage): they
@@ -60,8 +69,17 @@ async def simulate(url: str, chargers: int, *, rated_kw: float = 22.0, speed: fl
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     factory = sampled_ev_factory(EVSampler(seed), evs_per_charger)
-    summary = await run_fleet(url, chargers, clock, factory, prefix=prefix, rated_power_kw=rated_kw,
-                              duration_s=duration_s, stop_event=stop, auto_reconnect=True,
-                              reconnect_backoff=FLEET_BACKOFF)
+    summary = await run_fleet(
+        url,
+        chargers,
+        clock,
+        factory,
+        prefix=prefix,
+        rated_power_kw=rated_kw,
+        duration_s=duration_s,
+        stop_event=stop,
+        auto_reconnect=True,
+        reconnect_backoff=FLEET_BACKOFF,
+    )
     summary.pop("session_details", None)
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in summary.items()}

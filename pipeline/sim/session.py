@@ -51,9 +51,16 @@ class Session:
     booked: bool = False  # its summary is in the charger's sessions list
 
     def summary(self, connector_id: int) -> SessionSummary:
-        return SessionSummary(self.ev.ev_id, connector_id, self.transaction_id, self.energy_wh / 1000.0,
-                              self.need_wh / 1000.0, self.started_at, self.end_at or self.started_at,
-                              self.end_reason or OTHER)
+        return SessionSummary(
+            self.ev.ev_id,
+            connector_id,
+            self.transaction_id,
+            self.energy_wh / 1000.0,
+            self.need_wh / 1000.0,
+            self.started_at,
+            self.end_at or self.started_at,
+            self.end_reason or OTHER,
+        )
 
 
 @dataclass

@@ -65,12 +65,14 @@ class CsmsLink201(OcppChargePoint):
         return call_result.SetChargingProfile(status=status)
 
     @on(Action.clear_charging_profile)
-    def on_clear_charging_profile(self, charging_profile_id: int | None = None,
-                                  charging_profile_criteria: dict | None = None, **_: Any):
+    def on_clear_charging_profile(
+        self, charging_profile_id: int | None = None, charging_profile_criteria: dict | None = None, **_: Any
+    ):
         crit = charging_profile_criteria or {}
         purpose = crit.get("charging_profile_purpose")
         removed = self.sim.handle_clear_charging_profile(
-            charging_profile_id, crit.get("evse_id"), _PURPOSES.get(purpose, purpose), crit.get("stack_level"))
+            charging_profile_id, crit.get("evse_id"), _PURPOSES.get(purpose, purpose), crit.get("stack_level")
+        )
         return call_result.ClearChargingProfile(status=ACCEPTED if removed else "Unknown")
 
     @on(Action.get_variables)
@@ -79,8 +81,11 @@ class CsmsLink201(OcppChargePoint):
         for item in get_variable_data:
             component, variable = item["component"], item["variable"]
             known = (component.get("name"), variable.get("name")) == ("SmartChargingCtrlr", "RateUnit")
-            result = {"attribute_status": ACCEPTED if known else "UnknownVariable",
-                      "component": component, "variable": variable}
+            result = {
+                "attribute_status": ACCEPTED if known else "UnknownVariable",
+                "component": component,
+                "variable": variable,
+            }
             if known:
                 result["attribute_value"] = self.sim.rate_units
             results.append(result)
@@ -113,56 +118,98 @@ class SimulatedChargingStation(SimulatedChargePoint):
         return self._seq - 1
 
     async def _boot(self) -> tuple[bool, int | None]:
-        res = await self._call(call.BootNotification(
-            charging_station={"model": self.model, "vendor_name": self.vendor}, reason="PowerUp"))
+        res = await self._call(
+            call.BootNotification(charging_station={"model": self.model, "vendor_name": self.vendor}, reason="PowerUp")
+        )
         return (res is not None and res.status == ACCEPTED), (res.interval if res is not None else None)
 
     async def _status(self, c: Connector, status: str) -> None:
         c.status = status
         wire = "Available" if status == "Available" else "Occupied"
-        await self._call(call.StatusNotification(timestamp=iso(self.clock.now()), connector_status=wire,
-                                                 evse_id=c.connector_id, connector_id=1))
+        await self._call(
+            call.StatusNotification(
+                timestamp=iso(self.clock.now()), connector_status=wire, evse_id=c.connector_id, connector_id=1
+            )
+        )
 
     async def _authorize(self, id_tag: str) -> bool:
         res = await self._call(call.Authorize(id_token={"id_token": id_tag, "type": "Central"}))
         return res is not None and (res.id_token_info or {}).get("status") == ACCEPTED
 
-    def _meter_value(self, c: Connector, at: datetime, context: str, *, power_kw: float, register_wh: float,
-                     soc_pct: float | None = None, current_a: float | None = None) -> dict[str, Any]:
+    def _meter_value(
+        self,
+        c: Connector,
+        at: datetime,
+        context: str,
+        *,
+        power_kw: float,
+        register_wh: float,
+        soc_pct: float | None = None,
+        current_a: float | None = None,
+    ) -> dict[str, Any]:
         def sv(value: float, measurand: str, unit: str, **extra: Any) -> dict[str, Any]:
-            return {"value": round(value, 2), "context": context, "measurand": measurand,
-                    "unit_of_measure": {"unit": unit}, **extra}
+            return {
+                "value": round(value, 2),
+                "context": context,
+                "measurand": measurand,
+                "unit_of_measure": {"unit": unit},
+                **extra,
+            }
 
-        values = [sv(power_kw * 1000.0, "Power.Active.Import", "W"),
-                  sv(register_wh, "Energy.Active.Import.Register", "Wh")]
+        values = [
+            sv(power_kw * 1000.0, "Power.Active.Import", "W"),
+            sv(register_wh, "Energy.Active.Import.Register", "Wh"),
+        ]
         if soc_pct is not None:
             values.append(sv(soc_pct, "SoC", "Percent", location="EV"))
         if current_a is not None:
             values.append(sv(current_a, "Current.Import", "A"))
         return {"timestamp": iso(at), "sampled_value": values}
 
-    async def _transaction_event(self, event_type: str, trigger: str, c: Connector, s: Session, at: datetime,
-                                 meter: dict[str, Any] | None, **info: Any) -> Any:
-        return await self._call(call.TransactionEvent(
-            event_type=event_type, timestamp=iso(at), trigger_reason=trigger, seq_no=self._next_seq(),
-            transaction_info={"transaction_id": s.transaction_id, **info},
-            evse={"id": c.connector_id, "connector_id": 1} if event_type == "Started" else None,
-            id_token={"id_token": s.ev.ev_id[:20], "type": "Central"} if event_type != "Updated" else None,
-            meter_value=[meter] if meter is not None else None))
+    async def _transaction_event(
+        self,
+        event_type: str,
+        trigger: str,
+        c: Connector,
+        s: Session,
+        at: datetime,
+        meter: dict[str, Any] | None,
+        **info: Any,
+    ) -> Any:
+        return await self._call(
+            call.TransactionEvent(
+                event_type=event_type,
+                timestamp=iso(at),
+                trigger_reason=trigger,
+                seq_no=self._next_seq(),
+                transaction_info={"transaction_id": s.transaction_id, **info},
+                evse={"id": c.connector_id, "connector_id": 1} if event_type == "Started" else None,
+                id_token={"id_token": s.ev.ev_id[:20], "type": "Central"} if event_type != "Updated" else None,
+                meter_value=[meter] if meter is not None else None,
+            )
+        )
 
     async def _start_transaction(self, c: Connector, s: Session, id_tag: str) -> tuple[Any, bool] | None:
         s.transaction_id = uuid.uuid4().hex[:16]  # the station names its transactions (E01)
         meter = self._meter_value(c, s.started_at, "Transaction.Begin", power_kw=0.0, register_wh=c.register_wh)
-        res = await self._transaction_event("Started", "Authorized", c, s, s.started_at, meter,
-                                            charging_state="Charging")
+        res = await self._transaction_event(
+            "Started", "Authorized", c, s, s.started_at, meter, charging_state="Charging"
+        )
         if res is None:
             return None
         return s.transaction_id, (res.id_token_info or {}).get("status", ACCEPTED) == ACCEPTED
 
     async def _stop_transaction(self, c: Connector, s: Session, summary: SessionSummary) -> None:
         meter = self._meter_value(c, summary.ended_at, "Transaction.End", power_kw=0.0, register_wh=c.register_wh)
-        await self._transaction_event("Ended", _TRIGGERS.get(summary.reason, "AbnormalCondition"), c, s,
-                                      summary.ended_at, meter, stopped_reason=summary.reason)
+        await self._transaction_event(
+            "Ended",
+            _TRIGGERS.get(summary.reason, "AbnormalCondition"),
+            c,
+            s,
+            summary.ended_at,
+            meter,
+            stopped_reason=summary.reason,
+        )
 
     async def _meter(self, c: Connector, at: datetime, context: str, **values: float) -> None:
         meter = self._meter_value(c, at, context, **values)

@@ -147,15 +147,21 @@ def upsert_key_problem(obj: SqlObject) -> str | None:
         return None
     key = obj.key_column
     if key is None:
-        return ("an upsert table needs INCLUDE KEY AS <column> with PRIMARY KEY (<column>): RisingWave keys "
-                "FORMAT UPSERT rows by the message key")
+        return (
+            "an upsert table needs INCLUDE KEY AS <column> with PRIMARY KEY (<column>): RisingWave keys "
+            "FORMAT UPSERT rows by the message key"
+        )
     if key in obj.columns:
-        return (f"the key column {key!r} is also declared: INCLUDE KEY adds it (as bytea), so RisingWave "
-                "refuses it as specified more than once; give the key column a name of its own")
+        return (
+            f"the key column {key!r} is also declared: INCLUDE KEY adds it (as bytea), so RisingWave "
+            "refuses it as specified more than once; give the key column a name of its own"
+        )
     if obj.primary_key != [key]:
-        return (f"an upsert table's PRIMARY KEY must be its key column alone, PRIMARY KEY ({key}) "
-                f"(found {', '.join(obj.primary_key) or 'none'}): RisingWave keys FORMAT UPSERT rows by the "
-                "message key")
+        return (
+            f"an upsert table's PRIMARY KEY must be its key column alone, PRIMARY KEY ({key}) "
+            f"(found {', '.join(obj.primary_key) or 'none'}): RisingWave keys FORMAT UPSERT rows by the "
+            "message key"
+        )
     return None
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -34,12 +34,12 @@ DEFAULT_EXECUTOR_URL = "http://127.0.0.1:9002"  # the executor.http_host/http_po
 
 _QUERIES = {
     "nodes": "SELECT node_id, site_id, kind, depth, breaker_limit_kw, limit_kw, building_kw, fixed_kw, headroom_kw, "
-             "limited_by FROM node_headroom",
+    "limited_by FROM node_headroom",
     "ancestors": "SELECT node_id, ancestor_id FROM node_ancestors",
     "setpoints": "SELECT session_id, charge_point_id, connector_id, site_id, node_id, setpoint_kw, setpoint_a, "
-                 "binding, price_tier, computed_at FROM session_setpoints",
+    "binding, price_tier, computed_at FROM session_setpoints",
     "sessions": "SELECT session_id, charge_point_id, connector_id, site_id, node_id, started_at, current_power_kw, "
-                "energy_kwh, soc_pct, sampled_at FROM ocpp_active_sessions",
+    "energy_kwh, soc_pct, sampled_at FROM ocpp_active_sessions",
     "dr": "SELECT site_id, dr_event_id, curtailment_pct, limit_kw, ends_at FROM active_dr",
     "prices": "SELECT site_id, tariff_id, price_per_kwh, currency, price_tier, valid_from, valid_to FROM current_price_tier",
 }
@@ -67,8 +67,8 @@ def _iso(value: Any) -> Any:
     """A value as JSON takes it: timestamps as ISO-8601 UTC (naive ones, as the embedded engine sends
     them, are UTC), numerics (``Decimal``) as floats."""
     if isinstance(value, datetime):
-        value = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc).isoformat()
+        value = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).isoformat()
     if isinstance(value, Decimal):
         return float(value)
     return value
@@ -80,7 +80,9 @@ def _rows(cur: psycopg.Cursor, sql: str) -> list[dict[str, Any]]:
     return [{k: _iso(v) for k, v in zip(names, row, strict=True)} for row in cur.fetchall()]
 
 
-def fetch_views(dsn: str = DEFAULT_DSN, *, password: str | None = None, timeout_s: float = 5.0) -> dict[str, list[dict]]:
+def fetch_views(
+    dsn: str = DEFAULT_DSN, *, password: str | None = None, timeout_s: float = 5.0
+) -> dict[str, list[dict]]:
     """Read the views status needs, in one read-only transaction: ``{"nodes", "ancestors", "setpoints",
     "sessions", "dr", "prices"}``, each a list of row dicts (timestamps as ISO-8601 UTC strings, kW as
     floats). ``password`` is used when the DSN carries none.
@@ -91,8 +93,9 @@ def fetch_views(dsn: str = DEFAULT_DSN, *, password: str | None = None, timeout_
     where = redact(dsn)
     extra = {"password": password} if password and not _has_password(dsn) else {}
     try:
-        with psycopg.connect(dsn, connect_timeout=max(1, round(timeout_s)), application_name="pipeline status",
-                             **extra) as conn:
+        with psycopg.connect(
+            dsn, connect_timeout=max(1, round(timeout_s)), application_name="pipeline status", **extra
+        ) as conn:
             conn.read_only = True  # BEGIN READ ONLY: one snapshot on both the embedded engine and RisingWave
             with conn.cursor() as cur:
                 out = {name: _rows(cur, sql) for name, sql in _QUERIES.items()}
@@ -126,7 +129,7 @@ def fetch_chargers(executor_url: str = DEFAULT_EXECUTOR_URL, timeout_s: float = 
     url = executor_url.rstrip("/") + "/status"
     out: dict[str, Any] = {"url": executor_url, "reachable": False, "error": None, "chargers": []}
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - an operator's URL
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
             body = json.loads(response.read().decode("utf-8"))
     except urllib.error.HTTPError as exc:
         out["error"] = f"HTTP {exc.code} from {url}"
@@ -164,23 +167,52 @@ def build(views: dict[str, list[dict]], chargers: dict[str, Any] | None = None, 
     sessions = []
     for row in views.get("sessions", []):
         sp = setpoints.get(row["session_id"], {})
-        sessions.append({
-            "session_id": row["session_id"], "charge_point_id": row["charge_point_id"],
-            "connector_id": row["connector_id"], "site_id": sp.get("site_id") or row.get("site_id"),
-            "node_id": sp.get("node_id") or row.get("node_id"), "setpoint_kw": sp.get("setpoint_kw"),
-            "setpoint_a": sp.get("setpoint_a"), "measured_kw": row.get("current_power_kw"),
-            "binding": sp.get("binding"), "soc_pct": row.get("soc_pct"), "energy_kwh": row.get("energy_kwh"),
-            "price_tier": sp.get("price_tier"), "started_at": row.get("started_at"),
-            "sampled_at": row.get("sampled_at"), "computed_at": sp.get("computed_at"),
-        })
+        sessions.append(
+            {
+                "session_id": row["session_id"],
+                "charge_point_id": row["charge_point_id"],
+                "connector_id": row["connector_id"],
+                "site_id": sp.get("site_id") or row.get("site_id"),
+                "node_id": sp.get("node_id") or row.get("node_id"),
+                "setpoint_kw": sp.get("setpoint_kw"),
+                "setpoint_a": sp.get("setpoint_a"),
+                "measured_kw": row.get("current_power_kw"),
+                "binding": sp.get("binding"),
+                "soc_pct": row.get("soc_pct"),
+                "energy_kwh": row.get("energy_kwh"),
+                "price_tier": sp.get("price_tier"),
+                "started_at": row.get("started_at"),
+                "sampled_at": row.get("sampled_at"),
+                "computed_at": sp.get("computed_at"),
+            }
+        )
     seen = {s["session_id"] for s in sessions}
     for sid, sp in setpoints.items():  # a setpoint whose session row is gone (it is leaving)
         if sid not in seen:
-            sessions.append({**{k: sp.get(k) for k in ("session_id", "charge_point_id", "connector_id", "site_id",
-                                                       "node_id", "setpoint_kw", "setpoint_a", "binding",
-                                                       "price_tier", "computed_at")},
-                             "measured_kw": None, "soc_pct": None, "energy_kwh": None, "started_at": None,
-                             "sampled_at": None})
+            sessions.append(
+                {
+                    **{
+                        k: sp.get(k)
+                        for k in (
+                            "session_id",
+                            "charge_point_id",
+                            "connector_id",
+                            "site_id",
+                            "node_id",
+                            "setpoint_kw",
+                            "setpoint_a",
+                            "binding",
+                            "price_tier",
+                            "computed_at",
+                        )
+                    },
+                    "measured_kw": None,
+                    "soc_pct": None,
+                    "energy_kwh": None,
+                    "started_at": None,
+                    "sampled_at": None,
+                }
+            )
     sessions.sort(key=lambda s: (s["site_id"] or "", s["charge_point_id"] or "", s["connector_id"] or 0))
 
     ancestors: dict[str, set[str]] = {}
@@ -193,10 +225,23 @@ def build(views: dict[str, list[dict]], chargers: dict[str, Any] | None = None, 
 
     def figures(row: dict) -> dict:
         under = below.get(row["node_id"], [])
-        keys = ("node_id", "kind", "depth", "limit_kw", "breaker_limit_kw", "building_kw", "fixed_kw",
-                "headroom_kw", "limited_by")
-        return {**{k: row.get(k) for k in keys}, "setpoint_kw": _sum([s["setpoint_kw"] for s in under]),
-                "measured_kw": _sum([s["measured_kw"] for s in under]), "sessions": len(under)}
+        keys = (
+            "node_id",
+            "kind",
+            "depth",
+            "limit_kw",
+            "breaker_limit_kw",
+            "building_kw",
+            "fixed_kw",
+            "headroom_kw",
+            "limited_by",
+        )
+        return {
+            **{k: row.get(k) for k in keys},
+            "setpoint_kw": _sum([s["setpoint_kw"] for s in under]),
+            "measured_kw": _sum([s["measured_kw"] for s in under]),
+            "sessions": len(under),
+        }
 
     dr = {row["site_id"]: row for row in views.get("dr", [])}
     prices = {row["site_id"]: row for row in views.get("prices", [])}
@@ -208,16 +253,29 @@ def build(views: dict[str, list[dict]], chargers: dict[str, Any] | None = None, 
         site = {"site_id": row["node_id"], **figures(row)}
         del site["node_id"]
         site["dr"] = {k: v for k, v in dr[row["node_id"]].items() if k != "site_id"} if row["node_id"] in dr else None
-        site["price"] = ({k: v for k, v in prices[row["node_id"]].items() if k != "site_id"}
-                         if row["node_id"] in prices else None)
-        site["nodes"] = [figures(n) for n in nodes if n["site_id"] == row["node_id"] and n["kind"] not in ("site", "charger")]
+        site["price"] = (
+            {k: v for k, v in prices[row["node_id"]].items() if k != "site_id"} if row["node_id"] in prices else None
+        )
+        site["nodes"] = [
+            figures(n) for n in nodes if n["site_id"] == row["node_id"] and n["kind"] not in ("site", "charger")
+        ]
         sites.append(site)
-    return {"at": _iso(datetime.now(timezone.utc)), "dsn": redact(dsn), "sites": sites, "sessions": sessions,
-            "executor": chargers}
+    return {
+        "at": _iso(datetime.now(UTC)),
+        "dsn": redact(dsn),
+        "sites": sites,
+        "sessions": sessions,
+        "executor": chargers,
+    }
 
 
-def snapshot(dsn: str = DEFAULT_DSN, executor_url: str | None = DEFAULT_EXECUTOR_URL, *,
-             password: str | None = None, timeout_s: float = 5.0) -> dict:
+def snapshot(
+    dsn: str = DEFAULT_DSN,
+    executor_url: str | None = DEFAULT_EXECUTOR_URL,
+    *,
+    password: str | None = None,
+    timeout_s: float = 5.0,
+) -> dict:
     """One status snapshot of a running pipeline (see :func:`build` for its shape); ``executor_url=None``
     leaves the chargers out. Raises :class:`StatusError` when the views cannot be read."""
     views = fetch_views(dsn, password=password, timeout_s=timeout_s)

@@ -56,18 +56,45 @@ def _used(setpoints: Any, headroom: Any) -> Text:
 
 def _sites(snap: dict) -> Table:
     table = Table(title="Sites and breakers", title_justify="left", expand=False)
-    for name in ("Site / breaker", "Limit kW", "Building kW", "Fixed kW", "Headroom kW", "Setpoints kW", "Of headroom", "Measured kW", "Sessions", "Limited by"):
+    for name in (
+        "Site / breaker",
+        "Limit kW",
+        "Building kW",
+        "Fixed kW",
+        "Headroom kW",
+        "Setpoints kW",
+        "Of headroom",
+        "Measured kW",
+        "Sessions",
+        "Limited by",
+    ):
         table.add_column(name, justify="left" if name in ("Site / breaker", "Limited by") else "right", overflow="fold")
     for site in snap["sites"]:
-        table.add_row(Text(site["site_id"], style="bold"), _kw(site["limit_kw"]), _kw(site["building_kw"]),
-                      _kw(site["fixed_kw"]), _kw(site["headroom_kw"]), _kw(site["setpoint_kw"]),
-                      _used(site["setpoint_kw"], site["headroom_kw"]), _kw(site["measured_kw"]), str(site["sessions"]),
-                      str(site["limited_by"] or "-"))
+        table.add_row(
+            Text(site["site_id"], style="bold"),
+            _kw(site["limit_kw"]),
+            _kw(site["building_kw"]),
+            _kw(site["fixed_kw"]),
+            _kw(site["headroom_kw"]),
+            _kw(site["setpoint_kw"]),
+            _used(site["setpoint_kw"], site["headroom_kw"]),
+            _kw(site["measured_kw"]),
+            str(site["sessions"]),
+            str(site["limited_by"] or "-"),
+        )
         for node in site["nodes"]:
-            table.add_row("  " * int(node["depth"] or 1) + str(node["node_id"]), _kw(node["limit_kw"]), "",
-                          _kw(node["fixed_kw"]), _kw(node["headroom_kw"]), _kw(node["setpoint_kw"]),
-                          _used(node["setpoint_kw"], node["headroom_kw"]), _kw(node["measured_kw"]), str(node["sessions"]),
-                          str(node["limited_by"] or "-"))
+            table.add_row(
+                "  " * int(node["depth"] or 1) + str(node["node_id"]),
+                _kw(node["limit_kw"]),
+                "",
+                _kw(node["fixed_kw"]),
+                _kw(node["headroom_kw"]),
+                _kw(node["setpoint_kw"]),
+                _used(node["setpoint_kw"], node["headroom_kw"]),
+                _kw(node["measured_kw"]),
+                str(node["sessions"]),
+                str(node["limited_by"] or "-"),
+            )
     if not snap["sites"]:
         table.add_row("(no sites: is site.topology published?)", *[""] * 9)
     return table
@@ -75,17 +102,30 @@ def _sites(snap: dict) -> Table:
 
 def _signals(snap: dict) -> Table:
     table = Table(title="Demand response and tariff", title_justify="left")
-    for name in ("Site", "DR event", "Curtailment %", "DR limit kW", "DR ends", "Price tier", "Price / kWh",
-                 "Tier until"):
+    for name in (
+        "Site",
+        "DR event",
+        "Curtailment %",
+        "DR limit kW",
+        "DR ends",
+        "Price tier",
+        "Price / kWh",
+        "Tier until",
+    ):
         table.add_column(name, justify="right" if "%" in name or "kW" in name else "left", overflow="fold")
     for site in snap["sites"]:
         dr, price = site["dr"] or {}, site["price"] or {}
         tier = price.get("price_tier")
         table.add_row(
-            site["site_id"], Text(dr["dr_event_id"], style="bold red") if dr else Text("none", style="dim"),
-            _pct(dr.get("curtailment_pct")), _kw(dr.get("limit_kw")), _time(dr.get("ends_at")),
+            site["site_id"],
+            Text(dr["dr_event_id"], style="bold red") if dr else Text("none", style="dim"),
+            _pct(dr.get("curtailment_pct")),
+            _kw(dr.get("limit_kw")),
+            _time(dr.get("ends_at")),
             Text(tier or "-", style="red" if tier in ("ON_PEAK", "CRITICAL_PEAK") else ""),
-            "-" if price.get("price_per_kwh") is None else f"{price['price_per_kwh']:.4f} {price.get('currency') or ''}",
+            "-"
+            if price.get("price_per_kwh") is None
+            else f"{price['price_per_kwh']:.4f} {price.get('currency') or ''}",
             _time(price.get("valid_to")),
         )
     return table
@@ -93,16 +133,32 @@ def _signals(snap: dict) -> Table:
 
 def _sessions(snap: dict) -> Table:
     table = Table(title=f"Sessions ({len(snap['sessions'])})", title_justify="left")
-    for name in ("Session", "Charger", "Node", "Setpoint kW", "Setpoint A", "Measured kW", "Binding", "SoC %",
-                 "Tier", "Computed at"):
+    for name in (
+        "Session",
+        "Charger",
+        "Node",
+        "Setpoint kW",
+        "Setpoint A",
+        "Measured kW",
+        "Binding",
+        "SoC %",
+        "Tier",
+        "Computed at",
+    ):
         table.add_column(name, justify="right" if name[-1] in "WA%" else "left", overflow="fold")
     for s in snap["sessions"]:
         binding = s["binding"]
         table.add_row(
-            str(s["session_id"]), f"{s['charge_point_id']}/{s['connector_id']}", str(s["node_id"] or "-"),
-            _kw(s["setpoint_kw"]), "-" if s["setpoint_a"] is None else f"{s['setpoint_a']:.1f}", _kw(s["measured_kw"]),
+            str(s["session_id"]),
+            f"{s['charge_point_id']}/{s['connector_id']}",
+            str(s["node_id"] or "-"),
+            _kw(s["setpoint_kw"]),
+            "-" if s["setpoint_a"] is None else f"{s['setpoint_a']:.1f}",
+            _kw(s["measured_kw"]),
             Text(binding or "-", style="yellow" if binding in ("paused", "stale", "dr") else ""),
-            _pct(s["soc_pct"]), str(s["price_tier"] or "-"), _time(s["computed_at"]),
+            _pct(s["soc_pct"]),
+            str(s["price_tier"] or "-"),
+            _time(s["computed_at"]),
         )
     return table
 
@@ -111,17 +167,34 @@ def _chargers(executor: dict) -> RenderableType:
     if not executor["reachable"]:
         return Text(f"Chargers: executor unreachable ({executor['error']})", style="red")
     table = Table(title=f"Chargers connected ({len(executor['chargers'])}) at {executor['url']}", title_justify="left")
-    for name in ("Charger", "Protocol", "Unit", "Connected since", "Last message", "Transactions (connector: tx, limit)"):
+    for name in (
+        "Charger",
+        "Protocol",
+        "Unit",
+        "Connected since",
+        "Last message",
+        "Transactions (connector: tx, limit)",
+    ):
         table.add_column(name, overflow="fold")
     for c in executor["chargers"]:
         unit = c.get("rate_unit") or ""
-        txs = ", ".join(
-            f"{t['connector_id']}: {t['transaction_id']}"
-            + ("" if t.get("limit") is None else f" {t['limit']:g} {unit}")
-            + ("" if not t.get("held_back") else f" (held: {t['held_back']})")
-            for t in c.get("connectors", [])) or "-"
-        table.add_row(str(c["charge_point_id"]), str(c.get("protocol") or "-"), unit or "-",
-                      _time(c.get("connected_since"), with_date=True), _time(c.get("last_message_at")), txs)
+        txs = (
+            ", ".join(
+                f"{t['connector_id']}: {t['transaction_id']}"
+                + ("" if t.get("limit") is None else f" {t['limit']:g} {unit}")
+                + ("" if not t.get("held_back") else f" (held: {t['held_back']})")
+                for t in c.get("connectors", [])
+            )
+            or "-"
+        )
+        table.add_row(
+            str(c["charge_point_id"]),
+            str(c.get("protocol") or "-"),
+            unit or "-",
+            _time(c.get("connected_since"), with_date=True),
+            _time(c.get("last_message_at")),
+            txs,
+        )
     return table
 
 
@@ -129,16 +202,26 @@ def render(snap: dict) -> Group:
     """The snapshot of :func:`pipeline.status.collect.snapshot` as rich tables."""
     parts: list[RenderableType] = [
         Text(f"pipeline status: views at {snap['dsn']}, {_time(snap['at'], with_date=True)} UTC", style="bold"),
-        _sites(snap), _signals(snap), _sessions(snap),
+        _sites(snap),
+        _signals(snap),
+        _sessions(snap),
     ]
     if snap.get("executor") is not None:
         parts.append(_chargers(snap["executor"]))
     return Group(*parts)
 
 
-def run_status(dsn: str, executor_url: str | None, *, once: bool, as_json: bool, interval_s: float = 2.0,
-               password: str | None = None, console: Console | None = None,
-               gather: Callable[[], dict] | None = None) -> None:
+def run_status(
+    dsn: str,
+    executor_url: str | None,
+    *,
+    once: bool,
+    as_json: bool,
+    interval_s: float = 2.0,
+    password: str | None = None,
+    console: Console | None = None,
+    gather: Callable[[], dict] | None = None,
+) -> None:
     """Print status: one snapshot (``once``) or refresh every ``interval_s`` s until Ctrl-C; as JSON (one
     document, or one line per refresh when live) with ``as_json``, else as tables (live: in place).
 

@@ -118,7 +118,7 @@ async def decode_or_dead_letter(transport: Transport, record: Record):
     """
     try:
         return True, decode(record.topic, record.key, record.value)
-    except Exception as exc:  # noqa: BLE001 - decode raises RecordError; anything else is still this record's
+    except Exception as exc:
         log.warning("dead-lettering %s@%s key=%r: %s", record.topic, record.offset, record.key, exc)
         await dead_letter(transport, record, str(exc))
         return False, None

@@ -48,8 +48,12 @@ class KafkaSettings(BaseModel):
     request_timeout_s: float = Field(30.0, gt=0)
     session_timeout_s: float = Field(10.0, gt=0, description="consumer group session timeout")
     join_timeout_s: float = Field(60.0, gt=0, description="wait this long for a consumer group assignment")
-    retry_s: float = Field(120.0, ge=0, description="keep retrying start, sends and topic creation this long "
-                                                   "while the brokers are unreachable (restarts, failover)")
+    retry_s: float = Field(
+        120.0,
+        ge=0,
+        description="keep retrying start, sends and topic creation this long "
+        "while the brokers are unreachable (restarts, failover)",
+    )
 
     @model_validator(mode="after")
     def _security(self) -> KafkaSettings:
@@ -57,8 +61,9 @@ class KafkaSettings(BaseModel):
         if sasl and (self.sasl_mechanism is None or not self.sasl_username or self.sasl_password is None):
             raise ValueError(f"{self.security_protocol} needs sasl_mechanism, sasl_username and sasl_password")
         if not sasl and self.sasl_mechanism is not None:
-            raise ValueError(f"sasl_mechanism needs security_protocol SASL_PLAINTEXT or SASL_SSL, "
-                             f"not {self.security_protocol}")
+            raise ValueError(
+                f"sasl_mechanism needs security_protocol SASL_PLAINTEXT or SASL_SSL, not {self.security_protocol}"
+            )
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("set both ssl_certfile and ssl_keyfile, or neither")
         return self

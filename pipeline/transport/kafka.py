@@ -46,9 +46,10 @@ from aiokafka.errors import (
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from pipeline.contracts.errors import PipelineError
-from pipeline.transport.config import KafkaSettings
 from pipeline.contracts.topics import TOPICS, dlq_topic
-from pipeline.transport.base import Consumer, Record, TopicPartition as LogicalPartition, Transport
+from pipeline.transport.base import Consumer, Record, Transport
+from pipeline.transport.base import TopicPartition as LogicalPartition
+from pipeline.transport.config import KafkaSettings
 from pipeline.transport.kafka_logs import outage_log
 
 __all__ = ["KafkaConsumer", "KafkaTransport", "KafkaTransportError", "topic_configs"]
@@ -106,7 +107,7 @@ class KafkaTransport(Transport):
 
     def logical(self, name: str) -> str:
         """The logical topic name of broker topic ``name``."""
-        return name[len(self.prefix):] if self.prefix and name.startswith(self.prefix) else name
+        return name[len(self.prefix) :] if self.prefix and name.startswith(self.prefix) else name
 
     def group_id(self, group: str) -> str:
         """The broker's consumer group id for logical ``group``."""
@@ -121,15 +122,21 @@ class KafkaTransport(Transport):
 
     async def _retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """``call()`` retried with backoff on retriable Kafka errors for ``retry_s`` seconds."""
+
         def warn(state) -> None:  # the first one of an outage is logged, the rest summarised
-            self._outage.failure(f"kafka at {self.settings.bootstrap_servers}: {what} failed "
-                                 f"({type(state.outcome.exception()).__name__}); retrying for up to "
-                                 f"{self.settings.retry_s:g}s")
+            self._outage.failure(
+                f"kafka at {self.settings.bootstrap_servers}: {what} failed "
+                f"({type(state.outcome.exception()).__name__}); retrying for up to "
+                f"{self.settings.retry_s:g}s"
+            )
 
         try:
             async for attempt in AsyncRetrying(
-                retry=retry_if_exception(_retriable), stop=stop_after_delay(self.settings.retry_s),
-                wait=wait_exponential(multiplier=0.1, max=2.0), reraise=True, before_sleep=warn,
+                retry=retry_if_exception(_retriable),
+                stop=stop_after_delay(self.settings.retry_s),
+                wait=wait_exponential(multiplier=0.1, max=2.0),
+                reraise=True,
+                before_sleep=warn,
             ):
                 with attempt:
                     result = await call()
@@ -138,7 +145,8 @@ class KafkaTransport(Transport):
         except KafkaError as exc:
             detail = "no broker answers" if isinstance(exc, KafkaConnectionError) else str(exc) or type(exc).__name__
             raise KafkaTransportError(
-                f"kafka at {self.settings.bootstrap_servers}: {what} failed: {detail}".splitlines()[0]) from exc
+                f"kafka at {self.settings.bootstrap_servers}: {what} failed: {detail}".splitlines()[0]
+            ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def start(self) -> None:
@@ -153,7 +161,8 @@ class KafkaTransport(Transport):
 
             async def start_producer() -> AIOKafkaProducer:
                 producer = AIOKafkaProducer(
-                    **self.settings.client_options(), acks="all", enable_idempotence=True, linger_ms=0)
+                    **self.settings.client_options(), acks="all", enable_idempotence=True, linger_ms=0
+                )
                 try:
                     await producer.start()
                 except BaseException:
@@ -189,16 +198,28 @@ class KafkaTransport(Transport):
                 wanted = {self.physical(t): t for t in self.all_topics()}
                 missing = [name for name in wanted if name not in existing]
                 if missing:
-                    response = await admin.create_topics([
-                        NewTopic(name, self.settings.partitions, self.settings.replication_factor,
-                                 topic_configs=topic_configs(wanted[name], self.settings))
-                        for name in missing
-                    ])
+                    response = await admin.create_topics(
+                        [
+                            NewTopic(
+                                name,
+                                self.settings.partitions,
+                                self.settings.replication_factor,
+                                topic_configs=topic_configs(wanted[name], self.settings),
+                            )
+                            for name in missing
+                        ]
+                    )
                     for name, code, message, *_ in response.topic_errors:
                         if code not in (0, _TOPIC_EXISTS):
                             raise KafkaTransportError(f"kafka: cannot create topic {name}: {message} (error {code})")
-                await self._check_compaction(admin, [n for n, t in wanted.items() if n in existing
-                                                     and TOPICS.get(t) is not None and TOPICS[t].kind == "upsert"])
+                await self._check_compaction(
+                    admin,
+                    [
+                        n
+                        for n, t in wanted.items()
+                        if n in existing and TOPICS.get(t) is not None and TOPICS[t].kind == "upsert"
+                    ],
+                )
                 return [wanted[name] for name in missing]
             finally:
                 await admin.close()
@@ -211,8 +232,7 @@ class KafkaTransport(Transport):
     async def _check_compaction(self, admin: AIOKafkaAdminClient, names: list[str]) -> None:
         if not names:
             return
-        responses = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, name) for name in names])
+        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in names])
         for response in responses:
             for resource in response.resources:
                 name, entries = resource[3], resource[4]
@@ -235,8 +255,9 @@ class KafkaTransport(Transport):
         name = self.physical(topic)
         raw_key = None if key is None else key.encode()
         raw_headers = [(h, bytes(v)) for h, v in headers]
-        await self._retry(f"sending to {name}", lambda: producer.send_and_wait(
-            name, value, key=raw_key, headers=raw_headers or None))
+        await self._retry(
+            f"sending to {name}", lambda: producer.send_and_wait(name, value, key=raw_key, headers=raw_headers or None)
+        )
 
     async def consumer(self, topics: Iterable[str], group: str, from_beginning: bool = True) -> KafkaConsumer:
         """A started consumer in consumer group ``group`` (prefixed), with its partitions assigned.
@@ -287,7 +308,9 @@ class KafkaConsumer(Consumer):
 
         async def start_consumer() -> AIOKafkaConsumer:
             consumer = AIOKafkaConsumer(
-                **settings.client_options(), group_id=self._t.group_id(self.group), enable_auto_commit=False,
+                **settings.client_options(),
+                group_id=self._t.group_id(self.group),
+                enable_auto_commit=False,
                 auto_offset_reset="earliest" if self._from_beginning else "latest",
                 session_timeout_ms=int(settings.session_timeout_s * 1000),
                 heartbeat_interval_ms=max(100, int(settings.session_timeout_s * 1000 / 3)),
@@ -308,14 +331,18 @@ class KafkaConsumer(Consumer):
             await self.close()
             raise KafkaTransportError(
                 f"kafka: consumer group {self._t.group_id(self.group)} assigned no partitions within "
-                f"{settings.join_timeout_s:g}s") from None
+                f"{settings.join_timeout_s:g}s"
+            ) from None
         await self._refresh_positions(settings.request_timeout_s)
 
     def _record(self, raw) -> Record:
         return Record(
             topic=self._t.logical(raw.topic),
             key=None if raw.key is None else raw.key.decode("utf-8", errors="replace"),
-            value=raw.value, offset=raw.offset, timestamp_ms=raw.timestamp, partition=raw.partition,
+            value=raw.value,
+            offset=raw.offset,
+            timestamp_ms=raw.timestamp,
+            partition=raw.partition,
             headers=tuple((h, bytes(v or b"")) for h, v in (raw.headers or ())),
         )
 
@@ -363,8 +390,11 @@ class KafkaConsumer(Consumer):
         try:
             await self._consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
-            log.warning("group %s: commit refused (%s); records since the last commit will be redelivered",
-                        self.group, str(exc).splitlines()[0])
+            log.warning(
+                "group %s: commit refused (%s); records since the last commit will be redelivered",
+                self.group,
+                str(exc).splitlines()[0],
+            )
             self._committed.clear()
             return
         self._committed.update(offsets)

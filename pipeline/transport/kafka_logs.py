@@ -29,16 +29,32 @@ __all__ = ["BrokerOutageLog", "outage_log"]
 log = logging.getLogger("pipeline.transport.kafka")
 
 AIOKAFKA_LOGGERS = (
-    "aiokafka", "aiokafka.cluster", "aiokafka.conn", "aiokafka.client", "aiokafka.consumer",
-    "aiokafka.consumer.consumer", "aiokafka.consumer.fetcher", "aiokafka.consumer.group_coordinator",
-    "aiokafka.producer", "aiokafka.producer.producer", "aiokafka.producer.sender", "aiokafka.admin",
+    "aiokafka",
+    "aiokafka.cluster",
+    "aiokafka.conn",
+    "aiokafka.client",
+    "aiokafka.consumer",
+    "aiokafka.consumer.consumer",
+    "aiokafka.consumer.fetcher",
+    "aiokafka.consumer.group_coordinator",
+    "aiokafka.producer",
+    "aiokafka.producer.producer",
+    "aiokafka.producer.sender",
+    "aiokafka.admin",
     "aiokafka.admin.client",
 )
 """aiokafka's module loggers (a logger's filters see only records logged on that very logger)."""
 
 CONNECTION_ERRORS = (
-    "unable connect", "unable to update metadata", "unable to request metadata", "connect call failed",
-    "connection refused", "connection reset", "broken pipe", "nodenotready", "kafkaconnectionerror",
+    "unable connect",
+    "unable to update metadata",
+    "unable to request metadata",
+    "connect call failed",
+    "connection refused",
+    "connection reset",
+    "broken pipe",
+    "nodenotready",
+    "kafkaconnectionerror",
 )
 """Lower-case fragments of aiokafka messages that mean a broker cannot be reached (start an outage)."""
 
@@ -53,8 +69,9 @@ class BrokerOutageLog(logging.Filter):
         monotonic: the time source (seconds), replaceable in tests.
     """
 
-    def __init__(self, summary_every_s: float = 60.0, settle_s: float = 30.0,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, summary_every_s: float = 60.0, settle_s: float = 30.0, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         super().__init__()
         self.summary_every_s = summary_every_s
         self.settle_s = settle_s
@@ -101,8 +118,11 @@ class BrokerOutageLog(logging.Filter):
         """The transport failed a request for want of a broker: log it if it starts an outage, else count."""
         if self.since is None:
             self._begin()
-            log.error("kafka brokers unreachable: %s (further connection errors are summarised every %gs)",
-                      message, self.summary_every_s)
+            log.error(
+                "kafka brokers unreachable: %s (further connection errors are summarised every %gs)",
+                message,
+                self.summary_every_s,
+            )
             return
         record = log.makeRecord(log.name, logging.WARNING, __file__, 0, "%s", (message,), None)
         if self._count(record):
@@ -117,8 +137,7 @@ class BrokerOutageLog(logging.Filter):
         self.since = None
         self.suppressed = self.suppressed_total = 0
         self._settling_until = self._now() + self.settle_s
-        log.warning("kafka brokers reachable again after %.0fs (%d connection errors suppressed)",
-                    seconds, suppressed)
+        log.warning("kafka brokers reachable again after %.0fs (%d connection errors suppressed)", seconds, suppressed)
 
     # -- installing ------------------------------------------------------------------------------------
 
@@ -162,7 +181,7 @@ class BrokerOutageLog(logging.Filter):
 def _message(record: logging.LogRecord) -> str:
     try:
         text = record.getMessage()
-    except Exception:  # noqa: BLE001 - a malformed record is still an outage line
+    except Exception:
         text = str(record.msg)
     return text.splitlines()[0] if text else type(record.msg).__name__
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.kits.ocpp import SITE_NODES, FixedClock, open_charge_point
 
 from executor import Executor, ExecutorConfig
 from pipeline.transport import MemoryTransport, publish
+from tests.kits.ocpp import SITE_NODES, FixedClock, open_charge_point
 
 
 @pytest.fixture

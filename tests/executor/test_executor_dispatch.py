@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from ocpp.v16 import call
-from tests.kits.ocpp import at, command, iso, open_charge_point, wait_for
 
 from pipeline.contracts.topics import TopologyNode, decode
 from pipeline.transport import publish
+from tests.kits.ocpp import at, command, iso, open_charge_point, wait_for
 
 COMMANDS = "ocpp.setpoint.commands"
 ACKS = "ocpp.setpoint.acks"
@@ -52,10 +52,19 @@ async def test_setpoint_becomes_exact_set_charging_profile(charge_point, executo
         assert cp.tx_profiles == [profile(tx, 16.0)]
         [ack] = await wait_for(lambda: acks(transport), what="ack")
         assert ack.model_dump() == {
-            "charge_point_id": "CP1", "connector_id": 1, "session_id": f"CP1-{tx}",
-            "action": "SetChargingProfile", "purpose": "Tx", "setpoint_kw": 11.0676, "limit": 16.0, "charging_rate_unit": "A",
-            "status": "Accepted", "error": None,
-            "computed_at": at(0), "sent_at": at(0), "answered_at": at(0),
+            "charge_point_id": "CP1",
+            "connector_id": 1,
+            "session_id": f"CP1-{tx}",
+            "action": "SetChargingProfile",
+            "purpose": "Tx",
+            "setpoint_kw": 11.0676,
+            "limit": 16.0,
+            "charging_rate_unit": "A",
+            "status": "Accepted",
+            "error": None,
+            "computed_at": at(0),
+            "sent_at": at(0),
+            "answered_at": at(0),
         }
         assert executor.held_setpoints() == {("CP1", 1): 16.0}
         assert executor.desired_setpoints() == {("CP1", 1): 16.04}
@@ -103,7 +112,8 @@ async def test_hundred_rapid_setpoints_collapse_to_at_most_two_calls(charge_poin
         assert executor.stats.profiles_sent == len(cp.tx_profiles)
         assert executor.stats.updates_collapsed == 99 - (len(cp.tx_profiles) - 1)
         assert executor.registry.get_sample_value("executor_setpoint_updates_collapsed_total") == (
-            executor.stats.updates_collapsed)
+            executor.stats.updates_collapsed
+        )
         assert [a.status for a in acks(transport)] == ["Accepted"] * len(cp.tx_profiles)
 
 
@@ -216,8 +226,11 @@ async def test_timeout_is_reported_and_retried(make_executor, transport):
 
 
 async def test_unmanaged_charger_gets_no_profiles(make_executor, transport):
-    await publish(transport, "site.topology", TopologyNode(
-        node_id="CP3", site_id="depot-1", parent_id="depot-1", kind="charger", limit_kw=7, managed=False))
+    await publish(
+        transport,
+        "site.topology",
+        TopologyNode(node_id="CP3", site_id="depot-1", parent_id="depot-1", kind="charger", limit_kw=7, managed=False),
+    )
     executor = await make_executor()
     async with open_charge_point(executor.port, "CP3") as cp:
         tx = await cp.start_tx()
@@ -229,18 +242,39 @@ async def test_unmanaged_charger_gets_no_profiles(make_executor, transport):
 async def test_fail_safe_profiles_at_boot_are_exact(charge_point, executor, transport):
     async with charge_point() as cp:
         await cp.boot()
-        await wait_for(lambda: len(cp.of("ChargePointMaxProfile")) == 2 and cp.of("TxDefaultProfile"),
-                       what="fail-safe profiles")
+        await wait_for(
+            lambda: len(cp.of("ChargePointMaxProfile")) == 2 and cp.of("TxDefaultProfile"), what="fail-safe profiles"
+        )
         safe, lift = cp.of("ChargePointMaxProfile")
-        assert safe == {"connectorId": 0, "csChargingProfiles": {
-            "chargingProfileId": 1, "stackLevel": 0, "chargingProfilePurpose": "ChargePointMaxProfile",
-            "chargingProfileKind": "Absolute", "chargingSchedule": {
-                "startSchedule": "2025-01-05T08:00:00.000Z", "chargingRateUnit": "A",
-                "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 31.8, "numberPhases": 3}]}}}
-        assert cp.of("TxDefaultProfile") == [{"connectorId": 0, "csChargingProfiles": {
-            "chargingProfileId": 3, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile",
-            "chargingProfileKind": "Relative", "chargingSchedule": {
-                "chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 6.0, "numberPhases": 3}]}}}]
+        assert safe == {
+            "connectorId": 0,
+            "csChargingProfiles": {
+                "chargingProfileId": 1,
+                "stackLevel": 0,
+                "chargingProfilePurpose": "ChargePointMaxProfile",
+                "chargingProfileKind": "Absolute",
+                "chargingSchedule": {
+                    "startSchedule": "2025-01-05T08:00:00.000Z",
+                    "chargingRateUnit": "A",
+                    "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 31.8, "numberPhases": 3}],
+                },
+            },
+        }
+        assert cp.of("TxDefaultProfile") == [
+            {
+                "connectorId": 0,
+                "csChargingProfiles": {
+                    "chargingProfileId": 3,
+                    "stackLevel": 0,
+                    "chargingProfilePurpose": "TxDefaultProfile",
+                    "chargingProfileKind": "Relative",
+                    "chargingSchedule": {
+                        "chargingRateUnit": "A",
+                        "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 6.0, "numberPhases": 3}],
+                    },
+                },
+            }
+        ]
         assert lift["csChargingProfiles"]["stackLevel"] == 1
         assert lift["csChargingProfiles"]["validTo"] == "2025-01-06T08:30:00.000Z"  # now + the 30 min TTL
         get = next(f for f in cp.frames if f[:1] == [2] and f[2] == "GetConfiguration")
@@ -261,7 +295,8 @@ async def test_charger_that_accepts_only_power_gets_watts(make_executor, transpo
         await wait_for(lambda: cp.tx_profiles, what="SetChargingProfile")
         assert cp.tx_profiles == [profile(tx, 6900.0, unit="W")]
         assert cp.of("TxDefaultProfile")[0]["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"] == [
-            {"startPeriod": 0, "limit": 4140.0, "numberPhases": 3}]
+            {"startPeriod": 0, "limit": 4140.0, "numberPhases": 3}
+        ]
 
 
 async def test_unmanaged_and_unknown_chargers_get_no_fail_safe(make_executor, transport):

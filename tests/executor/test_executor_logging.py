@@ -6,17 +6,20 @@ from __future__ import annotations
 import json
 import logging
 
-from tests.kits.ocpp import at, command, open_charge_point, wait_for
-
 from pipeline.app.logs import JsonLineFormatter
 from pipeline.transport import publish
+from tests.kits.ocpp import at, command, open_charge_point, wait_for
 
 COMMANDS = "ocpp.setpoint.commands"
 
 
 def records(caplog, reason: str | None = None, **fields) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if (reason is None or getattr(r, "reason", None) == reason)
-            and all(getattr(r, k, None) == v for k, v in fields.items())]
+    return [
+        r
+        for r in caplog.records
+        if (reason is None or getattr(r, "reason", None) == reason)
+        and all(getattr(r, k, None) == v for k, v in fields.items())
+    ]
 
 
 async def test_dispatch_decisions_and_calls_are_debug_records(make_executor, transport, caplog):
@@ -36,13 +39,21 @@ async def test_dispatch_decisions_and_calls_are_debug_records(make_executor, tra
     # the first goes down from the rating (no fail-safe profile accepted yet), the retry up from the floor
     sent = [r for r in records(caplog, action="SetChargingProfile", purpose="Tx") if not hasattr(r, "status")]
     assert [(r.reason, r.limit, r.unit, r.transaction_id) for r in sent] == [
-        ("decrease", 16.0, "A", str(tx)), ("increase", 16.0, "A", str(tx))]
+        ("decrease", 16.0, "A", str(tx)),
+        ("increase", 16.0, "A", str(tx)),
+    ]
     [retry] = records(caplog, "retry")
     assert (retry.status, retry.failures, retry.delay_s) == ("Rejected", 1, 0.05)
     assert {r.purpose for r in records(caplog, "failsafe")} == {"StationMax", "TxDefault"}
     assert records(caplog, "rate_unit", action="GetConfiguration")
-    answers = [r for r in caplog.records if getattr(r, "status", None) and getattr(r, "duration_ms", None) is not None
-               and r.action == "SetChargingProfile" and r.purpose == "Tx"]
+    answers = [
+        r
+        for r in caplog.records
+        if getattr(r, "status", None)
+        and getattr(r, "duration_ms", None) is not None
+        and r.action == "SetChargingProfile"
+        and r.purpose == "Tx"
+    ]
     assert [r.status for r in answers] == ["Rejected", "Accepted"]
     incoming = [r for r in caplog.records if r.name == "executor.ocpp.ocppj" and hasattr(r, "message_type")]
     assert ("Call", "StartTransaction") in {(r.message_type, r.action) for r in incoming}
@@ -52,7 +63,11 @@ async def test_dispatch_decisions_and_calls_are_debug_records(make_executor, tra
     formatter = JsonLineFormatter()
     line = json.loads(formatter.format(deadband))
     assert {k: line[k] for k in ("level", "logger", "charge_point_id", "reason")} == {
-        "level": "DEBUG", "logger": "executor.dispatch", "charge_point_id": "CP1", "reason": "deadband"}
+        "level": "DEBUG",
+        "logger": "executor.dispatch",
+        "charge_point_id": "CP1",
+        "reason": "deadband",
+    }
     assert all(json.loads(formatter.format(r)) for r in caplog.records)
 
 

@@ -7,9 +7,10 @@ import json
 
 import pytest
 from ocpp.v16 import call
-from tests.kits.ocpp import wait_for
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.kits.ocpp import wait_for
 
 
 def call_errors(cp) -> list[list]:
@@ -69,8 +70,10 @@ async def test_odd_calls_do_not_break_the_connection(charge_point):
     async with charge_point() as cp:
         await cp._connection.send('[2, "u-1", ["not", "an", "action"], {}]')
         await cp._connection.send('[2, "u-2", "NoSuchAction", {}]')
-        await cp._connection.send('[2, "u-3", "StartTransaction", {"connectorId": 1, "idTag": "T", '
-                                  '"meterStart": 0, "timestamp": "yesterday"}]')
+        await cp._connection.send(
+            '[2, "u-3", "StartTransaction", {"connectorId": 1, "idTag": "T", '
+            '"meterStart": 0, "timestamp": "yesterday"}]'
+        )
         errors = await wait_for(lambda: len(call_errors(cp)) == 3 and call_errors(cp), what="3 CALLERRORs")
         assert [e[:3] for e in errors] == [
             [4, "u-1", "FormationViolation"],  # the action is not a string
@@ -88,11 +91,14 @@ async def test_wrong_path_gets_404(executor, path):
     assert info.value.response.status_code == 404
 
 
-@pytest.mark.parametrize(("offered", "chosen"), [
-    (["ocpp1.5", "ocpp1.6"], "ocpp1.6"),
-    (["ocpp2.0.1"], "ocpp2.0.1"),
-    (["ocpp2.1", "ocpp2.0.1", "ocpp1.6"], "ocpp2.0.1"),
-])
+@pytest.mark.parametrize(
+    ("offered", "chosen"),
+    [
+        (["ocpp1.5", "ocpp1.6"], "ocpp1.6"),
+        (["ocpp2.0.1"], "ocpp2.0.1"),
+        (["ocpp2.1", "ocpp2.0.1", "ocpp1.6"], "ocpp2.0.1"),
+    ],
+)
 async def test_a_supported_version_is_negotiated_among_offered_subprotocols(executor, offered, chosen):
     async with connect(f"ws://127.0.0.1:{executor.port}/ocpp/CP1", subprotocols=offered) as ws:
         assert ws.subprotocol == chosen
@@ -122,6 +128,6 @@ async def test_stop_closes_connections_with_1001_and_is_idempotent(charge_point,
         await executor.stop()
         assert cp._connection.close_code == 1001
         with pytest.raises(ConnectionClosed):
-            await cp._connection.send("[2, \"x\", \"Heartbeat\", {}]")
+            await cp._connection.send('[2, "x", "Heartbeat", {}]')
             await asyncio.wait_for(cp._connection.recv(), 1)
         await executor.stop()

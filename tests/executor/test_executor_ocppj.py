@@ -13,10 +13,11 @@ import json
 import pytest
 from ocpp.v16 import call
 from ocpp.v201 import call as call201
-from tests.kits.ocpp import open_charge_point, wait_for
-from tests.kits.ocpp201 import open_station
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+
+from tests.kits.ocpp import open_charge_point, wait_for
+from tests.kits.ocpp201 import open_station
 
 NOT_KNOWN = "Requested Action is not known by receiver"
 NOT_SUPPORTED = "Requested Action is recognized but not supported by the receiver"
@@ -48,30 +49,46 @@ async def send_and_wait(cp, frame: str, message_id: str) -> list:
 async def test_an_unknown_action_is_not_implemented(executor, version):
     async with opener(version)(executor.port) as cp:
         answer = await send_and_wait(cp, '[2, "u-1", "NoSuchAction", {}]', "u-1")
-        assert answer == [4, "u-1", "NotImplemented", NOT_KNOWN,
-                          {"cause": f"NoSuchAction is not an OCPP {version} action"}]
+        assert answer == [
+            4,
+            "u-1",
+            "NotImplemented",
+            NOT_KNOWN,
+            {"cause": f"NoSuchAction is not an OCPP {version} action"},
+        ]
         assert (await heartbeat(cp, version)).current_time
 
 
-@pytest.mark.parametrize(("version", "action", "payload"), [
-    ("1.6", "DiagnosticsStatusNotification", {"status": "Idle"}),
-    ("1.6", "Reset", {"type": "Soft"}),  # a central-system-to-charger action sent the wrong way
-    ("2.0.1", "FirmwareStatusNotification", {"status": "Idle"}),
-    ("2.0.1", "Reset", {"type": "Immediate"}),
-])
+@pytest.mark.parametrize(
+    ("version", "action", "payload"),
+    [
+        ("1.6", "DiagnosticsStatusNotification", {"status": "Idle"}),
+        ("1.6", "Reset", {"type": "Soft"}),  # a central-system-to-charger action sent the wrong way
+        ("2.0.1", "FirmwareStatusNotification", {"status": "Idle"}),
+        ("2.0.1", "Reset", {"type": "Immediate"}),
+    ],
+)
 async def test_a_known_action_we_do_not_serve_is_not_supported(executor, version, action, payload):
     async with opener(version)(executor.port) as cp:
         answer = await send_and_wait(cp, json.dumps([2, "s-1", action, payload]), "s-1")
-        assert answer == [4, "s-1", "NotSupported", NOT_SUPPORTED,
-                          {"cause": f"{action} is not served by this central system"}]
+        assert answer == [
+            4,
+            "s-1",
+            "NotSupported",
+            NOT_SUPPORTED,
+            {"cause": f"{action} is not served by this central system"},
+        ]
         assert (await heartbeat(cp, version)).current_time
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize("payload", [
-    {"vendorId": "com.example.unknown", "messageId": "SetTariff", "data": "{\"eur\": 0.3}"},
-    {"vendorId": "com.example.unknown"},
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"vendorId": "com.example.unknown", "messageId": "SetTariff", "data": '{"eur": 0.3}'},
+        {"vendorId": "com.example.unknown"},
+    ],
+)
 async def test_data_transfer_with_an_unknown_vendor_gets_unknown_vendor_id(executor, version, payload):
     async with opener(version)(executor.port) as cp:
         answer = await send_and_wait(cp, json.dumps([2, "dt-1", "DataTransfer", payload]), "dt-1")
@@ -93,26 +110,38 @@ async def test_1_6_ignores_a_message_type_it_does_not_know(executor):
 async def test_2_0_1_answers_an_unknown_message_type_with_message_type_not_supported(executor):
     async with open_station(executor.port) as cs:
         answer = await send_and_wait(cs, '[9, "m-9", "Heartbeat", {}]', "m-9")
-        assert answer == [4, "m-9", "MessageTypeNotSupported",
-                          "A message with a Message Type Number received that is not supported by this "
-                          "implementation.", {"cause": "message type 9 is not 2, 3 or 4"}]
+        assert answer == [
+            4,
+            "m-9",
+            "MessageTypeNotSupported",
+            "A message with a Message Type Number received that is not supported by this implementation.",
+            {"cause": "message type 9 is not 2, 3 or 4"},
+        ]
         assert (await cs.call(call201.Heartbeat())).current_time
 
 
 # -- malformed frames ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("frame", "message_id", "code_16", "code_201"), [
-    ('[2, "a-1", ["not", "an", "action"], {}]', "a-1", "FormationViolation", "RpcFrameworkError"),
-    ('[2, "a-2", "Heartbeat"]', "a-2", "FormationViolation", "RpcFrameworkError"),
-    ('[2, "a-3", "Heartbeat", {}, "extra"]', "a-3", "FormationViolation", "RpcFrameworkError"),
-    ('[2, 7, "Heartbeat", {}]', "-1", "FormationViolation", "RpcFrameworkError"),  # messageId not a string
-    ('[2, "a-5", "BootNotification", "not an object"]', "a-5", "TypeConstraintViolation",
-     "TypeConstraintViolation"),
-])
+@pytest.mark.parametrize(
+    ("frame", "message_id", "code_16", "code_201"),
+    [
+        ('[2, "a-1", ["not", "an", "action"], {}]', "a-1", "FormationViolation", "RpcFrameworkError"),
+        ('[2, "a-2", "Heartbeat"]', "a-2", "FormationViolation", "RpcFrameworkError"),
+        ('[2, "a-3", "Heartbeat", {}, "extra"]', "a-3", "FormationViolation", "RpcFrameworkError"),
+        ('[2, 7, "Heartbeat", {}]', "-1", "FormationViolation", "RpcFrameworkError"),  # messageId not a string
+        (
+            '[2, "a-5", "BootNotification", "not an object"]',
+            "a-5",
+            "TypeConstraintViolation",
+            "TypeConstraintViolation",
+        ),
+    ],
+)
 @pytest.mark.parametrize("version", VERSIONS)
 async def test_a_malformed_call_gets_the_callerror_the_spec_names_and_the_connection_stays_up(
-        executor, version, frame, message_id, code_16, code_201):
+    executor, version, frame, message_id, code_16, code_201
+):
     async with opener(version)(executor.port) as cp:
         await cp._connection.send(frame)
         errors = await wait_for(lambda: [f for f in cp.frames if f[:1] == [4]], what="CALLERROR")
@@ -125,8 +154,13 @@ async def test_a_malformed_call_gets_the_callerror_the_spec_names_and_the_connec
 @pytest.mark.parametrize("version", VERSIONS)
 async def test_a_malformed_or_stray_answer_is_dropped_without_a_callerror(executor, version):
     async with opener(version)(executor.port) as cp:
-        for frame in ('[3, "r-1"]', '[3, "r-2", {}, "extra"]', '[4, "r-3", "GenericError"]', '[3, 5, {}]',
-                      '[3, "r-4", {}]'):
+        for frame in (
+            '[3, "r-1"]',
+            '[3, "r-2", {}, "extra"]',
+            '[4, "r-3", "GenericError"]',
+            "[3, 5, {}]",
+            '[3, "r-4", {}]',
+        ):
             await cp._connection.send(frame)
         assert (await heartbeat(cp, version)).current_time
         assert [f[0] for f in cp.frames] == [3]

@@ -9,13 +9,13 @@ import logging
 
 import pytest
 from ocpp.v16 import call
-from tests.kits.ocpp import at, iso, wait_for
 from prometheus_client import CollectorRegistry
 
 from executor.metrics import ExecutorStats
 from executor.outbox import Outbox
 from pipeline.contracts.topics import SetpointAck
 from pipeline.transport import MemoryTransport
+from tests.kits.ocpp import at, iso, wait_for
 
 SESSIONS = "ocpp.active.sessions"
 ACKS = "ocpp.setpoint.acks"
@@ -43,9 +43,16 @@ class GatedTransport(MemoryTransport):
 
 
 def meter(tx: int, seconds: float, wh: float) -> call.MeterValues:
-    return call.MeterValues(connector_id=1, transaction_id=tx, meter_value=[{
-        "timestamp": iso(at(seconds)),
-        "sampledValue": [{"value": str(wh), "measurand": "Energy.Active.Import.Register", "unit": "Wh"}]}])
+    return call.MeterValues(
+        connector_id=1,
+        transaction_id=tx,
+        meter_value=[
+            {
+                "timestamp": iso(at(seconds)),
+                "sampledValue": [{"value": str(wh), "measurand": "Energy.Active.Import.Register", "unit": "Wh"}],
+            }
+        ],
+    )
 
 
 def fast(outbox: Outbox) -> Outbox:
@@ -55,8 +62,16 @@ def fast(outbox: Outbox) -> Outbox:
 
 def ack(n: int, cp: str = "CP1") -> SetpointAck:
     return SetpointAck(
-        session_id=f"{cp}-1", charge_point_id=cp, connector_id=1, action="SetChargingProfile",
-        status="Accepted", limit=float(n), charging_rate_unit="A", sent_at=at(n), answered_at=at(n))
+        session_id=f"{cp}-1",
+        charge_point_id=cp,
+        connector_id=1,
+        action="SetChargingProfile",
+        status="Accepted",
+        limit=float(n),
+        charging_rate_unit="A",
+        sent_at=at(n),
+        answered_at=at(n),
+    )
 
 
 # -- over a real websocket -------------------------------------------------------------------------------
@@ -150,7 +165,7 @@ async def test_a_failed_upsert_superseded_meanwhile_is_not_sent_after_its_tombst
     transport.failing = False
     assert await outbox.flush(5.0)
     values = [r.value for r in transport.log(SESSIONS)]
-    assert values[-1] is None and b"a1" not in values[values.index(None):]
+    assert values[-1] is None and b"a1" not in values[values.index(None) :]
     await outbox.close()
 
 
@@ -192,7 +207,11 @@ async def test_an_upsert_topic_past_its_bound_drops_new_keys_but_keeps_tombstone
     transport.gate.set()
     assert await outbox.flush(5.0)
     assert [(r.key, r.value) for r in transport.log(SESSIONS)] == [
-        ("in-flight", b"x"), ("A", b"a2"), ("B", b"b"), ("D", None)]
+        ("in-flight", b"x"),
+        ("A", b"a2"),
+        ("B", b"b"),
+        ("D", None),
+    ]
     await outbox.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tests.kits.ocpp import wait_for
 from tests.kits.simsite import NODE_KW, Site, free_port
 
@@ -23,8 +24,10 @@ async def test_an_executor_restart_converges_with_no_lost_update(version):
         assert executor._ledger.in_force_kw("A", 1) == pytest.approx(20 * 0.69)
         await wait_for(lambda: site.holds({"A": 10.0, "B": 22.0}), timeout=10, what="converged after restart")
         after = site.tx_acks()[before:]
-        assert [(a.charge_point_id, a.limit, a.status) for a in after] == [("A", 10.0, "Accepted"),
-                                                                             ("B", 22.0, "Accepted")]
+        assert [(a.charge_point_id, a.limit, a.status) for a in after] == [
+            ("A", 10.0, "Accepted"),
+            ("B", 22.0, "Accepted"),
+        ]
         assert (after[1].sent_at - after[0].answered_at).total_seconds() >= site.ev_response_s
         await site.clock.sleep(site.ev_response_s + 0.5)
         assert site.meter.peak_kw() <= NODE_KW + 1e-6
@@ -53,9 +56,8 @@ POISON = b'{"session_id": "CP1-9", "setpoint_kw": ' + b"9" * 5000 + b"}"
 async def test_an_executor_starts_past_a_poison_record_in_every_topic_it_rebuilds_from(transport, make_executor):
     """A record whose JSON number breaks the parser sits in each topic the start-up rebuild reads: the
     executor starts (no crash loop), and the live consumer dead-letters the one it consumes."""
-    from tests.kits.ocpp import command
-
     from pipeline.transport import publish
+    from tests.kits.ocpp import command
 
     for topic in ("site.topology", "ocpp.active.sessions", "ocpp.setpoint.acks", "ocpp.setpoint.commands"):
         await transport.send(topic, "CP1-9", POISON)
@@ -79,8 +81,11 @@ async def test_a_restart_inside_the_ev_lag_does_not_spend_headroom_a_cut_has_not
         await site.clock.sleep(lag_s)  # every earlier change has been followed
         before = len(site.tx_acks())
         await site.allocate({"A": 10.0, "B": 22.0})
-        await wait_for(lambda: [(a.charge_point_id, a.limit) for a in site.tx_acks()[before:]] == [("A", 10.0)],
-                       timeout=5, what="the cut acknowledged")
+        await wait_for(
+            lambda: [(a.charge_point_id, a.limit) for a in site.tx_acks()[before:]] == [("A", 10.0)],
+            timeout=5,
+            what="the cut acknowledged",
+        )
         cut = site.tx_acks()[before]
         await site.executor.stop()  # B's raise was waiting for A's EV to follow the cut
         executor = await site.start_executor()

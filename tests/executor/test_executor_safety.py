@@ -14,6 +14,7 @@ import asyncio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from tests.kits.ocpp import wait_for
 from tests.kits.simsite import IDS, NODE_A, NODE_KW, Site
 
@@ -28,9 +29,9 @@ async def reallocate(version: str, plan: list[tuple[tuple[float, ...], float]]) 
     async with Site(version) as site:
         await site.plug_all()  # 3 EVs at the 6 A floor: 18 A
         for alloc, pause_s in plan:
-            await site.allocate(dict(zip(IDS, alloc)))
+            await site.allocate(dict(zip(IDS, alloc, strict=False)))
             await site.clock.sleep(pause_s)  # often shorter than the EVs' 2 s response: transitions overlap
-        last = dict(zip(IDS, plan[-1][0]))
+        last = dict(zip(IDS, plan[-1][0], strict=False))
         await wait_for(lambda: site.holds(last), timeout=10, what="last allocation held")
         await site.clock.sleep(2.5)  # let the EVs follow
         return site.meter.peak_kw(), [c.power_kw(1) for c in site.chargers]

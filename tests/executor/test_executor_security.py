@@ -11,8 +11,6 @@ import urllib.request
 
 import pytest
 from click.testing import CliRunner
-from tests.kits.ocpp import open_charge_point, wait_for
-from tests.kits.ocpp201 import open_station
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -20,6 +18,8 @@ from executor import ExecutorConfig
 from executor.ocpp.auth import Authenticator, hash_password, parse_basic_auth, parse_password_hash, verify_password
 from pipeline.contracts.clock import SystemClock
 from pipeline.sim import SimulatedChargePoint, SimulatedChargingStation
+from tests.kits.ocpp import open_charge_point, wait_for
+from tests.kits.ocpp201 import open_station
 
 PASSWORDS = {"CP1": "correct horse battery", "CP2": "0123456789abcdef:colon"}
 CREDENTIALS = {cp: hash_password(pw, ln=10) for cp, pw in PASSWORDS.items()}  # cheap cost for tests
@@ -30,13 +30,23 @@ def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
-async def status_of(port: int, cp: str, headers: dict[str, str] | None, subprotocol: str = "ocpp1.6",
-                    scheme: str = "ws", ssl_context=None) -> int:
+async def status_of(
+    port: int,
+    cp: str,
+    headers: dict[str, str] | None,
+    subprotocol: str = "ocpp1.6",
+    scheme: str = "ws",
+    ssl_context=None,
+) -> int:
     """The HTTP status of an upgrade attempt (101 when it was upgraded)."""
     kwargs = {"ssl": ssl_context} if ssl_context else {}
     try:
-        async with connect(f"{scheme}://127.0.0.1:{port}/ocpp/{cp}", subprotocols=[subprotocol],
-                           additional_headers=headers or {}, **kwargs):
+        async with connect(
+            f"{scheme}://127.0.0.1:{port}/ocpp/{cp}",
+            subprotocols=[subprotocol],
+            additional_headers=headers or {},
+            **kwargs,
+        ):
             return 101
     except InvalidStatus as exc:
         return exc.response.status_code
@@ -48,16 +58,19 @@ async def secured(make_executor):
 
 
 @pytest.mark.parametrize("subprotocol", SUBPROTOCOLS)
-@pytest.mark.parametrize(("cp", "headers", "status"), [
-    ("CP1", basic("CP1", PASSWORDS["CP1"]), 101),
-    ("CP2", basic("CP2", PASSWORDS["CP2"]), 101),  # a colon in the password
-    ("CP1", basic("CP1", "wrong password"), 401),
-    ("CP1", basic("CP2", PASSWORDS["CP2"]), 401),  # a valid pair, but not the identity in the URL
-    ("CP9", basic("CP9", "anything at all"), 401),  # unknown identity
-    ("CP1", None, 401),
-    ("CP1", {"Authorization": "Bearer abc"}, 401),
-    ("CP1", {"Authorization": "Basic !!notbase64"}, 401),
-])
+@pytest.mark.parametrize(
+    ("cp", "headers", "status"),
+    [
+        ("CP1", basic("CP1", PASSWORDS["CP1"]), 101),
+        ("CP2", basic("CP2", PASSWORDS["CP2"]), 101),  # a colon in the password
+        ("CP1", basic("CP1", "wrong password"), 401),
+        ("CP1", basic("CP2", PASSWORDS["CP2"]), 401),  # a valid pair, but not the identity in the URL
+        ("CP9", basic("CP9", "anything at all"), 401),  # unknown identity
+        ("CP1", None, 401),
+        ("CP1", {"Authorization": "Bearer abc"}, 401),
+        ("CP1", {"Authorization": "Basic !!notbase64"}, 401),
+    ],
+)
 async def test_basic_auth_before_the_upgrade(secured, subprotocol, cp, headers, status):
     assert await status_of(secured.port, cp, headers, subprotocol) == status
     if status == 401:
@@ -74,8 +87,11 @@ async def test_401_carries_a_basic_challenge(secured):
 
 @pytest.mark.parametrize("offered", [None, ["ocpp1.5"], ["ocpp2.1"]])
 async def test_authenticated_client_without_a_supported_subprotocol_is_upgraded_then_closed(secured, offered):
-    async with connect(f"ws://127.0.0.1:{secured.port}/ocpp/CP1", subprotocols=offered,
-                       additional_headers=basic("CP1", PASSWORDS["CP1"])) as ws:
+    async with connect(
+        f"ws://127.0.0.1:{secured.port}/ocpp/CP1",
+        subprotocols=offered,
+        additional_headers=basic("CP1", PASSWORDS["CP1"]),
+    ) as ws:
         assert ws.subprotocol is None and "Sec-WebSocket-Protocol" not in ws.response.headers
         await ws.wait_closed()
         assert ws.close_code == 1002
@@ -114,7 +130,7 @@ def test_password_hash_format_and_verification():
     assert encoded == hash_password("s3cret", ln=10, salt=b"0123456789abcdef")
     assert encoded.startswith("$scrypt$ln=10,r=8,p=1$MDEyMzQ1Njc4OWFiY2RlZg$")
     assert verify_password("s3cret", encoded) and not verify_password("s3cret ", encoded)
-    assert parse_password_hash(hash_password("x")).n == 2 ** 14
+    assert parse_password_hash(hash_password("x")).n == 2**14
     for bad in ("s3cret", "$scrypt$ln=99,r=8,p=1$AAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAA", "$pbkdf2$x$y$z"):
         with pytest.raises(ValueError):
             parse_password_hash(bad)
@@ -134,15 +150,27 @@ async def test_authenticator_remembers_a_good_login_without_storing_the_password
 
 async def test_pipeline_run_enforces_the_passwords_its_config_declares():
     from pipeline.app.loop import start_loop
+    from pipeline.app.site import parse_config
     from pipeline.engine.config import EngineConfig
     from pipeline.transport.memory import MemoryTransport
-    from pipeline.app.site import parse_config
 
-    cfg = parse_config({"sites": [{"site_id": "s", "limit_kw": 50, "chargers": [
-        {"id": "CP1", "max_power_kw": 11, "password_hash": CREDENTIALS["CP1"]},
-        {"id": "CP3", "max_power_kw": 11}]}]})
-    service = await start_loop(MemoryTransport(), site=cfg, engine=EngineConfig(),
-                               executor=ExecutorConfig(port=0, metrics=False))
+    cfg = parse_config(
+        {
+            "sites": [
+                {
+                    "site_id": "s",
+                    "limit_kw": 50,
+                    "chargers": [
+                        {"id": "CP1", "max_power_kw": 11, "password_hash": CREDENTIALS["CP1"]},
+                        {"id": "CP3", "max_power_kw": 11},
+                    ],
+                }
+            ]
+        }
+    )
+    service = await start_loop(
+        MemoryTransport(), site=cfg, engine=EngineConfig(), executor=ExecutorConfig(port=0, metrics=False)
+    )
     try:
         port = service.port
         assert await status_of(port, "CP1", basic("CP1", PASSWORDS["CP1"])) == 101
@@ -178,10 +206,15 @@ async def test_prometheus_metrics_on_the_http_port(make_executor):
         await wait_for(lambda: executor.stats.failsafe_activations, what="fail-safe installed")
         status, content_type, body = await get(executor.http_port, "/metrics")
         assert status == 200 and content_type.startswith("text/plain; version=")
-    for name in ("ocpp_connected_chargers 1.0", 'ocpp_calls_total{action="SetChargingProfile",result="Accepted"}',
-                 "executor_setpoint_updates_collapsed_total", "executor_dispatch_latency_seconds_bucket",
-                 "ocpp_calls_in_flight", 'executor_failsafe_activations_total{reason="boot"} 1.0',
-                 "executor_increases_held_back"):
+    for name in (
+        "ocpp_connected_chargers 1.0",
+        'ocpp_calls_total{action="SetChargingProfile",result="Accepted"}',
+        "executor_setpoint_updates_collapsed_total",
+        "executor_dispatch_latency_seconds_bucket",
+        "ocpp_calls_in_flight",
+        'executor_failsafe_activations_total{reason="boot"} 1.0',
+        "executor_increases_held_back",
+    ):
         assert name in body
 
 

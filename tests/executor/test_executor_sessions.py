@@ -5,19 +5,32 @@ from __future__ import annotations
 import json
 
 from ocpp.v16 import call
-from tests.kits.ocpp import T0, at, iso
 
 from executor.sessions import TransactionIds
+from tests.kits.ocpp import T0, at, iso
 
 SESSIONS = "ocpp.active.sessions"
 
 
 def session_json(tx: int, **updates) -> dict:
     base = {
-        "session_id": f"CP1-{tx}", "charge_point_id": "CP1", "connector_id": 1, "transaction_id": str(tx),
-        "site_id": "depot-1", "node_id": "panel-a", "rated_power_kw": 22.0, "ev_max_power_kw": None,
-        "min_power_kw": None, "phases": 3, "voltage_v": 230.0, "priority": 0, "weight": 1.0,
-        "started_at": "2025-01-06T08:00:00Z", "current_power_kw": None, "energy_kwh": None, "soc_pct": None,
+        "session_id": f"CP1-{tx}",
+        "charge_point_id": "CP1",
+        "connector_id": 1,
+        "transaction_id": str(tx),
+        "site_id": "depot-1",
+        "node_id": "panel-a",
+        "rated_power_kw": 22.0,
+        "ev_max_power_kw": None,
+        "min_power_kw": None,
+        "phases": 3,
+        "voltage_v": 230.0,
+        "priority": 0,
+        "weight": 1.0,
+        "started_at": "2025-01-06T08:00:00Z",
+        "current_power_kw": None,
+        "energy_kwh": None,
+        "soc_pct": None,
         "sampled_at": None,
     }
     base.update(updates)
@@ -36,39 +49,60 @@ async def test_session_lifecycle_records(charge_point, transport):
         tx = await cp.start_tx(connector_id=1, meter_start=1000, when=T0)
         assert isinstance(tx, int) and tx > 0
 
-        await cp.call(call.MeterValues(connector_id=1, transaction_id=tx, meter_value=[{
-            "timestamp": iso(at(60)),
-            "sampledValue": [
-                {"value": "7400", "measurand": "Power.Active.Import", "unit": "W"},
-                {"value": "1500", "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
-                {"value": "42", "measurand": "SoC", "unit": "Percent", "location": "EV"},
-                {"value": "16", "measurand": "Current.Import", "unit": "A", "phase": "L1"},
-            ],
-        }]))
+        await cp.call(
+            call.MeterValues(
+                connector_id=1,
+                transaction_id=tx,
+                meter_value=[
+                    {
+                        "timestamp": iso(at(60)),
+                        "sampledValue": [
+                            {"value": "7400", "measurand": "Power.Active.Import", "unit": "W"},
+                            {"value": "1500", "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
+                            {"value": "42", "measurand": "SoC", "unit": "Percent", "location": "EV"},
+                            {"value": "16", "measurand": "Current.Import", "unit": "A", "phase": "L1"},
+                        ],
+                    }
+                ],
+            )
+        )
         # kW / kWh units, per-phase power summed, default measurand is the energy register; two samples
         # in one message: the latest wins.
-        await cp.call(call.MeterValues(connector_id=1, transaction_id=tx, meter_value=[
-            {"timestamp": iso(at(180)), "sampledValue": [
-                {"value": "2.0", "measurand": "Power.Active.Import", "unit": "kW", "phase": "L1"},
-                {"value": "2.0", "measurand": "Power.Active.Import", "unit": "kW", "phase": "L2"},
-                {"value": "2.5", "measurand": "Power.Active.Import", "unit": "kW", "phase": "L3"},
-                {"value": "3.5", "unit": "kWh"},
-            ]},
-            {"timestamp": iso(at(120)), "sampledValue": [{"value": "2000"}]},
-        ]))
+        await cp.call(
+            call.MeterValues(
+                connector_id=1,
+                transaction_id=tx,
+                meter_value=[
+                    {
+                        "timestamp": iso(at(180)),
+                        "sampledValue": [
+                            {"value": "2.0", "measurand": "Power.Active.Import", "unit": "kW", "phase": "L1"},
+                            {"value": "2.0", "measurand": "Power.Active.Import", "unit": "kW", "phase": "L2"},
+                            {"value": "2.5", "measurand": "Power.Active.Import", "unit": "kW", "phase": "L3"},
+                            {"value": "3.5", "unit": "kWh"},
+                        ],
+                    },
+                    {"timestamp": iso(at(120)), "sampledValue": [{"value": "2000"}]},
+                ],
+            )
+        )
         # readings outside a transaction are not session updates
-        await cp.call(call.MeterValues(connector_id=0, meter_value=[
-            {"timestamp": iso(at(200)), "sampledValue": [{"value": "9999"}]}]))
-        await cp.call(call.StopTransaction(
-            meter_stop=3600, timestamp=iso(at(240)), transaction_id=tx, id_tag="TAG1"))
+        await cp.call(
+            call.MeterValues(
+                connector_id=0, meter_value=[{"timestamp": iso(at(200)), "sampledValue": [{"value": "9999"}]}]
+            )
+        )
+        await cp.call(call.StopTransaction(meter_stop=3600, timestamp=iso(at(240)), transaction_id=tx, id_tag="TAG1"))
 
     records = transport.log(SESSIONS)
     assert [r.key for r in records] == [f"CP1-{tx}"] * 4
     assert fields(records[0]) == session_json(tx)
     assert fields(records[1]) == session_json(
-        tx, current_power_kw=7.4, energy_kwh=0.5, soc_pct=42.0, sampled_at="2025-01-06T08:01:00Z")
+        tx, current_power_kw=7.4, energy_kwh=0.5, soc_pct=42.0, sampled_at="2025-01-06T08:01:00Z"
+    )
     assert fields(records[2]) == session_json(
-        tx, current_power_kw=6.5, energy_kwh=2.5, soc_pct=42.0, sampled_at="2025-01-06T08:03:00Z")
+        tx, current_power_kw=6.5, energy_kwh=2.5, soc_pct=42.0, sampled_at="2025-01-06T08:03:00Z"
+    )
     assert records[3].value is None
     assert transport.latest(SESSIONS) == {}
 
@@ -76,8 +110,13 @@ async def test_session_lifecycle_records(charge_point, transport):
 async def test_charger_missing_from_topology_is_accepted_but_not_published(charge_point, transport):
     async with charge_point("CP9") as cp:
         tx = await cp.start_tx()
-        await cp.call(call.MeterValues(connector_id=1, transaction_id=tx, meter_value=[
-            {"timestamp": iso(at(60)), "sampledValue": [{"value": "1500"}]}]))
+        await cp.call(
+            call.MeterValues(
+                connector_id=1,
+                transaction_id=tx,
+                meter_value=[{"timestamp": iso(at(60)), "sampledValue": [{"value": "1500"}]}],
+            )
+        )
         result = await cp.call(call.StopTransaction(meter_stop=1500, timestamp=iso(at(60)), transaction_id=tx))
         assert result.id_tag_info is None
     assert transport.log(SESSIONS) == []
@@ -89,7 +128,10 @@ async def test_new_start_on_busy_connector_closes_the_old_session(charge_point, 
         second = await cp.start_tx(connector_id=1, when=at(10))
         assert second != first
     assert [(r.key, r.value is None) for r in transport.log(SESSIONS)] == [
-        (f"CP1-{first}", False), (f"CP1-{first}", True), (f"CP1-{second}", False)]
+        (f"CP1-{first}", False),
+        (f"CP1-{first}", True),
+        (f"CP1-{second}", False),
+    ]
 
 
 async def test_sessions_survive_an_executor_restart(make_executor, transport, clock):
@@ -98,19 +140,33 @@ async def test_sessions_survive_an_executor_restart(make_executor, transport, cl
     first = await make_executor()
     async with open_charge_point(first.port) as cp:
         tx = await cp.start_tx(meter_start=1000)
-        await cp.call(call.MeterValues(connector_id=1, transaction_id=tx, meter_value=[
-            {"timestamp": iso(at(60)), "sampledValue": [{"value": "3000"}]}]))
+        await cp.call(
+            call.MeterValues(
+                connector_id=1,
+                transaction_id=tx,
+                meter_value=[{"timestamp": iso(at(60)), "sampledValue": [{"value": "3000"}]}],
+            )
+        )
     await first.stop()
 
     second = await make_executor()
     async with open_charge_point(second.port) as cp:
         # the charger meters on from its register; energy continues from what was published (2 kWh)
-        await cp.call(call.MeterValues(connector_id=1, transaction_id=tx, meter_value=[
-            {"timestamp": iso(at(120)), "sampledValue": [{"value": "4000"}]}]))
+        await cp.call(
+            call.MeterValues(
+                connector_id=1,
+                transaction_id=tx,
+                meter_value=[{"timestamp": iso(at(120)), "sampledValue": [{"value": "4000"}]}],
+            )
+        )
         await cp.call(call.StopTransaction(meter_stop=4000, timestamp=iso(at(180)), transaction_id=tx))
     values = [json.loads(r.value) if r.value else None for r in transport.log(SESSIONS)]
     assert [v and (v["energy_kwh"], v["started_at"]) for v in values] == [
-        (None, "2025-01-06T08:00:00Z"), (2.0, "2025-01-06T08:00:00Z"), (2.0, "2025-01-06T08:00:00Z"), None]
+        (None, "2025-01-06T08:00:00Z"),
+        (2.0, "2025-01-06T08:00:00Z"),
+        (2.0, "2025-01-06T08:00:00Z"),
+        None,
+    ]
 
 
 def test_transaction_ids_track_wall_clock_and_never_repeat():

@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from tests.kits.ocpp import SITE_NODES, T0, FixedClock, at, command, wait_for
 from prometheus_client import CollectorRegistry
 
-from executor.desired import SetpointTable
 from executor.config import ExecutorConfig
+from executor.desired import SetpointTable
 from executor.dispatch import ChargerDispatcher, DispatchContext
 from executor.ledger import Ledger
 from executor.metrics import ExecutorStats
 from executor.ocpp.station import CallOutcome, ClearRequest, ProfileRequest
 from executor.topology import Topology
 from pipeline.contracts.topics import TopologyNode
+from tests.kits.ocpp import SITE_NODES, T0, FixedClock, at, command, wait_for
 
 
 def table() -> tuple[SetpointTable, ExecutorStats]:
@@ -72,8 +72,9 @@ def node_32a() -> tuple[Topology, Ledger]:
         TopologyNode(node_id="B", site_id="s", parent_id="p", kind="charger", limit_kw=22.08),
     ]:
         topology.apply(node.node_id, node)
-    ledger = Ledger(topology, lambda node: 22.08 if node == "p" else None,
-                    lambda site: 100.0 if site == "s" else None, lag_s=10.0)
+    ledger = Ledger(
+        topology, lambda node: 22.08 if node == "p" else None, lambda site: 100.0 if site == "s" else None, lag_s=10.0
+    )
     return topology, ledger
 
 
@@ -169,9 +170,16 @@ async def test_decreases_go_before_fail_safe_and_increases():
         acks.append(ack)
 
     ctx = DispatchContext(
-        table=t, ledger=ledger, topology=topology, active_transaction=lambda cp, conn: str(conn),
-        publish_ack=publish_ack, changed=lambda cp: None, clock=FixedClock(at(1) + timedelta(seconds=5)),
-        stats=stats, config=ExecutorConfig(increase_debounce_s=0, ev_response_lag_s=0))
+        table=t,
+        ledger=ledger,
+        topology=topology,
+        active_transaction=lambda cp, conn: str(conn),
+        publish_ack=publish_ack,
+        changed=lambda cp: None,
+        clock=FixedClock(at(1) + timedelta(seconds=5)),
+        stats=stats,
+        config=ExecutorConfig(increase_debounce_s=0, ev_response_lag_s=0),
+    )
     station = FakeStation()
     dispatcher = ChargerDispatcher("CP1", station, 1, ctx)
     dispatcher.start()
@@ -181,8 +189,12 @@ async def test_decreases_go_before_fail_safe_and_increases():
     finally:
         dispatcher.cancel()
     assert [(c.purpose, c.connector_id, c.limit, c.stack_level) for c in station.calls] == [
-        ("Tx", 2, 10.0, 1), ("StationMax", 0, 31.8, 0), ("TxDefault", 0, 6.0, 0), ("StationMax", 0, 31.8, 1),
-        ("Tx", 1, 20.0, 1)]
+        ("Tx", 2, 10.0, 1),
+        ("StationMax", 0, 31.8, 0),
+        ("TxDefault", 0, 6.0, 0),
+        ("StationMax", 0, 31.8, 1),
+        ("Tx", 1, 20.0, 1),
+    ]
     assert [c.profile_id for c in station.calls] == [1002, 1, 3, 2, 1001]
     assert [a.purpose for a in acks] == ["Tx", "StationMax", "TxDefault", "StationMaxLift", "Tx"]
 

@@ -15,7 +15,6 @@ import ssl
 import warnings
 
 import pytest
-from tests.kits.tls import Pki, make_pki
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
@@ -24,6 +23,7 @@ from executor.ocpp.auth import hash_password
 from pipeline.contracts.clock import SystemClock
 from pipeline.contracts.errors import ConfigError
 from pipeline.sim import SimulatedChargingStation
+from tests.kits.tls import Pki, make_pki
 
 PASSWORD = "correct horse battery"
 CREDENTIALS = {"CP1": hash_password(PASSWORD, ln=10)}
@@ -39,19 +39,25 @@ def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
-async def handshake(port: int, cp: str, context: ssl.SSLContext, headers: dict[str, str] | None = None,
-                    subprotocol: str = "ocpp2.0.1"):
+async def handshake(
+    port: int, cp: str, context: ssl.SSLContext, headers: dict[str, str] | None = None, subprotocol: str = "ocpp2.0.1"
+):
     """101 and the answer to a Heartbeat when upgraded; the HTTP status when refused at the upgrade;
     ``"refused"`` when the TLS handshake failed (the server never read the HTTP request)."""
     try:
-        async with connect(f"wss://127.0.0.1:{port}/ocpp/{cp}", subprotocols=[subprotocol], ssl=context,
-                           additional_headers=headers or {}, open_timeout=5) as ws:
+        async with connect(
+            f"wss://127.0.0.1:{port}/ocpp/{cp}",
+            subprotocols=[subprotocol],
+            ssl=context,
+            additional_headers=headers or {},
+            open_timeout=5,
+        ) as ws:
             await ws.send('[2, "hb-1", "Heartbeat", {}]')
             answer = json.loads(await asyncio.wait_for(ws.recv(), 5))
             return 101, answer[:2]
     except InvalidStatus as exc:
         return exc.response.status_code, None
-    except (ssl.SSLError, OSError, InvalidHandshake, ConnectionClosed, EOFError, asyncio.TimeoutError):
+    except (TimeoutError, ssl.SSLError, OSError, InvalidHandshake, ConnectionClosed, EOFError):
         return REFUSED, None
 
 
@@ -71,9 +77,13 @@ async def test_tls_with_basic_auth_is_security_profile_2(make_executor, pki):
     cs = SimulatedChargingStation("CP1", executor.url, SystemClock(), password=PASSWORD, ssl=client)
     await cs.start()
     await cs.stop()
-    with pytest.raises(Exception):  # no plain websocket on a TLS port
-        async with connect(f"ws://127.0.0.1:{executor.port}/ocpp/CP1", subprotocols=["ocpp1.6"],
-                           additional_headers=basic("CP1", PASSWORD), open_timeout=2):
+    with pytest.raises(Exception):  # noqa: B017 - no plain websocket on a TLS port: whatever the client says
+        async with connect(
+            f"ws://127.0.0.1:{executor.port}/ocpp/CP1",
+            subprotocols=["ocpp1.6"],
+            additional_headers=basic("CP1", PASSWORD),
+            open_timeout=2,
+        ):
             pass
 
 
@@ -142,8 +152,9 @@ async def _legacy_server_accepts(pki: Pki, client: ssl.SSLContext) -> bool:
 @pytest.mark.parametrize("profile", [2, 3])
 async def test_tls_below_1_2_is_refused(make_executor, pki, profile):
     cert_key = pki.client("legacy", "CP1") if profile == 3 else None
-    executor = await make_executor(tls_certfile=pki.server_cert, tls_keyfile=pki.server_key,
-                                   tls_client_cafile=pki.ca if profile == 3 else None)
+    executor = await make_executor(
+        tls_certfile=pki.server_cert, tls_keyfile=pki.server_key, tls_client_cafile=pki.ca if profile == 3 else None
+    )
     legacy = _legacy_client(pki, cert_key)
     if not await _legacy_server_accepts(pki, legacy):
         pytest.skip("this OpenSSL cannot speak TLS 1.1 even when allowed")
@@ -173,24 +184,32 @@ def test_the_site_file_takes_a_client_ca_only_with_tls(pki):
     site = {"site_id": "s", "limit_kw": 50, "chargers": [{"id": "CP1", "max_power_kw": 11}]}
     with pytest.raises(ConfigError, match="tls_client_ca needs tls_cert and tls_key"):
         parse_config({"sites": [site], "ocpp": {"tls_client_ca": pki.ca}})
-    cfg = parse_config({"sites": [site], "ocpp": {"tls_cert": pki.server_cert, "tls_key": pki.server_key,
-                                                  "tls_client_ca": pki.ca}})
+    cfg = parse_config(
+        {"sites": [site], "ocpp": {"tls_cert": pki.server_cert, "tls_key": pki.server_key, "tls_client_ca": pki.ca}}
+    )
     assert cfg.executor_security()["tls_client_cafile"] == pki.ca
 
 
 async def test_pipeline_run_serves_profile_3_from_its_site_file(pki):
     from pipeline.app.loop import start_loop
+    from pipeline.app.site import parse_config
     from pipeline.engine.config import EngineConfig
     from pipeline.transport.memory import MemoryTransport
-    from pipeline.app.site import parse_config
 
-    cfg = parse_config({"sites": [{"site_id": "s", "limit_kw": 50, "chargers": [{"id": "CP1", "max_power_kw": 11}]}],
-                        "ocpp": {"tls_cert": pki.server_cert, "tls_key": pki.server_key, "tls_client_ca": pki.ca}})
-    service = await start_loop(MemoryTransport(), site=cfg, engine=EngineConfig(),
-                               executor=ExecutorConfig(port=0, metrics=False))
+    cfg = parse_config(
+        {
+            "sites": [{"site_id": "s", "limit_kw": 50, "chargers": [{"id": "CP1", "max_power_kw": 11}]}],
+            "ocpp": {"tls_cert": pki.server_cert, "tls_key": pki.server_key, "tls_client_ca": pki.ca},
+        }
+    )
+    service = await start_loop(
+        MemoryTransport(), site=cfg, engine=EngineConfig(), executor=ExecutorConfig(port=0, metrics=False)
+    )
     try:
         assert await handshake(service.port, "CP1", pki.client_context(pki.client("run-cp1", "CP1"))) == (
-            101, [3, "hb-1"])
+            101,
+            [3, "hb-1"],
+        )
         assert await handshake(service.port, "CP1", pki.client_context()) == (REFUSED, None)
     finally:
         await service.stop()

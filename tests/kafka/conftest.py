@@ -13,11 +13,9 @@ import os
 
 import pytest
 
-
-from tests.kits.kafka_broker import Broker, BrokerUnavailable, local_broker, session_broker, settings_for  # noqa: E402
-
-from pipeline.transport.config import KafkaSettings  # noqa: E402
-from pipeline.transport.kafka import KafkaTransport  # noqa: E402
+from pipeline.transport.config import KafkaSettings
+from pipeline.transport.kafka import KafkaTransport
+from tests.kits.kafka_broker import Broker, BrokerUnavailable, local_broker, session_broker, settings_for
 
 _USED: list[str] = []
 
@@ -26,7 +24,8 @@ def _must_run() -> bool:
     import shutil
 
     return os.environ.get("CI", "").lower() in ("1", "true", "yes") or bool(
-        shutil.which("java") and shutil.which("mvn"))
+        shutil.which("java") and shutil.which("mvn")
+    )
 
 
 def _unavailable(reason: str):

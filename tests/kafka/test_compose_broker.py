@@ -17,11 +17,9 @@ from pathlib import Path
 
 import pytest
 
-
-from tests.kits.kafka_broker import _LOG4J2, STARTED, BrokerUnavailable, _with_parent_death_signal, free_port, provision  # noqa: E402
-
-from pipeline.app.settings import load_settings  # noqa: E402
-from pipeline.transport.kafka import KafkaTransport, KafkaTransportError  # noqa: E402
+from pipeline.app.settings import load_settings
+from pipeline.transport.kafka import KafkaTransport, KafkaTransportError
+from tests.kits.kafka_broker import _LOG4J2, STARTED, BrokerUnavailable, _with_parent_death_signal, free_port, provision
 
 pytestmark = pytest.mark.kafka
 
@@ -36,8 +34,10 @@ def _home(tmp: Path, libs: Path) -> Path:
     (home / "bin").mkdir(parents=True)
     (home / "config").mkdir()
     (home / "log4j2.properties").write_text(_LOG4J2)
-    java = (f'exec java -Xms128m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 '
-            f'-Dlog4j2.configurationFile={home / "log4j2.properties"} -cp "{libs}/*"')
+    java = (
+        f"exec java -Xms128m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 "
+        f'-Dlog4j2.configurationFile={home / "log4j2.properties"} -cp "{libs}/*"'
+    )
     for name, main in (("kafka-storage.sh", "kafka.tools.StorageTool"), ("kafka-server-start.sh", "kafka.Kafka")):
         (home / "bin" / name).write_text(f'#!/bin/sh\n{java} {main} "$@"\n')
         (home / "bin" / name).chmod(0o755)
@@ -62,16 +62,29 @@ def compose_broker(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("compose-kafka")
     home = _home(tmp, libs)
     internal, external = free_port(), free_port()
-    env = {**os.environ, "BROKER_HOME": str(home), "BROKER_DATA_DIR": str(tmp / "data"),
-           "BROKER_SECRETS_DIR": str(_secrets(tmp, "admin-" + uuid.uuid4().hex, PIPELINE_PASSWORD)),
-           "BROKER_LISTEN_ADDRESS": "127.0.0.1", "BROKER_INTERNAL_HOST": "127.0.0.1",
-           "BROKER_INTERNAL_PORT": str(internal), "BROKER_EXTERNAL_PORT": str(external),
-           "BROKER_CONTROLLER_PORT": str(free_port()), "BROKER_EXTERNAL_ADDRESS": f"127.0.0.1:{external}",
-           "BROKER_CLUSTER_ID": "4L6g3nShT-eMCtK--X86sw"}
+    env = {
+        **os.environ,
+        "BROKER_HOME": str(home),
+        "BROKER_DATA_DIR": str(tmp / "data"),
+        "BROKER_SECRETS_DIR": str(_secrets(tmp, "admin-" + uuid.uuid4().hex, PIPELINE_PASSWORD)),
+        "BROKER_LISTEN_ADDRESS": "127.0.0.1",
+        "BROKER_INTERNAL_HOST": "127.0.0.1",
+        "BROKER_INTERNAL_PORT": str(internal),
+        "BROKER_EXTERNAL_PORT": str(external),
+        "BROKER_CONTROLLER_PORT": str(free_port()),
+        "BROKER_EXTERNAL_ADDRESS": f"127.0.0.1:{external}",
+        "BROKER_CLUSTER_ID": "4L6g3nShT-eMCtK--X86sw",
+    }
     log_path = tmp / "broker.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(_with_parent_death_signal(["sh", str(START)]), env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen(
+            _with_parent_death_signal(["sh", str(START)]),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 120
     while STARTED not in log_path.read_text(errors="replace"):
         if process.poll() is not None or time.monotonic() > deadline:
@@ -90,10 +103,16 @@ def compose_broker(tmp_path_factory):
 def _sasl_env(monkeypatch, bootstrap: str, password_file: Path) -> None:
     for name in [n for n in os.environ if n.startswith("PIPELINE_")]:
         monkeypatch.delenv(name)
-    for name, value in {"BOOTSTRAP_SERVERS": bootstrap, "SECURITY_PROTOCOL": "SASL_PLAINTEXT",
-                        "SASL_MECHANISM": "SCRAM-SHA-512", "SASL_USERNAME": "pipeline",
-                        "SASL_PASSWORD_FILE": str(password_file), "TOPIC_PREFIX": f"c{uuid.uuid4().hex[:8]}.",
-                        "RETRY_S": "0", "REQUEST_TIMEOUT_S": "10"}.items():
+    for name, value in {
+        "BOOTSTRAP_SERVERS": bootstrap,
+        "SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "SASL_MECHANISM": "SCRAM-SHA-512",
+        "SASL_USERNAME": "pipeline",
+        "SASL_PASSWORD_FILE": str(password_file),
+        "TOPIC_PREFIX": f"c{uuid.uuid4().hex[:8]}.",
+        "RETRY_S": "0",
+        "REQUEST_TIMEOUT_S": "10",
+    }.items():
         monkeypatch.setenv(f"PIPELINE_KAFKA__{name}", value)
 
 
@@ -126,8 +145,7 @@ def test_the_pipeline_logs_in_with_scram_from_its_secret_file(compose_broker, tm
         assert (home / "config" / name).stat().st_mode & 0o077 == 0, name
 
 
-@pytest.mark.parametrize("protocol, password", [("SASL_PLAINTEXT", "not-the-password-123"),
-                                                ("PLAINTEXT", None)])
+@pytest.mark.parametrize("protocol, password", [("SASL_PLAINTEXT", "not-the-password-123"), ("PLAINTEXT", None)])
 def test_a_wrong_password_or_no_sasl_gets_nothing(compose_broker, tmp_path, monkeypatch, protocol, password):
     bootstrap, _ = compose_broker
     secret = tmp_path / "wrong"
@@ -149,13 +167,20 @@ def test_a_wrong_password_or_no_sasl_gets_nothing(compose_broker, tmp_path, monk
         asyncio.run(asyncio.wait_for(start(), 60))
 
 
-@pytest.mark.parametrize("password, message", [
-    ('with"quote-and-more', "use only letters, digits"),
-    ("short", "at least 16 characters"),
-])
+@pytest.mark.parametrize(
+    "password, message",
+    [
+        ('with"quote-and-more', "use only letters, digits"),
+        ("short", "at least 16 characters"),
+    ],
+)
 def test_the_script_refuses_a_password_it_cannot_use_before_starting_anything(tmp_path, password, message):
-    env = {**os.environ, "BROKER_HOME": str(tmp_path / "no-kafka-here"), "BROKER_CLUSTER_ID": "x",
-           "BROKER_SECRETS_DIR": str(_secrets(tmp_path, password, PIPELINE_PASSWORD))}
+    env = {
+        **os.environ,
+        "BROKER_HOME": str(tmp_path / "no-kafka-here"),
+        "BROKER_CLUSTER_ID": "x",
+        "BROKER_SECRETS_DIR": str(_secrets(tmp_path, password, PIPELINE_PASSWORD)),
+    }
     done = subprocess.run(["sh", str(START)], env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 1 and message in done.stderr and password not in done.stderr
     assert not (tmp_path / "no-kafka-here").exists()
@@ -170,14 +195,22 @@ def test_the_health_check_login_file_logs_in_as_admin(compose_broker):
 
     bootstrap, home = compose_broker
     props = dict(line.split("=", 1) for line in (home / "config" / "compose-admin.properties").read_text().splitlines())
-    login = re.fullmatch(r'org\.apache\.kafka\.common\.security\.scram\.ScramLoginModule required '
-                         r'username="(\w+)" password="([^"]+)";', props["sasl.jaas.config"])
+    login = re.fullmatch(
+        r"org\.apache\.kafka\.common\.security\.scram\.ScramLoginModule required "
+        r'username="(\w+)" password="([^"]+)";',
+        props["sasl.jaas.config"],
+    )
     assert login and login.group(1) == "admin"
 
     async def describe() -> dict:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, security_protocol=props["security.protocol"],
-                                    sasl_mechanism=props["sasl.mechanism"], sasl_plain_username=login.group(1),
-                                    sasl_plain_password=login.group(2), request_timeout_ms=10_000)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            security_protocol=props["security.protocol"],
+            sasl_mechanism=props["sasl.mechanism"],
+            sasl_plain_username=login.group(1),
+            sasl_plain_password=login.group(2),
+            request_timeout_ms=10_000,
+        )
         await admin.start()
         try:
             return await admin.describe_cluster()

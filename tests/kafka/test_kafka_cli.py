@@ -10,15 +10,15 @@ import signal
 import socket
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from tests.kits.kafka_broker import free_port
 
 from pipeline.contracts.clock import SystemClock
 from pipeline.sim.charger import SimulatedChargePoint
 from pipeline.sim.ev import EV
+from tests.kits.kafka_broker import free_port
 
 pytestmark = pytest.mark.kafka
 
@@ -33,20 +33,37 @@ SITE = """sites:
 
 
 def command_env(settings) -> dict[str, str]:
-    env = dict(os.environ, PIPELINE_KAFKA__BOOTSTRAP_SERVERS=settings.bootstrap_servers,
-               PIPELINE_KAFKA__TOPIC_PREFIX=settings.topic_prefix, PIPELINE_KAFKA__SESSION_TIMEOUT_S="6")
+    env = dict(
+        os.environ,
+        PIPELINE_KAFKA__BOOTSTRAP_SERVERS=settings.bootstrap_servers,
+        PIPELINE_KAFKA__TOPIC_PREFIX=settings.topic_prefix,
+        PIPELINE_KAFKA__SESSION_TIMEOUT_S="6",
+    )
     env.pop("PIPELINE_SETTINGS_FILE", None)
     return env
 
 
 def spawn(settings, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=ROOT, env=command_env(settings),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=ROOT,
+        env=command_env(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 async def pipeline(settings, *args: str) -> subprocess.CompletedProcess:
-    return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "pipeline", *args], cwd=ROOT,
-                                   env=command_env(settings), capture_output=True, text=True, timeout=120)
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=ROOT,
+        env=command_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 async def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 60) -> None:
@@ -76,9 +93,17 @@ async def wait_for(predicate, timeout_s: float = 45.0, what: str = "condition"):
 
 
 def ev(i: int) -> EV:
-    now = datetime.now(timezone.utc)
-    return EV(ev_id=f"EV{i}", model="test", battery_kwh=60, max_ac_kw=22, arrival_soc_pct=20, energy_need_kwh=40,
-              arrival_at=now, departure_at=now + timedelta(hours=4))
+    now = datetime.now(UTC)
+    return EV(
+        ev_id=f"EV{i}",
+        model="test",
+        battery_kwh=60,
+        max_ac_kw=22,
+        arrival_soc_pct=20,
+        energy_need_kwh=40,
+        arrival_at=now,
+        departure_at=now + timedelta(hours=4),
+    )
 
 
 def held_kw(cp: SimulatedChargePoint) -> float:
@@ -94,14 +119,18 @@ async def test_engine_and_executor_processes_serve_chargers_and_take_signals_fro
     chargers: list[SimulatedChargePoint] = []
     try:
         await wait_for_port(port, executor)
-        chargers = [SimulatedChargePoint(f"CP{i}", f"ws://127.0.0.1:{port}/ocpp", SystemClock(), meter_interval_s=1)
-                    for i in (1, 2)]
+        chargers = [
+            SimulatedChargePoint(f"CP{i}", f"ws://127.0.0.1:{port}/ocpp", SystemClock(), meter_interval_s=1)
+            for i in (1, 2)
+        ]
         for i, cp in enumerate(chargers):
             await cp.start()
             await cp.plug_in(ev(i))
         await wait_for(lambda: 29 < sum(held_kw(cp) for cp in chargers) <= 30 + 1e-6, what="the 30 kW breaker shared")
 
-        done = await pipeline(kafka_settings, "signal", "dr", "--site", "s1", "--limit-kw", "12", "--transport", "kafka")
+        done = await pipeline(
+            kafka_settings, "signal", "dr", "--site", "s1", "--limit-kw", "12", "--transport", "kafka"
+        )
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == f"published to utility.dr.signals on kafka ({kafka_settings.bootstrap_servers})"
         await wait_for(lambda: 11 < sum(held_kw(cp) for cp in chargers) <= 12 + 1e-6, what="the DR limit")
@@ -118,8 +147,20 @@ async def test_run_over_kafka_serves_a_charger(kafka_settings, tmp_path):
     site = tmp_path / "site.yaml"
     site.write_text(SITE)
     port = free_port()
-    run = spawn(kafka_settings, "run", "--config", str(site), "--port", str(port), "--gateway-port", str(free_port()),
-                "--transport", "kafka", "--tick", "0.5")
+    run = spawn(
+        kafka_settings,
+        "run",
+        "--config",
+        str(site),
+        "--port",
+        str(port),
+        "--gateway-port",
+        str(free_port()),
+        "--transport",
+        "kafka",
+        "--tick",
+        "0.5",
+    )
     cp = None
     try:
         await wait_for_port(port, run)
@@ -127,8 +168,19 @@ async def test_run_over_kafka_serves_a_charger(kafka_settings, tmp_path):
         await cp.start()
         await cp.plug_in(ev(1))
         await wait_for(lambda: cp.held_limit(1) == pytest.approx(31.8), what="a 22 kW limit")
-        done = await pipeline(kafka_settings, "signal", "demand", "--site", "s1", "--demand-kw", "18",
-                              "--ev-kw", "0", "--transport", "kafka")
+        done = await pipeline(
+            kafka_settings,
+            "signal",
+            "demand",
+            "--site",
+            "s1",
+            "--demand-kw",
+            "18",
+            "--ev-kw",
+            "0",
+            "--transport",
+            "kafka",
+        )
         assert done.returncode == 0, done.stderr
         await wait_for(lambda: held_kw(cp) <= 12 + 1e-6, what="the building load to take 18 kW")
     finally:

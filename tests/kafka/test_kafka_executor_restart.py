@@ -6,29 +6,43 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from tests.kits.recording_charger import RecordingCharger
 
 from executor import ExecutorConfig
 from pipeline.app.loop import start_loop
 from pipeline.contracts.topics import SetpointCommand, TopologyNode
 from pipeline.transport import publish, publish_tombstone
 from pipeline.transport.kafka import KafkaTransport
+from tests.kits.recording_charger import RecordingCharger
 
 pytestmark = pytest.mark.kafka
 
-T0 = datetime.now(timezone.utc).replace(microsecond=0)
-NODES = [TopologyNode(node_id="s1", site_id="s1", kind="site", limit_kw=100),
-         TopologyNode(node_id="CP1", site_id="s1", parent_id="s1", kind="charger", limit_kw=22)]
+T0 = datetime.now(UTC).replace(microsecond=0)
+NODES = [
+    TopologyNode(node_id="s1", site_id="s1", kind="site", limit_kw=100),
+    TopologyNode(node_id="CP1", site_id="s1", parent_id="s1", kind="charger", limit_kw=22),
+]
 
 
 def setpoint(tx: int, amps: float, seconds: float) -> SetpointCommand:
     return SetpointCommand(
-        session_id=f"CP1-{tx}", charge_point_id="CP1", connector_id=1, transaction_id=str(tx), site_id="s1",
-        node_id="s1", setpoint_kw=round(amps * 3 * 230 / 1000, 4), setpoint_a=amps, phases=3, voltage_v=230,
-        node_limit_kw=100.0, site_limit_kw=100.0, binding="headroom", computed_at=T0 + timedelta(seconds=seconds))
+        session_id=f"CP1-{tx}",
+        charge_point_id="CP1",
+        connector_id=1,
+        transaction_id=str(tx),
+        site_id="s1",
+        node_id="s1",
+        setpoint_kw=round(amps * 3 * 230 / 1000, 4),
+        setpoint_a=amps,
+        phases=3,
+        voltage_v=230,
+        node_limit_kw=100.0,
+        site_limit_kw=100.0,
+        binding="headroom",
+        computed_at=T0 + timedelta(seconds=seconds),
+    )
 
 
 async def wait_for(predicate, timeout_s: float = 15.0, what: str = "condition"):
@@ -121,5 +135,8 @@ async def test_a_tombstone_clears_the_sessions_profile_across_restarts(kafka_set
     acks = await probe.consumer(["ocpp.setpoint.acks"], "probe-acks")
     records = [json.loads(r.value) for r in await acks.read_to_end()]
     await acks.close()
-    assert [(a["status"], a["limit"]) for a in records
-            if a["action"] == "SetChargingProfile" and a["session_id"] == f"CP1-{tx}"] == [("Accepted", 10.0)]
+    assert [
+        (a["status"], a["limit"])
+        for a in records
+        if a["action"] == "SetChargingProfile" and a["session_id"] == f"CP1-{tx}"
+    ] == [("Accepted", 10.0)]

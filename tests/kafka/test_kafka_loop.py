@@ -9,17 +9,17 @@ import json
 import uuid
 
 import pytest
-from tests.kits.kafka_broker import settings_for
-from tests.kits.loop import CONFIG, LIMIT_KW, ev
 
-from pipeline.contracts.clock import SystemClock
 from executor import ExecutorConfig
 from pipeline.app.loop import start_loop
-from pipeline.engine.config import EngineConfig
 from pipeline.app.signals import demand_signal, dr_signal
+from pipeline.contracts.clock import SystemClock
+from pipeline.engine.config import EngineConfig
 from pipeline.sim.charger import SimulatedChargePoint
 from pipeline.transport import publish
 from pipeline.transport.kafka import KafkaTransport
+from tests.kits.kafka_broker import settings_for
+from tests.kits.loop import CONFIG, LIMIT_KW, ev
 
 pytestmark = pytest.mark.kafka
 
@@ -64,8 +64,12 @@ class Loop:
         self.engine = await start_loop(KafkaTransport(self.settings), site=CONFIG, engine=EngineConfig(tick_s=0.2))
         self.executor = await start_loop(KafkaTransport(self.settings), executor=ExecutorConfig(port=0, metrics=False))
         self.signals = KafkaTransport(self.settings)
-        self.chargers = [SimulatedChargePoint(f"CP{i}", f"ws://127.0.0.1:{self.executor.port}/ocpp", SystemClock(),
-                                              meter_interval_s=1) for i in range(1, 5)]
+        self.chargers = [
+            SimulatedChargePoint(
+                f"CP{i}", f"ws://127.0.0.1:{self.executor.port}/ocpp", SystemClock(), meter_interval_s=1
+            )
+            for i in range(1, 5)
+        ]
         await asyncio.gather(*(cp.start() for cp in self.chargers))
         return self
 
@@ -81,8 +85,14 @@ class Loop:
     async def converged(self, headroom_kw: float, what: str, charging: int = 4, timeout_s: float = 30) -> None:
         """The first ``charging`` chargers hold a limit, and together they use the headroom without
         exceeding it."""
-        await wait_for(lambda: all(cp.held_limit(1) is not None for cp in self.chargers[:charging])
-                       and headroom_kw - 1 < self.total_held() <= headroom_kw + 1e-6, timeout_s, what)
+        await wait_for(
+            lambda: (
+                all(cp.held_limit(1) is not None for cp in self.chargers[:charging])
+                and headroom_kw - 1 < self.total_held() <= headroom_kw + 1e-6
+            ),
+            timeout_s,
+            what,
+        )
 
 
 async def test_end_to_end_over_kafka_with_a_dead_letter_mid_run(kafka_settings):
@@ -105,7 +115,8 @@ async def test_end_to_end_over_kafka_with_a_dead_letter_mid_run(kafka_settings):
         # Every charger holds exactly the latest setpoint on the compacted topic.
         setpoints = await latest(kafka_settings, "ocpp.setpoint.commands")
         assert {v["charge_point_id"]: v["setpoint_a"] for v in setpoints.values()} == {
-            cp.charge_point_id: cp.held_limit(1) for cp in loop.chargers}
+            cp.charge_point_id: cp.held_limit(1) for cp in loop.chargers
+        }
 
         # A session that ends is tombstoned on both upsert topics; the others keep their setpoints.
         ended = loop.chargers[0]

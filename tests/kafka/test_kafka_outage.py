@@ -6,29 +6,36 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
-from tests.kits.kafka_broker import settings_for
 from ocpp.v16 import call
-from tests.kits.recording_charger import RecordingCharger
 
 from executor import ExecutorConfig
 from pipeline.app.loop import start_loop
 from pipeline.contracts.topics import TopologyNode
 from pipeline.transport import publish
 from pipeline.transport.kafka import KafkaTransport
+from tests.kits.kafka_broker import settings_for
+from tests.kits.recording_charger import RecordingCharger
 
 pytestmark = pytest.mark.kafka
 
-NODES = [TopologyNode(node_id="s1", site_id="s1", kind="site", limit_kw=100),
-         TopologyNode(node_id="CP1", site_id="s1", parent_id="s1", kind="charger", limit_kw=22)]
+NODES = [
+    TopologyNode(node_id="s1", site_id="s1", kind="site", limit_kw=100),
+    TopologyNode(node_id="CP1", site_id="s1", parent_id="s1", kind="charger", limit_kw=22),
+]
 
 
 def meter(tx: int, wh: int) -> call.MeterValues:
-    now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
-    return call.MeterValues(connector_id=1, transaction_id=tx, meter_value=[{
-        "timestamp": now, "sampledValue": [{"value": str(wh), "measurand": "Energy.Active.Import.Register"}]}])
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return call.MeterValues(
+        connector_id=1,
+        transaction_id=tx,
+        meter_value=[
+            {"timestamp": now, "sampledValue": [{"value": str(wh), "measurand": "Energy.Active.Import.Register"}]}
+        ],
+    )
 
 
 async def test_a_broker_outage_answers_chargers_and_logs_two_lines(restartable_broker, caplog):

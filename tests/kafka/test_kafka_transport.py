@@ -4,20 +4,20 @@ consumer groups that commit only what was handled, read_to_end, dead letters and
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from tests.kits.kafka_broker import settings_for
 
 from pipeline.contracts.topics import TOPICS, SiteDemand, TopologyNode, dlq_topic
 from pipeline.transport import decode_or_dead_letter, publish, publish_tombstone
 from pipeline.transport.kafka import KafkaTransport
+from tests.kits.kafka_broker import settings_for
 
 pytestmark = pytest.mark.kafka
 
-T0 = datetime(2025, 1, 6, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 6, 8, 0, tzinfo=UTC)
 
 
 def node(node_id: str, limit_kw: float = 22.0) -> TopologyNode:
@@ -43,14 +43,18 @@ async def test_topics_are_created_prefixed_with_partitions_and_upsert_topics_com
         await admin.start()
         try:
             mine = {t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)}
-            expected = {settings.topic_prefix + t for t in TOPICS} | {settings.topic_prefix + dlq_topic(t) for t in TOPICS}
+            expected = {settings.topic_prefix + t for t in TOPICS} | {
+                settings.topic_prefix + dlq_topic(t) for t in TOPICS
+            }
             assert mine == expected
             described = await admin.describe_topics(sorted(expected))
             assert {d["topic"]: len(d["partitions"]) for d in described} == {t: 3 for t in expected}
             responses = await admin.describe_configs(
-                [ConfigResource(ConfigResourceType.TOPIC, name) for name in sorted(expected)])
-            policies = {res[3]: dict((e[0], e[1]) for e in res[4])["cleanup.policy"]
-                        for r in responses for res in r.resources}
+                [ConfigResource(ConfigResourceType.TOPIC, name) for name in sorted(expected)]
+            )
+            policies = {
+                res[3]: dict((e[0], e[1]) for e in res[4])["cleanup.policy"] for r in responses for res in r.resources
+            }
         finally:
             await admin.close()
         for topic, spec in TOPICS.items():
@@ -69,8 +73,9 @@ async def test_keys_values_headers_and_tombstones_round_trip_under_logical_names
         records = await drain(consumer, 3)
     finally:
         await consumer.close()
-    assert [(r.topic, r.key, r.offset) for r in records] == [("site.topology", k, i) for i, k in
-                                                              enumerate(["CP1", "CP1", "CP2"])]
+    assert [(r.topic, r.key, r.offset) for r in records] == [
+        ("site.topology", k, i) for i, k in enumerate(["CP1", "CP1", "CP2"])
+    ]
     assert TopologyNode.model_validate_json(records[0].value) == node("CP1")
     assert records[1].value is None  # tombstone: null value
     assert records[2].headers == (("error", b"why"),)
@@ -83,8 +88,9 @@ async def test_a_key_always_lands_on_one_partition_in_order(kafka_broker):
     try:
         for i in range(5):
             for site in ("s1", "s2", "s3", "s4"):
-                await publish(transport, "bems.site.demand", SiteDemand(
-                    site_id=site, current_demand_kw=float(i), measured_at=T0))
+                await publish(
+                    transport, "bems.site.demand", SiteDemand(site_id=site, current_demand_kw=float(i), measured_at=T0)
+                )
         consumer = await transport.consumer(["bems.site.demand"], "g")
         records = await consumer.read_to_end()
         await consumer.close()
@@ -141,8 +147,11 @@ async def test_read_to_end_reads_exactly_to_the_end_offsets_seen_at_the_call(kaf
     try:
         records = await consumer.read_to_end(timeout_s=20)
         assert len(records) == 50
-        assert consumer.positions() == await consumer.end_offsets() == {
-            ("site.topology", 0): 50, ("ocpp.setpoint.commands", 0): 0}
+        assert (
+            consumer.positions()
+            == await consumer.end_offsets()
+            == {("site.topology", 0): 50, ("ocpp.setpoint.commands", 0): 0}
+        )
         assert await consumer.read_to_end() == []  # already at the end
     finally:
         await consumer.close()

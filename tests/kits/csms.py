@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from ocpp.routing import after, on
-from ocpp.v16 import call
-from ocpp.v16 import ChargePoint, call_result
+from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16 import datatypes as dt
 from ocpp.v16.enums import Action
 from websockets.asyncio.server import serve
 
-T0 = datetime(2024, 6, 3, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 6, 3, 8, 0, tzinfo=UTC)
 
 
 class CsmsSide(ChargePoint):
@@ -40,8 +40,9 @@ class CsmsSide(ChargePoint):
     @on(Action.boot_notification)
     def on_boot(self, **kw: Any):
         self._record("BootNotification", kw)
-        return call_result.BootNotification(current_time=datetime.now(timezone.utc).isoformat(), interval=300,
-                                            status=self.central.boot_status)
+        return call_result.BootNotification(
+            current_time=datetime.now(UTC).isoformat(), interval=300, status=self.central.boot_status
+        )
 
     @on(Action.status_notification)
     def on_status(self, **kw: Any):
@@ -67,8 +68,9 @@ class CsmsSide(ChargePoint):
         make = self.central.profile_after_start
         if make is not None:
             tx = self.of("StartTransaction")[-1]["transaction_id"]
-            res = await self.call(call.SetChargingProfile(connector_id=kw["connector_id"],
-                                                          cs_charging_profiles=make(tx)))
+            res = await self.call(
+                call.SetChargingProfile(connector_id=kw["connector_id"], cs_charging_profiles=make(tx))
+            )
             self._record("SetChargingProfile.result", {"status": res.status, "transaction_id": tx})
 
     @on(Action.stop_transaction)
@@ -84,7 +86,7 @@ class CsmsSide(ChargePoint):
     @on(Action.heartbeat)
     def on_heartbeat(self, **kw: Any):
         self._record("Heartbeat", kw)
-        return call_result.Heartbeat(current_time=datetime.now(timezone.utc).isoformat())
+        return call_result.Heartbeat(current_time=datetime.now(UTC).isoformat())
 
 
 class TestCentral:
@@ -123,20 +125,23 @@ class TestCentral:
 
     async def wait_for(self, pred: Callable[[], Any], timeout: float = 1.5) -> Any:
         """Wait until ``pred()`` is truthy and return its value."""
+
         async def loop() -> Any:
             async with self._cond:  # woken by messages; also re-checks every 5 ms for simulator state
                 while not (value := pred()):
                     try:
                         await asyncio.wait_for(self._cond.wait(), 0.005)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                 return value
 
         return await asyncio.wait_for(loop(), timeout)
 
-    async def message(self, cp_id: str, action: str, match: Callable[[dict], bool] = lambda p: True,
-                      timeout: float = 1.5) -> dict[str, Any]:
+    async def message(
+        self, cp_id: str, action: str, match: Callable[[dict], bool] = lambda p: True, timeout: float = 1.5
+    ) -> dict[str, Any]:
         """Wait for the first ``action`` message from ``cp_id`` that satisfies ``match``."""
+
         def find() -> Any:
             side = self.chargers.get(cp_id)
             return next((p for p in side.of(action) if match(p)), None) if side else None
@@ -152,18 +157,34 @@ async def _central():
         yield c
 
 
-def profile(limit: float, *, unit: str = "A", purpose: str = "TxProfile", transaction_id: int | None = None,
-            stack_level: int = 1, profile_id: int = 1, phases: int | None = None, kind: str = "Relative",
-            periods: list[tuple[int, float]] | None = None, start_schedule: datetime | None = None,
-            duration: int | None = None) -> dt.ChargingProfile:
+def profile(
+    limit: float,
+    *,
+    unit: str = "A",
+    purpose: str = "TxProfile",
+    transaction_id: int | None = None,
+    stack_level: int = 1,
+    profile_id: int = 1,
+    phases: int | None = None,
+    kind: str = "Relative",
+    periods: list[tuple[int, float]] | None = None,
+    start_schedule: datetime | None = None,
+    duration: int | None = None,
+) -> dt.ChargingProfile:
     """A ChargingProfile with one period of ``limit`` (or the given (startPeriod, limit) periods)."""
     periods = periods or [(0, limit)]
     return dt.ChargingProfile(
-        charging_profile_id=profile_id, stack_level=stack_level, charging_profile_purpose=purpose,
-        charging_profile_kind=kind, transaction_id=transaction_id,
+        charging_profile_id=profile_id,
+        stack_level=stack_level,
+        charging_profile_purpose=purpose,
+        charging_profile_kind=kind,
+        transaction_id=transaction_id,
         charging_schedule=dt.ChargingSchedule(
-            charging_rate_unit=unit, duration=duration,
+            charging_rate_unit=unit,
+            duration=duration,
             start_schedule=start_schedule.isoformat().replace("+00:00", "Z") if start_schedule else None,
-            charging_schedule_period=[dt.ChargingSchedulePeriod(start_period=s, limit=lim, number_phases=phases)
-                                      for s, lim in periods]),
+            charging_schedule_period=[
+                dt.ChargingSchedulePeriod(start_period=s, limit=lim, number_phases=phases) for s, lim in periods
+            ],
+        ),
     )

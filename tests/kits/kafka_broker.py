@@ -72,7 +72,9 @@ def _pom(version: str) -> str:
         managed = "".join(
             f"""
       <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>{a}</artifactId>
-        <version>{LOG4J2_VERSION}</version></dependency>""" for a in ("log4j-api", "log4j-core"))
+        <version>{LOG4J2_VERSION}</version></dependency>"""
+            for a in ("log4j-api", "log4j-core")
+        )
     else:  # 3.x logs through reload4j
         logging_deps = """
     <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-reload4j</artifactId><version>1.7.36</version></dependency>"""
@@ -113,15 +115,25 @@ def provision(version: str = KAFKA_VERSION, cache: Path = CACHE) -> tuple[Path, 
         home.mkdir(parents=True, exist_ok=True)
         (home / "pom.xml").write_text(_pom(version))
         command = [
-            "mvn", "-B", "-q", "-Dstyle.color=never", "-f", str(home / "pom.xml"), f"-Dmaven.repo.local={cache / 'm2'}",
-            f"{DEPENDENCY_PLUGIN}:copy-dependencies", f"-DoutputDirectory={libs}", "-DincludeScope=runtime",
+            "mvn",
+            "-B",
+            "-q",
+            "-Dstyle.color=never",
+            "-f",
+            str(home / "pom.xml"),
+            f"-Dmaven.repo.local={cache / 'm2'}",
+            f"{DEPENDENCY_PLUGIN}:copy-dependencies",
+            f"-DoutputDirectory={libs}",
+            "-DincludeScope=runtime",
         ]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=600)
         except subprocess.TimeoutExpired:
             raise BrokerUnavailable(f"mvn did not fetch Apache Kafka {version} within 600 s") from None
         if done.returncode != 0 or not any(libs.glob(f"kafka_{SCALA_VERSION}-{version}.jar")):
-            lines = [re.sub(r"\x1b\[[0-9;]*m|\[0m", "", line).strip() for line in (done.stdout + done.stderr).splitlines()]
+            lines = [
+                re.sub(r"\x1b\[[0-9;]*m|\[0m", "", line).strip() for line in (done.stdout + done.stderr).splitlines()
+            ]
             errors = [line for line in lines if line.startswith("[ERROR]") and len(line) > 8]
             reason = errors[0] if errors else " | ".join(line for line in lines[-3:] if line)
             raise BrokerUnavailable(f"mvn could not fetch Apache Kafka {version} from Maven Central: {reason}")
@@ -144,10 +156,10 @@ class Broker:
     def restartable(self) -> bool:
         return False
 
-    def stop(self) -> None:  # noqa: B027 - nothing to stop for an external broker
+    def stop(self) -> None:
         """Stop the broker process (keeps its data)."""
 
-    def start(self) -> None:  # noqa: B027
+    def start(self) -> None:
         """Start it again on the same port and data."""
 
     def restart(self) -> None:
@@ -162,7 +174,7 @@ class Broker:
         """:meth:`start` from a running event loop, without blocking it."""
         await asyncio.to_thread(self.start)
 
-    def close(self) -> None:  # noqa: B027
+    def close(self) -> None:
         """Stop for good and clean up."""
 
 
@@ -210,8 +222,19 @@ class LocalBroker(Broker):
             logging_flag = f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}"
         else:
             logging_flag = f"-Dlog4j.configuration=file:{self.workdir / 'log4j.properties'}"
-        return ["java", "-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-                "-Djava.awt.headless=true", logging_flag, "-cp", f"{self.libs}/*", main, *args]
+        return [
+            "java",
+            "-Xms128m",
+            "-Xmx512m",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            "-Djava.awt.headless=true",
+            logging_flag,
+            "-cp",
+            f"{self.libs}/*",
+            main,
+            *args,
+        ]
 
     def configure(self) -> None:
         """Write server.properties and the logging config, and format the storage (once)."""
@@ -219,34 +242,42 @@ class LocalBroker(Broker):
         data.mkdir(parents=True, exist_ok=True)
         (self.workdir / "log4j2.properties").write_text(_LOG4J2)
         (self.workdir / "log4j.properties").write_text(_LOG4J1)
-        (self.workdir / "server.properties").write_text("\n".join([
-            "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
-            "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            f"log.dirs={data}",
-            "num.partitions=1",
-            "auto.create.topics.enable=false",
-            "offsets.topic.replication.factor=1",
-            "offsets.topic.num.partitions=4",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
-            "group.initial.rebalance.delay.ms=0",
-            "",
-        ]))
+        (self.workdir / "server.properties").write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    f"log.dirs={data}",
+                    "num.partitions=1",
+                    "auto.create.topics.enable=false",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=4",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "",
+                ]
+            )
+        )
         cluster_id = "-"
         while cluster_id.startswith("-"):  # as Kafka's Uuid.randomUuid: a leading '-' reads as an option
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         done = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id,
-                       "-c", str(self.workdir / "server.properties")),
-            capture_output=True, text=True, timeout=120)
+            self._java(
+                "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.workdir / "server.properties")
+            ),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if done.returncode != 0:
             tail = " | ".join((done.stdout + done.stderr).strip().splitlines()[-3:])
             raise BrokerUnavailable(f"kafka-storage format failed: {tail}")
@@ -264,7 +295,11 @@ class LocalBroker(Broker):
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(
                 _with_parent_death_signal(self._java("kafka.Kafka", str(self.workdir / "server.properties"))),
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         return offset
 
     def _started(self, offset: int, deadline: float, timeout_s: float) -> bool:
@@ -325,13 +360,21 @@ def local_broker(workdir: Path, version: str = KAFKA_VERSION) -> LocalBroker:
     while controller_port == port:
         controller_port = free_port()
     broker = LocalBroker(
-        bootstrap_servers=f"127.0.0.1:{port}", description="", version=version, libs=libs, workdir=workdir,
-        port=port, controller_port=controller_port)
+        bootstrap_servers=f"127.0.0.1:{port}",
+        description="",
+        version=version,
+        libs=libs,
+        workdir=workdir,
+        port=port,
+        controller_port=controller_port,
+    )
     broker.configure()
     broker.start()
     how = f"provisioned from Maven Central in {provisioned_s:.1f}s" if fresh else f"cached in {libs.parent}"
-    broker.description = (f"Apache Kafka {broker.version} (KRaft, single node, {how}; "
-                          f"started in {time.monotonic() - started:.1f}s) at {broker.bootstrap_servers}")
+    broker.description = (
+        f"Apache Kafka {broker.version} (KRaft, single node, {how}; "
+        f"started in {time.monotonic() - started:.1f}s) at {broker.bootstrap_servers}"
+    )
     return broker
 
 
@@ -348,12 +391,11 @@ def docker_available() -> bool:
             return bool(client.ping())
         finally:
             client.close()
-    except Exception:  # noqa: BLE001 - no SDK, no socket, no daemon: all mean "no Docker"
+    except Exception:
         return False
 
 
-def kafka_container(version: str = KAFKA_VERSION, *, host_port: int | None = None, network=None,
-                    alias: str = "kafka"):
+def kafka_container(version: str = KAFKA_VERSION, *, host_port: int | None = None, network=None, alias: str = "kafka"):
     """An unstarted ``apache/kafka`` testcontainer (KRaft, one node).
 
     Clients on this machine use ``localhost:{host_port}`` (the same port inside and outside, so the
@@ -441,9 +483,12 @@ def container_broker(version: str = KAFKA_VERSION) -> ContainerBroker:
         container.stop()
         raise
     return ContainerBroker(
-        bootstrap_servers=f"localhost:{container.kafka_port}", version=version, container=container,
+        bootstrap_servers=f"localhost:{container.kafka_port}",
+        version=version,
+        container=container,
         description=f"Apache Kafka {version} (KRaft, apache/kafka:{version} via testcontainers) "
-                    f"at localhost:{container.kafka_port}")
+        f"at localhost:{container.kafka_port}",
+    )
 
 
 def session_broker(workdir: Path) -> Broker:
@@ -451,14 +496,20 @@ def session_broker(workdir: Path) -> Broker:
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if external:
         version = os.environ.get("KAFKA_BROKER_VERSION")
-        return Broker(external, f"external broker {version or '(version: set KAFKA_BROKER_VERSION)'} "
-                                f"at {external} (KAFKA_BOOTSTRAP_SERVERS)", version)
+        return Broker(
+            external,
+            f"external broker {version or '(version: set KAFKA_BROKER_VERSION)'} "
+            f"at {external} (KAFKA_BOOTSTRAP_SERVERS)",
+            version,
+        )
     docker_error = None
     if docker_available():
         try:
             return container_broker()
-        except Exception as exc:  # noqa: BLE001 - e.g. the image cannot be pulled: try Maven Central next
-            docker_error = f"apache/kafka in Docker failed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        except Exception as exc:
+            docker_error = (
+                f"apache/kafka in Docker failed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+            )
     try:
         return local_broker(workdir)
     except BrokerUnavailable as exc:
@@ -469,7 +520,13 @@ def settings_for(broker: Broker, **overrides):
     """:class:`pipeline.app.settings.KafkaSettings` for one test: its own topic prefix, short timeouts."""
     from pipeline.transport.config import KafkaSettings
 
-    fields = dict(bootstrap_servers=broker.bootstrap_servers, topic_prefix=f"t-{uuid.uuid4().hex[:10]}.",
-                  session_timeout_s=6.0, join_timeout_s=30.0, retry_s=60.0, request_timeout_s=15.0)
+    fields = dict(
+        bootstrap_servers=broker.bootstrap_servers,
+        topic_prefix=f"t-{uuid.uuid4().hex[:10]}.",
+        session_timeout_s=6.0,
+        join_timeout_s=30.0,
+        retry_s=60.0,
+        request_timeout_s=15.0,
+    )
     fields.update(overrides)
     return KafkaSettings(**fields)

@@ -8,25 +8,37 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from pipeline.contracts.clock import SystemClock
 from executor import ExecutorConfig
 from pipeline.app.loop import Loop, start_loop
+from pipeline.app.signals import dr_signal, price_signal
+from pipeline.app.site import parse_config
+from pipeline.contracts.clock import SystemClock
 from pipeline.engine.config import EngineConfig
 from pipeline.pgwire.config import PgwireSettings
-from pipeline.transport.memory import MemoryTransport
-from pipeline.app.signals import dr_signal, price_signal
 from pipeline.sim.charger import SimulatedChargePoint
 from pipeline.sim.ev import EV
-from pipeline.app.site import parse_config
 from pipeline.transport.base import publish
+from pipeline.transport.memory import MemoryTransport
 
 SITE = "depot-t"
-CONFIG = parse_config({"sites": [{"site_id": SITE, "limit_kw": 50, "nodes": [{"node_id": "panel-t", "limit_kw": 30}],
-                                  "chargers": [{"id": "CP1", "node": "panel-t", "max_power_kw": 22},
-                                               {"id": "CP2", "node": "panel-t", "max_power_kw": 22},
-                                               {"id": "CP3", "max_power_kw": 22}]}]})
+CONFIG = parse_config(
+    {
+        "sites": [
+            {
+                "site_id": SITE,
+                "limit_kw": 50,
+                "nodes": [{"node_id": "panel-t", "limit_kw": 30}],
+                "chargers": [
+                    {"id": "CP1", "node": "panel-t", "max_power_kw": 22},
+                    {"id": "CP2", "node": "panel-t", "max_power_kw": 22},
+                    {"id": "CP3", "max_power_kw": 22},
+                ],
+            }
+        ]
+    }
+)
 CHARGERS = ("CP1", "CP2", "CP3")
 
 
@@ -52,9 +64,17 @@ def free_port() -> int:
 
 
 def ev(i: int) -> EV:
-    now = datetime.now(timezone.utc)
-    return EV(ev_id=f"EV{i}", model="test", battery_kwh=60, max_ac_kw=22, arrival_soc_pct=20 + i,
-              energy_need_kwh=40, arrival_at=now, departure_at=now + timedelta(hours=4))
+    now = datetime.now(UTC)
+    return EV(
+        ev_id=f"EV{i}",
+        model="test",
+        battery_kwh=60,
+        max_ac_kw=22,
+        arrival_soc_pct=20 + i,
+        energy_need_kwh=40,
+        arrival_at=now,
+        departure_at=now + timedelta(hours=4),
+    )
 
 
 async def wait_for(predicate, timeout_s: float = 15.0, what: str = "condition"):
@@ -73,14 +93,23 @@ async def wait_for(predicate, timeout_s: float = 15.0, what: str = "condition"):
 
 @contextlib.asynccontextmanager
 async def live_pipeline() -> AsyncIterator[Live]:
-    service = await start_loop(MemoryTransport(), site=CONFIG, engine=EngineConfig(tick_s=0.2),
-                               executor=ExecutorConfig(port=0, http_port=0), pgwire=PgwireSettings(port=0))
-    cps = [SimulatedChargePoint(cp, f"ws://127.0.0.1:{service.port}/ocpp", SystemClock(), meter_interval_s=1)
-           for cp in CHARGERS]
+    service = await start_loop(
+        MemoryTransport(),
+        site=CONFIG,
+        engine=EngineConfig(tick_s=0.2),
+        executor=ExecutorConfig(port=0, http_port=0),
+        pgwire=PgwireSettings(port=0),
+    )
+    cps = [
+        SimulatedChargePoint(cp, f"ws://127.0.0.1:{service.port}/ocpp", SystemClock(), meter_interval_s=1)
+        for cp in CHARGERS
+    ]
     try:
         await asyncio.gather(*(cp.start() for cp in cps))
-        for topic, record in (dr_signal(SITE, curtailment_pct=20, duration_min=60, event_id="dr-test"),
-                              price_signal(SITE, price_per_kwh=0.31, tier="ON_PEAK")):
+        for topic, record in (
+            dr_signal(SITE, curtailment_pct=20, duration_min=60, event_id="dr-test"),
+            price_signal(SITE, price_per_kwh=0.31, tier="ON_PEAK"),
+        ):
             await publish(service.transport, topic, record)
         for i, cp in enumerate(cps):
             await cp.plug_in(ev(i))

@@ -40,8 +40,9 @@ WITH (
 PLAIN = {
     "tables/readings.sql": "CREATE TABLE readings (site_id VARCHAR PRIMARY KEY, power_kw DOUBLE PRECISION);\n",
     "views/site_load.sql": "CREATE MATERIALIZED VIEW site_load AS\nSELECT site_id, power_kw FROM readings;\n",
-    "views/busy_sites.sql": ("CREATE MATERIALIZED VIEW busy_sites AS\n"
-                             "SELECT site_id FROM site_load WHERE power_kw > 10;\n"),
+    "views/busy_sites.sql": (
+        "CREATE MATERIALIZED VIEW busy_sites AS\nSELECT site_id FROM site_load WHERE power_kw > 10;\n"
+    ),
 }
 
 

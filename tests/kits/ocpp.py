@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ocpp.routing import on
@@ -21,14 +21,16 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from pipeline.contracts.topics import SetpointCommand, TopologyNode
 
-T0 = datetime(2025, 1, 6, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 6, 8, 0, tzinfo=UTC)
 SITE_NODES = [
     TopologyNode(node_id="depot-1", site_id="depot-1", kind="site", limit_kw=100),
     TopologyNode(node_id="panel-a", site_id="depot-1", parent_id="depot-1", kind="panel", limit_kw=60),
-    TopologyNode(node_id="CP1", site_id="depot-1", parent_id="panel-a", kind="charger", limit_kw=22,
-                 phases=3, voltage_v=230),
-    TopologyNode(node_id="CP2", site_id="depot-1", parent_id="depot-1", kind="charger", limit_kw=11,
-                 phases=1, voltage_v=230),
+    TopologyNode(
+        node_id="CP1", site_id="depot-1", parent_id="panel-a", kind="charger", limit_kw=22, phases=3, voltage_v=230
+    ),
+    TopologyNode(
+        node_id="CP2", site_id="depot-1", parent_id="depot-1", kind="charger", limit_kw=11, phases=1, voltage_v=230
+    ),
 ]
 
 
@@ -83,8 +85,11 @@ class TestChargePoint(ChargePoint):
     def _test_get_configuration(self, key=None, **_):
         if self.rate_units is None:
             return call_result.GetConfiguration(configuration_key=[], unknown_key=list(key or []))
-        return call_result.GetConfiguration(configuration_key=[{
-            "key": "ChargingScheduleAllowedChargingRateUnit", "readonly": True, "value": self.rate_units}])
+        return call_result.GetConfiguration(
+            configuration_key=[
+                {"key": "ChargingScheduleAllowedChargingRateUnit", "readonly": True, "value": self.rate_units}
+            ]
+        )
 
     @on(Action.clear_charging_profile)
     def _test_clear_charging_profile(self, **_):
@@ -104,12 +109,14 @@ class TestChargePoint(ChargePoint):
         return call_result.SetChargingProfile(status=status)
 
     async def boot(self) -> call_result.BootNotification:
-        return await self.call(
-            call.BootNotification(charge_point_model="TestModel", charge_point_vendor="Test"))
+        return await self.call(call.BootNotification(charge_point_model="TestModel", charge_point_vendor="Test"))
 
     async def start_tx(self, connector_id: int = 1, meter_start: int = 1000, when: datetime = T0) -> int:
-        result = await self.call(call.StartTransaction(
-            connector_id=connector_id, id_tag="TAG1", meter_start=meter_start, timestamp=iso(when)))
+        result = await self.call(
+            call.StartTransaction(
+                connector_id=connector_id, id_tag="TAG1", meter_start=meter_start, timestamp=iso(when)
+            )
+        )
         return result.transaction_id
 
 
@@ -144,16 +151,32 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 1.5, what: str
 
 
 def command(
-    cp: str = "CP1", connector: int = 1, tx: int | str = 1, setpoint_a: float = 16.0,
-    computed_at: datetime = T0, phases: int = 3, voltage_v: float = 230.0, **extra: Any,
+    cp: str = "CP1",
+    connector: int = 1,
+    tx: int | str = 1,
+    setpoint_a: float = 16.0,
+    computed_at: datetime = T0,
+    phases: int = 3,
+    voltage_v: float = 230.0,
+    **extra: Any,
 ) -> SetpointCommand:
     """A SetpointCommand whose setpoint_kw is consistent with setpoint_a; the node and site limits are the
     test site's breakers (panel-a 60 kW, depot-1 100 kW) unless given: a missing limit holds increases."""
     fields = dict(
-        session_id=f"{cp}-{tx}", charge_point_id=cp, connector_id=connector, transaction_id=str(tx),
-        site_id="depot-1", node_id="panel-a", setpoint_kw=round(setpoint_a * phases * voltage_v / 1000, 4),
-        setpoint_a=setpoint_a, phases=phases, voltage_v=voltage_v, binding="headroom", computed_at=computed_at,
-        node_limit_kw=60.0, site_limit_kw=100.0,
+        session_id=f"{cp}-{tx}",
+        charge_point_id=cp,
+        connector_id=connector,
+        transaction_id=str(tx),
+        site_id="depot-1",
+        node_id="panel-a",
+        setpoint_kw=round(setpoint_a * phases * voltage_v / 1000, 4),
+        setpoint_a=setpoint_a,
+        phases=phases,
+        voltage_v=voltage_v,
+        binding="headroom",
+        computed_at=computed_at,
+        node_limit_kw=60.0,
+        site_limit_kw=100.0,
     )
     fields.update(extra)
     return SetpointCommand(**fields)

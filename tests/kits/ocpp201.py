@@ -17,8 +17,9 @@ from typing import Any
 from ocpp.routing import on
 from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action
-from tests.kits.ocpp import T0, iso
 from websockets.asyncio.client import ClientConnection, connect
+
+from tests.kits.ocpp import T0, iso
 
 
 class TestStation(ChargePoint):
@@ -69,24 +70,43 @@ class TestStation(ChargePoint):
         out = []
         for item in get_variable_data:
             known = self.rate_unit is not None and item["variable"]["name"] == "RateUnit"
-            result = {"attribute_status": "Accepted" if known else "UnknownVariable",
-                      "component": item["component"], "variable": item["variable"]}
+            result = {
+                "attribute_status": "Accepted" if known else "UnknownVariable",
+                "component": item["component"],
+                "variable": item["variable"],
+            }
             if known:
                 result["attribute_value"] = self.rate_unit
             out.append(result)
         return call_result.GetVariables(get_variable_result=out)
 
     async def boot(self) -> call_result.BootNotification:
-        return await self.call(call.BootNotification(
-            charging_station={"model": "TestModel", "vendor_name": "Test"}, reason="PowerUp"))
+        return await self.call(
+            call.BootNotification(charging_station={"model": "TestModel", "vendor_name": "Test"}, reason="PowerUp")
+        )
 
-    async def tx_event(self, event_type: str, tx: str, *, evse: int | None = 1, when: datetime = T0,
-                       meter: list[dict[str, Any]] | None = None, trigger: str = "Authorized") -> Any:
+    async def tx_event(
+        self,
+        event_type: str,
+        tx: str,
+        *,
+        evse: int | None = 1,
+        when: datetime = T0,
+        meter: list[dict[str, Any]] | None = None,
+        trigger: str = "Authorized",
+    ) -> Any:
         self.seq += 1
-        return await self.call(call.TransactionEvent(
-            event_type=event_type, timestamp=iso(when), trigger_reason=trigger, seq_no=self.seq,
-            transaction_info={"transaction_id": tx}, evse=None if evse is None else {"id": evse, "connector_id": 1},
-            meter_value=meter))
+        return await self.call(
+            call.TransactionEvent(
+                event_type=event_type,
+                timestamp=iso(when),
+                trigger_reason=trigger,
+                seq_no=self.seq,
+                transaction_info={"transaction_id": tx},
+                evse=None if evse is None else {"id": evse, "connector_id": 1},
+                meter_value=meter,
+            )
+        )
 
     async def start_tx(self, tx: str = "tx-1", evse: int = 1, when: datetime = T0) -> str:
         await self.tx_event("Started", tx, evse=evse, when=when)

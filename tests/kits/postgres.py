@@ -40,8 +40,11 @@ def free_port() -> int:
 def find_bindir() -> Path | None:
     """The directory holding ``initdb``, ``pg_ctl`` and ``postgres``, newest version first."""
     candidates = [os.environ["PG_BINDIR"]] if os.environ.get("PG_BINDIR") else []
-    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name)
-                         if Path(p).parent.name.isdigit() else 0, reverse=True)
+    candidates += sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
+        reverse=True,
+    )
     if shutil.which("pg_ctl"):
         candidates.append(str(Path(shutil.which("pg_ctl")).resolve().parent))
     for candidate in candidates:
@@ -54,11 +57,14 @@ def find_bindir() -> Path | None:
 def install() -> None:
     """``apt-get install postgresql`` (root only). Raises :class:`ServerUnavailable` with the output's tail."""
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise ServerUnavailable("PostgreSQL binaries are missing and apt-get cannot install them here "
-                                "(needs root and apt-get)")
+        raise ServerUnavailable(
+            "PostgreSQL binaries are missing and apt-get cannot install them here (needs root and apt-get)"
+        )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-qq"],
-                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "postgresql"]):
+    for cmd in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "postgresql"],
+    ):
         try:
             done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -84,8 +90,12 @@ class PostgresServer:
     def close(self) -> None:
         if self.workdir is None or self.bindir is None:
             return
-        subprocess.run(self._cmd(str(self.bindir / "pg_ctl"), "-D", str(self.workdir / "data"), "-m", "immediate",
-                                 "-w", "stop"), capture_output=True, cwd=self.workdir, timeout=60)
+        subprocess.run(
+            self._cmd(str(self.bindir / "pg_ctl"), "-D", str(self.workdir / "data"), "-m", "immediate", "-w", "stop"),
+            capture_output=True,
+            cwd=self.workdir,
+            timeout=60,
+        )
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
@@ -122,11 +132,34 @@ def start() -> PostgresServer:
             server.close()
             raise ServerUnavailable(f"{Path(args[0]).name} exited {done.returncode}: {' | '.join(tail)}")
 
-    run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C",
-        "--no-sync", "--no-instructions")
+    run(
+        str(bindir / "initdb"),
+        "-D",
+        str(data),
+        "-A",
+        "trust",
+        "-U",
+        "postgres",
+        "-E",
+        "UTF8",
+        "--locale=C",
+        "--no-sync",
+        "--no-instructions",
+    )
     port = free_port()
-    run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
-        "-o", f"-p {port} -k {workdir} {SERVER_OPTIONS}", "start")
+    run(
+        str(bindir / "pg_ctl"),
+        "-D",
+        str(data),
+        "-l",
+        str(log),
+        "-w",
+        "-t",
+        "60",
+        "-o",
+        f"-p {port} -k {workdir} {SERVER_OPTIONS}",
+        "start",
+    )
     server.dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     server.description = f"PostgreSQL from {bindir} on 127.0.0.1:{port} ({workdir})"
     return server

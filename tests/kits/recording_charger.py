@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call, call_result
@@ -38,7 +38,8 @@ class _Link(ChargePoint):
         wanted = key or list(known)
         return call_result.GetConfiguration(
             configuration_key=[{"key": k, "readonly": True, "value": known[k]} for k in wanted if k in known],
-            unknown_key=[k for k in wanted if k not in known] or None)
+            unknown_key=[k for k in wanted if k not in known] or None,
+        )
 
 
 class RecordingCharger:
@@ -62,9 +63,14 @@ class RecordingCharger:
         await self._link.call(call.BootNotification(charge_point_model="Rec", charge_point_vendor="Test"))
 
     async def start_transaction(self) -> int:
-        result = await self._link.call(call.StartTransaction(
-            connector_id=1, id_tag="TAG", meter_start=0,
-            timestamp=datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")))
+        result = await self._link.call(
+            call.StartTransaction(
+                connector_id=1,
+                id_tag="TAG",
+                meter_start=0,
+                timestamp=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            )
+        )
         self.transaction_id = result.transaction_id
         return result.transaction_id
 

@@ -12,13 +12,12 @@ import socket
 from datetime import datetime, timedelta
 from typing import Any
 
-from tests.kits.ocpp import T0, wait_for
-
 from executor import Executor, ExecutorConfig
 from pipeline.contracts.clock import SimClock
-from pipeline.sim import EV, SimulatedChargePoint, SimulatedChargingStation
 from pipeline.contracts.topics import SetpointCommand, TopologyNode
+from pipeline.sim import EV, SimulatedChargePoint, SimulatedChargingStation
 from pipeline.transport import MemoryTransport, publish
+from tests.kits.ocpp import T0, wait_for
 
 VERSIONS = {"1.6": SimulatedChargePoint, "2.0.1": SimulatedChargingStation}
 NODE_A = 32.0
@@ -63,16 +62,31 @@ def free_port() -> int:
 class Site:
     """Executor + simulated chargers on one transport and clock; use as ``async with Site(...) as site``."""
 
-    def __init__(self, version: str, *, speed: float = 40.0, ev_response_s: float = 2.0, chargers: int = 3,
-                 port: int = 0, executor: dict[str, Any] | None = None, **charger_kwargs: Any) -> None:
+    def __init__(
+        self,
+        version: str,
+        *,
+        speed: float = 40.0,
+        ev_response_s: float = 2.0,
+        chargers: int = 3,
+        port: int = 0,
+        executor: dict[str, Any] | None = None,
+        **charger_kwargs: Any,
+    ) -> None:
         self.cls = VERSIONS[version]
         self.clock = SimClock(T0, speed)
         self.transport = MemoryTransport()
         self.meter = NodeMeter()
         self.ev_response_s = ev_response_s
         self.port = port
-        self.executor_kwargs = {"ev_response_lag_s": ev_response_s, "increase_debounce_s": 0.2, "boot_wait_s": 0.1,
-                                "call_timeout_s": 2.0, "retry_initial_s": 0.05, **(executor or {})}
+        self.executor_kwargs = {
+            "ev_response_lag_s": ev_response_s,
+            "increase_debounce_s": 0.2,
+            "boot_wait_s": 0.1,
+            "call_timeout_s": 2.0,
+            "retry_initial_s": 0.05,
+            **(executor or {}),
+        }
         self.ids = IDS[:chargers]
         self.charger_kwargs = charger_kwargs
         self.executor: Executor | None = None
@@ -91,14 +105,27 @@ class Site:
         for node in topology():
             await publish(self.transport, "site.topology", node)
         await self.start_executor()
-        self.chargers = [self.cls(i, f"ws://127.0.0.1:{self.port}/ocpp", self.clock, rated_power_kw=NODE_KW,
-                                  ev_response_s=self.ev_response_s, on_power=self.meter.on_power,
-                                  meter_interval_s=3600, response_timeout_s=5, **self.charger_kwargs)
-                         for i in self.ids]
+        self.chargers = [
+            self.cls(
+                i,
+                f"ws://127.0.0.1:{self.port}/ocpp",
+                self.clock,
+                rated_power_kw=NODE_KW,
+                ev_response_s=self.ev_response_s,
+                on_power=self.meter.on_power,
+                meter_interval_s=3600,
+                response_timeout_s=5,
+                **self.charger_kwargs,
+            )
+            for i in self.ids
+        ]
         await asyncio.gather(*(cp.start() for cp in self.chargers))
         # the fail-safe is in place (TxDefaultProfile at 6 A) before any EV arrives
-        await wait_for(lambda: all(("TxDefault", 0) in self.executor._dispatchers[i]._sent for i in self.ids),
-                       timeout=5, what="fail-safe profiles")
+        await wait_for(
+            lambda: all(("TxDefault", 0) in self.executor._dispatchers[i]._sent for i in self.ids),
+            timeout=5,
+            what="fail-safe profiles",
+        )
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -111,17 +138,29 @@ class Site:
         for cp in self.chargers:
             ev = EV(f"EV-{cp.charge_point_id}", "test", 100.0, NODE_KW, 10.0, 90.0, now, now + timedelta(days=1))
             self.tx[cp.charge_point_id] = await cp.plug_in(ev)
-        await wait_for(lambda: all(self.executor._sessions.active_transaction(i, 1) for i in self.ids),
-                       what="sessions confirmed")
+        await wait_for(
+            lambda: all(self.executor._sessions.active_transaction(i, 1) for i in self.ids), what="sessions confirmed"
+        )
 
     def command(self, cp: str, amps: float, when: datetime | None = None) -> SetpointCommand:
         self._computed += 1
         tx = self.tx[cp]
         return SetpointCommand(
-            session_id=f"{cp}-{tx}", charge_point_id=cp, connector_id=1, transaction_id=str(tx), site_id="s",
-            node_id="p", setpoint_kw=round(amps * 0.69, 4), setpoint_a=amps, phases=3, voltage_v=230.0,
-            node_limit_kw=NODE_KW, site_limit_kw=100.0, binding="headroom",
-            computed_at=(when or self.clock.now()) + timedelta(microseconds=self._computed))
+            session_id=f"{cp}-{tx}",
+            charge_point_id=cp,
+            connector_id=1,
+            transaction_id=str(tx),
+            site_id="s",
+            node_id="p",
+            setpoint_kw=round(amps * 0.69, 4),
+            setpoint_a=amps,
+            phases=3,
+            voltage_v=230.0,
+            node_limit_kw=NODE_KW,
+            site_limit_kw=100.0,
+            binding="headroom",
+            computed_at=(when or self.clock.now()) + timedelta(microseconds=self._computed),
+        )
 
     async def allocate(self, amps: dict[str, float]) -> None:
         for cp, a in amps.items():
@@ -129,11 +168,19 @@ class Site:
 
     def holds(self, amps: dict[str, float]) -> bool:
         """The chargers hold these limits and the executor is done (its acks are published)."""
-        return self.executor is not None and self.executor.idle and all(next(c for c in self.chargers if c.charge_point_id == cp).held_limit(1) == a
-                   for cp, a in amps.items())
+        return (
+            self.executor is not None
+            and self.executor.idle
+            and all(
+                next(c for c in self.chargers if c.charge_point_id == cp).held_limit(1) == a for cp, a in amps.items()
+            )
+        )
 
     def tx_acks(self) -> list:
         from pipeline.contracts.topics import decode
 
-        return [a for a in (decode("ocpp.setpoint.acks", r.key, r.value)
-                            for r in self.transport.log("ocpp.setpoint.acks")) if a.purpose == "Tx"]
+        return [
+            a
+            for a in (decode("ocpp.setpoint.acks", r.key, r.value) for r in self.transport.log("ocpp.setpoint.acks"))
+            if a.purpose == "Tx"
+        ]

@@ -19,19 +19,17 @@ import asyncio
 import os
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
 
-
-from tests.kits.kafka_broker import STARTED, docker_available, kafka_container  # noqa: E402
-
-from pipeline.cli.main import main  # noqa: E402
-from pipeline.transport.config import KafkaSettings  # noqa: E402
-from pipeline.contracts.topics import ActiveSession, SetpointCommand, SiteDemand, TopologyNode  # noqa: E402
-from pipeline.transport import decode_or_dead_letter, publish, publish_tombstone  # noqa: E402
-from pipeline.transport.kafka import KafkaTransport  # noqa: E402
+from pipeline.cli.main import main
+from pipeline.contracts.topics import ActiveSession, SetpointCommand, SiteDemand, TopologyNode
+from pipeline.transport import decode_or_dead_letter, publish, publish_tombstone
+from pipeline.transport.config import KafkaSettings
+from pipeline.transport.kafka import KafkaTransport
+from tests.kits.kafka_broker import STARTED, docker_available, kafka_container
 
 pytestmark = pytest.mark.risingwave
 
@@ -43,8 +41,10 @@ def stack():
     """``(kafka_host_bootstrap, risingwave_dsn)``: Kafka reachable from here as localhost:PORT and from
     RisingWave as kafka:19092 on a shared Docker network."""
     if not docker_available():
-        pytest.skip("RisingWave runs only in Docker and no Docker daemon answers here "
-                    "(a docker client alone is not enough); the embedded engine runs sql/ instead")
+        pytest.skip(
+            "RisingWave runs only in Docker and no Docker daemon answers here "
+            "(a docker client alone is not enough); the embedded engine runs sql/ instead"
+        )
     import psycopg
     from testcontainers.core.container import DockerContainer
     from testcontainers.core.network import Network
@@ -52,8 +52,9 @@ def stack():
     network = Network()
     network.create()
     kafka = kafka_container(network=network, alias="kafka")
-    risingwave = (DockerContainer(RISINGWAVE_IMAGE).with_command("single_node").with_exposed_ports(4566)
-                  .with_network(network))
+    risingwave = (
+        DockerContainer(RISINGWAVE_IMAGE).with_command("single_node").with_exposed_ports(4566).with_network(network)
+    )
     try:
         kafka.start()
         risingwave.start()
@@ -87,13 +88,15 @@ def test_sql_on_risingwave_keys_sessions_by_the_message_key_and_emits_setpoints(
     settings = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix)
     asyncio.run(KafkaTransport(settings).ensure_topics())  # sources need their topics to exist
 
-    result = CliRunner().invoke(main, ["migrate", "apply", "--target", dsn, "--yes",
-                                       "--kafka-bootstrap", "kafka:19092", "--topic-prefix", prefix])
+    result = CliRunner().invoke(
+        main,
+        ["migrate", "apply", "--target", dsn, "--yes", "--kafka-bootstrap", "kafka:19092", "--topic-prefix", prefix],
+    )
     assert result.exit_code == 0, result.output
     status = CliRunner().invoke(main, ["migrate", "status", "--target", dsn, "--check"])
     assert status.exit_code == 0, status.output
 
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0)
     asyncio.run(_drive(settings, dsn, now))
 
 
@@ -114,9 +117,17 @@ async def _until(what: str, check) -> None:
 
 
 def _session(n: int, now: datetime) -> ActiveSession:
-    return ActiveSession(session_id=f"CP{n}-1", charge_point_id=f"CP{n}", connector_id=1, transaction_id=str(n),
-                         site_id=SITE, node_id=SITE, rated_power_kw=22, started_at=now - timedelta(minutes=5),
-                         sampled_at=now)
+    return ActiveSession(
+        session_id=f"CP{n}-1",
+        charge_point_id=f"CP{n}",
+        connector_id=1,
+        transaction_id=str(n),
+        site_id=SITE,
+        node_id=SITE,
+        rated_power_kw=22,
+        started_at=now - timedelta(minutes=5),
+        sampled_at=now,
+    )
 
 
 async def _drive(settings: KafkaSettings, dsn: str, now: datetime) -> None:
@@ -124,18 +135,23 @@ async def _drive(settings: KafkaSettings, dsn: str, now: datetime) -> None:
     consumer = None
     try:
         consumer = await transport.consumer(["ocpp.setpoint.commands"], f"rw-test-{uuid.uuid4().hex[:6]}")
-        for node in (TopologyNode(node_id=SITE, site_id=SITE, kind="site", limit_kw=100),
-                     TopologyNode(node_id="CP1", site_id=SITE, parent_id=SITE, kind="charger", limit_kw=22),
-                     TopologyNode(node_id="CP2", site_id=SITE, parent_id=SITE, kind="charger", limit_kw=22)):
+        for node in (
+            TopologyNode(node_id=SITE, site_id=SITE, kind="site", limit_kw=100),
+            TopologyNode(node_id="CP1", site_id=SITE, parent_id=SITE, kind="charger", limit_kw=22),
+            TopologyNode(node_id="CP2", site_id=SITE, parent_id=SITE, kind="charger", limit_kw=22),
+        ):
             await publish(transport, "site.topology", node)
-        await publish(transport, "bems.site.demand", SiteDemand(
-            site_id=SITE, current_demand_kw=30, ev_load_kw=0, measured_at=now))
+        await publish(
+            transport, "bems.site.demand", SiteDemand(site_id=SITE, current_demand_kw=30, ev_load_kw=0, measured_at=now)
+        )
         for n in (1, 2):
             await publish(transport, "ocpp.active.sessions", _session(n, now))
 
         keyed = "SELECT session_id, encode(message_key, 'escape') FROM ocpp_active_sessions ORDER BY session_id"
-        await _until("both sessions keyed by their plain-text id",
-                     lambda: _rows(dsn, keyed) == [("CP1-1", "CP1-1"), ("CP2-1", "CP2-1")])
+        await _until(
+            "both sessions keyed by their plain-text id",
+            lambda: _rows(dsn, keyed) == [("CP1-1", "CP1-1"), ("CP2-1", "CP2-1")],
+        )
 
         latest = await _read_setpoints(transport, consumer, lambda got: {"CP1-1", "CP2-1"} <= got.keys())
         for sid in ("CP1-1", "CP2-1"):  # 70 kW of headroom: each gets min(cap, share) = its 22 kW rating
@@ -144,8 +160,9 @@ async def _drive(settings: KafkaSettings, dsn: str, now: datetime) -> None:
             assert latest[sid].computed_at >= now - timedelta(minutes=1)
 
         await publish_tombstone(transport, "ocpp.active.sessions", "CP1-1")
-        await _until("the tombstoned session's row deleted, the other kept",
-                     lambda: _rows(dsn, keyed) == [("CP2-1", "CP2-1")])
+        await _until(
+            "the tombstoned session's row deleted, the other kept", lambda: _rows(dsn, keyed) == [("CP2-1", "CP2-1")]
+        )
         latest = await _read_setpoints(transport, consumer, lambda got: "CP1-1" in got and got["CP1-1"] is None)
         assert latest.get("CP2-1", "untouched") is not None  # the other session's setpoint is not tombstoned
     finally:

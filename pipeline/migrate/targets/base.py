@@ -22,7 +22,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pipeline.migrate.kafka import ConnectorSettings, inject, is_kafka, render
@@ -63,7 +63,7 @@ def default_owner() -> str:
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Target(ABC):
@@ -156,8 +156,9 @@ class Target(ABC):
                 return {}
             raise
         return {
-            r[0]: CatalogEntry(r[0], r[1], r[2], tuple(d for d in (r[3] or "").split(",") if d), r[4] or "",
-                               r[5] or "", r[6])
+            r[0]: CatalogEntry(
+                r[0], r[1], r[2], tuple(d for d in (r[3] or "").split(",") if d), r[4] or "", r[5] or "", r[6]
+            )
             for r in rows
         }
 
@@ -165,8 +166,10 @@ class Target(ABC):
         """Upsert ``obj``'s catalog row (applied now)."""
         self.forget(obj.name)
         self._execute(
-            self._p(f"INSERT INTO {CATALOG_TABLE} (name, kind, hash, depends_on, sql, source, applied_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)"),
+            self._p(
+                f"INSERT INTO {CATALOG_TABLE} (name, kind, hash, depends_on, sql, source, applied_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)"
+            ),
             (obj.name, obj.kind, obj.hash, ",".join(sorted(obj.depends_on)), shown_sql, obj.sql, _utcnow()),
         )
 
@@ -176,8 +179,9 @@ class Target(ABC):
 
     # --- lock ----------------------------------------------------------------------------------
     def _lock_row(self) -> tuple | None:
-        rows = self._query(self._p(f"SELECT owner, acquired_at, expires_at FROM {LOCK_TABLE} WHERE name = ?"),
-                           (LOCK_NAME,))
+        rows = self._query(
+            self._p(f"SELECT owner, acquired_at, expires_at FROM {LOCK_TABLE} WHERE name = ?"), (LOCK_NAME,)
+        )
         return rows[0] if rows else None
 
     def acquire_lock(self, owner: str, ttl_s: float = DEFAULT_LOCK_TTL_S) -> None:
@@ -190,9 +194,10 @@ class Target(ABC):
         for _ in range(3):
             now = _utcnow()
             try:
-                self._execute(self._p(f"INSERT INTO {LOCK_TABLE} (name, owner, acquired_at, expires_at) "
-                                      "VALUES (?, ?, ?, ?)"),
-                              (LOCK_NAME, owner, now, now + timedelta(seconds=ttl_s)))
+                self._execute(
+                    self._p(f"INSERT INTO {LOCK_TABLE} (name, owner, acquired_at, expires_at) VALUES (?, ?, ?, ?)"),
+                    (LOCK_NAME, owner, now, now + timedelta(seconds=ttl_s)),
+                )
             except self.errors as exc:
                 if not self._unique_violation(exc):
                     raise
@@ -213,8 +218,10 @@ class Target(ABC):
     def refresh_lock(self, owner: str, ttl_s: float = DEFAULT_LOCK_TTL_S) -> None:
         """Push ``owner``'s lock expiry to ``ttl_s`` seconds from now. Raises if the
         lock expired meanwhile (:class:`MigrateError`)."""
-        self._execute(self._p(f"UPDATE {LOCK_TABLE} SET expires_at = ? WHERE name = ? AND owner = ?"),
-                      (_utcnow() + timedelta(seconds=ttl_s), LOCK_NAME, owner))
+        self._execute(
+            self._p(f"UPDATE {LOCK_TABLE} SET expires_at = ? WHERE name = ? AND owner = ?"),
+            (_utcnow() + timedelta(seconds=ttl_s), LOCK_NAME, owner),
+        )
         row = self._lock_row()
         if row is None or row[0] != owner:
             taken = f" and {row[0]} took it over" if row else ""

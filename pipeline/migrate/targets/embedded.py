@@ -28,6 +28,7 @@ from pipeline.sqlmodel.objects import SqlObject
 
 SINK_NOTE = "-- sink: recorded in the catalog only; the embedded engine evaluates its query"
 
+
 def _query_view(obj_name: str) -> str:
     return f"{obj_name}{engine.QUERY_SUFFIX}"
 
@@ -104,8 +105,11 @@ class EmbeddedTarget(Target):
     def list_objects(self) -> dict[str, str] | None:
         found = {name: kind for name, kind in self._query(LIST) if name not in OWN_TABLES}
         # a materialized view's query view is part of it, not an object of its own
-        return {name: kind for name, kind in found.items()
-                if not (kind == "view" and any(_query_view(base) == name for base in found))}
+        return {
+            name: kind
+            for name, kind in found.items()
+            if not (kind == "view" and any(_query_view(base) == name for base in found))
+        }
 
     def drop_statement(self, name: str, kind: str) -> str:
         if kind == "sink":

@@ -90,8 +90,11 @@ class WireTarget(Target):
             cur.execute(sql, params or None)
 
     def _missing_table(self, exc: BaseException) -> bool:
-        return isinstance(exc, pg_errors.UndefinedTable) or "not found" in str(exc).lower() \
+        return (
+            isinstance(exc, pg_errors.UndefinedTable)
+            or "not found" in str(exc).lower()
             or "does not exist" in str(exc).lower()
+        )
 
     def _unique_violation(self, exc: BaseException) -> bool:
         return isinstance(exc, pg_errors.UniqueViolation)

@@ -8,17 +8,17 @@ reference allocator's within 0.01 kW, and both must hold DESIGN.md's invariants.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.allocation import reference
-from pipeline.engine.embedded import EmbeddedEngine
 from pipeline.contracts.topics import ActiveSession, ControlRule, DRSignal, PriceSignal, SiteDemand, TopologyNode
+from pipeline.engine.embedded import EmbeddedEngine
 
-NOW = datetime(2024, 6, 3, 17, 30, tzinfo=timezone.utc)
+NOW = datetime(2024, 6, 3, 17, 30, tzinfo=UTC)
 TOL = 0.01
 
 
@@ -32,8 +32,7 @@ def engine():
 def run_engine(engine: EmbeddedEngine, records) -> dict[str, dict]:
     engine.reset()
     engine.apply(records)
-    return {c.key: json.loads(c.value) for c in engine.evaluate(NOW)
-            if c.value and c.topic == "ocpp.setpoint.commands"}
+    return {c.key: json.loads(c.value) for c in engine.evaluate(NOW) if c.value and c.topic == "ocpp.setpoint.commands"}
 
 
 @st.composite
@@ -50,8 +49,15 @@ def sites(draw, max_sessions: int = 200, rules: bool = True):
             continue
         for _ in range(draw(st.integers(0, 3))):
             node_id = f"P{len(breakers)}"
-            records.append(("site.topology", node_id, TopologyNode(
-                node_id=node_id, site_id="S", parent_id=parent, kind="panel", limit_kw=draw(st.floats(5, 300)))))
+            records.append(
+                (
+                    "site.topology",
+                    node_id,
+                    TopologyNode(
+                        node_id=node_id, site_id="S", parent_id=parent, kind="panel", limit_kw=draw(st.floats(5, 300))
+                    ),
+                )
+            )
             breakers.append((node_id, d + 1))
             frontier.append((node_id, d + 1))
     chargers = []
@@ -60,10 +66,22 @@ def sites(draw, max_sessions: int = 200, rules: bool = True):
         cid = f"C{i}"
         phases = draw(st.sampled_from([1, 3, 3]))
         rating = draw(st.sampled_from([3.7, 7.4, 11.0, 22.0]))
-        records.append(("site.topology", cid, TopologyNode(
-            node_id=cid, site_id="S", parent_id=parent, kind="charger", limit_kw=rating, phases=phases,
-            managed=draw(st.booleans()) or draw(st.booleans()) or draw(st.booleans()),
-            connectors=draw(st.sampled_from([1, 1, 2])))))
+        records.append(
+            (
+                "site.topology",
+                cid,
+                TopologyNode(
+                    node_id=cid,
+                    site_id="S",
+                    parent_id=parent,
+                    kind="charger",
+                    limit_kw=rating,
+                    phases=phases,
+                    managed=draw(st.booleans()) or draw(st.booleans()) or draw(st.booleans()),
+                    connectors=draw(st.sampled_from([1, 1, 2])),
+                ),
+            )
+        )
         chargers.append((cid, rating, phases))
     sessions = []
     if chargers:
@@ -72,34 +90,77 @@ def sites(draw, max_sessions: int = 200, rules: bool = True):
             fresh = draw(st.booleans()) or draw(st.booleans()) or draw(st.booleans())
             sid = f"s{i}"
             sessions.append(sid)
-            records.append(("ocpp.active.sessions", sid, ActiveSession(
-                session_id=sid, charge_point_id=cid, connector_id=1 + i % 2, transaction_id=str(i), site_id="S",
-                rated_power_kw=rating, phases=phases,
-                ev_max_power_kw=draw(st.one_of(st.none(), st.floats(1.0, 22.0))),
-                min_power_kw=draw(st.one_of(st.none(), st.floats(0.5, 5.0))),
-                priority=draw(st.integers(0, 3)), weight=draw(st.floats(0.25, 4.0)), flexible=draw(st.booleans()),
-                started_at=NOW - timedelta(seconds=draw(st.integers(60, 36000))),
-                current_power_kw=draw(st.floats(0, 22)),
-                sampled_at=NOW - timedelta(seconds=draw(st.integers(0, 500) if fresh else st.integers(700, 5000))),
-            )))
+            records.append(
+                (
+                    "ocpp.active.sessions",
+                    sid,
+                    ActiveSession(
+                        session_id=sid,
+                        charge_point_id=cid,
+                        connector_id=1 + i % 2,
+                        transaction_id=str(i),
+                        site_id="S",
+                        rated_power_kw=rating,
+                        phases=phases,
+                        ev_max_power_kw=draw(st.one_of(st.none(), st.floats(1.0, 22.0))),
+                        min_power_kw=draw(st.one_of(st.none(), st.floats(0.5, 5.0))),
+                        priority=draw(st.integers(0, 3)),
+                        weight=draw(st.floats(0.25, 4.0)),
+                        flexible=draw(st.booleans()),
+                        started_at=NOW - timedelta(seconds=draw(st.integers(60, 36000))),
+                        current_power_kw=draw(st.floats(0, 22)),
+                        sampled_at=NOW
+                        - timedelta(seconds=draw(st.integers(0, 500) if fresh else st.integers(700, 5000))),
+                    ),
+                )
+            )
     if draw(st.booleans()):
         building = draw(st.floats(0, 200))
         ev = draw(st.floats(0, 100))
-        records.append(("bems.site.demand", "S", SiteDemand(
-            site_id="S", current_demand_kw=building + ev, ev_load_kw=ev,
-            demand_limit_kw=draw(st.one_of(st.none(), st.floats(5, 400))),
-            measured_at=NOW - timedelta(seconds=draw(st.sampled_from([30, 600, 2000]))))))
+        records.append(
+            (
+                "bems.site.demand",
+                "S",
+                SiteDemand(
+                    site_id="S",
+                    current_demand_kw=building + ev,
+                    ev_load_kw=ev,
+                    demand_limit_kw=draw(st.one_of(st.none(), st.floats(5, 400))),
+                    measured_at=NOW - timedelta(seconds=draw(st.sampled_from([30, 600, 2000]))),
+                ),
+            )
+        )
     if draw(st.booleans()):
         pct = draw(st.one_of(st.none(), st.floats(0, 100)))
-        records.append(("utility.dr.signals", "S", DRSignal(
-            site_id="S", dr_event_id="e1", curtailment_pct=pct,
-            limit_kw=None if pct is not None else draw(st.floats(0, 300)),
-            event_start=NOW - timedelta(minutes=draw(st.sampled_from([-30, 10]))),
-            event_end=NOW + timedelta(hours=1), signal_at=NOW - timedelta(hours=1))))
+        records.append(
+            (
+                "utility.dr.signals",
+                "S",
+                DRSignal(
+                    site_id="S",
+                    dr_event_id="e1",
+                    curtailment_pct=pct,
+                    limit_kw=None if pct is not None else draw(st.floats(0, 300)),
+                    event_start=NOW - timedelta(minutes=draw(st.sampled_from([-30, 10]))),
+                    event_end=NOW + timedelta(hours=1),
+                    signal_at=NOW - timedelta(hours=1),
+                ),
+            )
+        )
     tier = draw(st.sampled_from(["OFF_PEAK", "MID_PEAK", "ON_PEAK", "CRITICAL_PEAK"]))
-    records.append(("tariff.price.signals", "S", PriceSignal(
-        site_id="S", price_per_kwh=0.2, price_tier=tier, valid_from=NOW - timedelta(minutes=10),
-        valid_to=NOW + timedelta(minutes=50))))
+    records.append(
+        (
+            "tariff.price.signals",
+            "S",
+            PriceSignal(
+                site_id="S",
+                price_per_kwh=0.2,
+                price_tier=tier,
+                valid_from=NOW - timedelta(minutes=10),
+                valid_to=NOW + timedelta(minutes=50),
+            ),
+        )
+    )
     if rules:
         scopes = [("site", "S")] + [("node", b) for b, _ in breakers[1:]] + [("charger", c) for c, *_ in chargers]
         scopes += [("session", s) for s in sessions[:20]]
@@ -110,10 +171,22 @@ def sites(draw, max_sessions: int = 200, rules: bool = True):
             actions += ["reserve"] if scope == "charger" else []
             action = draw(st.sampled_from(actions))
             rule_id = f"{source}:{scope}:{scope_id}"
-            records.append(("control.rules", rule_id, ControlRule(
-                rule_id=rule_id, source=source, scope=scope, scope_id=scope_id, action=action,
-                limit_kw=None if action == "pause" else draw(st.floats(0, 30)),
-                valid_to=NOW + timedelta(minutes=draw(st.sampled_from([-5, 60]))), created_at=NOW)))
+            records.append(
+                (
+                    "control.rules",
+                    rule_id,
+                    ControlRule(
+                        rule_id=rule_id,
+                        source=source,
+                        scope=scope,
+                        scope_id=scope_id,
+                        action=action,
+                        limit_kw=None if action == "pause" else draw(st.floats(0, 30)),
+                        valid_to=NOW + timedelta(minutes=draw(st.sampled_from([-5, 60]))),
+                        created_at=NOW,
+                    ),
+                )
+            )
     return records
 
 
@@ -133,7 +206,8 @@ def check_invariants(expected: dict) -> None:
         assert kw == 0 or r["floor_kw"] - 0.001 <= kw <= r["cap_kw"] + 1e-9, f"{sid}: {kw} outside [floor, cap]"
         if r["admitted"] and kw < r["cap_kw"] - TOL:
             assert any(load[n] >= headroom[n] - 0.001 * count[n] - 1e-6 for n in r["path"]), (
-                f"{sid} is below its cap while every breaker above it has headroom left")
+                f"{sid} is below its cap while every breaker above it has headroom left"
+            )
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -7,13 +7,13 @@ import io
 import json
 import logging
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli.main import main
 from pipeline.app.logs import JsonLineFormatter, configure_logging
+from pipeline.cli.main import main
 
 
 @pytest.fixture(autouse=True)
@@ -41,8 +41,12 @@ def test_json_lines_carry_timestamp_level_logger_message_and_extras(root_logger)
     out = io.StringIO()
     configure_logging("debug", "json", stream=out, force=True)
     log = logging.getLogger("executor.dispatch")
-    log.debug("%s: connector %s held back", "CP1", 1, extra={"charge_point_id": "CP1", "reason": "held_back",
-                                                             "needed_kw": 23.5, "at": datetime(2024, 6, 3)})
+    log.debug(
+        "%s: connector %s held back",
+        "CP1",
+        1,
+        extra={"charge_point_id": "CP1", "reason": "held_back", "needed_kw": 23.5, "at": datetime(2024, 6, 3)},
+    )
     try:
         raise ValueError("boom")
     except ValueError:
@@ -50,11 +54,18 @@ def test_json_lines_carry_timestamp_level_logger_message_and_extras(root_logger)
     first, second = [json.loads(line) for line in out.getvalue().splitlines()]
     assert list(first)[:4] == ["timestamp", "level", "logger", "message"]
     assert first | {"timestamp": None} == {
-        "timestamp": None, "level": "DEBUG", "logger": "executor.dispatch", "message": "CP1: connector 1 held back",
-        "charge_point_id": "CP1", "reason": "held_back", "needed_kw": 23.5, "at": "2024-06-03T00:00:00"}
+        "timestamp": None,
+        "level": "DEBUG",
+        "logger": "executor.dispatch",
+        "message": "CP1: connector 1 held back",
+        "charge_point_id": "CP1",
+        "reason": "held_back",
+        "needed_kw": 23.5,
+        "at": "2024-06-03T00:00:00",
+    }
     stamp = datetime.fromisoformat(first["timestamp"])
     assert first["timestamp"].endswith("Z") and stamp.utcoffset().total_seconds() == 0
-    assert abs((datetime.now(timezone.utc) - stamp).total_seconds()) < 60
+    assert abs((datetime.now(UTC) - stamp).total_seconds()) < 60
     assert second["level"] == "ERROR" and "ValueError: boom" in second["exc_info"]
 
 
@@ -72,12 +83,16 @@ def test_debug_is_off_above_debug_and_libraries_stay_quiet(root_logger):
 
 
 def test_the_formatter_alone_formats_any_record():
-    record = logging.LogRecord("executor.ocpp.ocppj", logging.INFO, __file__, 1, "%s: received %s", ("CP1", "Heartbeat"),
-                               None)
+    record = logging.LogRecord(
+        "executor.ocpp.ocppj", logging.INFO, __file__, 1, "%s: received %s", ("CP1", "Heartbeat"), None
+    )
     record.charge_point_id = "CP1"
     line = json.loads(JsonLineFormatter().format(record))
-    assert (line["message"], line["charge_point_id"], line["logger"]) == ("CP1: received Heartbeat", "CP1",
-                                                                        "executor.ocpp.ocppj")
+    assert (line["message"], line["charge_point_id"], line["logger"]) == (
+        "CP1: received Heartbeat",
+        "CP1",
+        "executor.ocpp.ocppj",
+    )
 
 
 @pytest.fixture
@@ -90,13 +105,16 @@ def chosen(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("args, env, expected", [
-    (["engine"], {}, ("info", "text")),
-    (["--log-format", "json", "engine"], {}, ("info", "json")),
-    (["engine"], {"PIPELINE_LOG__FORMAT": "JSON", "PIPELINE_LOG__LEVEL": "warning"}, ("warning", "json")),
-    (["--log-level", "error", "engine"], {"PIPELINE_LOG__LEVEL": "warning"}, ("error", "text")),
-    (["--log-level", "error", "engine", "--log-level", "DEBUG"], {}, ("debug", "text")),
-])
+@pytest.mark.parametrize(
+    "args, env, expected",
+    [
+        (["engine"], {}, ("info", "text")),
+        (["--log-format", "json", "engine"], {}, ("info", "json")),
+        (["engine"], {"PIPELINE_LOG__FORMAT": "JSON", "PIPELINE_LOG__LEVEL": "warning"}, ("warning", "json")),
+        (["--log-level", "error", "engine"], {"PIPELINE_LOG__LEVEL": "warning"}, ("error", "text")),
+        (["--log-level", "error", "engine", "--log-level", "DEBUG"], {}, ("debug", "text")),
+    ],
+)
 def test_log_options_and_settings_choose_level_and_format(chosen, monkeypatch, args, env, expected):
     for name, value in env.items():
         monkeypatch.setenv(name, value)

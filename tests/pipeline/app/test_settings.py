@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli.main import main
 from pipeline.app.settings import KafkaSettings, load_settings
 from pipeline.app.site import ConfigError
+from pipeline.cli.main import main
 from pipeline.transport.kafka import KafkaTransport, topic_configs
 
 SITE = str(Path(__file__).resolve().parents[3] / "examples" / "site.yaml")
@@ -33,7 +33,10 @@ def test_env_overrides_the_file_and_arguments_override_both(tmp_path, monkeypatc
     monkeypatch.setenv("PIPELINE_KAFKA__BOOTSTRAP_SERVERS", "env:9092")
     settings = load_settings(path, kafka={"topic_prefix": "cli."})
     assert (settings.kafka.bootstrap_servers, settings.kafka.topic_prefix, settings.kafka.partitions) == (
-        "env:9092", "cli.", 3)
+        "env:9092",
+        "cli.",
+        3,
+    )
     monkeypatch.setenv("PIPELINE_SETTINGS_FILE", str(path))
     assert load_settings().kafka.partitions == 3
     assert load_settings(None).kafka.topic_prefix == "file."
@@ -66,13 +69,16 @@ def test_tls_builds_a_verifying_context():
         KafkaSettings(security_protocol="SSL", ssl_cafile="/nonexistent/ca.pem").client_options()
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"security_protocol": "SASL_SSL"}, "needs sasl_mechanism, sasl_username and sasl_password"),
-    ({"sasl_mechanism": "PLAIN"}, "needs security_protocol SASL_PLAINTEXT or SASL_SSL"),
-    ({"ssl_certfile": "/c.pem"}, "set both ssl_certfile and ssl_keyfile"),
-    ({"topic_prefix": "bad prefix"}, "kafka.topic_prefix"),
-    ({"partitions": 0}, "kafka.partitions"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"security_protocol": "SASL_SSL"}, "needs sasl_mechanism, sasl_username and sasl_password"),
+        ({"sasl_mechanism": "PLAIN"}, "needs security_protocol SASL_PLAINTEXT or SASL_SSL"),
+        ({"ssl_certfile": "/c.pem"}, "set both ssl_certfile and ssl_keyfile"),
+        ({"topic_prefix": "bad prefix"}, "kafka.topic_prefix"),
+        ({"partitions": 0}, "kafka.partitions"),
+    ],
+)
 def test_invalid_settings_are_one_line_config_errors(fields, message):
     with pytest.raises(ConfigError, match=message) as info:
         load_settings(kafka=fields)
@@ -90,8 +96,10 @@ def test_a_missing_or_broken_settings_file_is_a_config_error(tmp_path):
 
 def test_upsert_topics_are_compacted_and_names_prefixed():
     settings = KafkaSettings(topic_prefix="depot-1.", min_insync_replicas=2)
-    assert topic_configs("ocpp.setpoint.commands", settings) == {"cleanup.policy": "compact",
-                                                                 "min.insync.replicas": "2"}
+    assert topic_configs("ocpp.setpoint.commands", settings) == {
+        "cleanup.policy": "compact",
+        "min.insync.replicas": "2",
+    }
     assert topic_configs("bems.site.demand", settings)["cleanup.policy"] == "delete"
     assert topic_configs("ocpp.setpoint.commands.dlq", settings)["cleanup.policy"] == "delete"
     transport = KafkaTransport(settings)
@@ -101,11 +109,14 @@ def test_upsert_topics_are_compacted_and_names_prefixed():
     assert "ocpp.setpoint.commands.dlq" in transport.all_topics()
 
 
-@pytest.mark.parametrize("args", [
-    ["executor", "--port", "0"],
-    ["engine"],
-    ["signal", "dr", "--site", "s1", "--curtailment-pct", "10", "--transport", "kafka"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["executor", "--port", "0"],
+        ["engine"],
+        ["signal", "dr", "--site", "s1", "--curtailment-pct", "10", "--transport", "kafka"],
+    ],
+)
 def test_an_unreachable_broker_is_one_line_and_exit_1(args, monkeypatch):
     monkeypatch.setenv("PIPELINE_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")
     monkeypatch.setenv("PIPELINE_KAFKA__RETRY_S", "0")
@@ -134,7 +145,10 @@ def test_each_section_is_its_components_own_config_with_its_defaults():
     assert settings.kafka == KafkaSettings() and settings.pgwire == PgwireSettings()
     # the deployed service serves status and metrics on 127.0.0.1:9002
     assert (settings.executor.http_host, settings.executor.http_port, settings.executor.metrics) == (
-        "127.0.0.1", 9002, True)
+        "127.0.0.1",
+        9002,
+        True,
+    )
     assert (settings.executor.host, settings.executor.port, settings.executor.group) == ("127.0.0.1", 9000, "executor")
     assert (settings.gateway.host, settings.gateway.port) == ("127.0.0.1", 9001)
     assert (settings.pgwire.host, settings.pgwire.port, settings.pgwire.enabled) == ("127.0.0.1", 4566, True)
@@ -145,8 +159,10 @@ def test_every_section_reads_env_and_file_and_command_flags_win(tmp_path, monkey
     from pipeline.cli.transport import TransportChoice
 
     path = tmp_path / "pipeline.yaml"
-    path.write_text("executor:\n  port: 9100\n  deadband_a: 0.5\n  setpoint_ttl_s: null\n"
-                    "engine:\n  tick_s: 2\ngateway:\n  port: 9101\n")
+    path.write_text(
+        "executor:\n  port: 9100\n  deadband_a: 0.5\n  setpoint_ttl_s: null\n"
+        "engine:\n  tick_s: 2\ngateway:\n  port: 9101\n"
+    )
     monkeypatch.setenv("PIPELINE_EXECUTOR__DEADBAND_A", "0.25")
     monkeypatch.setenv("PIPELINE_ENGINE__BATCH_MAX", "100")
     monkeypatch.setenv("PIPELINE_PGWIRE__PASSWORD", "s3cret")
@@ -174,13 +190,19 @@ def test_run_takes_its_options_from_the_settings(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["run", "--config", SITE, "--gateway-port", "9300"])
     assert result.exit_code == 130, result.output
     [kwargs] = calls
-    assert (kwargs["executor"].host, kwargs["executor"].port, kwargs["gateway"].host, kwargs["gateway"].port,
-            kwargs["engine"].tick_s) == ("127.0.0.1", 9100, "0.0.0.0", 9300, 2.0)
+    assert (
+        kwargs["executor"].host,
+        kwargs["executor"].port,
+        kwargs["gateway"].host,
+        kwargs["gateway"].port,
+        kwargs["engine"].tick_s,
+    ) == ("127.0.0.1", 9100, "0.0.0.0", 9300, 2.0)
     assert kwargs["executor"].increase_debounce_s == 3.0
     assert kwargs["engine"].tick_s == 2.0 and kwargs["engine"].sql_dir is None
     result = CliRunner().invoke(main, ["run", "--config", SITE, "--port", "70000"])
     assert result.exit_code == 1 and result.output == (
-        "Error: settings executor.port: Input should be less than or equal to 65535\n")
+        "Error: settings executor.port: Input should be less than or equal to 65535\n"
+    )
 
 
 def test_config_show_masks_secrets_and_says_where_values_come_from(tmp_path, monkeypatch):
@@ -190,9 +212,14 @@ def test_config_show_masks_secrets_and_says_where_values_come_from(tmp_path, mon
 
     path = tmp_path / "pipeline.yaml"
     path.write_text("kafka:\n  topic_prefix: file.\nexecutor:\n  deadband_a: 0.5\n")
-    env = {"PIPELINE_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT", "PIPELINE_KAFKA__SASL_MECHANISM": "PLAIN",
-           "PIPELINE_KAFKA__SASL_USERNAME": "pipeline", "PIPELINE_KAFKA__SASL_PASSWORD": "hunter2",
-           "PIPELINE_PGWIRE__PASSWORD": "s3cret", "PIPELINE_EXECUTOR__DEADBAND_A": "0.25"}
+    env = {
+        "PIPELINE_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "PIPELINE_KAFKA__SASL_MECHANISM": "PLAIN",
+        "PIPELINE_KAFKA__SASL_USERNAME": "pipeline",
+        "PIPELINE_KAFKA__SASL_PASSWORD": "hunter2",
+        "PIPELINE_PGWIRE__PASSWORD": "s3cret",
+        "PIPELINE_EXECUTOR__DEADBAND_A": "0.25",
+    }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     result = CliRunner().invoke(main, ["config", "show", "--settings", str(path)])
@@ -201,7 +228,10 @@ def test_config_show_masks_secrets_and_says_where_values_come_from(tmp_path, mon
     shown = yaml.safe_load(result.output)
     assert (shown["kafka"]["sasl_password"], shown["pgwire"]["password"]) == ("***", "***")
     assert (shown["executor"]["deadband_a"], shown["kafka"]["topic_prefix"], shown["executor"]["port"]) == (
-        0.25, "file.", 9000)
+        0.25,
+        "file.",
+        9000,
+    )
     lines = result.output.splitlines()
     assert "  deadband_a: 0.25  # env" in lines and "  topic_prefix: file.  # file" in lines
     assert "  port: 9000  # default" in lines
@@ -212,13 +242,19 @@ def test_config_show_masks_secrets_and_says_where_values_come_from(tmp_path, mon
     assert "hunter2" not in result.output
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"PIPELINE_EXECUTOR__PORT": "ninety"}, "PIPELINE_EXECUTOR__PORT: Input should be a valid integer"),
-    ({"PIPELINE_EXECUTOR__FAILSAFE_FRACTION": "2"}, "PIPELINE_EXECUTOR__FAILSAFE_FRACTION: Input should be less than"),
-    ({"PIPELINE_EXECUTOR__RETRY_MAX_S": "0.5"}, "settings executor: retry_max_s must be at least retry_initial_s"),
-    ({"PIPELINE_ENGINE": "fast"}, "PIPELINE_ENGINE: a section must be a JSON object"),
-    ({"PIPELINE_GATEWAY__PROT": "1"}, "PIPELINE_GATEWAY__PROT: Extra inputs are not permitted"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"PIPELINE_EXECUTOR__PORT": "ninety"}, "PIPELINE_EXECUTOR__PORT: Input should be a valid integer"),
+        (
+            {"PIPELINE_EXECUTOR__FAILSAFE_FRACTION": "2"},
+            "PIPELINE_EXECUTOR__FAILSAFE_FRACTION: Input should be less than",
+        ),
+        ({"PIPELINE_EXECUTOR__RETRY_MAX_S": "0.5"}, "settings executor: retry_max_s must be at least retry_initial_s"),
+        ({"PIPELINE_ENGINE": "fast"}, "PIPELINE_ENGINE: a section must be a JSON object"),
+        ({"PIPELINE_GATEWAY__PROT": "1"}, "PIPELINE_GATEWAY__PROT: Extra inputs are not permitted"),
+    ],
+)
 def test_a_bad_env_value_is_one_line_and_exit_1(env, message, monkeypatch):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -263,19 +299,34 @@ def test_a_secret_comes_from_the_file_its_FILE_variable_names(tmp_path, monkeypa
     assert "  sasl_password: '***'  # env" in result.output.splitlines()
 
 
-@pytest.mark.parametrize("setup, message", [
-    (lambda tmp: {"PIPELINE_KAFKA__SASL_PASSWORD_FILE": str(tmp / "missing")},
-     "PIPELINE_KAFKA__SASL_PASSWORD_FILE: cannot read {tmp}/missing"),
-    (lambda tmp: {"PIPELINE_KAFKA__SASL_PASSWORD_FILE": str(tmp)},
-     "PIPELINE_KAFKA__SASL_PASSWORD_FILE: cannot read {tmp}"),
-    (lambda tmp: (tmp / "empty").write_text("\n") and {"PIPELINE_KAFKA__SASL_PASSWORD_FILE": str(tmp / "empty")},
-     "PIPELINE_KAFKA__SASL_PASSWORD_FILE: {tmp}/empty is empty"),
-    (lambda tmp: (tmp / "pw").write_text("hunter2") and {"PIPELINE_KAFKA__SASL_PASSWORD_FILE": str(tmp / "pw"),
-                                                          "PIPELINE_KAFKA__SASL_PASSWORD": "hunter2"},
-     "set PIPELINE_KAFKA__SASL_PASSWORD or PIPELINE_KAFKA__SASL_PASSWORD_FILE, not both"),
-    (lambda tmp: {"PIPELINE_KAFKA__CLIENT_ID_FILE": str(tmp)},
-     "PIPELINE_KAFKA__CLIENT_ID_FILE: Extra inputs are not permitted"),
-])
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (
+            lambda tmp: {"PIPELINE_KAFKA__SASL_PASSWORD_FILE": str(tmp / "missing")},
+            "PIPELINE_KAFKA__SASL_PASSWORD_FILE: cannot read {tmp}/missing",
+        ),
+        (
+            lambda tmp: {"PIPELINE_KAFKA__SASL_PASSWORD_FILE": str(tmp)},
+            "PIPELINE_KAFKA__SASL_PASSWORD_FILE: cannot read {tmp}",
+        ),
+        (
+            lambda tmp: (tmp / "empty").write_text("\n") and {"PIPELINE_KAFKA__SASL_PASSWORD_FILE": str(tmp / "empty")},
+            "PIPELINE_KAFKA__SASL_PASSWORD_FILE: {tmp}/empty is empty",
+        ),
+        (
+            lambda tmp: (
+                (tmp / "pw").write_text("hunter2")
+                and {"PIPELINE_KAFKA__SASL_PASSWORD_FILE": str(tmp / "pw"), "PIPELINE_KAFKA__SASL_PASSWORD": "hunter2"}
+            ),
+            "set PIPELINE_KAFKA__SASL_PASSWORD or PIPELINE_KAFKA__SASL_PASSWORD_FILE, not both",
+        ),
+        (
+            lambda tmp: {"PIPELINE_KAFKA__CLIENT_ID_FILE": str(tmp)},
+            "PIPELINE_KAFKA__CLIENT_ID_FILE: Extra inputs are not permitted",
+        ),
+    ],
+)
 def test_a_secret_file_that_cannot_be_used_is_one_line_and_exit_1(setup, message, tmp_path, monkeypatch):
     _sasl_env(monkeypatch)
     for name, value in setup(tmp_path).items():

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import typing
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from pipeline.contracts.topics import BOUNDS, TOPICS, RecordError, decode
 
-T = datetime(2024, 6, 3, 12, tzinfo=timezone.utc)
+T = datetime(2024, 6, 3, 12, tzinfo=UTC)
 
 
 def iso(when: datetime) -> str:
@@ -25,27 +25,85 @@ def iso(when: datetime) -> str:
 
 VALID: dict[str, dict] = {
     "ocpp.active.sessions": dict(
-        session_id="s", charge_point_id="CP1", connector_id=1, transaction_id="1", site_id="site", node_id="p",
-        rated_power_kw=22.0, ev_max_power_kw=11.0, min_power_kw=1.4, phases=3, voltage_v=230.0, priority=0,
-        weight=1.0, started_at=iso(T), current_power_kw=10.0, energy_kwh=3.0, soc_pct=50.0, sampled_at=iso(T)),
-    "bems.site.demand": dict(site_id="site", demand_limit_kw=100.0, current_demand_kw=40.0, ev_load_kw=10.0,
-                             measured_at=iso(T)),
-    "tariff.price.signals": dict(site_id="site", price_per_kwh=0.3, price_tier="ON_PEAK", valid_from=iso(T),
-                                 valid_to=iso(T + timedelta(hours=1))),
-    "utility.dr.signals": dict(site_id="site", dr_event_id="e", limit_kw=50.0, event_start=iso(T),
-                               event_end=iso(T + timedelta(hours=2)), signal_at=iso(T)),
-    "site.topology": dict(node_id="site", site_id="site", kind="site", limit_kw=100.0, phases=3, voltage_v=230.0,
-                          connectors=1),
-    "control.rules": dict(rule_id="operator:charger:CP1", source="operator", scope="charger", scope_id="CP1",
-                          action="cap", limit_kw=7.0, created_at=iso(T)),
+        session_id="s",
+        charge_point_id="CP1",
+        connector_id=1,
+        transaction_id="1",
+        site_id="site",
+        node_id="p",
+        rated_power_kw=22.0,
+        ev_max_power_kw=11.0,
+        min_power_kw=1.4,
+        phases=3,
+        voltage_v=230.0,
+        priority=0,
+        weight=1.0,
+        started_at=iso(T),
+        current_power_kw=10.0,
+        energy_kwh=3.0,
+        soc_pct=50.0,
+        sampled_at=iso(T),
+    ),
+    "bems.site.demand": dict(
+        site_id="site", demand_limit_kw=100.0, current_demand_kw=40.0, ev_load_kw=10.0, measured_at=iso(T)
+    ),
+    "tariff.price.signals": dict(
+        site_id="site", price_per_kwh=0.3, price_tier="ON_PEAK", valid_from=iso(T), valid_to=iso(T + timedelta(hours=1))
+    ),
+    "utility.dr.signals": dict(
+        site_id="site",
+        dr_event_id="e",
+        limit_kw=50.0,
+        event_start=iso(T),
+        event_end=iso(T + timedelta(hours=2)),
+        signal_at=iso(T),
+    ),
+    "site.topology": dict(
+        node_id="site", site_id="site", kind="site", limit_kw=100.0, phases=3, voltage_v=230.0, connectors=1
+    ),
+    "control.rules": dict(
+        rule_id="operator:charger:CP1",
+        source="operator",
+        scope="charger",
+        scope_id="CP1",
+        action="cap",
+        limit_kw=7.0,
+        created_at=iso(T),
+    ),
     "ocpp.setpoint.commands": dict(
-        session_id="s", charge_point_id="CP1", connector_id=1, transaction_id="1", site_id="site", node_id="p",
-        setpoint_kw=11.0, setpoint_a=15.9, phases=3, voltage_v=230.0, node_limit_kw=40.0, site_limit_kw=80.0,
-        binding="cap", computed_at=iso(T)),
-    "ocpp.setpoint.acks": dict(charge_point_id="CP1", connector_id=1, setpoint_kw=11.0, limit=16.0,
-                               charging_rate_unit="A", status="Accepted", sent_at=iso(T)),
-    "pipeline.alerts": dict(alert_id="node_over_limit:p", kind="node_over_limit", severity="critical",
-                            subject_id="p", value_kw=55.0, limit_kw=50.0, message="over"),
+        session_id="s",
+        charge_point_id="CP1",
+        connector_id=1,
+        transaction_id="1",
+        site_id="site",
+        node_id="p",
+        setpoint_kw=11.0,
+        setpoint_a=15.9,
+        phases=3,
+        voltage_v=230.0,
+        node_limit_kw=40.0,
+        site_limit_kw=80.0,
+        binding="cap",
+        computed_at=iso(T),
+    ),
+    "ocpp.setpoint.acks": dict(
+        charge_point_id="CP1",
+        connector_id=1,
+        setpoint_kw=11.0,
+        limit=16.0,
+        charging_rate_unit="A",
+        status="Accepted",
+        sent_at=iso(T),
+    ),
+    "pipeline.alerts": dict(
+        alert_id="node_over_limit:p",
+        kind="node_over_limit",
+        severity="critical",
+        subject_id="p",
+        value_kw=55.0,
+        limit_kw=50.0,
+        message="over",
+    ),
 }
 
 
@@ -91,22 +149,28 @@ def test_every_numeric_field_has_a_finite_upper_bound(topic, name):
         decode(topic, None, json.dumps({**VALID[topic], name: 10**12}).encode())
 
 
-@pytest.mark.parametrize(("topic", "field", "value"), [
-    ("site.topology", "limit_kw", BOUNDS["site_kw"] * 1.01),  # above 100 MW is a mistake, not a breaker
-    ("ocpp.active.sessions", "rated_power_kw", BOUNDS["charger_kw"] * 1.01),
-    ("ocpp.active.sessions", "voltage_v", BOUNDS["voltage_v"] * 1.01),
-    ("ocpp.setpoint.commands", "setpoint_a", BOUNDS["current_a"] * 1.01),
-    ("ocpp.active.sessions", "connector_id", 10**6),
-])
+@pytest.mark.parametrize(
+    ("topic", "field", "value"),
+    [
+        ("site.topology", "limit_kw", BOUNDS["site_kw"] * 1.01),  # above 100 MW is a mistake, not a breaker
+        ("ocpp.active.sessions", "rated_power_kw", BOUNDS["charger_kw"] * 1.01),
+        ("ocpp.active.sessions", "voltage_v", BOUNDS["voltage_v"] * 1.01),
+        ("ocpp.setpoint.commands", "setpoint_a", BOUNDS["current_a"] * 1.01),
+        ("ocpp.active.sessions", "connector_id", 10**6),
+    ],
+)
 def test_the_documented_bounds_hold(topic, field, value):
     with pytest.raises(RecordError, match=field):
         decode(topic, None, json.dumps({**VALID[topic], field: value}).encode())
 
 
-@pytest.mark.parametrize(("topic", "start", "end", "days"), [
-    ("utility.dr.signals", "event_start", "event_end", BOUNDS["dr_event_days"]),
-    ("tariff.price.signals", "valid_from", "valid_to", BOUNDS["price_slot_days"]),
-])
+@pytest.mark.parametrize(
+    ("topic", "start", "end", "days"),
+    [
+        ("utility.dr.signals", "event_start", "event_end", BOUNDS["dr_event_days"]),
+        ("tariff.price.signals", "valid_from", "valid_to", BOUNDS["price_slot_days"]),
+    ],
+)
 def test_windows_longer_than_their_bound_are_refused(topic, start, end, days):
     value = {**VALID[topic], start: iso(T), end: iso(T + timedelta(days=days, seconds=1))}
     with pytest.raises(RecordError, match="longer than"):
@@ -115,5 +179,8 @@ def test_windows_longer_than_their_bound_are_refused(topic, start, end, days):
 
 def test_timestamps_outside_the_supported_years_are_refused():
     with pytest.raises(RecordError, match="year"):
-        decode("bems.site.demand", None, json.dumps({**VALID["bems.site.demand"],
-                                                      "measured_at": "9999-12-31T00:00:00Z"}).encode())
+        decode(
+            "bems.site.demand",
+            None,
+            json.dumps({**VALID["bems.site.demand"], "measured_at": "9999-12-31T00:00:00Z"}).encode(),
+        )

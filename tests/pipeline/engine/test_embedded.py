@@ -4,23 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from pipeline.contracts.clock import SimClock
+from pipeline.contracts.topics import ActiveSession, DRSignal, TopologyNode
 from pipeline.engine.config import EngineConfig
 from pipeline.engine.embedded import EmbeddedEngine
 from pipeline.engine.service import EngineService
-from pipeline.contracts.topics import ActiveSession, DRSignal, TopologyNode
 from pipeline.transport import MemoryTransport, publish
 
-NOW = datetime(2024, 6, 3, 12, tzinfo=timezone.utc)
+NOW = datetime(2024, 6, 3, 12, tzinfo=UTC)
 SITE = TopologyNode(node_id="s1", site_id="s1", kind="site", limit_kw=30)
 
 
 def session(sid: str, **kw) -> ActiveSession:
-    return ActiveSession(session_id=sid, charge_point_id=f"CP-{sid}", connector_id=1, transaction_id=sid,
-                         site_id="s1", node_id="s1", rated_power_kw=22, started_at=NOW - timedelta(hours=1),
-                         **({"sampled_at": NOW} | kw))
+    return ActiveSession(
+        session_id=sid,
+        charge_point_id=f"CP-{sid}",
+        connector_id=1,
+        transaction_id=sid,
+        site_id="s1",
+        node_id="s1",
+        rated_power_kw=22,
+        started_at=NOW - timedelta(hours=1),
+        **({"sampled_at": NOW} | kw),
+    )
 
 
 def setpoints(changes):
@@ -46,16 +54,27 @@ def test_sinks_emit_only_changed_rows_and_tombstones_for_keys_that_leave():
 
 def test_upsert_batches_keep_the_last_record_per_key():
     e = EmbeddedEngine()
-    e.apply([("site.topology", "s1", SITE), ("ocpp.active.sessions", "a", session("a")),
-             ("ocpp.active.sessions", "a", None), ("ocpp.active.sessions", "a", session("a", priority=3))])
+    e.apply(
+        [
+            ("site.topology", "s1", SITE),
+            ("ocpp.active.sessions", "a", session("a")),
+            ("ocpp.active.sessions", "a", None),
+            ("ocpp.active.sessions", "a", session("a", priority=3)),
+        ]
+    )
     _, rows = e.query("SELECT session_id, priority FROM ocpp_active_sessions")
     assert rows == [("a", 3)]
 
 
 def test_upsert_tables_are_keyed_by_the_message_key_as_on_risingwave():
     e = EmbeddedEngine()
-    e.apply([("site.topology", "s1", SITE), ("ocpp.active.sessions", "a", session("a")),
-             ("ocpp.active.sessions", "b", session("b"))])
+    e.apply(
+        [
+            ("site.topology", "s1", SITE),
+            ("ocpp.active.sessions", "a", session("a")),
+            ("ocpp.active.sessions", "b", session("b")),
+        ]
+    )
     _, rows = e.query("SELECT session_id, message_key FROM ocpp_active_sessions ORDER BY session_id")
     assert rows == [("a", b"a"), ("b", b"b")]  # the key's raw bytes, as RisingWave's bytea key column
     e.apply([("ocpp.active.sessions", "a", None)])  # a tombstone deletes by key; the other row stays
@@ -74,9 +93,18 @@ async def test_the_timer_fires_temporal_filters_without_new_input():
     svc = EngineService(engine, t, clock, EngineConfig(tick_s=60))
     await publish(t, "site.topology", SITE)
     await publish(t, "ocpp.active.sessions", session("a"))
-    await publish(t, "utility.dr.signals", DRSignal(
-        site_id="s1", dr_event_id="e", limit_kw=10, event_start=NOW + timedelta(minutes=3),
-        event_end=NOW + timedelta(hours=5), signal_at=NOW))
+    await publish(
+        t,
+        "utility.dr.signals",
+        DRSignal(
+            site_id="s1",
+            dr_event_id="e",
+            limit_kw=10,
+            event_start=NOW + timedelta(minutes=3),
+            event_end=NOW + timedelta(hours=5),
+            signal_at=NOW,
+        ),
+    )
     task = asyncio.create_task(svc.run())
     try:
         for _ in range(200):
@@ -117,8 +145,13 @@ async def test_a_record_that_breaks_the_json_parser_loses_nothing_else_in_its_ba
         pass
     assert json.loads(t.log("ocpp.setpoint.commands")[-1].value)["setpoint_kw"] == 22.0
     await t.send("bems.site.demand", "s1", b'{"site_id": "s1", "current_demand_kw": ' + b"9" * 5000 + b"}")
-    await t.send("bems.site.demand", "s1", json.dumps({
-        "site_id": "s1", "current_demand_kw": 20.0, "ev_load_kw": 0.0, "measured_at": NOW.isoformat()}).encode())
+    await t.send(
+        "bems.site.demand",
+        "s1",
+        json.dumps(
+            {"site_id": "s1", "current_demand_kw": 20.0, "ev_load_kw": 0.0, "measured_at": NOW.isoformat()}
+        ).encode(),
+    )
     while await svc.step(timeout_s=0.05):
         pass
     assert [r.key for r in t.log("bems.site.demand.dlq")] == ["s1"]
@@ -146,8 +179,9 @@ def test_a_batch_the_database_refuses_is_applied_record_by_record():
     e = EmbeddedEngine()
     good = session("a")
     bad = session("b").model_copy(update={"connector_id": 2**40})  # beyond DuckDB's INTEGER
-    failed = e.apply_each([("site.topology", "s1", SITE), ("ocpp.active.sessions", "b", bad),
-                           ("ocpp.active.sessions", "a", good)])
+    failed = e.apply_each(
+        [("site.topology", "s1", SITE), ("ocpp.active.sessions", "b", bad), ("ocpp.active.sessions", "a", good)]
+    )
     assert [(topic, key) for topic, key, _, _ in failed] == [("ocpp.active.sessions", "b")]
     _, rows = e.query("SELECT session_id FROM ocpp_active_sessions")
     assert rows == [("a",)]
@@ -160,7 +194,14 @@ def test_a_breaker_limit_that_is_missing_or_not_finite_means_no_headroom_not_unl
     for bad in (None, float("inf"), float("nan"), 1e9):
         e = EmbeddedEngine()
         site = TopologyNode.model_construct(**{**SITE.model_dump(), "limit_kw": bad})
-        e.apply([("site.topology", "s1", site), ("ocpp.active.sessions", "a", session("a")),
-                 ("ocpp.active.sessions", "b", session("b"))])
+        e.apply(
+            [
+                ("site.topology", "s1", site),
+                ("ocpp.active.sessions", "a", session("a")),
+                ("ocpp.active.sessions", "b", session("b")),
+            ]
+        )
         values = [json.loads(c.value) for c in setpoints(e.evaluate(NOW))]
-        assert [(v["setpoint_kw"], v["node_limit_kw"], v["site_limit_kw"]) for v in values] == [(0.0, 0.0, 0.0)] * 2, bad
+        assert [(v["setpoint_kw"], v["node_limit_kw"], v["site_limit_kw"]) for v in values] == [(0.0, 0.0, 0.0)] * 2, (
+            bad
+        )

@@ -8,16 +8,16 @@ must match.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipeline.contracts.topics import ActiveSession, ControlRule, DRSignal, SetpointAck, SiteDemand, TopologyNode
 from pipeline.engine.embedded import EmbeddedEngine
 from pipeline.engine.partition import ALL, SiteIndex, restrict
-from pipeline.contracts.topics import ActiveSession, ControlRule, DRSignal, SetpointAck, SiteDemand, TopologyNode
 
-NOW = datetime(2024, 6, 3, 12, tzinfo=timezone.utc)
+NOW = datetime(2024, 6, 3, 12, tzinfo=UTC)
 SITES = ("s0", "s1", "s2")
 
 
@@ -26,42 +26,127 @@ def topology() -> list[tuple]:
     for s in SITES:
         recs.append(("site.topology", s, TopologyNode(node_id=s, site_id=s, kind="site", limit_kw=60)))
         for p in "ab":
-            recs.append(("site.topology", f"{s}{p}", TopologyNode(node_id=f"{s}{p}", site_id=s, parent_id=s,
-                                                                   kind="panel", limit_kw=40)))
+            recs.append(
+                (
+                    "site.topology",
+                    f"{s}{p}",
+                    TopologyNode(node_id=f"{s}{p}", site_id=s, parent_id=s, kind="panel", limit_kw=40),
+                )
+            )
         for i in range(4):
-            recs.append(("site.topology", f"{s}-CP{i}", TopologyNode(
-                node_id=f"{s}-CP{i}", site_id=s, parent_id=f"{s}{'ab'[i % 2]}", kind="charger", limit_kw=22)))
+            recs.append(
+                (
+                    "site.topology",
+                    f"{s}-CP{i}",
+                    TopologyNode(
+                        node_id=f"{s}-CP{i}", site_id=s, parent_id=f"{s}{'ab'[i % 2]}", kind="charger", limit_kw=22
+                    ),
+                )
+            )
     return recs
 
 
 def session(site: str, i: int, power: float | None = None, sampled_s: int = 0) -> ActiveSession:
-    return ActiveSession(session_id=f"{site}-x{i}", charge_point_id=f"{site}-CP{i}", connector_id=1,
-                         transaction_id=f"{site}{i}", site_id=site, rated_power_kw=22, priority=i % 2,
-                         started_at=NOW - timedelta(minutes=30 + i), current_power_kw=power,
-                         sampled_at=NOW - timedelta(seconds=sampled_s))
+    return ActiveSession(
+        session_id=f"{site}-x{i}",
+        charge_point_id=f"{site}-CP{i}",
+        connector_id=1,
+        transaction_id=f"{site}{i}",
+        site_id=site,
+        rated_power_kw=22,
+        priority=i % 2,
+        started_at=NOW - timedelta(minutes=30 + i),
+        current_power_kw=power,
+        sampled_at=NOW - timedelta(seconds=sampled_s),
+    )
 
 
 sites = st.sampled_from(SITES)
 chargers = st.integers(0, 3)
 change = st.one_of(
-    st.builds(lambda s, i, p, age: [("ocpp.active.sessions", f"{s}-x{i}", session(s, i, p, age))],
-              sites, chargers, st.one_of(st.none(), st.floats(0, 22)), st.sampled_from([0, 30, 900])),
+    st.builds(
+        lambda s, i, p, age: [("ocpp.active.sessions", f"{s}-x{i}", session(s, i, p, age))],
+        sites,
+        chargers,
+        st.one_of(st.none(), st.floats(0, 22)),
+        st.sampled_from([0, 30, 900]),
+    ),
     st.builds(lambda s, i: [("ocpp.active.sessions", f"{s}-x{i}", None)], sites, chargers),
-    st.builds(lambda s, d, ev: [("bems.site.demand", s, SiteDemand(site_id=s, current_demand_kw=d + ev,
-                                                                    ev_load_kw=ev, measured_at=NOW))],
-              sites, st.floats(0, 50), st.floats(0, 20)),
-    st.builds(lambda s, pct: [("utility.dr.signals", s, DRSignal(
-        site_id=s, dr_event_id=f"dr-{s}", curtailment_pct=pct, event_start=NOW - timedelta(minutes=5),
-        event_end=NOW + timedelta(hours=1), signal_at=NOW))], sites, st.floats(0, 80)),
-    st.builds(lambda s, p, kw: [("control.rules", f"operator:node:{s}{p}", ControlRule(
-        rule_id=f"operator:node:{s}{p}", source="operator", scope="node", scope_id=f"{s}{p}", action="cap",
-        limit_kw=kw, created_at=NOW))], sites, st.sampled_from("ab"), st.floats(0, 40)),
+    st.builds(
+        lambda s, d, ev: [
+            ("bems.site.demand", s, SiteDemand(site_id=s, current_demand_kw=d + ev, ev_load_kw=ev, measured_at=NOW))
+        ],
+        sites,
+        st.floats(0, 50),
+        st.floats(0, 20),
+    ),
+    st.builds(
+        lambda s, pct: [
+            (
+                "utility.dr.signals",
+                s,
+                DRSignal(
+                    site_id=s,
+                    dr_event_id=f"dr-{s}",
+                    curtailment_pct=pct,
+                    event_start=NOW - timedelta(minutes=5),
+                    event_end=NOW + timedelta(hours=1),
+                    signal_at=NOW,
+                ),
+            )
+        ],
+        sites,
+        st.floats(0, 80),
+    ),
+    st.builds(
+        lambda s, p, kw: [
+            (
+                "control.rules",
+                f"operator:node:{s}{p}",
+                ControlRule(
+                    rule_id=f"operator:node:{s}{p}",
+                    source="operator",
+                    scope="node",
+                    scope_id=f"{s}{p}",
+                    action="cap",
+                    limit_kw=kw,
+                    created_at=NOW,
+                ),
+            )
+        ],
+        sites,
+        st.sampled_from("ab"),
+        st.floats(0, 40),
+    ),
     st.builds(lambda s, p: [("control.rules", f"operator:node:{s}{p}", None)], sites, st.sampled_from("ab")),
-    st.builds(lambda s, i, kw: [("ocpp.setpoint.acks", f"{s}-CP{i}", SetpointAck(
-        charge_point_id=f"{s}-CP{i}", connector_id=1, session_id=f"{s}-x{i}", purpose="Tx", setpoint_kw=kw,
-        status="Accepted", sent_at=NOW, answered_at=NOW))], sites, chargers, st.floats(0, 22)),
-    st.builds(lambda s, kw: [("site.topology", f"{s}a", TopologyNode(
-        node_id=f"{s}a", site_id=s, parent_id=s, kind="panel", limit_kw=kw))], sites, st.floats(10, 60)),
+    st.builds(
+        lambda s, i, kw: [
+            (
+                "ocpp.setpoint.acks",
+                f"{s}-CP{i}",
+                SetpointAck(
+                    charge_point_id=f"{s}-CP{i}",
+                    connector_id=1,
+                    session_id=f"{s}-x{i}",
+                    purpose="Tx",
+                    setpoint_kw=kw,
+                    status="Accepted",
+                    sent_at=NOW,
+                    answered_at=NOW,
+                ),
+            )
+        ],
+        sites,
+        chargers,
+        st.floats(0, 22),
+    ),
+    st.builds(
+        lambda s, kw: [
+            ("site.topology", f"{s}a", TopologyNode(node_id=f"{s}a", site_id=s, parent_id=s, kind="panel", limit_kw=kw))
+        ],
+        sites,
+        st.floats(10, 60),
+    ),
 )
 
 
@@ -99,8 +184,13 @@ def test_partial_evaluation_matches_a_full_one(batches):
 
 def test_a_tick_passes_on_only_the_sites_whose_rows_moved():
     e = EmbeddedEngine()
-    e.apply(topology() + [("ocpp.active.sessions", "s0-x0", session("s0", 0, 7.0)),
-                          ("ocpp.active.sessions", "s1-x0", session("s1", 0, 7.0, sampled_s=590))])
+    e.apply(
+        topology()
+        + [
+            ("ocpp.active.sessions", "s0-x0", session("s0", 0, 7.0)),
+            ("ocpp.active.sessions", "s1-x0", session("s1", 0, 7.0, sampled_s=590)),
+        ]
+    )
     e.evaluate(NOW)
     # Twenty seconds on, only s1's meter has gone stale (600 s): the tick re-runs the timed views
     # everywhere but the allocation only for s1.

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
 
 from pipeline.cli.main import main
 
-NOW = datetime(2024, 6, 3, 12, tzinfo=timezone.utc)
+NOW = datetime(2024, 6, 3, 12, tzinfo=UTC)
 
 
 def iso(t: datetime) -> str:
@@ -21,11 +21,27 @@ def site(limit_kw: float, site_id: str = "s1") -> dict:
     return {"node_id": site_id, "site_id": site_id, "kind": "site", "limit_kw": limit_kw}
 
 
-def session(sid: str, *, cap: float = 22.0, ev: float | None = None, priority: int = 0, minutes_ago: float = 60,
-            weight: float = 1.0, site_id: str = "s1", min_kw: float | None = None) -> dict:
+def session(
+    sid: str,
+    *,
+    cap: float = 22.0,
+    ev: float | None = None,
+    priority: int = 0,
+    minutes_ago: float = 60,
+    weight: float = 1.0,
+    site_id: str = "s1",
+    min_kw: float | None = None,
+) -> dict:
     rec = {
-        "session_id": sid, "charge_point_id": f"CP-{sid}", "connector_id": 1, "transaction_id": sid,
-        "site_id": site_id, "node_id": site_id, "rated_power_kw": cap, "priority": priority, "weight": weight,
+        "session_id": sid,
+        "charge_point_id": f"CP-{sid}",
+        "connector_id": 1,
+        "transaction_id": sid,
+        "site_id": site_id,
+        "node_id": site_id,
+        "rated_power_kw": cap,
+        "priority": priority,
+        "weight": weight,
         "started_at": iso(NOW - timedelta(minutes=minutes_ago)),
     }
     if ev is not None:
@@ -36,7 +52,12 @@ def session(sid: str, *, cap: float = 22.0, ev: float | None = None, priority: i
 
 
 def demand(total: float, ev: float, site_id: str = "s1", limit: float | None = None) -> dict:
-    rec = {"site_id": site_id, "current_demand_kw": total, "ev_load_kw": ev, "measured_at": iso(NOW - timedelta(minutes=1))}
+    rec = {
+        "site_id": site_id,
+        "current_demand_kw": total,
+        "ev_load_kw": ev,
+        "measured_at": iso(NOW - timedelta(minutes=1)),
+    }
     if limit is not None:
         rec["demand_limit_kw"] = limit
     return rec
@@ -44,9 +65,11 @@ def demand(total: float, ev: float, site_id: str = "s1", limit: float | None = N
 
 def allocate(snapshot: dict, now: datetime = NOW) -> dict[str, dict]:
     """Run `pipeline allocate`; sessions without a meter time are taken as sampled 30 s before ``now``."""
-    snapshot = snapshot | {"ocpp.active.sessions": [
-        {"sampled_at": iso(now - timedelta(seconds=30))} | s for s in snapshot.get("ocpp.active.sessions", [])
-    ]}
+    snapshot = snapshot | {
+        "ocpp.active.sessions": [
+            {"sampled_at": iso(now - timedelta(seconds=30))} | s for s in snapshot.get("ocpp.active.sessions", [])
+        ]
+    }
     result = CliRunner().invoke(main, ["allocate", "--input", "-", "--now", iso(now)], input=json.dumps(snapshot))
     assert result.exit_code == 0, result.output
     return {r["session_id"]: r for r in json.loads(result.output)}
@@ -134,11 +157,16 @@ def test_dr_event_applies_only_inside_its_window():
     snapshot = {
         "site.topology": [site(50.0)],
         "ocpp.active.sessions": [session(s) for s in "abc"],
-        "utility.dr.signals": [{
-            "site_id": "s1", "dr_event_id": "e1", "curtailment_pct": 40.0,
-            "event_start": iso(NOW + timedelta(hours=1)), "event_end": iso(NOW + timedelta(hours=2)),
-            "signal_at": iso(NOW),
-        }],
+        "utility.dr.signals": [
+            {
+                "site_id": "s1",
+                "dr_event_id": "e1",
+                "curtailment_pct": 40.0,
+                "event_start": iso(NOW + timedelta(hours=1)),
+                "event_end": iso(NOW + timedelta(hours=2)),
+                "signal_at": iso(NOW),
+            }
+        ],
     }
     before = allocate(snapshot, NOW + timedelta(minutes=59))
     during = allocate(snapshot, NOW + timedelta(minutes=61))
@@ -152,10 +180,19 @@ def test_dr_event_applies_only_inside_its_window():
 
 
 def test_dr_limit_kw_and_a_cancelled_event():
-    event = {"site_id": "s1", "dr_event_id": "e1", "limit_kw": 12.0, "event_start": iso(NOW - timedelta(hours=1)),
-             "event_end": iso(NOW + timedelta(hours=1)), "signal_at": iso(NOW - timedelta(hours=2))}
-    snapshot = {"site.topology": [site(50.0)], "ocpp.active.sessions": [session("a"), session("b")],
-                "utility.dr.signals": [event]}
+    event = {
+        "site_id": "s1",
+        "dr_event_id": "e1",
+        "limit_kw": 12.0,
+        "event_start": iso(NOW - timedelta(hours=1)),
+        "event_end": iso(NOW + timedelta(hours=1)),
+        "signal_at": iso(NOW - timedelta(hours=2)),
+    }
+    snapshot = {
+        "site.topology": [site(50.0)],
+        "ocpp.active.sessions": [session("a"), session("b")],
+        "utility.dr.signals": [event],
+    }
     assert sum(r["setpoint_kw"] for r in allocate(snapshot).values()) == pytest.approx(12.0, abs=0.01)
     cancel = event | {"event_end": iso(NOW - timedelta(minutes=1)), "signal_at": iso(NOW - timedelta(minutes=1))}
     snapshot["utility.dr.signals"].append(cancel)
@@ -164,21 +201,36 @@ def test_dr_limit_kw_and_a_cancelled_event():
 
 def test_price_tier_in_force_is_carried_on_the_setpoint():
     prices = [
-        {"site_id": "s1", "price_per_kwh": 0.1, "price_tier": "OFF_PEAK",
-         "valid_from": iso(NOW - timedelta(hours=1)), "valid_to": iso(NOW)},
-        {"site_id": "s1", "price_per_kwh": 0.4, "price_tier": "CRITICAL_PEAK",
-         "valid_from": iso(NOW), "valid_to": iso(NOW + timedelta(hours=1))},
+        {
+            "site_id": "s1",
+            "price_per_kwh": 0.1,
+            "price_tier": "OFF_PEAK",
+            "valid_from": iso(NOW - timedelta(hours=1)),
+            "valid_to": iso(NOW),
+        },
+        {
+            "site_id": "s1",
+            "price_per_kwh": 0.4,
+            "price_tier": "CRITICAL_PEAK",
+            "valid_from": iso(NOW),
+            "valid_to": iso(NOW + timedelta(hours=1)),
+        },
     ]
-    out = allocate({"site.topology": [site(50)], "ocpp.active.sessions": [session("a")],
-                    "tariff.price.signals": prices})
+    out = allocate(
+        {"site.topology": [site(50)], "ocpp.active.sessions": [session("a")], "tariff.price.signals": prices}
+    )
     assert out["a"]["price_tier"] == "CRITICAL_PEAK"
 
 
 def test_sites_are_allocated_independently_and_unplaced_sessions_get_nothing():
     snapshot = {
         "site.topology": [site(10.0, "s1"), site(30.0, "s2")],
-        "ocpp.active.sessions": [session("a", site_id="s1"), session("b", site_id="s2"),
-                                 session("c", site_id="s2"), session("x", site_id="nowhere")],
+        "ocpp.active.sessions": [
+            session("a", site_id="s1"),
+            session("b", site_id="s2"),
+            session("c", site_id="s2"),
+            session("x", site_id="nowhere"),
+        ],
     }
     out = allocate(snapshot)
     assert out["a"]["setpoint_kw"] == pytest.approx(10.0)
@@ -188,9 +240,13 @@ def test_sites_are_allocated_independently_and_unplaced_sessions_get_nothing():
 
 def test_setpoints_do_not_depend_on_the_evs_own_draw():
     base = {"site.topology": [site(30.0)], "ocpp.active.sessions": [session("a"), session("b")]}
-    drawing = {"site.topology": base["site.topology"], "ocpp.active.sessions": [
-        s | {"current_power_kw": kw, "sampled_at": iso(NOW)} for s, kw in zip(base["ocpp.active.sessions"], (0.0, 21.0))
-    ]}
+    drawing = {
+        "site.topology": base["site.topology"],
+        "ocpp.active.sessions": [
+            s | {"current_power_kw": kw, "sampled_at": iso(NOW)}
+            for s, kw in zip(base["ocpp.active.sessions"], (0.0, 21.0), strict=False)
+        ],
+    }
     assert allocate(base) == allocate(drawing)
 
 

@@ -15,9 +15,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-
-from tests.kits.migrate import PLAIN, SMALL, write_sql  # noqa: E402
-from tests.kits.postgres import PostgresServer, ServerUnavailable, start  # noqa: E402
+from tests.kits.migrate import PLAIN, SMALL, write_sql
+from tests.kits.postgres import PostgresServer, ServerUnavailable, start
 
 
 @pytest.fixture

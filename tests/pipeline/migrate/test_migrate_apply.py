@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -34,7 +34,7 @@ def test_apply_then_status_is_clean_and_a_second_apply_is_a_no_op(small_sql, duc
 
 
 def test_the_catalog_records_each_applied_object(small_sql, duck):
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     commands.apply(duck, small_sql)
     rows = {r[0]: r for r in catalog_rows(duck)}
     objects = {o.name: o for o in load_objects(small_sql)}
@@ -52,7 +52,8 @@ def test_plan_and_status_change_nothing(small_sql, duck):
     assert not Path(duck).exists()  # a missing embedded target is not even created
     commands.apply(duck, small_sql)
     (small_sql / "views/site_power.sql").write_text(
-        "CREATE MATERIALIZED VIEW site_power AS SELECT site_id, MAX(power_kw) AS power_kw FROM sessions GROUP BY site_id;")
+        "CREATE MATERIALIZED VIEW site_power AS SELECT site_id, MAX(power_kw) AS power_kw FROM sessions GROUP BY site_id;"
+    )
     snapshot = Path(duck).read_bytes()
     plan = commands.plan(duck, small_sql)
     commands.status(duck, small_sql)
@@ -64,7 +65,8 @@ def test_drift_shows_changed_not_applied_missing_and_unknown_objects(small_sql, 
     commands.apply(duck, small_sql)
     (small_sql / "views/site_power.sql").write_text(
         "CREATE MATERIALIZED VIEW site_power AS SELECT site_id, SUM(power_kw) AS power_kw, COUNT(*) AS n "
-        "FROM sessions GROUP BY site_id;")
+        "FROM sessions GROUP BY site_id;"
+    )
     (small_sql / "views/extra.sql").write_text("CREATE MATERIALIZED VIEW extra AS SELECT site_id FROM site_power;")
     (small_sql / "sinks/shares.sql").unlink()
     with duckdb.connect(duck) as con:
@@ -82,7 +84,8 @@ def test_drift_shows_changed_not_applied_missing_and_unknown_objects(small_sql, 
 def test_destructive_steps_need_yes_or_a_confirmation(small_sql, duck):
     commands.apply(duck, small_sql)
     (small_sql / "views/site_power.sql").write_text(
-        "CREATE MATERIALIZED VIEW site_power AS SELECT site_id, MAX(power_kw) AS power_kw FROM sessions GROUP BY site_id;")
+        "CREATE MATERIALIZED VIEW site_power AS SELECT site_id, MAX(power_kw) AS power_kw FROM sessions GROUP BY site_id;"
+    )
     with pytest.raises(MigrateError, match=r"3 destructive step\(s\) and was not confirmed"):
         commands.apply(duck, small_sql)
     asked = []
@@ -113,8 +116,15 @@ def test_an_expired_lock_of_a_crashed_migrator_is_taken_over(small_sql, duck):
 
 def test_another_process_holding_the_file_gets_a_one_line_error(small_sql, duck):
     commands.apply(duck, small_sql)
-    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb, sys, time; c = duckdb.connect({duck!r}); "
-                               "print('open', flush=True); time.sleep(30)"], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, sys, time; c = duckdb.connect({duck!r}); print('open', flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "open"
         with pytest.raises(MigrateError, match="in use by another process"):
@@ -127,7 +137,8 @@ def test_another_process_holding_the_file_gets_a_one_line_error(small_sql, duck)
 def test_a_failing_step_stops_the_run_and_reports_applied_and_not_applied(small_sql, duck):
     (small_sql / "views/site_power.sql").write_text(
         "CREATE MATERIALIZED VIEW site_power AS SELECT site_id, SUM(no_such_column) AS power_kw FROM sessions "
-        "GROUP BY site_id;")
+        "GROUP BY site_id;"
+    )
     result = commands.apply(duck, small_sql)
     assert not result.ok
     assert [s.name for s in result.applied] == ["sessions"]
@@ -137,10 +148,14 @@ def test_a_failing_step_stops_the_run_and_reports_applied_and_not_applied(small_
     with duckdb.connect(duck, read_only=True) as con:  # the lock was released
         assert con.execute(f"SELECT count(*) FROM {LOCK_TABLE}").fetchone() == (0,)
     (small_sql / "views/site_power.sql").write_text(
-        "CREATE MATERIALIZED VIEW site_power AS SELECT site_id, SUM(power_kw) AS power_kw FROM sessions GROUP BY site_id;")
+        "CREATE MATERIALIZED VIEW site_power AS SELECT site_id, SUM(power_kw) AS power_kw FROM sessions GROUP BY site_id;"
+    )
     resumed = commands.apply(duck, small_sql)
     assert resumed.ok and [(s.action, s.name) for s in resumed.applied] == [
-        (CREATE, "site_power"), (CREATE, "session_share"), (CREATE, "shares")]
+        (CREATE, "site_power"),
+        (CREATE, "session_share"),
+        (CREATE, "shares"),
+    ]
 
 
 def test_the_real_sql_dir_applies_cleanly_and_the_engine_runs_on_the_result(tmp_path):
@@ -151,7 +166,7 @@ def test_the_real_sql_dir_applies_cleanly_and_the_engine_runs_on_the_result(tmp_
     assert commands.apply(target).plan.empty
     engine = EmbeddedEngine(database=target)  # the engine's own DDL on top of the migrated file
     try:
-        assert engine.evaluate(datetime(2024, 6, 3, 12, tzinfo=timezone.utc)) == []
+        assert engine.evaluate(datetime(2024, 6, 3, 12, tzinfo=UTC)) == []
     finally:
         engine.close()
     assert commands.status(target).clean

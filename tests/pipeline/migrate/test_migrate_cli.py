@@ -7,20 +7,23 @@ import io
 import json
 import os
 import re
+from datetime import UTC
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from tests.kits.migrate import fake_risingwave
 from rich.console import Console
 
 from pipeline.cli.main import main
 from pipeline.migrate import commands
 from pipeline.migrate.render import render_plan
+from tests.kits.migrate import fake_risingwave
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
-CHANGED_SITE_POWER = ("CREATE MATERIALIZED VIEW site_power AS SELECT site_id, SUM(power_kw) AS power_kw FROM sessions "
-                      "WHERE power_kw > 0 GROUP BY site_id;")
+CHANGED_SITE_POWER = (
+    "CREATE MATERIALIZED VIEW site_power AS SELECT site_id, SUM(power_kw) AS power_kw FROM sessions "
+    "WHERE power_kw > 0 GROUP BY site_id;"
+)
 
 
 def run(*args: str, input: str | None = None):
@@ -45,7 +48,7 @@ def test_the_printed_plan_of_a_changed_view_matches_the_snapshot(small_sql, duck
 
 def test_the_printed_risingwave_plan_of_a_changed_view_matches_the_snapshot(small_sql, tmp_path):
     # the production path: RisingWave DDL with the Kafka settings injected (no server needed to plan)
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from pipeline.migrate.kafka import ConnectorSettings
     from pipeline.migrate.model import CatalogEntry
@@ -53,8 +56,12 @@ def test_the_printed_risingwave_plan_of_a_changed_view_matches_the_snapshot(smal
     from pipeline.sqlmodel.objects import load_objects
 
     applied = load_objects(small_sql)
-    catalog = {o.name: CatalogEntry(o.name, o.kind, o.hash, tuple(sorted(o.depends_on)), "", o.sql,
-                                    datetime(2024, 6, 3, tzinfo=timezone.utc)) for o in applied}
+    catalog = {
+        o.name: CatalogEntry(
+            o.name, o.kind, o.hash, tuple(sorted(o.depends_on)), "", o.sql, datetime(2024, 6, 3, tzinfo=UTC)
+        )
+        for o in applied
+    }
     (small_sql / "views/site_power.sql").write_text(CHANGED_SITE_POWER)
     target = fake_risingwave(ConnectorSettings("kafka:9092", "depot-1.", {"properties.sasl.password": "s3cret"}))
     text = plain(render_plan, build_plan(load_objects(small_sql), catalog, None, target))
@@ -98,7 +105,8 @@ def test_destructive_apply_asks_and_a_no_or_no_input_applies_nothing(small_sql, 
         assert refused.exit_code == 1
         assert "3 of them destructive?" in refused.output
         assert refused.output.strip().endswith(
-            "Error: not applied: the plan has 3 destructive step(s) and was not confirmed (pass --yes)")
+            "Error: not applied: the plan has 3 destructive step(s) and was not confirmed (pass --yes)"
+        )
     assert run("status", "--target", duck, "--sql-dir", str(small_sql), "--check").exit_code == 1
     accepted = run("apply", "--target", duck, "--sql-dir", str(small_sql), input="y\n")
     assert accepted.exit_code == 0 and "Applied 6 step(s)" in accepted.output
@@ -113,12 +121,15 @@ def test_apply_yes_skips_the_question(small_sql, duck):
 
 def test_a_failed_apply_reports_and_exits_1_with_a_one_line_error(small_sql, duck):
     (small_sql / "views/site_power.sql").write_text(
-        "CREATE MATERIALIZED VIEW site_power AS SELECT site_id, SUM(nope) AS power_kw FROM sessions GROUP BY site_id;")
+        "CREATE MATERIALIZED VIEW site_power AS SELECT site_id, SUM(nope) AS power_kw FROM sessions GROUP BY site_id;"
+    )
     result = run("apply", "--target", duck, "--sql-dir", str(small_sql))
     assert result.exit_code == 1
     assert "Applied (1): create table sessions" in result.output
-    assert "Not applied (3): create materialized_view site_power, create materialized_view session_share, " \
-           "create sink shares" in result.output
+    assert (
+        "Not applied (3): create materialized_view site_power, create materialized_view session_share, "
+        "create sink shares" in result.output
+    )
     last = result.output.strip().splitlines()[-1]
     assert re.match(r"Error: step 2 of 4 \(create materialized_view site_power\) failed: .*nope", last)
 
@@ -133,13 +144,22 @@ def test_a_held_lock_is_a_one_line_error(small_sql, duck):
     assert len(result.output.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["plan", "--target", "postgresql://nobody@127.0.0.1:1/x"], "Error: cannot connect to postgresql://nobody@127.0.0.1:1/x"),
-    (["plan", "--target", "postgresql://u:hunter2@127.0.0.1:1/x"], "Error: cannot connect to postgresql://u:***@127.0.0.1:1/x"),
-    (["status", "--target", "{tmp}"], "is a directory, not a DuckDB database file"),
-    (["plan", "--target", "{tmp}/t.duckdb", "--sql-dir", "{tmp}/nope"], "Error: "),
-    (["diff", "no_such_object", "--target", "{tmp}/t.duckdb"], "Error: no_such_object: not in"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["plan", "--target", "postgresql://nobody@127.0.0.1:1/x"],
+            "Error: cannot connect to postgresql://nobody@127.0.0.1:1/x",
+        ),
+        (
+            ["plan", "--target", "postgresql://u:hunter2@127.0.0.1:1/x"],
+            "Error: cannot connect to postgresql://u:***@127.0.0.1:1/x",
+        ),
+        (["status", "--target", "{tmp}"], "is a directory, not a DuckDB database file"),
+        (["plan", "--target", "{tmp}/t.duckdb", "--sql-dir", "{tmp}/nope"], "Error: "),
+        (["diff", "no_such_object", "--target", "{tmp}/t.duckdb"], "Error: no_such_object: not in"),
+    ],
+)
 def test_errors_are_one_line_with_exit_1(tmp_path, args, message):
     result = run(*[a.replace("{tmp}", str(tmp_path)) for a in args])
     assert result.exit_code != 0
@@ -178,5 +198,14 @@ def test_lint_verbose_reports_each_views_scan_count(small_sql):
     assert ["site_power", "materialized_view", "1"] in lines and ["session_share", "materialized_view", "2"] in lines
     assert "no problems" in result.output
     data = json.loads(run("lint", "--verbose", "--json", "--sql-dir", str(small_sql)).output)
-    assert data["issues"] == [] and {"name": "session_share", "kind": "materialized_view", "scans": 2,
-                                     "path": "sql/views/session_share.sql", "line": 1} in data["plan_sizes"]
+    assert (
+        data["issues"] == []
+        and {
+            "name": "session_share",
+            "kind": "materialized_view",
+            "scans": 2,
+            "path": "sql/views/session_share.sql",
+            "line": 1,
+        }
+        in data["plan_sizes"]
+    )

@@ -6,21 +6,25 @@ from __future__ import annotations
 
 import pytest
 import sqlglot
-from tests.kits.migrate import SMALL, fake_risingwave, write_sql
 
 from pipeline.migrate.commands import _check_settings
 from pipeline.migrate.kafka import ConnectorSettings, inject
 from pipeline.migrate.model import MigrateError
 from pipeline.migrate.planner import build_plan
-from pipeline.transport.config import KafkaSettings
 from pipeline.sqlmodel.objects import load_objects
+from pipeline.transport.config import KafkaSettings
+from tests.kits.migrate import SMALL, fake_risingwave, write_sql
 
-SECURE = ConnectorSettings("b1:9092,b2:9092", "depot-1.", {
-    "properties.security.protocol": "SASL_SSL",
-    "properties.sasl.mechanism": "SCRAM-SHA-512",
-    "properties.sasl.username": "pipeline",
-    "properties.sasl.password": "s3cret",
-})
+SECURE = ConnectorSettings(
+    "b1:9092,b2:9092",
+    "depot-1.",
+    {
+        "properties.security.protocol": "SASL_SSL",
+        "properties.sasl.mechanism": "SCRAM-SHA-512",
+        "properties.sasl.username": "pipeline",
+        "properties.sasl.password": "s3cret",
+    },
+)
 
 
 def objects(tmp_path):
@@ -28,8 +32,11 @@ def objects(tmp_path):
 
 
 def with_clause(create) -> dict[str, str]:
-    return {p.this.sql("risingwave"): p.args["value"].name for p in create.args["properties"].expressions
-            if type(p).__name__ == "Property"}
+    return {
+        p.this.sql("risingwave"): p.args["value"].name
+        for p in create.args["properties"].expressions
+        if type(p).__name__ == "Property"
+    }
 
 
 def test_connectors_get_broker_prefix_and_security(tmp_path):
@@ -88,8 +95,15 @@ def test_settings_come_from_pipeline_settings_with_cli_overrides(monkeypatch):
 
 
 def test_security_settings_map_to_risingwave_properties():
-    kafka = KafkaSettings(bootstrap_servers="b:9093", security_protocol="SASL_SSL", sasl_mechanism="PLAIN",
-                          sasl_username="u", sasl_password="p", ssl_cafile="/etc/ca.pem", ssl_check_hostname=False)
+    kafka = KafkaSettings(
+        bootstrap_servers="b:9093",
+        security_protocol="SASL_SSL",
+        sasl_mechanism="PLAIN",
+        sasl_username="u",
+        sasl_password="p",
+        ssl_cafile="/etc/ca.pem",
+        ssl_check_hostname=False,
+    )
     assert ConnectorSettings.from_kafka(kafka).properties == {
         "properties.security.protocol": "SASL_SSL",
         "properties.sasl.mechanism": "PLAIN",
@@ -105,5 +119,6 @@ def test_a_risingwave_apply_without_a_bootstrap_is_refused(tmp_path):
     plan = build_plan(load_objects(write_sql(tmp_path / "sql", SMALL)), {}, None, target)
     with pytest.raises(MigrateError) as refused:
         _check_settings(plan, target)
-    assert str(refused.value) == ("no Kafka bootstrap for sessions, shares: pass --kafka-bootstrap or set "
-                                  "PIPELINE_KAFKA__BOOTSTRAP_SERVERS")
+    assert str(refused.value) == (
+        "no Kafka bootstrap for sessions, shares: pass --kafka-bootstrap or set PIPELINE_KAFKA__BOOTSTRAP_SERVERS"
+    )

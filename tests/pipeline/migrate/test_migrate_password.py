@@ -35,14 +35,16 @@ def stored_password(dsn: str, role: str) -> str | None:
 def test_set_password_sets_it_from_the_file_and_never_prints_it(pg_dsn, role, tmp_path):
     secret = tmp_path / "password"
     secret.write_text(PASSWORD + "\n")
-    result = CliRunner().invoke(main, ["migrate", "set-password", role, "--target", pg_dsn,
-                                       "--password-file", str(secret)])
+    result = CliRunner().invoke(
+        main, ["migrate", "set-password", role, "--target", pg_dsn, "--password-file", str(secret)]
+    )
     assert result.exit_code == 0, result.output
     assert PASSWORD not in result.output and f"password of {role} set" in result.output
     stored = stored_password(pg_dsn, role)
     assert stored is not None and PASSWORD not in stored  # hashed by the server
-    again = CliRunner().invoke(main, ["migrate", "set-password", role, "--target", pg_dsn,
-                                      "--password-file", str(secret)])
+    again = CliRunner().invoke(
+        main, ["migrate", "set-password", role, "--target", pg_dsn, "--password-file", str(secret)]
+    )
     assert again.exit_code == 0, again.output  # every start of the stack runs it: idempotent
 
 
@@ -51,10 +53,14 @@ def test_set_password_failures_are_one_line_without_the_password(pg_dsn, tmp_pat
     secret.write_text(PASSWORD)
     cases = [
         (["nobody_here", "--target", pg_dsn, "--password-file", str(secret)], "Error: "),
-        (["root", "--target", pg_dsn, "--password-file", str(tmp_path / "missing")],
-         f"Error: --password-file: cannot read {tmp_path / 'missing'}"),
-        (["root", "--target", str(tmp_path / "x.duckdb"), "--password-file", str(secret)],
-         "Error: set-password needs a postgresql:// target"),
+        (
+            ["root", "--target", pg_dsn, "--password-file", str(tmp_path / "missing")],
+            f"Error: --password-file: cannot read {tmp_path / 'missing'}",
+        ),
+        (
+            ["root", "--target", str(tmp_path / "x.duckdb"), "--password-file", str(secret)],
+            "Error: set-password needs a postgresql:// target",
+        ),
     ]
     for args, start in cases:
         result = CliRunner().invoke(main, ["migrate", "set-password", *args])

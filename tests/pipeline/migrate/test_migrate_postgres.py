@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from tests.kits.migrate import write_sql
 
 from pipeline.migrate import commands
 from pipeline.migrate.kafka import ConnectorSettings
 from pipeline.migrate.model import CREATE, DROP, NON_BREAKING, NOT_APPLIED, RECREATE, LockHeld
 from pipeline.migrate.targets import CATALOG_TABLE, LOCK_TABLE, open_target
 from pipeline.sqlmodel.objects import load_objects
+from tests.kits.migrate import write_sql
 
 pytestmark = pytest.mark.postgres
 
@@ -55,11 +55,16 @@ def test_a_changed_view_is_recreated_with_its_dependents_in_an_order_postgres_ac
     commands.apply(pg_dsn, plain_sql, kafka=KAFKA)
     rows(pg_dsn, "INSERT INTO readings VALUES ('depot-1', 42.0)")
     (plain_sql / "views/site_load.sql").write_text(
-        "CREATE MATERIALIZED VIEW site_load AS SELECT site_id, power_kw, power_kw * 1000 AS power_w FROM readings;")
+        "CREATE MATERIALIZED VIEW site_load AS SELECT site_id, power_kw, power_kw * 1000 AS power_w FROM readings;"
+    )
     result = commands.apply(pg_dsn, plain_sql, yes=True, kafka=KAFKA)
     assert result.ok, result.error
     assert [(s.action, s.name) for s in result.applied] == [
-        (DROP, "busy_sites"), (DROP, "site_load"), (RECREATE, "site_load"), (RECREATE, "busy_sites")]
+        (DROP, "busy_sites"),
+        (DROP, "site_load"),
+        (RECREATE, "site_load"),
+        (RECREATE, "busy_sites"),
+    ]
     assert result.applied[2].change.category == NON_BREAKING
     assert rows(pg_dsn, "SELECT site_id, power_w FROM site_load") == [("depot-1", 42000.0)]
     assert rows(pg_dsn, "SELECT site_id FROM busy_sites") == [("depot-1",)]
@@ -89,13 +94,18 @@ def test_an_expired_lock_is_taken_over_and_a_live_one_is_not(plain_sql, pg_dsn):
 
 
 def test_a_failing_step_stops_the_run_leaving_what_was_applied_recorded(tmp_path, pg_dsn):
-    sql = write_sql(tmp_path / "sql", {
-        "tables/readings.sql": "CREATE TABLE readings (site_id VARCHAR PRIMARY KEY, power_kw DOUBLE PRECISION);",
-        # RisingWave-only DDL: Postgres rejects it
-        "sources/zfeed.sql": ("CREATE SOURCE zfeed (site_id VARCHAR, power_kw DOUBLE PRECISION) "
-                             "WITH (connector = 'kafka', topic = 'bems.site.demand') FORMAT PLAIN ENCODE JSON;"),
-        "views/z_total.sql": "CREATE MATERIALIZED VIEW z_total AS SELECT SUM(power_kw) AS kw FROM zfeed;",
-    })
+    sql = write_sql(
+        tmp_path / "sql",
+        {
+            "tables/readings.sql": "CREATE TABLE readings (site_id VARCHAR PRIMARY KEY, power_kw DOUBLE PRECISION);",
+            # RisingWave-only DDL: Postgres rejects it
+            "sources/zfeed.sql": (
+                "CREATE SOURCE zfeed (site_id VARCHAR, power_kw DOUBLE PRECISION) "
+                "WITH (connector = 'kafka', topic = 'bems.site.demand') FORMAT PLAIN ENCODE JSON;"
+            ),
+            "views/z_total.sql": "CREATE MATERIALIZED VIEW z_total AS SELECT SUM(power_kw) AS kw FROM zfeed;",
+        },
+    )
     result = commands.apply(pg_dsn, sql, kafka=KAFKA)
     assert not result.ok
     assert [s.name for s in result.applied] == ["readings"]

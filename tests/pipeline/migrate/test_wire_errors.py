@@ -11,13 +11,13 @@ from __future__ import annotations
 import psycopg
 import pytest
 from click.testing import CliRunner
-from tests.kits.migrate import PLAIN, write_sql
 
 from pipeline.cli.main import main
 from pipeline.migrate import commands
 from pipeline.migrate.targets import CATALOG_TABLE
 from pipeline.migrate.targets.pg_errors import describe
 from pipeline.status.collect import StatusError, fetch_views
+from tests.kits.migrate import PLAIN, write_sql
 
 pytestmark = pytest.mark.postgres
 
@@ -40,8 +40,9 @@ def test_describe_gives_message_cause_detail_and_hint(pg_dsn):
     execute(pg_dsn, RW_LIKE)
     with psycopg.connect(pg_dsn) as conn, pytest.raises(psycopg.Error) as caught:
         conn.execute("SELECT rw_fail()")
-    assert describe(caught.value) == (f"Failed to run the query\n  Caused by:\n    {CAUSE}\n"
-                                      f"  DETAIL: the table is control_rules\n  HINT: {HINT}")
+    assert describe(caught.value) == (
+        f"Failed to run the query\n  Caused by:\n    {CAUSE}\n  DETAIL: the table is control_rules\n  HINT: {HINT}"
+    )
 
 
 def test_describe_keeps_a_plain_one_line_error_on_one_line(pg_dsn):
@@ -63,8 +64,12 @@ def test_a_failed_apply_step_shows_the_cause_and_hint(tmp_path, pg_dsn):
 
 
 def test_migrate_status_shows_the_cause_when_the_catalog_cannot_be_read(tmp_path, pg_dsn):
-    execute(pg_dsn, RW_LIKE, f"CREATE VIEW {CATALOG_TABLE} AS SELECT 'x' AS name, rw_fail() AS kind, "
-                             "'' AS hash, '' AS depends_on, '' AS sql, '' AS source, now() AS applied_at")
+    execute(
+        pg_dsn,
+        RW_LIKE,
+        f"CREATE VIEW {CATALOG_TABLE} AS SELECT 'x' AS name, rw_fail() AS kind, "
+        "'' AS hash, '' AS depends_on, '' AS sql, '' AS source, now() AS applied_at",
+    )
     sql = write_sql(tmp_path / "sql", PLAIN)
     cli = CliRunner().invoke(main, ["migrate", "status", "--target", pg_dsn, "--sql-dir", str(sql)])
     assert cli.exit_code == 1
@@ -72,8 +77,20 @@ def test_migrate_status_shows_the_cause_when_the_catalog_cannot_be_read(tmp_path
 
 
 def test_pipeline_status_shows_the_cause_when_a_view_cannot_be_read(pg_dsn):
-    columns = ", ".join(f"NULL AS {c}" for c in ("site_id", "kind", "depth", "breaker_limit_kw", "limit_kw",
-                                                  "building_kw", "fixed_kw", "headroom_kw", "limited_by"))
+    columns = ", ".join(
+        f"NULL AS {c}"
+        for c in (
+            "site_id",
+            "kind",
+            "depth",
+            "breaker_limit_kw",
+            "limit_kw",
+            "building_kw",
+            "fixed_kw",
+            "headroom_kw",
+            "limited_by",
+        )
+    )
     execute(pg_dsn, RW_LIKE, f"CREATE VIEW node_headroom AS SELECT rw_fail() AS node_id, {columns}")
     with pytest.raises(StatusError) as caught:
         fetch_views(pg_dsn)

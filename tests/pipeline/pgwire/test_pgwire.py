@@ -35,19 +35,20 @@ WRITES = [
 
 
 async def test_live_views_over_postgres_wire_while_the_loop_runs():
-    async with live_pipeline() as live:
-        async with await psycopg.AsyncConnection.connect(live.dsn, autocommit=True) as conn:
-            rows = await wait_for(lambda: _three(conn), what="a setpoint for each charger")
-            await wait_for(lambda: _matches(conn, live), what="the views to match what the engine published")
-            for _, _, setpoint_kw, binding in rows:
-                assert setpoint_kw > 0 and binding
-            # the input tables are there too, with parameters of every kind psycopg sends
-            cur = await conn.execute("SELECT count(*) FROM ocpp_active_sessions WHERE charge_point_id = %s "
-                                     "AND connector_id = %s AND started_at < now() + %s::INTERVAL",
-                                     ["CP1", 1, "1 hour"])
-            assert (await cur.fetchone()) == (1,)
-            cur = await conn.execute("SELECT node_id, headroom_kw FROM node_headroom WHERE kind = 'site'")
-            assert (await cur.fetchall())[0][0] == "depot-t"
+    async with live_pipeline() as live, await psycopg.AsyncConnection.connect(live.dsn, autocommit=True) as conn:
+        rows = await wait_for(lambda: _three(conn), what="a setpoint for each charger")
+        await wait_for(lambda: _matches(conn, live), what="the views to match what the engine published")
+        for _, _, setpoint_kw, binding in rows:
+            assert setpoint_kw > 0 and binding
+        # the input tables are there too, with parameters of every kind psycopg sends
+        cur = await conn.execute(
+            "SELECT count(*) FROM ocpp_active_sessions WHERE charge_point_id = %s "
+            "AND connector_id = %s AND started_at < now() + %s::INTERVAL",
+            ["CP1", 1, "1 hour"],
+        )
+        assert (await cur.fetchone()) == (1,)
+        cur = await conn.execute("SELECT node_id, headroom_kw FROM node_headroom WHERE kind = 'site'")
+        assert (await cur.fetchall())[0][0] == "depot-t"
 
 
 async def _rows(conn: psycopg.AsyncConnection, sql: str) -> list[tuple]:
@@ -55,14 +56,19 @@ async def _rows(conn: psycopg.AsyncConnection, sql: str) -> list[tuple]:
 
 
 async def _three(conn) -> list[tuple] | None:
-    rows = await _rows(conn, "SELECT session_id, charge_point_id, setpoint_kw, binding FROM session_setpoints "
-                             "WHERE setpoint_kw > 0 ORDER BY charge_point_id")
+    rows = await _rows(
+        conn,
+        "SELECT session_id, charge_point_id, setpoint_kw, binding FROM session_setpoints "
+        "WHERE setpoint_kw > 0 ORDER BY charge_point_id",
+    )
     return rows if [r[1] for r in rows] == ["CP1", "CP2", "CP3"] else None
 
 
 async def _matches(conn, live) -> bool:
-    published = {json.loads(v)["session_id"]: json.loads(v)["setpoint_kw"]
-                 for v in live.service.transport.latest("ocpp.setpoint.commands").values()}
+    published = {
+        json.loads(v)["session_id"]: json.loads(v)["setpoint_kw"]
+        for v in live.service.transport.latest("ocpp.setpoint.commands").values()
+    }
     rows = await _rows(conn, "SELECT session_id, setpoint_kw FROM session_setpoints")
     return bool(rows) and {r[0]: r[1] for r in rows} == published
 
@@ -97,8 +103,9 @@ async def test_live_views_over_postgres_wire_during_a_replay():
     """psycopg reads the replay's views while it runs (one read-only snapshot: the setpoints fit the site's
     headroom of the same state), a write is refused, and the port closes with the replay."""
     port = free_port()
-    options = ReplayOptions(day=date(2024, 6, 4), speed=8000, chargers=4, limit_kw=40, evs_per_charger=2.5, seed=3,
-                            pg_port=port)
+    options = ReplayOptions(
+        day=date(2024, 6, 4), speed=8000, chargers=4, limit_kw=40, evs_per_charger=2.5, seed=3, pg_port=port
+    )
     replay = asyncio.create_task(run_replay(options))
     dsn = f"postgresql://root@127.0.0.1:{port}/dev"
 
@@ -108,8 +115,11 @@ async def test_live_views_over_postgres_wire_during_a_replay():
         try:
             async with await psycopg.AsyncConnection.connect(dsn, connect_timeout=2) as conn:
                 await conn.set_read_only(True)
-                rows = await _rows(conn, "SELECT session_id, setpoint_kw, binding FROM session_setpoints "
-                                         "WHERE site_id = 'replay-site' ORDER BY session_id")
+                rows = await _rows(
+                    conn,
+                    "SELECT session_id, setpoint_kw, binding FROM session_setpoints "
+                    "WHERE site_id = 'replay-site' ORDER BY session_id",
+                )
                 site = await _rows(conn, "SELECT headroom_kw FROM node_headroom WHERE node_id = 'replay-site'")
                 return (rows, site[0][0]) if rows else None
         except psycopg.OperationalError:
@@ -173,9 +183,26 @@ def test_a_password_is_asked_when_set(plain_db):
 def test_psql_reads_and_is_refused_a_write(plain_db):
     server = start_pgwire(plain_db, port=0)
     try:
-        base = [shutil.which("psql"), "-X", "-h", "127.0.0.1", "-p", str(server.port), "-d", "dev", "-U", "root", "-A", "-t"]
-        ok = subprocess.run([*base, "-c", "SELECT id, kw FROM readings WHERE kw > 8 ORDER BY id"],
-                            capture_output=True, text=True, timeout=30)
+        base = [
+            shutil.which("psql"),
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(server.port),
+            "-d",
+            "dev",
+            "-U",
+            "root",
+            "-A",
+            "-t",
+        ]
+        ok = subprocess.run(
+            [*base, "-c", "SELECT id, kw FROM readings WHERE kw > 8 ORDER BY id"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert ok.returncode == 0, ok.stderr
         assert ok.stdout.strip() == "2|11.0"
         refused = subprocess.run([*base, "-c", "DELETE FROM readings"], capture_output=True, text=True, timeout=30)
@@ -199,8 +226,11 @@ def test_run_and_replay_take_the_pg_flags_over_the_settings(monkeypatch, capsys)
     monkeypatch.setattr("pipeline.app.loop.start_loop", fake_start_loop)
     monkeypatch.setenv("PIPELINE_PGWIRE__PASSWORD", "s3cret")
     site = "examples/site.yaml"
-    for args, expected in (([], ("127.0.0.1", 4566)), (["--pg-port", "0", "--pg-host", "0.0.0.0"], ("0.0.0.0", 0)),
-                           (["--no-pg"], ("127.0.0.1", None))):
+    for args, expected in (
+        ([], ("127.0.0.1", 4566)),
+        (["--pg-port", "0", "--pg-host", "0.0.0.0"], ("0.0.0.0", 0)),
+        (["--no-pg"], ("127.0.0.1", None)),
+    ):
         result = CliRunner().invoke(main, ["run", "--config", site, *args])
         assert result.exit_code == 130, result.output
         pg = calls[-1]["pgwire"]

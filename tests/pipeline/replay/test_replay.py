@@ -10,11 +10,21 @@ from pipeline.replay.series import ReplaySeries
 
 async def test_a_real_day_replays_within_the_breaker_with_every_charger_in_sync():
     series, progress = ReplaySeries(), []
-    summary = await run_replay(ReplayOptions(day=date(2024, 6, 4), speed=8000, chargers=6, limit_kw=70,
-                                             evs_per_charger=2.5, seed=3), series=series,
-                               progress=lambda done, total, now: progress.append((done, total)))
-    for key in ("sessions", "energy_delivered_kwh", "energy_requested_kwh", "peak_site_kw", "breaker_limit_kw",
-                "seconds_over_limit", "profiles_sent", "updates_collapsed"):
+    summary = await run_replay(
+        ReplayOptions(day=date(2024, 6, 4), speed=8000, chargers=6, limit_kw=70, evs_per_charger=2.5, seed=3),
+        series=series,
+        progress=lambda done, total, now: progress.append((done, total)),
+    )
+    for key in (
+        "sessions",
+        "energy_delivered_kwh",
+        "energy_requested_kwh",
+        "peak_site_kw",
+        "breaker_limit_kw",
+        "seconds_over_limit",
+        "profiles_sent",
+        "updates_collapsed",
+    ):
         assert key in summary
     assert summary["sessions"] > 5
     assert 0 < summary["energy_delivered_kwh"] <= summary["energy_requested_kwh"] + 1e-6
@@ -30,4 +40,6 @@ async def test_a_real_day_replays_within_the_breaker_with_every_charger_in_sync(
     assert len(times) > 4 * 96  # more than the building load's steps and the EVs' events alone
     assert 0 < max(b + ev for _, b, ev, _ in series.load[:-1]) <= summary["peak_site_kw"] + 1e-3
     assert len(series.sessions) == summary["sessions"] and len(series.prices) == 24 and len(series.dr_windows) == 1
-    assert progress[-1] == (86400.0, 86400.0) and all(a[0] <= b[0] for a, b in zip(progress, progress[1:]))
+    assert progress[-1] == (86400.0, 86400.0) and all(
+        a[0] <= b[0] for a, b in zip(progress, progress[1:], strict=False)
+    )

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
 from pipeline.cli.main import main
+from pipeline.contracts.topics import DRSignal, PriceSignal, PriceTier
 from pipeline.replay.plots import PLOTS, write_plots
 from pipeline.replay.report import replay_progress, summary_markdown, write_report
 from pipeline.replay.series import PriceStep, ReplaySeries, dr_limit_kw, session_matrix, step_values, tier_spans
-from pipeline.contracts.topics import DRSignal, PriceSignal, PriceTier
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-T0 = datetime(2024, 6, 3, 22, 0, tzinfo=timezone.utc)  # local midnight, Europe/Amsterdam
+T0 = datetime(2024, 6, 3, 22, 0, tzinfo=UTC)  # local midnight, Europe/Amsterdam
 H = 3600.0
 
 
@@ -34,8 +34,13 @@ def test_a_dr_signal_lowers_the_limit_by_its_percentage_or_to_its_limit_whicheve
 
 
 def test_consecutive_hours_of_one_tier_merge_into_one_span_and_a_gap_splits_them():
-    prices = [PriceStep(0, 1, 0.1, "OFF_PEAK"), PriceStep(2, 3, 0.3, "ON_PEAK"), PriceStep(1, 2, 0.1, "OFF_PEAK"),
-              PriceStep(3, 4, 0.3, "ON_PEAK"), PriceStep(5, 6, 0.3, "ON_PEAK")]
+    prices = [
+        PriceStep(0, 1, 0.1, "OFF_PEAK"),
+        PriceStep(2, 3, 0.3, "ON_PEAK"),
+        PriceStep(1, 2, 0.1, "OFF_PEAK"),
+        PriceStep(3, 4, 0.3, "ON_PEAK"),
+        PriceStep(5, 6, 0.3, "ON_PEAK"),
+    ]
     assert tier_spans(prices) == [(0, 2, "OFF_PEAK"), (2, 4, "ON_PEAK"), (5, 6, "ON_PEAK")]
 
 
@@ -70,10 +75,25 @@ def synthetic_series(sessions: int = 3) -> ReplaySeries:
     s.begin("site-x", T0, T0 + timedelta(days=1), 100.0)
     tiers = [PriceTier.OFF_PEAK, PriceTier.MID_PEAK, PriceTier.ON_PEAK, PriceTier.CRITICAL_PEAK]
     for h in range(24):
-        s.add_price(PriceSignal(site_id="site-x", price_per_kwh=0.05 + 0.01 * (h % 7), price_tier=tiers[h % 4],
-                                valid_from=T0 + timedelta(hours=h), valid_to=T0 + timedelta(hours=h + 1)))
-    s.add_dr(DRSignal(site_id="site-x", dr_event_id="dr-1", curtailment_pct=20, event_start=T0 + timedelta(hours=17),
-                      event_end=T0 + timedelta(hours=19), signal_at=T0))
+        s.add_price(
+            PriceSignal(
+                site_id="site-x",
+                price_per_kwh=0.05 + 0.01 * (h % 7),
+                price_tier=tiers[h % 4],
+                valid_from=T0 + timedelta(hours=h),
+                valid_to=T0 + timedelta(hours=h + 1),
+            )
+        )
+    s.add_dr(
+        DRSignal(
+            site_id="site-x",
+            dr_event_id="dr-1",
+            curtailment_pct=20,
+            event_start=T0 + timedelta(hours=17),
+            event_end=T0 + timedelta(hours=19),
+            signal_at=T0,
+        )
+    )
     start = T0.timestamp()
     for i in range(sessions):
         s.plug(f"CP{i}", 1, f"EV{i} (CP{i})")
@@ -96,10 +116,24 @@ def test_every_plot_is_a_png_for_a_day_with_no_or_many_sessions(tmp_path, sessio
 
 
 def test_summary_md_has_the_figures_as_a_table_the_dr_events_and_links_to_the_plots(tmp_path):
-    summary = {"site_id": "site-x", "replay_start": T0.isoformat(), "replay_end": (T0 + timedelta(days=1)).isoformat(),
-               "speed": 1440.0, "sessions": 20, "energy_delivered_kwh": 192.3, "breaker_limit_kw": 100.0,
-               "seconds_over_limit": 0.0, "options": {"chargers": 10, "charger_kw": 22.0, "households": 12,
-                                                      "evs_per_charger": 2.0, "profile": "public", "seed": 7}}
+    summary = {
+        "site_id": "site-x",
+        "replay_start": T0.isoformat(),
+        "replay_end": (T0 + timedelta(days=1)).isoformat(),
+        "speed": 1440.0,
+        "sessions": 20,
+        "energy_delivered_kwh": 192.3,
+        "breaker_limit_kw": 100.0,
+        "seconds_over_limit": 0.0,
+        "options": {
+            "chargers": 10,
+            "charger_kw": 22.0,
+            "households": 12,
+            "evs_per_charger": 2.0,
+            "profile": "public",
+            "seed": 7,
+        },
+    }
     text = summary_markdown(summary, synthetic_series(), {"site_load": ("site_load.png", "Site load")})
     assert "2024-06-04 00:00 CEST to 2024-06-05 00:00 CEST" in text
     assert "| figure | value |" in text and "| sessions | 20 |" in text and "| energy delivered, kWh | 192.3 |" in text
@@ -121,10 +155,30 @@ def test_the_progress_bar_draws_nothing_where_output_is_not_a_terminal():
 
 def test_replay_with_report_writes_the_plots_and_summary_md_and_keeps_json_and_stdout_clean(tmp_path):
     out, json_path = tmp_path / "report", tmp_path / "replay.json"
-    result = CliRunner().invoke(main, [
-        "replay", "--day", "2024-06-04", "--speed", "20000", "--chargers", "3", "--limit-kw", "40",
-        "--households", "4", "--evs-per-charger", "2", "--seed", "3", "--report", str(out), "--json", str(json_path),
-    ])
+    result = CliRunner().invoke(
+        main,
+        [
+            "replay",
+            "--day",
+            "2024-06-04",
+            "--speed",
+            "20000",
+            "--chargers",
+            "3",
+            "--limit-kw",
+            "40",
+            "--households",
+            "4",
+            "--evs-per-charger",
+            "2",
+            "--seed",
+            "3",
+            "--report",
+            str(out),
+            "--json",
+            str(json_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(json_path.read_text())
     assert summary["sessions"] > 0 and summary["seconds_over_limit"] == 0

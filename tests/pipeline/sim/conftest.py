@@ -1,6 +1,7 @@
 """Fixtures for the simulator tests: a fresh test central system per test."""
 
 import pytest
+
 from tests.kits.csms import _central
 
 

@@ -7,11 +7,10 @@ from datetime import timedelta
 
 import pytest
 from ocpp.v16 import call
-from tests.kits.csms import T0, profile
 
 from pipeline.contracts.clock import SimClock
 from pipeline.sim import EV, SimulatedChargePoint
-
+from tests.kits.csms import T0, profile
 
 
 def make_ev(clock, *, need_kwh=30.0, max_kw=22.0, dwell_s=8 * 3600, ev_id="EV1") -> EV:
@@ -38,8 +37,9 @@ async def started(central, clock, cp_id="CP1", **kw) -> SimulatedChargePoint:
 
 
 async def set_profile(central, cp_id, connector_id, prof) -> str:
-    res = await central.chargers[cp_id].call(call.SetChargingProfile(connector_id=connector_id,
-                                                                     cs_charging_profiles=prof))
+    res = await central.chargers[cp_id].call(
+        call.SetChargingProfile(connector_id=connector_id, cs_charging_profiles=prof)
+    )
     return res.status
 
 
@@ -73,8 +73,12 @@ async def test_plug_in_starts_transaction_and_reports_meter_values(central):
     by = {s["measurand"]: s for s in sampled}
     assert set(by) == {"Power.Active.Import", "Energy.Active.Import.Register", "SoC", "Current.Import"}
     assert {s["context"] for s in sampled} == {"Sample.Periodic"}
-    assert (by["Power.Active.Import"]["unit"], by["Energy.Active.Import.Register"]["unit"],
-            by["SoC"]["unit"], by["Current.Import"]["unit"]) == ("W", "Wh", "Percent", "A")
+    assert (
+        by["Power.Active.Import"]["unit"],
+        by["Energy.Active.Import.Register"]["unit"],
+        by["SoC"]["unit"],
+        by["Current.Import"]["unit"],
+    ) == ("W", "Wh", "Percent", "A")
     assert float(by["Power.Active.Import"]["value"]) == pytest.approx(22000.0)
     assert float(by["Current.Import"]["value"]) == pytest.approx(22000 / 690, abs=0.01)
     # after ~60 s at 22 kW: ~367 Wh, SoC 20 % + 0.367/60
@@ -124,9 +128,12 @@ async def test_energy_integrates_over_sim_clock(central):
     assert stop["transaction_id"] == tx and stop["reason"] == "EVDisconnected"
     assert stop["meter_stop"] == pytest.approx(5500, rel=0.01)
     assert cp.delivered_kwh == pytest.approx(5.5, rel=0.01)
-    registers = [float(sv["value"]) for mv in central.chargers["CP1"].of("MeterValues")
-                 for sv in mv["meter_value"][0]["sampled_value"]
-                 if sv["measurand"] == "Energy.Active.Import.Register"]
+    registers = [
+        float(sv["value"])
+        for mv in central.chargers["CP1"].of("MeterValues")
+        for sv in mv["meter_value"][0]["sampled_value"]
+        if sv["measurand"] == "Energy.Active.Import.Register"
+    ]
     assert registers == sorted(registers) and len(registers) >= 4
     available = central.chargers["CP1"].of("StatusNotification")[-1]
     assert available["status"] == "Available"
@@ -241,8 +248,7 @@ async def test_absolute_schedule_changes_on_time(central):
 async def test_charge_point_max_is_shared_between_connectors(central):
     clock = SimClock(T0, speed=600)
     cp = await started(central, clock, connectors=2)
-    assert await set_profile(central, "CP1", 0, profile(20000, unit="W", purpose="ChargePointMaxProfile")) \
-        == "Accepted"
+    assert await set_profile(central, "CP1", 0, profile(20000, unit="W", purpose="ChargePointMaxProfile")) == "Accepted"
     await cp.plug_in(make_ev(clock, ev_id="A"), 1)
     assert cp.power_kw(1) == pytest.approx(20.0)
     await cp.plug_in(make_ev(clock, ev_id="B", max_kw=7.0), 2)

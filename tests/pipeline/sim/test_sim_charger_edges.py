@@ -9,10 +9,10 @@ from datetime import timedelta
 
 import pytest
 from ocpp.v16 import call
-from tests.kits.csms import T0, profile
 
 from pipeline.contracts.clock import SimClock
 from pipeline.sim import EV, SimulatedChargePoint
+from tests.kits.csms import T0, profile
 
 
 def make_ev(clock, *, need_kwh=30.0, max_kw=22.0, dwell_s=8 * 3600, ev_id="EV1") -> EV:
@@ -42,10 +42,17 @@ async def test_tx_profile_while_start_transaction_in_flight(central, named_tx, k
     plug = asyncio.create_task(cp.plug_in(make_ev(clock)))
     await central.message("CP1", "Authorize")
     await asyncio.sleep(0.01)
-    raw = {"charging_profile_id": 1, "stack_level": 0, "charging_profile_purpose": "TxProfile",
-           "charging_profile_kind": "Relative", "transaction_id": named_tx,
-           "charging_schedule": {"charging_rate_unit": "A",
-                                 "charging_schedule_period": [{"start_period": 0, "limit": 10}]}}
+    raw = {
+        "charging_profile_id": 1,
+        "stack_level": 0,
+        "charging_profile_purpose": "TxProfile",
+        "charging_profile_kind": "Relative",
+        "transaction_id": named_tx,
+        "charging_schedule": {
+            "charging_rate_unit": "A",
+            "charging_schedule_period": [{"start_period": 0, "limit": 10}],
+        },
+    }
     assert cp.handle_set_charging_profile(1, raw) == "Accepted"  # as the OCPP link would call it
     assert await plug == 101
     assert cp.power_kw(1) == pytest.approx(6.9 if kept else 22.0)
@@ -56,8 +63,7 @@ async def test_tx_profile_while_start_transaction_in_flight(central, named_tx, k
 async def test_stop_after_server_vanished_books_the_session(central):
     clock = SimClock(T0, speed=600)
     powers = []
-    cp = SimulatedChargePoint("CP1", central.url, clock, on_power=lambda *a: powers.append(a[2]),
-                              response_timeout_s=1)
+    cp = SimulatedChargePoint("CP1", central.url, clock, on_power=lambda *a: powers.append(a[2]), response_timeout_s=1)
     await cp.start()
     await cp.plug_in(make_ev(clock))
     await central.chargers["CP1"]._connection.close()
@@ -117,8 +123,9 @@ async def test_basic_auth_header(central):
 async def test_schedule_boundary_passing_during_a_meter_send_is_applied_at_its_instant(central):
     clock = SimClock(T0, speed=3600)
     calls = []
-    cp = SimulatedChargePoint("CP1", central.url, clock, meter_interval_s=599,
-                              on_power=lambda *a: calls.append((a[2], a[3])))
+    cp = SimulatedChargePoint(
+        "CP1", central.url, clock, meter_interval_s=599, on_power=lambda *a: calls.append((a[2], a[3]))
+    )
     await cp.start()
     tx = await cp.plug_in(make_ev(clock, need_kwh=50))
     rel = profile(0, transaction_id=tx, periods=[(0, 32), (600, 16)])  # Relative: from the transaction start

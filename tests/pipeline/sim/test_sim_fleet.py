@@ -6,26 +6,35 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from tests.kits.csms import T0
 
 from pipeline.contracts.clock import SimClock
 from pipeline.sim import run_fleet
 from pipeline.sim.fleet import fixed_schedule_factory, simple_ev
+from tests.kits.csms import T0
 
 
 async def test_fleet_runs_every_ev_to_completion(central):
     clock = SimClock(T0, speed=3600)
     base = clock.now()
     evs = {
-        f"CP{i:03d}": [simple_ev(f"EV{i}a", base + timedelta(seconds=60 * i), energy_kwh=2.0, max_ac_kw=11.0),
-                       simple_ev(f"EV{i}b", base + timedelta(seconds=900), energy_kwh=1.0, max_ac_kw=7.0)]
+        f"CP{i:03d}": [
+            simple_ev(f"EV{i}a", base + timedelta(seconds=60 * i), energy_kwh=2.0, max_ac_kw=11.0),
+            simple_ev(f"EV{i}b", base + timedelta(seconds=900), energy_kwh=1.0, max_ac_kw=7.0),
+        ]
         for i in range(1, 4)
     }
     powers: list[tuple] = []
     summary = await asyncio.wait_for(
-        run_fleet(central.url, 3, clock, fixed_schedule_factory(evs), meter_interval_s=300,
-                  on_power=lambda *a: powers.append(a)),
-        2)
+        run_fleet(
+            central.url,
+            3,
+            clock,
+            fixed_schedule_factory(evs),
+            meter_interval_s=300,
+            on_power=lambda *a: powers.append(a),
+        ),
+        2,
+    )
     assert summary["sessions"] == 6 and summary["chargers_failed"] == []
     assert summary["energy_requested_kwh"] == pytest.approx(9.0)
     assert summary["energy_delivered_kwh"] == pytest.approx(9.0)
@@ -44,8 +53,9 @@ async def test_fleet_stops_at_duration(central):
     clock = SimClock(T0, speed=3600)
     base = clock.now()
     evs = {f"CP{i:03d}": [simple_ev(f"EV{i}", base, energy_kwh=50.0, max_ac_kw=11.0)] for i in (1, 2)}
-    summary = await asyncio.wait_for(run_fleet(central.url, 2, clock, fixed_schedule_factory(evs),
-                                               duration_s=600, prefix="S"), 2)
+    summary = await asyncio.wait_for(
+        run_fleet(central.url, 2, clock, fixed_schedule_factory(evs), duration_s=600, prefix="S"), 2
+    )
     # chargers are named with the prefix; the evs dict uses CP names, so no EV was served and the run ends
     assert summary["sessions"] == 0 and summary["energy_requested_kwh"] == 0
     assert set(central.chargers) == {"S001", "S002"}
@@ -53,8 +63,7 @@ async def test_fleet_stops_at_duration(central):
     # on a busy machine (at 3600x it was 0.17 s, and a slow boot left no session open to stop).
     clock = SimClock(T0, speed=600)
     evs = {f"CP{i:03d}": [simple_ev(f"EV{i}", clock.now(), energy_kwh=50.0, max_ac_kw=11.0)] for i in (1, 2)}
-    summary = await asyncio.wait_for(run_fleet(central.url, 2, clock, fixed_schedule_factory(evs),
-                                               duration_s=600), 10)
+    summary = await asyncio.wait_for(run_fleet(central.url, 2, clock, fixed_schedule_factory(evs), duration_s=600), 10)
     assert summary["by_reason"] == {"Other": 2}
     assert 0 < summary["energy_delivered_kwh"] < summary["energy_requested_kwh"] == pytest.approx(100.0)
     for side in (central.chargers["CP001"], central.chargers["CP002"]):

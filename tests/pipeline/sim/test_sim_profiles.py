@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from pipeline.sim.profiles import CP_MAX, TX, TX_DEFAULT, Period, Profile, ProfileStore, period_kw
 
-T = datetime(2024, 6, 3, 0, 0, tzinfo=timezone.utc)
+T = datetime(2024, 6, 3, 0, 0, tzinfo=UTC)
 
 
-def mk(pid=1, *, connector=1, stack=0, purpose=TX_DEFAULT, kind="Absolute", periods=((0, 16),), unit="A",
-       start=None, duration=None, recurrency=None, valid_to=None, tx=None) -> Profile:
+def mk(
+    pid=1,
+    *,
+    connector=1,
+    stack=0,
+    purpose=TX_DEFAULT,
+    kind="Absolute",
+    periods=((0, 16),),
+    unit="A",
+    start=None,
+    duration=None,
+    recurrency=None,
+    valid_to=None,
+    tx=None,
+) -> Profile:
     raw = {
-        "charging_profile_id": pid, "stack_level": stack, "charging_profile_purpose": purpose,
-        "charging_profile_kind": kind, "recurrency_kind": recurrency, "transaction_id": tx,
+        "charging_profile_id": pid,
+        "stack_level": stack,
+        "charging_profile_purpose": purpose,
+        "charging_profile_kind": kind,
+        "recurrency_kind": recurrency,
+        "transaction_id": tx,
         "valid_to": valid_to.isoformat() if valid_to else None,
         "charging_schedule": {
-            "charging_rate_unit": unit, "duration": duration,
+            "charging_rate_unit": unit,
+            "duration": duration,
             "start_schedule": start.isoformat().replace("+00:00", "Z") if start else None,
             "charging_schedule_period": [{"start_period": s, "limit": lim} for s, lim in periods],
         },

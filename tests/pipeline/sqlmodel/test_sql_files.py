@@ -5,9 +5,9 @@ from __future__ import annotations
 import sqlglot
 from sqlglot import exp
 
+from pipeline.contracts.topics import TOPICS
 from pipeline.engine.embedded import EmbeddedEngine, to_duckdb
 from pipeline.sqlmodel.objects import DEFAULT_SQL_DIR, load_objects
-from pipeline.contracts.topics import TOPICS
 
 FILES = sorted(DEFAULT_SQL_DIR.rglob("*.sql"))
 

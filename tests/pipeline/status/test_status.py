@@ -69,8 +69,18 @@ async def test_status_once_renders_tables():
         result = await _status("--once", "--dsn", live.dsn, "--executor-url", live.executor_url)
     assert result.exit_code == 0, result.output
     out = result.output
-    for text in ("Sites and breakers", SITE, "panel-t", "Demand response and tariff", "dr-test", "ON_PEAK",
-                 "Sessions (3)", "Chargers connected (3)", "ocpp1.6", *CHARGERS):
+    for text in (
+        "Sites and breakers",
+        SITE,
+        "panel-t",
+        "Demand response and tariff",
+        "dr-test",
+        "ON_PEAK",
+        "Sessions (3)",
+        "Chargers connected (3)",
+        "ocpp1.6",
+        *CHARGERS,
+    ):
         assert text in out, text
     assert "Traceback" not in out
 
@@ -78,7 +88,8 @@ async def test_status_once_renders_tables():
 async def test_executor_status_endpoint_and_an_unreachable_executor():
     async with live_pipeline() as live:
         body = await asyncio.to_thread(
-            lambda: json.loads(urllib.request.urlopen(live.executor_url + "/status", timeout=5).read()))
+            lambda: json.loads(urllib.request.urlopen(live.executor_url + "/status", timeout=5).read())
+        )
         assert sorted(c["charge_point_id"] for c in body["chargers"]) == list(CHARGERS)
         on_ocpp_port = await asyncio.to_thread(fetch_chargers, f"http://127.0.0.1:{live.service.port}")
         assert on_ocpp_port["reachable"] is False and "HTTP 404" in on_ocpp_port["error"]  # not the chargers' port
@@ -89,7 +100,9 @@ async def test_executor_status_endpoint_and_an_unreachable_executor():
 
 
 def test_an_unreachable_dsn_is_a_one_line_error():
-    result = CliRunner().invoke(main, ["status", "--once", "--dsn", f"postgresql://root:pw@127.0.0.1:{free_port()}/dev"])
+    result = CliRunner().invoke(
+        main, ["status", "--once", "--dsn", f"postgresql://root:pw@127.0.0.1:{free_port()}/dev"]
+    )
     assert result.exit_code == 1
     assert result.output.startswith("Error: cannot read the views at postgresql://root:***@127.0.0.1:")
     assert len(result.output.strip().splitlines()) == 1 and "pw@" not in result.output

@@ -29,8 +29,11 @@ def setup():
     if shared is not None:
         shared.uninstall()
     # one-shot commands quiet the client's loggers (pipeline.cli.transport.quiet_client_logs): undo it here
-    levels = {name: logging.getLogger(name).level for name in list(logging.Logger.manager.loggerDict)
-              if name.startswith("aiokafka") or name == "pipeline.transport.kafka"}
+    levels = {
+        name: logging.getLogger(name).level
+        for name in list(logging.Logger.manager.loggerDict)
+        if name.startswith("aiokafka") or name == "pipeline.transport.kafka"
+    }
     for name in levels:
         logging.getLogger(name).setLevel(logging.NOTSET)
     now = [0.0]
@@ -55,11 +58,15 @@ def connection_errors(n: int) -> None:
     fetcher = logging.getLogger("aiokafka.consumer.fetcher")
     for i in range(n):
         if i % 2:
-            client.error("Unable connect to node with id %s: %s", 1,
-                         "[Errno 111] Connect call failed ('127.0.0.1', 9092)")
+            client.error(
+                "Unable connect to node with id %s: %s", 1, "[Errno 111] Connect call failed ('127.0.0.1', 9092)"
+            )
         else:
-            fetcher.error("Failed fetch messages from %s: %s", 1, "NodeNotReadyError: Attempt to send a request "
-                          "to node which is not ready (node id 1).")
+            fetcher.error(
+                "Failed fetch messages from %s: %s",
+                1,
+                "NodeNotReadyError: Attempt to send a request to node which is not ready (node id 1).",
+            )
 
 
 def test_an_outage_is_one_line_then_summaries_then_one_line_back(setup):
@@ -81,8 +88,11 @@ def test_an_outage_is_one_line_then_summaries_then_one_line_back(setup):
     connection_errors(10)
     outage.reachable()
     assert len(lines) == 3 and not outage.away
-    assert lines[2] == ("pipeline.transport.kafka", "WARNING",
-                        "kafka brokers reachable again after 90s (4808 connection errors suppressed)")
+    assert lines[2] == (
+        "pipeline.transport.kafka",
+        "WARNING",
+        "kafka brokers reachable again after 90s (4808 connection errors suppressed)",
+    )
     outage.reachable()  # no outage, no line
     assert len(lines) == 3
 
@@ -91,8 +101,10 @@ def test_other_records_pass_untouched_outside_an_outage(setup):
     outage, lines, _ = setup
     logging.getLogger("aiokafka.conn").warning("Sending username and password in the clear")
     logging.getLogger("aiokafka.consumer.group_coordinator").info("Discovered coordinator %s for group %s", 1, "g")
-    assert [t for _, _, t in lines] == ["Sending username and password in the clear",
-                                        "Discovered coordinator 1 for group g"]
+    assert [t for _, _, t in lines] == [
+        "Sending username and password in the clear",
+        "Discovered coordinator 1 for group g",
+    ]
     assert not outage.away
 
 
@@ -100,7 +112,8 @@ def test_during_an_outage_every_aiokafka_warning_is_counted(setup):
     outage, lines, now = setup
     connection_errors(1)
     logging.getLogger("aiokafka.producer.sender").warning(
-        "Got error produce response on topic-partition %s, retrying. Error: %s", "acks-0", "NotLeaderForPartition")
+        "Got error produce response on topic-partition %s, retrying. Error: %s", "acks-0", "NotLeaderForPartition"
+    )
     logging.getLogger("aiokafka.consumer.group_coordinator").info("Discovered coordinator %s for group %s", 1, "g")
     assert [level for _, level, _ in lines] == ["ERROR", "INFO"]
     assert outage.suppressed_total == 1
@@ -134,8 +147,11 @@ def test_the_aftermath_of_an_outage_is_counted_then_warnings_pass_again(setup):
     outage.reachable()
     now[0] = 51.0
     coordinator.error("Group Coordinator Request failed: %s", "[Error 15] GroupCoordinatorNotAvailableError")
-    assert lines[-1] == ("aiokafka.consumer.group_coordinator", "ERROR",
-                         "Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError")
+    assert lines[-1] == (
+        "aiokafka.consumer.group_coordinator",
+        "ERROR",
+        "Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError",
+    )
 
 
 def test_a_traceback_is_not_repeated_on_the_first_line(setup):

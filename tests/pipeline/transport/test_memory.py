@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from pipeline.contracts.topics import SiteDemand, TopologyNode, decode
 from pipeline.transport import MemoryTransport, decode_or_dead_letter, publish, publish_tombstone
 
-NOW = datetime(2024, 6, 3, 12, tzinfo=timezone.utc)
+NOW = datetime(2024, 6, 3, 12, tzinfo=UTC)
 
 
 async def test_records_are_keyed_by_the_entity_id_and_carry_json():
@@ -21,7 +21,9 @@ async def test_records_are_keyed_by_the_entity_id_and_carry_json():
         b'{"site_id":"s1","demand_limit_kw":null,"current_demand_kw":5.0,"ev_load_kw":0.0,'
         b'"measured_at":"2024-06-03T12:00:00Z"}'
     )
-    assert decode("bems.site.demand", rec.key, rec.value) == SiteDemand(site_id="s1", current_demand_kw=5, measured_at=NOW)
+    assert decode("bems.site.demand", rec.key, rec.value) == SiteDemand(
+        site_id="s1", current_demand_kw=5, measured_at=NOW
+    )
 
 
 async def test_tombstones_delete_keys_of_upsert_topics_only():
