@@ -1,5 +1,5 @@
 """Cold-start convergence: an executor (re)starts with 20 or 1,000 chargers that have active sessions;
-how long until every charger holds its correct TxProfile (issue 7, item 2)?
+how long until every charger holds its correct TxProfile?
 
 Set-up (not measured), per size: the real service (:func:`pipeline.app.loop.start_loop`: embedded engine
 + executor on a :class:`~pipeline.transport.MemoryTransport`, defaults) with the chargers in sites of 20

@@ -1,4 +1,4 @@
-"""Embedded-engine evaluation time versus sessions and sites (issue 7, item 4).
+"""Embedded-engine evaluation time versus sessions and sites.
 
 For each size it loads N sessions spread over S sites (each site: a main breaker with two sub-panels,
 chargers on the panels) and times, as medians:

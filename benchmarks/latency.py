@@ -1,5 +1,5 @@
 """Signal to charger: how long from a DR signal on the transport until every charger of a 20-charger site
-has received its new SetChargingProfile, on the memory transport and on Kafka (issue 7, item 1).
+has received its new SetChargingProfile, on the memory transport and on Kafka.
 
 The real service runs: :func:`pipeline.app.loop.start_loop` (embedded engine + executor on one transport,
 as ``pipeline run`` starts them) with the ``pipeline run`` defaults ``tick_s`` = 1.0 s and the engine

@@ -1,7 +1,7 @@
 """Desired state: the latest setpoint per connector, and the latest node and site limits.
 
 The engine publishes the setpoint it wants for every session on ``ocpp.setpoint.commands``; the executor
-is level-triggered (DESIGN.md, "Executor"): it keeps only the latest :class:`pipeline.contracts.topics.SetpointCommand`
+is level-triggered (docs/architecture.md, "Executor"): it keeps only the latest :class:`pipeline.contracts.topics.SetpointCommand`
 per connector. Each command also carries the EV headroom of the breaker its charger hangs on
 (``node_limit_kw``) and of its site (``site_limit_kw``); the newest value per node and per site is what the
 ledger holds increases to.
@@ -18,11 +18,9 @@ from executor.dispatch_log import decision
 from executor.metrics import ExecutorStats
 from pipeline.contracts.topics import SetpointCommand
 
-__all__ = ["COMMANDS_TOPIC", "Slot", "SetpointTable"]
+__all__ = ["Slot", "SetpointTable"]
 
 log = logging.getLogger(__name__)
-
-COMMANDS_TOPIC = "ocpp.setpoint.commands"
 
 
 @dataclass

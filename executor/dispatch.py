@@ -50,11 +50,10 @@ from executor.ocpp.station import CallOutcome, ClearRequest, ProfileRequest, Rat
 from executor.topology import Topology
 from pipeline.contracts.topics import SetpointAck, SetpointCommand
 
-__all__ = ["ACKS_TOPIC", "ChargerDispatcher", "DispatchContext", "profile_id_for"]
+__all__ = ["ChargerDispatcher", "DispatchContext", "profile_id_for"]
 
 log = logging.getLogger(__name__)
 
-ACKS_TOPIC = "ocpp.setpoint.acks"
 STATION_MAX_ID, STATION_LIFT_ID, TX_DEFAULT_ID, TX_PROFILE_ID_BASE = 1, 2, 3, 1000
 FLOOR_A = 6.0
 EPS = 1e-9

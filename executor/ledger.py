@@ -1,7 +1,7 @@
 """In-force and in-flight accounting: what each connector may be drawing, summed per node and per site.
 
 The executor never sends an increase that could take a breaker over its limit while commands are in
-transit and EVs are slow to follow (DESIGN.md, "Executor", safe ordering). For every connector with an
+transit and EVs are slow to follow (docs/architecture.md, "Executor", safe ordering). For every connector with an
 open transaction the ledger keeps a *bound*: the most it may be drawing now, in kW,
 
     bound = max(limit in force, limit in flight, limits it was cut from less than ``lag_s`` ago)

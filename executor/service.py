@@ -6,7 +6,7 @@ connected charger. It talks to the engine only through topics (``pipeline.contra
 never by import.
 
 Start-up is rebuild-then-serve: ``site.topology``, the executor's own ``ocpp.active.sessions`` and
-``ocpp.setpoint.acks`` and the compacted ``ocpp.setpoint.commands`` are read to their end (DESIGN.md,
+``ocpp.setpoint.acks`` and the compacted ``ocpp.setpoint.commands`` are read to their end (docs/architecture.md,
 "Executor": level-triggered desired state) before the first charger is accepted, so a restarted executor
 sends what the engine last wanted, and knows which limits its chargers may still hold.
 """
@@ -21,8 +21,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from executor.config import ExecutorConfig
-from executor.desired import COMMANDS_TOPIC, SetpointTable
-from executor.dispatch import ACKS_TOPIC, ChargerDispatcher, DispatchContext
+from executor.desired import SetpointTable
+from executor.dispatch import ChargerDispatcher, DispatchContext
 from executor.ledger import Ledger
 from executor.metrics import ExecutorStats
 from executor.ocpp import v16, v201
@@ -30,17 +30,24 @@ from executor.ocpp.auth import Authenticator
 from executor.ocpp.server import HttpEndpoints, OcppServer, server_tls_context
 from executor.ocpp.station import MeterSample, Station, StationFactory, StationOptions
 from executor.outbox import Outbox
-from executor.sessions import SESSIONS_TOPIC, Sessions
+from executor.sessions import Sessions
 from executor.topology import Topology
 from pipeline.contracts.clock import Clock, SystemClock
-from pipeline.contracts.topics import ActiveSession, SetpointAck, decode
+from pipeline.contracts.topics import (
+    ACTIVE_SESSIONS,
+    SETPOINT_ACKS,
+    SETPOINT_COMMANDS,
+    SITE_TOPOLOGY,
+    ActiveSession,
+    SetpointAck,
+    decode,
+)
 from pipeline.transport import Consumer, Record, Transport, decode_or_dead_letter
 
 __all__ = ["Executor", "ExecutorConfig", "PROTOCOLS"]
 
 log = logging.getLogger(__name__)
 
-TOPOLOGY_TOPIC = "site.topology"
 
 PROTOCOLS: dict[str, StationFactory] = {
     v201.SUBPROTOCOL: v201.CentralSystemV201,
@@ -210,7 +217,7 @@ class Executor:
         if self._http is not None:
             await self._http.start()
         self._consumer = await self.transport.consumer(
-            [TOPOLOGY_TOPIC, COMMANDS_TOPIC], self.group, from_beginning=True
+            [SITE_TOPOLOGY, SETPOINT_COMMANDS], self.group, from_beginning=True
         )
         self._spawn(self._consume(), "executor-consume")
 
@@ -329,7 +336,7 @@ class Executor:
         Uses the never-committed group ``{group}.rebuild`` so the read always starts at offset 0. Bad
         records are skipped here; the live consumer dead-letters them once.
         """
-        topics = [TOPOLOGY_TOPIC, SESSIONS_TOPIC, ACKS_TOPIC, COMMANDS_TOPIC]
+        topics = [SITE_TOPOLOGY, ACTIVE_SESSIONS, SETPOINT_ACKS, SETPOINT_COMMANDS]
         consumer = await self.transport.consumer(topics, f"{self.group}.rebuild", from_beginning=True)
         try:
             records = await consumer.read_to_end()
@@ -338,11 +345,11 @@ class Executor:
         by_topic: dict[str, list[Record]] = {}
         for record in records:
             by_topic.setdefault(record.topic, []).append(record)
-        for record in by_topic.get(TOPOLOGY_TOPIC, []):
+        for record in by_topic.get(SITE_TOPOLOGY, []):
             if (value := self._decode_quietly(record)) is not False:
                 self._topology.apply(record.key, value)
         open_sessions: dict[str, ActiveSession] = {}
-        for record in by_topic.get(SESSIONS_TOPIC, []):
+        for record in by_topic.get(ACTIVE_SESSIONS, []):
             if (value := self._decode_quietly(record)) is not False and record.key is not None:
                 if value is None:
                     open_sessions.pop(record.key, None)
@@ -351,10 +358,10 @@ class Executor:
         for session in open_sessions.values():
             self._sessions.recover(session)
             self._ledger.transaction_started(session.charge_point_id, session.connector_id, session.transaction_id)
-        for record in by_topic.get(ACKS_TOPIC, []):
+        for record in by_topic.get(SETPOINT_ACKS, []):
             if (ack := self._decode_quietly(record)) and ack.session_id in open_sessions:
                 self._recover_ack(ack, open_sessions[ack.session_id])
-        for record in by_topic.get(COMMANDS_TOPIC, []):
+        for record in by_topic.get(SETPOINT_COMMANDS, []):
             if (value := self._decode_quietly(record)) is not False:
                 self._setpoints.apply(record.key, value, count=False)
         log.info(
@@ -414,7 +421,7 @@ class Executor:
                     ok, value = await decode_or_dead_letter(self.transport, record)
                     if not ok:
                         continue
-                    if record.topic == TOPOLOGY_TOPIC:
+                    if record.topic == SITE_TOPOLOGY:
                         self._topology.apply(record.key, value)
                         touched.update(self._dispatchers)  # limits and safe shares may have changed
                     elif (cp := self._setpoints.apply(record.key, value, now)) is not None:
@@ -441,7 +448,7 @@ class Executor:
                 self._wake(cp)
 
     async def _publish_ack(self, ack: SetpointAck) -> None:
-        self.outbox.publish(ACKS_TOPIC, ack)  # never waits for the transport
+        self.outbox.publish(SETPOINT_ACKS, ack)  # never waits for the transport
 
     def _on_connect(self, charge_point_id: str, station: Station) -> None:
         old = self._dispatchers.pop(charge_point_id, None)

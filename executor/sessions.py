@@ -22,13 +22,11 @@ from pydantic import ValidationError
 from executor.ocpp.station import MeterSample
 from executor.outbox import Outbox
 from executor.topology import Topology
-from pipeline.contracts.topics import ActiveSession
+from pipeline.contracts.topics import ACTIVE_SESSIONS, ActiveSession
 
-__all__ = ["OpenTransaction", "Sessions", "TransactionIds", "SESSIONS_TOPIC"]
+__all__ = ["OpenTransaction", "Sessions", "TransactionIds", "ACTIVE_SESSIONS"]
 
 log = logging.getLogger(__name__)
-
-SESSIONS_TOPIC = "ocpp.active.sessions"
 
 
 class TransactionIds:
@@ -164,7 +162,7 @@ class Sessions:
         )
         tx.session = self._initial_session(tx)
         if tx.session is not None:
-            self._outbox.publish(SESSIONS_TOPIC, tx.session)
+            self._outbox.publish(ACTIVE_SESSIONS, tx.session)
         else:
             log.warning(
                 "%s: not in site.topology; transaction %s accepted but not published",
@@ -216,7 +214,7 @@ class Sessions:
         except ValidationError as exc:
             log.warning("%s: meter values for %s not published: %s", charge_point_id, tx.session_id, exc)
             return
-        self._outbox.publish(SESSIONS_TOPIC, new)
+        self._outbox.publish(ACTIVE_SESSIONS, new)
         tx.session = new
 
     async def stop(self, charge_point_id: str, transaction_id: str) -> int | None:
@@ -229,14 +227,14 @@ class Sessions:
         if tx is None:
             log.warning("%s: StopTransaction for unknown transaction %s", charge_point_id, transaction_id)
             if self._topology.charger(charge_point_id) is not None:
-                self._outbox.tombstone(SESSIONS_TOPIC, f"{charge_point_id}-{transaction_id}")
+                self._outbox.tombstone(ACTIVE_SESSIONS, f"{charge_point_id}-{transaction_id}")
             return None
         await self._close(tx)
         return tx.connector_id
 
     async def _close(self, tx: OpenTransaction) -> None:
         if tx.session is not None:
-            self._outbox.tombstone(SESSIONS_TOPIC, tx.session_id)
+            self._outbox.tombstone(ACTIVE_SESSIONS, tx.session_id)
         self._remove(tx)
 
     def _add(self, tx: OpenTransaction) -> None:

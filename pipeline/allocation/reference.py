@@ -1,6 +1,6 @@
 """A plain-Python reference allocator: the oracle the SQL views are tested against.
 
-It implements the rules of ``sql/`` (DESIGN.md "Allocation", issue 5) directly over topic records,
+It implements the rules of ``sql/`` (docs/architecture.md, "Allocation") directly over topic records,
 without SQL: headroom per breaker, caps and floors, rules, DR, tariff shaping and stale telemetry,
 bottom-up admission, and weighted max-min fair water-filling done as *event-driven progressive
 filling* (every unfrozen session rises at the rate of its weight until it reaches its cap or a breaker
@@ -21,7 +21,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pipeline.contracts.topics import RULE_SOURCES
+from pipeline.contracts.topics import (
+    ACTIVE_SESSIONS,
+    CONTROL_RULES,
+    DR_SIGNALS,
+    PRICE_SIGNALS,
+    RULE_SOURCES,
+    SETPOINT_ACKS,
+    SITE_DEMAND,
+    SITE_TOPOLOGY,
+)
 
 SESSION_STALE_S = 600
 BUILDING_STALE_S = 1800
@@ -62,12 +71,12 @@ class State:
     @classmethod
     def from_records(cls, records: Iterable[tuple[str, str | None, Any]]) -> State:
         s = cls()
-        upserts = {"site.topology": s.topology, "ocpp.active.sessions": s.sessions, "control.rules": s.rules}
+        upserts = {SITE_TOPOLOGY: s.topology, ACTIVE_SESSIONS: s.sessions, CONTROL_RULES: s.rules}
         appends = {
-            "bems.site.demand": s.demand,
-            "tariff.price.signals": s.prices,
-            "utility.dr.signals": s.dr,
-            "ocpp.setpoint.acks": s.acks,
+            SITE_DEMAND: s.demand,
+            PRICE_SIGNALS: s.prices,
+            DR_SIGNALS: s.dr,
+            SETPOINT_ACKS: s.acks,
         }
         for topic, key, rec in records:
             if topic in upserts:

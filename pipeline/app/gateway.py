@@ -16,12 +16,12 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from pipeline.contracts.errors import PipelineError
-from pipeline.contracts.topics import TOPICS, RecordError, decode
+from pipeline.contracts.topics import DR_SIGNALS, PRICE_SIGNALS, SITE_DEMAND, TOPICS, RecordError, decode
 from pipeline.transport.base import Transport
 
 log = logging.getLogger(__name__)
 
-SIGNAL_TOPICS = ("bems.site.demand", "tariff.price.signals", "utility.dr.signals")
+SIGNAL_TOPICS = (SITE_DEMAND, PRICE_SIGNALS, DR_SIGNALS)
 PREFIX = "/topics/"
 
 

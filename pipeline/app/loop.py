@@ -34,6 +34,7 @@ from pipeline.app.settings import GatewaySettings, PgwireSettings
 from pipeline.app.site import PipelineConfig
 from pipeline.contracts.clock import Clock, SystemClock
 from pipeline.contracts.errors import PipelineError
+from pipeline.contracts.topics import SITE_TOPOLOGY
 from pipeline.engine.config import EngineConfig
 from pipeline.engine.embedded import EmbeddedEngine
 from pipeline.engine.service import EngineService
@@ -68,7 +69,7 @@ async def publish_topology(transport: Transport, site: PipelineConfig | None) ->
         return 0
     nodes = site.topology()
     for node in nodes:
-        await publish(transport, "site.topology", node)
+        await publish(transport, SITE_TOPOLOGY, node)
     return len(nodes)
 
 

@@ -11,7 +11,15 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 
-from pipeline.contracts.topics import DRSignal, PriceSignal, RecordError, SiteDemand
+from pipeline.contracts.topics import (
+    DR_SIGNALS,
+    PRICE_SIGNALS,
+    SITE_DEMAND,
+    DRSignal,
+    PriceSignal,
+    RecordError,
+    SiteDemand,
+)
 
 
 def _checked(model, **fields):
@@ -43,7 +51,7 @@ def dr_signal(
     start = start or signal_at
     if end is None:
         end = start + timedelta(minutes=60 if duration_min is None else duration_min)
-    return "utility.dr.signals", _checked(
+    return DR_SIGNALS, _checked(
         DRSignal,
         site_id=site_id,
         dr_event_id=event_id or f"dr-{uuid.uuid4().hex[:8]}",
@@ -68,7 +76,7 @@ def price_signal(
     """A price on ``tariff.price.signals`` valid from ``valid_from`` (default now) for one hour unless
     ``valid_to`` is given."""
     valid_from = valid_from or _now()
-    return "tariff.price.signals", _checked(
+    return PRICE_SIGNALS, _checked(
         PriceSignal,
         site_id=site_id,
         tariff_id=tariff_id,
@@ -89,7 +97,7 @@ def demand_signal(
     measured_at: datetime | None = None,
 ) -> tuple[str, SiteDemand]:
     """A site meter reading on ``bems.site.demand``."""
-    return "bems.site.demand", _checked(
+    return SITE_DEMAND, _checked(
         SiteDemand,
         site_id=site_id,
         current_demand_kw=current_demand_kw,

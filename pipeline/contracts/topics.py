@@ -5,7 +5,7 @@ The executor and the engine never import each other; they share only these topic
 form of the topic's pydantic model (``None`` is a tombstone on an upsert topic).
 
 Units are in the field names (``_kw``, ``_a``, ``_v``, ``_pct``, ``_kwh``); timestamps are ISO-8601 UTC.
-Names follow the seed tutorial and ``DESIGN.md`` ("Topic contracts").
+docs/architecture.md ("Topic contracts") describes each topic; this module is its definition.
 """
 
 from __future__ import annotations
@@ -33,6 +33,15 @@ __all__ = [
     "TopicSpec",
     "TopologyNode",
     "TOPICS",
+    "ACTIVE_SESSIONS",
+    "SITE_DEMAND",
+    "PRICE_SIGNALS",
+    "DR_SIGNALS",
+    "SITE_TOPOLOGY",
+    "CONTROL_RULES",
+    "SETPOINT_COMMANDS",
+    "SETPOINT_ACKS",
+    "ALERTS",
     "BOUNDS",
     "RecordError",
     "decode",
@@ -122,7 +131,7 @@ def _window(start: datetime, end: datetime, days: float, what: str) -> None:
 
 
 class PriceTier(str, Enum):
-    """Tariff tiers of ``tariff.price.signals`` (DESIGN.md)."""
+    """Tariff tiers of ``tariff.price.signals``."""
 
     OFF_PEAK = "OFF_PEAK"
     MID_PEAK = "MID_PEAK"
@@ -245,7 +254,7 @@ class TopologyNode(_Record):
 
 
 RULE_SOURCES = {"safety": 4, "utility": 3, "partner": 2, "operator": 1}
-"""Rule precedence, highest first (issue 5): safety > utility > partner > operator."""
+"""Rule precedence, highest first: safety > utility > partner > operator (docs/architecture.md, "Rules")."""
 
 
 class ControlRule(_Record):
@@ -352,6 +361,18 @@ class Alert(_Record):
     message: str
 
 
+# The topic names: code names a topic by these constants, never by a string of its own.
+ACTIVE_SESSIONS = "ocpp.active.sessions"
+SITE_DEMAND = "bems.site.demand"
+PRICE_SIGNALS = "tariff.price.signals"
+DR_SIGNALS = "utility.dr.signals"
+SITE_TOPOLOGY = "site.topology"
+CONTROL_RULES = "control.rules"
+SETPOINT_COMMANDS = "ocpp.setpoint.commands"
+SETPOINT_ACKS = "ocpp.setpoint.acks"
+ALERTS = "pipeline.alerts"
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     """A topic's contract: ``key`` names the model field used as the record key."""
@@ -365,15 +386,15 @@ class TopicSpec:
 TOPICS: dict[str, TopicSpec] = {
     spec.name: spec
     for spec in (
-        TopicSpec("ocpp.active.sessions", "session_id", "upsert", ActiveSession),
-        TopicSpec("bems.site.demand", "site_id", "append", SiteDemand),
-        TopicSpec("tariff.price.signals", "site_id", "append", PriceSignal),
-        TopicSpec("utility.dr.signals", "site_id", "append", DRSignal),
-        TopicSpec("site.topology", "node_id", "upsert", TopologyNode),
-        TopicSpec("control.rules", "rule_id", "upsert", ControlRule),
-        TopicSpec("ocpp.setpoint.commands", "session_id", "upsert", SetpointCommand),
-        TopicSpec("ocpp.setpoint.acks", "charge_point_id", "append", SetpointAck),
-        TopicSpec("pipeline.alerts", "alert_id", "upsert", Alert),
+        TopicSpec(ACTIVE_SESSIONS, "session_id", "upsert", ActiveSession),
+        TopicSpec(SITE_DEMAND, "site_id", "append", SiteDemand),
+        TopicSpec(PRICE_SIGNALS, "site_id", "append", PriceSignal),
+        TopicSpec(DR_SIGNALS, "site_id", "append", DRSignal),
+        TopicSpec(SITE_TOPOLOGY, "node_id", "upsert", TopologyNode),
+        TopicSpec(CONTROL_RULES, "rule_id", "upsert", ControlRule),
+        TopicSpec(SETPOINT_COMMANDS, "session_id", "upsert", SetpointCommand),
+        TopicSpec(SETPOINT_ACKS, "charge_point_id", "append", SetpointAck),
+        TopicSpec(ALERTS, "alert_id", "upsert", Alert),
     )
 }
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.contracts.topics import TOPICS, RecordError, decode
+from pipeline.contracts.topics import SETPOINT_COMMANDS, TOPICS, RecordError, decode
 from pipeline.engine.embedded import EmbeddedEngine
 from pipeline.sqlmodel.objects import DEFAULT_SQL_DIR
 
@@ -50,5 +50,5 @@ def allocate(
         changes = engine.evaluate(now)
     finally:
         engine.close()
-    records = [json.loads(c.value) for c in changes if c.topic == "ocpp.setpoint.commands" and c.value]
+    records = [json.loads(c.value) for c in changes if c.topic == SETPOINT_COMMANDS and c.value]
     return sorted(records, key=lambda r: r["session_id"])

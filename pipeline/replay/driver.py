@@ -29,7 +29,7 @@ from executor import ExecutorConfig
 from pipeline.app.loop import start_loop
 from pipeline.app.site import ChargerConfig, PipelineConfig, SiteConfig
 from pipeline.contracts.clock import SimClock
-from pipeline.contracts.topics import DRSignal, SiteDemand
+from pipeline.contracts.topics import DR_SIGNALS, PRICE_SIGNALS, SETPOINT_COMMANDS, SITE_DEMAND, DRSignal, SiteDemand
 from pipeline.engine.config import EngineConfig
 from pipeline.engine.service import EngineService
 from pipeline.pgwire.config import PgwireSettings
@@ -189,7 +189,7 @@ async def run_replay(
 
     for signal in price_signals(o.site_id, o.day, o.days):
         series.add_price(signal)
-        await publish(transport, "tariff.price.signals", signal)
+        await publish(transport, PRICE_SIGNALS, signal)
     if o.dr_event:
         for d in range(o.days):
             local = datetime.combine(o.day + timedelta(days=d), datetime.min.time(), SITE_TZ)
@@ -202,7 +202,7 @@ async def run_replay(
                 signal_at=start,
             )
             series.add_dr(dr)
-            await publish(transport, "utility.dr.signals", dr)
+            await publish(transport, DR_SIGNALS, dr)
 
     # Open mode (the replay's chargers have no passwords). The setpoint TTL is longer than the default:
     # the building load steps every 15 min, but under a compressed clock the engine's evaluations delay
@@ -263,7 +263,7 @@ async def run_replay(
                 meter.set_building(payload, now)
                 await publish(
                     transport,
-                    "bems.site.demand",
+                    SITE_DEMAND,
                     SiteDemand(
                         site_id=o.site_id,
                         current_demand_kw=round(payload + meter.ev_kw, 3),
@@ -306,7 +306,7 @@ async def run_replay(
             "seconds_over_limit": round(meter.seconds_over_limit, 3),
             "profiles_sent": executor.stats.profiles_sent,
             "updates_collapsed": executor.stats.updates_collapsed,
-            "setpoint_records": len(transport.log("ocpp.setpoint.commands")),
+            "setpoint_records": len(transport.log(SETPOINT_COMMANDS)),
             "engine_evaluations": engine.stats.evaluations,
             "active_sessions_at_end": active,
             "chargers_holding_latest_setpoint": in_sync,
@@ -339,7 +339,7 @@ def _setpoints_kw(transport: MemoryTransport, chargers: list[SimulatedChargePoin
     """The sum of the latest setpoints (kW) published for sessions that are running."""
     by_id = {cp.charge_point_id: cp for cp in chargers}
     total = 0.0
-    for raw in transport.latest("ocpp.setpoint.commands").values():
+    for raw in transport.latest(SETPOINT_COMMANDS).values():
         cmd = json.loads(raw)
         cp = by_id.get(cmd["charge_point_id"])
         if cp is not None and cp.session_active(cmd["connector_id"]):
@@ -370,7 +370,7 @@ def _check_sync(transport: MemoryTransport, chargers: list[SimulatedChargePoint]
     by_id = {cp.charge_point_id: cp for cp in chargers}
     held_back = executor.held_back()
     in_sync = waiting = active = 0
-    for raw in transport.latest("ocpp.setpoint.commands").values():
+    for raw in transport.latest(SETPOINT_COMMANDS).values():
         cmd = json.loads(raw)
         cp = by_id.get(cmd["charge_point_id"])
         if cp is None or not cp.session_active(cmd["connector_id"]):

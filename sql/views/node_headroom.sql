@@ -1,4 +1,4 @@
--- EV headroom of every breaker (site, panel, charger) (DESIGN.md, allocation rule 1).
+-- EV headroom of every breaker (site, panel, charger) (docs/architecture.md, "Allocation", rule 1).
 --   limit_kw    = the breaker's limit_kw, lowered by the smallest cap rule on the node; for a site also by
 --                 the contracted limit the BEMS reports and by an active DR event (curtailment_pct of
 --                 the site limit, or its limit_kw)

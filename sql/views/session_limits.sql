@@ -1,4 +1,4 @@
--- Per-session cap, floor and priority (DESIGN.md, allocation rule 2), after rules and tariff shaping.
+-- Per-session cap, floor and priority (docs/architecture.md, "Allocation", rule 2), after rules and tariff shaping.
 --   cap_kw   = the smallest of the EVSE rating, the EV's acceptance and the cap rules on the session or
 --              its charger; a flexible session's cap is scaled by its price tier's multiplier
 --              (tariff_multipliers), never below its floor

@@ -1,4 +1,4 @@
-"""Restart semantics over Kafka (issue 3, item 3): a restarted executor reads the compacted setpoint topic to
+"""Restart semantics over Kafka : a restarted executor reads the compacted setpoint topic to
 its end before it serves anyone, then reconciles each charger to its latest setpoint; stale and duplicate
 records are ignored, and a tombstone clears the session's desired profile for good."""
 

@@ -1,4 +1,4 @@
-"""A real Apache Kafka broker for the ``kafka`` tests, found or made in this order (DESIGN.md):
+"""A real Apache Kafka broker for the ``kafka`` tests, found or made in this order (docs/architecture.md, "Tests"):
 
 1. ``KAFKA_BOOTSTRAP_SERVERS`` if set: a broker someone else runs (it cannot be restarted by the tests).
 2. testcontainers, where a Docker daemon answers: the ``apache/kafka`` image, KRaft, one node.

@@ -2,7 +2,7 @@
 
 Hypothesis draws trees of depth 1 to 4 with up to 200 sessions, random caps, floors, priorities,
 weights, rules, DR events, tariffs and stale meters; the embedded engine's setpoints must equal the
-reference allocator's within 0.01 kW, and both must hold DESIGN.md's invariants.
+reference allocator's within 0.01 kW, and both must hold the invariants of docs/architecture.md ("Allocation").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Hand-written allocation scenarios on the seed layouts (issue 5), through `pipeline allocate`."""
+"""Hand-written allocation scenarios on the seed layouts, through `pipeline allocate`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Allocation on hand-made cases, through the `pipeline allocate` command (DESIGN.md allocation rules)."""
+"""Allocation on hand-made cases, through the `pipeline allocate` command (docs/architecture.md, "Allocation")."""
 
 from __future__ import annotations
 
