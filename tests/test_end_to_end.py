@@ -147,3 +147,34 @@ async def test_a_taken_port_is_one_error_naming_its_setting_and_nothing_is_left_
             await start_loop(transport, site=CONFIG, executor=ExecutorConfig(port=port, metrics=False))
     # the first attempt's executor was stopped: its OCPP port is free again, and no engine task is left
     assert not [t for t in asyncio.all_tasks() if t.get_name() == "engine"]
+
+
+async def test_a_signal_for_an_unknown_site_is_refused_naming_the_known_ones_unless_forced(service):
+    gateway = f"ws://127.0.0.1:{service.gateway_port}"
+    _, record = dr_signal("no-such-site", curtailment_pct=20, duration_min=30)
+    with pytest.raises(GatewayError, match=r"unknown site 'no-such-site' \(known: s1\); --force sends it anyway"):
+        await send_record(gateway, "utility.dr.signals", encode(record))
+    assert service.transport.log("utility.dr.signals") == []
+    await send_record(gateway, "utility.dr.signals", encode(record), force=True)
+    assert [r.key for r in service.transport.log("utility.dr.signals")] == ["no-such-site"]
+
+
+async def test_a_cancelled_dr_event_restores_the_setpoints(service, chargers):
+    from pipeline.app.signals import dr_cancel
+
+    for i, cp in enumerate(chargers[:2]):
+        await cp.plug_in(ev(i))
+    await wait_for(
+        lambda: (
+            all(cp.held_limit(1) is not None for cp in chargers[:2])
+            and sum(held_kw(cp) for cp in chargers[:2]) > LIMIT_KW - 1
+        )
+    )
+    before = {cp.charge_point_id: cp.held_limit(1) for cp in chargers[:2]}
+    gateway = f"ws://127.0.0.1:{service.gateway_port}"
+    topic, record = dr_signal("s1", limit_kw=10, duration_min=60, event_id="dr-cut")
+    await send_record(gateway, topic, encode(record))
+    await wait_for(lambda: sum(held_kw(cp) for cp in chargers[:2]) <= 10 + 1e-6)  # the DR cut
+    topic, record = dr_cancel("s1", "dr-cut")
+    await send_record(gateway, topic, encode(record))
+    await wait_for(lambda: {cp.charge_point_id: cp.held_limit(1) for cp in chargers[:2]} == before)  # restored

@@ -2,22 +2,37 @@
 
 On the memory transport the topics live inside the ``pipeline run`` process; this websocket endpoint
 (``ws://HOST:PORT/topics/{topic}``) takes one JSON record per message, validates it against the topic's
-contract, publishes it and answers ``{"ok": true}`` or ``{"ok": false, "error": "..."}``. Only the
-signal topics are open: site demand, tariff prices and DR signals.
+contract and against the sites ``site.topology`` names, publishes it and answers ``{"ok": true}`` or
+``{"ok": false, "error": "..."}``. Only the signal topics are open: site demand, tariff prices and DR
+signals.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import uuid
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from pipeline.contracts.errors import PipelineError
-from pipeline.contracts.topics import DR_SIGNALS, PRICE_SIGNALS, SITE_DEMAND, TOPICS, RecordError, decode
-from pipeline.transport.base import Transport
+from pipeline.contracts.topics import (
+    DR_SIGNALS,
+    PRICE_SIGNALS,
+    SITE_DEMAND,
+    SITE_TOPOLOGY,
+    TOPICS,
+    RecordError,
+    TopologyNode,
+    decode,
+)
+from pipeline.transport.base import Transport, decode_or_dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -29,34 +44,132 @@ class GatewayError(PipelineError):
     """The gateway could not be reached or refused the record."""
 
 
-async def serve_gateway(transport: Transport, host: str = "127.0.0.1", port: int = 9001) -> Server:
-    """Start the gateway; returns the websockets server (``server.close()`` to stop)."""
+class KnownSites:
+    """The sites ``site.topology`` names, followed from the topic, to refuse a signal for a site nobody
+    declared (a typo would otherwise be accepted and sit in ``active_dr`` for nothing)."""
+
+    def __init__(self) -> None:
+        self._site_of: dict[str, str] = {}  # node_id -> site_id
+
+    def apply(self, key: str | None, node: TopologyNode | None) -> None:
+        if node is None:
+            self._site_of.pop(key or "", None)
+        else:
+            self._site_of[node.node_id] = node.site_id
+
+    @property
+    def sites(self) -> list[str]:
+        return sorted(set(self._site_of.values()))
+
+    def check(self, site_id: str) -> None:
+        """Raises :class:`RecordError` naming the known sites when ``site_id`` is not one of them."""
+        if site_id not in self._site_of.values():
+            known = ", ".join(self.sites) or "none yet"
+            raise RecordError(f"unknown site {site_id!r} (known: {known}); --force sends it anyway")
+
+
+async def follow_topology(transport: Transport, known: KnownSites, group: str) -> None:
+    """Apply ``site.topology`` to ``known`` from the beginning, for as long as the task runs."""
+    consumer = await transport.consumer([SITE_TOPOLOGY], group, from_beginning=True)
+    try:
+        while True:
+            for rec in await consumer.getmany(timeout_s=1.0):
+                ok, node = await decode_or_dead_letter(transport, rec)
+                if ok:
+                    known.apply(rec.key, node)  # type: ignore[arg-type]
+    finally:
+        await consumer.close()
+
+
+async def read_known_sites(transport: Transport) -> KnownSites:
+    """``site.topology`` read once to its end (for a one-shot command publishing straight to Kafka)."""
+    known = KnownSites()
+    consumer = await transport.consumer([SITE_TOPOLOGY], f"signal-{uuid.uuid4().hex[:8]}", from_beginning=True)
+    try:
+        for rec in await consumer.read_to_end():
+            try:
+                known.apply(rec.key, decode(rec.topic, rec.key, rec.value))  # type: ignore[arg-type]
+            except RecordError:
+                continue
+    finally:
+        await consumer.close()
+    return known
+
+
+@dataclass
+class Gateway:
+    """A running gateway: the websockets server and the task that follows the topology."""
+
+    server: Server
+    follower: asyncio.Task[None]
+    known: KnownSites
+
+    @property
+    def port(self) -> int:
+        return int(next(iter(self.server.sockets)).getsockname()[1])
+
+    async def close(self) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+        self.follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.follower
+
+
+async def serve_gateway(transport: Transport, host: str = "127.0.0.1", port: int = 9001) -> Gateway:
+    """Start the gateway (``await gateway.close()`` to stop).
+
+    A record for a site that ``site.topology`` does not name is refused with the known sites, unless the
+    connection asked ``?force=1`` (a site not yet published). Raises ``OSError`` if the port cannot be
+    bound.
+    """
+    known = KnownSites()
+    follower = asyncio.create_task(
+        follow_topology(transport, known, f"gateway-{uuid.uuid4().hex[:8]}"), name="gateway-topology"
+    )
+
+    def split(path: str) -> tuple[str, bool]:
+        parts = urlsplit(path)
+        force = parse_qs(parts.query).get("force", ["0"])[0] in ("1", "true", "yes")
+        return parts.path.removeprefix(PREFIX), force
 
     def check_path(connection: ServerConnection, request: Request) -> Response | None:
-        topic = request.path.removeprefix(PREFIX)
+        topic, _ = split(request.path)
         if not request.path.startswith(PREFIX) or topic not in SIGNAL_TOPICS:
             return connection.respond(404, f"no such topic; open topics: {', '.join(SIGNAL_TOPICS)}\n")
         return None
 
     async def handler(ws: ServerConnection) -> None:
-        topic = ws.request.path.removeprefix(PREFIX)
+        assert ws.request is not None
+        topic, force = split(ws.request.path)
         async for message in ws:
             raw = message.encode() if isinstance(message, str) else message
             try:
                 record = decode(topic, None, raw)
+                if record is None:
+                    raise RecordError("a signal cannot be a tombstone")
+                if not force:
+                    known.check(str(record.site_id))
             except RecordError as exc:
                 await ws.send(json.dumps({"ok": False, "error": str(exc)}))
                 continue
             await transport.send(topic, str(getattr(record, TOPICS[topic].key)), raw)
             await ws.send(json.dumps({"ok": True}))
 
-    return await serve(handler, host, port, process_request=check_path)
-
-
-async def send_record(url: str, topic: str, value: bytes) -> None:
-    """Publish one record through a gateway at ``url`` (``ws://HOST:PORT``); raises :class:`GatewayError`."""
     try:
-        async with connect(f"{url.rstrip('/')}{PREFIX}{topic}", open_timeout=5) as ws:
+        server = await serve(handler, host, port, process_request=check_path)
+    except BaseException:
+        follower.cancel()
+        raise
+    return Gateway(server, follower, known)
+
+
+async def send_record(url: str, topic: str, value: bytes, *, force: bool = False) -> None:
+    """Publish one record through a gateway at ``url`` (``ws://HOST:PORT``); ``force`` sends it even for a
+    site the topology does not name. Raises :class:`GatewayError`."""
+    query = "?force=1" if force else ""
+    try:
+        async with connect(f"{url.rstrip('/')}{PREFIX}{topic}{query}", open_timeout=5) as ws:
             await ws.send(value.decode())
             answer = json.loads(await ws.recv())
     except (OSError, TimeoutError) as exc:
@@ -67,4 +180,4 @@ async def send_record(url: str, topic: str, value: bytes) -> None:
         raise GatewayError(f"gateway rejected the record: {answer.get('error')}")
 
 
-__all__ = ["GatewayError", "SIGNAL_TOPICS", "send_record", "serve_gateway"]
+__all__ = ["Gateway", "GatewayError", "KnownSites", "SIGNAL_TOPICS", "read_known_sites", "send_record", "serve_gateway"]

@@ -26,10 +26,8 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
-from websockets.asyncio.server import Server
-
 from executor import Executor, ExecutorConfig
-from pipeline.app.gateway import serve_gateway
+from pipeline.app.gateway import Gateway, serve_gateway
 from pipeline.app.settings import GatewaySettings, PgwireSettings
 from pipeline.app.site import PipelineConfig
 from pipeline.contracts.clock import Clock, SystemClock
@@ -80,7 +78,7 @@ class Loop:
     transport: Transport
     engine: EngineService | None = None
     executor: Executor | None = None
-    gateway: Server | None = None
+    gateway: Gateway | None = None
     pgwire: PgWireServer | None = None
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack, repr=False)
 
@@ -97,7 +95,7 @@ class Loop:
     @property
     def gateway_port(self) -> int | None:
         """The bound signal-gateway port, ``None`` when it is off."""
-        return None if self.gateway is None else next(iter(self.gateway.sockets)).getsockname()[1]
+        return None if self.gateway is None else self.gateway.port
 
     async def stop(self) -> None:
         """Stop everything that was started, in reverse order (idempotent)."""
@@ -111,11 +109,6 @@ async def _stop_engine(service: EngineService, task: asyncio.Task[None]) -> None
         task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-async def _close_gateway(gateway: Server) -> None:
-    gateway.close()
-    await gateway.wait_closed()
 
 
 def _with_site_security(config: ExecutorConfig, site: PipelineConfig | None) -> ExecutorConfig:
@@ -186,7 +179,7 @@ async def start_loop(
                 loop.gateway = await serve_gateway(transport, gateway.host, gateway.port)
             except OSError as exc:
                 raise _bind_error(exc, {gateway.port: "gateway.port (--gateway-port)"}) from None
-            stack.push_async_callback(_close_gateway, loop.gateway)
+            stack.push_async_callback(loop.gateway.close)
             log.info("signals on ws://%s:%s/topics/{topic}", gateway.host, loop.gateway_port)
     except BaseException:
         await stack.aclose()

@@ -63,6 +63,23 @@ def dr_signal(
     )
 
 
+def dr_cancel(site_id: str, event_id: str, *, now: datetime | None = None) -> tuple[str, DRSignal]:
+    """Cancel DR event ``event_id`` of ``site_id``: a signal with the same id whose window ended at
+    ``now`` and curtails nothing. The latest signal of an event wins (the ``active_dr`` view), so from
+    ``now`` on the event is not in force, wherever and however it was announced (OpenADR 2.0b lets a
+    utility cancel an event the same way, by a newer version of it)."""
+    now = now or _now()
+    return DR_SIGNALS, _checked(
+        DRSignal,
+        site_id=site_id,
+        dr_event_id=event_id,
+        curtailment_pct=0.0,
+        event_start=now - timedelta(seconds=1),
+        event_end=now,
+        signal_at=now,
+    )
+
+
 def price_signal(
     site_id: str,
     *,

@@ -101,18 +101,24 @@ def quiet_client_logs() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-async def publish_direct(choice: TransportChoice, topic: str, record) -> None:
-    """Publish one validated record straight onto the transport (``pipeline signal --transport kafka``)."""
+async def publish_direct(choice: TransportChoice, topic: str, record, check_site: str | None = None) -> None:
+    """Publish one validated record straight onto the transport (``pipeline signal --transport kafka``).
+    With ``check_site``, ``site.topology`` is read first and an unknown site is refused (a
+    :class:`~pipeline.contracts.errors.RecordError` naming the known ones)."""
+    from pipeline.app.gateway import read_known_sites
     from pipeline.transport.base import publish
 
     quiet_client_logs()
     transport = choice.build()
     try:
+        if check_site is not None:
+            (await read_known_sites(transport)).check(check_site)
         await publish(transport, topic, record)
     finally:
         await transport.close()
 
 
-def echo_published(topic: str, choice: TransportChoice) -> None:
+def echo_published(what: str, choice: TransportChoice) -> None:
+    """``published <what>`` (e.g. ``dr-1 to utility.dr.signals``), saying where on Kafka."""
     where = "" if choice.kind != "kafka" else f" on kafka ({choice.settings().kafka.bootstrap_servers})"
-    click.echo(f"published to {topic}{where}")
+    click.echo(f"published {what}{where}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -132,7 +133,14 @@ async def test_engine_and_executor_processes_serve_chargers_and_take_signals_fro
             kafka_settings, "signal", "dr", "--site", "s1", "--limit-kw", "12", "--transport", "kafka"
         )
         assert done.returncode == 0, done.stderr
-        assert done.stdout.strip() == f"published to utility.dr.signals on kafka ({kafka_settings.bootstrap_servers})"
+        assert re.fullmatch(
+            rf"published dr-[0-9a-f]{{8}} to utility\.dr\.signals on kafka \({re.escape(kafka_settings.bootstrap_servers)}\)",
+            done.stdout.strip(),
+        ), done.stdout
+        refused = await pipeline(
+            kafka_settings, "signal", "dr", "--site", "nowhere", "--limit-kw", "12", "--transport", "kafka"
+        )
+        assert refused.returncode == 1 and "unknown site 'nowhere' (known: s1)" in refused.stderr, refused.stderr
         await wait_for(lambda: 11 < sum(held_kw(cp) for cp in chargers) <= 12 + 1e-6, what="the DR limit")
     finally:
         await asyncio.gather(*(cp.stop() for cp in chargers), return_exceptions=True)
