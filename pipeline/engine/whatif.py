@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.contracts.topics import SETPOINT_COMMANDS, TOPICS, RecordError, decode
+from pipeline.contracts.topics import SETPOINT_COMMANDS, SITE_TOPOLOGY, TOPICS, RecordError, decode
 from pipeline.engine.embedded import EmbeddedEngine
 from pipeline.sqlmodel.objects import DEFAULT_SQL_DIR
 
@@ -42,11 +42,15 @@ def allocate(
     snapshot: dict[str, Any], now: datetime | None = None, sql_dir: str | Path = DEFAULT_SQL_DIR
 ) -> list[dict[str, Any]]:
     """Run the views over ``snapshot`` at ``now`` (default: the current time) and return the setpoint
-    records as JSON-ready dicts."""
+    records as JSON-ready dicts. Raises :class:`RecordError` for a bad record or a snapshot without
+    ``site.topology`` (no breaker, no setpoint: an empty answer would look like a result)."""
     now = now or datetime.now(UTC)
+    records = load_snapshot(snapshot)
+    if not any(topic == SITE_TOPOLOGY for topic, _, _ in records):
+        raise RecordError(f"the snapshot has no {SITE_TOPOLOGY} records: setpoints need the site and its breakers")
     engine = EmbeddedEngine(sql_dir)
     try:
-        engine.apply(load_snapshot(snapshot))
+        engine.apply(records)
         changes = engine.evaluate(now)
     finally:
         engine.close()

@@ -153,10 +153,17 @@ def apply(
         return ApplyResult(plan_, tuple(applied))
 
 
+def _existing(target: str) -> None:
+    """A read of an embedded target needs its file: a typo must not read as 'nothing applied yet'."""
+    if target and not is_wire(target) and not Path(target).exists():
+        raise MigrateError(f"{target}: no such DuckDB file (apply creates it; plan shows what it would create)")
+
+
 @_database_errors
 def status(target: str, sql_dir: str | Path = DEFAULT_SQL_DIR) -> Status:
     """Drift between ``sql_dir`` and ``target``, one entry per object (``sql/`` order, then the rest).
-    Reads only."""
+    Reads only. Raises :class:`MigrateError` for an embedded target whose file does not exist."""
+    _existing(target)
     objects = load_objects(sql_dir)
     with open_target(target, read_only=True) as t:
         catalog, existing = t.read_catalog(), t.list_objects()

@@ -256,6 +256,7 @@ def test_setpoints_do_not_depend_on_the_evs_own_draw():
         ("not json", "not JSON"),
         ('{"nope.topic": []}', "unknown topic"),
         ('{"site.topology": [{"node_id": "s", "site_id": "s", "kind": "site", "limit_kw": -1}]}', "limit_kw"),
+        ("{}", "the snapshot has no site.topology records"),
     ],
 )
 def test_bad_snapshots_get_a_one_line_error(stdin, message):

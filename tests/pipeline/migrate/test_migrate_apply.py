@@ -48,7 +48,8 @@ def test_the_catalog_records_each_applied_object(small_sql, duck):
 
 def test_plan_and_status_change_nothing(small_sql, duck):
     commands.plan(duck, small_sql)
-    commands.status(duck, small_sql)
+    with pytest.raises(MigrateError, match="no such DuckDB file"):  # a typo must not read as "nothing applied"
+        commands.status(duck, small_sql)
     assert not Path(duck).exists()  # a missing embedded target is not even created
     commands.apply(duck, small_sql)
     (small_sql / "views/site_power.sql").write_text(

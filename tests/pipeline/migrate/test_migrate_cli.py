@@ -156,6 +156,7 @@ def test_a_held_lock_is_a_one_line_error(small_sql, duck):
             "Error: cannot connect to postgresql://u:***@127.0.0.1:1/x",
         ),
         (["status", "--target", "{tmp}"], "is a directory, not a DuckDB database file"),
+        (["status", "--target", "{tmp}/typo.duckdb"], "typo.duckdb: no such DuckDB file"),
         (["plan", "--target", "{tmp}/t.duckdb", "--sql-dir", "{tmp}/nope"], "Error: "),
         (["diff", "no_such_object", "--target", "{tmp}/t.duckdb"], "Error: no_such_object: not in"),
     ],
