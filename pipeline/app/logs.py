@@ -5,8 +5,9 @@ The code that logs (``executor/`` included) uses only the standard library: ``lo
 (``charge_point_id``, ``reason``, ``action``, ``connector_id``, ``status``, ``duration_ms`` ...). How a
 record looks is decided here, once per process, by :func:`configure_logging`:
 
-- ``text``: rich's handler, one line per record (``logger: message``); the extra fields are left out, so
-  messages name the charger themselves.
+- ``text``: on standard error; at a terminal rich's handler (``logger: message``), otherwise (a file, a
+  pipe, a service manager) one plain line per record, never wrapped at the terminal width. The extra
+  fields are left out, so messages name the charger themselves.
 - ``json``: one JSON object a line on standard error (standard output stays for a command's results),
   formatted by python-json-logger: ``timestamp`` (ISO-8601 UTC, milliseconds, ``Z``), ``level``,
   ``logger``, ``message``, then every extra field (and ``exc_info`` with a traceback).
@@ -48,20 +49,22 @@ class JsonLineFormatter(JsonFormatter):
 
 
 def make_handler(fmt: str, stream: IO[str] | None = None) -> logging.Handler:
-    """A handler for ``fmt`` (``text`` or ``json``), writing to ``stream`` (default: json to standard
-    error, text to rich's console). Raises ``ValueError`` for another format."""
+    """A handler for ``fmt`` (``text`` or ``json``), writing to ``stream`` (default: standard error; text
+    through rich only when that is a terminal). Raises ``ValueError`` for another format."""
     if fmt == "json":
         handler: logging.Handler = logging.StreamHandler(stream or sys.stderr)
         handler.setFormatter(JsonLineFormatter())
         return handler
     if fmt == "text":
-        if stream is not None:
-            handler = logging.StreamHandler(stream)
+        target = stream or sys.stderr
+        if stream is not None or not target.isatty():  # a file or a pipe: one record per line, never wrapped
+            handler = logging.StreamHandler(target)
             handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
             return handler
+        from rich.console import Console
         from rich.logging import RichHandler
 
-        handler = RichHandler(console=None, show_path=False, rich_tracebacks=False)
+        handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)
         handler.setFormatter(logging.Formatter("%(name)s: %(message)s", datefmt="[%X]"))
         return handler
     raise ValueError(f"log format must be one of {', '.join(FORMATS)}, not {fmt!r}")

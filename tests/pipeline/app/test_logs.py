@@ -134,3 +134,20 @@ def test_log_settings_from_the_file_and_bad_values(chosen, tmp_path, monkeypatch
     assert result.output.count("\n") == 1
     result = CliRunner().invoke(main, ["--log-format", "xml", "engine"])
     assert result.exit_code == 2 and "'xml' is not one of 'text', 'json'" in result.output
+
+
+def test_text_logs_go_to_stderr_one_record_per_line_when_not_a_terminal(capsys):
+    from pipeline.app.logs import make_handler
+
+    handler = make_handler("text")
+    logger = logging.getLogger("tests.text-logs")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("a long message " + "x" * 300)
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and err.rstrip().endswith("x" * 300) and "WARNING tests.text-logs:" in err
