@@ -31,11 +31,11 @@ LABELS = {
     "updates_collapsed": "updates collapsed",
     "setpoint_records": "setpoint records",
     "engine_evaluations": "engine evaluations",
-    "chargers_holding_latest_setpoint": "chargers holding latest setpoint",
-    "active_sessions_at_end": "active sessions at end",
-    "sync_checks": "charger checks after each event",
-    "sync_mismatches": "chargers not holding their latest setpoint",
-    "sync_waiting": "chargers whose increase waits (break before make)",
+    "active_sessions_at_end": "at the end: sessions still open",
+    "chargers_holding_latest_setpoint": "at the end: of those, chargers holding their latest setpoint",
+    "sync_checks": "after each event: checks of chargers with a session",
+    "sync_mismatches": "after each event: checks not holding the latest setpoint",
+    "sync_waiting": "after each event: checks with an increase waiting (break before make)",
     "wall_clock_s": "wall clock, s",
 }
 
