@@ -33,7 +33,6 @@ DR_COLOUR = "#9467bd"
 BUILDING_COLOUR = "#9e9e9e"
 EV_COLOUR = "#1f77b4"
 LIMIT_COLOUR = "#d62728"
-MAX_LEGEND_SESSIONS = 24
 
 
 def write_plots(series: ReplaySeries, out_dir: Path, dpi: int = DPI) -> dict[str, Path]:
@@ -107,32 +106,69 @@ def price_figure(series: ReplaySeries) -> Figure:
 
 
 def sessions_figure(series: ReplaySeries) -> Figure:
-    """Each session's draw (kW) stacked, in order of its first draw, with the sum of its setpoints."""
+    """Each session's draw (kW) stacked, in order of its first draw, with the sum of its setpoints.
+
+    Sessions are labelled on the plot itself, at their widest band (a legend of 20 sessions says
+    nothing), in 20 distinct colours (tab20 with its light and dark pairs kept apart). The power axis
+    fits the load; a breaker limit far above it is written at the top instead of squashing the load.
+    """
     fig, ax = _figure(11, 5)
     times, _, _, setpoints = _load_arrays(series)
     labels, rows = session_matrix(series, times)
     x = _num(times)
+    stacked = np.sum(np.array(rows), axis=0) if labels else np.zeros(len(x))
+    top = max(float(np.max(stacked)), float(np.max(setpoints)), 1.0) * 1.12
     if labels:
-        palette = colormaps["tab10" if len(labels) <= 10 else "tab20"]
-        colours = [palette(i % palette.N) for i in range(len(labels))]
-        ax.stackplot(x, np.array(rows), labels=labels, colors=colours, step="post", alpha=0.85, lw=0)
+        palette = colormaps["tab20"]
+        order = [*range(0, 20, 2), *range(1, 20, 2)]  # dark shades first, so neighbours never pair up
+        colours = [palette(order[i % 20]) for i in range(len(labels))]
+        ax.stackplot(x, np.array(rows), colors=colours, step="post", alpha=0.85, lw=0)
+        _label_bands(ax, x, np.array(rows), labels, top)
         ax.step(x, setpoints, where="post", color="black", ls="--", lw=1.0, label="setpoints (sum)")
     else:
         ax.text(0.5, 0.5, "no session drew power", transform=ax.transAxes, ha="center", va="center")
-    ax.axhline(series.limit_kw, color=LIMIT_COLOUR, lw=1.2, label=f"breaker limit ({series.limit_kw:g} kW)")
+    if series.limit_kw <= top * 1.25:
+        top = max(top, series.limit_kw * 1.05)
+        ax.axhline(series.limit_kw, color=LIMIT_COLOUR, lw=1.2, label=f"breaker limit ({series.limit_kw:g} kW)")
+    else:
+        ax.text(
+            0.99,
+            0.98,
+            f"breaker limit {series.limit_kw:g} kW (above the axis)",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize=8,
+            color=LIMIT_COLOUR,
+        )
     _shade_dr(ax, series, label=True)
-    stacked = float(np.max(np.sum(rows, axis=0))) if labels else 0.0
-    ax.set_ylim(0, max(series.limit_kw, stacked, float(np.max(setpoints))) * 1.08)
+    ax.set_ylim(0, top)
     ax.set_ylabel("power (kW)")
     ax.set_title(f"Power per session ({len(labels)} sessions): {_title(series)}")
     _time_axis(ax, series)
-    if len(labels) <= MAX_LEGEND_SESSIONS:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
-    else:  # a legend of dozens of sessions says nothing; keep the lines that are not sessions
-        handles, names = ax.get_legend_handles_labels()
-        keep = [(h, n) for h, n in zip(handles, names, strict=True) if n not in set(labels)]
-        ax.legend(*zip(*keep, strict=True), loc="upper left", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8)
     return fig
+
+
+def _label_bands(ax, x: np.ndarray, rows: np.ndarray, labels: list[str], top: float) -> None:
+    """Write each session's label inside its band, where the band is widest (bands thinner than 4 % of
+    the axis stay unlabelled: the text would not fit)."""
+    base = np.vstack([np.zeros(rows.shape[1]), np.cumsum(rows, axis=0)[:-1]])
+    for i, label in enumerate(labels):
+        j = int(np.argmax(rows[i]))
+        if rows[i][j] < 0.04 * top:
+            continue
+        end = x[j + 1] if j + 1 < len(x) else x[j]
+        ax.text(
+            (x[j] + end) / 2,
+            base[i][j] + rows[i][j] / 2,
+            label.split(" ")[0],
+            ha="center",
+            va="center",
+            fontsize=6,
+            color="white",
+            clip_on=True,
+        )
 
 
 # ------------------------------------------------------------------------------------------------ helpers
