@@ -44,7 +44,7 @@ import time
 from benchmarks.common import ratio, table
 from benchmarks.ocpp_kit import BenchCharger, Watch, close_all, connect_all, site_config, timed_fanout
 from executor import Executor, ExecutorConfig
-from executor.dispatch import floor01
+from executor.planning import floor01
 from pipeline.app.loop import start_loop
 from pipeline.engine.config import EngineConfig
 from pipeline.transport.memory import MemoryTransport

@@ -139,12 +139,15 @@ class SetpointTable:
 
     def _tombstone(self, session_id: str | None) -> str | None:
         where = self._by_session.pop(session_id or "", None)
-        slot = self._slots.get(where[0], {}).get(where[1]) if where is not None else None
+        if where is None:
+            return None
+        charge_point_id, connector_id = where
+        slot = self._slots.get(charge_point_id, {}).get(connector_id)
         if slot is not None and slot.command is not None and slot.command.session_id == session_id:
             slot.cleared_tx = slot.command.transaction_id
             slot.command = None
             slot.pending = False
-            return where[0]
+            return charge_point_id
         return None
 
     def clear_connector(self, charge_point_id: str, connector_id: int) -> None:

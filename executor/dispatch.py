@@ -1,78 +1,72 @@
-"""The per-charger dispatcher: one call in flight, decreases first, increases only when they are safe.
+"""The per-charger dispatcher: the async loop that makes one call at a time on a charger's connection.
 
 Each connected charger has one :class:`ChargerDispatcher`. After the connection opens it waits for the
-charger's first message (a BootNotification, normally), asks which charging rate units it accepts, installs
-the fail-safe profiles, and from then on plans one call at a time from the desired state
-(:mod:`executor.desired`) and the ledger (:mod:`executor.ledger`):
+charger's first message (a BootNotification, normally), asks which charging rate units it accepts
+(GetConfiguration ``ChargingScheduleAllowedChargingRateUnit`` in 1.6, GetVariables
+``SmartChargingCtrlr.RateUnit`` in 2.0.1), and from then on loops: plan, send, record the answer, plan
+again; with nothing due it sleeps until woken, until a debounce, lag, TTL or lift renewal is due on the
+clock, or until a retry is due. What to send is decided by :func:`executor.planning.plan_charger` from the
+desired state (:mod:`executor.desired`), the ledger (:mod:`executor.ledger`) and what this connection
+installed: decreases first (the largest cut first), then the fail-safe station-wide profiles and the lift,
+then increases that are debounced and fit the ledger. This module owns what needs the connection and time:
 
-1. **Decreases** of TxProfiles go out at once, the largest cut first (and so does a resend of what is
-   already in force, after a reconnect).
-2. **Fail-safe** station-wide profiles (:class:`executor.config.ExecutorConfig`): the station maximum at the charger's safe share
-   (:meth:`executor.topology.Topology.safe_share_kw`; ChargePointMaxProfile on connector 0 in 1.6,
-   ChargingStationMaxProfile on EVSE 0 in 2.0.1, stack level 0), and the TxDefaultProfile at the floor
-   (6 A x phases) so a new transaction starts low until its setpoint arrives. While the charger's setpoints
-   are fresh and its TxDefaultProfile is in place, a *lift* (a station maximum at its rating, stack level 1,
-   ``validTo`` = now + TTL, renewed at half-life) lets TxProfiles use the allocation; when a setpoint is older
-   than the TTL the lift is cleared (and lapses by itself if the executor is gone), so the safe share
-   applies again, and each TxProfile falls back to min(setpoint, safe share / connectors).
-3. **Increases** wait for the debounce (the desired value unchanged for ``increase_debounce_s``) and for
-   the ledger: on the charger's node and site, every other connector's bound plus the new limit must fit
-   the latest ``node_limit_kw`` / ``site_limit_kw`` (break before make, in-flight accounting).
-
-A deadband skips increases smaller than ``deadband_a`` (A; for W scaled by phases x voltage); decreases
-always go out, so a skipped cut can never hold headroom another connector was given. While a call is in
-flight newer setpoints overwrite the desired value, so rapid changes collapse into one more call with the
-latest value. Rejected, CallError and Timeout answers are retried after ``retry_initial_s`` x 2^(n-1) real
-seconds (at most ``retry_max_s``); a newer value goes out at once. Every SetChargingProfile and
-ClearChargingProfile answer is published on ``ocpp.setpoint.acks``, and every decision and call is a
-DEBUG record with the charger and the reason (:mod:`executor.dispatch_log`).
+- at most one call in flight; while it is, newer setpoints overwrite the desired value, so rapid changes
+  collapse into one more call with the latest value;
+- the ledger hears of every TxProfile call when it is sent and when it is answered (in-flight accounting;
+  a dropped connection counts as ``Lost``: it may have been applied);
+- Rejected, CallError and Timeout answers are retried after ``retry_initial_s`` x 2^(n-1) real seconds (at
+  most ``retry_max_s``); ``NotSupported`` (or a CALLERROR ``NotImplemented`` / ``NotSupported``) is not
+  retried for the same value; a newer value goes out at once;
+- every SetChargingProfile and ClearChargingProfile answer is published on ``ocpp.setpoint.acks``, and every
+  decision and call is a DEBUG record with the charger and the reason (:mod:`executor.dispatch_log`);
+- a BootNotification on the connection (the charger may have rebooted) forgets what was installed, so
+  everything is installed again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from websockets.exceptions import ConnectionClosed
 
 from executor.config import ExecutorConfig
 from executor.desired import SetpointTable, Slot
-from executor.dispatch_log import call_answered, call_sent, deadband_skipped, hold, retry_scheduled, why_blocked
+from executor.dispatch_log import call_answered, call_sent, deadband_skipped, hold, retry_scheduled
 from executor.ledger import Ledger
 from executor.metrics import ExecutorStats
-from executor.ocpp.station import CallOutcome, ClearRequest, ProfileRequest, RateUnit, Station
+from executor.ocpp.station import CallOutcome, ProfileRequest, RateUnit, Station
+from executor.planning import (
+    LIFT_CLEARED,
+    Call,
+    ConnectorState,
+    Installed,
+    Key,
+    RetryState,
+    plan_charger,
+)
 from executor.topology import Topology
-from pipeline.contracts.topics import SetpointAck, SetpointCommand
+from pipeline.contracts.topics import SetpointAck
 
-__all__ = ["ChargerDispatcher", "DispatchContext", "profile_id_for"]
+__all__ = ["ChargerDispatcher", "DispatchContext"]
 
 log = logging.getLogger(__name__)
-
-STATION_MAX_ID, STATION_LIFT_ID, TX_DEFAULT_ID, TX_PROFILE_ID_BASE = 1, 2, 3, 1000
-FLOOR_A = 6.0
-EPS = 1e-9
-
-
-def profile_id_for(connector_id: int) -> int:
-    """The chargingProfileId of a connector's TxProfile: ``1000 + connector_id`` (stable, so each new
-    profile replaces the previous one: OCPP 1.6 section 5.16.2, OCPP 2.0.1 K01.FR.05)."""
-    return TX_PROFILE_ID_BASE + connector_id
-
-
-def floor01(value: float) -> float:
-    """Round down to 0.1 (the resolution both versions accept), so rounding never lifts a limit."""
-    return math.floor(value * 10 + 1e-6) / 10
 
 
 @dataclass
 class DispatchContext:
-    """What every dispatcher shares (built by :class:`executor.service.Executor`)."""
+    """What every dispatcher shares (built by :class:`executor.service.Executor`).
+
+    ``active_transaction(charge_point_id, connector_id)`` is the connector's open transaction id or
+    ``None``; ``publish_ack`` puts a record on ``ocpp.setpoint.acks``; ``changed(charge_point_id)`` says the
+    ledger moved for that charger (its site re-plans); ``clock`` has ``now()`` (aware datetime) and
+    ``async sleep(seconds)``.
+    """
 
     table: SetpointTable
     ledger: Ledger
@@ -85,26 +79,14 @@ class DispatchContext:
     config: ExecutorConfig
 
 
-@dataclass
-class _Job:
-    key: tuple[str, int]  # (purpose or "Lift" / "ClearLift" / "ClearTx", connector)
-    request: ProfileRequest | ClearRequest
-    kw: float | None = None
-    command: SetpointCommand | None = None
-    slot: Slot | None = None
-    reason: str = ""  # why it is sent (executor.dispatch_log)
-
-
-@dataclass
-class _Retry:
-    value: Any
-    failures: int
-    ready_at: float  # monotonic
-    retryable: bool
-
-
 class ChargerDispatcher:
-    """Reconciles one connected charger towards its desired profiles; at most one call in flight."""
+    """Reconciles one connected charger towards its desired profiles; at most one call in flight.
+
+    ``epoch`` numbers the charger's connections (a newer connection replaces this dispatcher); ``unit`` is
+    the chargingRateUnit agreed with the charger; ``held_back`` maps a connector whose increase waits to why
+    (``debounce``, ``lag: ...`` or ``headroom: ...``, :func:`executor.planning.why_blocked`) and
+    ``release_at`` (clock) is the earliest time one of them may go.
+    """
 
     def __init__(self, charge_point_id: str, station: Station, epoch: int, ctx: DispatchContext) -> None:
         self.charge_point_id = charge_point_id
@@ -112,8 +94,8 @@ class ChargerDispatcher:
         self.epoch = epoch
         self._ctx = ctx
         self.unit: RateUnit = ctx.config.charging_rate_unit
-        self._sent: dict[tuple[str, int], Any] = {}  # what the charger accepted on this connection
-        self._retries: dict[tuple[str, int], _Retry] = {}
+        self._sent: dict[Key, Installed | Literal["cleared"]] = {}  # accepted on this connection (planning.Sent)
+        self._retries: dict[Key, RetryState] = {}
         self._stale = False
         self._prepared = False
         self.held_back: dict[int, str] = {}
@@ -124,6 +106,7 @@ class ChargerDispatcher:
         self._due: tuple[datetime | None, float | None] = (None, None)
 
     def start(self) -> asyncio.Task[None]:
+        """Start the loop as a task (stopped by :meth:`cancel`, or ends when the connection closes)."""
         self._task = asyncio.create_task(self._run(), name=f"dispatch-{self.charge_point_id}")
         return self._task
 
@@ -147,7 +130,12 @@ class ChargerDispatcher:
             self._ctx.ledger.rebooted(self.charge_point_id)
         self.wake()
 
+    def installed_tx(self) -> dict[int, Installed]:
+        """``{connector_id: TxProfile}`` the charger accepted on this connection (limit in its unit)."""
+        return {key[1]: sent for key, sent in self._sent.items() if key[0] == "Tx" and isinstance(sent, Installed)}
+
     def cancel(self) -> None:
+        """Stop the loop (a call in flight is abandoned)."""
         if self._task is not None:
             self._task.cancel()
 
@@ -160,15 +148,15 @@ class ChargerDispatcher:
             self._prepared = True
             while True:
                 self._wake.clear()
-                job, clock_at, real_at = self._plan()
-                if job is None:
+                call, slot, clock_at, real_at = self._plan()
+                if call is None:
                     self.busy = self._wake.is_set()
                     self._due = (clock_at, real_at)
                     await self._sleep(clock_at, real_at)
                     self.busy = True
                     continue
                 try:
-                    await self._execute(job)
+                    await self._execute(call, slot)
                 except ConnectionClosed:
                     raise
                 except Exception:
@@ -178,7 +166,7 @@ class ChargerDispatcher:
             log.info("%s: connection closed; dispatcher stops", self.charge_point_id)
 
     async def _sleep(self, clock_at: datetime | None, real_at: float | None) -> None:
-        waits = [asyncio.ensure_future(self._wake.wait())]
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
         if clock_at is not None:
             waits.append(asyncio.ensure_future(self._sleep_until(clock_at)))
         if real_at is not None:
@@ -215,237 +203,82 @@ class ChargerDispatcher:
 
     # -- planning --------------------------------------------------------------------------------------
 
-    def _to_unit(self, kw: float, phases: int, voltage_v: float) -> tuple[float, float]:
-        """(limit in the charger's unit rounded down, the kW that limit allows)."""
-        if self.unit == "A":
-            limit = floor01(kw * 1000.0 / (phases * voltage_v))
-            return limit, limit * phases * voltage_v / 1000.0
-        limit = floor01(kw * 1000.0)
-        return limit, limit / 1000.0
-
-    def desired_limit(
-        self, command: SetpointCommand, stale: bool, safe_kw: float | None, connectors: int
-    ) -> tuple[float, float]:
-        """The TxProfile limit for a command, ``(limit in unit, kW)``: ``setpoint_a`` or ``setpoint_kw`` x
-        1000 rounded down to 0.1; when the setpoint is older than the TTL, at most the safe share per
-        connector (0 if that is below the floor: never between 0 and the floor)."""
-        if self.unit == "A":
-            limit = floor01(command.setpoint_a)
-            kw = limit * command.phases * command.voltage_v / 1000.0
-        else:
-            limit = floor01(command.setpoint_kw * 1000.0)
-            kw = limit / 1000.0
-        if stale and safe_kw is not None and kw > safe_kw / connectors + EPS:
-            cap = safe_kw / connectors
-            if cap * 1000.0 < FLOOR_A * command.phases * command.voltage_v - EPS:
-                return 0.0, 0.0
-            return self._to_unit(cap, command.phases, command.voltage_v)
-        return limit, kw
-
-    def _retry_gate(self, key: tuple[str, int], value: Any, real: list[float]) -> bool:
-        """True if ``key`` may be sent with ``value`` now (no failed attempt of the same value waiting)."""
-        retry = self._retries.get(key)
-        if retry is None or retry.value != value:
-            self._retries.pop(key, None)
-            return True
-        if not retry.retryable:
-            return False
-        if time.monotonic() < retry.ready_at:
-            real.append(retry.ready_at)
-            return False
-        return True
-
-    def _plan(self) -> tuple[_Job | None, datetime | None, float | None]:
-        """The next call to make, else when to look again (clock time, monotonic time)."""
+    def _plan(self) -> tuple[Call | None, Slot | None, datetime | None, float | None]:
+        """The next call to make and the slot it takes up, else when to look again (clock time, monotonic
+        time). The decision is :func:`executor.planning.plan_charger`'s; this applies it to the
+        dispatcher's state and logs it."""
         ctx, cp = self._ctx, self.charge_point_id
         now = ctx.clock.now()
-        clock: list[datetime] = []
-        real: list[float] = []
-        release: list[datetime] = []
         previous, self.held_back = self.held_back, {}
-        info = ctx.topology.charger(cp)
-        if info is not None and not info.managed:
-            return None, None, None
-        phases, voltage = (info.phases, info.voltage_v) if info else (3, 230.0)
-        connectors = info.connectors if info else 1
-        safe_kw = ctx.topology.safe_share_kw(cp, ctx.config.failsafe_fraction)
-        ttl = ctx.config.setpoint_ttl_s
-        decreases: list[tuple[float, _Job]] = []
-        increases: list[tuple[float, _Job]] = []
-        stale_any = False
-        for connector_id, slot in list(ctx.table.slots(cp).items()):
-            active = ctx.active_transaction(cp, connector_id)
-            command = slot.command
-            if command is None:
-                job = self._clear_tx_job(connector_id, slot, active, real)
-                if job is not None:
-                    decreases.append((-math.inf, job))
-                continue
-            if active != command.transaction_id:
-                continue
-            age = (now - command.computed_at).total_seconds()
-            stale = ttl is not None and age > ttl
-            stale_any |= stale
-            if ttl is not None and not stale:
-                clock.append(command.computed_at + timedelta(seconds=ttl + 0.001))
-            limit, kw = self.desired_limit(command, stale, safe_kw, connectors)
-            key = ("Tx", connector_id)
-            value = (command.transaction_id, limit, self.unit)
-            held = self._sent.get(key)
-            in_force = ctx.ledger.in_force_kw(cp, connector_id)
-            increase = kw > in_force + 1e-6
-            if (
-                held is not None
-                and held[0] == command.transaction_id
-                and (held[1] == limit or (increase and self._within_deadband(held[1], limit, command)))
-            ):
-                if slot.pending and held[1] != limit:
-                    deadband_skipped(cp, connector_id, held[1], limit, self.unit)
-                slot.pending = False
-                continue
-            if not self._retry_gate(key, value, real):
-                continue
-            request = ProfileRequest(
-                purpose="Tx",
+        slots = ctx.table.slots(cp)
+        connectors = [
+            ConnectorState(
                 connector_id=connector_id,
-                profile_id=profile_id_for(connector_id),
-                stack_level=1,
-                limit=limit,
-                unit=self.unit,
-                number_phases=command.phases,
-                transaction_id=command.transaction_id,
+                command=slot.command,
+                changed_at=slot.changed_at,
+                pending=slot.pending,
+                cleared_tx=slot.cleared_tx,
+                active_transaction=ctx.active_transaction(cp, connector_id),
+                in_force_kw=ctx.ledger.in_force_kw(cp, connector_id),
             )
-            job = _Job(key, request, kw, command, slot, "ttl_fallback" if stale else "increase")
-            if not increase:
-                job.reason = job.reason if stale else "decrease" if kw < in_force - 1e-6 else "resend"
-                decreases.append((kw - in_force, job))
-                continue
-            debounce_end = (slot.changed_at or now) + timedelta(seconds=ctx.config.increase_debounce_s)
-            if debounce_end > now:
-                hold(cp, self.held_back, previous, connector_id, "debounce")
-                release.append(debounce_end)
-                continue
-            blocked = ctx.ledger.check_increase(cp, connector_id, kw, now)
-            if blocked is not None:
-                hold(cp, self.held_back, previous, connector_id, why_blocked(blocked), blocked)
-                if blocked.until is not None:
-                    release.append(datetime.fromtimestamp(blocked.until, now.tzinfo))
-                continue
-            increases.append((kw - in_force, job))
-        if stale_any and not self._stale:
+            for connector_id, slot in slots.items()
+        ]
+        plan = plan_charger(
+            unit=self.unit,
+            info=ctx.topology.charger(cp),
+            safe_kw=ctx.topology.safe_share_kw(cp, ctx.config.failsafe_fraction),
+            connectors=connectors,
+            sent=self._sent,
+            retries=self._retries,
+            config=ctx.config,
+            now=now,
+            now_mono=time.monotonic(),
+            check_increase=lambda connector_id, kw: ctx.ledger.check_increase(cp, connector_id, kw, now),
+        )
+        if plan is None:  # unmanaged: nothing is sent
+            return None, None, None, None
+        for key in plan.forget_retries:
+            self._retries.pop(key, None)
+        for skip in plan.deadband:
+            deadband_skipped(cp, skip.connector_id, skip.held, skip.wanted, self.unit)
+        for connector_id in plan.settled:
+            slots[connector_id].pending = False
+        for connector_id, held in plan.held_back.items():
+            hold(cp, self.held_back, previous, connector_id, held.why, held.blocked)
+        if plan.stale and not self._stale:
             ctx.stats.failsafe("stale")
             log.warning(
                 "%s: setpoints older than %ss: falling back to the safe share",
                 cp,
-                ttl,
+                ctx.config.setpoint_ttl_s,
                 extra={"charge_point_id": cp, "reason": "ttl_expired"},
             )
-        self._stale = stale_any
-        station = self._station_jobs(safe_kw, info, phases, voltage, stale_any, now, clock, real)
-        self.release_at = min(release) if release else None
-        clock += release
-        order = (
-            [j for _, j in sorted(decreases, key=lambda d: d[0])]
-            + station
-            + [j for _, j in sorted(increases, key=lambda d: -d[0])]
-        )
-        return (order[0] if order else None), (min(clock) if clock else None), (min(real) if real else None)
-
-    def _within_deadband(self, held: float, wanted: float, command: SetpointCommand) -> bool:
-        band = self._ctx.config.deadband_a
-        if self.unit == "W":
-            band *= command.phases * command.voltage_v
-        return abs(held - wanted) < band - 1e-9
-
-    def _clear_tx_job(self, connector_id: int, slot: Slot, active: str | None, real: list[float]) -> _Job | None:
-        """ClearChargingProfile for a TxProfile whose setpoint was tombstoned while its transaction runs."""
-        key = ("ClearTx", connector_id)
-        if slot.cleared_tx is None or active != slot.cleared_tx or ("Tx", connector_id) not in self._sent:
-            return None
-        if not self._retry_gate(key, slot.cleared_tx, real):
-            return None
-        return _Job(key, ClearRequest(profile_id_for(connector_id), connector_id), reason="clear_tx")
-
-    def _station_jobs(
-        self,
-        safe_kw: float | None,
-        info,
-        phases: int,
-        voltage: float,
-        stale: bool,
-        now: datetime,
-        clock: list[datetime],
-        real: list[float],
-    ) -> list[_Job]:
-        """Fail-safe station maximum and TxDefaultProfile, then clearing or renewing the lift."""
-        if safe_kw is None or info is None:
-            return []
-        jobs: list[_Job] = []
-        anchor = (now - timedelta(days=1)).replace(microsecond=0)
-        safe_limit, _ = self._to_unit(safe_kw, phases, voltage)
-        floor_limit = FLOOR_A if self.unit == "A" else floor01(FLOOR_A * phases * voltage)
-        wanted = [
-            (
-                ("StationMax", 0),
-                ProfileRequest(
-                    "StationMax", 0, STATION_MAX_ID, 0, safe_limit, self.unit, phases, start_schedule=anchor
-                ),
-            ),
-            (("TxDefault", 0), ProfileRequest("TxDefault", 0, TX_DEFAULT_ID, 0, floor_limit, self.unit, phases)),
-        ]
-        for key, request in wanted:
-            if self._sent.get(key) != (request.limit, self.unit) and self._retry_gate(
-                key, (request.limit, self.unit), real
-            ):
-                jobs.append(_Job(key, request, reason="failsafe"))
-        ttl = self._ctx.config.setpoint_ttl_s
-        lift = self._sent.get(("Lift", 0))
-        if stale:
-            if lift != "cleared" and self._retry_gate(("ClearLift", 0), None, real):
-                jobs.insert(0, _Job(("ClearLift", 0), ClearRequest(STATION_LIFT_ID, 0), reason="clear_lift"))
-            return jobs
-        if self._sent.get(("TxDefault", 0)) != (floor_limit, self.unit):
-            return jobs  # no lift until new transactions are known to start at the floor
-        rating_limit, _ = self._to_unit(info.rated_power_kw, phases, voltage)
-        renew_at = None
-        if isinstance(lift, tuple) and ttl is not None:
-            renew_at = lift[2] + timedelta(seconds=ttl / 2)
-        if not isinstance(lift, tuple) or lift[:2] != (rating_limit, self.unit) or (renew_at and now >= renew_at):
-            valid_to = None if ttl is None else now + timedelta(seconds=ttl)
-            request = ProfileRequest(
-                "StationMax",
-                0,
-                STATION_LIFT_ID,
-                1,
-                rating_limit,
-                self.unit,
-                phases,
-                start_schedule=anchor,
-                valid_to=valid_to,
-            )
-            if self._retry_gate(("Lift", 0), (rating_limit, self.unit), real):
-                jobs.append(_Job(("Lift", 0), request, reason="lift"))
-        elif renew_at is not None:
-            clock.append(renew_at)
-        return jobs
+        self._stale = plan.stale
+        self.release_at = plan.release_at
+        call = plan.calls[0] if plan.calls else None
+        slot = slots.get(call.key[1]) if call is not None and call.key[0] == "Tx" else None
+        return call, slot, plan.wake_at, plan.retry_at
 
     # -- sending ---------------------------------------------------------------------------------------
 
-    async def _execute(self, job: _Job) -> None:
+    async def _execute(self, call: Call, slot: Slot | None) -> None:
+        """Make ``call`` (``slot`` is the connector's desired state a TxProfile takes up), record the
+        answer, publish its ack. Raises ``ConnectionClosed`` if the connection is gone."""
         ctx, cp = self._ctx, self.charge_point_id
-        request = job.request
-        is_tx = job.key[0] == "Tx"
+        request = call.request
+        kind, connector_id = call.key
+        command = call.command if kind == "Tx" else None
         purpose = request.purpose if isinstance(request, ProfileRequest) else None
-        label = "StationMaxLift" if job.key[0] == "Lift" else purpose
+        label = "StationMaxLift" if kind == "Lift" else purpose
         action = "SetChargingProfile" if purpose else "ClearChargingProfile"
-        if is_tx:
-            ctx.ledger.sending(cp, request.connector_id, job.kw or 0.0)
-            if job.slot is not None:
-                job.slot.pending = False
+        if command is not None:
+            ctx.ledger.sending(cp, connector_id, call.kw or 0.0)
+            if slot is not None:
+                slot.pending = False
         sent_at = ctx.clock.now()
         started = time.monotonic()
         ctx.stats.call_sent(action, label)
-        call_sent(cp, action, request, job.reason)
+        call_sent(cp, action, request, call.reason)
         try:
             if isinstance(request, ProfileRequest):
                 outcome: CallOutcome = await self.station.set_profile(request)
@@ -453,19 +286,17 @@ class ChargerDispatcher:
                 outcome = await self.station.clear_profile(request)
         except BaseException:
             ctx.stats.call_abandoned()
-            if is_tx:
-                ctx.ledger.answered(
-                    cp, request.connector_id, request.transaction_id, job.kw or 0.0, "Lost", ctx.clock.now()
-                )
+            if command is not None:
+                ctx.ledger.answered(cp, connector_id, command.transaction_id, call.kw or 0.0, "Lost", ctx.clock.now())
                 ctx.changed(cp)
             raise
         now = ctx.clock.now()
         ctx.stats.call_answered(action, outcome.status, time.monotonic() - started, label)
         call_answered(cp, action, request, outcome, time.monotonic() - started)
-        self._record(job, outcome, now)
+        self._record(call, slot, outcome, now)
         ctx.changed(cp)
         if outcome.status != "Accepted":
-            what = f"{label} connector {request.connector_id}" + (
+            what = f"{label} connector {connector_id}" + (
                 f" {request.limit}{request.unit}" if isinstance(request, ProfileRequest) else ""
             )
             log.warning(
@@ -477,71 +308,84 @@ class ChargerDispatcher:
                 outcome.error or "",
                 extra={"charge_point_id": cp, "action": action, "status": outcome.status},
             )
-        await self._ack(job, outcome, action, sent_at, None if outcome.status == "Timeout" else now)
+        await self._ack(call, outcome, action, sent_at, None if outcome.status == "Timeout" else now)
 
-    def _record(self, job: _Job, outcome: CallOutcome, now: datetime) -> None:
-        ctx, cp, request = self._ctx, self.charge_point_id, job.request
-        kind = job.key[0]
-        if kind == "Tx":
-            ctx.ledger.answered(cp, request.connector_id, request.transaction_id, job.kw or 0.0, outcome.status, now)
+    def _record(self, call: Call, slot: Slot | None, outcome: CallOutcome, now: datetime) -> None:
+        """Apply an answer: the ledger, a retry after a failure, else what is installed on this connection."""
+        ctx, cp, request = self._ctx, self.charge_point_id, call.request
+        kind, connector_id = call.key
+        command = call.command if kind == "Tx" else None
+        if command is not None:
+            ctx.ledger.answered(cp, connector_id, command.transaction_id, call.kw or 0.0, outcome.status, now)
         if outcome.status != "Accepted":
-            value: Any = None
-            if isinstance(request, ProfileRequest):
-                value = (
-                    (request.transaction_id, request.limit, request.unit)
-                    if kind == "Tx"
-                    else (request.limit, request.unit)
-                )
-            elif kind == "ClearTx":
-                value = ctx.table.slot(cp, request.connector_id).cleared_tx
-            previous = self._retries.get(job.key)
-            failures = previous.failures + 1 if previous is not None and previous.value == value else 1
-            delay = min(ctx.config.retry_max_s, ctx.config.retry_initial_s * 2 ** (failures - 1))
-            unsupported = outcome.status == "NotSupported" or (outcome.error or "").startswith(
-                ("NotImplemented", "NotSupported")
-            )
-            self._retries[job.key] = _Retry(value, failures, time.monotonic() + delay, retryable=not unsupported)
-            retry_scheduled(cp, kind, request.connector_id, outcome.status, failures, None if unsupported else delay)
+            self._schedule_retry(call, outcome)
             return
-        self._retries.pop(job.key, None)
-        if kind == "Tx":
-            self._sent[job.key] = (request.transaction_id, request.limit, request.unit)
-            if job.slot is not None and job.slot.command == job.command:
-                ctx.stats.dispatched(time.monotonic() - job.slot.received_mono)
+        self._retries.pop(call.key, None)
+        if isinstance(request, ProfileRequest):
+            if kind == "Tx":
+                self._sent[call.key] = Installed(request.limit, request.unit, transaction_id=request.transaction_id)
+                if slot is not None and slot.command == call.command:
+                    ctx.stats.dispatched(time.monotonic() - slot.received_mono)
+            elif kind == "Lift":
+                self._sent[call.key] = Installed(request.limit, request.unit, accepted_at=now)
+            else:
+                self._sent[call.key] = Installed(request.limit, request.unit)
+                scale = request.number_phases * self._voltage() if request.unit == "A" else 1
+                ctx.ledger.station_profile(cp, request.purpose, request.limit * scale / 1000.0, now)
+                if kind == "StationMax":
+                    ctx.stats.failsafe("boot")
         elif kind == "ClearTx":
-            self._sent.pop(("Tx", request.connector_id), None)
-            ctx.table.slot(cp, request.connector_id).cleared_tx = None
-            ctx.ledger.tx_cleared(cp, request.connector_id, now)
-        elif kind == "ClearLift":
-            self._sent[("Lift", 0)] = "cleared"
-        elif kind == "Lift":
-            self._sent[("Lift", 0)] = (request.limit, request.unit, now)
-        else:
-            self._sent[job.key] = (request.limit, request.unit)
-            kw = request.limit * (request.number_phases * self._voltage() if request.unit == "A" else 1) / 1000.0
-            ctx.ledger.station_profile(cp, request.purpose, kw, now)
-            if kind == "StationMax":
-                ctx.stats.failsafe("boot")
+            self._sent.pop(("Tx", connector_id), None)
+            ctx.table.slot(cp, connector_id).cleared_tx = None
+            ctx.ledger.tx_cleared(cp, connector_id, now)
+        else:  # ClearLift
+            self._sent[("Lift", 0)] = LIFT_CLEARED
+
+    def _schedule_retry(self, call: Call, outcome: CallOutcome) -> None:
+        """A failed call waits ``retry_initial_s`` x 2^(n-1) real seconds (at most ``retry_max_s``) before
+        the same value is tried again; ``NotSupported`` (or a CALLERROR ``NotImplemented`` /
+        ``NotSupported``) never retries it."""
+        ctx, request = self._ctx, call.request
+        kind, connector_id = call.key
+        value: object = None
+        if isinstance(request, ProfileRequest):
+            value = (
+                (request.transaction_id, request.limit, request.unit) if kind == "Tx" else (request.limit, request.unit)
+            )
+        elif kind == "ClearTx":
+            value = ctx.table.slot(self.charge_point_id, connector_id).cleared_tx
+        previous = self._retries.get(call.key)
+        failures = previous.failures + 1 if previous is not None and previous.value == value else 1
+        delay = min(ctx.config.retry_max_s, ctx.config.retry_initial_s * 2 ** (failures - 1))
+        unsupported = outcome.status == "NotSupported" or (outcome.error or "").startswith(
+            ("NotImplemented", "NotSupported")
+        )
+        self._retries[call.key] = RetryState(value, failures, time.monotonic() + delay, retryable=not unsupported)
+        retry_scheduled(
+            self.charge_point_id, kind, connector_id, outcome.status, failures, None if unsupported else delay
+        )
 
     def _voltage(self) -> float:
         info = self._ctx.topology.charger(self.charge_point_id)
         return info.voltage_v if info is not None else 230.0
 
     async def _ack(
-        self, job: _Job, outcome: CallOutcome, action: str, sent_at: datetime, answered_at: datetime | None
+        self, call: Call, outcome: CallOutcome, action: str, sent_at: datetime, answered_at: datetime | None
     ) -> None:
-        request, command = job.request, job.command
-        is_set = isinstance(request, ProfileRequest)
-        purpose = {"Lift": "StationMaxLift", "ClearLift": "StationMaxLift", "ClearTx": "Tx"}.get(job.key[0], job.key[0])
+        """Publish the answer on ``ocpp.setpoint.acks`` (a failure to publish is logged, not raised)."""
+        request, command = call.request, call.command
+        profile = request if isinstance(request, ProfileRequest) else None
+        kind, connector_id = call.key
+        purpose = {"Lift": "StationMaxLift", "ClearLift": "StationMaxLift", "ClearTx": "Tx"}.get(kind, kind)
         ack = SetpointAck(
             charge_point_id=self.charge_point_id,
-            connector_id=request.connector_id or 0,
+            connector_id=connector_id,
             session_id=command.session_id if command is not None else None,
             action=action,
             purpose=purpose,
             setpoint_kw=command.setpoint_kw if command is not None else None,
-            limit=request.limit if is_set else None,
-            charging_rate_unit=request.unit if is_set else None,
+            limit=profile.limit if profile is not None else None,
+            charging_rate_unit=profile.unit if profile is not None else None,
             status=outcome.status,
             error=outcome.error,
             computed_at=command.computed_at if command else None,

@@ -10,10 +10,11 @@ them as keys; see :mod:`pipeline.app.logs`, which this package does not import).
   maximum at the safe share, TxDefaultProfile at the floor), ``lift`` / ``clear_lift`` (the station
   maximum at the rating, renewed, or cleared when setpoints went stale), ``clear_tx`` (setpoint withdrawn),
   ``rate_unit`` (GetConfiguration / GetVariables);
-- ``held_back``: an increase waits, ``wait`` = ``debounce``, ``lag`` (break before make: a cut on the same
-  breaker is not followed yet) or ``headroom``, with ``limit_scope`` (``node`` or ``site``), ``limit_id``,
-  ``needed_kw`` (what every connector there may draw, in-flight limits included, plus the increase) and
-  ``limit_kw``; logged when it starts or its reason changes;
+- ``held_back``: an increase waits (:attr:`executor.planning.Plan.held_back`), ``wait`` = ``debounce``,
+  ``lag`` (break before make: a cut on the same breaker is not followed yet) or ``headroom``, with
+  ``limit_scope`` (``node`` or ``site``), ``limit_id``, ``needed_kw`` (what every connector there may draw,
+  in-flight limits included, plus the increase) and ``limit_kw``; logged when it starts or its reason
+  changes;
 - ``deadband``: an increase smaller than the deadband was not sent;
 - ``collapsed``: a newer setpoint replaced one that was not sent yet;
 - ``retry`` (``failures``, ``delay_s``) or ``not_retried`` (NotSupported) after a failed call.
@@ -39,7 +40,6 @@ __all__ = [
     "held_back",
     "hold",
     "retry_scheduled",
-    "why_blocked",
 ]
 
 log = logging.getLogger("executor.dispatch")
@@ -55,15 +55,6 @@ def decision(charge_point_id: str, reason: str, text: str, *args: Any, **fields:
             *args,
             extra={"charge_point_id": charge_point_id, "reason": reason, **fields},
         )
-
-
-def why_blocked(blocked: Blocked) -> str:
-    """The held-back reason of a blocked increase: ``"lag: node panel-a 23.000 > 22.000 kW"`` (``lag`` when
-    a cut's EV response lag ends at a known time, else ``headroom``)."""
-    if not blocked.known:
-        return f"headroom: {blocked.level} {blocked.group} has no known limit"
-    wait = "lag" if blocked.until is not None else "headroom"
-    return f"{wait}: {blocked.level} {blocked.group} {blocked.needed_kw:.3f} > {blocked.limit_kw:.3f} kW"
 
 
 def hold(

@@ -246,9 +246,9 @@ class Executor:
         on its current connection for its current transaction, in the unit it was sent (A per phase, or W)."""
         out: dict[tuple[str, int], float] = {}
         for cp, dispatcher in self._dispatchers.items():
-            for (kind, connector), sent in dispatcher._sent.items():
-                if kind == "Tx" and self._sessions.active_transaction(cp, connector, False) == sent[0]:
-                    out[(cp, connector)] = sent[1]
+            for connector, sent in dispatcher.installed_tx().items():
+                if self._sessions.active_transaction(cp, connector, False) == sent.transaction_id:
+                    out[(cp, connector)] = sent.limit
         return out
 
     def desired_setpoints(self) -> dict[tuple[str, int], float]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -132,6 +132,14 @@ class RobustRouting:
     version: str
     known_actions: frozenset[str]
     first_message: asyncio.Event
+    # What the mixin uses of ``ocpp.charge_point.ChargePoint`` (untyped: the library ships no type
+    # information), declared as annotations only so the library's own definitions stay in force.
+    id: str
+    route_map: dict[str, Any]
+    _response_queue: asyncio.Queue[Any]
+    start: Callable[[], Awaitable[None]]
+    _send: Callable[[str], Awaitable[None]]
+    _handle_call: Callable[[Any], Awaitable[None]]
     last_message_at: datetime | None = None
     """Clock time of the last frame received from the charger (``GET /status``); ``None`` before any."""
 
@@ -147,7 +155,7 @@ class RobustRouting:
     async def serve(self) -> None:
         """Handle messages until the websocket closes; a close (clean or not) returns normally."""
         try:
-            await self.start()  # type: ignore[attr-defined]
+            await self.start()
         except ConnectionClosed:
             return
 
@@ -159,12 +167,12 @@ class RobustRouting:
 
     async def _send_error(self, message_id: str, error: OCPPError) -> None:
         reply = CallError(message_id, error.code, error.description, error.details)
-        await self._send(reply.to_json())  # type: ignore[attr-defined]
+        await self._send(reply.to_json())
 
     def _read(self, raw_msg: Any) -> tuple[Any, str | None, OCPPError | None]:
         """``(message, None, None)`` for a well-formed frame; else ``(None, message id to answer with,
         error)``, where an error of ``None`` means the frame is dropped without an answer."""
-        cp = self.id  # type: ignore[attr-defined]
+        cp = self.id
         try:
             frame = json.loads(raw_msg)
         except Exception:  # not JSON, not UTF-8, or nested too deep to parse (RecursionError)
@@ -205,7 +213,7 @@ class RobustRouting:
             if error is not None and answer_id is not None:
                 log.warning(
                     "%s: %s for the frame %.200r: %s",
-                    self.id,  # type: ignore[attr-defined]
+                    self.id,
                     error.code,
                     raw_msg,
                     error.details.get("cause"),
@@ -218,25 +226,25 @@ class RobustRouting:
                 "%s: received %s %s",
                 self.id,
                 kind,
-                action or msg.unique_id,  # type: ignore[attr-defined]
+                action or msg.unique_id,
                 extra={
                     "charge_point_id": self.id,
-                    "action": action,  # type: ignore[attr-defined]
+                    "action": action,
                     "message_type": kind,
                     "unique_id": msg.unique_id,
                 },
             )
         if msg.message_type_id != MessageType.Call:
-            self._response_queue.put_nowait(msg)  # type: ignore[attr-defined]
+            self._response_queue.put_nowait(msg)
             return
         try:
-            if msg.action not in self.route_map:  # type: ignore[attr-defined]
+            if msg.action not in self.route_map:
                 if msg.action in self.known_actions:
                     raise ActionNotSupportedError(
                         details={"cause": f"{msg.action} is not served by this central system"}
                     )
                 raise ActionNotKnownError(details={"cause": f"{msg.action} is not an OCPP {self.version} action"})
-            await self._handle_call(msg)  # type: ignore[attr-defined]
+            await self._handle_call(msg)
         except ConnectionClosed:
             raise
         except OCPPError as error:
@@ -244,11 +252,11 @@ class RobustRouting:
                 "%s: CALLERROR %s for %s: %s",
                 self.id,
                 error.code,
-                msg.action,  # type: ignore[attr-defined]
+                msg.action,
                 error.details,
             )
-            await self._send(msg.create_call_error(self.wire_error(error)).to_json())  # type: ignore[attr-defined]
+            await self._send(msg.create_call_error(self.wire_error(error)).to_json())
         except Exception:
-            log.exception("%s: unexpected error handling %r", self.id, msg)  # type: ignore[attr-defined]
-            await self._send(msg.create_call_error(InternalError()).to_json())  # type: ignore[attr-defined]
+            log.exception("%s: unexpected error handling %r", self.id, msg)
+            await self._send(msg.create_call_error(InternalError()).to_json())
         self.first_message.set()

@@ -40,6 +40,7 @@ from urllib.parse import unquote, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
 from executor.ocpp.auth import Authenticator
 from executor.ocpp.station import Station, StationEvents, StationFactory, StationOptions
@@ -208,9 +209,9 @@ class OcppServer:
             task.cancel()
         self._closing.clear()
 
-    def _select_subprotocol(self, connection: ServerConnection, offered: Sequence[str]) -> str | None:
+    def _select_subprotocol(self, connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
         """The first of our versions (in preference order) the client offers; ``None``: no header (closed)."""
-        return next((name for name in self._protocols if name in offered), None)  # type: ignore[return-value]
+        return next((Subprotocol(name) for name in self._protocols if name in offered), None)
 
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path

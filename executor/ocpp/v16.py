@@ -26,6 +26,7 @@ from executor.ocpp.meter import parse_meter_value
 from executor.ocpp.ocppj import FRAME_LOG, RobustRouting, iso_utc, outcome_of, parse_timestamp
 from executor.ocpp.station import (
     CallOutcome,
+    CallStatus,
     ClearRequest,
     ProfileRequest,
     RateUnit,
@@ -48,6 +49,8 @@ _V16_ERRORS: dict[str, type[OCPPError]] = {
 _PURPOSES = {"StationMax": "ChargePointMaxProfile", "TxDefault": "TxDefaultProfile", "Tx": "TxProfile"}
 # OCPP 1.6 section 9.4 ChargingScheduleAllowedChargingRateUnit: a CSL of "Current" and "Power".
 _RATE_UNITS: dict[str, RateUnit] = {"current": "A", "power": "W"}
+# OCPP 1.6 section 7.11 ChargingProfileStatus: what a SetChargingProfile.conf may answer.
+_SET_STATUSES: dict[str, CallStatus] = {"Accepted": "Accepted", "Rejected": "Rejected", "NotSupported": "NotSupported"}
 RATE_UNIT_KEY = "ChargingScheduleAllowedChargingRateUnit"
 
 
@@ -171,19 +174,19 @@ class CentralSystemV16(RobustRouting, ChargePoint):
         agreeing with ours. ``StationMax`` (ChargePointMaxProfile, connector 0) is ``Absolute`` from
         ``start_schedule``; ``valid_to`` is passed when set.
         """
-        absolute = request.start_schedule is not None
+        start = None if request.start_schedule is None else iso_utc(request.start_schedule)
         schedule = ChargingSchedule(
             charging_rate_unit=request.unit,
             charging_schedule_period=[
                 ChargingSchedulePeriod(start_period=0, limit=request.limit, number_phases=request.number_phases)
             ],
-            start_schedule=iso_utc(request.start_schedule) if absolute else None,
+            start_schedule=start,
         )
         profile = ChargingProfile(
             charging_profile_id=request.profile_id,
             stack_level=request.stack_level,
             charging_profile_purpose=_PURPOSES[request.purpose],
-            charging_profile_kind="Absolute" if absolute else "Relative",
+            charging_profile_kind="Absolute" if start is not None else "Relative",
             charging_schedule=schedule,
             transaction_id=None if request.transaction_id is None else int(request.transaction_id),
             valid_to=None if request.valid_to is None else iso_utc(request.valid_to),
@@ -196,10 +199,10 @@ class CentralSystemV16(RobustRouting, ChargePoint):
         outcome, result = await outcome_of(self.call(payload, suppress=False), self._response_timeout)
         if result is None:
             return outcome
-        status = str(result.status)
-        if status not in ("Accepted", "Rejected", "NotSupported"):  # the schema already restricts this
-            return CallOutcome("CallError", f"unexpected status {status!r}")
-        return CallOutcome(status)  # type: ignore[arg-type]
+        status = _SET_STATUSES.get(str(result.status))
+        if status is None:  # the schema already restricts this
+            return CallOutcome("CallError", f"unexpected status {str(result.status)!r}")
+        return CallOutcome(status)
 
     async def clear_profile(self, request: ClearRequest) -> CallOutcome:
         """ClearChargingProfile.req by id (OCPP 1.6 section 5.5); ``Unknown`` (none installed) counts as done."""

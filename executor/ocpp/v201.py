@@ -25,6 +25,7 @@ from executor.ocpp.meter import parse_meter_value
 from executor.ocpp.ocppj import FRAME_LOG, RobustRouting, iso_utc, outcome_of, parse_timestamp
 from executor.ocpp.station import (
     CallOutcome,
+    CallStatus,
     ClearRequest,
     MeterSample,
     ProfileRequest,
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 SUBPROTOCOL = "ocpp2.0.1"
 _PURPOSES = {"StationMax": "ChargingStationMaxProfile", "TxDefault": "TxDefaultProfile", "Tx": "TxProfile"}
 RATE_UNIT_COMPONENT, RATE_UNIT_VARIABLE = "SmartChargingCtrlr", "RateUnit"
+_RATE_UNITS: dict[str, RateUnit] = {"A": "A", "W": "W"}
+# ChargingProfileStatusEnumType: a SetChargingProfileResponse is Accepted or Rejected (K01.FR.22).
+_SET_STATUSES: dict[str, CallStatus] = {"Accepted": "Accepted", "Rejected": "Rejected"}
 
 
 class RpcFrameworkError(OCPPError):
@@ -204,20 +208,20 @@ class CentralSystemV201(RobustRouting, ChargePoint):
         ``Relative``); ``TxDefault`` and ``Tx`` are ``Relative`` (K01.FR.41: no startSchedule); ``Tx``
         carries the transactionId (K01.FR.03). The schedule id equals the profile id.
         """
-        absolute = request.start_schedule is not None
+        start = None if request.start_schedule is None else iso_utc(request.start_schedule)
         schedule = dt.ChargingScheduleType(
             id=request.profile_id,
             charging_rate_unit=request.unit,
             charging_schedule_period=[
                 dt.ChargingSchedulePeriodType(start_period=0, limit=request.limit, number_phases=request.number_phases)
             ],
-            start_schedule=iso_utc(request.start_schedule) if absolute else None,
+            start_schedule=start,
         )
         profile = dt.ChargingProfileType(
             id=request.profile_id,
             stack_level=request.stack_level,
             charging_profile_purpose=_PURPOSES[request.purpose],
-            charging_profile_kind="Absolute" if absolute else "Relative",
+            charging_profile_kind="Absolute" if start is not None else "Relative",
             charging_schedule=[schedule],
             transaction_id=request.transaction_id,
             valid_to=None if request.valid_to is None else iso_utc(request.valid_to),
@@ -230,11 +234,11 @@ class CentralSystemV201(RobustRouting, ChargePoint):
         outcome, result = await outcome_of(self.call(payload, suppress=False), self._response_timeout)
         if result is None:
             return outcome
-        status = str(result.status)
-        if status not in ("Accepted", "Rejected"):
-            return CallOutcome("CallError", f"unexpected status {status!r}")
+        status = _SET_STATUSES.get(str(result.status))
+        if status is None:
+            return CallOutcome("CallError", f"unexpected status {str(result.status)!r}")
         reason = (result.status_info or {}).get("reason_code") if isinstance(result.status_info, dict) else None
-        return CallOutcome(status, reason)  # type: ignore[arg-type]
+        return CallOutcome(status, reason)
 
     async def clear_profile(self, request: ClearRequest) -> CallOutcome:
         """ClearChargingProfileRequest by id (K10); ``Unknown`` (none installed) counts as done."""
@@ -259,6 +263,6 @@ class CentralSystemV201(RobustRouting, ChargePoint):
         for entry in result.get_variable_result or []:
             if entry.get("attribute_status") == "Accepted" and entry.get("attribute_value"):
                 units = [v.strip().upper() for v in str(entry["attribute_value"]).split(",")]
-                found = tuple(u for u in units if u in ("A", "W"))
-                return found or None  # type: ignore[return-value]
+                found = tuple(_RATE_UNITS[u] for u in units if u in _RATE_UNITS)
+                return found or None
         return None
