@@ -151,17 +151,33 @@ def sessions_figure(series: ReplaySeries) -> Figure:
 
 
 def _label_bands(ax, x: np.ndarray, rows: np.ndarray, labels: list[str], top: float) -> None:
-    """Write each session's label inside its band, where the band is widest (bands thinner than 4 % of
-    the axis stay unlabelled: the text would not fit)."""
+    """Write each session's label inside its band: in the middle of the longest stretch where the band is
+    at least 60 % of its widest. A band too thin (under 4 % of the axis) or too short (under 3 % of the
+    day) to hold the text stays unlabelled."""
     base = np.vstack([np.zeros(rows.shape[1]), np.cumsum(rows, axis=0)[:-1]])
+    span = float(x[-1] - x[0]) if len(x) > 1 else 1.0
     for i, label in enumerate(labels):
-        j = int(np.argmax(rows[i]))
-        if rows[i][j] < 0.04 * top:
+        thick = rows[i]
+        if float(np.max(thick)) < 0.04 * top:
             continue
-        end = x[j + 1] if j + 1 < len(x) else x[j]
+        wide = thick >= 0.6 * float(np.max(thick))
+        best, best_len, start = (0, 0), 0.0, None
+        for j in range(len(x) + 1):
+            inside = j < len(x) and bool(wide[j])
+            if inside and start is None:
+                start = j
+            elif not inside and start is not None:
+                end = min(j, len(x) - 1)
+                if float(x[end] - x[start]) > best_len:
+                    best, best_len = (start, end), float(x[end] - x[start])
+                start = None
+        if best_len < 0.03 * span:
+            continue
+        mid = (best[0] + best[1]) // 2
+        centre = (x[best[0]] + x[best[1]]) / 2
         ax.text(
-            (x[j] + end) / 2,
-            base[i][j] + rows[i][j] / 2,
+            centre,
+            base[i][mid] + thick[mid] / 2,
             label.split(" ")[0],
             ha="center",
             va="center",
