@@ -91,7 +91,7 @@ class _Events:
         await self._x._sessions.meter(charge_point_id, connector_id, transaction_id, samples)
 
     async def on_stop_transaction(self, charge_point_id: str, transaction_id: str, timestamp: datetime) -> None:
-        connector_id = await self._x._sessions.stop(charge_point_id, transaction_id)
+        connector_id = await self._x._sessions.stop(charge_point_id, transaction_id, timestamp)
         if connector_id is not None:
             self._x._setpoints.clear_connector(charge_point_id, connector_id)
             self._x._ledger.transaction_ended(charge_point_id, connector_id)

@@ -163,6 +163,13 @@ class Sessions:
         tx.session = self._initial_session(tx)
         if tx.session is not None:
             self._outbox.publish(ACTIVE_SESSIONS, tx.session)
+            log.info(
+                "%s: session %s started on connector %s",
+                charge_point_id,
+                tx.session_id,
+                connector_id,
+                extra={"charge_point_id": charge_point_id, "session_id": tx.session_id, "connector_id": connector_id},
+            )
         else:
             log.warning(
                 "%s: not in site.topology; transaction %s accepted but not published",
@@ -217,8 +224,9 @@ class Sessions:
         self._outbox.publish(ACTIVE_SESSIONS, new)
         tx.session = new
 
-    async def stop(self, charge_point_id: str, transaction_id: str) -> int | None:
+    async def stop(self, charge_point_id: str, transaction_id: str, stopped_at: datetime | None = None) -> int | None:
         """Close the transaction and tombstone its session; returns its connector id (``None`` if unknown).
+        Logs one line with the energy it delivered (kWh, its last meter reading) and how long it lasted.
 
         An unknown transaction of a charger that is in topology is tombstoned anyway (its start may predate
         what this executor remembers), which deletes nothing if it was never published.
@@ -230,6 +238,21 @@ class Sessions:
                 self._outbox.tombstone(ACTIVE_SESSIONS, f"{charge_point_id}-{transaction_id}")
             return None
         await self._close(tx)
+        energy = tx.session.energy_kwh if tx.session is not None else None
+        minutes = None if stopped_at is None else (stopped_at - tx.started_at).total_seconds() / 60
+        log.info(
+            "%s: session %s stopped: %s kWh in %s min",
+            charge_point_id,
+            tx.session_id,
+            "?" if energy is None else f"{energy:.2f}",
+            "?" if minutes is None else f"{minutes:.0f}",
+            extra={
+                "charge_point_id": charge_point_id,
+                "session_id": tx.session_id,
+                "energy_kwh": energy,
+                "duration_min": None if minutes is None else round(minutes, 1),
+            },
+        )
         return tx.connector_id
 
     async def _close(self, tx: OpenTransaction) -> None:

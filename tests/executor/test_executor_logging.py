@@ -95,3 +95,37 @@ async def test_no_debug_records_when_debug_is_off(make_executor, transport, capl
         await publish(transport, COMMANDS, command(tx=tx, setpoint_a=16.0))
         await wait_for(lambda: executor.held_setpoints().get(("CP1", 1)) == 16.0, what="held")
     assert not [r for r in caplog.records if r.levelno < logging.INFO]
+
+
+async def test_a_session_start_and_stop_are_one_info_line_each_with_energy_and_duration(make_executor, caplog):
+    from datetime import timedelta
+
+    from ocpp.v16 import call
+
+    from tests.kits.ocpp import T0, iso
+
+    caplog.set_level(logging.INFO, logger="executor")
+    executor = await make_executor()
+    async with open_charge_point(executor.port) as cp:
+        tx = await cp.start_tx(meter_start=1000)
+        await cp.call(
+            call.MeterValues(
+                connector_id=1,
+                transaction_id=tx,
+                meter_value=[
+                    {
+                        "timestamp": iso(T0 + timedelta(minutes=30)),
+                        "sampledValue": [{"value": "6500", "measurand": "Energy.Active.Import.Register", "unit": "Wh"}],
+                    }
+                ],
+            )
+        )
+        await cp.call(
+            call.StopTransaction(meter_stop=6500, timestamp=iso(T0 + timedelta(minutes=45)), transaction_id=tx)
+        )
+        await wait_for(lambda: [r for r in caplog.records if "stopped" in r.getMessage()], what="the stop line")
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and ": session " in r.getMessage()]
+    assert lines == [
+        f"CP1: session CP1-{tx} started on connector 1",
+        f"CP1: session CP1-{tx} stopped: 5.50 kWh in 45 min",
+    ]
