@@ -71,14 +71,13 @@ class SessionSummary:
 
 @dataclass
 class Session:
-    """A running transaction. Energies in Wh; ``id_token`` is the EV's id as the central system sees it."""
+    """A running transaction. Energies in Wh."""
 
     ev: EV
     started_at: datetime
     meter_start_wh: int
     need_wh: float
     next_meter: datetime
-    id_token: str = ""
     transaction_id: TransactionId | None = None  # None while the central system has not named it yet
     energy_wh: float = 0.0
     end_at: datetime | None = None  # set once the end instant is known

@@ -183,8 +183,9 @@ class Station(abc.ABC):
         """Send BootNotification: (accepted, heartbeat interval in seconds or None)."""
 
     @abc.abstractmethod
-    async def _authorize(self, id_token: str) -> bool:
-        """Ask whether ``id_token`` may charge (1.6 Authorize, 2.0.1 C01): True when Accepted."""
+    async def _authorize(self, ev: EV) -> bool:
+        """Ask whether ``ev`` (its id as the adapter's id token) may charge (1.6 Authorize, 2.0.1 C01): True
+        when Accepted."""
 
     @abc.abstractmethod
     def _new_transaction_id(self) -> TransactionId | None:
@@ -358,9 +359,8 @@ class Station(abc.ABC):
         if self._link is None or self._stopped:
             raise RuntimeError(f"{self.charge_point_id} is not running")
         c.done.clear()
-        id_token = ev.ev_id[:20]
         await self._status(c, PREPARING)
-        if not await self._authorize(id_token):
+        if not await self._authorize(ev):
             await self._status(c, AVAILABLE)
             c.done.set()
             return None
@@ -372,7 +372,6 @@ class Station(abc.ABC):
             meter_start_wh=int(round(c.register_wh)),
             need_wh=ev.energy_need_kwh * 1000.0,
             next_meter=now + timedelta(seconds=self.meter_interval_s),
-            id_token=id_token,
         )
         c.session, c.last_t, c.limits_at, c.stop_reason = s, now, now, None
         s.transaction_id = self._new_transaction_id()

@@ -21,6 +21,7 @@ from ocpp.v16 import datatypes as dt
 from ocpp.v16.enums import Action, Location, Measurand, UnitOfMeasure
 from websockets.asyncio.client import ClientConnection
 
+from pipeline.sim.ev import EV
 from pipeline.sim.profiles import STATION_MAX, TX, TX_DEFAULT, Profile, Purpose, TransactionId
 from pipeline.sim.session import Connector, ConnectorState, MeterContext, MeterReading, Session, SessionSummary
 from pipeline.sim.station import Link, Station
@@ -37,6 +38,11 @@ PURPOSES: dict[str, Purpose] = {"TxProfile": TX, "TxDefaultProfile": TX_DEFAULT,
 def id_tag_status(info: Any) -> str | None:
     """The status of an idTagInfo, whether the library gave a dict or a dataclass."""
     return info.get("status") if isinstance(info, dict) else getattr(info, "status", None)
+
+
+def id_tag(ev: EV) -> str:
+    """The EV's idTag: its id cut to 20 characters (IdToken is a CiString20Type, section 7)."""
+    return ev.ev_id[:20]
 
 
 def parse_profile(connector_id: int, p: dict[str, Any], received_at: datetime) -> Profile:
@@ -169,8 +175,8 @@ class SimulatedChargePoint(Station):
         res = await self._call(call.BootNotification(charge_point_model=self.model, charge_point_vendor=self.vendor))
         return (res is not None and res.status == ACCEPTED), (res.interval if res is not None else None)
 
-    async def _authorize(self, id_token: str) -> bool:
-        auth = await self._call(call.Authorize(id_tag=id_token))
+    async def _authorize(self, ev: EV) -> bool:
+        auth = await self._call(call.Authorize(id_tag=id_tag(ev)))
         return auth is not None and id_tag_status(auth.id_tag_info) == ACCEPTED
 
     def _new_transaction_id(self) -> TransactionId | None:
@@ -180,7 +186,7 @@ class SimulatedChargePoint(Station):
         res = await self._call(
             call.StartTransaction(
                 connector_id=c.connector_id,
-                id_tag=s.id_token,
+                id_tag=id_tag(s.ev),
                 meter_start=s.meter_start_wh,
                 timestamp=iso(s.started_at),
             )
@@ -194,7 +200,7 @@ class SimulatedChargePoint(Station):
                 timestamp=iso(summary.ended_at),
                 transaction_id=s.transaction_id,
                 reason=summary.reason,
-                id_tag=s.id_token,
+                id_tag=id_tag(s.ev),
             )
         )
 

@@ -22,6 +22,7 @@ from ocpp.v201 import call, call_result
 from ocpp.v201.enums import Action
 from websockets.asyncio.client import ClientConnection
 
+from pipeline.sim.ev import EV
 from pipeline.sim.profiles import STATION_MAX, TX, TX_DEFAULT, Profile, Purpose, TransactionId
 from pipeline.sim.session import (
     BEGIN,
@@ -52,6 +53,12 @@ supported: the CSMS may not set it, K01.FR.22)."""
 TRIGGERS: dict[StopReason, str] = {EV_DISCONNECTED: "EVDeparted", LOCAL: "StopAuthorized", REMOTE: "RemoteStop"}
 """The TransactionEvent Ended triggerReason per stop reason (AbnormalCondition for the others)."""
 RATE_UNITS = "A,W"
+
+
+def id_token(ev: EV) -> dict[str, str]:
+    """The EV's IdTokenType (C01), type Central: its id cut to 20 characters, as the 1.6 adapter's idTag, so
+    an EV has the same id in both versions (2.0.1 would allow 36)."""
+    return {"id_token": ev.ev_id[:20], "type": "Central"}
 
 
 def parse_profile(evse_id: int, p: dict[str, Any], received_at: datetime) -> Profile:
@@ -178,8 +185,8 @@ class SimulatedChargingStation(Station):
             )
         )
 
-    async def _authorize(self, id_token: str) -> bool:
-        res = await self._call(call.Authorize(id_token={"id_token": id_token, "type": "Central"}))
+    async def _authorize(self, ev: EV) -> bool:
+        res = await self._call(call.Authorize(id_token=id_token(ev)))
         return res is not None and (res.id_token_info or {}).get("status") == ACCEPTED
 
     async def _transaction_event(
@@ -200,7 +207,7 @@ class SimulatedChargingStation(Station):
                 seq_no=self._next_seq(),
                 transaction_info={"transaction_id": s.transaction_id, **info},
                 evse={"id": c.connector_id, "connector_id": 1} if event_type == "Started" else None,
-                id_token={"id_token": s.id_token, "type": "Central"} if event_type != "Updated" else None,
+                id_token=id_token(s.ev) if event_type != "Updated" else None,
                 meter_value=[meter] if meter is not None else None,
             )
         )
