@@ -17,7 +17,7 @@ from pipeline.app.signals import demand_signal, dr_signal
 from pipeline.contracts.clock import SystemClock
 from pipeline.contracts.topics import encode
 from pipeline.engine.config import EngineConfig
-from pipeline.sim.charger import SimulatedChargePoint
+from pipeline.sim import SimulatedChargePoint
 from pipeline.transport.memory import MemoryTransport
 from tests.kits.loop import CONFIG, LIMIT_KW, ev
 

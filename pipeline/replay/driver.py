@@ -35,7 +35,7 @@ from pipeline.engine.service import EngineService
 from pipeline.pgwire.config import PgwireSettings
 from pipeline.replay.data import SITE_TZ, EVSampler, building_load, day_start_utc, price_signals
 from pipeline.replay.series import ReplaySeries
-from pipeline.sim.charger import SimulatedChargePoint
+from pipeline.sim import SimulatedChargePoint
 from pipeline.transport.base import publish
 from pipeline.transport.memory import MemoryTransport
 

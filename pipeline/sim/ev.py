@@ -1,7 +1,7 @@
 """The electric vehicle a simulated charge point charges.
 
 An EV is pure data: when it arrives and leaves, how much energy it wants and how fast it can take AC power.
-The charge point (:mod:`pipeline.sim.charger`) owns the physics; keeping the vehicle separate lets EV
+The station (:mod:`pipeline.sim.station`) owns the physics; keeping the vehicle separate lets EV
 factories build arrivals from real distributions without touching OCPP.
 """
 

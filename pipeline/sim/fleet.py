@@ -18,8 +18,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pipeline.contracts.clock import Clock
-from pipeline.sim.charger import SimulatedChargePoint
 from pipeline.sim.ev import EV
+from pipeline.sim.v16 import SimulatedChargePoint
 
 log = logging.getLogger(__name__)
 

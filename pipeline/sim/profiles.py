@@ -1,36 +1,60 @@
-"""OCPP 1.6 charging profiles as a simulated charge point holds and evaluates them.
+"""Charging profiles as a simulated station holds and evaluates them, in neither OCPP version's shapes.
 
-Kept apart from the websocket code so that the rules (replacement, stacking, which period is in force, when
-the next change happens) are plain functions of time: the charger asks "what limit holds at t?" and "when does
-it change next?", and sleeps until then instead of polling.
+OCPP 1.6 (section 3.13, "Smart Charging") and OCPP 2.0.1 (K01, K08) describe the same model: profiles of a
+purpose (TxProfile, TxDefaultProfile and a station-wide cap), stacked by stackLevel, each a schedule of
+periods in A per phase or W. The version adapters (:mod:`pipeline.sim.v16`, :mod:`pipeline.sim.v201`)
+translate their messages into the :class:`Profile` here; the station asks "what limit holds at t?" and "when
+does it change next?" as plain functions of time, and sleeps until then instead of polling.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final, Literal
 
-TX = "TxProfile"
-TX_DEFAULT = "TxDefaultProfile"
-CP_MAX = "ChargePointMaxProfile"
-_RECURRENCE_S = {"Daily": 86_400.0, "Weekly": 604_800.0}
+__all__ = [
+    "CP_MAX",
+    "STATION_MAX",
+    "TX",
+    "TX_DEFAULT",
+    "Period",
+    "Profile",
+    "ProfileKind",
+    "ProfileStore",
+    "Purpose",
+    "RateUnit",
+    "Recurrency",
+    "TransactionId",
+    "period_kw",
+]
 
+Purpose = Literal["TxProfile", "TxDefaultProfile", "StationMaxProfile"]
+"""What a profile limits: one transaction, every transaction by default, or the whole station."""
+TX: Final = "TxProfile"
+TX_DEFAULT: Final = "TxDefaultProfile"
+STATION_MAX: Final = "StationMaxProfile"
+"""The station-wide cap: ChargePointMaxProfile in OCPP 1.6, ChargingStationMaxProfile in 2.0.1."""
+CP_MAX: Final = STATION_MAX
+"""The 1.6 name of :data:`STATION_MAX`."""
 
-def parse_time(value: str | None) -> datetime | None:
-    """An OCPP date-time string as an aware UTC datetime (naive strings are taken as UTC)."""
-    if not value:
-        return None
-    dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
+RateUnit = Literal["A", "W"]
+"""chargingRateUnit: A per phase or W (both versions)."""
+ProfileKind = Literal["Absolute", "Relative", "Recurring"]
+"""chargingProfileKind (both versions)."""
+Recurrency = Literal["Daily", "Weekly"]
+"""recurrencyKind (both versions)."""
+TransactionId = int | str
+"""A transaction id: an integer the central system gives (1.6), a string the station makes (2.0.1 E01)."""
+
+_RECURRENCE_S: dict[Recurrency, float] = {"Daily": 86_400.0, "Weekly": 604_800.0}
 
 
 @dataclass(frozen=True)
 class Period:
-    """One ChargingSchedulePeriod: ``limit`` in the schedule's unit (A per phase or W) from ``start_s``."""
+    """One ChargingSchedulePeriod: ``limit`` in the schedule's unit (A per phase or W) from ``start_s``
+    seconds after the schedule start; ``phases`` is numberPhases (None: the station's)."""
 
     start_s: float
     limit: float
@@ -39,52 +63,27 @@ class Period:
 
 @dataclass
 class Profile:
-    """An installed ChargingProfile, parsed from the snake_case payload the ocpp library hands over."""
+    """An installed charging profile with its first (in 1.6 only) charging schedule.
+
+    ``connector_id`` is the connector (1.6) or EVSE (2.0.1) it was set on, 0 for the whole station;
+    ``periods`` are sorted by start; ``duration_s`` and ``start_schedule`` are the schedule's; ``received_at``
+    anchors Relative profiles without a transaction and schedules without a startSchedule.
+    """
 
     connector_id: int
     profile_id: int
     stack_level: int
-    purpose: str
-    kind: str
-    unit: str  # "A" or "W"
+    purpose: Purpose
+    kind: ProfileKind
+    unit: RateUnit
     periods: list[Period]
     received_at: datetime
-    transaction_id: int | None = None
-    recurrency: str | None = None
+    transaction_id: TransactionId | None = None
+    recurrency: Recurrency | None = None
     valid_from: datetime | None = None
     valid_to: datetime | None = None
     duration_s: float | None = None
     start_schedule: datetime | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    @classmethod
-    def from_ocpp(cls, connector_id: int, p: dict[str, Any], received_at: datetime) -> Profile:
-        sched = p["charging_schedule"]
-        periods = sorted(
-            (
-                Period(float(x["start_period"]), float(x["limit"]), x.get("number_phases"))
-                for x in sched["charging_schedule_period"]
-            ),
-            key=lambda x: x.start_s,
-        )
-        duration = sched.get("duration")
-        return cls(
-            connector_id=connector_id,
-            profile_id=int(p["charging_profile_id"]),
-            stack_level=int(p["stack_level"]),
-            purpose=str(p["charging_profile_purpose"]),
-            kind=str(p["charging_profile_kind"]),
-            unit=str(sched["charging_rate_unit"]),
-            periods=periods,
-            received_at=received_at,
-            transaction_id=p.get("transaction_id"),
-            recurrency=p.get("recurrency_kind"),
-            valid_from=parse_time(p.get("valid_from")),
-            valid_to=parse_time(p.get("valid_to")),
-            duration_s=float(duration) if duration is not None else None,
-            start_schedule=parse_time(sched.get("start_schedule")),
-            raw=p,
-        )
 
     def anchor(self, t: datetime, tx_start: datetime | None) -> datetime:
         """Start of the schedule cycle that contains ``t``.
@@ -96,13 +95,14 @@ class Profile:
             return tx_start or self.received_at
         base = self.start_schedule or self.received_at
         if self.kind == "Recurring":
-            cycle = _RECURRENCE_S.get(self.recurrency or "Daily", 86_400.0)
+            cycle = _RECURRENCE_S[self.recurrency or "Daily"]
             k = math.floor((t - base).total_seconds() / cycle)
             return base + timedelta(seconds=k * cycle)
         return base
 
     def period_at(self, t: datetime, tx_start: datetime | None) -> Period | None:
-        """The period in force at ``t``, or None when the profile does not apply then."""
+        """The period in force at ``t``, or None when the profile does not apply then (before validFrom, from
+        validTo on, before the schedule starts or once its duration is over)."""
         if (self.valid_from and t < self.valid_from) or (self.valid_to and t >= self.valid_to):
             return None
         elapsed = (t - self.anchor(t, tx_start)).total_seconds()
@@ -123,27 +123,29 @@ class Profile:
         if self.duration_s is not None:
             times.append(anchor + timedelta(seconds=self.duration_s))
         if self.kind == "Recurring":
-            times.append(anchor + timedelta(seconds=_RECURRENCE_S.get(self.recurrency or "Daily", 86_400.0)))
+            times.append(anchor + timedelta(seconds=_RECURRENCE_S[self.recurrency or "Daily"]))
         times += [x for x in (self.valid_from, self.valid_to) if x is not None]
         future = [x for x in times if x > t]
         return min(future) if future else None
 
 
 def period_kw(period: Period, unit: str, default_phases: int, voltage_v: float) -> float:
-    """A period's limit in kW: W / 1000, or A x phases x V / 1000 (phases from the period, else the charger)."""
+    """A period's limit in kW: W / 1000, or A x phases x V / 1000 (phases from the period, else the station)."""
     if unit == "W":
         return period.limit / 1000.0
     return period.limit * (period.phases or default_phases) * voltage_v / 1000.0
 
 
 class ProfileStore:
-    """The profiles installed on one charge point, with the OCPP 1.6 replacement and stacking rules."""
+    """The profiles installed on one station, with the replacement and stacking rules of OCPP 1.6 section 3.13
+    (3.13.2 stacking, 3.13.3 combining purposes), which OCPP 2.0.1 K01 keeps."""
 
     def __init__(self) -> None:
         self.profiles: list[Profile] = []
 
     def install(self, new: Profile) -> None:
-        """Add ``new``, replacing any profile with its id or with its connector, purpose and stack level."""
+        """Add ``new``, replacing any profile with its id or with its connector, purpose and stack level
+        (OCPP 1.6 section 5.16.2, OCPP 2.0.1 K01.FR.05)."""
         self.profiles = [
             p
             for p in self.profiles
@@ -158,13 +160,11 @@ class ProfileStore:
         self,
         profile_id: int | None = None,
         connector_id: int | None = None,
-        purpose: str | None = None,
+        purpose: Purpose | None = None,
         stack_level: int | None = None,
     ) -> int:
-        """ClearChargingProfile semantics: an id matches alone, otherwise every given criterion must match.
-
-        Returns how many profiles were removed.
-        """
+        """ClearChargingProfile (1.6 section 5.5, 2.0.1 K10): an id matches alone, otherwise every given
+        criterion must match. Returns how many profiles were removed."""
 
         def match(p: Profile) -> bool:
             if profile_id is not None:
@@ -179,9 +179,10 @@ class ProfileStore:
         self.profiles = [p for p in self.profiles if not match(p)]
         return before - len(self.profiles)
 
-    def drop_tx(self, connector_id: int, keep_transaction_id: int | None = None) -> None:
-        """Remove the connector's TxProfiles: all of them (at transaction end), or, when
-        ``keep_transaction_id`` is given, those naming another transaction."""
+    def drop_tx(self, connector_id: int, keep_transaction_id: TransactionId | None = None) -> None:
+        """Remove the connector's TxProfiles: all of them (at transaction end: a TxProfile lasts as long as its
+        transaction, OCPP 1.6 section 3.13.1), or, when ``keep_transaction_id`` is given, those naming another
+        transaction."""
 
         def drop(p: Profile) -> bool:
             if p.connector_id != connector_id or p.purpose != TX:
@@ -193,9 +194,10 @@ class ProfileStore:
         self.profiles = [p for p in self.profiles if not drop(p)]
 
     def in_force(
-        self, purpose: str, connector_id: int, t: datetime, tx_start: datetime | None
+        self, purpose: Purpose, connector_id: int, t: datetime, tx_start: datetime | None
     ) -> tuple[Profile, Period] | None:
-        """The highest-stack profile of ``purpose`` on ``connector_id`` with a period in force at ``t``."""
+        """The highest-stack profile of ``purpose`` on ``connector_id`` with a period in force at ``t`` (the
+        highest stackLevel prevails, OCPP 1.6 section 3.13.2)."""
         best: tuple[Profile, Period] | None = None
         for p in self.profiles:
             if p.purpose != purpose or p.connector_id != connector_id:
@@ -208,14 +210,15 @@ class ProfileStore:
     def connector_limit(
         self, connector_id: int, t: datetime, tx_start: datetime | None
     ) -> tuple[Profile, Period] | None:
-        """TxProfile if one is in force, else the connector's TxDefaultProfile, else connector 0's."""
+        """TxProfile if one is in force, else the connector's TxDefaultProfile, else connector 0's (a TxProfile
+        overrules a TxDefaultProfile, OCPP 1.6 section 3.13.3)."""
         return (
             self.in_force(TX, connector_id, t, tx_start)
             or self.in_force(TX_DEFAULT, connector_id, t, tx_start)
             or self.in_force(TX_DEFAULT, 0, t, tx_start)
         )
 
-    def held_tx(self, connector_id: int, t: datetime, tx_start: datetime | None) -> tuple[str, float] | None:
+    def held_tx(self, connector_id: int, t: datetime, tx_start: datetime | None) -> tuple[RateUnit, float] | None:
         """(unit, limit) of the connector's TxProfile: the period in force at ``t``, else the first period of
         the highest-stack TxProfile installed; None when there is none."""
         found = self.in_force(TX, connector_id, t, tx_start)
@@ -229,6 +232,9 @@ class ProfileStore:
 
     def next_change(self, connector_id: int, t: datetime, tx_start: datetime | None) -> datetime | None:
         """Earliest instant after ``t`` when any profile that bears on ``connector_id`` may change."""
-        times = [p.next_change(t, tx_start) for p in self.profiles if p.connector_id in (0, connector_id)]
-        times = [x for x in times if x is not None]
+        times = [
+            x
+            for x in (p.next_change(t, tx_start) for p in self.profiles if p.connector_id in (0, connector_id))
+            if x is not None
+        ]
         return min(times) if times else None

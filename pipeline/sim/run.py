@@ -15,10 +15,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pipeline.contracts.clock import SimClock, SystemClock
-from pipeline.sim.charger import FLEET_BACKOFF
 from pipeline.sim.ev import EV
 from pipeline.sim.evs import SITE_TZ, EVSampler
 from pipeline.sim.fleet import run_fleet
+from pipeline.sim.station import FLEET_BACKOFF
 
 
 def sampled_ev_factory(sampler: EVSampler, evs_per_charger: float):
@@ -61,7 +61,7 @@ async def simulate(
 
     Chargers behave as real ones do when the central system goes away (a restart, a network outage): they
     keep their sessions and reconnect with a growing, randomised back-off
-    (:data:`pipeline.sim.charger.FLEET_BACKOFF`), also while it cannot be reached at start.
+    (:data:`pipeline.sim.station.FLEET_BACKOFF`), also while it cannot be reached at start.
     """
     clock = SystemClock() if speed == 1 else SimClock(datetime.now(SITE_TZ), speed)
     stop = asyncio.Event()

@@ -1,8 +1,10 @@
-"""Per-connector state of a simulated charge point, and its exact energy arithmetic.
+"""Per-connector state of a simulated station, and its exact energy arithmetic.
 
-Split from the OCPP code so the physics stays small and checkable: a connector's power is piecewise
-constant, energy is power x clock time between changes, and a session ends exactly when its need is met or
-its EV leaves, at an instant computed rather than found by polling.
+Split from the station and the OCPP adapters so the physics stays small and checkable: a connector's power
+is piecewise constant, energy is power x clock time between changes, and a session ends exactly when its need
+is met or its EV leaves, at an instant computed rather than found by polling. Nothing here knows a message:
+states, stop reasons and meter contexts are the station's own words, which the adapters map to their
+version's enumerations.
 """
 
 from __future__ import annotations
@@ -10,29 +12,61 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Final, Literal
 
 from pipeline.sim.ev import EV
+from pipeline.sim.profiles import TransactionId
 
-# OCPP 1.6 StopTransaction reasons used by the simulator.
-EV_DISCONNECTED = "EVDisconnected"  # the driver left at departure_at
-LOCAL = "Local"  # energy need met: the driver ends the transaction at the charger
-OTHER = "Other"  # the simulator was stopped
-REMOTE = "Remote"  # RemoteStopTransaction
-DEAUTHORIZED = "DeAuthorized"  # StartTransaction answered with an idTag that is not Accepted
+ConnectorState = Literal["Available", "Preparing", "Charging", "SuspendedEVSE"]
+"""What a connector is doing. The 1.6 adapter reports it as ChargePointStatus (the same names); the 2.0.1
+adapter as ConnectorStatus (Available, else Occupied)."""
+AVAILABLE: Final = "Available"
+PREPARING: Final = "Preparing"
+CHARGING: Final = "Charging"
+SUSPENDED_EVSE: Final = "SuspendedEVSE"
+
+StopReason = Literal["EVDisconnected", "Local", "Other", "Remote", "DeAuthorized"]
+"""Why a session ended: the names are those of OCPP 1.6 StopTransaction ``reason`` and OCPP 2.0.1
+TransactionEvent ``stoppedReason`` (ReasonEnumType), which agree on these five."""
+EV_DISCONNECTED: Final = "EVDisconnected"  # the driver left at departure_at
+LOCAL: Final = "Local"  # energy need met: the driver ends the transaction at the station
+OTHER: Final = "Other"  # the simulator was stopped
+REMOTE: Final = "Remote"  # the central system asked to stop (1.6 RemoteStopTransaction, 2.0.1 F03)
+DEAUTHORIZED: Final = "DeAuthorized"  # the transaction start was answered with an id that is not Accepted
+
+MeterContext = Literal["Sample.Periodic", "Trigger", "Transaction.Begin", "Transaction.End"]
+"""Why a meter reading was taken: ReadingContext, spelled the same in OCPP 1.6 and 2.0.1."""
+PERIODIC: Final = "Sample.Periodic"
+TRIGGER: Final = "Trigger"
+BEGIN: Final = "Transaction.Begin"
+END: Final = "Transaction.End"
+
+
+@dataclass(frozen=True)
+class MeterReading:
+    """One sample of a connector's meter: ``power_kw`` (kW, sent as W), ``register_wh`` (the connector's
+    energy register, Wh), ``soc_pct`` (the EV's state of charge, percent) and ``current_a`` (A per phase);
+    the last two are None when not measured."""
+
+    power_kw: float
+    register_wh: float
+    soc_pct: float | None = None
+    current_a: float | None = None
 
 
 @dataclass
 class SessionSummary:
-    """A finished session. Energy in kWh; times are clock times (aware UTC)."""
+    """A finished session. Energy in kWh; times are clock times (aware UTC); ``reason`` is a
+    :data:`StopReason`."""
 
     ev_id: str
     connector_id: int
-    transaction_id: int | None
+    transaction_id: TransactionId | None
     energy_kwh: float
     requested_kwh: float
     started_at: datetime
     ended_at: datetime
-    reason: str  # the StopTransaction reason: EVDisconnected, Local, Other, Remote or DeAuthorized
+    reason: StopReason
 
 
 @dataclass
@@ -44,11 +78,11 @@ class Session:
     meter_start_wh: int
     need_wh: float
     next_meter: datetime
-    transaction_id: int | None = None  # None while StartTransaction is in flight
+    transaction_id: TransactionId | None = None  # None while the central system has not named it yet
     energy_wh: float = 0.0
     end_at: datetime | None = None  # set once the end instant is known
-    end_reason: str | None = None
-    booked: bool = False  # its summary is in the charger's sessions list
+    end_reason: StopReason | None = None
+    booked: bool = False  # its summary is in the station's sessions list
 
     def summary(self, connector_id: int) -> SessionSummary:
         return SessionSummary(
@@ -65,7 +99,8 @@ class Session:
 
 @dataclass
 class Connector:
-    """One connector: its meter register (Wh), present draw (kW) and session, integrated up to ``last_t``."""
+    """One connector (an EVSE with one connector in 2.0.1): its meter register (Wh), present draw (kW) and
+    session, integrated up to ``last_t``."""
 
     connector_id: int
     phases_in_use: int
@@ -73,27 +108,32 @@ class Connector:
     power_kw: float = 0.0
     last_t: datetime | None = None
     limits_at: datetime | None = None  # profile schedule boundaries up to here are accounted for
-    status: str = "Available"
+    status: ConnectorState = AVAILABLE
     session: Session | None = None
-    stop_reason: str | None = None
-    task: asyncio.Task | None = None
+    stop_reason: StopReason | None = None
+    task: asyncio.Task[None] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
+    def active(self) -> Session | None:
+        """The session if it is charging: its transaction started and its end is not known yet."""
+        s = self.session
+        return s if s is not None and s.transaction_id is not None and s.end_at is None else None
+
+    @property
     def charging(self) -> bool:
         """A started transaction whose end is not known yet."""
-        s = self.session
-        return s is not None and s.transaction_id is not None and s.end_at is None
+        return self.active is not None
 
     def advance(self, t: datetime) -> None:
         """Integrate energy up to ``t`` at the present constant power, stopping exactly at the session end
         (need met: reason Local; departure: EVDisconnected). Wakes the session task when the end is found."""
         start = self.last_t
-        if start is None or not self.charging:
+        s = self.active
+        if start is None or s is None:
             self.last_t = t if start is None else max(start, t)
             return
-        s = self.session
         if s.energy_wh >= s.need_wh - 1e-9:
             s.end_at, s.end_reason = start, LOCAL
         elif s.ev.departure_at <= start:
@@ -116,14 +156,14 @@ class Connector:
 
     def finish_time(self) -> datetime | None:
         """When the energy need will be met at the present power (None when not charging)."""
-        s = self.session
-        if not self.charging or self.power_kw <= 0 or self.last_t is None:
+        s = self.active
+        if s is None or self.power_kw <= 0 or self.last_t is None:
             return None
         return self.last_t + timedelta(seconds=(s.need_wh - s.energy_wh) * 3.6 / self.power_kw)
 
 
 def water_fill(cap_kw: float, wants_kw: dict[int, float]) -> dict[int, float]:
-    """Share ``cap_kw`` among connectors: each gets what it wants or an equal share of what is left."""
+    """Share ``cap_kw`` (kW) among connectors: each gets what it wants (kW) or an equal share of what is left."""
     out: dict[int, float] = {}
     left = max(0.0, cap_kw)
     ordered = sorted(wants_kw.items(), key=lambda kv: kv[1])

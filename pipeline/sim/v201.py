@@ -1,12 +1,13 @@
-"""A simulated OCPP 2.0.1 charging station: the same physics and profiles as the 1.6 charge point.
+"""The OCPP 2.0.1 adapter of the simulated station: :class:`SimulatedChargingStation`.
 
-:class:`SimulatedChargingStation` is a :class:`~pipeline.sim.charger.SimulatedChargePoint` whose wire
-is OCPP 2.0.1 (websocket subprotocol ``ocpp2.0.1``, the ``ocpp`` library's v201 classes): each connector
-is an EVSE with one connector; BootNotification (B01), StatusNotification (G01: Available or Occupied),
-Authorize (C01) and TransactionEvent Started / Updated / Ended with meter values (E01-E07, J02) go out;
-SetChargingProfile (K01, with ``evseId``; ChargingStationMaxProfile on EVSE 0), ClearChargingProfile
-(K10), GetVariables ``SmartChargingCtrlr.RateUnit`` (B06) and RequestStopTransaction (F03) come in.
-Profiles are translated into the 1.6 shape the shared :mod:`pipeline.sim.control` evaluates.
+It maps OCPP 2.0.1 messages (websocket subprotocol ``ocpp2.0.1``, the ``ocpp`` library's v201 classes) to
+and from the version-neutral :class:`~pipeline.sim.station.Station`, as :mod:`pipeline.sim.v16` does for
+1.6; neither adapter builds on the other. Each connector is an EVSE with one connector. BootNotification
+(B01), StatusNotification (G01: Available or Occupied), Authorize (C01) and TransactionEvent Started /
+Updated / Ended with meter values (E01-E07, J02) go out; SetChargingProfile (K01, with ``evseId``;
+ChargingStationMaxProfile on EVSE 0) and ClearChargingProfile (K10) are translated to the neutral
+:class:`~pipeline.sim.profiles.Profile` model; GetVariables ``SmartChargingCtrlr.RateUnit`` (B06) and
+RequestStopTransaction (F03) are answered.
 """
 
 from __future__ import annotations
@@ -19,64 +20,118 @@ from ocpp.routing import on
 from ocpp.v201 import ChargePoint as OcppChargePoint
 from ocpp.v201 import call, call_result
 from ocpp.v201.enums import Action
+from websockets.asyncio.client import ClientConnection
 
-from pipeline.sim.charger import SimulatedChargePoint
-from pipeline.sim.ocpp16 import ACCEPTED, REJECTED, iso
-from pipeline.sim.session import EV_DISCONNECTED, LOCAL, REMOTE, Connector, Session, SessionSummary
+from pipeline.sim.ev import EV
+from pipeline.sim.profiles import STATION_MAX, TX, TX_DEFAULT, Profile, Purpose, TransactionId
+from pipeline.sim.session import (
+    BEGIN,
+    END,
+    EV_DISCONNECTED,
+    LOCAL,
+    REMOTE,
+    Connector,
+    ConnectorState,
+    MeterContext,
+    MeterReading,
+    Session,
+    SessionSummary,
+    StopReason,
+)
+from pipeline.sim.station import Link, Station
+from pipeline.sim.wire import ACCEPTED, REJECTED, charging_profile, iso
 
-__all__ = ["SimulatedChargingStation", "profile_to_v16"]
+__all__ = ["CsmsLink201", "SimulatedChargingStation", "parse_profile"]
 
-_PURPOSES = {"ChargingStationMaxProfile": "ChargePointMaxProfile"}
-_TRIGGERS = {EV_DISCONNECTED: "EVDeparted", LOCAL: "StopAuthorized", REMOTE: "RemoteStop"}
+PURPOSES: dict[str, Purpose] = {
+    "TxProfile": TX,
+    "TxDefaultProfile": TX_DEFAULT,
+    "ChargingStationMaxProfile": STATION_MAX,
+}
+"""ChargingProfilePurposeEnumType to the neutral purpose (ChargingStationExternalConstraints is not
+supported: the CSMS may not set it, K01.FR.22)."""
+TRIGGERS: dict[StopReason, str] = {EV_DISCONNECTED: "EVDeparted", LOCAL: "StopAuthorized", REMOTE: "RemoteStop"}
+"""The TransactionEvent Ended triggerReason per stop reason (AbnormalCondition for the others)."""
 RATE_UNITS = "A,W"
 
 
-def profile_to_v16(p: dict[str, Any]) -> dict[str, Any]:
-    """A snake-cased 2.0.1 ChargingProfileType as the 1.6-shaped dict :class:`Profile.from_ocpp` reads
-    (the first of its charging schedules; ChargingStationMaxProfile becomes ChargePointMaxProfile)."""
+def id_token(ev: EV) -> dict[str, str]:
+    """The EV's IdTokenType (C01), type Central: its id cut to 20 characters, as the 1.6 adapter's idTag, so
+    an EV has the same id in both versions (2.0.1 would allow 36)."""
+    return {"id_token": ev.ev_id[:20], "type": "Central"}
+
+
+def parse_profile(evse_id: int, p: dict[str, Any], received_at: datetime) -> Profile:
+    """A snake_cased 2.0.1 ChargingProfileType (``chargingProfile`` of SetChargingProfileRequest, K01) set on
+    ``evse_id`` as the neutral :class:`Profile`, with the first of its charging schedules. ``KeyError``,
+    ``TypeError``, ``ValueError`` or ``IndexError`` for a profile that cannot be read (a missing field or
+    schedule, an unknown purpose, kind or unit)."""
     schedules = p.get("charging_schedule") or [{}]
-    return {
-        "charging_profile_id": p["id"],
-        "stack_level": p["stack_level"],
-        "charging_profile_purpose": _PURPOSES.get(p["charging_profile_purpose"], p["charging_profile_purpose"]),
-        "charging_profile_kind": p["charging_profile_kind"],
-        "charging_schedule": schedules[0],
-        "transaction_id": p.get("transaction_id"),
-        "recurrency_kind": p.get("recurrency_kind"),
-        "valid_from": p.get("valid_from"),
-        "valid_to": p.get("valid_to"),
-    }
+    return charging_profile(
+        evse_id,
+        profile_id=p["id"],
+        stack_level=p["stack_level"],
+        purpose=PURPOSES[p["charging_profile_purpose"]],
+        kind=p["charging_profile_kind"],
+        schedule=schedules[0],
+        received_at=received_at,
+        transaction_id=p.get("transaction_id"),
+        recurrency=p.get("recurrency_kind"),
+        valid_from=p.get("valid_from"),
+        valid_to=p.get("valid_to"),
+    )
+
+
+def meter_value(at: datetime, context: MeterContext, reading: MeterReading) -> dict[str, Any]:
+    """A snake_cased MeterValueType (J02): Power.Active.Import (W), Energy.Active.Import.Register (Wh), and
+    when measured SoC (Percent, at the EV) and Current.Import (A per phase), sampled at ``at``."""
+
+    def sv(value: float, measurand: str, unit: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "value": round(value, 2),
+            "context": context,
+            "measurand": measurand,
+            "unit_of_measure": {"unit": unit},
+            **extra,
+        }
+
+    values = [
+        sv(reading.power_kw * 1000.0, "Power.Active.Import", "W"),
+        sv(reading.register_wh, "Energy.Active.Import.Register", "Wh"),
+    ]
+    if reading.soc_pct is not None:
+        values.append(sv(reading.soc_pct, "SoC", "Percent", location="EV"))
+    if reading.current_a is not None:
+        values.append(sv(reading.current_a, "Current.Import", "A"))
+    return {"timestamp": iso(at), "sampled_value": values}
 
 
 class CsmsLink201(OcppChargePoint):
     """The station's end of the OCPP 2.0.1 connection; CSMS-initiated calls are delegated to ``sim``."""
 
-    def __init__(self, sim: SimulatedChargingStation, connection: Any) -> None:
+    def __init__(self, sim: SimulatedChargingStation, connection: ClientConnection) -> None:
         super().__init__(sim.charge_point_id, connection, response_timeout=sim.response_timeout_s)
         self.sim = sim
 
     @on(Action.set_charging_profile)
-    def on_set_charging_profile(self, evse_id: int, charging_profile: dict, **_: Any):
-        if charging_profile["charging_profile_purpose"] == "ChargingStationMaxProfile" and evse_id != 0:
-            self.sim.profiles_received += 1
-            self.sim.profiles_rejected += 1
-            return call_result.SetChargingProfile(status=REJECTED)
-        status = self.sim.handle_set_charging_profile(evse_id, profile_to_v16(charging_profile))
-        return call_result.SetChargingProfile(status=status)
+    def on_set_charging_profile(self, evse_id: int, charging_profile: dict[str, Any], **_: Any) -> Any:
+        return call_result.SetChargingProfile(status=self.sim.handle_set_charging_profile(evse_id, charging_profile))
 
     @on(Action.clear_charging_profile)
     def on_clear_charging_profile(
-        self, charging_profile_id: int | None = None, charging_profile_criteria: dict | None = None, **_: Any
-    ):
+        self,
+        charging_profile_id: int | None = None,
+        charging_profile_criteria: dict[str, Any] | None = None,
+        **_: Any,
+    ) -> Any:
         crit = charging_profile_criteria or {}
-        purpose = crit.get("charging_profile_purpose")
         removed = self.sim.handle_clear_charging_profile(
-            charging_profile_id, crit.get("evse_id"), _PURPOSES.get(purpose, purpose), crit.get("stack_level")
+            charging_profile_id, crit.get("evse_id"), crit.get("charging_profile_purpose"), crit.get("stack_level")
         )
         return call_result.ClearChargingProfile(status=ACCEPTED if removed else "Unknown")
 
     @on(Action.get_variables)
-    def on_get_variables(self, get_variable_data: list[dict], **_: Any):
+    def on_get_variables(self, get_variable_data: list[dict[str, Any]], **_: Any) -> Any:
         results = []
         for item in get_variable_data:
             component, variable = item["component"], item["variable"]
@@ -92,30 +147,29 @@ class CsmsLink201(OcppChargePoint):
         return call_result.GetVariables(get_variable_result=results)
 
     @on(Action.request_stop_transaction)
-    def on_request_stop_transaction(self, transaction_id: str, **_: Any):
-        ok = self.sim.handle_remote_stop(transaction_id)
+    def on_request_stop_transaction(self, transaction_id: str, **_: Any) -> Any:
+        ok = self.sim.request_stop(transaction_id)
         return call_result.RequestStopTransaction(status=ACCEPTED if ok else REJECTED)
 
 
-class SimulatedChargingStation(SimulatedChargePoint):
-    """An OCPP 2.0.1 charging station with ``connectors`` EVSEs; same constructor and inspection API as
-    :class:`SimulatedChargePoint` (connector ids are EVSE ids; transaction ids are strings it makes)."""
+class SimulatedChargingStation(Station):
+    """An OCPP 2.0.1 charging station with ``connectors`` EVSEs; the constructor, units and inspection API are
+    those of :class:`~pipeline.sim.station.Station` (connector ids are EVSE ids; transaction ids are strings
+    the station makes, E01)."""
 
     subprotocol = "ocpp2.0.1"
     rate_units = RATE_UNITS
     """``SmartChargingCtrlr.RateUnit`` as reported by GetVariables."""
+    _seq = 0
+    """The next TransactionEvent seqNo (one counter per station)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._seq = 0
-        self._sent_status: dict[int, str] = {}
-
-    def _make_link(self, ws: Any) -> Any:
+    def _make_link(self, ws: ClientConnection) -> Link:
         return CsmsLink201(self, ws)
 
     def _next_seq(self) -> int:
-        self._seq += 1
-        return self._seq - 1
+        seq = self._seq
+        self._seq = seq + 1
+        return seq
 
     async def _boot(self) -> tuple[bool, int | None]:
         res = await self._call(
@@ -123,48 +177,17 @@ class SimulatedChargingStation(SimulatedChargePoint):
         )
         return (res is not None and res.status == ACCEPTED), (res.interval if res is not None else None)
 
-    async def _status(self, c: Connector, status: str) -> None:
-        c.status = status
-        wire = "Available" if status == "Available" else "Occupied"
+    async def _send_status(self, c: Connector, state: ConnectorState) -> None:
+        wire = "Available" if state == "Available" else "Occupied"
         await self._call(
             call.StatusNotification(
                 timestamp=iso(self.clock.now()), connector_status=wire, evse_id=c.connector_id, connector_id=1
             )
         )
 
-    async def _authorize(self, id_tag: str) -> bool:
-        res = await self._call(call.Authorize(id_token={"id_token": id_tag, "type": "Central"}))
+    async def _authorize(self, ev: EV) -> bool:
+        res = await self._call(call.Authorize(id_token=id_token(ev)))
         return res is not None and (res.id_token_info or {}).get("status") == ACCEPTED
-
-    def _meter_value(
-        self,
-        c: Connector,
-        at: datetime,
-        context: str,
-        *,
-        power_kw: float,
-        register_wh: float,
-        soc_pct: float | None = None,
-        current_a: float | None = None,
-    ) -> dict[str, Any]:
-        def sv(value: float, measurand: str, unit: str, **extra: Any) -> dict[str, Any]:
-            return {
-                "value": round(value, 2),
-                "context": context,
-                "measurand": measurand,
-                "unit_of_measure": {"unit": unit},
-                **extra,
-            }
-
-        values = [
-            sv(power_kw * 1000.0, "Power.Active.Import", "W"),
-            sv(register_wh, "Energy.Active.Import.Register", "Wh"),
-        ]
-        if soc_pct is not None:
-            values.append(sv(soc_pct, "SoC", "Percent", location="EV"))
-        if current_a is not None:
-            values.append(sv(current_a, "Current.Import", "A"))
-        return {"timestamp": iso(at), "sampled_value": values}
 
     async def _transaction_event(
         self,
@@ -184,14 +207,18 @@ class SimulatedChargingStation(SimulatedChargePoint):
                 seq_no=self._next_seq(),
                 transaction_info={"transaction_id": s.transaction_id, **info},
                 evse={"id": c.connector_id, "connector_id": 1} if event_type == "Started" else None,
-                id_token={"id_token": s.ev.ev_id[:20], "type": "Central"} if event_type != "Updated" else None,
+                id_token=id_token(s.ev) if event_type != "Updated" else None,
                 meter_value=[meter] if meter is not None else None,
             )
         )
 
-    async def _start_transaction(self, c: Connector, s: Session, id_tag: str) -> tuple[Any, bool] | None:
-        s.transaction_id = uuid.uuid4().hex[:16]  # the station names its transactions (E01)
-        meter = self._meter_value(c, s.started_at, "Transaction.Begin", power_kw=0.0, register_wh=c.register_wh)
+    def _new_transaction_id(self) -> TransactionId | None:
+        return uuid.uuid4().hex[:16]  # the station names its transactions (E01)
+
+    async def _start_transaction(self, c: Connector, s: Session) -> tuple[TransactionId, bool] | None:
+        if s.transaction_id is None:
+            return None
+        meter = meter_value(s.started_at, BEGIN, MeterReading(power_kw=0.0, register_wh=c.register_wh))
         res = await self._transaction_event(
             "Started", "Authorized", c, s, s.started_at, meter, charging_state="Charging"
         )
@@ -200,10 +227,10 @@ class SimulatedChargingStation(SimulatedChargePoint):
         return s.transaction_id, (res.id_token_info or {}).get("status", ACCEPTED) == ACCEPTED
 
     async def _stop_transaction(self, c: Connector, s: Session, summary: SessionSummary) -> None:
-        meter = self._meter_value(c, summary.ended_at, "Transaction.End", power_kw=0.0, register_wh=c.register_wh)
+        meter = meter_value(summary.ended_at, END, MeterReading(power_kw=0.0, register_wh=c.register_wh))
         await self._transaction_event(
             "Ended",
-            _TRIGGERS.get(summary.reason, "AbnormalCondition"),
+            TRIGGERS.get(summary.reason, "AbnormalCondition"),
             c,
             s,
             summary.ended_at,
@@ -211,6 +238,28 @@ class SimulatedChargingStation(SimulatedChargePoint):
             stopped_reason=summary.reason,
         )
 
-    async def _meter(self, c: Connector, at: datetime, context: str, **values: float) -> None:
-        meter = self._meter_value(c, at, context, **values)
-        await self._transaction_event("Updated", "MeterValuePeriodic", c, c.session, at, meter)
+    async def _send_meter_values(
+        self, c: Connector, s: Session, at: datetime, context: MeterContext, reading: MeterReading
+    ) -> None:
+        await self._transaction_event("Updated", "MeterValuePeriodic", c, s, at, meter_value(at, context, reading))
+
+    # ------------------------------------------------------------ CSMS-initiated calls (from the link)
+
+    def handle_set_charging_profile(self, evse_id: int, raw: dict[str, Any]) -> str:
+        """SetChargingProfileRequest (K01) with the snake_cased ``chargingProfile``: Accepted, or Rejected (a
+        profile that cannot be read, a bad EVSE or purpose, a TxProfile without a matching transaction; see
+        :meth:`Station.receive_profile`)."""
+        try:
+            profile: Profile | None = parse_profile(evse_id, raw, self.clock.now())
+        except (KeyError, TypeError, ValueError, IndexError):
+            profile = None
+        return ACCEPTED if self.receive_profile(profile) else REJECTED
+
+    def handle_clear_charging_profile(
+        self, profile_id: int | None, evse_id: int | None, purpose: str | None, stack_level: int | None
+    ) -> int:
+        """ClearChargingProfileRequest (K10), by id or by criteria: how many profiles were removed (0 means
+        Unknown)."""
+        if purpose is not None and purpose not in PURPOSES:
+            return 0
+        return self.clear_profiles(profile_id, evse_id, None if purpose is None else PURPOSES[purpose], stack_level)

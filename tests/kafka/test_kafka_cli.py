@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.contracts.clock import SystemClock
-from pipeline.sim.charger import SimulatedChargePoint
+from pipeline.sim import SimulatedChargePoint
 from pipeline.sim.ev import EV
 from tests.kits.kafka_broker import free_port
 

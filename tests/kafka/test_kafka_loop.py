@@ -15,7 +15,7 @@ from pipeline.app.loop import start_loop
 from pipeline.app.signals import demand_signal, dr_signal
 from pipeline.contracts.clock import SystemClock
 from pipeline.engine.config import EngineConfig
-from pipeline.sim.charger import SimulatedChargePoint
+from pipeline.sim import SimulatedChargePoint
 from pipeline.transport import publish
 from pipeline.transport.kafka import KafkaTransport
 from tests.kits.kafka_broker import settings_for

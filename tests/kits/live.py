@@ -17,7 +17,7 @@ from pipeline.app.site import parse_config
 from pipeline.contracts.clock import SystemClock
 from pipeline.engine.config import EngineConfig
 from pipeline.pgwire.config import PgwireSettings
-from pipeline.sim.charger import SimulatedChargePoint
+from pipeline.sim import SimulatedChargePoint
 from pipeline.sim.ev import EV
 from pipeline.transport.base import publish
 from pipeline.transport.memory import MemoryTransport

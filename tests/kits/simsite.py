@@ -15,11 +15,11 @@ from typing import Any
 from executor import Executor, ExecutorConfig
 from pipeline.contracts.clock import SimClock
 from pipeline.contracts.topics import SetpointCommand, TopologyNode
-from pipeline.sim import EV, SimulatedChargePoint, SimulatedChargingStation
+from pipeline.sim import EV, SimulatedChargePoint, SimulatedChargingStation, Station
 from pipeline.transport import MemoryTransport, publish
 from tests.kits.ocpp import T0, wait_for
 
-VERSIONS = {"1.6": SimulatedChargePoint, "2.0.1": SimulatedChargingStation}
+VERSIONS: dict[str, type[Station]] = {"1.6": SimulatedChargePoint, "2.0.1": SimulatedChargingStation}
 NODE_A = 32.0
 NODE_KW = NODE_A * 3 * 230 / 1000  # 22.08
 IDS = ("A", "B", "C")
@@ -90,7 +90,7 @@ class Site:
         self.ids = IDS[:chargers]
         self.charger_kwargs = charger_kwargs
         self.executor: Executor | None = None
-        self.chargers: list[SimulatedChargePoint] = []
+        self.chargers: list[Station] = []
         self.tx: dict[str, Any] = {}
         self._computed = 0
 

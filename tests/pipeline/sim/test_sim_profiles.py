@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from pipeline.sim.profiles import CP_MAX, TX, TX_DEFAULT, Period, Profile, ProfileStore, period_kw
+from pipeline.sim.v16 import parse_profile
 
 T = datetime(2024, 6, 3, 0, 0, tzinfo=UTC)
 
@@ -39,7 +40,7 @@ def mk(
             "charging_schedule_period": [{"start_period": s, "limit": lim} for s, lim in periods],
         },
     }
-    return Profile.from_ocpp(connector, raw, received_at=T)
+    return parse_profile(connector, raw, received_at=T)
 
 
 def test_absolute_periods_duration_and_next_change():

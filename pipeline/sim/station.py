@@ -1,46 +1,65 @@
-"""One simulated OCPP 1.6J charge point: a real websocket and real OCPP messages over simulated physics.
+"""The version-neutral simulated charging station: physics, sessions, profiles and the connection's life.
 
-It exists so the executor and the SQL views can be exercised end to end without hardware. The charger boots,
-starts transactions for plugged EVs, obeys SetChargingProfile (TxProfile, TxDefaultProfile,
-ChargePointMaxProfile; A or W) and reports MeterValues. Power is piecewise constant and energy is integrated
-exactly over :mod:`pipeline.contracts.clock` time (see :mod:`pipeline.sim.session`). Each session task sleeps
-until its next event (meter tick, need met, departure, schedule boundary) or until a new limit wakes it; it
-never polls. Message shapes live in :mod:`pipeline.sim.ocpp16`, the profile-to-power control in
-:mod:`pipeline.sim.control`.
+Tests, demos and the replay need chargers that behave like real ones whatever OCPP version they speak. This
+module holds everything OCPP 1.6 and 2.0.1 share, as the ``ocpp`` library splits its own ``ChargePoint``
+from the ``v16`` and ``v201`` classes: the websocket (OCPP-J, HTTP Basic auth, reconnection with back-off),
+boot and lifecycle, EVs plugging in, the session tasks that integrate energy exactly over
+:mod:`pipeline.contracts.clock` time and report meter values, and the profile stack (:mod:`pipeline.sim.control`,
+:mod:`pipeline.sim.profiles`). It never builds or reads a message: :class:`Station` calls abstract hooks
+that the sibling adapters :mod:`pipeline.sim.v16` and :mod:`pipeline.sim.v201` implement, and those call
+back the neutral methods here (:meth:`Station.receive_profile`, :meth:`Station.request_stop`, ...).
+
+Each session task sleeps until its next event (meter tick, need met, departure, schedule boundary) or until a
+new limit wakes it; it never polls.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import base64
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
-from ocpp.v16 import call
-from ocpp.v16.enums import ReadingContext
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 from pipeline.contracts.clock import Clock
 from pipeline.sim.control import PowerControl
 from pipeline.sim.ev import EV
-from pipeline.sim.ocpp16 import ACCEPTED, CentralSystemLink, configuration, id_tag_status, iso, meter_values
-from pipeline.sim.session import DEAUTHORIZED, OTHER, REMOTE, Connector, Session, SessionSummary
+from pipeline.sim.profiles import Profile, Purpose, RateUnit, TransactionId
+from pipeline.sim.session import (
+    AVAILABLE,
+    CHARGING,
+    DEAUTHORIZED,
+    OTHER,
+    PERIODIC,
+    PREPARING,
+    REMOTE,
+    SUSPENDED_EVSE,
+    TRIGGER,
+    Connector,
+    ConnectorState,
+    MeterContext,
+    MeterReading,
+    Session,
+    SessionSummary,
+)
+
+__all__ = ["FLEET_BACKOFF", "Link", "PowerCallback", "ReconnectBackoff", "Station"]
 
 log = logging.getLogger(__name__)
 
 PowerCallback = Callable[[str, int, float, datetime], None]
 """on_power(charge_point_id, connector_id, power_kw, at): a connector's draw changed at clock time ``at``."""
 
-AVAILABLE, PREPARING, CHARGING, SUSPENDED_EVSE = "Available", "Preparing", "Charging", "SuspendedEVSE"
-
 
 @dataclass(frozen=True)
 class ReconnectBackoff:
-    """How long a charger waits before each attempt to reconnect, in real seconds.
+    """How long a station waits before each attempt to reconnect, in real seconds.
 
     The OCPP-J reconnection rule of OCPP 2.0.1 Part 4, section 5.3 (``OCPPCommCtrlr.RetryBackOff*``): the
     first attempt waits ``wait_minimum_s`` plus a random share of ``random_range_s``; each further attempt
@@ -54,7 +73,7 @@ class ReconnectBackoff:
     repeat_times: int = 5
 
     def delay_s(self, attempt: int, rng: random.Random | None = None) -> float:
-        """The wait before attempt ``attempt`` (0 for the first after the connection was lost)."""
+        """The wait before attempt ``attempt`` (0 for the first after the connection was lost), seconds."""
         doubled = self.wait_minimum_s * 2 ** min(max(attempt, 0), self.repeat_times)
         return doubled + (rng or random).uniform(0.0, self.random_range_s)
 
@@ -63,8 +82,18 @@ FLEET_BACKOFF = ReconnectBackoff(wait_minimum_s=2.0, random_range_s=3.0, repeat_
 """The back-off of ``pipeline simulate`` chargers: 2-5 s for the first attempt, at most 16-19 s later."""
 
 
-class SimulatedChargePoint:
-    """One OCPP 1.6J charge point with ``connectors`` connectors, driven by ``clock``.
+class Link(Protocol):
+    """The station's end of an OCPP-J connection (an ``ocpp`` library ``ChargePoint`` of either version)."""
+
+    async def start(self) -> None:
+        """Route incoming messages until the connection closes."""
+
+    async def call(self, payload: Any) -> Any:
+        """Send a request and return the library's result object (raises on CallError or timeout)."""
+
+
+class Station(abc.ABC):
+    """A simulated station with ``connectors`` connectors (EVSEs in 2.0.1), driven by ``clock``.
 
     ``auto_reconnect`` makes it reconnect (without rebooting) when the connection drops, as real chargers
     do, waiting ``reconnect_backoff`` between attempts (:class:`ReconnectBackoff`); calls made meanwhile
@@ -74,12 +103,14 @@ class SimulatedChargePoint:
     (2.0.1 B04). :meth:`reconnect` does it on demand.
 
     Units: power in kW, energy in kWh (Wh on the wire), voltage in V, ``meter_interval_s`` and
-    ``ev_response_s`` in clock seconds. The charger connects to f"{url}/{charge_point_id}". ``password``
-    turns on HTTP Basic auth with the charge point id as username; ``ssl`` goes to the websocket client for
-    wss:// URLs; ``response_timeout_s`` is the real-time OCPP call timeout.
+    ``ev_response_s`` in clock seconds. The station connects to f"{url}/{charge_point_id}" with the
+    adapter's ``subprotocol``. ``password`` turns on HTTP Basic auth with the charge point id as username;
+    ``ssl`` goes to the websocket client for wss:// URLs; ``response_timeout_s`` is the real-time OCPP call
+    timeout.
     """
 
-    subprotocol = "ocpp1.6"
+    subprotocol: ClassVar[str]
+    """The websocket subprotocol of the adapter's OCPP version (``ocpp1.6``, ``ocpp2.0.1``)."""
 
     def __init__(
         self,
@@ -118,16 +149,16 @@ class SimulatedChargePoint:
         for c in self._connectors.values():
             c.done.set()
         self._control = PowerControl(self)
-        self._ws: Any = None
-        self._link: CentralSystemLink | None = None
-        self._loop_task: asyncio.Task | None = None
+        self._ws: ClientConnection | None = None
+        self._link: Link | None = None
+        self._loop_task: asyncio.Task[None] | None = None
         self._stopped = False
         self.auto_reconnect = auto_reconnect
         self.reconnect_backoff = reconnect_backoff
         self.reconnects = 0
         """Connections re-opened after one was lost (or :meth:`reconnect` was called)."""
         self._online = asyncio.Event()
-        self._reconnecting: asyncio.Task | None = None
+        self._reconnecting: asyncio.Task[None] | None = None
         self.sessions: list[SessionSummary] = []
         """Finished sessions, in the order they ended."""
         self.profiles_received = 0
@@ -136,13 +167,58 @@ class SimulatedChargePoint:
         self.meter_values_sent = 0
         self.heartbeat_interval_s: int | None = None
 
+    @property
+    def connectors(self) -> Mapping[int, Connector]:
+        """The connectors by id (1..n)."""
+        return self._connectors
+
+    # ------------------------------------------------------------------ hooks: the version adapters
+
+    @abc.abstractmethod
+    def _make_link(self, ws: ClientConnection) -> Link:
+        """The adapter's OCPP connection object over the open websocket."""
+
+    @abc.abstractmethod
+    async def _boot(self) -> tuple[bool, int | None]:
+        """Send BootNotification: (accepted, heartbeat interval in seconds or None)."""
+
+    @abc.abstractmethod
+    async def _authorize(self, ev: EV) -> bool:
+        """Ask whether ``ev`` (its id as the adapter's id token) may charge (1.6 Authorize, 2.0.1 C01): True
+        when Accepted."""
+
+    @abc.abstractmethod
+    def _new_transaction_id(self) -> TransactionId | None:
+        """The id of a transaction about to start when the station names it (2.0.1 E01); None when the
+        central system does (1.6 StartTransaction.conf)."""
+
+    @abc.abstractmethod
+    async def _start_transaction(self, c: Connector, s: Session) -> tuple[TransactionId, bool] | None:
+        """Report the start of ``s``: (transaction id, id token accepted), or None when it failed."""
+
+    @abc.abstractmethod
+    async def _stop_transaction(self, c: Connector, s: Session, summary: SessionSummary) -> None:
+        """Report the end of ``s`` (``summary`` holds the end time and the stop reason)."""
+
+    @abc.abstractmethod
+    async def _send_meter_values(
+        self, c: Connector, s: Session, at: datetime, context: MeterContext, reading: MeterReading
+    ) -> None:
+        """Report ``reading``, sampled at ``at``, of the running session ``s``."""
+
+    @abc.abstractmethod
+    async def _send_status(self, c: Connector, state: ConnectorState) -> None:
+        """Report that the connector is now in ``state``."""
+
     # ----------------------------------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Connect, start the OCPP message loop, BootNotification, StatusNotification Available per connector.
+        """Connect, start the OCPP message loop, BootNotification, a StatusNotification Available per connector.
 
-        With ``auto_reconnect`` a connection that fails is tried again after the back-off until it works or
-        :meth:`stop` is called; without it the error (``OSError``, a websocket error) is raised.
+        A boot that is not accepted is tried again after the interval the central system gave (10 clock
+        seconds without one), five times; then ``ConnectionError``. With ``auto_reconnect`` a connection
+        that fails is tried again after the back-off until it works or :meth:`stop` is called; without it
+        the error (``OSError``, a websocket error) is raised.
         """
         attempt = 0
         while True:
@@ -180,17 +256,17 @@ class SimulatedChargePoint:
             kwargs["additional_headers"] = {"Authorization": f"Basic {token}"}
         if self.ssl is not None:
             kwargs["ssl"] = self.ssl
-        self._ws = await connect(f"{self.url}/{self.charge_point_id}", **kwargs)
-        if self._ws.subprotocol != self.subprotocol:
-            await self._ws.close()
+        ws = self._ws = await connect(f"{self.url}/{self.charge_point_id}", **kwargs)
+        if ws.subprotocol != self.subprotocol:
+            await ws.close()
             raise ConnectionError(f"{self.charge_point_id}: the server did not accept subprotocol {self.subprotocol}")
-        self._link = self._make_link(self._ws)
+        link = self._link = self._make_link(ws)
         self._online.set()
-        self._loop_task = asyncio.create_task(self._message_loop(), name=f"ocpp-{self.charge_point_id}")
+        self._loop_task = asyncio.create_task(self._message_loop(link), name=f"ocpp-{self.charge_point_id}")
 
     async def reconnect(self) -> None:
         """Drop the connection (if any) and connect again, as after a network outage: no BootNotification
-        (the charger did not reboot), a StatusNotification per connector, profiles and sessions kept."""
+        (the station did not reboot), a StatusNotification per connector, profiles and sessions kept."""
         self._online.clear()
         if self._ws is not None:
             await self._ws.close()
@@ -199,47 +275,10 @@ class SimulatedChargePoint:
             await asyncio.gather(self._loop_task, return_exceptions=True)
         await self._connect()
         self.reconnects += 1
-        for c in self._connectors.values():
-            await self._status(c, c.status)
-
-    # Protocol hooks: OCPP 1.6J here; pipeline.sim.v201 overrides them for 2.0.1.
-
-    def _make_link(self, ws: Any) -> Any:
-        return CentralSystemLink(self, ws)
-
-    async def _boot(self) -> tuple[bool, int | None]:
-        res = await self._call(call.BootNotification(charge_point_model=self.model, charge_point_vendor=self.vendor))
-        return (res is not None and res.status == ACCEPTED), (res.interval if res is not None else None)
-
-    async def _authorize(self, id_tag: str) -> bool:
-        auth = await self._call(call.Authorize(id_tag=id_tag))
-        return auth is not None and id_tag_status(auth.id_tag_info) == ACCEPTED
-
-    async def _start_transaction(self, c: Connector, s: Session, id_tag: str) -> tuple[Any, bool] | None:
-        """Report the start; ``(transaction id, idTag accepted)``, or None when it failed."""
-        res = await self._call(
-            call.StartTransaction(
-                connector_id=c.connector_id, id_tag=id_tag, meter_start=s.meter_start_wh, timestamp=iso(s.started_at)
-            )
-        )
-        return None if res is None else (res.transaction_id, id_tag_status(res.id_tag_info) == ACCEPTED)
-
-    async def _stop_transaction(self, c: Connector, s: Session, summary: SessionSummary) -> None:
-        await self._call(
-            call.StopTransaction(
-                meter_stop=int(round(c.register_wh)),
-                timestamp=iso(summary.ended_at),
-                transaction_id=s.transaction_id,
-                reason=summary.reason,
-                id_tag=s.ev.ev_id[:20],
-            )
-        )
-
-    async def _meter(self, c: Connector, at: datetime, context: str, **values: float) -> None:
-        await self._call(meter_values(c.connector_id, c.session.transaction_id, at, context, **values))
+        await self.report_status()
 
     async def stop(self) -> None:
-        """End any session (StopTransaction reason Other) and close the socket. Idempotent."""
+        """End any session (stop reason Other) and close the socket. Idempotent."""
         if self._stopped:
             return
         self._stopped = True
@@ -262,9 +301,9 @@ class SimulatedChargePoint:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
 
-    async def _message_loop(self) -> None:
+    async def _message_loop(self, link: Link) -> None:
         try:
-            await self._link.start()
+            await link.start()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # ConnectionClosed, or anything the library lets through
@@ -274,7 +313,7 @@ class SimulatedChargePoint:
             self._reconnecting = asyncio.create_task(self._reconnect_loop())
 
     async def _reconnect_loop(self) -> None:
-        """Reconnect after the back-off, again and again until it works or the charger stops."""
+        """Reconnect after the back-off, again and again until it works or the station stops."""
         attempt = 0
         while not self._stopped:
             await asyncio.sleep(self.reconnect_backoff.delay_s(attempt))
@@ -288,41 +327,40 @@ class SimulatedChargePoint:
                 log.info("%s: reconnect attempt %d failed: %r", self.charge_point_id, attempt, exc)
 
     async def _call(self, payload: Any) -> Any:
-        """An OCPP call; None on CallError, timeout or a dead connection (logged, never raised). With
-        ``auto_reconnect`` a call made while the connection is down waits for it (up to the call timeout)."""
+        """Send an adapter's request; its result, or None on CallError, timeout or a dead connection (logged,
+        never raised). With ``auto_reconnect`` a call made while the connection is down waits for it (up to
+        the call timeout)."""
         if self.auto_reconnect and not self._online.is_set() and not self._stopped:
             try:
                 await asyncio.wait_for(self._online.wait(), self.response_timeout_s)
             except TimeoutError:
                 return None
         try:
+            if self._link is None:
+                raise ConnectionError("not connected")
             return await self._link.call(payload)
         except Exception as exc:
             log.warning("%s: %s failed: %r", self.charge_point_id, type(payload).__name__, exc)
             return None
 
-    async def _status(self, c: Connector, status: str) -> None:
-        c.status = status
-        await self._call(
-            call.StatusNotification(
-                connector_id=c.connector_id, error_code="NoError", status=status, timestamp=iso(self.clock.now())
-            )
-        )
+    async def _status(self, c: Connector, state: ConnectorState) -> None:
+        c.status = state
+        await self._send_status(c, state)
 
     # ------------------------------------------------------------------------------------------ sessions
 
-    async def plug_in(self, ev: EV, connector_id: int = 1) -> int | None:
-        """Authorize and StartTransaction for ``ev``, spawn its charging task; return the transaction id
-        (None when the idTag or StartTransaction was refused or failed)."""
+    async def plug_in(self, ev: EV, connector_id: int = 1) -> TransactionId | None:
+        """Authorize and start a transaction for ``ev``, spawn its charging task; return the transaction id
+        (None when the id token or the transaction start was refused or failed). ``RuntimeError`` when the
+        connector is occupied or the station is not running."""
         c = self._connectors[connector_id]
         if c.session is not None:
             raise RuntimeError(f"{self.charge_point_id}/{connector_id} is occupied")
         if self._link is None or self._stopped:
             raise RuntimeError(f"{self.charge_point_id} is not running")
         c.done.clear()
-        id_tag = ev.ev_id[:20]
         await self._status(c, PREPARING)
-        if not await self._authorize(id_tag):
+        if not await self._authorize(ev):
             await self._status(c, AVAILABLE)
             c.done.set()
             return None
@@ -336,7 +374,8 @@ class SimulatedChargePoint:
             next_meter=now + timedelta(seconds=self.meter_interval_s),
         )
         c.session, c.last_t, c.limits_at, c.stop_reason = s, now, now, None
-        res = await self._start_transaction(c, s, id_tag)
+        s.transaction_id = self._new_transaction_id()
+        res = await self._start_transaction(c, s)
         if res is None:
             c.session = None
             self._control.profiles.drop_tx(connector_id)
@@ -344,7 +383,7 @@ class SimulatedChargePoint:
             c.done.set()
             return None
         s.transaction_id = res[0]
-        # a TxProfile that came while StartTransaction was in flight must name this transaction
+        # a TxProfile that came while the transaction start was in flight must name this transaction
         self._control.profiles.drop_tx(connector_id, keep_transaction_id=s.transaction_id)
         if not res[1]:
             s.end_at, s.end_reason = now, DEAUTHORIZED
@@ -353,19 +392,19 @@ class SimulatedChargePoint:
                 c.stop_reason = OTHER
             self._control.recompute(now)
             await self._status(c, CHARGING if c.power_kw > 0 else SUSPENDED_EVSE)
-        c.task = asyncio.create_task(self._run_session(c), name=f"session-{self.charge_point_id}-{connector_id}")
+        c.task = asyncio.create_task(self._run_session(c, s), name=f"session-{self.charge_point_id}-{connector_id}")
         return s.transaction_id
 
     async def wait_done(self, connector_id: int = 1) -> None:
-        """Wait until the connector's session (if any) has ended and StopTransaction was answered."""
+        """Wait until the connector's session (if any) has ended and its end was reported."""
         await self._connectors[connector_id].done.wait()
 
-    async def _run_session(self, c: Connector) -> None:
-        s = c.session
+    async def _run_session(self, c: Connector, s: Session) -> None:
         try:
             while True:
                 now = self.clock.now()
-                boundary = self._control.profiles.next_change(c.connector_id, c.limits_at, s.started_at)
+                since = c.limits_at or s.started_at
+                boundary = self._control.profiles.next_change(c.connector_id, since, s.started_at)
                 if boundary is not None and boundary <= now and s.end_at is None:
                     c.limits_at = boundary  # a schedule period began or ended: apply it from that instant
                     self._control.limits_changed(boundary)
@@ -375,12 +414,12 @@ class SimulatedChargePoint:
                     s.end_at, s.end_reason = c.last_t, c.stop_reason
                 if s.end_at is not None:
                     break
-                want = CHARGING if c.power_kw > 0 else SUSPENDED_EVSE
+                want: ConnectorState = CHARGING if c.power_kw > 0 else SUSPENDED_EVSE
                 if c.status != want:
                     await self._status(c, want)
                     continue
                 if self.meter_interval_s > 0 and now >= s.next_meter:
-                    await self._send_meter(c, now, ReadingContext.sample_periodic)
+                    await self._send_meter(c, s, now, PERIODIC)
                     while s.next_meter <= now:
                         s.next_meter += timedelta(seconds=self.meter_interval_s)
                     continue
@@ -394,14 +433,14 @@ class SimulatedChargePoint:
                 await self._sleep_or_wake(c, (min(w for w in wake if w is not None) - now).total_seconds())
         except asyncio.CancelledError:
             s.end_at, s.end_reason = s.end_at or c.last_t, s.end_reason or OTHER
-            self._finish_locally(c)
+            self._finish_locally(c, s)
             c.session, c.stop_reason = None, None
             c.done.set()
             raise
         except Exception:
             log.exception("%s/%d: session task failed", self.charge_point_id, c.connector_id)
             s.end_at, s.end_reason = s.end_at or c.last_t, s.end_reason or OTHER
-        await self._end_session(c)
+        await self._end_session(c, s)
 
     async def _sleep_or_wake(self, c: Connector, seconds: float) -> None:
         sleeper = asyncio.ensure_future(self.clock.sleep(max(0.0, seconds)))
@@ -412,23 +451,22 @@ class SimulatedChargePoint:
             sleeper.cancel()
             waker.cancel()
 
-    def _finish_locally(self, c: Connector) -> SessionSummary:
+    def _finish_locally(self, c: Connector, s: Session) -> SessionSummary:
         """Book-keeping at the session end: power to 0 (on_power), summary, TxProfiles dropped, others
-        rebalanced under the ChargePointMaxProfile."""
-        s = c.session
+        rebalanced under the station maximum."""
+        ended_at = s.end_at or s.started_at
         c.power_kw = 0.0
-        self._control.emit(c, 0.0, s.end_at)
+        self._control.emit(c, 0.0, ended_at)
         summary = s.summary(c.connector_id)
         self.sessions.append(summary)
         s.booked = True
         self._control.profiles.drop_tx(c.connector_id)
-        self._control.recompute(s.end_at)
+        self._control.recompute(ended_at)
         return summary
 
-    async def _end_session(self, c: Connector) -> None:
-        """Finish the session, then StopTransaction and StatusNotification Available; release wait_done()."""
-        s = c.session
-        summary = self._finish_locally(c)
+    async def _end_session(self, c: Connector, s: Session) -> None:
+        """Finish the session, report its end and the connector Available; release wait_done()."""
+        summary = self._finish_locally(c, s)
         try:
             if s.transaction_id is not None:
                 await self._stop_transaction(c, s, summary)
@@ -437,39 +475,42 @@ class SimulatedChargePoint:
             c.session, c.stop_reason = None, None
             c.done.set()
 
-    async def _send_meter(self, c: Connector, at: datetime, context: str) -> None:
-        s = c.session
-        self.meter_values_sent += 1
-        await self._meter(
-            c,
-            at,
-            context,
+    def _reading(self, c: Connector, s: Session) -> MeterReading:
+        """The connector's meter now: its draw, register, the EV's SoC and the current per phase (A, from
+        the draw over the phases in use at ``voltage_v``)."""
+        return MeterReading(
             power_kw=c.power_kw,
             register_wh=c.register_wh,
             soc_pct=s.ev.soc_pct(s.energy_wh / 1000.0),
             current_a=c.power_kw * 1000.0 / (c.phases_in_use * self.voltage_v),
         )
 
-    # --------------------------------------------------------------- CSMS-initiated calls (from ocpp16)
+    async def _send_meter(self, c: Connector, s: Session, at: datetime, context: MeterContext) -> None:
+        self.meter_values_sent += 1
+        await self._send_meter_values(c, s, at, context, self._reading(c, s))
 
-    def handle_set_charging_profile(self, connector_id: int, raw: dict) -> str:
-        """SetChargingProfile: Accepted, or Rejected (bad connector or purpose, TxProfile without a matching
-        transaction)."""
+    # ------------------------------------------- central-system requests, as the adapters hand them in
+
+    def receive_profile(self, profile: Profile | None) -> bool:
+        """Install a profile the central system set (1.6 SetChargingProfile, 2.0.1 K01) and apply it now;
+        ``None`` stands for one the adapter could not translate. Counts it in ``profiles_received`` (and
+        ``profiles_rejected``); False when rejected (the rules of :meth:`PowerControl.set_profile`)."""
         self.profiles_received += 1
-        now = self.clock.now()
-        status = self._control.set_profile(connector_id, raw, now)
-        if status != ACCEPTED:
+        accepted = profile is not None and self._control.set_profile(profile, self.clock.now())
+        if not accepted:
             self.profiles_rejected += 1
-        return status
+        return accepted
 
-    def handle_clear_charging_profile(
-        self, profile_id: int | None, connector_id: int | None, purpose: str | None, stack_level: int | None
+    def clear_profiles(
+        self, profile_id: int | None, connector_id: int | None, purpose: Purpose | None, stack_level: int | None
     ) -> int:
-        """ClearChargingProfile: how many profiles were removed (0 means Unknown)."""
+        """ClearChargingProfile (1.6 section 5.5, 2.0.1 K10): how many profiles were removed (0 means the
+        answer Unknown)."""
         return self._control.clear(profile_id, connector_id, purpose, stack_level, self.clock.now())
 
-    def handle_remote_stop(self, transaction_id: int) -> bool:
-        """RemoteStopTransaction: end that transaction with reason Remote."""
+    def request_stop(self, transaction_id: TransactionId) -> bool:
+        """The central system asks to end ``transaction_id`` (1.6 RemoteStopTransaction, 2.0.1 F03): the
+        session ends with reason Remote; False when no running session has that id."""
         for c in self._connectors.values():
             if c.session is not None and c.session.transaction_id == transaction_id:
                 c.stop_reason = REMOTE
@@ -477,26 +518,22 @@ class SimulatedChargePoint:
                 return True
         return False
 
-    def configuration(self) -> dict[str, tuple[str, bool]]:
-        """GetConfiguration keys: name -> (value, readonly)."""
-        return configuration(self.meter_interval_s, len(self._connectors))
-
-    async def handle_trigger(self, message: str, connector_id: int | None) -> None:
-        """Send what a TriggerMessage asked for (after it was answered)."""
-        if message == "Heartbeat":
-            await self._call(call.Heartbeat())
-        elif message == "BootNotification":
-            await self._boot()
+    async def report_status(self, connector_id: int | None = None) -> None:
+        """Report every connector's state again (``connector_id`` None or 0), or one connector's."""
         for cid, c in self._connectors.items():
-            if connector_id not in (None, 0, cid):
-                continue
-            if message == "StatusNotification":
+            if connector_id in (None, 0, cid):
                 await self._status(c, c.status)
-            elif message == "MeterValues" and c.charging:
-                now = self.clock.now()
-                c.advance(now)
-                if c.charging:
-                    await self._send_meter(c, now, ReadingContext.trigger)
+
+    async def report_meter(self, connector_id: int | None = None) -> None:
+        """Send a meter reading now (context Trigger) for every charging connector, or one."""
+        for cid, c in self._connectors.items():
+            if connector_id not in (None, 0, cid) or not c.charging:
+                continue
+            now = self.clock.now()
+            c.advance(now)
+            s = c.active
+            if s is not None:
+                await self._send_meter(c, s, now, TRIGGER)
 
     # --------------------------------------------------------------------------------------- inspection
 
@@ -505,17 +542,17 @@ class SimulatedChargePoint:
         held = self._held(connector_id)
         return None if held is None else held[1]
 
-    def held_limit_unit(self, connector_id: int = 1) -> str | None:
+    def held_limit_unit(self, connector_id: int = 1) -> RateUnit | None:
         """The unit of :meth:`held_limit`: "A" (per phase) or "W"."""
         held = self._held(connector_id)
         return None if held is None else held[0]
 
-    def _held(self, connector_id: int) -> tuple[str, float] | None:
+    def _held(self, connector_id: int) -> tuple[RateUnit, float] | None:
         s = self._connectors[connector_id].session
         return self._control.profiles.held_tx(connector_id, self.clock.now(), s.started_at if s else None)
 
     def effective_limit_kw(self, connector_id: int = 1) -> float | None:
-        """min(ChargePointMaxProfile, TxProfile or TxDefaultProfile) now, kW; None when unlimited."""
+        """min(station maximum, TxProfile or TxDefaultProfile) now, kW; None when unlimited."""
         return self._control.effective_limit_kw(connector_id, self.clock.now())
 
     def session_active(self, connector_id: int = 1) -> bool:
@@ -539,6 +576,6 @@ class SimulatedChargePoint:
         """Energy delivered across all sessions, finished and running, kWh."""
         return sum(s.energy_kwh for s in self.sessions) + sum(self.energy_kwh(i) for i in self._connectors)
 
-    def status(self, connector_id: int = 1) -> str:
-        """The last OCPP status reported for the connector."""
+    def status(self, connector_id: int = 1) -> ConnectorState:
+        """The connector's state as last reported: Available, Preparing, Charging or SuspendedEVSE."""
         return self._connectors[connector_id].status
