@@ -159,7 +159,7 @@ def apply(target, sql_dir, allow_drop, yes, lock_ttl_s, settings_file, kafka_boo
         _echo_json(result.to_dict())
     else:
         render_apply(result, console)
-    if not result.ok:
+    if result.failed is not None:  # not result.ok
         index = len(result.applied) + 1
         raise click.ClickException(
             f"step {index} of {len(result.plan.steps)} ({result.failed.label()}) failed: {result.error}"

@@ -401,12 +401,13 @@ class KafkaConsumer(Consumer):
         self._t._outage.reachable()
 
     async def end_offsets(self) -> dict[LogicalPartition, int]:
-        if self._consumer is None:
+        consumer = self._consumer
+        if consumer is None:
             return {}
-        tps = list(self._consumer.assignment())
+        tps = list(consumer.assignment())
         if not tps:
             return {}
-        ends = await self._t._retry("reading end offsets", lambda: self._consumer.end_offsets(tps))
+        ends = await self._t._retry("reading end offsets", lambda: consumer.end_offsets(tps))
         return {(self._t.logical(tp.topic), tp.partition): offset for tp, offset in ends.items()}
 
     def positions(self) -> dict[LogicalPartition, int]:
