@@ -39,6 +39,8 @@ async def serve_gateway(transport: Transport, host: str = "127.0.0.1", port: int
         return None
 
     async def handler(ws: ServerConnection) -> None:
+        if ws.request is None:  # websockets runs the handler only after the opening handshake set it
+            return
         topic = ws.request.path.removeprefix(PREFIX)
         async for message in ws:
             raw = message.encode() if isinstance(message, str) else message

@@ -39,13 +39,11 @@ def connector_settings(
     (:func:`pipeline.app.settings.load_settings`: environment, ``settings_file`` or
     ``$PIPELINE_SETTINGS_FILE``) with the given values overriding. Raises
     :class:`pipeline.contracts.errors.ConfigError` for invalid settings."""
-    from pipeline.app.settings import load_settings
+    from pipeline.app.settings import KafkaOverrides, load_settings
     from pipeline.migrate.kafka import ConnectorSettings
 
-    overrides = {
-        k: v for k, v in (("bootstrap_servers", bootstrap_servers), ("topic_prefix", topic_prefix)) if v is not None
-    }
-    settings = load_settings(settings_file, **({"kafka": overrides} if overrides else {}))
+    kafka = KafkaOverrides(bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix)
+    settings = load_settings(settings_file, kafka=kafka)
     return ConnectorSettings.from_kafka(settings.kafka)
 
 

@@ -13,7 +13,16 @@ from dataclasses import dataclass
 
 import click
 
-from pipeline.app.settings import SETTINGS_FILE_ENV, Settings, load_settings
+from pipeline.app.settings import (
+    SETTINGS_FILE_ENV,
+    EngineOverrides,
+    ExecutorOverrides,
+    GatewayOverrides,
+    KafkaOverrides,
+    PgwireOverrides,
+    Settings,
+    load_settings,
+)
 from pipeline.transport.base import Transport
 
 __all__ = ["TransportChoice", "echo_published", "publish_direct", "quiet_client_logs", "transport_options"]
@@ -28,18 +37,25 @@ class TransportChoice:
     bootstrap_servers: str | None = None
     topic_prefix: str | None = None
 
-    def settings(self, **sections: dict) -> Settings:
+    def settings(
+        self,
+        *,
+        engine: EngineOverrides | None = None,
+        executor: ExecutorOverrides | None = None,
+        gateway: GatewayOverrides | None = None,
+        pgwire: PgwireOverrides | None = None,
+    ) -> Settings:
         """The deployment settings with the command-line overrides: ``--bootstrap-servers`` and
-        ``--topic-prefix``, and ``sections`` (``executor={"port": 9100}``; ``None`` values are flags not
-        given and left out). Raises ``ConfigError``."""
-        sections = {name: {k: v for k, v in values.items() if v is not None} for name, values in sections.items()}
-        kafka = {
-            k: v
-            for k, v in (("bootstrap_servers", self.bootstrap_servers), ("topic_prefix", self.topic_prefix))
-            if v is not None
-        }
-        overrides = {name: values for name, values in {**sections, "kafka": kafka}.items() if values}
-        return load_settings(self.settings_path, **overrides)
+        ``--topic-prefix``, and the other sections' flags (``executor={"port": 9100}``; ``None`` values are
+        flags not given and left out). Raises ``ConfigError``."""
+        return load_settings(
+            self.settings_path,
+            kafka=KafkaOverrides(bootstrap_servers=self.bootstrap_servers, topic_prefix=self.topic_prefix),
+            engine=engine,
+            executor=executor,
+            gateway=gateway,
+            pgwire=pgwire,
+        )
 
     def build(self, settings: Settings | None = None) -> Transport:
         """A new, unstarted transport of this kind (Kafka from ``settings``, default :meth:`settings`)."""
