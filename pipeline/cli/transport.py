@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import click
+from pydantic import BaseModel
 
 from pipeline.app.settings import (
     SETTINGS_FILE_ENV,
@@ -26,6 +29,8 @@ from pipeline.app.settings import (
 from pipeline.transport.base import Transport
 
 __all__ = ["TransportChoice", "echo_published", "publish_direct", "quiet_client_logs", "transport_options"]
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -70,13 +75,22 @@ class TransportChoice:
         raise click.UsageError(f"--transport {self.kind} cannot carry this command")
 
 
-def transport_options(choices: tuple[str, ...] = ("memory", "kafka"), default: str = "memory", help: str = ""):
+def transport_options(
+    choices: tuple[str, ...] = ("memory", "kafka"), default: str = "memory", help: str = ""
+) -> Callable[[Callable[..., R]], Callable[..., R]]:
     """Add ``--transport``, ``--settings``, ``--bootstrap-servers`` and ``--topic-prefix`` to a command,
     passed to it as one ``transport`` argument (a :class:`TransportChoice`)."""
 
-    def decorate(func):
+    def decorate(func: Callable[..., R]) -> Callable[..., R]:
         @functools.wraps(func)
-        def wrapper(*args, transport_kind, settings_path, bootstrap_servers, topic_prefix, **kwargs):
+        def wrapper(
+            *args: Any,
+            transport_kind: str,
+            settings_path: str | None,
+            bootstrap_servers: str | None,
+            topic_prefix: str | None,
+            **kwargs: Any,
+        ) -> R:
             choice = TransportChoice(transport_kind, settings_path, bootstrap_servers, topic_prefix)
             return func(*args, transport=choice, **kwargs)
 
@@ -117,7 +131,7 @@ def quiet_client_logs() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-async def publish_direct(choice: TransportChoice, topic: str, record) -> None:
+async def publish_direct(choice: TransportChoice, topic: str, record: BaseModel) -> None:
     """Publish one validated record straight onto the transport (``pipeline signal --transport kafka``)."""
     from pipeline.transport.base import publish
 
