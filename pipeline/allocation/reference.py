@@ -30,6 +30,7 @@ from pipeline.contracts.topics import (
     SETPOINT_ACKS,
     SITE_DEMAND,
     SITE_TOPOLOGY,
+    TOPICS,
 )
 
 SESSION_STALE_S = 600
@@ -70,6 +71,10 @@ class State:
 
     @classmethod
     def from_records(cls, records: Iterable[tuple[str, str | None, Any]]) -> State:
+        """The state after ``records``, ``(topic, message key, decoded record or None for a tombstone)`` in
+        topic order. An upsert table row is keyed by the message key or, for a record that came without
+        one, by its contract's key field (:data:`pipeline.contracts.topics.TOPICS`), as the engine keys it;
+        a tombstone without a key deletes nothing."""
         s = cls()
         upserts = {SITE_TOPOLOGY: s.topology, ACTIVE_SESSIONS: s.sessions, CONTROL_RULES: s.rules}
         appends = {
@@ -80,10 +85,13 @@ class State:
         }
         for topic, key, rec in records:
             if topic in upserts:
+                pk = key if key is not None or rec is None else str(getattr(rec, TOPICS[topic].key))
+                if pk is None:
+                    continue
                 if rec is None:
-                    upserts[topic].pop(key, None)
+                    upserts[topic].pop(pk, None)
                 else:
-                    upserts[topic][key] = rec
+                    upserts[topic][pk] = rec
             elif topic in appends and rec is not None:
                 appends[topic].append(rec)
         return s

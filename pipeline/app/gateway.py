@@ -76,7 +76,7 @@ async def follow_topology(transport: Transport, known: KnownSites, group: str) -
             for rec in await consumer.getmany(timeout_s=1.0):
                 ok, node = await decode_or_dead_letter(transport, rec)
                 if ok:
-                    known.apply(rec.key, node)  # type: ignore[arg-type]
+                    known.apply(rec.key, node if isinstance(node, TopologyNode) else None)
     finally:
         await consumer.close()
 
@@ -88,7 +88,8 @@ async def read_known_sites(transport: Transport) -> KnownSites:
     try:
         for rec in await consumer.read_to_end():
             try:
-                known.apply(rec.key, decode(rec.topic, rec.key, rec.value))  # type: ignore[arg-type]
+                node = decode(rec.topic, rec.key, rec.value)
+                known.apply(rec.key, node if isinstance(node, TopologyNode) else None)
             except RecordError:
                 continue
     finally:
@@ -140,7 +141,8 @@ async def serve_gateway(transport: Transport, host: str = "127.0.0.1", port: int
         return None
 
     async def handler(ws: ServerConnection) -> None:
-        assert ws.request is not None
+        if ws.request is None:  # websockets runs the handler only after the opening handshake set it
+            return
         topic, force = split(ws.request.path)
         async for message in ws:
             raw = message.encode() if isinstance(message, str) else message
@@ -149,7 +151,7 @@ async def serve_gateway(transport: Transport, host: str = "127.0.0.1", port: int
                 if record is None:
                     raise RecordError("a signal cannot be a tombstone")
                 if not force:
-                    known.check(str(record.site_id))
+                    known.check(str(record.model_dump().get("site_id")))
             except RecordError as exc:
                 await ws.send(json.dumps({"ok": False, "error": str(exc)}))
                 continue

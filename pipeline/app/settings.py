@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -54,9 +54,14 @@ from pipeline.pgwire.config import PgwireSettings
 from pipeline.transport.config import KafkaSettings
 
 __all__ = [
+    "EngineOverrides",
+    "ExecutorOverrides",
+    "GatewayOverrides",
     "GatewaySettings",
+    "KafkaOverrides",
     "KafkaSettings",
     "LogSettings",
+    "PgwireOverrides",
     "PgwireSettings",
     "SECRET_FILE_SUFFIX",
     "SETTINGS_FILE_ENV",
@@ -96,6 +101,42 @@ class LogSettings(BaseModel):
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
+
+
+class KafkaOverrides(TypedDict, total=False):
+    """Command-line values over the ``kafka`` section (``None``: the flag was not given)."""
+
+    bootstrap_servers: str | None
+    topic_prefix: str | None
+
+
+class EngineOverrides(TypedDict, total=False):
+    """Command-line values over the ``engine`` section (``None``: the flag was not given)."""
+
+    tick_s: float | None
+
+
+class ExecutorOverrides(TypedDict, total=False):
+    """Command-line values over the ``executor`` section (``None``: the flag was not given)."""
+
+    host: str | None
+    port: int | None
+    group: str | None
+
+
+class GatewayOverrides(TypedDict, total=False):
+    """Command-line values over the ``gateway`` section (``None``: the flag was not given)."""
+
+    host: str | None
+    port: int | None
+
+
+class PgwireOverrides(TypedDict, total=False):
+    """Command-line values over the ``pgwire`` section (``None``: the flag was not given)."""
+
+    enabled: bool | None
+    host: str | None
+    port: int | None
 
 
 class Settings(BaseSettings):
@@ -192,23 +233,38 @@ def _env_name(loc: tuple[Any, ...]) -> str | None:
     return name if any(key.upper() == name for key in os.environ) else None
 
 
-def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
-    """Load :class:`Settings` from ``overrides``, the environment and the YAML file ``path``.
+def load_settings(
+    path: str | Path | None = None,
+    *,
+    kafka: KafkaOverrides | None = None,
+    engine: EngineOverrides | None = None,
+    executor: ExecutorOverrides | None = None,
+    gateway: GatewayOverrides | None = None,
+    pgwire: PgwireOverrides | None = None,
+) -> Settings:
+    """Load :class:`Settings` from the command-line values, the environment and the YAML file ``path``.
 
     ``path`` defaults to ``$PIPELINE_SETTINGS_FILE``; with neither, only the environment and defaults count.
-    ``overrides`` are nested dicts by section, e.g. ``kafka={"topic_prefix": "t1."}``. Raises
+    ``kafka`` ... ``pgwire`` are the values command-line flags set in that section, e.g.
+    ``kafka={"topic_prefix": "t1."}``; ``None`` values (flags not given) are left out. Raises
     :class:`ConfigError` with a one-line message (never a secret) if the file is missing or invalid or an
     environment variable holds a bad value (the message names the variable).
     """
+    sections = {"kafka": kafka, "engine": engine, "executor": executor, "gateway": gateway, "pgwire": pgwire}
+    overrides: dict[str, Any] = {}  # section name -> {field: value}
+    for name, section in sections.items():
+        values = {key: value for key, value in (section or {}).items() if value is not None}
+        if values:
+            overrides[name] = values
     cls, path = _settings_class(path)
     try:
-        return cls(**overrides)
+        return cls(**overrides)  # pydantic-settings takes the strongest source as keyword arguments
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         message = err["msg"].removeprefix("Value error, ")
         loc = err["loc"]
-        given = len(loc) >= 2 and isinstance(overrides.get(loc[0]), dict) and loc[1] in overrides[loc[0]]
+        given = len(loc) >= 2 and loc[1] in overrides.get(str(loc[0]), {})
         env = _env_name(loc) if len(loc) >= 2 and not given else None
         if env is not None:
             raise ConfigError(f"{env}: {message}") from None
@@ -249,7 +305,10 @@ def sources(path: str | Path | None = None) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, field in Settings.model_fields.items():
         env, file = from_env.get(name), from_file.get(name)
-        for key in field.annotation.model_fields:  # type: ignore[union-attr]
+        section = field.annotation
+        if not (isinstance(section, type) and issubclass(section, BaseModel)):  # every section is a model
+            continue
+        for key in section.model_fields:
             out[f"{name}.{key}"] = (
                 "env"
                 if isinstance(env, dict) and key in env

@@ -6,7 +6,9 @@ Each builder returns the topic name and the pydantic record; validation errors s
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
@@ -22,9 +24,11 @@ from pipeline.contracts.topics import (
 )
 
 
-def _checked(model, **fields):
+@contextlib.contextmanager
+def _checked() -> Iterator[None]:
+    """A :class:`pydantic.ValidationError` inside becomes a one-line :class:`RecordError` naming the field."""
     try:
-        return model(**fields)
+        yield
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
@@ -51,16 +55,16 @@ def dr_signal(
     start = start or signal_at
     if end is None:
         end = start + timedelta(minutes=60 if duration_min is None else duration_min)
-    return DR_SIGNALS, _checked(
-        DRSignal,
-        site_id=site_id,
-        dr_event_id=event_id or f"dr-{uuid.uuid4().hex[:8]}",
-        curtailment_pct=curtailment_pct,
-        limit_kw=limit_kw,
-        event_start=start,
-        event_end=end,
-        signal_at=signal_at,
-    )
+    with _checked():
+        return DR_SIGNALS, DRSignal(
+            site_id=site_id,
+            dr_event_id=event_id or f"dr-{uuid.uuid4().hex[:8]}",
+            curtailment_pct=curtailment_pct,
+            limit_kw=limit_kw,
+            event_start=start,
+            event_end=end,
+            signal_at=signal_at,
+        )
 
 
 def dr_cancel(site_id: str, event_id: str, *, now: datetime | None = None) -> tuple[str, DRSignal]:
@@ -69,15 +73,15 @@ def dr_cancel(site_id: str, event_id: str, *, now: datetime | None = None) -> tu
     ``now`` on the event is not in force, wherever and however it was announced (OpenADR 2.0b lets a
     utility cancel an event the same way, by a newer version of it)."""
     now = now or _now()
-    return DR_SIGNALS, _checked(
-        DRSignal,
-        site_id=site_id,
-        dr_event_id=event_id,
-        curtailment_pct=0.0,
-        event_start=now - timedelta(seconds=1),
-        event_end=now,
-        signal_at=now,
-    )
+    with _checked():
+        return DR_SIGNALS, DRSignal(
+            site_id=site_id,
+            dr_event_id=event_id,
+            curtailment_pct=0.0,
+            event_start=now - timedelta(seconds=1),
+            event_end=now,
+            signal_at=now,
+        )
 
 
 def price_signal(
@@ -93,16 +97,16 @@ def price_signal(
     """A price on ``tariff.price.signals`` valid from ``valid_from`` (default now) for one hour unless
     ``valid_to`` is given."""
     valid_from = valid_from or _now()
-    return PRICE_SIGNALS, _checked(
-        PriceSignal,
-        site_id=site_id,
-        tariff_id=tariff_id,
-        price_per_kwh=price_per_kwh,
-        currency=currency,
-        price_tier=tier.upper(),
-        valid_from=valid_from,
-        valid_to=valid_to or valid_from + timedelta(hours=1),
-    )
+    with _checked():
+        return PRICE_SIGNALS, PriceSignal(
+            site_id=site_id,
+            tariff_id=tariff_id,
+            price_per_kwh=price_per_kwh,
+            currency=currency,
+            price_tier=tier.upper(),
+            valid_from=valid_from,
+            valid_to=valid_to or valid_from + timedelta(hours=1),
+        )
 
 
 def demand_signal(
@@ -114,11 +118,11 @@ def demand_signal(
     measured_at: datetime | None = None,
 ) -> tuple[str, SiteDemand]:
     """A site meter reading on ``bems.site.demand``."""
-    return SITE_DEMAND, _checked(
-        SiteDemand,
-        site_id=site_id,
-        current_demand_kw=current_demand_kw,
-        ev_load_kw=ev_load_kw,
-        demand_limit_kw=demand_limit_kw,
-        measured_at=measured_at or _now(),
-    )
+    with _checked():
+        return SITE_DEMAND, SiteDemand(
+            site_id=site_id,
+            current_demand_kw=current_demand_kw,
+            ev_load_kw=ev_load_kw,
+            demand_limit_kw=demand_limit_kw,
+            measured_at=measured_at or _now(),
+        )

@@ -25,6 +25,7 @@ Errors are :class:`ConfigError` with a one-line message naming the file and the 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypedDict
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -102,20 +103,31 @@ class OcppConfig(_Strict):
         return self
 
 
+class ExecutorSecurity(TypedDict):
+    """The site file's part of :class:`executor.ExecutorConfig`: ``credentials`` (``{charge_point_id:
+    password hash}``, or ``None`` for open mode) and the TLS files (PEM paths, ``None`` when not set)."""
+
+    credentials: dict[str, str] | None
+    tls_certfile: str | None
+    tls_keyfile: str | None
+    tls_client_cafile: str | None
+
+
 class PipelineConfig(_Strict):
     sites: list[SiteConfig] = Field(min_length=1)
     ocpp: OcppConfig = OcppConfig()
 
-    def executor_security(self) -> dict[str, object]:
-        """Keyword arguments for :class:`executor.Executor`: ``credentials`` (``{charger id: hash}``, or
-        ``None`` for open mode when no charger declares a password) and the TLS files."""
+    def executor_security(self) -> ExecutorSecurity:
+        """The executor's security fields (:class:`executor.ExecutorConfig`): ``credentials``
+        (``{charger id: hash}``, or ``None`` for open mode when no charger declares a password) and the
+        TLS files."""
         hashes = {c.id: c.password_hash for s in self.sites for c in s.chargers if c.password_hash}
-        return {
-            "credentials": hashes or None,
-            "tls_certfile": self.ocpp.tls_cert,
-            "tls_keyfile": self.ocpp.tls_key,
-            "tls_client_cafile": self.ocpp.tls_client_ca,
-        }
+        return ExecutorSecurity(
+            credentials=hashes or None,
+            tls_certfile=self.ocpp.tls_cert,
+            tls_keyfile=self.ocpp.tls_key,
+            tls_client_cafile=self.ocpp.tls_client_ca,
+        )
 
     @model_validator(mode="after")
     def _unique(self) -> PipelineConfig:

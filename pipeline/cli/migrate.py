@@ -8,7 +8,9 @@ error, a failed or unconfirmed apply, lint problems, or drift under ``status --c
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -16,12 +18,20 @@ from rich.console import Console
 from pipeline.cli.errors import one_line_errors
 from pipeline.sqlmodel.objects import DEFAULT_SQL_DIR
 
+if TYPE_CHECKING:
+    from pipeline.migrate.kafka import ConnectorSettings
+    from pipeline.migrate.model import Plan
+
+F = TypeVar("F", bound=Callable[..., Any])
+
 
 def _console() -> Console:
     return Console(highlight=False)
 
 
-def _connector_settings(target: str, settings_file, bootstrap, prefix):
+def _connector_settings(
+    target: str, settings_file: str | None, bootstrap: str | None, prefix: str | None
+) -> ConnectorSettings:
     """Kafka settings for a RisingWave target (``pipeline.app.settings`` plus the CLI overrides); none for
     the embedded target, which has no connectors."""
     from pipeline.migrate.kafka import ConnectorSettings
@@ -34,22 +44,20 @@ def _connector_settings(target: str, settings_file, bootstrap, prefix):
 
 def connector_settings(
     settings_file: str | None = None, *, bootstrap_servers: str | None = None, topic_prefix: str | None = None
-):
+) -> ConnectorSettings:
     """The Kafka connector properties of RisingWave's sources and sinks, from the deployment settings
     (:func:`pipeline.app.settings.load_settings`: environment, ``settings_file`` or
     ``$PIPELINE_SETTINGS_FILE``) with the given values overriding. Raises
     :class:`pipeline.contracts.errors.ConfigError` for invalid settings."""
-    from pipeline.app.settings import load_settings
+    from pipeline.app.settings import KafkaOverrides, load_settings
     from pipeline.migrate.kafka import ConnectorSettings
 
-    overrides = {
-        k: v for k, v in (("bootstrap_servers", bootstrap_servers), ("topic_prefix", topic_prefix)) if v is not None
-    }
-    settings = load_settings(settings_file, **({"kafka": overrides} if overrides else {}))
+    kafka = KafkaOverrides(bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix)
+    settings = load_settings(settings_file, kafka=kafka)
     return ConnectorSettings.from_kafka(settings.kafka)
 
 
-def _echo_json(data) -> None:
+def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
@@ -71,7 +79,7 @@ _json = click.option("--json", "as_json", is_flag=True, help="print JSON instead
 _allow_drop = click.option("--allow-drop", is_flag=True, help="drop applied objects that are gone from sql/")
 
 
-def _kafka_options(func):
+def _kafka_options(func: F) -> F:
     func = click.option("--topic-prefix", help="prepended to every topic (default: settings)")(func)
     func = click.option("--kafka-bootstrap", help="Kafka bootstrap servers host:port[,...] (default: settings)")(func)
     func = click.option(
@@ -95,7 +103,15 @@ def migrate() -> None:
 @_kafka_options
 @_json
 @one_line_errors
-def plan(target, sql_dir, allow_drop, settings_file, kafka_bootstrap, topic_prefix, as_json):
+def plan(
+    target: str,
+    sql_dir: Path,
+    allow_drop: bool,
+    settings_file: str | None,
+    kafka_bootstrap: str | None,
+    topic_prefix: str | None,
+    as_json: bool,
+) -> None:
     """Print the steps apply would run, with their SQL. Changes nothing."""
     from pipeline.migrate import commands
     from pipeline.migrate.render import render_plan
@@ -124,14 +140,24 @@ def plan(target, sql_dir, allow_drop, settings_file, kafka_bootstrap, topic_pref
 @_kafka_options
 @_json
 @one_line_errors
-def apply(target, sql_dir, allow_drop, yes, lock_ttl_s, settings_file, kafka_bootstrap, topic_prefix, as_json):
+def apply(
+    target: str,
+    sql_dir: Path,
+    allow_drop: bool,
+    yes: bool,
+    lock_ttl_s: float,
+    settings_file: str | None,
+    kafka_bootstrap: str | None,
+    topic_prefix: str | None,
+    as_json: bool,
+) -> None:
     """Apply the plan under the target's lock; stop at the first failed step."""
     from pipeline.migrate import commands
     from pipeline.migrate.render import Progress, render_apply, render_plan
 
     console = _console()
 
-    def confirm(plan_) -> bool:
+    def confirm(plan_: Plan) -> bool:
         render_plan(plan_, console)
         console.print()
         try:
@@ -159,7 +185,7 @@ def apply(target, sql_dir, allow_drop, yes, lock_ttl_s, settings_file, kafka_boo
         _echo_json(result.to_dict())
     else:
         render_apply(result, console)
-    if not result.ok:
+    if result.failed is not None:  # not result.ok
         index = len(result.applied) + 1
         raise click.ClickException(
             f"step {index} of {len(result.plan.steps)} ({result.failed.label()}) failed: {result.error}"
@@ -172,7 +198,7 @@ def apply(target, sql_dir, allow_drop, yes, lock_ttl_s, settings_file, kafka_boo
 @click.option("--check", is_flag=True, help="exit 1 when there is drift")
 @_json
 @one_line_errors
-def status(target, sql_dir, check, as_json):
+def status(target: str, sql_dir: Path, check: bool, as_json: bool) -> None:
     """Show drift: not applied, changed, untracked, missing, unknown to sql/."""
     from pipeline.migrate import commands
     from pipeline.migrate.render import render_status
@@ -192,7 +218,7 @@ def status(target, sql_dir, check, as_json):
 @_sql_dir
 @_json
 @one_line_errors
-def diff(name, target, sql_dir, as_json):
+def diff(name: str, target: str, sql_dir: Path, as_json: bool) -> None:
     """Show how object NAME differs between the target and sql/ (normalized SQL)."""
     from pipeline.migrate import commands
     from pipeline.migrate.render import render_diff
@@ -214,7 +240,7 @@ def diff(name, target, sql_dir, as_json):
 )
 @_json
 @one_line_errors
-def lint(sql_dir, verbose, as_json):
+def lint(sql_dir: Path, verbose: bool, as_json: bool) -> None:
     """Reject what cannot run on RisingWave or the embedded engine, with file and line."""
     from pipeline.migrate import commands
     from pipeline.migrate.lint import SCAN_BUDGET, plan_sizes
@@ -249,7 +275,7 @@ def lint(sql_dir, verbose, as_json):
     help="file holding the password (a Docker secret); one trailing line break is dropped",
 )
 @one_line_errors
-def set_password(user, target, password_file):
+def set_password(user: str, target: str, password_file: Path) -> None:
     """Set USER's password on a RisingWave (or Postgres) target from a file; the password is never shown."""
     from pipeline.app.settings import read_secret_file
     from pipeline.migrate.targets import is_wire

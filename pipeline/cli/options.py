@@ -9,17 +9,19 @@ engine's tables and views read-only on Postgres wire (:mod:`pipeline.pgwire.serv
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict, TypeVar
 
 import click
 
 from pipeline.app.logs import FORMATS, LEVELS
-from pipeline.app.settings import Settings, load_settings
+from pipeline.app.settings import PgwireOverrides, Settings, load_settings
 
 __all__ = [
     "ISO",
     "IsoTime",
+    "PgServiceArgs",
     "log_level_option",
     "pg_options",
     "pg_overrides",
@@ -59,7 +61,10 @@ def setup_logging(level: str | None, settings: Settings | None = None, default: 
     configure_logging(level or group.get("log_level") or log.level or default, group.get("log_format") or log.format)
 
 
-def log_level_option(default: str = "info"):
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def log_level_option(default: str = "info") -> Callable[[F], F]:
     """The per-command ``--log-level`` (the group's ``pipeline --log-level`` works for every command)."""
     return click.option(
         "--log-level",
@@ -68,7 +73,7 @@ def log_level_option(default: str = "info"):
     )
 
 
-def log_format_option():
+def log_format_option() -> Callable[[F], F]:
     """The group's ``--log-format``."""
     return click.option(
         "--log-format",
@@ -77,7 +82,7 @@ def log_format_option():
     )
 
 
-def pg_options(func):
+def pg_options(func: F) -> F:
     """Add ``--pg/--no-pg``, ``--pg-host`` and ``--pg-port`` (passed as ``pg``, ``pg_host``, ``pg_port``;
     ``None`` when not given, so the settings decide)."""
     for option in reversed(
@@ -100,20 +105,29 @@ def pg_options(func):
     return func
 
 
-def pg_overrides(pg: bool | None, pg_host: str | None, pg_port: int | None) -> dict:
-    """The flags as a ``pgwire`` settings section override (flags not given left out)."""
-    return {k: v for k, v in (("enabled", pg), ("host", pg_host), ("port", pg_port)) if v is not None}
+def pg_overrides(pg: bool | None, pg_host: str | None, pg_port: int | None) -> PgwireOverrides:
+    """The flags as a ``pgwire`` settings section override (``None``: not given, left to the settings)."""
+    return PgwireOverrides(enabled=pg, host=pg_host, port=pg_port)
 
 
-def pg_service_args(settings: Settings) -> dict:
+class PgServiceArgs(TypedDict):
+    """Where the replay serves Postgres wire: ``pg_port`` ``None`` when off (0: a free port);
+    ``pg_password`` ``None`` for none."""
+
+    pg_host: str
+    pg_port: int | None
+    pg_password: str | None
+
+
+def pg_service_args(settings: Settings) -> PgServiceArgs:
     """``pg_host``, ``pg_port`` (``None`` when off) and ``pg_password`` from the ``pgwire`` section (for
     the replay, which serves Postgres wire beside its own loop)."""
     pg = settings.pgwire
-    return {
-        "pg_host": pg.host,
-        "pg_port": pg.port if pg.enabled else None,
-        "pg_password": pg.password.get_secret_value() if pg.password is not None else None,
-    }
+    return PgServiceArgs(
+        pg_host=pg.host,
+        pg_port=pg.port if pg.enabled else None,
+        pg_password=pg.password.get_secret_value() if pg.password is not None else None,
+    )
 
 
 def _can_listen(host: str, port: int) -> bool:
@@ -126,12 +140,11 @@ def _can_listen(host: str, port: int) -> bool:
     return True
 
 
-def replay_pg_args(pg: bool | None, pg_host: str | None, pg_port: int | None) -> dict:
+def replay_pg_args(pg: bool | None, pg_host: str | None, pg_port: int | None) -> PgServiceArgs:
     """:func:`pg_service_args` for ``pipeline replay``, which runs for a while and ends: the psql line is
     printed on stderr, and when the port comes from the settings (no ``--pg-port``) and is taken (say by a
     local RisingWave on 4566) the replay runs without Postgres wire, saying so, instead of failing."""
-    overrides = pg_overrides(pg, pg_host, pg_port)
-    args = pg_service_args(load_settings(**({"pgwire": overrides} if overrides else {})))
+    args = pg_service_args(load_settings(pgwire=pg_overrides(pg, pg_host, pg_port)))
     host, port = args["pg_host"], args["pg_port"]
     if port and pg_port is None and not _can_listen(host, port):
         click.echo(f"Postgres wire off: {host}:{port} is taken (--pg-port 0 picks a free port)", err=True)

@@ -9,14 +9,28 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import click
+from pydantic import BaseModel
 
-from pipeline.app.settings import SETTINGS_FILE_ENV, Settings, load_settings
+from pipeline.app.settings import (
+    SETTINGS_FILE_ENV,
+    EngineOverrides,
+    ExecutorOverrides,
+    GatewayOverrides,
+    KafkaOverrides,
+    PgwireOverrides,
+    Settings,
+    load_settings,
+)
 from pipeline.transport.base import Transport
 
 __all__ = ["TransportChoice", "echo_published", "publish_direct", "quiet_client_logs", "transport_options"]
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -28,18 +42,25 @@ class TransportChoice:
     bootstrap_servers: str | None = None
     topic_prefix: str | None = None
 
-    def settings(self, **sections: dict) -> Settings:
+    def settings(
+        self,
+        *,
+        engine: EngineOverrides | None = None,
+        executor: ExecutorOverrides | None = None,
+        gateway: GatewayOverrides | None = None,
+        pgwire: PgwireOverrides | None = None,
+    ) -> Settings:
         """The deployment settings with the command-line overrides: ``--bootstrap-servers`` and
-        ``--topic-prefix``, and ``sections`` (``executor={"port": 9100}``; ``None`` values are flags not
-        given and left out). Raises ``ConfigError``."""
-        sections = {name: {k: v for k, v in values.items() if v is not None} for name, values in sections.items()}
-        kafka = {
-            k: v
-            for k, v in (("bootstrap_servers", self.bootstrap_servers), ("topic_prefix", self.topic_prefix))
-            if v is not None
-        }
-        overrides = {name: values for name, values in {**sections, "kafka": kafka}.items() if values}
-        return load_settings(self.settings_path, **overrides)
+        ``--topic-prefix``, and the other sections' flags (``executor={"port": 9100}``; ``None`` values are
+        flags not given and left out). Raises ``ConfigError``."""
+        return load_settings(
+            self.settings_path,
+            kafka=KafkaOverrides(bootstrap_servers=self.bootstrap_servers, topic_prefix=self.topic_prefix),
+            engine=engine,
+            executor=executor,
+            gateway=gateway,
+            pgwire=pgwire,
+        )
 
     def build(self, settings: Settings | None = None) -> Transport:
         """A new, unstarted transport of this kind (Kafka from ``settings``, default :meth:`settings`)."""
@@ -54,13 +75,22 @@ class TransportChoice:
         raise click.UsageError(f"--transport {self.kind} cannot carry this command")
 
 
-def transport_options(choices: tuple[str, ...] = ("memory", "kafka"), default: str = "memory", help: str = ""):
+def transport_options(
+    choices: tuple[str, ...] = ("memory", "kafka"), default: str = "memory", help: str = ""
+) -> Callable[[Callable[..., R]], Callable[..., R]]:
     """Add ``--transport``, ``--settings``, ``--bootstrap-servers`` and ``--topic-prefix`` to a command,
     passed to it as one ``transport`` argument (a :class:`TransportChoice`)."""
 
-    def decorate(func):
+    def decorate(func: Callable[..., R]) -> Callable[..., R]:
         @functools.wraps(func)
-        def wrapper(*args, transport_kind, settings_path, bootstrap_servers, topic_prefix, **kwargs):
+        def wrapper(
+            *args: Any,
+            transport_kind: str,
+            settings_path: str | None,
+            bootstrap_servers: str | None,
+            topic_prefix: str | None,
+            **kwargs: Any,
+        ) -> R:
             choice = TransportChoice(transport_kind, settings_path, bootstrap_servers, topic_prefix)
             return func(*args, transport=choice, **kwargs)
 
@@ -101,7 +131,7 @@ def quiet_client_logs() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-async def publish_direct(choice: TransportChoice, topic: str, record, check_site: str | None = None) -> None:
+async def publish_direct(choice: TransportChoice, topic: str, record: BaseModel, check_site: str | None = None) -> None:
     """Publish one validated record straight onto the transport (``pipeline signal --transport kafka``).
     With ``check_site``, ``site.topology`` is read first and an unknown site is refused (a
     :class:`~pipeline.contracts.errors.RecordError` naming the known ones)."""

@@ -100,13 +100,6 @@ Phases = Annotated[int, Field(ge=1, le=3)]
 ConnectorId = Annotated[int, Field(ge=0, le=BOUNDS["connector_id"])]
 
 
-def _utc(value: datetime) -> datetime:
-    """Return ``value`` as an aware UTC datetime; naive input is taken to be UTC already."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
 class _Record(BaseModel):
     """Base for topic values: unknown fields are rejected, NaN and infinities too, datetimes are normalised
     to UTC and must fall within ``BOUNDS['year_min'] .. BOUNDS['year_max']``."""

@@ -54,5 +54,5 @@ def allocate(
         changes = engine.evaluate(now)
     finally:
         engine.close()
-    records = [json.loads(c.value) for c in changes if c.topic == SETPOINT_COMMANDS and c.value]
-    return sorted(records, key=lambda r: r["session_id"])
+    setpoints = [json.loads(c.value) for c in changes if c.topic == SETPOINT_COMMANDS and c.value]
+    return sorted(setpoints, key=lambda r: r["session_id"])

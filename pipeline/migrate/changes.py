@@ -37,20 +37,26 @@ def parse_source(source: str) -> exp.Create | None:
     return statements[0]
 
 
-def pretty(ast: exp.Expression) -> str:
+def pretty(ast: exp.Expr) -> str:
     """Normalized, pretty RisingWave SQL without comments: what change detection compares."""
     return ast.sql(DIALECT, pretty=True, normalize=True, comments=False)
 
 
-def _strip(ast: exp.Expression) -> exp.Expression:
-    """A copy with comments removed and identifiers normalized, so equality ignores both."""
+def _strip(ast: exp.Create) -> exp.Create:
+    """A copy with comments removed and identifiers normalized, so equality ignores both.
+
+    Raises :class:`sqlglot.errors.ParseError` when the normalized SQL does not read back as a CREATE
+    statement."""
     copy = ast.copy()
     for node in copy.walk():
         node.comments = None
-    return sqlglot.parse_one(copy.sql(DIALECT, normalize=True, comments=False), read=DIALECT)
+    stripped = sqlglot.parse_one(copy.sql(DIALECT, normalize=True, comments=False), read=DIALECT)
+    if not isinstance(stripped, exp.Create):
+        raise ParseError(f"{_short(ast)} does not read back as a CREATE statement")
+    return stripped
 
 
-def _outputs(query: exp.Expression | None) -> list[exp.Select]:
+def _outputs(query: exp.Expr | None) -> list[exp.Select]:
     """The selects whose projections are the query's output columns (every branch of a set operation)."""
     if isinstance(query, exp.Select):
         return [query]
@@ -59,7 +65,7 @@ def _outputs(query: exp.Expression | None) -> list[exp.Select]:
     return []
 
 
-def _column_lists(create: exp.Create) -> list[list[exp.Expression]]:
+def _column_lists(create: exp.Create) -> list[list[exp.Expr]]:
     """The output column lists of an object: a view's projections, a table's or source's column defs."""
     if isinstance(create.this, exp.Schema):
         return [[c for c in create.this.expressions if isinstance(c, exp.ColumnDef)]]
@@ -84,12 +90,12 @@ def _appended(old: exp.Create, new: exp.Create) -> list[str] | None:
     return [c.alias_or_name or c.sql(DIALECT) for c in new_lists[0][len(old_lists[0]) :]]
 
 
-def _short(node: exp.Expression) -> str:
+def _short(node: exp.Expr) -> str:
     text = node.sql(DIALECT, comments=False)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _top_edits(old: exp.Expression, new: exp.Expression) -> list[str]:
+def _top_edits(old: exp.Expr, new: exp.Expr) -> list[str]:
     """sqlglot's edit script as short lines: only the outermost edited nodes are listed (an inserted
     expression's children are not listed again), and a removal and an insertion under the same matched
     parent read as one change of that parent (``changes a > 1 to a > 2``)."""
@@ -99,7 +105,7 @@ def _top_edits(old: exp.Expression, new: exp.Expression) -> list[str]:
     inserted = {id(e.expression) for e in changed if isinstance(e, Insert)}
     removed = {id(e.expression) for e in changed if isinstance(e, Remove)}
 
-    def outermost(node: exp.Expression, ids: set[int]) -> bool:
+    def outermost(node: exp.Expr, ids: set[int]) -> bool:
         parent = node.parent
         while parent is not None:
             if id(parent) in ids:
@@ -113,7 +119,11 @@ def _top_edits(old: exp.Expression, new: exp.Expression) -> list[str]:
         if isinstance(edit, Remove) and outermost(edit.expression, removed):
             parent = edit.expression.parent
             target = kept.get(id(parent)) if parent is not None else None
-            if target is not None and any(isinstance(e, Insert) and e.expression.parent is target for e in changed):
+            if (
+                parent is not None
+                and target is not None
+                and any(isinstance(e, Insert) and e.expression.parent is target for e in changed)
+            ):
                 line = f"changes {_short(parent)} to {_short(target)}"
                 paired.add(id(target))
                 if line not in out:

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import sqlglot
+from pydantic import SecretStr
 from sqlglot import exp
 from sqlglot.tokens import TokenType
 
 from pipeline.sqlmodel.objects import DIALECT, SqlObject
+from pipeline.transport.config import KafkaSettings
 
 REDACTED = "***"
 BOOTSTRAP = "properties.bootstrap.server"
@@ -38,11 +39,11 @@ class ConnectorSettings:
     properties: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_kafka(cls, kafka: Any) -> ConnectorSettings:
-        """From a :class:`pipeline.app.settings.KafkaSettings` (librdkafka property names, as RisingWave
-        takes them)."""
+    def from_kafka(cls, kafka: KafkaSettings) -> ConnectorSettings:
+        """From the deployment's :class:`pipeline.transport.config.KafkaSettings` (librdkafka property
+        names, as RisingWave takes them)."""
 
-        def secret(value: Any) -> str | None:
+        def secret(value: SecretStr | None) -> str | None:
             return value.get_secret_value() if value is not None else None
 
         props: dict[str, str | None] = {}

@@ -63,10 +63,10 @@ def _first_line(text: str) -> int:
     return tokens[0].line if tokens else 1
 
 
-def _line(node: exp.Expression, default: int) -> int:
+def _line(node: exp.Expr, default: int) -> int:
     """The source line of ``node``, from its own position or, failing that, the nearest enclosing
     expression that has one."""
-    current: exp.Expression | None = node
+    current: exp.Expr | None = node
     while current is not None:
         lines = [n.meta["line"] for n in current.walk() if "line" in n.meta]
         if lines:
@@ -75,7 +75,7 @@ def _line(node: exp.Expression, default: int) -> int:
     return default
 
 
-def _is_now(node: exp.Expression) -> bool:
+def _is_now(node: exp.Expr) -> bool:
     return isinstance(node, exp.CurrentTimestamp) or (isinstance(node, exp.Anonymous) and node.name.upper() == "NOW")
 
 

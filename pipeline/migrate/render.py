@@ -100,7 +100,7 @@ def render_apply(result: ApplyResult, console: Console) -> None:
     plan = result.plan
     if plan.empty:
         console.print(f"No changes: {plan.engine} target {plan.target} matches sql/; nothing applied.", soft_wrap=True)
-    elif result.ok:
+    elif result.failed is None:  # result.ok
         console.print(f"Applied {len(result.applied)} step(s) to {plan.engine} target {plan.target}.", soft_wrap=True)
     else:
         console.print(

@@ -24,8 +24,9 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
-from executor import ExecutorConfig
+from executor import Executor, ExecutorConfig
 from pipeline.app.loop import start_loop
 from pipeline.app.site import ChargerConfig, PipelineConfig, SiteConfig
 from pipeline.contracts.clock import SimClock
@@ -36,6 +37,7 @@ from pipeline.pgwire.config import PgwireSettings
 from pipeline.replay.data import SITE_TZ, EVSampler, building_load, day_start_utc, price_signals
 from pipeline.replay.series import ReplaySeries
 from pipeline.sim import SimulatedChargePoint
+from pipeline.sim.ev import EV
 from pipeline.transport.base import publish
 from pipeline.transport.memory import MemoryTransport
 
@@ -122,7 +124,7 @@ async def settle(
     clock: SimClock,
     transport: MemoryTransport,
     quiet_s: float,
-    executor=None,
+    executor: Executor | None = None,
     timeout_s: float = 10.0,
     engine: EngineService | None = None,
 ) -> bool:
@@ -146,7 +148,7 @@ async def settle(
 async def settle_dispatch(
     clock: SimClock,
     transport: MemoryTransport,
-    executor,
+    executor: Executor,
     quiet_s: float,
     until: datetime,
     engine: EngineService | None = None,
@@ -170,7 +172,7 @@ async def run_replay(
     progress: Callable[[float, float, datetime], None] | None = None,
     sample_s: float = 60.0,
     pg_password: str | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Run the replay; returns the summary (see README, "Replay summary").
 
     ``series``, when given, is filled as the replay runs (sampled every ``sample_s`` simulated seconds and
@@ -235,7 +237,10 @@ async def run_replay(
 
     sampler = EVSampler(o.seed, o.profile)
     per_day = round(o.chargers * o.evs_per_charger)
-    events: list[tuple[datetime, int, object]] = [(t, 0, kw) for t, kw in building_load(o.day, o.days, o.households)]
+    # (when, order at the same instant: the building load first, what happens) per event the driver makes
+    events: list[tuple[datetime, int, float | EV]] = [
+        (t, 0, kw) for t, kw in building_load(o.day, o.days, o.households)
+    ]
     for d in range(o.days):
         events += [(ev.arrival_at, 1, ev) for ev in sampler.day_visits(o.day + timedelta(days=d), per_day)]
     events.sort(key=lambda e: (e[0], e[1]))
@@ -252,14 +257,14 @@ async def run_replay(
             )
 
     await settle(clock, transport, o.quiet_s, engine=engine)
-    sampler = asyncio.create_task(_every(clock, start, end, sample_s, sample), name="replay-sampler")
+    sampling = asyncio.create_task(_every(clock, start, end, sample_s, sample), name="replay-sampler")
     try:
-        for i, (at, kind, payload) in enumerate(events):
+        for i, (at, _, payload) in enumerate(events):
             clock.release()
             await clock.sleep_until(at)
             clock.hold()
             now = clock.now()
-            if kind == 0:
+            if not isinstance(payload, EV):  # the building load steps to ``payload`` kW
                 meter.set_building(payload, now)
                 await publish(
                     transport,
@@ -319,7 +324,7 @@ async def run_replay(
         }
         return summary
     finally:
-        sampler.cancel()
+        sampling.cancel()
         clock.release()
         await asyncio.gather(*(cp.stop() for cp in chargers), return_exceptions=True)
         await loop.stop()
@@ -347,7 +352,7 @@ def _setpoints_kw(transport: MemoryTransport, chargers: list[SimulatedChargePoin
     return total
 
 
-async def _plug_in_anywhere(chargers: list[SimulatedChargePoint], ev, series: ReplaySeries) -> bool:
+async def _plug_in_anywhere(chargers: list[SimulatedChargePoint], ev: EV, series: ReplaySeries) -> bool:
     """Plug ``ev`` into the first charger whose connector is free; False when none is. Its draw is
     recorded in ``series`` as session ``"<ev_id> (<charger>)"``."""
     for cp in chargers:
@@ -362,7 +367,9 @@ async def _plug_in_anywhere(chargers: list[SimulatedChargePoint], ev, series: Re
     return False
 
 
-def _check_sync(transport: MemoryTransport, chargers: list[SimulatedChargePoint], executor) -> tuple[int, int, int]:
+def _check_sync(
+    transport: MemoryTransport, chargers: list[SimulatedChargePoint], executor: Executor
+) -> tuple[int, int, int]:
     """``(in_sync, waiting, active)`` over active sessions: in sync when the charger holds exactly the latest
     setpoint published for it; waiting when it holds less and the executor reports that connector's
     increase held back (break before make: a cut elsewhere not yet followed, or the increase debounce).

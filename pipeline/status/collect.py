@@ -91,10 +91,12 @@ def fetch_views(
     query fails (the server's message, detail and hint: :func:`pipeline.migrate.targets.pg_errors.describe`).
     """
     where = redact(dsn)
-    extra = {"password": password} if password and not _has_password(dsn) else {}
     try:
         with psycopg.connect(
-            dsn, connect_timeout=max(1, round(timeout_s)), application_name="pipeline status", **extra
+            dsn,
+            connect_timeout=max(1, round(timeout_s)),
+            application_name="pipeline status",
+            password=password if password and not _has_password(dsn) else None,  # None: left out
         ) as conn:
             conn.read_only = True  # BEGIN READ ONLY: one snapshot on both the embedded engine and RisingWave
             with conn.cursor() as cur:

@@ -43,7 +43,7 @@ from aiokafka.errors import (
     KafkaTimeoutError,
     TopicAlreadyExistsError,
 )
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_delay, wait_exponential
 
 from pipeline.contracts.errors import PipelineError
 from pipeline.contracts.topics import TOPICS, dlq_topic
@@ -123,10 +123,11 @@ class KafkaTransport(Transport):
     async def _retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """``call()`` retried with backoff on retriable Kafka errors for ``retry_s`` seconds."""
 
-        def warn(state) -> None:  # the first one of an outage is logged, the rest summarised
+        def warn(state: RetryCallState) -> None:  # the first one of an outage is logged, the rest summarised
+            error = state.outcome.exception() if state.outcome is not None else None  # set before any sleep
             self._outage.failure(
                 f"kafka at {self.settings.bootstrap_servers}: {what} failed "
-                f"({type(state.outcome.exception()).__name__}); retrying for up to "
+                f"({type(error).__name__}); retrying for up to "
                 f"{self.settings.retry_s:g}s"
             )
 
@@ -279,10 +280,10 @@ class _Assignments(ConsumerRebalanceListener):
     def __init__(self) -> None:
         self.assigned = asyncio.Event()
 
-    async def on_partitions_revoked(self, revoked) -> None:
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         pass
 
-    async def on_partitions_assigned(self, assigned) -> None:
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         self.assigned.set()
 
 
@@ -401,12 +402,13 @@ class KafkaConsumer(Consumer):
         self._t._outage.reachable()
 
     async def end_offsets(self) -> dict[LogicalPartition, int]:
-        if self._consumer is None:
+        consumer = self._consumer
+        if consumer is None:
             return {}
-        tps = list(self._consumer.assignment())
+        tps = list(consumer.assignment())
         if not tps:
             return {}
-        ends = await self._t._retry("reading end offsets", lambda: self._consumer.end_offsets(tps))
+        ends = await self._t._retry("reading end offsets", lambda: consumer.end_offsets(tps))
         return {(self._t.logical(tp.topic), tp.partition): offset for tp, offset in ends.items()}
 
     def positions(self) -> dict[LogicalPartition, int]:

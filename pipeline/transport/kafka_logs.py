@@ -110,7 +110,7 @@ class BrokerOutageLog(logging.Filter):
             record.args = (first, self.summary_every_s)
             record.exc_info = record.exc_text = None
             return True
-        return self._count(record)
+        return self._count(record, self.since)
 
     # -- the transport's view --------------------------------------------------------------------------
 
@@ -125,7 +125,7 @@ class BrokerOutageLog(logging.Filter):
             )
             return
         record = log.makeRecord(log.name, logging.WARNING, __file__, 0, "%s", (message,), None)
-        if self._count(record):
+        if self._count(record, self.since):
             log.handle(record)
 
     def reachable(self) -> None:
@@ -161,8 +161,9 @@ class BrokerOutageLog(logging.Filter):
         self.since = self._last_line = self._now()
         self.suppressed = self.suppressed_total = 0
 
-    def _count(self, record: logging.LogRecord) -> bool:
-        """Count the record as suppressed, or turn it into the periodic summary (``True``) when one is due."""
+    def _count(self, record: logging.LogRecord, since: float) -> bool:
+        """Count the record as suppressed, or turn it into the periodic summary (``True``) when one is due.
+        ``since``: when the outage began (:attr:`since`, monotonic seconds)."""
         now = self._now()
         if now - self._last_line < self.summary_every_s:
             self.suppressed += 1
@@ -173,7 +174,7 @@ class BrokerOutageLog(logging.Filter):
         last = _message(record)
         record.levelno, record.levelname = logging.WARNING, "WARNING"
         record.msg = "kafka brokers still unreachable after %.0fs: %d connection errors suppressed (last: %s)"
-        record.args = (now - self.since, suppressed, last)
+        record.args = (now - since, suppressed, last)
         record.exc_info = record.exc_text = None
         return True
 

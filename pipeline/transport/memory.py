@@ -30,9 +30,12 @@ class MemoryTransport(Transport):
         return list(self._logs.get(topic, ()))
 
     def latest(self, topic: str) -> dict[str, bytes]:
-        """The compacted view of an upsert topic: latest value per key, tombstoned keys removed."""
+        """The compacted view of an upsert topic: latest value per key, tombstoned keys removed. A record
+        without a key has no place in it (Kafka refuses keyless records on a compacted topic)."""
         out: dict[str, bytes] = {}
         for rec in self._logs.get(topic, ()):
+            if rec.key is None:
+                continue
             if rec.value is None:
                 out.pop(rec.key, None)
             else:

@@ -27,7 +27,7 @@ def describe(exc: BaseException) -> str:
     line; one without any text, its type name."""
     diag = getattr(exc, "diag", None)
     primary = getattr(diag, "message_primary", None) if diag is not None else None
-    if not primary:
+    if diag is None or not primary:
         text = str(exc).strip()
         return _clip(text.splitlines()[0]) if text else type(exc).__name__
     lines = [line.rstrip() for line in primary.strip().splitlines() if line.strip()]

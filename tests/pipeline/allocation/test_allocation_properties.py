@@ -235,3 +235,12 @@ def test_a_single_session_gets_min_of_cap_and_headroom(engine, records):
         h = min(headroom[n] for n in ref["path"])
         want = 0.0 if ref["floor_kw"] > h + 1e-9 else min(ref["cap_kw"], h)
         assert rec["setpoint_kw"] == pytest.approx(want, abs=TOL)
+
+
+def test_the_reference_keys_a_record_without_a_message_key_by_its_contract_key_as_the_engine_does():
+    site = TopologyNode(node_id="S", site_id="S", kind="site", limit_kw=100)
+    charger = TopologyNode(node_id="C1", site_id="S", parent_id="S", kind="charger", limit_kw=22)
+    state = reference.State.from_records(
+        [("site.topology", None, site), ("site.topology", None, charger), ("site.topology", None, None)]
+    )
+    assert state.topology == {"S": site, "C1": charger}

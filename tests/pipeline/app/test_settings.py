@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipeline.app.settings import KafkaSettings, load_settings
+from pipeline.app.settings import KafkaSettings, Settings, load_settings
 from pipeline.app.site import ConfigError
 from pipeline.cli.main import main
 from pipeline.transport.kafka import KafkaTransport, topic_configs
@@ -335,3 +335,25 @@ def test_a_secret_file_that_cannot_be_used_is_one_line_and_exit_1(setup, message
     assert result.exit_code == 1, result.output
     assert result.output.startswith(f"Error: {message.format(tmp=tmp_path)}"), result.output
     assert result.output.count("\n") == 1 and "hunter2" not in result.output
+
+
+@pytest.mark.parametrize("section", ["kafka", "engine", "executor", "gateway", "pgwire"])
+def test_every_command_line_override_names_a_field_of_its_section(section):
+    import typing
+
+    from pipeline.app import settings as module
+
+    overrides = getattr(module, f"{section.capitalize()}Overrides")
+    model = Settings.model_fields[section].annotation
+    hints = typing.get_type_hints(overrides)
+    assert hints and set(hints) <= set(model.model_fields), set(hints) - set(model.model_fields)
+    for name, hint in hints.items():  # the flag's type, or None when the flag is not given
+        field = model.model_fields[name].annotation
+        assert set(typing.get_args(hint)) - {type(None)} <= set(typing.get_args(field) or (field,)), name
+
+
+def test_flags_not_given_leave_the_settings_alone(monkeypatch):
+    monkeypatch.setenv("PIPELINE_EXECUTOR__PORT", "9300")
+    settings = load_settings(executor={"host": None, "port": None}, pgwire={"enabled": None, "port": 0})
+    assert (settings.executor.port, settings.executor.host) == (9300, "127.0.0.1")
+    assert (settings.pgwire.enabled, settings.pgwire.port) == (True, 0)

@@ -37,6 +37,14 @@ async def test_tombstones_delete_keys_of_upsert_topics_only():
         await publish_tombstone(t, "bems.site.demand", "s1")
 
 
+async def test_a_record_without_a_key_has_no_place_in_the_compacted_view():
+    t = MemoryTransport()
+    await t.send("site.topology", "n1", b"{}")
+    await t.send("site.topology", None, b"{}")
+    assert t.latest("site.topology") == {"n1": b"{}"}
+    assert len(t.log("site.topology")) == 2
+
+
 async def test_a_group_resumes_from_its_committed_offset():
     t = MemoryTransport()
     for kw in (1, 2, 3):
