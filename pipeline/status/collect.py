@@ -40,7 +40,8 @@ _QUERIES = {
     "binding, price_tier, computed_at FROM session_setpoints",
     "sessions": "SELECT session_id, charge_point_id, connector_id, site_id, node_id, started_at, current_power_kw, "
     "energy_kwh, soc_pct, sampled_at FROM ocpp_active_sessions",
-    "dr": "SELECT site_id, dr_event_id, curtailment_pct, limit_kw, ends_at FROM active_dr",
+    "dr": "SELECT site_id, dr_event_id, curtailment_pct, limit_kw, event_start, event_end AS ends_at FROM dr_events",
+    "alerts": "SELECT alert_id, kind, severity, site_id, subject_id, value_kw, limit_kw, since, message FROM alerts",
     "prices": "SELECT site_id, tariff_id, price_per_kwh, currency, price_tier, valid_from, valid_to FROM current_price_tier",
 }
 """Plain SQL over the views and the sessions table, as both RisingWave and the embedded engine take it."""
@@ -84,7 +85,7 @@ def fetch_views(
     dsn: str = DEFAULT_DSN, *, password: str | None = None, timeout_s: float = 5.0
 ) -> dict[str, list[dict]]:
     """Read the views status needs, in one read-only transaction: ``{"nodes", "ancestors", "setpoints",
-    "sessions", "dr", "prices"}``, each a list of row dicts (timestamps as ISO-8601 UTC strings, kW as
+    "sessions", "dr", "alerts", "prices"}``, each a list of row dicts (timestamps as ISO-8601 UTC strings, kW as
     floats). ``password`` is used when the DSN carries none.
 
     Raises :class:`StatusError` (the password redacted) when the DSN cannot be reached (one line) or a
@@ -155,15 +156,18 @@ def _sum(values: list[float | None]) -> float | None:
 def build(views: dict[str, list[dict]], chargers: dict[str, Any] | None = None, dsn: str = DEFAULT_DSN) -> dict:
     """Shape the rows of :func:`fetch_views` (and :func:`fetch_chargers`) into the status snapshot.
 
-    ``{"at", "dsn", "sites": [...], "sessions": [...], "executor": {...} | None}``:
+    ``{"at", "dsn", "sites": [...], "sessions": [...], "alerts": [...], "executor": {...} | None}``:
 
     * each site: its ``node_headroom`` row (``limit_kw`` in force, ``breaker_limit_kw``, ``building_kw``,
       ``fixed_kw``, ``headroom_kw``, ``limited_by``), ``setpoint_kw`` and ``measured_kw`` summed over its
-      sessions, ``sessions`` (count), ``dr`` (the active event or ``None``), ``price`` (the tariff in force
+      sessions, ``sessions`` (count), ``dr_events`` (every DR event in force, each with its own id, limit
+      and end, earliest end first), ``dr`` (the first of them, or ``None``), ``price`` (the tariff in force
       or ``None``) and ``nodes``: every breaker below the site (not chargers), the same figures, by depth;
     * each session: ``setpoint_kw``/``setpoint_a`` and ``binding`` (``None`` for a session the views do not
       balance), ``measured_kw`` (the last meter reading), ``soc_pct``, ``energy_kwh``, ``price_tier`` and
-      times as ISO-8601 UTC.
+      times as ISO-8601 UTC;
+    * each alert open now (the ``alerts`` view: ``kind``, ``severity``, ``site_id``, ``subject_id``,
+      ``value_kw``, ``limit_kw``, ``since``, ``message``), critical first.
     """
     setpoints = {row["session_id"]: row for row in views.get("setpoints", [])}
     sessions = []
@@ -245,7 +249,9 @@ def build(views: dict[str, list[dict]], chargers: dict[str, Any] | None = None, 
             "sessions": len(under),
         }
 
-    dr = {row["site_id"]: row for row in views.get("dr", [])}
+    dr: dict[str, list[dict]] = {}
+    for event in sorted(views.get("dr", []), key=lambda r: (r["ends_at"] or "", r["dr_event_id"])):
+        dr.setdefault(event["site_id"], []).append({k: v for k, v in event.items() if k != "site_id"})
     prices = {row["site_id"]: row for row in views.get("prices", [])}
     nodes = sorted(views.get("nodes", []), key=lambda r: (r["site_id"] or "", r["depth"] or 0, r["node_id"]))
     sites = []
@@ -254,7 +260,8 @@ def build(views: dict[str, list[dict]], chargers: dict[str, Any] | None = None, 
             continue
         site = {"site_id": row["node_id"], **figures(row)}
         del site["node_id"]
-        site["dr"] = {k: v for k, v in dr[row["node_id"]].items() if k != "site_id"} if row["node_id"] in dr else None
+        site["dr_events"] = dr.get(row["node_id"], [])
+        site["dr"] = site["dr_events"][0] if site["dr_events"] else None
         site["price"] = (
             {k: v for k, v in prices[row["node_id"]].items() if k != "site_id"} if row["node_id"] in prices else None
         )
@@ -267,6 +274,10 @@ def build(views: dict[str, list[dict]], chargers: dict[str, Any] | None = None, 
         "dsn": redact(dsn),
         "sites": sites,
         "sessions": sessions,
+        "alerts": sorted(
+            views.get("alerts", []),
+            key=lambda a: (a["severity"] != "critical", a["site_id"] or "", a["kind"], a["subject_id"]),
+        ),
         "executor": chargers,
     }
 

@@ -114,20 +114,51 @@ def _signals(snap: dict) -> Table:
     ):
         table.add_column(name, justify="right" if "%" in name or "kW" in name else "left", overflow="fold")
     for site in snap["sites"]:
-        dr, price = site["dr"] or {}, site["price"] or {}
+        price = site["price"] or {}
         tier = price.get("price_tier")
+        events = site.get("dr_events") or [None]
+        for i, dr in enumerate(events):  # one row per DR event in force, each with its own id, limit and end
+            event = dr or {}
+            table.add_row(
+                site["site_id"] if i == 0 else "",
+                Text(event["dr_event_id"], style="bold red") if dr else Text("none", style="dim"),
+                _pct(event.get("curtailment_pct")),
+                _kw(event.get("limit_kw")),
+                _time(event.get("ends_at")),
+                *(
+                    (
+                        Text(tier or "-", style="red" if tier in ("ON_PEAK", "CRITICAL_PEAK") else ""),
+                        "-"
+                        if price.get("price_per_kwh") is None
+                        else f"{price['price_per_kwh']:.4f} {price.get('currency') or ''}",
+                        _time(price.get("valid_to")),
+                    )
+                    if i == 0
+                    else ("", "", "")
+                ),
+            )
+    return table
+
+
+def _alerts(snap: dict) -> Table:
+    alerts = snap.get("alerts") or []
+    table = Table(title=f"Alerts ({len(alerts)})", title_justify="left")
+    for name in ("Severity", "Kind", "Site", "Subject", "Value kW", "Limit kW", "Since", "Message"):
+        table.add_column(name, justify="right" if "kW" in name else "left", overflow="fold")
+    for alert in alerts:
+        critical = alert["severity"] == "critical"
         table.add_row(
-            site["site_id"],
-            Text(dr["dr_event_id"], style="bold red") if dr else Text("none", style="dim"),
-            _pct(dr.get("curtailment_pct")),
-            _kw(dr.get("limit_kw")),
-            _time(dr.get("ends_at")),
-            Text(tier or "-", style="red" if tier in ("ON_PEAK", "CRITICAL_PEAK") else ""),
-            "-"
-            if price.get("price_per_kwh") is None
-            else f"{price['price_per_kwh']:.4f} {price.get('currency') or ''}",
-            _time(price.get("valid_to")),
+            Text(alert["severity"], style="bold red" if critical else "yellow"),
+            alert["kind"],
+            alert.get("site_id") or "-",
+            alert["subject_id"],
+            _kw(alert.get("value_kw")),
+            _kw(alert.get("limit_kw")),
+            _time(alert.get("since")),
+            alert["message"],
         )
+    if not alerts:
+        table.add_row(Text("none", style="dim"), *[""] * 7)
     return table
 
 
@@ -203,6 +234,7 @@ def render(snap: dict) -> Group:
     parts: list[RenderableType] = [
         Text(f"pipeline status: views at {snap['dsn']}, {_time(snap['at'], with_date=True)} UTC", style="bold"),
         _sites(snap),
+        _alerts(snap),
         _signals(snap),
         _sessions(snap),
     ]

@@ -106,3 +106,34 @@ def test_an_unreachable_dsn_is_a_one_line_error():
     assert result.exit_code == 1
     assert result.output.startswith("Error: cannot read the views at postgresql://root:***@127.0.0.1:")
     assert len(result.output.strip().splitlines()) == 1 and "pw@" not in result.output
+
+
+async def test_overlapping_dr_events_show_each_with_its_own_id_and_an_alert_shows_everywhere():
+    from pipeline.app.signals import demand_signal, dr_signal
+    from pipeline.transport.base import publish
+
+    async with live_pipeline() as live:
+        await wait_for(lambda: _all_set(live), what="three sessions with setpoints and meter readings")
+        transport = live.service.transport
+        await publish(transport, *dr_signal(SITE, limit_kw=5, duration_min=30, event_id="dr-cap"))
+        await publish(transport, *demand_signal(SITE, current_demand_kw=52, ev_load_kw=0))  # over a 5 kW cap
+
+        async def over_limit() -> dict | None:
+            result = await _status("--once", "--json", "--dsn", live.dsn, "--no-executor")
+            snap = json.loads(result.output) if result.exit_code == 0 else {}
+            kinds = {a["kind"] for a in snap.get("alerts", [])}
+            return snap if "node_over_limit" in kinds else None
+
+        snap = await wait_for(over_limit, what="the node_over_limit alert")
+        table = await _status("--once", "--dsn", live.dsn, "--no-executor", columns=220)
+    (site,) = snap["sites"]
+    events = {e["dr_event_id"]: e for e in site["dr_events"]}
+    assert set(events) == {"dr-test", "dr-cap"}
+    assert (events["dr-test"]["curtailment_pct"], events["dr-test"]["limit_kw"]) == (20, None)
+    assert (events["dr-cap"]["curtailment_pct"], events["dr-cap"]["limit_kw"]) == (None, 5)
+    alert = next(a for a in snap["alerts"] if a["kind"] == "node_over_limit" and a["subject_id"] == SITE)
+    assert alert["severity"] == "critical" and alert["site_id"] == SITE and alert["limit_kw"] == 5
+    assert snap["alerts"][0]["severity"] == "critical"  # critical first
+    assert table.exit_code == 0
+    for text in ("Alerts (", "node_over_limit", "critical", "dr-test", "dr-cap"):
+        assert text in table.output, text
