@@ -27,6 +27,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
 from executor import Executor, ExecutorConfig
+from pipeline.app.alerts import AlertSettings, AlertWatcher
 from pipeline.app.gateway import Gateway, serve_gateway
 from pipeline.app.settings import GatewaySettings, PgwireSettings
 from pipeline.app.site import PipelineConfig
@@ -80,6 +81,7 @@ class Loop:
     executor: Executor | None = None
     gateway: Gateway | None = None
     pgwire: PgWireServer | None = None
+    alerts: AlertWatcher | None = None
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack, repr=False)
 
     @property
@@ -127,11 +129,14 @@ async def start_loop(
     executor: ExecutorConfig | None = None,
     gateway: GatewaySettings | None = None,
     pgwire: PgwireSettings | None = None,
+    alerts: AlertSettings | None = None,
 ) -> Loop:
     """Start the parts whose config is given (``None`` leaves a part out) on ``transport``.
 
     ``site`` (the site file) is published on ``site.topology`` and gives the executor its charger
-    passwords and TLS files; ``pgwire`` needs ``engine`` (it serves the embedded engine's views).
+    passwords and TLS files; ``pgwire`` needs ``engine`` (it serves the embedded engine's views);
+    ``alerts`` follows ``pipeline.alerts`` (log lines, the ``pipeline_alerts_active`` gauge on the
+    executor's ``/metrics``, an optional webhook: :mod:`pipeline.app.alerts`).
     Ports of 0 pick free ones (read them from the returned :class:`Loop`).
 
     Raises ``OSError`` when a port cannot be bound or the transport cannot be reached, ``TimeoutError``
@@ -174,6 +179,11 @@ async def start_loop(
                 transport.name,
                 loop.executor.group,
             )
+        if alerts is not None:
+            registry = loop.executor.registry if loop.executor is not None else None
+            loop.alerts = AlertWatcher(transport, alerts, registry)
+            loop.alerts.start()
+            stack.push_async_callback(loop.alerts.stop)
         if gateway is not None:
             try:
                 loop.gateway = await serve_gateway(transport, gateway.host, gateway.port)

@@ -48,6 +48,7 @@ from pydantic_settings import (
 )
 
 from executor.config import ExecutorConfig
+from pipeline.app.alerts import AlertSettings
 from pipeline.contracts.errors import ConfigError
 from pipeline.engine.config import EngineConfig
 from pipeline.pgwire.config import PgwireSettings
@@ -155,6 +156,7 @@ class Settings(BaseSettings):
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     pgwire: PgwireSettings = Field(default_factory=PgwireSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod

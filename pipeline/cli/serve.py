@@ -71,6 +71,7 @@ def run(config_path, host, port, gateway_host, gateway_port, tick_s, pg, pg_host
                 executor=settings.executor,
                 gateway=settings.gateway,
                 pgwire=settings.pgwire,
+                alerts=settings.alerts,
             )
         )
     )
@@ -100,7 +101,9 @@ def executor(config_path, host, port, group, transport, log_level):
     settings = transport.settings(executor={"host": host, "port": port, "group": group})
     built = transport.build(settings)
     setup_logging(log_level, settings)
-    asyncio.run(run_until_signalled(lambda: start_loop(built, site=site, executor=settings.executor)))
+    asyncio.run(
+        run_until_signalled(lambda: start_loop(built, site=site, executor=settings.executor, alerts=settings.alerts))
+    )
 
 
 @click.command("engine")
