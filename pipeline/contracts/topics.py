@@ -338,12 +338,18 @@ class Alert(_Record):
 
     ``alert_id`` is ``"{kind}:{subject_id}"``. Kinds: ``setpoint_deviation`` (a session draws well above
     its setpoint a minute after it was set), ``node_over_limit`` (measured load above a breaker's limit),
-    ``stale_session_meter``, ``stale_site_meter`` and ``topology_too_deep`` (a node below depth 5).
+    ``stale_session_meter``, ``stale_site_meter``, ``site_meter_missing`` (a site with no meter reading
+    at all: its building load counts as 0) and ``topology_too_deep`` (a node below depth 5).
     """
 
     alert_id: str
     kind: Literal[
-        "setpoint_deviation", "node_over_limit", "stale_session_meter", "stale_site_meter", "topology_too_deep"
+        "setpoint_deviation",
+        "node_over_limit",
+        "stale_session_meter",
+        "stale_site_meter",
+        "site_meter_missing",
+        "topology_too_deep",
     ]
     severity: Literal["warning", "critical"]
     site_id: str | None = None

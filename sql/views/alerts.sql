@@ -4,6 +4,7 @@
 --   node_over_limit:    measured load under a breaker (fresh session meters, plus the building at a
 --                       site) above its limit by more than 0.5 kW
 --   stale_session_meter / stale_site_meter: telemetry older than its staleness threshold
+--   site_meter_missing: a site with no bems.site.demand reading at all: its building load counts as 0
 --   topology_too_deep:  a node deeper than the allocation unrolls (depth 5) or in a parent cycle
 CREATE MATERIALIZED VIEW alerts AS
 WITH measured AS (
@@ -77,6 +78,20 @@ SELECT
     'no site meter reading for 1800 s: building load taken as its last value plus 10 %' AS message
 FROM site_building_load
 WHERE stale
+UNION ALL
+SELECT
+    'site_meter_missing:' || t.node_id AS alert_id,
+    'site_meter_missing' AS kind,
+    'warning' AS severity,
+    t.site_id,
+    t.node_id AS subject_id,
+    CAST(NULL AS DOUBLE PRECISION) AS value_kw,
+    CAST(NULL AS DOUBLE PRECISION) AS limit_kw,
+    CAST(NULL AS TIMESTAMPTZ) AS since,
+    'no site meter reading yet: the building load counts as 0 kW until bems.site.demand reports one' AS message
+FROM site_topology AS t
+LEFT JOIN site_demand_latest AS d ON d.site_id = t.node_id
+WHERE t.kind = 'site' AND d.site_id IS NULL
 UNION ALL
 SELECT
     'topology_too_deep:' || t.node_id AS alert_id,

@@ -90,6 +90,10 @@ async def wait_for(predicate, timeout_s: float = 20.0) -> None:
         await asyncio.sleep(0.05)
 
 
+def fired() -> list[dict]:
+    return [b for b in _Receiver.bodies if b["commonLabels"]["alertname"] == "node_over_limit"]
+
+
 async def test_a_dr_cap_under_building_load_raises_an_alert_everywhere_and_its_end_clears_it(caplog):
     caplog.set_level(logging.INFO, logger="pipeline.app.alerts")
     _Receiver.bodies = []
@@ -107,18 +111,17 @@ async def test_a_dr_cap_under_building_load_raises_an_alert_everywhere_and_its_e
         assert loop.executor is not None and loop.alerts is not None
         await publish(loop.transport, *demand_signal("s1", current_demand_kw=30, ev_load_kw=0))
         await publish(loop.transport, *dr_signal("s1", limit_kw=5, duration_min=30, event_id="dr-cap"))
-        await wait_for(lambda: any(b["status"] == "firing" for b in _Receiver.bodies))
+        await wait_for(lambda: any(b["status"] == "firing" for b in fired()))
         metrics = await asyncio.to_thread(
             lambda: urllib.request.urlopen(f"{loop.executor.http_url}/metrics", timeout=5).read().decode()
         )
         assert 'pipeline_alerts_active{kind="node_over_limit",severity="critical",site_id="s1"} 1.0' in metrics
         await publish(loop.transport, *dr_cancel("s1", "dr-cap"))
-        await wait_for(lambda: any(b["status"] == "resolved" for b in _Receiver.bodies))
+        await wait_for(lambda: any(b["status"] == "resolved" for b in fired()))
     finally:
         await loop.stop()
         server.shutdown()
     raised = [r for r in caplog.records if r.getMessage().startswith("alert raised") and r.kind == "node_over_limit"]
     cleared = [r for r in caplog.records if r.getMessage().startswith("alert cleared") and r.kind == "node_over_limit"]
     assert len(raised) == 1 and raised[0].levelname == "ERROR" and len(cleared) == 1
-    fired = [b for b in _Receiver.bodies if b["commonLabels"]["alertname"] == "node_over_limit"]
-    assert [b["status"] for b in fired] == ["firing", "resolved"]
+    assert [b["status"] for b in fired()] == ["firing", "resolved"]
