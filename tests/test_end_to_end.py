@@ -178,3 +178,28 @@ async def test_a_cancelled_dr_event_restores_the_setpoints(service, chargers):
     topic, record = dr_cancel("s1", "dr-cut")
     await send_record(gateway, topic, encode(record))
     await wait_for(lambda: {cp.charge_point_id: cp.held_limit(1) for cp in chargers[:2]} == before)  # restored
+
+
+async def test_a_rule_set_by_the_cli_changes_a_charger_and_clearing_it_restores_the_setpoint(service, chargers):
+    from click.testing import CliRunner
+
+    from pipeline.cli.main import main
+
+    cp = chargers[0]
+    await cp.plug_in(ev(0))
+    await wait_for(lambda: cp.held_limit(1) == pytest.approx(31.8))
+    gateway = f"ws://127.0.0.1:{service.gateway_port}"
+
+    def cli(*args: str):
+        return CliRunner().invoke(main, ["rule", *args, "--gateway", gateway])
+
+    result = await asyncio.to_thread(
+        cli, "set", "--scope", "charger", "--id", "CP1", "--action", "cap", "--limit-kw", "6.9", "--reason", "test"
+    )
+    assert result.exit_code == 0 and result.output == "set rule operator:charger:CP1: cap 6.9 kW on charger CP1\n"
+    await wait_for(lambda: cp.held_limit(1) == pytest.approx(10.0))  # 6.9 kW / (3 x 230 V)
+    refused = await asyncio.to_thread(cli, "set", "--scope", "charger", "--id", "CP99", "--action", "pause")
+    assert refused.exit_code == 1 and "unknown charger 'CP99' (known: " in refused.output
+    result = await asyncio.to_thread(cli, "clear", "--scope", "charger", "--id", "CP1")
+    assert result.exit_code == 0 and result.output == "cleared rule operator:charger:CP1\n"
+    await wait_for(lambda: cp.held_limit(1) == pytest.approx(31.8))

@@ -23,11 +23,13 @@ from websockets.http11 import Request, Response
 
 from pipeline.contracts.errors import PipelineError
 from pipeline.contracts.topics import (
+    CONTROL_RULES,
     DR_SIGNALS,
     PRICE_SIGNALS,
     SITE_DEMAND,
     SITE_TOPOLOGY,
     TOPICS,
+    ControlRule,
     RecordError,
     TopologyNode,
     decode,
@@ -36,7 +38,8 @@ from pipeline.transport.base import Transport, decode_or_dead_letter
 
 log = logging.getLogger(__name__)
 
-SIGNAL_TOPICS = (SITE_DEMAND, PRICE_SIGNALS, DR_SIGNALS)
+SIGNAL_TOPICS = (SITE_DEMAND, PRICE_SIGNALS, DR_SIGNALS, CONTROL_RULES)
+"""The topics the gateway opens: the signals, and the operator's rules (whose tombstones it also takes)."""
 PREFIX = "/topics/"
 
 
@@ -66,6 +69,25 @@ class KnownSites:
         if site_id not in self._site_of.values():
             known = ", ".join(self.sites) or "none yet"
             raise RecordError(f"unknown site {site_id!r} (known: {known}); --force sends it anyway")
+
+    def check_node(self, kind: str, node_id: str) -> None:
+        """Raises :class:`RecordError` naming the known ones when ``node_id`` (a node or charger) is not
+        in the topology."""
+        if node_id not in self._site_of:
+            known = ", ".join(sorted(self._site_of)) or "none yet"
+            raise RecordError(f"unknown {kind} {node_id!r} (known: {known}); --force sends it anyway")
+
+    def check_record(self, record: object) -> None:
+        """The site, node or charger ``record`` names must be in the topology (a session cannot be checked)."""
+        if isinstance(record, ControlRule):
+            if record.scope == "site":
+                self.check(record.scope_id)
+            elif record.scope in ("node", "charger"):
+                self.check_node(record.scope, record.scope_id)
+            return
+        site_id = getattr(record, "site_id", None)
+        if site_id is not None:
+            self.check(str(site_id))
 
 
 async def follow_topology(transport: Transport, known: KnownSites, group: str) -> None:
@@ -147,11 +169,16 @@ async def serve_gateway(transport: Transport, host: str = "127.0.0.1", port: int
         async for message in ws:
             raw = message.encode() if isinstance(message, str) else message
             try:
+                delete = _tombstone_key(topic, raw)
+                if delete is not None:
+                    await transport.send(topic, delete, None)
+                    await ws.send(json.dumps({"ok": True}))
+                    continue
                 record = decode(topic, None, raw)
                 if record is None:
                     raise RecordError("a signal cannot be a tombstone")
                 if not force:
-                    known.check(str(record.model_dump().get("site_id")))
+                    known.check_record(record)
             except RecordError as exc:
                 await ws.send(json.dumps({"ok": False, "error": str(exc)}))
                 continue
@@ -164,6 +191,27 @@ async def serve_gateway(transport: Transport, host: str = "127.0.0.1", port: int
         follower.cancel()
         raise
     return Gateway(server, follower, known)
+
+
+def _tombstone_key(topic: str, raw: bytes) -> str | None:
+    """``{"delete": KEY}`` on an upsert topic asks for a tombstone of ``KEY``; anything else is a record."""
+    if TOPICS[topic].kind != "upsert" or b'"delete"' not in raw:
+        return None
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        return None
+    if isinstance(message, dict) and set(message) == {"delete"}:
+        if not isinstance(message["delete"], str) or not message["delete"]:
+            raise RecordError("delete: the key of the record to withdraw, a non-empty string")
+        return message["delete"]
+    return None
+
+
+async def delete_record(url: str, topic: str, key: str) -> None:
+    """Withdraw ``key`` from an upsert topic (a tombstone) through a gateway at ``url``; raises
+    :class:`GatewayError`."""
+    await send_record(url, topic, json.dumps({"delete": key}).encode(), force=True)
 
 
 async def send_record(url: str, topic: str, value: bytes, *, force: bool = False) -> None:
@@ -182,4 +230,13 @@ async def send_record(url: str, topic: str, value: bytes, *, force: bool = False
         raise GatewayError(f"gateway rejected the record: {answer.get('error')}")
 
 
-__all__ = ["Gateway", "GatewayError", "KnownSites", "SIGNAL_TOPICS", "read_known_sites", "send_record", "serve_gateway"]
+__all__ = [
+    "Gateway",
+    "GatewayError",
+    "KnownSites",
+    "SIGNAL_TOPICS",
+    "delete_record",
+    "read_known_sites",
+    "send_record",
+    "serve_gateway",
+]

@@ -14,9 +14,11 @@ from datetime import UTC, datetime, timedelta
 from pydantic import ValidationError
 
 from pipeline.contracts.topics import (
+    CONTROL_RULES,
     DR_SIGNALS,
     PRICE_SIGNALS,
     SITE_DEMAND,
+    ControlRule,
     DRSignal,
     PriceSignal,
     RecordError,
@@ -82,6 +84,40 @@ def dr_cancel(site_id: str, event_id: str, *, now: datetime | None = None) -> tu
             event_end=now,
             signal_at=now,
         )
+
+
+def control_rule(
+    scope: str,
+    scope_id: str,
+    action: str,
+    *,
+    source: str = "operator",
+    limit_kw: float | None = None,
+    valid_from: datetime | None = None,
+    valid_to: datetime | None = None,
+    reason: str | None = None,
+) -> tuple[str, ControlRule]:
+    """A rule on ``control.rules``: ``action`` (cap, pause, reserve, override) by ``source`` on a site,
+    node, charger or session, in force on ``[valid_from, valid_to)`` (open bounds allowed). Its id is
+    ``{source}:{scope}:{scope_id}``: setting it again replaces it (see :func:`rule_id`)."""
+    with _checked():
+        return CONTROL_RULES, ControlRule(
+            rule_id=rule_id(source, scope, scope_id),
+            source=source,
+            scope=scope,
+            scope_id=scope_id,
+            action=action,
+            limit_kw=limit_kw,
+            valid_from=valid_from,
+            valid_to=valid_to,
+            reason=reason,
+            created_at=_now(),
+        )
+
+
+def rule_id(source: str, scope: str, scope_id: str) -> str:
+    """The key of a rule: one rule per source and scope (``control.rules``)."""
+    return f"{source}:{scope}:{scope_id}"
 
 
 def price_signal(

@@ -12,6 +12,7 @@ from pipeline.cli.migrate import migrate
 from pipeline.cli.options import log_format_option
 from pipeline.cli.password import charger_password
 from pipeline.cli.replay import replay
+from pipeline.cli.rule import rule
 from pipeline.cli.serve import engine, executor, run
 from pipeline.cli.signal import signal
 from pipeline.cli.simulate import simulate
@@ -41,6 +42,7 @@ for command in (
     topics,
     simulate,
     signal,
+    rule,
     allocate,
     replay,
     charger_password,

@@ -40,7 +40,7 @@ def _publish(
         return
     prefix = f"{what} " if what else ""
     if transport is not None and transport.kind == "kafka":
-        asyncio.run(publish_direct(transport, topic, record, check_site=None if force else record.site_id))
+        asyncio.run(publish_direct(transport, topic, record, check=not force))
         echo_published(f"{prefix}to {topic}", transport)
         return
     asyncio.run(send_record(gateway, topic, payload, force=force))

@@ -28,7 +28,14 @@ from pipeline.app.settings import (
 )
 from pipeline.transport.base import Transport
 
-__all__ = ["TransportChoice", "echo_published", "publish_direct", "quiet_client_logs", "transport_options"]
+__all__ = [
+    "TransportChoice",
+    "delete_direct",
+    "echo_published",
+    "publish_direct",
+    "quiet_client_logs",
+    "transport_options",
+]
 
 R = TypeVar("R")
 
@@ -131,19 +138,31 @@ def quiet_client_logs() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-async def publish_direct(choice: TransportChoice, topic: str, record: BaseModel, check_site: str | None = None) -> None:
-    """Publish one validated record straight onto the transport (``pipeline signal --transport kafka``).
-    With ``check_site``, ``site.topology`` is read first and an unknown site is refused (a
-    :class:`~pipeline.contracts.errors.RecordError` naming the known ones)."""
+async def publish_direct(choice: TransportChoice, topic: str, record: BaseModel, check: bool = True) -> None:
+    """Publish one validated record straight onto the transport (``pipeline signal|rule --transport kafka``).
+    With ``check``, ``site.topology`` is read first and a site, node or charger it does not name is refused
+    (a :class:`~pipeline.contracts.errors.RecordError` naming the known ones)."""
     from pipeline.app.gateway import read_known_sites
     from pipeline.transport.base import publish
 
     quiet_client_logs()
     transport = choice.build()
     try:
-        if check_site is not None:
-            (await read_known_sites(transport)).check(check_site)
+        if check:
+            (await read_known_sites(transport)).check_record(record)
         await publish(transport, topic, record)
+    finally:
+        await transport.close()
+
+
+async def delete_direct(choice: TransportChoice, topic: str, key: str) -> None:
+    """Withdraw ``key`` from an upsert topic (a tombstone) straight on the transport."""
+    from pipeline.transport.base import publish_tombstone
+
+    quiet_client_logs()
+    transport = choice.build()
+    try:
+        await publish_tombstone(transport, topic, key)
     finally:
         await transport.close()
 

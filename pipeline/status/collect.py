@@ -85,8 +85,15 @@ def fetch_views(
     dsn: str = DEFAULT_DSN, *, password: str | None = None, timeout_s: float = 5.0
 ) -> dict[str, list[dict]]:
     """Read the views status needs, in one read-only transaction: ``{"nodes", "ancestors", "setpoints",
-    "sessions", "dr", "alerts", "prices"}``, each a list of row dicts (timestamps as ISO-8601 UTC strings, kW as
-    floats). ``password`` is used when the DSN carries none.
+    "sessions", "dr", "alerts", "prices"}``, each a list of row dicts (see :func:`fetch_rows`)."""
+    return fetch_rows(dsn, _QUERIES, password=password, timeout_s=timeout_s)
+
+
+def fetch_rows(
+    dsn: str, queries: dict[str, str], *, password: str | None = None, timeout_s: float = 5.0
+) -> dict[str, list[dict]]:
+    """Run ``queries`` (``{name: SQL}``) in one read-only transaction; ``{name: rows}``, each row a dict
+    (timestamps as ISO-8601 UTC strings, kW as floats). ``password`` is used when the DSN carries none.
 
     Raises :class:`StatusError` (the password redacted) when the DSN cannot be reached (one line) or a
     query fails (the server's message, detail and hint: :func:`pipeline.migrate.targets.pg_errors.describe`).
@@ -101,7 +108,7 @@ def fetch_views(
         ) as conn:
             conn.read_only = True  # BEGIN READ ONLY: one snapshot on both the embedded engine and RisingWave
             with conn.cursor() as cur:
-                out = {name: _rows(cur, sql) for name, sql in _QUERIES.items()}
+                out = {name: _rows(cur, sql) for name, sql in queries.items()}
             conn.rollback()
             return out
     except psycopg.Error as exc:

@@ -137,3 +137,31 @@ async def test_overlapping_dr_events_show_each_with_its_own_id_and_an_alert_show
     assert table.exit_code == 0
     for text in ("Alerts (", "node_over_limit", "critical", "dr-test", "dr-cap"):
         assert text in table.output, text
+
+
+async def test_rule_list_reads_the_rules_and_whether_each_is_in_force():
+    from datetime import UTC, datetime, timedelta
+
+    from pipeline.app.signals import control_rule
+    from pipeline.transport.base import publish
+
+    async with live_pipeline() as live:
+        transport = live.service.transport
+        await publish(transport, *control_rule("charger", "CP1", "cap", limit_kw=7, reason="cable"))
+        later = datetime.now(UTC) + timedelta(hours=2)
+        await publish(transport, *control_rule("site", SITE, "pause", source="utility", valid_from=later))
+
+        async def listed():
+            result = await asyncio.to_thread(CliRunner().invoke, main, ["rule", "list", "--dsn", live.dsn, "--json"])
+            rows = json.loads(result.output) if result.exit_code == 0 else []
+            in_force = {r["rule_id"] for r in rows if r["in_force"]}
+            return rows if len(rows) == 2 and "operator:charger:CP1" in in_force else None  # views refreshed
+
+        rows = await wait_for(listed, what="both rules listed")
+        table = await asyncio.to_thread(
+            CliRunner().invoke, main, ["rule", "list", "--dsn", live.dsn], env={"COLUMNS": "200"}
+        )
+    by_id = {r["rule_id"]: r for r in rows}
+    assert by_id["operator:charger:CP1"]["in_force"] is True and by_id["operator:charger:CP1"]["limit_kw"] == 7
+    assert by_id[f"utility:site:{SITE}"]["in_force"] is False  # not yet: it starts in two hours
+    assert table.exit_code == 0 and "operator:charger:CP1" in table.output and "cable" in table.output
