@@ -203,3 +203,33 @@ async def test_a_rule_set_by_the_cli_changes_a_charger_and_clearing_it_restores_
     result = await asyncio.to_thread(cli, "clear", "--scope", "charger", "--id", "CP1")
     assert result.exit_code == 0 and result.output == "cleared rule operator:charger:CP1\n"
     await wait_for(lambda: cp.held_limit(1) == pytest.approx(31.8))
+
+
+async def test_a_parameter_set_by_the_cli_reaches_the_views_and_clearing_it_restores_the_default(service):
+    from click.testing import CliRunner
+
+    from pipeline.cli.main import main
+
+    gateway = f"ws://127.0.0.1:{service.gateway_port}"
+
+    def cli(*args: str):
+        return CliRunner().invoke(main, ["param", *args, "--gateway", gateway])
+
+    def on_peak() -> tuple:
+        cursor = service.engine.engine.con.cursor()  # a connection of its own: the engine's may be evaluating
+        try:
+            rows = cursor.execute(
+                "SELECT multiplier, source FROM tariff_multipliers WHERE price_tier = 'ON_PEAK'"
+            ).fetchall()
+        finally:
+            cursor.close()
+        return rows[0] if rows else ()
+
+    result = await asyncio.to_thread(cli, "set", "tariff.multiplier.ON_PEAK", "0.25", "--reason", "test")
+    assert result.exit_code == 0 and result.output == "set tariff.multiplier.ON_PEAK = 0.25 (default 0.5)\n"
+    await wait_for(lambda: on_peak() == (0.25, "set"))
+    refused = await asyncio.to_thread(cli, "set", "tariff.multiplier.ON_PEAK", "1.5")
+    assert refused.exit_code == 1 and "must be between 0 and 1" in refused.output
+    result = await asyncio.to_thread(cli, "clear", "tariff.multiplier.ON_PEAK")
+    assert result.exit_code == 0 and result.output == "cleared tariff.multiplier.ON_PEAK: back to its default 0.5\n"
+    await wait_for(lambda: on_peak() == (0.5, "default"))

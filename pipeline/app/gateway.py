@@ -25,6 +25,7 @@ from pipeline.contracts.errors import PipelineError
 from pipeline.contracts.topics import (
     CONTROL_RULES,
     DR_SIGNALS,
+    PARAMS,
     PRICE_SIGNALS,
     SITE_DEMAND,
     SITE_TOPOLOGY,
@@ -38,8 +39,9 @@ from pipeline.transport.base import Transport, decode_or_dead_letter
 
 log = logging.getLogger(__name__)
 
-SIGNAL_TOPICS = (SITE_DEMAND, PRICE_SIGNALS, DR_SIGNALS, CONTROL_RULES)
-"""The topics the gateway opens: the signals, and the operator's rules (whose tombstones it also takes)."""
+SIGNAL_TOPICS = (SITE_DEMAND, PRICE_SIGNALS, DR_SIGNALS, CONTROL_RULES, PARAMS)
+"""The topics the gateway opens: the signals, and the operator's rules and parameters (whose tombstones
+it also takes)."""
 PREFIX = "/topics/"
 
 

@@ -16,10 +16,12 @@ from pydantic import ValidationError
 from pipeline.contracts.topics import (
     CONTROL_RULES,
     DR_SIGNALS,
+    PARAMS,
     PRICE_SIGNALS,
     SITE_DEMAND,
     ControlRule,
     DRSignal,
+    Parameter,
     PriceSignal,
     RecordError,
     SiteDemand,
@@ -113,6 +115,13 @@ def control_rule(
             reason=reason,
             created_at=_now(),
         )
+
+
+def parameter(name: str, value: float, *, reason: str | None = None) -> tuple[str, Parameter]:
+    """A tunable parameter on ``pipeline.params`` (one of :data:`pipeline.contracts.topics.PARAMETERS`,
+    within its bounds)."""
+    with _checked():
+        return PARAMS, Parameter(name=name, value=value, updated_at=_now(), reason=reason)
 
 
 def rule_id(source: str, scope: str, scope_id: str) -> str:

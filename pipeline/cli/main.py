@@ -10,6 +10,7 @@ from pipeline.app.logs import LEVELS
 from pipeline.cli.config import config
 from pipeline.cli.migrate import migrate
 from pipeline.cli.options import log_format_option
+from pipeline.cli.param import param
 from pipeline.cli.password import charger_password
 from pipeline.cli.replay import replay
 from pipeline.cli.rule import rule
@@ -43,6 +44,7 @@ for command in (
     simulate,
     signal,
     rule,
+    param,
     allocate,
     replay,
     charger_password,

@@ -33,6 +33,9 @@ __all__ = [
     "TopicSpec",
     "TopologyNode",
     "TOPICS",
+    "PARAMETERS",
+    "PARAMS",
+    "Parameter",
     "ACTIVE_SESSIONS",
     "SITE_DEMAND",
     "PRICE_SIGNALS",
@@ -360,6 +363,41 @@ class Alert(_Record):
     message: str
 
 
+PARAMETERS: dict[str, tuple[float, float, float]] = {
+    "tariff.multiplier.OFF_PEAK": (1.0, 0.0, 1.0),
+    "tariff.multiplier.MID_PEAK": (1.0, 0.0, 1.0),
+    "tariff.multiplier.ON_PEAK": (0.5, 0.0, 1.0),
+    "tariff.multiplier.CRITICAL_PEAK": (0.0, 0.0, 1.0),
+}
+"""Tunable parameters, ``{name: (default, minimum, maximum)}``: the share of its cap a flexible session may
+take in each price tier. The defaults are written in sql/views/tariff_multipliers.sql too (a test holds
+them equal); a ``pipeline.params`` record overrides one without a migration."""
+
+
+class Parameter(_Record):
+    """``pipeline.params`` (key ``name``, upsert; a tombstone returns the parameter to its default).
+
+    ``name`` is one of :data:`PARAMETERS`; ``value`` must lie within that parameter's bounds.
+    """
+
+    name: Literal[
+        "tariff.multiplier.OFF_PEAK",
+        "tariff.multiplier.MID_PEAK",
+        "tariff.multiplier.ON_PEAK",
+        "tariff.multiplier.CRITICAL_PEAK",
+    ]
+    value: float
+    updated_at: datetime
+    reason: str | None = None
+
+    @model_validator(mode="after")
+    def _within_bounds(self) -> Parameter:
+        _, low, high = PARAMETERS[self.name]
+        if not low <= self.value <= high:
+            raise ValueError(f"value: {self.name} must be between {low:g} and {high:g}")
+        return self
+
+
 # The topic names: code names a topic by these constants, never by a string of its own.
 ACTIVE_SESSIONS = "ocpp.active.sessions"
 SITE_DEMAND = "bems.site.demand"
@@ -370,6 +408,7 @@ CONTROL_RULES = "control.rules"
 SETPOINT_COMMANDS = "ocpp.setpoint.commands"
 SETPOINT_ACKS = "ocpp.setpoint.acks"
 ALERTS = "pipeline.alerts"
+PARAMS = "pipeline.params"
 
 
 @dataclass(frozen=True)
@@ -394,6 +433,7 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec(SETPOINT_COMMANDS, "session_id", "upsert", SetpointCommand),
         TopicSpec(SETPOINT_ACKS, "charge_point_id", "append", SetpointAck),
         TopicSpec(ALERTS, "alert_id", "upsert", Alert),
+        TopicSpec(PARAMS, "name", "upsert", Parameter),
     )
 }
 

@@ -222,6 +222,41 @@ def test_price_tier_in_force_is_carried_on_the_setpoint():
     assert out["a"]["price_tier"] == "CRITICAL_PEAK"
 
 
+def test_a_tariff_multiplier_set_as_a_parameter_shapes_flexible_sessions_without_a_migration():
+    on_peak = [
+        {
+            "site_id": "s1",
+            "price_per_kwh": 0.4,
+            "price_tier": "ON_PEAK",
+            "valid_from": iso(NOW - timedelta(hours=1)),
+            "valid_to": iso(NOW + timedelta(hours=1)),
+        }
+    ]
+    snapshot = {
+        "site.topology": [site(50)],
+        "ocpp.active.sessions": [session("a") | {"flexible": True}, session("b")],
+        "tariff.price.signals": on_peak,
+    }
+    out = allocate(snapshot)
+    assert (out["a"]["setpoint_kw"], out["a"]["binding"]) == (pytest.approx(11.0), "tariff")  # default 0.5 of 22
+    param = {"name": "tariff.multiplier.ON_PEAK", "value": 0.25, "updated_at": iso(NOW)}
+    out = allocate(snapshot | {"pipeline.params": [param]})
+    assert out["a"]["setpoint_kw"] == pytest.approx(5.5) and out["b"]["setpoint_kw"] == pytest.approx(22.0)
+
+
+def test_the_parameter_defaults_in_sql_are_the_contracts():
+    from pipeline.contracts.topics import PARAMETERS
+    from pipeline.engine.embedded import EmbeddedEngine
+
+    engine = EmbeddedEngine()
+    engine.evaluate(NOW)
+    _, rows = engine.query("SELECT price_tier, multiplier, source FROM tariff_multipliers")
+    engine.close()
+    assert {f"tariff.multiplier.{tier}": (value, source) for tier, value, source in rows} == {
+        name: (default, "default") for name, (default, _, _) in PARAMETERS.items()
+    }
+
+
 def test_sites_are_allocated_independently_and_unplaced_sessions_get_nothing():
     snapshot = {
         "site.topology": [site(10.0, "s1"), site(30.0, "s2")],

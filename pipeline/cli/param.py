@@ -1,0 +1,99 @@
+"""``pipeline param set|clear|list``: tunable parameters on ``pipeline.params``, changed without a migration.
+
+The tariff multipliers (the share of its cap a flexible session may take in each price tier) are
+parameters: a record on the upsert topic overrides a default, a tombstone returns to it. ``set`` and
+``clear`` go through ``pipeline run``'s gateway or straight to Kafka; ``list`` reads the values in force
+over Postgres wire. Thresholds inside temporal filters (meter staleness) stay literals in ``sql/``
+(docs/architecture.md, "Parameters").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import click
+
+from pipeline.cli.errors import one_line_errors
+from pipeline.cli.transport import delete_direct, echo_published, publish_direct, transport_options
+from pipeline.contracts.topics import PARAMETERS, PARAMS
+
+__all__ = ["param"]
+
+_gateway = click.option("--gateway", default="ws://127.0.0.1:9001", show_default=True, help="pipeline run's gateway")
+_via = transport_options(("gateway", "kafka"), "gateway", help="through pipeline run's gateway, or straight to Kafka")
+_name = click.argument("name", type=click.Choice(sorted(PARAMETERS)))
+
+
+@click.group("param")
+def param() -> None:
+    """Set, clear and list tunable parameters (the tariff multipliers)."""
+
+
+@param.command("set")
+@_name
+@click.argument("value", type=float)
+@click.option("--reason", help="why, for the operators who read it later")
+@_gateway
+@_via
+@one_line_errors
+def param_set(name, value, reason, gateway, transport):
+    """Set parameter NAME to VALUE (within its bounds)."""
+    from pipeline.app.gateway import send_record
+    from pipeline.app.signals import parameter
+    from pipeline.contracts.topics import encode
+
+    topic, record = parameter(name, value, reason=reason)
+    default = PARAMETERS[name][0]
+    if transport.kind == "kafka":
+        asyncio.run(publish_direct(transport, topic, record, check=False))
+        echo_published(f"{name} = {value:g} (default {default:g})", transport)
+        return
+    asyncio.run(send_record(gateway, topic, encode(record)))
+    click.echo(f"set {name} = {value:g} (default {default:g})")
+
+
+@param.command("clear")
+@_name
+@_gateway
+@_via
+@one_line_errors
+def param_clear(name, gateway, transport):
+    """Return parameter NAME to its default."""
+    from pipeline.app.gateway import delete_record
+
+    if transport.kind == "kafka":
+        asyncio.run(delete_direct(transport, PARAMS, name))
+        echo_published(f"{name} back to its default {PARAMETERS[name][0]:g}", transport)
+        return
+    asyncio.run(delete_record(gateway, PARAMS, name))
+    click.echo(f"cleared {name}: back to its default {PARAMETERS[name][0]:g}")
+
+
+@param.command("list")
+@click.option(
+    "--dsn",
+    default="postgresql://root@127.0.0.1:4566/dev",
+    show_default=True,
+    envvar="PIPELINE_STATUS_DSN",
+    help="the views over Postgres wire (env PIPELINE_STATUS_DSN)",
+)
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@one_line_errors
+def param_list(dsn, as_json):
+    """The parameters in force: their value, and whether it is the default or was set."""
+    from pipeline.status.collect import fetch_rows
+
+    rows = fetch_rows(
+        dsn,
+        {
+            "params": "SELECT 'tariff.multiplier.' || price_tier AS name, multiplier AS value, source "
+            "FROM tariff_multipliers ORDER BY multiplier DESC, price_tier",
+        },
+    )["params"]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        default = PARAMETERS.get(row["name"], (None,))[0]
+        click.echo(f"{row['name']} = {row['value']:g} ({row['source']}; default {default:g})")
