@@ -386,7 +386,7 @@ class Parameter(_Record):
         "tariff.multiplier.ON_PEAK",
         "tariff.multiplier.CRITICAL_PEAK",
     ]
-    value: float
+    value: float = Field(ge=0, le=1, description="every parameter so far is a share, 0 .. 1")
     updated_at: datetime
     reason: str | None = None
 

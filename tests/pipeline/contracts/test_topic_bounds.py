@@ -95,6 +95,7 @@ VALID: dict[str, dict] = {
         status="Accepted",
         sent_at=iso(T),
     ),
+    "pipeline.params": dict(name="tariff.multiplier.ON_PEAK", value=0.3, updated_at=iso(T)),
     "pipeline.alerts": dict(
         alert_id="node_over_limit:p",
         kind="node_over_limit",
