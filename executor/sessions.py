@@ -287,5 +287,8 @@ class Sessions:
             rated_power_kw=info.rated_power_kw,
             phases=info.phases,
             voltage_v=info.voltage_v,
+            priority=info.priority,
+            weight=info.weight,
+            flexible=info.flexible,
             started_at=tx.started_at,
         )

@@ -32,6 +32,9 @@ class ChargerInfo:
     voltage_v: float
     managed: bool
     connectors: int
+    priority: int = 0
+    weight: float = 1.0
+    flexible: bool = False
 
 
 class Topology:
@@ -72,6 +75,9 @@ class Topology:
             voltage_v=node.voltage_v,
             managed=node.managed,
             connectors=node.connectors,
+            priority=node.priority,
+            weight=node.weight,
+            flexible=node.flexible,
         )
         return info
 

@@ -233,3 +233,53 @@ async def test_a_parameter_set_by_the_cli_reaches_the_views_and_clearing_it_rest
     result = await asyncio.to_thread(cli, "clear", "tariff.multiplier.ON_PEAK")
     assert result.exit_code == 0 and result.output == "cleared tariff.multiplier.ON_PEAK: back to its default 0.5\n"
     await wait_for(lambda: on_peak() == (0.5, "default"))
+
+
+async def test_a_flexible_charger_in_the_site_file_is_shaped_by_the_tariff_and_its_parameter():
+    from click.testing import CliRunner
+
+    from pipeline.app.signals import price_signal
+    from pipeline.app.site import parse_config
+    from pipeline.cli.main import main
+
+    site = parse_config(
+        {
+            "sites": [
+                {
+                    "site_id": "s1",
+                    "limit_kw": 40,
+                    "chargers": [
+                        {"id": "CP1", "max_power_kw": 22, "flexible": True, "priority": 2, "weight": 2.0},
+                        {"id": "CP2", "max_power_kw": 22},
+                    ],
+                }
+            ]
+        }
+    )
+    loop = await start_loop(
+        MemoryTransport(),
+        site=site,
+        engine=EngineConfig(tick_s=0.2),
+        executor=ExecutorConfig(port=0, metrics=False),
+        gateway=GatewaySettings(port=0),
+    )
+    cp = SimulatedChargePoint("CP1", f"ws://127.0.0.1:{loop.port}/ocpp", SystemClock(), meter_interval_s=1)
+    try:
+        await cp.start()
+        await cp.plug_in(ev(1))
+        await wait_for(lambda: cp.held_limit(1) == pytest.approx(31.8))  # 22 kW: no tariff yet
+        session = json.loads(next(iter(loop.transport.latest("ocpp.active.sessions").values())))
+        assert (session["flexible"], session["priority"], session["weight"]) == (True, 2, 2.0)
+        gateway = f"ws://127.0.0.1:{loop.gateway_port}"
+        await send_record(
+            gateway, "tariff.price.signals", encode(price_signal("s1", price_per_kwh=0.4, tier="ON_PEAK")[1])
+        )
+        await wait_for(lambda: cp.held_limit(1) == pytest.approx(15.9))  # 11 kW: half its cap on ON_PEAK
+        result = await asyncio.to_thread(
+            CliRunner().invoke, main, ["param", "set", "tariff.multiplier.ON_PEAK", "0.3", "--gateway", gateway]
+        )
+        assert result.exit_code == 0, result.output
+        await wait_for(lambda: cp.held_limit(1) == pytest.approx(9.5))  # 6.6 kW: 0.3 of 22
+    finally:
+        await cp.stop()
+        await loop.stop()

@@ -46,6 +46,9 @@ class ChargerConfig(_Strict):
     voltage_v: float = Field(230.0, gt=0)
     connectors: int = Field(1, ge=1)
     managed: bool = True
+    priority: int = Field(0, ge=-1000, le=1000, description="admission priority of its sessions (higher first)")
+    weight: float = Field(1.0, gt=0, le=1000, description="fair-share weight of its sessions")
+    flexible: bool = Field(False, description="price tiers may slow its sessions (tariff shaping)")
     password_hash: str | None = None
 
     @field_validator("password_hash")
@@ -177,6 +180,9 @@ class PipelineConfig(_Strict):
                         phases=c.phases,
                         voltage_v=c.voltage_v,
                         connectors=c.connectors,
+                        priority=c.priority,
+                        weight=c.weight,
+                        flexible=c.flexible,
                     )
                 )
         return out

@@ -241,6 +241,16 @@ class TopologyNode(_Record):
     phases: Phases = 3
     voltage_v: Volts = 230.0
     connectors: int = Field(1, ge=1, le=BOUNDS["connector_id"], description="chargers only: number of connectors")
+    priority: int = Field(
+        0,
+        ge=-BOUNDS["priority"],
+        le=BOUNDS["priority"],
+        description="chargers only: admission priority of its sessions (higher first)",
+    )
+    weight: float = Field(
+        1.0, gt=0, le=BOUNDS["weight"], description="chargers only: fair-share weight of its sessions"
+    )
+    flexible: bool = Field(False, description="chargers only: price tiers may slow its sessions (tariff shaping)")
 
     @model_validator(mode="after")
     def _charger_rating(self) -> TopologyNode:
