@@ -174,20 +174,31 @@ class PgWireServer:
     ``con`` is the engine's connection (``EmbeddedEngine.con``); one cursor is taken from it here, on the
     caller's thread, and every client session derives its own from that. ``port=0`` picks a free port
     (read :attr:`port`). ``password``: clients must give it (MD5 auth, any user name); ``None`` asks none.
-    Any database and user name are accepted (``-d dev -U root`` as on RisingWave).
+    Any database and user name are accepted (``-d dev -U root`` as on RisingWave). ``relations`` maps each
+    public relation's name to its kind as ``sql/`` declares it (``table``, ``source``,
+    ``materialized_view``, ``view``, ``sink``): psql's ``\\d`` and ``SHOW`` list those as RisingWave does
+    (:mod:`pipeline.pgwire.catalog`); without it the kinds are read from the database.
 
     Raises ``OSError`` if the address cannot be bound.
     """
 
     def __init__(
-        self, con: duckdb.DuckDBPyConnection, host: str = "127.0.0.1", port: int = 4566, *, password: str | None = None
+        self,
+        con: duckdb.DuckDBPyConnection,
+        host: str = "127.0.0.1",
+        port: int = 4566,
+        *,
+        password: str | None = None,
+        relations: Mapping[str, str] | None = None,
     ) -> None:
         if logging.getLogger("buenavista").level == logging.NOTSET:
             logging.getLogger("buenavista").setLevel(logging.CRITICAL)  # it logs every query at INFO
         self._root = con.cursor()
         try:
             self._server = _Server(
-                (host, port), EngineConnection(self._root), auth=None if password is None else _AnyUser(password)
+                (host, port),
+                EngineConnection(self._root, relations),
+                auth=None if password is None else _AnyUser(password),
             )
         except OSError as exc:
             self._root.close()
@@ -240,12 +251,16 @@ class PgWireServer:
 
 
 def start_pgwire(
-    con: duckdb.DuckDBPyConnection, host: str = "127.0.0.1", port: int = 4566, password: str | None = None
+    con: duckdb.DuckDBPyConnection,
+    host: str = "127.0.0.1",
+    port: int = 4566,
+    password: str | None = None,
+    relations: Mapping[str, str] | None = None,
 ) -> PgWireServer:
     """Start a :class:`PgWireServer` on ``con`` and return it (``stop()`` or ``close()`` ends it).
 
     Raises ``OSError`` when ``host:port`` cannot be bound (in use, or not an address of this machine).
     """
-    server = PgWireServer(con, host, port, password=password)
+    server = PgWireServer(con, host, port, password=password, relations=relations)
     server.start()
     return server

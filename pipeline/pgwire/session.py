@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -36,6 +37,7 @@ import duckdb
 from buenavista.core import BVType, Connection, QueryResult, Session
 
 from pipeline.contracts.errors import PipelineError
+from pipeline.pgwire.catalog import catalog_ddl, rewrite_catalog_query, show_query
 
 __all__ = [
     "CLIENT_SETTINGS",
@@ -219,10 +221,12 @@ def _walk(node: Any):
 class ReadOnlySession(Session):
     """One client connection: its own DuckDB cursor, queries only, each in a read-only transaction."""
 
-    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, relations: Mapping[str, str] | None = None) -> None:
         super().__init__()
         self._cur = cursor
         self._cur.execute("SET python_enable_replacements = false")  # no Python variables as tables
+        for statement in catalog_ddl(relations):  # temporary: this connection's own, never the engine's
+            self._cur.execute(statement)
         self._in_tx = False  # a client BEGIN holds a DuckDB read-only transaction open
         self._failed = False  # an error inside the client's transaction: refuse until it ends
 
@@ -256,6 +260,10 @@ class ReadOnlySession(Session):
         text = sql.strip().rstrip(";").strip()
         if not text:
             return _Result(status="")
+        listing = show_query(text)
+        if listing is not None:
+            return self._select(listing, None)
+        sql = rewrite_catalog_query(sql)
         try:
             statements = self._cur.extract_statements(sql)
         except duckdb.Error as exc:
@@ -388,9 +396,10 @@ def _verb(query: str) -> str:
 class EngineConnection(Connection):
     """buenavista's connection interface over one root cursor of the engine's database."""
 
-    def __init__(self, root: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, root: duckdb.DuckDBPyConnection, relations: Mapping[str, str] | None = None) -> None:
         super().__init__()
         self._root = root
+        self._relations = dict(relations) if relations is not None else None
         self._lock = threading.Lock()
 
     def parameters(self) -> dict[str, str]:
@@ -409,4 +418,4 @@ class EngineConnection(Connection):
     def new_session(self) -> Session:
         with self._lock:  # one thread at a time derives cursors from the root
             cursor = self._root.cursor()
-        return ReadOnlySession(cursor)
+        return ReadOnlySession(cursor, self._relations)
