@@ -29,6 +29,7 @@ import asyncio
 import io
 import logging
 import socket
+import struct
 import threading
 from collections.abc import Mapping
 
@@ -37,7 +38,8 @@ from buenavista.postgres import NULL_BYTE, BuenaVistaHandler, BuenaVistaServer, 
 from psycopg.adapt import Transformer
 from psycopg.pq import Format
 
-from pipeline.pgwire.session import EngineConnection, PgError, sqlstate
+from pipeline.pgwire.copyout import copy_lines
+from pipeline.pgwire.session import CopyResult, EngineConnection, PgError, sqlstate
 
 __all__ = ["PgError", "PgWireServer", "start_pgwire"]
 
@@ -52,6 +54,9 @@ _TRANSFORMER = Transformer()  # psycopg's loaders: Postgres wire values (text or
 class _Handler(BuenaVistaHandler):
     """buenavista's Postgres message handling, with what 0.5 lacks for psycopg 3 and psql:
 
+    * ``COPY ... TO STDOUT`` (psql's ``\\copy``, psycopg's ``cursor.copy``): the rows go out as
+      CopyOutResponse, one CopyData per line and CopyDone (PostgreSQL's protocol, "COPY Operations"),
+      then ``COPY n``, in the simple and the extended protocol;
     * Bind parameters of any type, text or binary, and NULL: buenavista decodes a few binary numbers
       only, feeds untyped text (psycopg's ``str``) to a date parser and ends the connection on anything
       else. The message is split with buenavista's reader; each value is decoded by psycopg's own loaders;
@@ -84,6 +89,55 @@ class _Handler(BuenaVistaHandler):
             return
         ctx.add_portal(portal, stmt, params, result_formats)
         self.send_bind_complete()
+
+    def handle_query(self, ctx, payload: bytes) -> None:
+        try:
+            result = ctx.execute_sql(bytes(payload).decode("utf-8").rstrip("\x00"))
+        except Exception as exc:
+            self.send_error(exc)
+            self.send_ready_for_query(ctx)
+            return
+        if isinstance(result, CopyResult):
+            self._send_copy(result)
+        elif result.has_results():
+            self.send_row_description(result)
+            self.send_command_complete(f"SELECT {self.send_data_rows(result)}\x00")
+        else:
+            self.send_command_complete(f"{result.status()}\x00")
+        self.send_ready_for_query(ctx)
+
+    def handle_execute(self, ctx, payload: bytes) -> None:
+        if ctx.has_error:
+            return
+        data = bytes(payload)
+        portal = data[: data.index(NULL_BYTE)].decode()
+        cached = ctx.result_cache.get(portal)
+        if isinstance(cached, CopyResult):
+            del ctx.result_cache[portal]
+            self._send_copy(cached)
+            return
+        if cached is None and portal in ctx.portals:
+            try:
+                result = ctx.execute_portal(portal)
+            except Exception as exc:
+                self.send_error(exc, ctx)
+                return
+            if isinstance(result, CopyResult):
+                self._send_copy(result)
+                return
+            ctx.result_cache[portal] = result  # buenavista's execute sends it from the cache
+        super().handle_execute(ctx, payload)
+
+    def _send_copy(self, result: CopyResult) -> None:
+        """CopyOutResponse (text, one text column per result column), a CopyData per line, CopyDone,
+        CommandComplete ``COPY n``."""
+        columns = len(result.columns)
+        head = struct.pack("!bh", 0, columns) + struct.pack(f"!{columns}h", *([0] * columns))
+        self.wfile.write(b"H" + struct.pack("!i", len(head) + 4) + head)
+        for line in copy_lines(result.copy, result.columns, result.rows()):
+            self.wfile.write(b"d" + struct.pack("!i", len(line) + 4) + line)
+        self.wfile.write(b"c" + struct.pack("!i", 4))
+        self.send_command_complete(f"{result.status()}\x00")
 
     def handle_describe(self, ctx, payload: bytes) -> None:
         if not ctx.has_error:

@@ -38,9 +38,11 @@ from buenavista.core import BVType, Connection, QueryResult, Session
 
 from pipeline.contracts.errors import PipelineError
 from pipeline.pgwire.catalog import catalog_ddl, rewrite_catalog_query, show_query
+from pipeline.pgwire.copyout import CopyError, CopyOut, parse_copy
 
 __all__ = [
     "CLIENT_SETTINGS",
+    "CopyResult",
     "EngineConnection",
     "PgError",
     "ReadOnlySession",
@@ -98,6 +100,7 @@ _SET = re.compile(
     r"^\s*(?:SET|RESET)\s+(?:(?:SESSION|LOCAL)\s+)?(?:CHARACTERISTICS\s+AS\s+)?\"?([A-Za-z_][\w.]*)", re.IGNORECASE
 )
 _TX = re.compile(r"^\s*(BEGIN|START|COMMIT|END|ROLLBACK|ABORT)\b", re.IGNORECASE)
+_COPY = re.compile(r"^\s*COPY\b", re.IGNORECASE)
 _QUERY_SUFFIX = "__query"
 
 _ERROR_CODES = {  # DuckDB exception -> SQLSTATE
@@ -205,6 +208,16 @@ class _Result(QueryResult):
         return self._status
 
 
+class CopyResult(_Result):
+    """A ``COPY ... TO STDOUT``'s answer: the query's ``columns`` and ``rows`` and how to write them
+    (``copy``); the server streams them as CopyData (:func:`pipeline.pgwire.copyout.copy_lines`)."""
+
+    def __init__(self, copy: CopyOut, result: _Result) -> None:
+        super().__init__(None, list(result.rows()), status=f"COPY {len(result._rows)}")
+        self.copy = copy
+        self.columns = [result.column(i) for i in range(result.column_count())]
+
+
 # -- the read-only session -------------------------------------------------------------------------------
 
 
@@ -269,6 +282,8 @@ class ReadOnlySession(Session):
         except duckdb.Error as exc:
             if _TX.match(text):  # e.g. BEGIN ISOLATION LEVEL ..., which DuckDB does not parse
                 statements = None
+            elif _COPY.match(text):  # a COPY form DuckDB does not parse: ours says what is wrong with it
+                return self._copy(text)
             else:
                 raise PgError("42601", str(exc).splitlines()[0]) from None
         if (
@@ -278,6 +293,8 @@ class ReadOnlySession(Session):
         ):
             return self._transaction(text)
         kinds = [self._admit(s) for s in statements]  # refuse the lot before running any of it
+        if "copy" in kinds and len(statements) > 1:
+            raise PgError("0A000", "COPY ... TO STDOUT must be sent as a statement of its own")
         result = _Result(status="")
         for statement, kind in zip(statements, kinds, strict=True):
             if kind == "select":
@@ -286,6 +303,8 @@ class ReadOnlySession(Session):
                 result = _Result(status="SET")
             elif kind == "deallocate":
                 result = _Result(status="DEALLOCATE")
+            elif kind == "copy":
+                result = self._copy(statement.query)
             else:
                 result = self._transaction(statement.query)
         return result
@@ -299,6 +318,9 @@ class ReadOnlySession(Session):
             return "select"
         if kind == duckdb.StatementType.TRANSACTION:
             return "tx"
+        if kind == duckdb.StatementType.COPY:
+            self._admit_copy(query)
+            return "copy"
         if kind == duckdb.StatementType.SET:
             match = _SET.match(query)
             if match and match.group(1).lower() in CLIENT_SETTINGS:
@@ -315,6 +337,27 @@ class ReadOnlySession(Session):
             f"cannot execute {_verb(query)} in a read-only connection: the embedded "
             "engine serves its views read-only over Postgres wire",
         )
+
+    def _admit_copy(self, text: str) -> CopyOut:
+        """A ``COPY ... TO STDOUT`` of a query this session may run; raises :class:`PgError` otherwise
+        (``25006`` COPY FROM or a query that writes, ``42501`` a server file, ``42601`` bad syntax)."""
+        try:
+            copy = parse_copy(text)
+        except CopyError as exc:
+            raise PgError(exc.sqlstate, str(exc)) from None
+        try:
+            inner = self._cur.extract_statements(copy.query)
+        except duckdb.Error as exc:
+            raise PgError("42601", str(exc).splitlines()[0]) from None
+        if len(inner) != 1:
+            raise PgError("42601", "COPY (query) takes one query")
+        if self._admit(inner[0]) != "select":
+            raise PgError("25006", "cannot execute COPY of a statement that is not a query in a read-only connection")
+        return copy
+
+    def _copy(self, text: str) -> CopyResult:
+        copy = self._admit_copy(text)
+        return CopyResult(copy, self._select(copy.query, None))
 
     def _check_reads(self, query: str) -> None:
         """Refuse a query that reads files, secrets or the engine's internal query views."""
