@@ -1,5 +1,5 @@
-"""``COPY ... TO STDOUT`` on the embedded engine's Postgres wire: what psql's ``\\copy`` and drivers' copy
-APIs send to export a query's rows as CSV or text.
+"""Exports over the embedded engine's Postgres wire: ``COPY (query) TO STDOUT``, which psql's ``\\copy``
+and drivers' copy APIs send to get a query's rows as CSV or text.
 
 psql's ``\\copy (SELECT ...) TO 'f.csv' WITH CSV HEADER`` becomes ``COPY (SELECT ...) TO STDOUT WITH CSV
 HEADER`` on the wire, and psql writes the file itself from the rows the server streams back

@@ -5,13 +5,14 @@ root``. With the embedded engine (``pipeline run``, ``pipeline replay``) this mo
 tables and views on the same kind of port. The wire protocol is buenavista's (PyPI ``buenavista``: its
 ``BuenaVistaServer`` socket server and its Postgres message handling); this module plugs in a backend
 (buenavista's ``Connection``/``Session``/``QueryResult`` interfaces) over the engine's DuckDB and
-fills three small gaps of buenavista 0.5 (see :class:`_Handler`).
+fills four small gaps of buenavista 0.5 (see :class:`_Handler`).
 
 Read-only by construction (:mod:`pipeline.pgwire.session`, the backend): DuckDB's own parser classifies
 every statement and only queries run, each inside a DuckDB read-only transaction, so reads see one
 committed state of the views (the engine refreshes them in one transaction) and a write is refused with
 SQLSTATE ``25006`` while the connection stays up; files, secrets and the engine's internal views are out
-of reach.
+of reach. ``COPY (query) TO STDOUT`` exports a query's rows (:mod:`pipeline.pgwire.copyout`); psql's
+``\\d`` commands read a catalog that lists the views as RisingWave does (:mod:`pipeline.pgwire.catalog`).
 
 Threads: buenavista serves each client on its own thread. Every session gets its own DuckDB cursor (a
 separate connection to the same database, DuckDB's rule for using it from several threads), derived

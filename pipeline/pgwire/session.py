@@ -5,11 +5,13 @@ buenavista (the Postgres-wire library :mod:`pipeline.pgwire.server` uses) asks a
 backend over the embedded engine's database, and it is where "read-only" is decided:
 
 * every statement is classified by DuckDB's own parser (``extract_statements``): queries (``SELECT``,
-  ``WITH``, ``VALUES``, ``TABLE``, ``SHOW``, ``DESCRIBE``) run; ``BEGIN``/``COMMIT``/``ROLLBACK`` open and
-  close a read-only snapshot; a ``SET``/``RESET`` of a harmless client setting (``application_name``,
+  ``WITH``, ``VALUES``, ``TABLE``, ``SHOW``, ``DESCRIBE``) run, and so does ``COPY (query) TO STDOUT``
+  (:mod:`pipeline.pgwire.copyout`, the query checked as any other); ``BEGIN``/``COMMIT``/``ROLLBACK`` open
+  and close a read-only snapshot; a ``SET``/``RESET`` of a harmless client setting (``application_name``,
   ``extra_float_digits``...) is acknowledged and ignored; anything else (INSERT, UPDATE, DELETE, CREATE,
-  DROP, COPY, ATTACH, SET of engine settings or variables, PRAGMA, CALL, LOAD...) raises :class:`PgError`
-  ``25006`` (read_only_sql_transaction), before any statement of the request runs;
+  DROP, COPY FROM or to a server file, ATTACH, SET of engine settings or variables, PRAGMA, CALL,
+  LOAD...) raises :class:`PgError` ``25006`` (read_only_sql_transaction) or ``42501``, before any
+  statement of the request runs;
 * every query runs inside a DuckDB ``BEGIN TRANSACTION READ ONLY``, so even a write hidden in a query
   fails, and it reads one committed state: the engine refreshes its materialized-view tables inside a
   transaction, so a reader never sees half a refresh. A client ``BEGIN`` holds one such snapshot until
@@ -20,7 +22,9 @@ backend over the embedded engine's database, and it is where "read-only" is deci
   connection (``42P01``: query ``<view>`` instead).
 
 Each session owns one DuckDB cursor (a separate connection to the same database: DuckDB's rule for using
-a database from several threads) and is used by one server thread only.
+a database from several threads) and is used by one server thread only. At its start it creates, in that
+connection only, the temporary catalog views and macros of :mod:`pipeline.pgwire.catalog` (psql's ``\\d``
+and RisingWave's ``SHOW``); nothing is written to the engine's database.
 """
 
 from __future__ import annotations
@@ -310,7 +314,7 @@ class ReadOnlySession(Session):
         return result
 
     def _admit(self, statement) -> str:
-        """What to do with one statement: ``select``, ``set`` (ignored), ``tx``; raises if refused."""
+        """What to do with one statement: ``select``, ``copy``, ``set`` (ignored), ``tx``; raises if refused."""
         kind = statement.type
         query = statement.query.strip()
         if kind == duckdb.StatementType.SELECT:
