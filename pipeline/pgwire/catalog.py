@@ -90,9 +90,12 @@ def _literal(text: str) -> str:
 
 
 def catalog_ddl(relations: Mapping[str, str] | None = None) -> list[str]:
-    """The statements that create one session's catalog: temporary views ``pg_class``, ``pg_namespace``,
-    ``pg_database`` and :data:`RELATIONS_VIEW`, and temporary macros ``pg_get_userbyid`` and
-    ``pg_encoding_to_char``, in the session's connection only.
+    """The statements that create one session's catalog, in the session's connection only: temporary
+    views ``pg_class``, ``pg_attribute``, ``pg_namespace``, ``pg_database``, ``pg_roles`` and
+    :data:`RELATIONS_VIEW`, empty ``pg_policy``, ``pg_statistic_ext``, ``pg_publication``,
+    ``pg_publication_rel`` and ``pg_inherits`` (psql 15's ``\\d NAME`` reads them all), and temporary
+    macros ``format_type`` (Postgres's type names), ``pg_get_userbyid``, ``pg_get_viewdef``,
+    ``pg_get_expr``, ``quote_ident`` and the like.
 
     ``relations`` maps each public relation's name to its kind (a key of :data:`KINDS`), as ``sql/``
     declares it; only those are listed (sinks too, by ``SHOW SINKS``). Without it the kinds are read
