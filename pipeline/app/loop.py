@@ -156,7 +156,13 @@ async def start_loop(
             if pgwire is not None and pgwire.enabled:
                 password = pgwire.password.get_secret_value() if pgwire.password else None
                 try:
-                    loop.pgwire = start_pgwire(embedded.con, pgwire.host, pgwire.port, password)
+                    loop.pgwire = start_pgwire(
+                        embedded.con,
+                        pgwire.host,
+                        pgwire.port,
+                        password,
+                        relations={obj.name: obj.kind for obj in embedded.objects},
+                    )
                 except OSError as exc:
                     raise _bind_error(exc, {pgwire.port: "pgwire.port (--pg-port)"}) from None
                 stack.push_async_callback(loop.pgwire.stop)

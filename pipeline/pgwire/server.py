@@ -5,13 +5,14 @@ root``. With the embedded engine (``pipeline run``, ``pipeline replay``) this mo
 tables and views on the same kind of port. The wire protocol is buenavista's (PyPI ``buenavista``: its
 ``BuenaVistaServer`` socket server and its Postgres message handling); this module plugs in a backend
 (buenavista's ``Connection``/``Session``/``QueryResult`` interfaces) over the engine's DuckDB and
-fills three small gaps of buenavista 0.5 (see :class:`_Handler`).
+fills four small gaps of buenavista 0.5 (see :class:`_Handler`).
 
 Read-only by construction (:mod:`pipeline.pgwire.session`, the backend): DuckDB's own parser classifies
 every statement and only queries run, each inside a DuckDB read-only transaction, so reads see one
 committed state of the views (the engine refreshes them in one transaction) and a write is refused with
 SQLSTATE ``25006`` while the connection stays up; files, secrets and the engine's internal views are out
-of reach.
+of reach. ``COPY (query) TO STDOUT`` exports a query's rows (:mod:`pipeline.pgwire.copyout`); psql's
+``\\d`` commands read a catalog that lists the views as RisingWave does (:mod:`pipeline.pgwire.catalog`).
 
 Threads: buenavista serves each client on its own thread. Every session gets its own DuckDB cursor (a
 separate connection to the same database, DuckDB's rule for using it from several threads), derived
@@ -29,6 +30,7 @@ import asyncio
 import io
 import logging
 import socket
+import struct
 import threading
 from collections.abc import Mapping
 
@@ -37,7 +39,8 @@ from buenavista.postgres import NULL_BYTE, BuenaVistaHandler, BuenaVistaServer, 
 from psycopg.adapt import Transformer
 from psycopg.pq import Format
 
-from pipeline.pgwire.session import EngineConnection, PgError, sqlstate
+from pipeline.pgwire.copyout import copy_lines
+from pipeline.pgwire.session import CopyResult, EngineConnection, PgError, sqlstate
 
 __all__ = ["PgError", "PgWireServer", "start_pgwire"]
 
@@ -52,6 +55,9 @@ _TRANSFORMER = Transformer()  # psycopg's loaders: Postgres wire values (text or
 class _Handler(BuenaVistaHandler):
     """buenavista's Postgres message handling, with what 0.5 lacks for psycopg 3 and psql:
 
+    * ``COPY ... TO STDOUT`` (psql's ``\\copy``, psycopg's ``cursor.copy``): the rows go out as
+      CopyOutResponse, one CopyData per line and CopyDone (PostgreSQL's protocol, "COPY Operations"),
+      then ``COPY n``, in the simple and the extended protocol;
     * Bind parameters of any type, text or binary, and NULL: buenavista decodes a few binary numbers
       only, feeds untyped text (psycopg's ``str``) to a date parser and ends the connection on anything
       else. The message is split with buenavista's reader; each value is decoded by psycopg's own loaders;
@@ -84,6 +90,55 @@ class _Handler(BuenaVistaHandler):
             return
         ctx.add_portal(portal, stmt, params, result_formats)
         self.send_bind_complete()
+
+    def handle_query(self, ctx, payload: bytes) -> None:
+        try:
+            result = ctx.execute_sql(bytes(payload).decode("utf-8").rstrip("\x00"))
+        except Exception as exc:
+            self.send_error(exc)
+            self.send_ready_for_query(ctx)
+            return
+        if isinstance(result, CopyResult):
+            self._send_copy(result)
+        elif result.has_results():
+            self.send_row_description(result)
+            self.send_command_complete(f"SELECT {self.send_data_rows(result)}\x00")
+        else:
+            self.send_command_complete(f"{result.status()}\x00")
+        self.send_ready_for_query(ctx)
+
+    def handle_execute(self, ctx, payload: bytes) -> None:
+        if ctx.has_error:
+            return
+        data = bytes(payload)
+        portal = data[: data.index(NULL_BYTE)].decode()
+        cached = ctx.result_cache.get(portal)
+        if isinstance(cached, CopyResult):
+            del ctx.result_cache[portal]
+            self._send_copy(cached)
+            return
+        if cached is None and portal in ctx.portals:
+            try:
+                result = ctx.execute_portal(portal)
+            except Exception as exc:
+                self.send_error(exc, ctx)
+                return
+            if isinstance(result, CopyResult):
+                self._send_copy(result)
+                return
+            ctx.result_cache[portal] = result  # buenavista's execute sends it from the cache
+        super().handle_execute(ctx, payload)
+
+    def _send_copy(self, result: CopyResult) -> None:
+        """CopyOutResponse (text, one text column per result column), a CopyData per line, CopyDone,
+        CommandComplete ``COPY n``."""
+        columns = len(result.columns)
+        head = struct.pack("!bh", 0, columns) + struct.pack(f"!{columns}h", *([0] * columns))
+        self.wfile.write(b"H" + struct.pack("!i", len(head) + 4) + head)
+        for line in copy_lines(result.copy, result.columns, result.rows()):
+            self.wfile.write(b"d" + struct.pack("!i", len(line) + 4) + line)
+        self.wfile.write(b"c" + struct.pack("!i", 4))
+        self.send_command_complete(f"{result.status()}\x00")
 
     def handle_describe(self, ctx, payload: bytes) -> None:
         if not ctx.has_error:
@@ -174,20 +229,31 @@ class PgWireServer:
     ``con`` is the engine's connection (``EmbeddedEngine.con``); one cursor is taken from it here, on the
     caller's thread, and every client session derives its own from that. ``port=0`` picks a free port
     (read :attr:`port`). ``password``: clients must give it (MD5 auth, any user name); ``None`` asks none.
-    Any database and user name are accepted (``-d dev -U root`` as on RisingWave).
+    Any database and user name are accepted (``-d dev -U root`` as on RisingWave). ``relations`` maps each
+    public relation's name to its kind as ``sql/`` declares it (``table``, ``source``,
+    ``materialized_view``, ``view``, ``sink``): psql's ``\\d`` and ``SHOW`` list those as RisingWave does
+    (:mod:`pipeline.pgwire.catalog`); without it the kinds are read from the database.
 
     Raises ``OSError`` if the address cannot be bound.
     """
 
     def __init__(
-        self, con: duckdb.DuckDBPyConnection, host: str = "127.0.0.1", port: int = 4566, *, password: str | None = None
+        self,
+        con: duckdb.DuckDBPyConnection,
+        host: str = "127.0.0.1",
+        port: int = 4566,
+        *,
+        password: str | None = None,
+        relations: Mapping[str, str] | None = None,
     ) -> None:
         if logging.getLogger("buenavista").level == logging.NOTSET:
             logging.getLogger("buenavista").setLevel(logging.CRITICAL)  # it logs every query at INFO
         self._root = con.cursor()
         try:
             self._server = _Server(
-                (host, port), EngineConnection(self._root), auth=None if password is None else _AnyUser(password)
+                (host, port),
+                EngineConnection(self._root, relations),
+                auth=None if password is None else _AnyUser(password),
             )
         except OSError as exc:
             self._root.close()
@@ -240,12 +306,16 @@ class PgWireServer:
 
 
 def start_pgwire(
-    con: duckdb.DuckDBPyConnection, host: str = "127.0.0.1", port: int = 4566, password: str | None = None
+    con: duckdb.DuckDBPyConnection,
+    host: str = "127.0.0.1",
+    port: int = 4566,
+    password: str | None = None,
+    relations: Mapping[str, str] | None = None,
 ) -> PgWireServer:
     """Start a :class:`PgWireServer` on ``con`` and return it (``stop()`` or ``close()`` ends it).
 
     Raises ``OSError`` when ``host:port`` cannot be bound (in use, or not an address of this machine).
     """
-    server = PgWireServer(con, host, port, password=password)
+    server = PgWireServer(con, host, port, password=password, relations=relations)
     server.start()
     return server

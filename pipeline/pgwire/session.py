@@ -5,11 +5,13 @@ buenavista (the Postgres-wire library :mod:`pipeline.pgwire.server` uses) asks a
 backend over the embedded engine's database, and it is where "read-only" is decided:
 
 * every statement is classified by DuckDB's own parser (``extract_statements``): queries (``SELECT``,
-  ``WITH``, ``VALUES``, ``TABLE``, ``SHOW``, ``DESCRIBE``) run; ``BEGIN``/``COMMIT``/``ROLLBACK`` open and
-  close a read-only snapshot; a ``SET``/``RESET`` of a harmless client setting (``application_name``,
+  ``WITH``, ``VALUES``, ``TABLE``, ``SHOW``, ``DESCRIBE``) run, and so does ``COPY (query) TO STDOUT``
+  (:mod:`pipeline.pgwire.copyout`, the query checked as any other); ``BEGIN``/``COMMIT``/``ROLLBACK`` open
+  and close a read-only snapshot; a ``SET``/``RESET`` of a harmless client setting (``application_name``,
   ``extra_float_digits``...) is acknowledged and ignored; anything else (INSERT, UPDATE, DELETE, CREATE,
-  DROP, COPY, ATTACH, SET of engine settings or variables, PRAGMA, CALL, LOAD...) raises :class:`PgError`
-  ``25006`` (read_only_sql_transaction), before any statement of the request runs;
+  DROP, COPY FROM or to a server file, ATTACH, SET of engine settings or variables, PRAGMA, CALL,
+  LOAD...) raises :class:`PgError` ``25006`` (read_only_sql_transaction) or ``42501``, before any
+  statement of the request runs;
 * every query runs inside a DuckDB ``BEGIN TRANSACTION READ ONLY``, so even a write hidden in a query
   fails, and it reads one committed state: the engine refreshes its materialized-view tables inside a
   transaction, so a reader never sees half a refresh. A client ``BEGIN`` holds one such snapshot until
@@ -20,7 +22,9 @@ backend over the embedded engine's database, and it is where "read-only" is deci
   connection (``42P01``: query ``<view>`` instead).
 
 Each session owns one DuckDB cursor (a separate connection to the same database: DuckDB's rule for using
-a database from several threads) and is used by one server thread only.
+a database from several threads) and is used by one server thread only. At its start it creates, in that
+connection only, the temporary catalog views and macros of :mod:`pipeline.pgwire.catalog` (psql's ``\\d``
+and RisingWave's ``SHOW``); nothing is written to the engine's database.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -36,9 +41,12 @@ import duckdb
 from buenavista.core import BVType, Connection, QueryResult, Session
 
 from pipeline.contracts.errors import PipelineError
+from pipeline.pgwire.catalog import catalog_ddl, rewrite_catalog_query, show_query
+from pipeline.pgwire.copyout import CopyError, CopyOut, parse_copy
 
 __all__ = [
     "CLIENT_SETTINGS",
+    "CopyResult",
     "EngineConnection",
     "PgError",
     "ReadOnlySession",
@@ -96,6 +104,7 @@ _SET = re.compile(
     r"^\s*(?:SET|RESET)\s+(?:(?:SESSION|LOCAL)\s+)?(?:CHARACTERISTICS\s+AS\s+)?\"?([A-Za-z_][\w.]*)", re.IGNORECASE
 )
 _TX = re.compile(r"^\s*(BEGIN|START|COMMIT|END|ROLLBACK|ABORT)\b", re.IGNORECASE)
+_COPY = re.compile(r"^\s*COPY\b", re.IGNORECASE)
 _QUERY_SUFFIX = "__query"
 
 _ERROR_CODES = {  # DuckDB exception -> SQLSTATE
@@ -203,6 +212,16 @@ class _Result(QueryResult):
         return self._status
 
 
+class CopyResult(_Result):
+    """A ``COPY ... TO STDOUT``'s answer: the query's ``columns`` and ``rows`` and how to write them
+    (``copy``); the server streams them as CopyData (:func:`pipeline.pgwire.copyout.copy_lines`)."""
+
+    def __init__(self, copy: CopyOut, result: _Result) -> None:
+        super().__init__(None, list(result.rows()), status=f"COPY {len(result._rows)}")
+        self.copy = copy
+        self.columns = [result.column(i) for i in range(result.column_count())]
+
+
 # -- the read-only session -------------------------------------------------------------------------------
 
 
@@ -219,10 +238,12 @@ def _walk(node: Any):
 class ReadOnlySession(Session):
     """One client connection: its own DuckDB cursor, queries only, each in a read-only transaction."""
 
-    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, relations: Mapping[str, str] | None = None) -> None:
         super().__init__()
         self._cur = cursor
         self._cur.execute("SET python_enable_replacements = false")  # no Python variables as tables
+        for statement in catalog_ddl(relations):  # temporary: this connection's own, never the engine's
+            self._cur.execute(statement)
         self._in_tx = False  # a client BEGIN holds a DuckDB read-only transaction open
         self._failed = False  # an error inside the client's transaction: refuse until it ends
 
@@ -256,11 +277,17 @@ class ReadOnlySession(Session):
         text = sql.strip().rstrip(";").strip()
         if not text:
             return _Result(status="")
+        listing = show_query(text)
+        if listing is not None:
+            return self._select(listing, None)
+        sql = rewrite_catalog_query(sql)
         try:
             statements = self._cur.extract_statements(sql)
         except duckdb.Error as exc:
             if _TX.match(text):  # e.g. BEGIN ISOLATION LEVEL ..., which DuckDB does not parse
                 statements = None
+            elif _COPY.match(text):  # a COPY form DuckDB does not parse: ours says what is wrong with it
+                return self._copy(text)
             else:
                 raise PgError("42601", str(exc).splitlines()[0]) from None
         if (
@@ -270,6 +297,8 @@ class ReadOnlySession(Session):
         ):
             return self._transaction(text)
         kinds = [self._admit(s) for s in statements]  # refuse the lot before running any of it
+        if "copy" in kinds and len(statements) > 1:
+            raise PgError("0A000", "COPY ... TO STDOUT must be sent as a statement of its own")
         result = _Result(status="")
         for statement, kind in zip(statements, kinds, strict=True):
             if kind == "select":
@@ -278,12 +307,14 @@ class ReadOnlySession(Session):
                 result = _Result(status="SET")
             elif kind == "deallocate":
                 result = _Result(status="DEALLOCATE")
+            elif kind == "copy":
+                result = self._copy(statement.query)
             else:
                 result = self._transaction(statement.query)
         return result
 
     def _admit(self, statement) -> str:
-        """What to do with one statement: ``select``, ``set`` (ignored), ``tx``; raises if refused."""
+        """What to do with one statement: ``select``, ``copy``, ``set`` (ignored), ``tx``; raises if refused."""
         kind = statement.type
         query = statement.query.strip()
         if kind == duckdb.StatementType.SELECT:
@@ -291,6 +322,9 @@ class ReadOnlySession(Session):
             return "select"
         if kind == duckdb.StatementType.TRANSACTION:
             return "tx"
+        if kind == duckdb.StatementType.COPY:
+            self._admit_copy(query)
+            return "copy"
         if kind == duckdb.StatementType.SET:
             match = _SET.match(query)
             if match and match.group(1).lower() in CLIENT_SETTINGS:
@@ -307,6 +341,27 @@ class ReadOnlySession(Session):
             f"cannot execute {_verb(query)} in a read-only connection: the embedded "
             "engine serves its views read-only over Postgres wire",
         )
+
+    def _admit_copy(self, text: str) -> CopyOut:
+        """A ``COPY ... TO STDOUT`` of a query this session may run; raises :class:`PgError` otherwise
+        (``25006`` COPY FROM or a query that writes, ``42501`` a server file, ``42601`` bad syntax)."""
+        try:
+            copy = parse_copy(text)
+        except CopyError as exc:
+            raise PgError(exc.sqlstate, str(exc)) from None
+        try:
+            inner = self._cur.extract_statements(copy.query)
+        except duckdb.Error as exc:
+            raise PgError("42601", str(exc).splitlines()[0]) from None
+        if len(inner) != 1:
+            raise PgError("42601", "COPY (query) takes one query")
+        if self._admit(inner[0]) != "select":
+            raise PgError("25006", "cannot execute COPY of a statement that is not a query in a read-only connection")
+        return copy
+
+    def _copy(self, text: str) -> CopyResult:
+        copy = self._admit_copy(text)
+        return CopyResult(copy, self._select(copy.query, None))
 
     def _check_reads(self, query: str) -> None:
         """Refuse a query that reads files, secrets or the engine's internal query views."""
@@ -388,9 +443,10 @@ def _verb(query: str) -> str:
 class EngineConnection(Connection):
     """buenavista's connection interface over one root cursor of the engine's database."""
 
-    def __init__(self, root: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, root: duckdb.DuckDBPyConnection, relations: Mapping[str, str] | None = None) -> None:
         super().__init__()
         self._root = root
+        self._relations = dict(relations) if relations is not None else None
         self._lock = threading.Lock()
 
     def parameters(self) -> dict[str, str]:
@@ -409,4 +465,4 @@ class EngineConnection(Connection):
     def new_session(self) -> Session:
         with self._lock:  # one thread at a time derives cursors from the root
             cursor = self._root.cursor()
-        return ReadOnlySession(cursor)
+        return ReadOnlySession(cursor, self._relations)

@@ -1,4 +1,7 @@
-"""A real Postgres-wire server for the migrator's psycopg tests, found or made in this order:
+"""A real Postgres-wire server for the migrator's psycopg tests, and Debian's ``psql`` client for the
+Postgres-wire port's tests (:func:`find_psql`, installed the same way when missing).
+
+The server is found or made in this order:
 
 1. ``PIPELINE_TEST_POSTGRES_DSN`` if set: a server someone else runs (each test gets its own database).
 2. Debian's PostgreSQL binaries (``/usr/lib/postgresql/<version>/bin``, or ``PG_BINDIR``): a throwaway
@@ -45,8 +48,9 @@ def find_bindir() -> Path | None:
         key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
         reverse=True,
     )
-    if shutil.which("pg_ctl"):
-        candidates.append(str(Path(shutil.which("pg_ctl")).resolve().parent))
+    pg_ctl = shutil.which("pg_ctl")
+    if pg_ctl:
+        candidates.append(str(Path(pg_ctl).resolve().parent))
     for candidate in candidates:
         path = Path(candidate)
         if all((path / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres")):
@@ -54,16 +58,14 @@ def find_bindir() -> Path | None:
     return None
 
 
-def install() -> None:
-    """``apt-get install postgresql`` (root only). Raises :class:`ServerUnavailable` with the output's tail."""
+def install(package: str = "postgresql") -> None:
+    """``apt-get install PACKAGE`` (root only). Raises :class:`ServerUnavailable` with the output's tail."""
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise ServerUnavailable(
-            "PostgreSQL binaries are missing and apt-get cannot install them here (needs root and apt-get)"
-        )
+        raise ServerUnavailable(f"{package} is missing and apt-get cannot install it here (needs root and apt-get)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in (
         ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "postgresql"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package],
     ):
         try:
             done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
@@ -72,6 +74,24 @@ def install() -> None:
         if done.returncode != 0:
             tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
             raise ServerUnavailable(f"{' '.join(cmd)} exited {done.returncode}: {' | '.join(tail)}")
+
+
+def find_psql() -> str:
+    """The path of ``psql``: on ``PATH``, else in Debian's ``/usr/lib/postgresql/<version>/bin``, else
+    after ``apt-get install postgresql-client`` (root only; how CI gets it). Raises
+    :class:`ServerUnavailable` with the reason when there is none."""
+
+    def found() -> str | None:
+        bindirs = sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"), reverse=True)
+        return shutil.which("psql") or (bindirs[0] if bindirs else None)
+
+    path = found()
+    if path is None:
+        install("postgresql-client")
+        path = found()
+        if path is None:
+            raise ServerUnavailable("apt-get installed postgresql-client but no psql was found")
+    return path
 
 
 @dataclass
