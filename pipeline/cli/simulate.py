@@ -22,10 +22,18 @@ __all__ = ["simulate"]
 @click.option("--evs-per-charger", default=2.0, show_default=True, type=click.FloatRange(min=0))
 @click.option("--seed", default=7, show_default=True)
 @click.option("--duration", "duration_s", type=click.FloatRange(min=1), help="stop after this many clock seconds")
+@click.option("--protocol", type=click.Choice(["ocpp1.6", "ocpp2.0.1"]), default="ocpp1.6", show_default=True)
+@click.option(
+    "--password",
+    envvar="PIPELINE_SIM_PASSWORD",
+    help="HTTP Basic auth password of every charger (username: its id; env PIPELINE_SIM_PASSWORD)",
+)
 @log_level_option()
 @one_line_errors
-def simulate(url, chargers, rated_kw, speed, prefix, evs_per_charger, seed, duration_s, log_level):
-    """Simulated OCPP 1.6J charge points with EVs drawn from the ElaadNL distributions."""
+def simulate(url, chargers, rated_kw, speed, prefix, evs_per_charger, seed, duration_s, protocol, password, log_level):
+    """Simulated OCPP 1.6J or 2.0.1 charge points with EVs drawn from the ElaadNL distributions.
+
+    Exits 1 with one line when no charger could connect (wrong URL, protocol or password)."""
     from pipeline.sim.run import simulate as run_simulation
 
     setup_logging(log_level)
@@ -39,6 +47,8 @@ def simulate(url, chargers, rated_kw, speed, prefix, evs_per_charger, seed, dura
             evs_per_charger=evs_per_charger,
             seed=seed,
             duration_s=duration_s,
+            protocol=protocol,
+            password=password,
         )
     )
     click.echo(json.dumps(summary, indent=2))

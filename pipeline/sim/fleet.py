@@ -19,6 +19,7 @@ from typing import Any
 
 from pipeline.contracts.clock import Clock
 from pipeline.sim.ev import EV
+from pipeline.sim.station import Station
 from pipeline.sim.v16 import SimulatedChargePoint
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ async def run_fleet(
     voltage_v: float = 230.0,
     duration_s: float | None = None,
     stop_event: asyncio.Event | None = None,
+    station: type[Station] = SimulatedChargePoint,
     **charger_kwargs: Any,
 ) -> dict[str, Any]:
     """Run ``chargers`` charge points named f"{prefix}{i:03d}" (i from 1) until every factory is exhausted,
@@ -48,14 +50,18 @@ async def run_fleet(
     Extra keyword arguments (``meter_interval_s``, ``on_power``, ``ev_response_s``, ``password``, ...) go to
     every :class:`SimulatedChargePoint`.
 
-    Returns a summary: chargers, chargers_failed, sessions (count), energy_delivered_kwh,
+    ``station`` is the protocol adapter (:class:`SimulatedChargePoint` for OCPP 1.6J,
+    :class:`~pipeline.sim.v201.SimulatedChargingStation` for 2.0.1).
+
+    Returns a summary: chargers, chargers_connected (that ever got through BootNotification),
+    chargers_failed (ids), errors (one line per failed charger), sessions (count), energy_delivered_kwh,
     energy_requested_kwh (needs of the EVs that were plugged in), by_reason, started_at, ended_at, and
     session_details (one dict per finished session).
     """
     started_at = clock.now()
     stopping = asyncio.Event()
     points = [
-        SimulatedChargePoint(
+        station(
             f"{prefix}{i:03d}",
             url,
             clock,
@@ -68,6 +74,8 @@ async def run_fleet(
     ]
     requested = {cp.charge_point_id: 0.0 for cp in points}
     failed: set[str] = set()
+    connected: set[str] = set()
+    errors: dict[str, str] = {}
 
     async def until_stopping(aw: Awaitable[Any]) -> bool:
         """Await ``aw`` unless stopping comes first; True when ``aw`` finished."""
@@ -81,9 +89,13 @@ async def run_fleet(
                 task.cancel()
         return task.done() and not task.cancelled()
 
-    async def drive(cp: SimulatedChargePoint) -> None:
+    async def drive(cp: Station) -> None:
         try:
-            await cp.start()
+            starting = asyncio.ensure_future(cp.start())
+            if not await until_stopping(starting):  # still trying to connect (back-off) when the run ends
+                return
+            starting.result()  # its error, if it gave up
+            connected.add(cp.charge_point_id)
             while not stopping.is_set():
                 ev = ev_factory(cp.charge_point_id, clock.now())
                 if inspect.isawaitable(ev):
@@ -100,9 +112,10 @@ async def run_fleet(
                 requested[cp.charge_point_id] += ev.energy_need_kwh
                 if not await until_stopping(cp.wait_done(1)):
                     return
-        except Exception:
+        except Exception as exc:  # one line per charger, never a traceback per charger
             failed.add(cp.charge_point_id)
-            log.exception("%s: charger failed", cp.charge_point_id)
+            errors[cp.charge_point_id] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            log.error("%s: charger failed: %s", cp.charge_point_id, errors[cp.charge_point_id])
 
     drivers = [asyncio.create_task(drive(cp), name=f"fleet-{cp.charge_point_id}") for cp in points]
     all_done = asyncio.ensure_future(asyncio.gather(*drivers, return_exceptions=True))
@@ -126,7 +139,9 @@ async def run_fleet(
     sessions = [s for cp in points for s in cp.sessions]
     return {
         "chargers": chargers,
+        "chargers_connected": len(connected),
         "chargers_failed": sorted(failed),
+        "errors": [errors[cp] for cp in sorted(errors)],
         "sessions": len(sessions),
         "energy_delivered_kwh": sum(s.energy_kwh for s in sessions),
         "energy_requested_kwh": sum(requested.values()),

@@ -15,10 +15,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pipeline.contracts.clock import SimClock, SystemClock
+from pipeline.contracts.errors import PipelineError
 from pipeline.sim.ev import EV
 from pipeline.sim.evs import SITE_TZ, EVSampler
 from pipeline.sim.fleet import run_fleet
 from pipeline.sim.station import FLEET_BACKOFF
+from pipeline.sim.v16 import SimulatedChargePoint
+from pipeline.sim.v201 import SimulatedChargingStation
+
+
+class SimulationError(PipelineError):
+    """The simulated fleet could not do its job (no charger connected)."""
 
 
 def sampled_ev_factory(sampler: EVSampler, evs_per_charger: float):
@@ -56,12 +63,19 @@ async def simulate(
     evs_per_charger: float = 2.0,
     seed: int = 7,
     duration_s: float | None = None,
+    protocol: str = "ocpp1.6",
+    password: str | None = None,
 ) -> dict[str, Any]:
     """Run the fleet until ``duration_s`` clock seconds pass or SIGINT/SIGTERM; returns the fleet summary.
 
     Chargers behave as real ones do when the central system goes away (a restart, a network outage): they
     keep their sessions and reconnect with a growing, randomised back-off
-    (:data:`pipeline.sim.station.FLEET_BACKOFF`), also while it cannot be reached at start.
+    (:data:`pipeline.sim.station.FLEET_BACKOFF`), also while it cannot be reached at start. ``protocol``
+    is ``ocpp1.6`` or ``ocpp2.0.1``; ``password`` turns on HTTP Basic auth (the charge point id as the
+    username, OCPP security profile 1).
+
+    Raises :class:`SimulationError` when no charger ever connected (the URL, the protocol or the
+    password is wrong), with the chargers' errors.
     """
     clock = SystemClock() if speed == 1 else SimClock(datetime.now(SITE_TZ), speed)
     stop = asyncio.Event()
@@ -80,6 +94,11 @@ async def simulate(
         stop_event=stop,
         auto_reconnect=True,
         reconnect_backoff=FLEET_BACKOFF,
+        station=SimulatedChargingStation if protocol == "ocpp2.0.1" else SimulatedChargePoint,
+        password=password,
     )
+    if summary["chargers_connected"] == 0:
+        reasons = summary["errors"][0] if summary["errors"] else "it could not be reached before the end"
+        raise SimulationError(f"no charger connected to {url} ({protocol}): {reasons}")
     summary.pop("session_details", None)
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in summary.items()}

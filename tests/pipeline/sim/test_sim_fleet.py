@@ -89,3 +89,55 @@ async def test_fleet_stop_event_and_failing_charger(central):
     assert summary["chargers_failed"] == ["CP002"]
     assert summary["sessions"] == 2 and summary["by_reason"] == {"Other": 2}
     assert summary["energy_delivered_kwh"] > 0
+
+
+def test_simulate_with_no_reachable_central_system_is_one_line_and_exit_1():
+    from click.testing import CliRunner
+
+    from pipeline.cli.main import main
+    from tests.kits.live import free_port
+
+    url = f"ws://127.0.0.1:{free_port()}/ocpp"
+    result = CliRunner().invoke(main, ["simulate", "--url", url, "--chargers", "3", "--duration", "1"])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"Error: no charger connected to {url} (ocpp1.6)")
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+
+
+async def test_simulate_speaks_2_0_1_with_a_password_to_the_executor(caplog):
+    import logging
+
+    from executor import Executor, ExecutorConfig
+    from executor.ocpp.auth import hash_password
+    from pipeline.app.loop import publish_topology
+    from pipeline.app.site import parse_config
+    from pipeline.sim.run import simulate
+    from pipeline.transport.memory import MemoryTransport
+
+    site = parse_config(
+        {
+            "sites": [
+                {
+                    "site_id": "s",
+                    "limit_kw": 50,
+                    "chargers": [{"id": "SIM001", "max_power_kw": 22}, {"id": "SIM002", "max_power_kw": 22}],
+                }
+            ]
+        }
+    )
+    transport = MemoryTransport()
+    await publish_topology(transport, site)
+    caplog.set_level(logging.INFO, logger="executor")
+    credentials = {cp: hash_password("s3cret-s3cret", ln=4) for cp in ("SIM001", "SIM002")}
+    executor = Executor(transport, ExecutorConfig(port=0, metrics=False, credentials=credentials))
+    await executor.start()
+    try:
+        summary = await simulate(
+            executor.url, 2, prefix="SIM", speed=60, duration_s=30, protocol="ocpp2.0.1", password="s3cret-s3cret"
+        )
+        assert summary["chargers_connected"] == 2 and summary["chargers_failed"] == []
+        assert transport.log("ocpp.active.sessions")  # their sessions reached the topic
+        connected = [r.getMessage() for r in caplog.records if "connected (" in r.getMessage()]
+        assert sorted(connected)[0].startswith("SIM001: connected (ocpp2.0.1)")
+    finally:
+        await executor.stop()
