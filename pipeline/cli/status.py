@@ -31,6 +31,14 @@ __all__ = ["status"]
     show_default=True,
     help="the executor's status port (setting executor.http_port), for GET /status (connected chargers)",
 )
+@click.option(
+    "--pg-port", type=click.IntRange(1, 65535), help="shortcut: the views on 127.0.0.1:PORT (as run's --pg-port)"
+)
+@click.option(
+    "--http-port",
+    type=click.IntRange(1, 65535),
+    help="shortcut: the executor's status port on 127.0.0.1 (setting executor.http_port)",
+)
 @click.option("--no-executor", is_flag=True, help="leave the chargers out (no executor to ask)")
 @click.option("--once", is_flag=True, help="print one snapshot and exit (for scripts)")
 @click.option("--json", "as_json", is_flag=True, help="JSON: one document with --once, else one line per refresh")
@@ -43,7 +51,7 @@ __all__ = ["status"]
     help="seconds between refreshes",
 )
 @one_line_errors
-def status(dsn, executor_url, no_executor, once, as_json, interval_s):
+def status(dsn, executor_url, pg_port, http_port, no_executor, once, as_json, interval_s):
     """Live view of a running pipeline: sites and breakers, sessions, chargers, DR event and price tier.
 
     The password for the views, when the DSN has none: PGPASSWORD, else the pgwire.password setting.
@@ -51,6 +59,10 @@ def status(dsn, executor_url, no_executor, once, as_json, interval_s):
     from pipeline.app.settings import load_settings
     from pipeline.status.view import run_status
 
+    if pg_port is not None:
+        dsn = f"postgresql://root@127.0.0.1:{pg_port}/dev"
+    if http_port is not None:
+        executor_url = f"http://127.0.0.1:{http_port}"
     secret = None if os.environ.get("PGPASSWORD") else load_settings().pgwire.password
     try:
         run_status(

@@ -165,3 +165,14 @@ async def test_rule_list_reads_the_rules_and_whether_each_is_in_force():
     assert by_id["operator:charger:CP1"]["in_force"] is True and by_id["operator:charger:CP1"]["limit_kw"] == 7
     assert by_id[f"utility:site:{SITE}"]["in_force"] is False  # not yet: it starts in two hours
     assert table.exit_code == 0 and "operator:charger:CP1" in table.output and "cable" in table.output
+
+
+async def test_the_port_shortcuts_match_run():
+    async with live_pipeline() as live:
+        await wait_for(lambda: _all_set(live), what="three sessions with setpoints and meter readings")
+        pg, http = str(live.service.pg_port), str(live.service.executor.http_port)
+        result = await _status("--once", "--json", "--pg-port", pg, "--http-port", http)
+    assert result.exit_code == 0, result.output
+    snap = json.loads(result.output)
+    assert snap["dsn"] == f"postgresql://root@127.0.0.1:{pg}/dev" and snap["executor"]["reachable"]
+    assert len(snap["executor"]["chargers"]) == 3
