@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, Group, JustifyMethod, RenderableType
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -55,20 +55,20 @@ def _used(setpoints: Any, headroom: Any) -> Text:
 
 
 def _sites(snap: dict) -> Table:
-    table = Table(title="Sites and breakers", title_justify="left", expand=False)
+    table = Table(title="Sites and breakers (kW)", title_justify="left", expand=False)
     for name in (
         "Site / breaker",
-        "Limit kW",
-        "Building kW",
-        "Fixed kW",
-        "Headroom kW",
-        "Setpoints kW",
-        "Of headroom",
-        "Measured kW",
-        "Sessions",
+        "Limit",
+        "Building",
+        "Fixed",
+        "Headroom",
+        "Setpoints",
+        "Used",
+        "Measured",
+        "EVs",
         "Limited by",
     ):
-        table.add_column(name, justify="left" if name in ("Site / breaker", "Limited by") else "right", overflow="fold")
+        _column(table, name, justify="left" if name in ("Site / breaker", "Limited by") else "right")
     for site in snap["sites"]:
         table.add_row(
             Text(site["site_id"], style="bold"),
@@ -112,7 +112,7 @@ def _signals(snap: dict) -> Table:
         "Price / kWh",
         "Tier until",
     ):
-        table.add_column(name, justify="right" if "%" in name or "kW" in name else "left", overflow="fold")
+        _column(table, name, justify="right" if "%" in name or "kW" in name else "left")
     for site in snap["sites"]:
         price = site["price"] or {}
         tier = price.get("price_tier")
@@ -144,7 +144,7 @@ def _alerts(snap: dict) -> Table:
     alerts = snap.get("alerts") or []
     table = Table(title=f"Alerts ({len(alerts)})", title_justify="left")
     for name in ("Severity", "Kind", "Site", "Subject", "Value kW", "Limit kW", "Since", "Message"):
-        table.add_column(name, justify="right" if "kW" in name else "left", overflow="fold")
+        _column(table, name, justify="right" if "kW" in name else "left")
     for alert in alerts:
         critical = alert["severity"] == "critical"
         table.add_row(
@@ -168,15 +168,15 @@ def _sessions(snap: dict) -> Table:
         "Session",
         "Charger",
         "Node",
-        "Setpoint kW",
-        "Setpoint A",
-        "Measured kW",
+        "Set kW",
+        "Set A",
+        "Drawn kW",
         "Binding",
         "SoC %",
         "Tier",
-        "Computed at",
+        "Computed",
     ):
-        table.add_column(name, justify="right" if name[-1] in "WA%" else "left", overflow="fold")
+        _column(table, name, justify="right" if name[-1] in "WA%" else "left")
     for s in snap["sessions"]:
         binding = s["binding"]
         table.add_row(
@@ -206,7 +206,7 @@ def _chargers(executor: dict) -> RenderableType:
         "Last message",
         "Transactions (connector: tx, limit)",
     ):
-        table.add_column(name, overflow="fold")
+        _column(table, name)
     for c in executor["chargers"]:
         unit = c.get("rate_unit") or ""
         txs = (
@@ -227,6 +227,16 @@ def _chargers(executor: dict) -> RenderableType:
             txs,
         )
     return table
+
+
+TIME_COLUMNS = ("DR ends", "Tier until", "Since", "Computed", "Last message", "Connected since")
+
+
+def _column(table: Table, name: str, justify: JustifyMethod = "left") -> None:
+    """A column whose header wraps only between words and whose times never wrap (narrow terminals fold
+    long cells instead: ``pipeline status`` stays readable at 100 columns)."""
+    widest = max(len(word) for word in name.split())
+    table.add_column(name, justify=justify, overflow="fold", min_width=max(widest, 8 if name in TIME_COLUMNS else 0))
 
 
 def render(snap: dict) -> Group:
