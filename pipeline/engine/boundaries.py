@@ -252,6 +252,10 @@ class BoundarySchedule:
         at, view, every, site = entry
         return self._at.get((view, None if every else site)) == at
 
+    def pending(self) -> dict[tuple[str, str | None], datetime]:
+        """A copy of what is held: ``(view, site)`` -> the next instant."""
+        return dict(self._at)
+
     def next_at(self) -> datetime | None:
         """The earliest pending boundary, or ``None`` when there is none."""
         while self._heap and not self._live(self._heap[0]):

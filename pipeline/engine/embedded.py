@@ -270,6 +270,10 @@ class EmbeddedEngine:
         after it re-runs that view for the sites concerned."""
         return self._boundaries.next_at()
 
+    def pending_boundaries(self) -> dict[tuple[str, str | None], datetime]:
+        """Every pending boundary: ``(view, site)`` (site ``None``: every site) -> the instant."""
+        return self._boundaries.pending()
+
     def boundary_due(self, now: datetime) -> bool:
         """True when :meth:`next_boundary` is at or before ``now``."""
         due = self._boundaries.next_at()
