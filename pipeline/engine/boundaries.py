@@ -12,7 +12,7 @@ one microsecond, DuckDB's timestamp resolution, after ``B`` (for ``>`` and ``<=`
 ``<>``). ``BETWEEN`` is its two comparisons. For each comparison a *boundary query* reads the rows the
 comparison is evaluated on (the ``FROM`` and joins of its ``SELECT``, with the view's CTEs; the ``WHERE``
 dropped so rows the filter hides now are included, the comparison itself taken as true in a join
-condition) and returns ``(view, site_id, boundary_at)``; ``site_id`` is the comparing relation's, or
+condition) and returns ``(site_id, boundary_at)``; ``site_id`` is the comparing relation's, or
 NULL (every site) when that relation has none. Other ``NOW()`` comparisons in those rows are kept, bound
 to the current time: a row they hide appears only at one of their own boundaries, when the engine
 evaluates and recomputes. The set of instants is a superset (a superseded DR signal still names one),
@@ -33,8 +33,7 @@ from sqlglot import exp
 
 from pipeline.engine.partition import ALL
 
-#: The column names of a boundary query's rows.
-VIEW_COLUMN = "view_name"
+#: The instant column of a boundary query's rows (``site_id``, ``boundary_at``).
 AT_COLUMN = "boundary_at"
 
 _FLIP: dict[type[exp.Expr], type[exp.Expr]] = {
@@ -131,10 +130,9 @@ class Boundary:
     qualifier: str  # the relation alias the compared columns come from ("" when unqualified)
 
     def queries(self, site: exp.Expr) -> list[exp.Select]:
-        """One ``SELECT view_name, site_id, boundary_at FROM ...`` per instant: a row per (row, instant)."""
+        """One ``SELECT site_id, boundary_at FROM ...`` per instant: a row per (row, instant)."""
         return [
             self.select.copy().select(
-                exp.Literal.string(self.view).as_(VIEW_COLUMN),
                 exp.cast(site.copy(), exp.DataType.build("VARCHAR")).as_("site_id"),
                 instant.copy().as_(AT_COLUMN),
                 copy=False,
@@ -236,8 +234,7 @@ class BoundarySchedule:
     fleet); :meth:`due` the sites each view must be re-run for at a given time.
     """
 
-    def __init__(self, views: Iterable[str]) -> None:
-        self.views = sorted(set(views))
+    def __init__(self) -> None:
         self._at: dict[tuple[str, str | None], datetime] = {}
         self._heap: list[tuple[datetime, str, bool, str]] = []  # (at, view, every site?, site or "")
 
@@ -286,18 +283,17 @@ class BoundarySchedule:
                 out[view] = frozenset(names)
         return out
 
-    def update(self, rows: Iterable[tuple[str, str | None, datetime]], scope: frozenset[str] | None) -> None:
-        """Take a boundary query's rows ``(view, site, at)`` (the next instant per view and site), computed
-        over every site (``scope`` ``ALL``) or over the sites in ``scope``: their entries are replaced, and
-        rows for other sites or for every site lower what is held (a superset never misses a change)."""
+    def update(self, view: str, rows: Iterable[tuple[str | None, datetime]], scope: frozenset[str] | None) -> None:
+        """Take ``view``'s boundary query rows ``(site, at)`` (its next instant per site), computed over every
+        site (``scope`` ``ALL``) or over the sites in ``scope``: their entries are replaced, and rows for
+        other sites or for every site lower what is held (a superset never misses a change)."""
         if scope is ALL:
-            self._at.clear()
-            self._heap.clear()
+            for key in [key for key in self._at if key[0] == view]:
+                del self._at[key]
         else:
-            for name in self.views:
-                for dirty in scope:
-                    self._at.pop((name, dirty), None)
-        for view, site, at in rows:
+            for dirty in scope:
+                self._at.pop((view, dirty), None)
+        for site, at in rows:
             held = self._at.get((view, site))
             if scope is not ALL and (site is None or site not in scope) and held is not None and held <= at:
                 continue

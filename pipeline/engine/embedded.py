@@ -41,7 +41,7 @@ import duckdb
 from sqlglot import exp
 
 from pipeline.contracts.topics import TOPICS, RecordError, encode
-from pipeline.engine.boundaries import AT_COLUMN, VIEW_COLUMN, BoundarySchedule, derive, is_now
+from pipeline.engine.boundaries import AT_COLUMN, BoundarySchedule, derive, is_now
 from pipeline.engine.partition import ALL, SITE_COLUMN, SITES_PARAM, SiteIndex, restrict, union
 from pipeline.sqlmodel.objects import DEFAULT_SQL_DIR, SqlError, SqlObject, load_objects, upsert_key_problem
 
@@ -132,6 +132,37 @@ def duckdb_ddl(obj: SqlObject) -> list[str]:
     return ddl
 
 
+@dataclass(frozen=True)
+class _BoundarySql:
+    """One view's boundary query (``site_id``, ``boundary_at``: the next instant per site after the bound
+    ``NOW()``) over every site and restricted to ``$dirty_sites`` (``None`` when it reads no site-keyed
+    relation), and the relations it reads."""
+
+    full: str
+    partial: str | None
+    reads: frozenset[str]
+
+    @classmethod
+    def of(cls, branches: list[exp.Select], site_keyed: set[str]) -> _BoundarySql:
+        reads: set[str] = set()
+        for q in branches:
+            ctes = {cte.alias for cte in q.find_all(exp.CTE)}
+            reads.update(t.name for t in q.find_all(exp.Table) if t.name not in ctes)
+        parts = [exp.select("*").from_(q.subquery(f"b{i}")) for i, q in enumerate(branches)]
+        body: exp.Query = parts[0]
+        for part in parts[1:]:
+            body = exp.union(body, part, distinct=False)
+        at = exp.column(AT_COLUMN)
+        query = (
+            exp.select(SITE_COLUMN, exp.func("min", at).as_(AT_COLUMN))
+            .from_(body.subquery("boundaries"))
+            .where(exp.GT(this=at, expression=_bind_now(exp.CurrentTimestamp())))
+            .group_by(SITE_COLUMN)
+        )
+        partial = restrict(query, site_keyed).sql("duckdb") if reads & site_keyed else None
+        return cls(query.sql("duckdb"), partial, frozenset(reads))
+
+
 def _reads_now(obj: SqlObject) -> bool:
     return any(is_now(node) for node in obj.ast.expression.find_all(exp.Func))
 
@@ -215,20 +246,19 @@ class EmbeddedEngine:
             if view.name in site_keyed:
                 self._partial_sql[view.name] = duckdb_query(view, site_keyed)
         self.unbounded: list[str] = []  # NOW() uses with no boundary (the tick covers them), as "view: SQL"
-        self._boundaries = BoundarySchedule(self._timed)
-        self._boundary_reads: set[str] = set()  # the relations the boundary queries read
-        self._boundary_sql, self._boundary_partial_sql = self._compile_boundaries(site_keyed)
+        self._boundaries = BoundarySchedule()
+        self._boundary_sql = self._compile_boundaries(site_keyed)
         self._evaluated_at: datetime | None = None  # the NOW() of the last refresh
 
-    def _compile_boundaries(self, site_keyed: set[str]) -> tuple[str | None, str | None]:
-        """The query of every timed view's next boundary per site (:mod:`pipeline.engine.boundaries`), over
-        every site and restricted to ``$dirty_sites``; ``(None, None)`` when no view has one. Each
+    def _compile_boundaries(self, site_keyed: set[str]) -> dict[str, _BoundarySql]:
+        """Per timed view, the query of its next boundary per site (:mod:`pipeline.engine.boundaries`). Each
         comparison reads its relation's ``site_id`` when DuckDB can bind it there, else stands for every
         site; one DuckDB cannot run at all is logged and left to the tick."""
-        branches: dict[str, exp.Select] = {}
+        compiled: dict[str, _BoundarySql] = {}
         for view in self.views:
             if view.name not in self._timed:
                 continue
+            branches: dict[str, exp.Select] = {}
             found = derive(view.name, view.ast.expression)
             self.unbounded.extend(f"{view.name}: {use}" for use in found.unbounded)
             for boundary in found.boundaries:
@@ -243,25 +273,11 @@ class EmbeddedEngine:
                     break
                 else:
                     self.unbounded.append(f"{view.name}: {boundary.text}")
+            if branches:
+                compiled[view.name] = _BoundarySql.of(list(branches.values()), site_keyed)
         for use in self.unbounded:
             log.warning("NOW() use with no temporal boundary, re-evaluated on the tick only: %s", use)
-        if not branches:
-            return None, None
-        for q in branches.values():
-            ctes = {cte.alias for cte in q.find_all(exp.CTE)}
-            self._boundary_reads.update(t.name for t in q.find_all(exp.Table) if t.name not in ctes)
-        parts = [exp.select("*").from_(q.subquery(f"b{i}")) for i, q in enumerate(branches.values())]
-        body: exp.Query = parts[0]
-        for part in parts[1:]:
-            body = exp.union(body, part, distinct=False)
-        at = exp.column(AT_COLUMN)
-        combined = (
-            exp.select(VIEW_COLUMN, SITE_COLUMN, exp.func("min", at).as_(AT_COLUMN))
-            .from_(body.subquery("boundaries"))
-            .where(exp.GT(this=at, expression=_bind_now(exp.CurrentTimestamp())))
-            .group_by(VIEW_COLUMN, SITE_COLUMN)
-        )
-        return combined.sql("duckdb"), restrict(combined, site_keyed).sql("duckdb")
+        return compiled
 
     def next_boundary(self) -> datetime | None:
         """The earliest instant after the last evaluation at which a ``NOW()`` comparison can change some
@@ -431,22 +447,18 @@ class EmbeddedEngine:
     ) -> None:
         """Recompute the next boundaries for the sites whose boundary passed or whose inputs to the
         boundary queries changed (every site when the clock went back or an every-site one passed)."""
-        scope: frozenset[str] | None = frozenset()
-        for sites in due.values():
-            scope = union(scope, sites)
-        for name in self._boundary_reads:
-            if name in dirty:
-                scope = union(scope, dirty[name])
-        if self._evaluated_at is not None and now < self._evaluated_at:
-            scope = ALL  # what is held is after the last NOW(), not after this one
+        went_back = self._evaluated_at is not None and now < self._evaluated_at
         self._evaluated_at = now
-        if self._boundary_sql is None or self._boundary_partial_sql is None or (scope is not ALL and not scope):
-            return
-        if scope is ALL:
-            rows = self.con.execute(self._boundary_sql).fetchall()
-        else:
-            rows = self.con.execute(self._boundary_partial_sql, {SITES_PARAM: sorted(scope)}).fetchall()
-        self._boundaries.update(rows, scope)
+        for view, compiled in self._boundary_sql.items():
+            scope = ALL if went_back else due.get(view, frozenset())  # held ones are after the last NOW() only
+            for name in compiled.reads:
+                if name in dirty:
+                    scope = union(scope, dirty[name])
+            if scope is ALL or (scope and compiled.partial is None):
+                self._boundaries.update(view, self.con.execute(compiled.full).fetchall(), ALL)
+            elif scope and compiled.partial is not None:
+                rows = self.con.execute(compiled.partial, {SITES_PARAM: sorted(scope)}).fetchall()
+                self._boundaries.update(view, rows, scope)
 
     def _refresh_view(self, view: SqlObject, scope: frozenset[str] | None) -> frozenset[str] | None:
         """Re-run ``view`` for ``scope`` (``ALL`` = every site) and return the sites whose rows changed
