@@ -16,8 +16,9 @@ __all__ = ["EngineConfig"]
 class EngineConfig(BaseModel):
     """The embedded engine (``pipeline run`` and ``pipeline engine``): times in clock seconds.
 
-    ``tick_s`` is the re-evaluation period with no input (``NOW()`` filters fire on it), ``poll_s`` how
-    long one poll for input waits, ``batch_max`` the most input records per micro-batch,
+    ``tick_s`` is the period of a full re-evaluation with no input, a safety net (``NOW()`` filters fire at
+    their own instants, see :mod:`pipeline.engine.boundaries`), ``poll_s`` how long one poll for input
+    waits at most (less when a temporal boundary comes sooner), ``batch_max`` the most input records per micro-batch,
     ``catch_up_timeout_s`` the bound on the start-up read of the inputs, and ``sql_dir`` the RisingWave SQL
     to run (``None``: the ``sql/`` shipped with the pipeline).
     """

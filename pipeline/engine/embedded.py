@@ -15,6 +15,11 @@ micro-batch recompute:
   re-runs each view for that site only, and a view whose rows for a site did not change (compared by
   row count and the sum of row hashes per site) stops the change there. A *tick* (``timed=True``)
   re-runs the views that read ``NOW()`` for every site, and passes on only the sites whose rows moved;
+* the instants at which a ``NOW()`` comparison can next change a view's rows are known from the inputs
+  (:mod:`pipeline.engine.boundaries`): per view and site the engine keeps the next one
+  (:meth:`EmbeddedEngine.next_boundary`), and any evaluation at or after it re-runs that view for that
+  site, so a DR event or a stale meter takes effect when the service evaluates at that instant, not at
+  the next tick;
 * each evaluation diffs the sinks for the sites that changed and emits only rows that changed since the
   last evaluation: upserts, and tombstones for keys that left.
 
@@ -36,10 +41,14 @@ import duckdb
 from sqlglot import exp
 
 from pipeline.contracts.topics import TOPICS, RecordError, encode
+from pipeline.engine.boundaries import AT_COLUMN, BoundarySchedule, derive, is_now
 from pipeline.engine.partition import ALL, SITE_COLUMN, SITES_PARAM, SiteIndex, restrict, union
 from pipeline.sqlmodel.objects import DEFAULT_SQL_DIR, SqlError, SqlObject, load_objects, upsert_key_problem
 
 log = logging.getLogger(__name__)
+
+#: What a view's rows for one site are compared by: (row count, sum of row hashes), as DuckDB returns it.
+Digest = tuple[Any, ...] | None
 
 NOW_VARIABLE = "pipeline_now"
 
@@ -53,17 +62,21 @@ class SinkChange:
     value: bytes | None
 
 
-def _is_now(node: exp.Expression) -> bool:
-    return isinstance(node, exp.CurrentTimestamp) or (isinstance(node, exp.Anonymous) and node.name.upper() == "NOW")
-
-
-def _bind_now(node: exp.Expression) -> exp.Expression:
-    if _is_now(node):
+def _bind_now(node: exp.Expr) -> exp.Expr:
+    if is_now(node):
         return exp.cast(
             exp.Anonymous(this="getvariable", expressions=[exp.Literal.string(NOW_VARIABLE)]),
             exp.DataType.build("TIMESTAMPTZ"),
         )
     return node
+
+
+def _bind_now_in(query: exp.Select) -> exp.Select:
+    """``query`` (changed in place) with every ``NOW()`` bound to the engine clock."""
+    for node in list(query.find_all(exp.CurrentTimestamp, exp.Anonymous)):
+        if is_now(node):
+            node.replace(_bind_now(node))
+    return query
 
 
 QUERY_SUFFIX = "__query"
@@ -119,8 +132,39 @@ def duckdb_ddl(obj: SqlObject) -> list[str]:
     return ddl
 
 
+@dataclass(frozen=True)
+class _BoundarySql:
+    """One view's boundary query (``site_id``, ``boundary_at``: the next instant per site after the bound
+    ``NOW()``) over every site and restricted to ``$dirty_sites`` (``None`` when it reads no site-keyed
+    relation), and the relations it reads."""
+
+    full: str
+    partial: str | None
+    reads: frozenset[str]
+
+    @classmethod
+    def of(cls, branches: list[exp.Select], site_keyed: set[str]) -> _BoundarySql:
+        reads: set[str] = set()
+        for q in branches:
+            ctes = {cte.alias for cte in q.find_all(exp.CTE)}
+            reads.update(t.name for t in q.find_all(exp.Table) if t.name not in ctes)
+        parts = [exp.select("*").from_(q.subquery(f"b{i}")) for i, q in enumerate(branches)]
+        body: exp.Query = parts[0]
+        for part in parts[1:]:
+            body = exp.union(body, part, distinct=False)
+        at = exp.column(AT_COLUMN)
+        query = (
+            exp.select(SITE_COLUMN, exp.func("min", at).as_(AT_COLUMN))
+            .from_(body.subquery("boundaries"))
+            .where(exp.GT(this=at, expression=_bind_now(exp.CurrentTimestamp())))
+            .group_by(SITE_COLUMN)
+        )
+        partial = restrict(query, site_keyed).sql("duckdb") if reads & site_keyed else None
+        return cls(query.sql("duckdb"), partial, frozenset(reads))
+
+
 def _reads_now(obj: SqlObject) -> bool:
-    return any(_is_now(node) for node in obj.ast.expression.find_all(exp.Func))
+    return any(is_now(node) for node in obj.ast.expression.find_all(exp.Func))
 
 
 def _message_key(topic: str, key: str | None, record: Any) -> str | None:
@@ -150,11 +194,12 @@ class EmbeddedEngine:
         self.inputs: dict[str, SqlObject] = {}
         self.views: list[SqlObject] = []
         self.sinks: list[SqlObject] = []
-        self._emitted: dict[str, dict[str, tuple]] = {}
+        self._emitted: dict[str, dict[str, tuple[Any, ...] | None]] = {}  # per sink: key -> row (None: unknown)
         self._emitted_sites: dict[str, dict[str | None, set[str]]] = {}  # per sink: site -> keys emitted
         self._dirty: dict[str, frozenset[str] | None] = {}  # object -> sites whose rows changed (ALL = every site)
         self._timed: set[str] = set()  # views that read NOW() themselves
-        self._digest: dict[str, dict] = {}  # per view: site -> (row count, sum of row hashes) at its last refresh
+        # per view: site (None: a view without sites, or rows without one) -> (row count, sum of row hashes)
+        self._digest: dict[str, dict[str | None, Digest]] = {}
         self._diffed: set[str] = set()  # sinks diffed at least once
         self._sink_dirty: dict[str, frozenset[str] | None] = {}  # views changed since the sinks were diffed
         self._partial_sql: dict[str, str] = {}  # per site-keyed view: its query restricted to $dirty_sites
@@ -163,11 +208,14 @@ class EmbeddedEngine:
         self.last_eval_ms = 0.0
         self._columns: dict[str, list[str]] = {}
         self._insert_sql: dict[str, str] = {}  # per input table: an INSERT of column lists
+        self._topic: dict[str, str] = {}  # per input and sink: its topic
         for obj in self.objects:
+            topic = obj.topic
             if obj.kind == "sink":
-                if not obj.topic or not obj.primary_key or obj.topic not in TOPICS:
+                if not topic or not obj.primary_key or topic not in TOPICS:
                     raise SqlError(f"{obj.path}: a sink needs primary_key and a topic with a contract")
                 self.sinks.append(obj)
+                self._topic[obj.name] = topic
                 self._emitted[obj.name] = {}
                 continue
             for statement in duckdb_ddl(obj):
@@ -178,14 +226,15 @@ class EmbeddedEngine:
                     self._timed.add(obj.name)
                 self._columns[obj.name] = [r[0] for r in self.con.execute(f"DESCRIBE {obj.name}").fetchall()]
             if obj.kind in ("table", "source"):
-                if not obj.topic:
+                if not topic:
                     raise SqlError(f"{obj.path}: a {obj.kind} needs a topic in its WITH clause")
-                if obj.topic not in TOPICS:
-                    raise SqlError(f"{obj.path}: topic {obj.topic!r} has no contract in pipeline.contracts.topics")
+                if topic not in TOPICS:
+                    raise SqlError(f"{obj.path}: topic {topic!r} has no contract in pipeline.contracts.topics")
                 problem = upsert_key_problem(obj)
                 if problem:
                     raise SqlError(f"{obj.path}: {problem}")
-                self.inputs[obj.topic] = obj
+                self.inputs[topic] = obj
+                self._topic[obj.name] = topic
                 stored = obj.stored_columns
                 self._columns[obj.name] = stored
                 types = dict(self.con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {obj.name})").fetchall())
@@ -196,6 +245,55 @@ class EmbeddedEngine:
         for view in self.views:
             if view.name in site_keyed:
                 self._partial_sql[view.name] = duckdb_query(view, site_keyed)
+        self.unbounded: list[str] = []  # NOW() uses with no boundary (the tick covers them), as "view: SQL"
+        self._boundaries = BoundarySchedule()
+        self._boundary_sql = self._compile_boundaries(site_keyed)
+        self._evaluated_at: datetime | None = None  # the NOW() of the last refresh
+
+    def _compile_boundaries(self, site_keyed: set[str]) -> dict[str, _BoundarySql]:
+        """Per timed view, the query of its next boundary per site (:mod:`pipeline.engine.boundaries`). Each
+        comparison reads its relation's ``site_id`` when DuckDB can bind it there, else stands for every
+        site; one DuckDB cannot run at all is logged and left to the tick."""
+        compiled: dict[str, _BoundarySql] = {}
+        for view in self.views:
+            if view.name not in self._timed:
+                continue
+            branches: dict[str, exp.Select] = {}
+            found = derive(view.name, view.ast.expression)
+            self.unbounded.extend(f"{view.name}: {use}" for use in found.unbounded)
+            for boundary in found.boundaries:
+                for site in boundary.site_candidates():
+                    queries = [_bind_now_in(q) for q in boundary.queries(site)]
+                    try:
+                        for q in queries:
+                            self.con.execute(f"SELECT * FROM ({q.sql('duckdb')}) AS probe LIMIT 0")
+                    except duckdb.Error:
+                        continue
+                    branches.update((q.sql("duckdb"), q) for q in queries)
+                    break
+                else:
+                    self.unbounded.append(f"{view.name}: {boundary.text}")
+            if branches:
+                compiled[view.name] = _BoundarySql.of(list(branches.values()), site_keyed)
+        for use in self.unbounded:
+            log.warning("NOW() use with no temporal boundary, re-evaluated on the tick only: %s", use)
+        return compiled
+
+    def next_boundary(self) -> datetime | None:
+        """The earliest instant after the last evaluation at which a ``NOW()`` comparison can change some
+        view's rows for some site (a DR event's start or end, a rule's or tariff slot's ``valid_from`` or
+        ``valid_to``, a meter turning stale), or ``None`` when the inputs name none. An evaluation at or
+        after it re-runs that view for the sites concerned."""
+        return self._boundaries.next_at()
+
+    def pending_boundaries(self) -> dict[tuple[str, str | None], datetime]:
+        """Every pending boundary: ``(view, site)`` (site ``None``: every site) -> the instant."""
+        return self._boundaries.pending()
+
+    def boundary_due(self, now: datetime) -> bool:
+        """True when :meth:`next_boundary` is at or before ``now``."""
+        due = self._boundaries.next_at()
+        return due is not None and due <= now
 
     @property
     def input_topics(self) -> list[str]:
@@ -203,7 +301,7 @@ class EmbeddedEngine:
 
     @property
     def output_topics(self) -> list[str]:
-        return [s.topic for s in self.sinks]
+        return [self._topic[s.name] for s in self.sinks]
 
     def apply(self, records: Iterable[tuple[str, str | None, Any]]) -> int:
         """Load ``(topic, key, record)`` triples (record ``None`` = tombstone) in order; returns the count.
@@ -238,7 +336,7 @@ class EmbeddedEngine:
                         f"DELETE FROM {obj.name} WHERE {key_col} IN (SELECT unnest(?::BLOB[]))",
                         [[k.encode() for k in latest]],
                     )
-                    rows = [(k, r) for k, r in latest.items() if r is not None]
+                    rows: list[tuple[str | None, Any]] = [(k, r) for k, r in latest.items() if r is not None]
                 else:
                     rows = [(k, r) for k, r in batch if r is not None]
                 if rows:  # one statement per table, columns as lists: executemany costs ~2 ms a row
@@ -285,11 +383,12 @@ class EmbeddedEngine:
             self._emitted_sites[name] = {}
         self._diffed.clear()
         self.sites.clear()
+        self._boundaries.clear()
 
     def assume_emitted(self, topic: str, keys: Iterable[str]) -> None:
         """Record that ``keys`` are live on a sink's ``topic`` already (from an earlier run), so the next
         evaluation re-publishes the ones still in the view and tombstones the ones that are gone."""
-        sink = next(s for s in self.sinks if s.topic == topic)
+        sink = next(s for s in self.sinks if self._topic[s.name] == topic)
         emitted = self._emitted[sink.name]
         for key in keys:
             emitted.setdefault(key, None)  # no row equals None, so the key is diffed on the next evaluation
@@ -312,6 +411,7 @@ class EmbeddedEngine:
         """
         self.set_now(now)
         dirty = dict(self._dirty)
+        due = self._boundaries.due(now)
         changed: set[str] = set()
         self.con.execute("BEGIN")
         try:
@@ -320,6 +420,8 @@ class EmbeddedEngine:
                 for dep in view.depends_on:
                     if dep in dirty:
                         scope = union(scope, dirty[dep])
+                if view.name in due:  # a NOW() comparison flipped for these sites since the last evaluation
+                    scope = union(scope, due[view.name])
                 if view.name not in self._digest or (timed and view.name in self._timed):
                     scope = ALL
                 if scope is not ALL and not scope:
@@ -337,7 +439,26 @@ class EmbeddedEngine:
         self._dirty = {}
         for name in changed:  # kept for the sinks until they are diffed
             self._sink_dirty[name] = union(self._sink_dirty.get(name, frozenset()), dirty[name])
+        self._update_boundaries(now, dirty, due)
         return changed
+
+    def _update_boundaries(
+        self, now: datetime, dirty: dict[str, frozenset[str] | None], due: dict[str, frozenset[str] | None]
+    ) -> None:
+        """Recompute the next boundaries for the sites whose boundary passed or whose inputs to the
+        boundary queries changed (every site when the clock went back or an every-site one passed)."""
+        went_back = self._evaluated_at is not None and now < self._evaluated_at
+        self._evaluated_at = now
+        for view, compiled in self._boundary_sql.items():
+            scope = ALL if went_back else due.get(view, frozenset())  # held ones are after the last NOW() only
+            for name in compiled.reads:
+                if name in dirty:
+                    scope = union(scope, dirty[name])
+            if scope is ALL or (scope and compiled.partial is None):
+                self._boundaries.update(view, self.con.execute(compiled.full).fetchall(), ALL)
+            elif scope and compiled.partial is not None:
+                rows = self.con.execute(compiled.partial, {SITES_PARAM: sorted(scope)}).fetchall()
+                self._boundaries.update(view, rows, scope)
 
     def _refresh_view(self, view: SqlObject, scope: frozenset[str] | None) -> frozenset[str] | None:
         """Re-run ``view`` for ``scope`` (``ALL`` = every site) and return the sites whose rows changed
@@ -347,7 +468,9 @@ class EmbeddedEngine:
         if name not in self._partial_sql:  # no site column: all or nothing
             self.con.execute(f"DELETE FROM {name}")
             self.con.execute(f"INSERT INTO {name} SELECT * FROM {name}{QUERY_SUFFIX}")
-            digest = {ALL: self.con.execute(f"SELECT count(*), sum(hash(v)) FROM {name} AS v").fetchone()}
+            digest: dict[str | None, Digest] = {
+                ALL: self.con.execute(f"SELECT count(*), sum(hash(v)) FROM {name} AS v").fetchone()
+            }
             self._digest[name] = digest
             return ALL if digest != known else frozenset()
         digest_sql = f"SELECT {SITE_COLUMN}, count(*), sum(hash(v)) FROM {name} AS v"
@@ -358,7 +481,7 @@ class EmbeddedEngine:
             digest = {site: (count, total) for site, count, total in rows}
             self._digest[name] = digest
             moved = {site for site in digest.keys() | known.keys() if digest.get(site) != known.get(site)}
-            return ALL if None in moved else frozenset(moved)
+            return ALL if None in moved else frozenset(site for site in moved if site is not None)
         params = {SITES_PARAM: sorted(scope)}
         in_scope = f"{SITE_COLUMN} IN (SELECT unnest(${SITES_PARAM}))"
         self.con.execute(f"DELETE FROM {name} WHERE {in_scope}", params)
@@ -420,7 +543,8 @@ class EmbeddedEngine:
             by_site.clear()
         else:
             previous_keys = set().union(*(by_site.pop(site, set()) for site in scope))
-        model = TOPICS[sink.topic].model
+        topic = self._topic[sink.name]
+        model = TOPICS[topic].model
         changes: list[SinkChange] = []
         for key, row in current.items():
             by_site.setdefault(None if site_idx is None else row[site_idx], set()).add(key)
@@ -431,12 +555,12 @@ class EmbeddedEngine:
             try:
                 payload = encode(model.model_validate(value))
             except ValueError as exc:
-                log.error("sink %s: row %s breaks the %s contract: %s", sink.name, key, sink.topic, exc)
+                log.error("sink %s: row %s breaks the %s contract: %s", sink.name, key, topic, exc)
                 continue
-            changes.append(SinkChange(sink.topic, key, payload))
+            changes.append(SinkChange(topic, key, payload))
         for key in previous_keys - current.keys():
             emitted.pop(key, None)
-            changes.append(SinkChange(sink.topic, key, None))
+            changes.append(SinkChange(topic, key, None))
         return changes
 
     def close(self) -> None:

@@ -86,17 +86,17 @@ class SiteIndex:
         touched: set[str | None] = set()
         if upsert_key is not None:
             pk = key if key is not None or record is None else str(getattr(record, upsert_key))
-            if pk in known:
-                touched.add(known[pk])
-            if record is None:
-                known.pop(pk, None)
-            else:
-                known[pk] = getattr(record, SITE_COLUMN)
+            if pk is not None:  # a tombstone without a key deletes nothing
+                if pk in known:
+                    touched.add(known[pk])
+                if record is None:
+                    known.pop(pk, None)
+                else:
+                    known[pk] = getattr(record, SITE_COLUMN)
         if record is not None:
             touched.add(getattr(record, SITE_COLUMN))
-        if None in touched:
-            return ALL
-        return frozenset(touched)  # type: ignore[arg-type]
+        sites = frozenset(site for site in touched if site is not None)
+        return ALL if len(sites) < len(touched) else sites
 
     def _pinned(self, record: Any) -> frozenset[str] | None:
         if record is None:

@@ -2,8 +2,12 @@
 
 Each loop takes whatever input records are waiting (up to ``batch_max``), loads them, evaluates the
 sinks and publishes the changes, then commits the consumed offsets: a crash replays input, never loses
-it. With no input the engine still evaluates every ``tick_s`` clock seconds, so ``NOW()`` temporal
-filters (DR start and end, tariff windows) fire on time.
+it. ``NOW()`` temporal filters (a DR event's start and end, a rule's or tariff slot's validity, a meter
+turning stale) fire at their instant: the engine knows the next one
+(:meth:`~pipeline.engine.embedded.EmbeddedEngine.next_boundary`), the wait for input ends there, on
+the system clock and on a :class:`~pipeline.contracts.clock.SimClock` at any speed, and that evaluation
+re-runs the sites concerned. Besides, with no input the engine evaluates every ``tick_s`` clock seconds
+(every view that reads ``NOW()``, for every site), a safety net for a ``NOW()`` use with no boundary.
 
 Start-up (DuckDB is in memory, so every start is a rebuild, on Kafka as on the memory transport):
 
@@ -19,14 +23,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from pipeline.contracts.clock import Clock, SystemClock
+from pipeline.contracts.clock import Clock, SimClock, SystemClock
 from pipeline.engine.config import EngineConfig
 from pipeline.engine.embedded import EmbeddedEngine
-from pipeline.transport.base import Record, Transport, dead_letter, decode_or_dead_letter
+from pipeline.transport.base import Consumer, Record, Transport, dead_letter, decode_or_dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -73,33 +78,40 @@ class EngineService:
         self.catch_up_timeout_s = config.catch_up_timeout_s
         self.stats = EngineStats()
         self._stop = asyncio.Event()
-        self._consumer = None
+        self._consumer: Consumer | None = None
         self._busy = False
+        self._next_tick: datetime = self.clock.now()
 
     def stop(self) -> None:
         self._stop.set()
 
     async def step(self, timeout_s: float | None = None, force: bool = False) -> int:
-        """One micro-batch: consume, load, evaluate if there was input (or the tick is due, or
-        ``force``), publish changes, commit. Returns the number of records consumed.
+        """One micro-batch: consume, load, evaluate if there was input (or a temporal boundary passed,
+        or the tick is due, or ``force``), publish changes, commit. Returns the number of records
+        consumed.
 
-        Input alone re-runs the views for the sites it touched; a tick (every ``tick_s`` of clock, and
-        ``force``) also re-runs the views that read ``NOW()`` for every site, so temporal filters fire.
+        The wait for input (``timeout_s``, default ``poll_s``, in real seconds) ends early at the
+        engine's next temporal boundary. Input re-runs the views for the sites it touched, a boundary
+        for the sites it concerns; a tick (every ``tick_s`` of clock, and ``force``) re-runs the views
+        that read ``NOW()`` for every site.
 
         The first step opens the consumer and catches up (see the module docstring) before evaluating.
         """
-        if self._consumer is None:
-            count = await self._start()
+        consumer = self._consumer
+        if consumer is None:
+            consumer, count = await self._start()
             force = True
         else:
-            records = await self._consumer.getmany(
-                timeout_s=self.poll_s if timeout_s is None else timeout_s, max_records=self.batch_max
-            )
+            wait_s = self.poll_s if timeout_s is None else timeout_s
+            boundary = self.engine.next_boundary()
+            if boundary is not None:
+                wait_s = min(wait_s, self._real_seconds_until(boundary))
+            records = await consumer.getmany(timeout_s=wait_s, max_records=self.batch_max)
             await self._load(records)
             count = len(records)
         now = self.clock.now()
         tick = force or now >= self._next_tick
-        if count or tick:
+        if count or tick or self.engine.boundary_due(now):
             self._busy = True
             try:  # DuckDB releases the GIL: the executor and the gateway keep serving meanwhile
                 changes = await asyncio.to_thread(self.engine.evaluate, now, tick)
@@ -118,8 +130,18 @@ class EngineService:
             self.stats.last_eval_ms = self.engine.last_eval_ms
             if tick:
                 self._next_tick = now + timedelta(seconds=self.tick_s)
-        await self._consumer.commit()
+        await consumer.commit()
         return count
+
+    def _real_seconds_until(self, when: datetime) -> float:
+        """Real seconds until the clock reads ``when``: clock seconds over a :class:`SimClock`'s speed,
+        ``inf`` while it is held (it moves only when released or advanced, which the next poll sees)."""
+        clock_s = (when - self.clock.now()).total_seconds()
+        if clock_s <= 0:
+            return 0.0
+        if isinstance(self.clock, SimClock):
+            return math.inf if self.clock.held else clock_s / self.clock.speed
+        return clock_s
 
     @property
     def busy(self) -> bool:
@@ -150,29 +172,30 @@ class EngineService:
             self.stats.dead_lettered += len(refused)
         self.stats.records_in += len(decoded) - len(refused)
 
-    async def _start(self) -> int:
-        """Learn the sink topics' keys, open the input consumer and load the inputs to their end offsets."""
+    async def _start(self) -> tuple[Consumer, int]:
+        """Learn the sink topics' keys, open the input consumer and load the inputs to their end offsets;
+        returns the consumer and the number of records read."""
         await self._assume_published()
-        self._consumer = await self.transport.consumer(self.engine.input_topics, self.group)
+        consumer = self._consumer = await self.transport.consumer(self.engine.input_topics, self.group)
         self._next_tick = self.clock.now()
-        ends = await self._consumer.end_offsets()
+        ends = await consumer.end_offsets()
         deadline = asyncio.get_running_loop().time() + self.catch_up_timeout_s
         count = 0
-        while any(self._consumer.positions().get(tp, 0) < end for tp, end in ends.items()):
+        while any(consumer.positions().get(tp, 0) < end for tp, end in ends.items()):
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"engine could not read its inputs to {ends} in {self.catch_up_timeout_s}s")
-            records = await self._consumer.getmany(timeout_s=0.2, max_records=self.batch_max)
+            records = await consumer.getmany(timeout_s=0.2, max_records=self.batch_max)
             await self._load(records)
             count += len(records)
         log.info("engine caught up: %d input records", count)
-        return count
+        return consumer, count
 
     async def _assume_published(self) -> None:
         """Seed the engine's record of what each sink has emitted with the keys its topic holds now."""
-        topics = {sink.topic: sink for sink in self.engine.sinks}
+        topics = self.engine.output_topics
         if not topics:
             return
-        consumer = await self.transport.consumer(list(topics), f"{self.group}.sinks")
+        consumer = await self.transport.consumer(topics, f"{self.group}.sinks")
         try:
             records = await consumer.read_to_end(timeout_s=self.catch_up_timeout_s)
         finally:
