@@ -406,8 +406,10 @@ class EmbeddedEngine:
         be pinned to sites), and with ``timed`` also, for every site, when it reads ``NOW()``. It passes
         on only the sites whose rows differ afterwards (row count and sum of row hashes per site), so a
         meter reading that moves no setpoint stops at the first view that does not carry it. With
-        ``timed=False`` the views that read ``NOW()`` are re-run for the dirty sites only; the others
-        keep the time of the last tick.
+        ``timed=False`` a view that reads ``NOW()`` is re-run for the dirty sites and for the sites where
+        one of its temporal boundaries has passed since the last evaluation; for every other site its
+        rows are the same at ``now`` as when last computed. Afterwards the boundaries of those sites are
+        recomputed (:meth:`next_boundary`).
         """
         self.set_now(now)
         dirty = dict(self._dirty)
