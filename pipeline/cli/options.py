@@ -28,6 +28,7 @@ __all__ = [
     "pg_service_args",
     "replay_pg_args",
     "setup_logging",
+    "dsn_option",
 ]
 
 
@@ -154,3 +155,14 @@ def replay_pg_args(pg: bool | None, pg_host: str | None, pg_port: int | None) ->
     elif port == 0:
         click.echo("views while it runs on a free port, logged at --log-level info", err=True)
     return args
+
+
+dsn_option = click.option(
+    "--dsn",
+    default="postgresql://root@127.0.0.1:4566/dev",
+    show_default=True,
+    envvar="PIPELINE_STATUS_DSN",
+    help="the views over Postgres wire: pipeline run's port or RisingWave (env PIPELINE_STATUS_DSN)",
+)
+"""``--dsn``: the views over Postgres wire, for the commands that read them (``status``, ``rule list``,
+``param list``)."""

@@ -15,13 +15,12 @@ import json
 import click
 
 from pipeline.cli.errors import one_line_errors
-from pipeline.cli.transport import delete_direct, echo_published, publish_direct, transport_options
+from pipeline.cli.options import dsn_option
+from pipeline.cli.transport import echo_published, gateway_option, publish_direct, via_options, withdraw
 from pipeline.contracts.topics import PARAMETERS, PARAMS
 
 __all__ = ["param"]
 
-_gateway = click.option("--gateway", default="ws://127.0.0.1:9001", show_default=True, help="pipeline run's gateway")
-_via = transport_options(("gateway", "kafka"), "gateway", help="through pipeline run's gateway, or straight to Kafka")
 _name = click.argument("name", type=click.Choice(sorted(PARAMETERS)))
 
 
@@ -34,8 +33,8 @@ def param() -> None:
 @_name
 @click.argument("value", type=float)
 @click.option("--reason", help="why, for the operators who read it later")
-@_gateway
-@_via
+@gateway_option
+@via_options
 @one_line_errors
 def param_set(name, value, reason, gateway, transport):
     """Set parameter NAME to VALUE (within its bounds)."""
@@ -55,29 +54,17 @@ def param_set(name, value, reason, gateway, transport):
 
 @param.command("clear")
 @_name
-@_gateway
-@_via
+@gateway_option
+@via_options
 @one_line_errors
 def param_clear(name, gateway, transport):
     """Return parameter NAME to its default."""
-    from pipeline.app.gateway import delete_record
-
-    if transport.kind == "kafka":
-        asyncio.run(delete_direct(transport, PARAMS, name))
-        echo_published(f"{name} back to its default {PARAMETERS[name][0]:g}", transport)
-        return
-    asyncio.run(delete_record(gateway, PARAMS, name))
+    withdraw(transport, gateway, PARAMS, name)
     click.echo(f"cleared {name}: back to its default {PARAMETERS[name][0]:g}")
 
 
 @param.command("list")
-@click.option(
-    "--dsn",
-    default="postgresql://root@127.0.0.1:4566/dev",
-    show_default=True,
-    envvar="PIPELINE_STATUS_DSN",
-    help="the views over Postgres wire (env PIPELINE_STATUS_DSN)",
-)
+@dsn_option
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @one_line_errors
 def param_list(dsn, as_json):

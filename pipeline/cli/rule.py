@@ -15,8 +15,15 @@ import json
 import click
 
 from pipeline.cli.errors import one_line_errors
-from pipeline.cli.options import ISO
-from pipeline.cli.transport import TransportChoice, delete_direct, echo_published, publish_direct, transport_options
+from pipeline.cli.options import ISO, dsn_option
+from pipeline.cli.transport import (
+    TransportChoice,
+    echo_published,
+    gateway_option,
+    publish_direct,
+    via_options,
+    withdraw,
+)
 from pipeline.contracts.topics import CONTROL_RULES
 
 __all__ = ["rule"]
@@ -31,8 +38,6 @@ def rule() -> None:
     """Set, clear and list control rules (cap, pause, reserve, override)."""
 
 
-_gateway = click.option("--gateway", default="ws://127.0.0.1:9001", show_default=True, help="pipeline run's gateway")
-_via = transport_options(("gateway", "kafka"), "gateway", help="through pipeline run's gateway, or straight to Kafka")
 _source = click.option(
     "--source",
     type=click.Choice(SOURCES),
@@ -55,8 +60,8 @@ _id = click.option("--id", "scope_id", required=True, help="the site, node, char
 @click.option("--reason", help="why, for the operators who read it later")
 @click.option("--force", is_flag=True, help="send it even for a site, node or charger site.topology does not name")
 @click.option("--dry-run", is_flag=True, help="print the record instead of publishing it")
-@_gateway
-@_via
+@gateway_option
+@via_options
 @one_line_errors
 def rule_set(
     scope, scope_id, action, limit_kw, source, valid_from, valid_to, reason, force, dry_run, gateway, transport
@@ -93,31 +98,20 @@ def rule_set(
 @_scope
 @_id
 @_source
-@_gateway
-@_via
+@gateway_option
+@via_options
 @one_line_errors
 def rule_clear(scope, scope_id, source, gateway, transport: TransportChoice):
     """Withdraw the rule of SOURCE on a scope (a tombstone on control.rules)."""
-    from pipeline.app.gateway import delete_record
     from pipeline.app.signals import rule_id
 
     key = rule_id(source, scope, scope_id)
-    if transport.kind == "kafka":
-        asyncio.run(delete_direct(transport, CONTROL_RULES, key))
-        echo_published(f"withdrawal of rule {key}", transport)
-        return
-    asyncio.run(delete_record(gateway, CONTROL_RULES, key))
+    withdraw(transport, gateway, CONTROL_RULES, key)
     click.echo(f"cleared rule {key}")
 
 
 @rule.command("list")
-@click.option(
-    "--dsn",
-    default="postgresql://root@127.0.0.1:4566/dev",
-    show_default=True,
-    envvar="PIPELINE_STATUS_DSN",
-    help="the views over Postgres wire (env PIPELINE_STATUS_DSN)",
-)
+@dsn_option
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @one_line_errors
 def rule_list(dsn, as_json):

@@ -10,7 +10,7 @@ import click
 
 from pipeline.cli.errors import one_line_errors
 from pipeline.cli.options import ISO
-from pipeline.cli.transport import TransportChoice, echo_published, publish_direct, transport_options
+from pipeline.cli.transport import TransportChoice, echo_published, gateway_option, publish_direct, via_options
 
 __all__ = ["signal"]
 
@@ -47,10 +47,8 @@ def _publish(
     click.echo(f"published {prefix}to {topic}")
 
 
-_gateway = click.option("--gateway", default="ws://127.0.0.1:9001", show_default=True, help="pipeline run's gateway")
 _dry = click.option("--dry-run", is_flag=True, help="print the record instead of publishing it")
 _force = click.option("--force", is_flag=True, help="send it even for a site site.topology does not name (yet)")
-_via = transport_options(("gateway", "kafka"), "gateway", help="through pipeline run's gateway, or straight to Kafka")
 
 
 @signal.command("dr")
@@ -62,8 +60,8 @@ _via = transport_options(("gateway", "kafka"), "gateway", help="through pipeline
 @click.option("--duration-min", type=float, help="event length in minutes (default 60)")
 @click.option("--event-id", help="DR event id (default: a new one, printed); re-send the same id to move an event")
 @click.option("--cancel", "cancel_id", metavar="EVENT_ID", help="cancel this DR event now (no other event option)")
-@_gateway
-@_via
+@gateway_option
+@via_options
 @_dry
 @_force
 @one_line_errors
@@ -114,8 +112,8 @@ def signal_dr(
 @click.option("--from", "valid_from", type=ISO, help="valid from (default now)")
 @click.option("--to", "valid_to", type=ISO, help="valid to (default from + 1 h)")
 @click.option("--currency", default="EUR", show_default=True)
-@_gateway
-@_via
+@gateway_option
+@via_options
 @_dry
 @_force
 @one_line_errors
@@ -134,8 +132,8 @@ def signal_price(site, price_per_kwh, tier, valid_from, valid_to, currency, gate
 @click.option("--demand-kw", "current_demand_kw", required=True, type=float, help="total site load, EVs included")
 @click.option("--ev-kw", "ev_load_kw", default=0.0, show_default=True, type=float, help="EV part of the load")
 @click.option("--limit-kw", "demand_limit_kw", type=float, help="contracted site limit")
-@_gateway
-@_via
+@gateway_option
+@via_options
 @_dry
 @_force
 @one_line_errors

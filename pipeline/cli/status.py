@@ -12,19 +12,14 @@ import os
 import click
 
 from pipeline.cli.errors import one_line_errors
-from pipeline.status.collect import DEFAULT_DSN, DEFAULT_EXECUTOR_URL, StatusError
+from pipeline.cli.options import dsn_option
+from pipeline.status.collect import DEFAULT_EXECUTOR_URL, StatusError
 
 __all__ = ["status"]
 
 
 @click.command("status")
-@click.option(
-    "--dsn",
-    default=DEFAULT_DSN,
-    show_default=True,
-    envvar="PIPELINE_STATUS_DSN",
-    help="the views over Postgres wire: pipeline run's port or RisingWave (env PIPELINE_STATUS_DSN)",
-)
+@dsn_option
 @click.option(
     "--executor-url",
     default=DEFAULT_EXECUTOR_URL,

@@ -7,6 +7,7 @@ import cycle. Kafka settings come from :mod:`pipeline.app.settings` (``PIPELINE_
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Callable
@@ -32,6 +33,9 @@ __all__ = [
     "TransportChoice",
     "delete_direct",
     "echo_published",
+    "gateway_option",
+    "via_options",
+    "withdraw",
     "publish_direct",
     "quiet_client_logs",
     "transport_options",
@@ -171,3 +175,24 @@ def echo_published(what: str, choice: TransportChoice) -> None:
     """``published <what>`` (e.g. ``dr-1 to utility.dr.signals``), saying where on Kafka."""
     where = "" if choice.kind != "kafka" else f" on kafka ({choice.settings().kafka.bootstrap_servers})"
     click.echo(f"published {what}{where}")
+
+
+gateway_option = click.option(
+    "--gateway", default="ws://127.0.0.1:9001", show_default=True, help="pipeline run's gateway"
+)
+"""``--gateway``: where ``pipeline run``'s signal gateway listens."""
+
+via_options = transport_options(
+    ("gateway", "kafka"), "gateway", help="through pipeline run's gateway, or straight to Kafka"
+)
+"""``--transport gateway|kafka`` and its companions, for commands that publish one record."""
+
+
+def withdraw(transport: TransportChoice, gateway: str, topic: str, key: str) -> None:
+    """A tombstone of ``key`` on the upsert ``topic``: straight to Kafka, or through the gateway."""
+    from pipeline.app.gateway import delete_record
+
+    if transport.kind == "kafka":
+        asyncio.run(delete_direct(transport, topic, key))
+    else:
+        asyncio.run(delete_record(gateway, topic, key))
