@@ -22,15 +22,17 @@ Start-up (DuckDB is in memory, so every start is a rebuild, on Kafka as on the m
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pipeline.contracts.clock import Clock, SimClock, SystemClock
 from pipeline.engine.config import EngineConfig
-from pipeline.engine.embedded import EmbeddedEngine
+from pipeline.engine.embedded import EmbeddedEngine, SinkChange
 from pipeline.transport.base import Consumer, Record, Transport, dead_letter, decode_or_dead_letter
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,33 @@ class EngineStats:
     evaluations: int = 0
     changes_out: int = 0
     last_eval_ms: float = 0.0
+
+
+def round_summary(changes: list[SinkChange]) -> str:
+    """One evaluation's sink records in one line for the operator: per sink topic how many keys changed
+    and were withdrawn, with the setpoints' binding reasons, e.g. ``ocpp.setpoint.commands: 3 changed
+    (dr 2, cap 1), 1 withdrawn; pipeline.alerts: 1 changed``."""
+    parts = []
+    for topic in sorted({c.topic for c in changes}):
+        mine = [c for c in changes if c.topic == topic]
+        upserts = [c for c in mine if c.value is not None]
+        text = f"{topic}: {len(upserts)} changed"
+        reasons: Counter[str] = Counter()
+        for c in upserts:
+            try:
+                value = json.loads(c.value or b"{}")
+            except ValueError:
+                continue
+            reason = value.get("binding") or value.get("kind")
+            if reason:
+                reasons[str(reason)] += 1
+        if reasons:
+            text += " (" + ", ".join(f"{r} {n}" for r, n in reasons.most_common()) + ")"
+        withdrawn = len(mine) - len(upserts)
+        if withdrawn:
+            text += f", {withdrawn} withdrawn"
+        parts.append(text)
+    return "; ".join(parts)
 
 
 class EngineService:
@@ -125,6 +154,8 @@ class EngineService:
                 await asyncio.gather(
                     *(self.transport.send(c.topic, c.key, c.value) for c in changes[i : i + SEND_WINDOW])
                 )
+            if changes:
+                log.info("evaluation at %s: %s", now.isoformat(timespec="seconds"), round_summary(changes))
             self.stats.evaluations += 1
             self.stats.changes_out += len(changes)
             self.stats.last_eval_ms = self.engine.last_eval_ms

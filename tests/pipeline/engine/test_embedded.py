@@ -11,7 +11,7 @@ from pipeline.contracts.topics import ActiveSession, DRSignal, TopologyNode
 from pipeline.engine.config import EngineConfig
 from pipeline.engine.embedded import EmbeddedEngine
 from pipeline.engine.service import EngineService
-from pipeline.transport import MemoryTransport, publish
+from pipeline.transport import MemoryTransport, publish, publish_tombstone
 
 NOW = datetime(2024, 6, 3, 12, tzinfo=UTC)
 SITE = TopologyNode(node_id="s1", site_id="s1", kind="site", limit_kw=30)
@@ -205,3 +205,24 @@ def test_a_breaker_limit_that_is_missing_or_not_finite_means_no_headroom_not_unl
         assert [(v["setpoint_kw"], v["node_limit_kw"], v["site_limit_kw"]) for v in values] == [(0.0, 0.0, 0.0)] * 2, (
             bad
         )
+
+
+async def test_each_evaluation_that_changes_something_is_one_info_line(caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="pipeline.engine.service")
+    t = MemoryTransport()
+    svc = EngineService(EmbeddedEngine(), t, SimClock(NOW))
+    await publish(t, "site.topology", SITE)
+    await publish(t, "ocpp.active.sessions", session("a"))
+    await publish(t, "ocpp.active.sessions", session("b"))
+    while await svc.step(timeout_s=0.05):
+        pass
+    await publish_tombstone(t, "ocpp.active.sessions", "b")
+    while await svc.step(timeout_s=0.05):
+        pass
+    lines = [r.getMessage().split(": ", 1)[1] for r in caplog.records if r.getMessage().startswith("evaluation at")]
+    assert lines == [
+        "ocpp.setpoint.commands: 2 changed (s1 2); pipeline.alerts: 1 changed (site_meter_missing 1)",
+        "ocpp.setpoint.commands: 1 changed (cap 1), 1 withdrawn",
+    ]
