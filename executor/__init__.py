@@ -7,7 +7,21 @@ fail-safe profiles), reporting every answer on ``ocpp.setpoint.acks``. It shares
 but the topics in :mod:`pipeline.contracts.topics`.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from executor.config import ExecutorConfig
-from executor.service import Executor
+
+if TYPE_CHECKING:
+    from executor.service import Executor
 
 __all__ = ["Executor", "ExecutorConfig"]
+
+
+def __getattr__(name: str) -> Any:
+    """``Executor`` is imported on first use: settings and short commands need only the config, and the
+    OCPP stack takes a quarter of a second to import."""
+    if name == "Executor":
+        from executor.service import Executor
+
+        return Executor
+    raise AttributeError(f"module 'executor' has no attribute {name!r}")

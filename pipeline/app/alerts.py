@@ -23,14 +23,16 @@ import logging
 import urllib.request
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Gauge
 from pydantic import BaseModel, ConfigDict, Field
-from tenacity import AsyncRetrying, RetryError, stop_after_attempt, wait_exponential
 
 from pipeline.contracts.topics import ALERTS, Alert
-from pipeline.transport.base import Transport, decode_or_dead_letter
+
+if TYPE_CHECKING:  # prometheus_client and tenacity are imported when a watcher starts, not by the settings
+    from prometheus_client import CollectorRegistry
+
+    from pipeline.transport.base import Transport
 
 __all__ = ["AlertSettings", "AlertWatcher", "alertmanager_payload"]
 
@@ -100,6 +102,8 @@ class AlertWatcher:
     def __init__(
         self, transport: Transport, settings: AlertSettings | None = None, registry: CollectorRegistry | None = None
     ) -> None:
+        from prometheus_client import CollectorRegistry, Gauge
+
         self.transport = transport
         self.settings = settings or AlertSettings()
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -128,6 +132,8 @@ class AlertWatcher:
             await asyncio.wait(self._posts, timeout=self.settings.webhook_timeout_s)
 
     async def _follow(self, group: str) -> None:
+        from pipeline.transport.base import decode_or_dead_letter
+
         consumer = await self.transport.consumer([ALERTS], group, from_beginning=True)
         try:
             while True:
@@ -181,6 +187,8 @@ class AlertWatcher:
         task.add_done_callback(self._posts.discard)
 
     async def _send(self, body: bytes, alert_id: str) -> None:
+        from tenacity import AsyncRetrying, RetryError, stop_after_attempt, wait_exponential
+
         url, timeout = self.settings.webhook_url, self.settings.webhook_timeout_s
         assert url is not None
 

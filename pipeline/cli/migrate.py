@@ -16,7 +16,7 @@ import click
 from rich.console import Console
 
 from pipeline.cli.errors import one_line_errors
-from pipeline.sqlmodel.objects import DEFAULT_SQL_DIR
+from pipeline.sqlmodel import DEFAULT_SQL_DIR
 
 if TYPE_CHECKING:
     from pipeline.migrate.kafka import ConnectorSettings

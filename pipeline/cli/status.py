@@ -13,7 +13,7 @@ import click
 
 from pipeline.cli.errors import one_line_errors
 from pipeline.cli.options import dsn_option
-from pipeline.status.collect import DEFAULT_EXECUTOR_URL, StatusError
+from pipeline.status import DEFAULT_EXECUTOR_URL
 
 __all__ = ["status"]
 
@@ -68,7 +68,5 @@ def status(dsn, executor_url, pg_port, http_port, no_executor, once, as_json, in
             interval_s=interval_s,
             password=secret.get_secret_value() if secret is not None else None,
         )
-    except StatusError as exc:
-        raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:  # leaving the live view is the normal way out
         return

@@ -17,10 +17,10 @@ from sqlglot import exp
 from sqlglot.errors import ParseError
 
 from pipeline.contracts.errors import PipelineError
+from pipeline.sqlmodel import DEFAULT_SQL_DIR
 
 DIALECT = "risingwave"
 DEFAULT_KEY_COLUMN = "_rw_key"  # the name RisingWave gives ``INCLUDE KEY`` without ``AS``
-DEFAULT_SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 
 
 class SqlError(PipelineError):

@@ -26,11 +26,10 @@ import psycopg
 
 from pipeline.contracts.errors import PipelineError
 from pipeline.migrate.targets.pg_errors import describe
+from pipeline.status import DEFAULT_DSN, DEFAULT_EXECUTOR_URL
 
 __all__ = ["DEFAULT_DSN", "DEFAULT_EXECUTOR_URL", "StatusError", "fetch_chargers", "fetch_views", "snapshot"]
 
-DEFAULT_DSN = "postgresql://root@127.0.0.1:4566/dev"
-DEFAULT_EXECUTOR_URL = "http://127.0.0.1:9002"  # the executor.http_host/http_port settings' defaults
 
 _QUERIES = {
     "nodes": "SELECT node_id, site_id, kind, depth, breaker_limit_kw, limit_kw, building_kw, fixed_kw, headroom_kw, "

@@ -21,3 +21,15 @@ def test_signal_dr_prints_its_event_id_and_cancel_needs_no_curtailment():
     assert value["event_end"] <= value["signal_at"]  # the window is over: the event is no longer in force
     result = CliRunner().invoke(main, ["signal", "dr", "--site", "s1", "--cancel", "dr-1", "--limit-kw", "5"])
     assert result.exit_code == 2 and "--cancel takes no" in result.output
+
+
+def test_the_cli_imports_no_engine_executor_or_client_library_before_a_command_needs_it():
+    """`pipeline signal` and the other short commands start fast: importing the command group loads none
+    of the heavy stacks (the OCPP server, DuckDB, sqlglot, psycopg, aiokafka, matplotlib)."""
+    import subprocess
+    import sys
+
+    heavy = ("executor.service", "duckdb", "sqlglot", "psycopg", "aiokafka", "ocpp", "matplotlib")
+    code = f"import sys, pipeline.cli.main; print([m for m in {heavy!r} if m in sys.modules])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
