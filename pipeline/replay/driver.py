@@ -73,12 +73,16 @@ class ReplayOptions:
 class SiteMeter:
     """The site's true load over clock time: building load plus every EV's draw, piecewise constant.
 
-    ``seconds_over_limit`` and ``peak_kw`` count only states that lasted a positive time. Every change is
-    also recorded in ``series`` (the site's load and the session's draw).
+    ``seconds_over_limit`` (over the breaker) and ``seconds_over_limit_in_force`` (over the breaker or the
+    lower limit a DR window puts in force, :meth:`add_window`, while EVs draw: when the building alone is
+    over a DR limit, shedding every EV is all the controller can do) and ``peak_kw`` count only states that
+    lasted a positive time. Every change is also recorded in ``series`` (the site's load and the session's draw).
     """
 
     def __init__(self, limit_kw: float, start: datetime, series: ReplaySeries | None = None) -> None:
         self.limit_kw = limit_kw
+        self.windows: list[tuple[datetime, datetime, float]] = []
+        self.seconds_over_limit_in_force = 0.0
         self.building_kw = 0.0
         self.ev: dict[tuple[str, int], float] = {}
         self._t = start
@@ -91,6 +95,14 @@ class SiteMeter:
     def ev_kw(self) -> float:
         return sum(self.ev.values())
 
+    def add_window(self, start: datetime, end: datetime, limit_kw: float) -> None:
+        """A DR window: on ``[start, end)`` the limit in force is ``limit_kw`` (kW) if lower than the breaker."""
+        self.windows.append((start, end, limit_kw))
+
+    def limit_in_force(self, t: datetime) -> float:
+        """The site's limit at ``t`` (kW): the breaker, or a DR window's lower limit."""
+        return min([self.limit_kw, *(kw for a, b, kw in self.windows if a <= t < b)])
+
     def advance(self, t: datetime) -> None:
         dt = (t - self._t).total_seconds()
         if dt <= 0:
@@ -98,6 +110,10 @@ class SiteMeter:
         total = self.building_kw + self.ev_kw
         if total > self.limit_kw + 1e-6:
             self.seconds_over_limit += dt
+        cuts = sorted({self._t, t, *(x for a, b, _ in self.windows for x in (a, b) if self._t < x < t)})
+        for a, b in zip(cuts, cuts[1:], strict=False):  # the state held on [a, b) against each limit in force
+            if total > self.limit_in_force(a) + 1e-6 and self.ev_kw > 1e-6:
+                self.seconds_over_limit_in_force += (b - a).total_seconds()
         self.peak_kw = max(self.peak_kw, total)
         self.peak_building_kw = max(self.peak_building_kw, self.building_kw)
         self._t = t
@@ -204,6 +220,7 @@ async def run_replay(
                 signal_at=start,
             )
             series.add_dr(dr)
+            meter.add_window(dr.event_start, dr.event_end, o.limit_kw * (1 - o.dr_curtailment_pct / 100))
             await publish(transport, DR_SIGNALS, dr)
 
     # Open mode (the replay's chargers have no passwords). The setpoint TTL is longer than the default:
@@ -238,9 +255,11 @@ async def run_replay(
     sampler = EVSampler(o.seed, o.profile)
     per_day = round(o.chargers * o.evs_per_charger)
     # (when, order at the same instant: the building load first, what happens) per event the driver makes
-    events: list[tuple[datetime, int, float | EV]] = [
+    events: list[tuple[datetime, int, float | EV | None]] = [
         (t, 0, kw) for t, kw in building_load(o.day, o.days, o.households)
     ]
+    # a DR window's start and end: the clock holds there while the loop reacts, as at any other event
+    events += [(t, 2, None) for a, b, _ in meter.windows for t in (a, b) if start <= t < end]
     for d in range(o.days):
         events += [(ev.arrival_at, 1, ev) for ev in sampler.day_visits(o.day + timedelta(days=d), per_day)]
     events.sort(key=lambda e: (e[0], e[1]))
@@ -264,7 +283,9 @@ async def run_replay(
             await clock.sleep_until(at)
             clock.hold()
             now = clock.now()
-            if not isinstance(payload, EV):  # the building load steps to ``payload`` kW
+            if payload is None:  # a DR window opens or closes: nothing to do but let the loop react
+                pass
+            elif not isinstance(payload, EV):  # the building load steps to ``payload`` kW
                 meter.set_building(payload, now)
                 await publish(
                     transport,
@@ -309,6 +330,7 @@ async def run_replay(
             "peak_building_kw": round(meter.peak_building_kw, 3),
             "breaker_limit_kw": o.limit_kw,
             "seconds_over_limit": round(meter.seconds_over_limit, 3),
+            "seconds_over_limit_in_force": round(meter.seconds_over_limit_in_force, 3),
             "profiles_sent": executor.stats.profiles_sent,
             "updates_collapsed": executor.stats.updates_collapsed,
             "setpoint_records": len(transport.log(SETPOINT_COMMANDS)),

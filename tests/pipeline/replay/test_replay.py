@@ -43,3 +43,22 @@ async def test_a_real_day_replays_within_the_breaker_with_every_charger_in_sync(
     assert progress[-1] == (86400.0, 86400.0) and all(
         a[0] <= b[0] for a, b in zip(progress, progress[1:], strict=False)
     )
+
+
+def test_the_site_meter_counts_seconds_over_the_limit_in_force_dr_included():
+    from datetime import UTC, datetime, timedelta
+
+    from pipeline.replay.driver import SiteMeter
+
+    t0 = datetime(2024, 6, 3, 15, tzinfo=UTC)
+    meter = SiteMeter(100.0, t0)
+    meter.add_window(t0 + timedelta(seconds=100), t0 + timedelta(seconds=200), 80.0)
+    meter.set_building(70.0, t0)
+    meter.on_power("CP1", 1, 20.0, t0)  # 90 kW: under the breaker, over the DR limit while the window is open
+    meter.on_power("CP1", 1, 5.0, t0 + timedelta(seconds=150))
+    meter.set_building(85.0, t0 + timedelta(seconds=170))  # the building alone over the DR limit ...
+    meter.on_power("CP1", 1, 0.0, t0 + timedelta(seconds=180))  # ... and every EV shed: not counted
+    meter.advance(t0 + timedelta(seconds=300))
+    assert meter.seconds_over_limit == 0.0
+    assert meter.seconds_over_limit_in_force == 50.0 + 10.0  # 100 .. 150 s, and 170 .. 180 s
+    assert (meter.limit_in_force(t0), meter.limit_in_force(t0 + timedelta(seconds=199))) == (100.0, 80.0)
