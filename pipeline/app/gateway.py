@@ -35,7 +35,7 @@ from pipeline.contracts.topics import (
     TopologyNode,
     decode,
 )
-from pipeline.transport.base import Transport, decode_or_dead_letter
+from pipeline.transport.base import Record, Transport
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,14 @@ class KnownSites:
         if site_id is not None:
             self.check(str(site_id))
 
+    def apply_record(self, record: Record) -> None:
+        """One ``site.topology`` record; a bad one is skipped (its consumers in the loop dead-letter it)."""
+        try:
+            node = decode(record.topic, record.key, record.value)
+        except RecordError:
+            return
+        self.apply(record.key, node if isinstance(node, TopologyNode) else None)
+
 
 async def follow_topology(transport: Transport, known: KnownSites, group: str) -> None:
     """Apply ``site.topology`` to ``known`` from the beginning, for as long as the task runs."""
@@ -98,9 +106,7 @@ async def follow_topology(transport: Transport, known: KnownSites, group: str) -
     try:
         while True:
             for rec in await consumer.getmany(timeout_s=1.0):
-                ok, node = await decode_or_dead_letter(transport, rec)
-                if ok:
-                    known.apply(rec.key, node if isinstance(node, TopologyNode) else None)
+                known.apply_record(rec)
     finally:
         await consumer.close()
 
@@ -111,11 +117,7 @@ async def read_known_sites(transport: Transport) -> KnownSites:
     consumer = await transport.consumer([SITE_TOPOLOGY], f"signal-{uuid.uuid4().hex[:8]}", from_beginning=True)
     try:
         for rec in await consumer.read_to_end():
-            try:
-                node = decode(rec.topic, rec.key, rec.value)
-                known.apply(rec.key, node if isinstance(node, TopologyNode) else None)
-            except RecordError:
-                continue
+            known.apply_record(rec)
     finally:
         await consumer.close()
     return known

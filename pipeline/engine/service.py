@@ -154,7 +154,7 @@ class EngineService:
                 await asyncio.gather(
                     *(self.transport.send(c.topic, c.key, c.value) for c in changes[i : i + SEND_WINDOW])
                 )
-            if changes:
+            if changes and log.isEnabledFor(logging.INFO):  # the summary parses every record: only when shown
                 log.info("evaluation at %s: %s", now.isoformat(timespec="seconds"), round_summary(changes))
             self.stats.evaluations += 1
             self.stats.changes_out += len(changes)
