@@ -100,6 +100,11 @@ Amps = Annotated[float, Field(ge=0, le=BOUNDS["current_a"])]
 Kwh = Annotated[float, Field(ge=0, le=BOUNDS["energy_kwh"])]
 Pct = Annotated[float, Field(ge=0, le=100)]
 Phases = Annotated[int, Field(ge=1, le=3)]
+PhaseRotation = Literal["RST", "RTS", "SRT", "STR", "TRS", "TSR"]
+"""How a charger's L1, L2, L3 are wired to the grid's phases R (L1), S (L2), T (L3): ``"RST"`` is straight
+through, ``"SRT"`` puts the charger's L1 on grid L2, and so on (OCPP 1.6 ``ConnectorPhaseRotation``,
+OCPP 2.0.1 ``EVSE.PhaseRotation``, both using these six values). A 1-phase EV draws on the charger's L1,
+a 2-phase EV on its L1 and L2."""
 ConnectorId = Annotated[int, Field(ge=0, le=BOUNDS["connector_id"])]
 
 
@@ -153,7 +158,12 @@ class ActiveSession(_Record):
         None, gt=0, le=BOUNDS["charger_kw"], description="EV acceptance, when the charger reports it"
     )
     min_power_kw: ChargerKw | None = Field(None, description="minimum charge rate; default 6 A x phases x V")
-    phases: Phases = 3
+    phases: Phases = Field(3, description="the charger's phases")
+    ev_phases: Phases | None = Field(
+        None,
+        description="phases the EV draws on (per-phase Current.Import, NotifyEVChargingNeeds); None: the charger's",
+    )
+    phase_rotation: PhaseRotation | None = Field(None, description="the charger's wiring; None: RST")
     voltage_v: Volts = 230.0
     priority: int = Field(0, ge=-BOUNDS["priority"], le=BOUNDS["priority"])
     weight: float = Field(1.0, gt=0, le=BOUNDS["weight"])
@@ -237,8 +247,12 @@ class TopologyNode(_Record):
     parent_id: str | None = None
     kind: Literal["site", "panel", "charger"]
     limit_kw: float = Field(gt=0, le=BOUNDS["site_kw"], description="a charger's rating is at most charger_kw")
+    limit_a: float | None = Field(
+        None, gt=0, le=BOUNDS["current_a"], description="current rating per phase (A); None: limit_kw alone"
+    )
     managed: bool = True
     phases: Phases = 3
+    phase_rotation: PhaseRotation | None = Field(None, description="chargers only: the wiring; None: RST")
     voltage_v: Volts = 230.0
     connectors: int = Field(1, ge=1, le=BOUNDS["connector_id"], description="chargers only: number of connectors")
     priority: int = Field(

@@ -15,6 +15,8 @@ CREATE TABLE ocpp_active_sessions (
     ev_max_power_kw DOUBLE PRECISION,
     min_power_kw DOUBLE PRECISION,
     phases INT,
+    ev_phases INT,
+    phase_rotation VARCHAR,
     voltage_v DOUBLE PRECISION,
     priority INT,
     weight DOUBLE PRECISION,
