@@ -173,6 +173,11 @@ class ActiveSession(_Record):
     energy_kwh: Kwh | None = None
     soc_pct: Pct | None = None
     sampled_at: datetime | None = None
+    learned_cap_kw: ChargerKw | None = Field(
+        None, description="what the EV has shown it takes (meter draw plus a margin); None: nothing learned"
+    )
+    departure_at: datetime | None = Field(None, description="when the EV leaves (NotifyEVChargingNeeds or a plan)")
+    energy_needed_kwh: Kwh | None = Field(None, description="energy still wanted at departure_at")
 
 
 class SiteDemand(_Record):

@@ -26,6 +26,9 @@ CREATE TABLE ocpp_active_sessions (
     energy_kwh DOUBLE PRECISION,
     soc_pct DOUBLE PRECISION,
     sampled_at TIMESTAMPTZ,
+    learned_cap_kw DOUBLE PRECISION,
+    departure_at TIMESTAMPTZ,
+    energy_needed_kwh DOUBLE PRECISION,
     PRIMARY KEY (message_key)
 ) INCLUDE KEY AS message_key WITH (
     connector = 'kafka',
