@@ -26,6 +26,14 @@ class ExecutorConfig(BaseModel):
     (``retry_initial_s`` x 2^(n-1), at most ``retry_max_s``), ``boot_wait_s`` (how long a new connection
     may stay silent before the first call) and ``outbox_drain_s``; amperes per phase for ``deadband_a``.
 
+    Learning what each EV takes (:mod:`executor.learning`; docs/architecture.md, "Executor"): a phase
+    counts towards a session's ``ev_phases`` when its ``Current.Import`` is above ``ev_phase_min_a`` (A),
+    judged ``ev_phase_settle_s`` (s, sample time) after the EV starts drawing. A session drawing below
+    ``learned_cap_ratio`` of its limit in force for ``learned_cap_sustain_s`` (s) gets ``learned_cap_kw`` =
+    that draw plus the larger of ``learned_cap_margin_kw`` (kW) and ``learned_cap_margin_frac`` of it; a cap
+    is lowered only by at least ``learned_cap_step_kw`` (kW), and removed ``learned_cap_probe_s`` (s) after
+    it last changed so the EV may show it takes more; ``learned_cap: false`` learns no caps.
+
     Listeners: chargers connect to ``ws[s]://host:port/ocpp/{id}`` (``port`` 0 picks a free one).
     ``http_host``/``http_port`` is the separate plain-HTTP listener for operators (``GET /status``,
     ``GET /metrics``, ``GET /healthz``), loopback by default because the charger list is not for the
@@ -57,6 +65,17 @@ class ExecutorConfig(BaseModel):
     retry_initial_s: float = Field(1.0, gt=0, description="first retry after a failed call, s")
     retry_max_s: float = Field(60.0, gt=0, description="longest retry back-off, s")
     boot_wait_s: float = Field(2.0, ge=0, description="wait for a charger's first message, s")
+    ev_phase_min_a: float = Field(1.0, gt=0, description="a phase above this current counts as drawing, A")
+    ev_phase_settle_s: float = Field(5.0, ge=0, description="phases are counted this long into a draw, s")
+    learned_cap: bool = Field(True, description="learn a cap for EVs that take less than their limit")
+    learned_cap_ratio: float = Field(0.85, gt=0, lt=1, description="under-draw: below this fraction of the limit")
+    learned_cap_sustain_s: float = Field(60.0, ge=0, description="an under-draw lasts this long before it counts, s")
+    learned_cap_margin_kw: float = Field(1.0, ge=0, description="the cap is the draw plus at least this, kW")
+    learned_cap_margin_frac: float = Field(0.1, ge=0, le=1, description="... or plus this fraction of the draw")
+    learned_cap_step_kw: float = Field(0.5, ge=0, description="a learned cap drops by at least this, kW")
+    learned_cap_probe_s: float = Field(
+        600.0, gt=0, description="a learned cap is removed this long after it changed, s"
+    )
     metrics: bool = Field(True, description="serve GET /metrics and GET /status on http_host:http_port")
     http_host: str = Field("127.0.0.1", min_length=1, description="status and metrics bind address")
     http_port: int = Field(9002, ge=0, le=65535, description="status and metrics port (0: a free one)")

@@ -233,7 +233,7 @@ class ChargerDispatcher:
             config=ctx.config,
             now=now,
             now_mono=time.monotonic(),
-            check_increase=lambda connector_id, kw: ctx.ledger.check_increase(cp, connector_id, kw, now),
+            check_increase=lambda connector_id, kw, a: ctx.ledger.check_increase(cp, connector_id, kw, now, a),
         )
         if plan is None:  # unmanaged: nothing is sent
             return None, None, None, None
@@ -272,7 +272,7 @@ class ChargerDispatcher:
         label = "StationMaxLift" if kind == "Lift" else purpose
         action = "SetChargingProfile" if purpose else "ClearChargingProfile"
         if command is not None:
-            ctx.ledger.sending(cp, connector_id, call.kw or 0.0)
+            ctx.ledger.sending(cp, connector_id, call.kw or 0.0, _limit_a(request))
             if slot is not None:
                 slot.pending = False
         sent_at = ctx.clock.now()
@@ -287,7 +287,9 @@ class ChargerDispatcher:
         except BaseException:
             ctx.stats.call_abandoned()
             if command is not None:
-                ctx.ledger.answered(cp, connector_id, command.transaction_id, call.kw or 0.0, "Lost", ctx.clock.now())
+                ctx.ledger.answered(
+                    cp, connector_id, command.transaction_id, call.kw or 0.0, "Lost", ctx.clock.now(), _limit_a(request)
+                )
                 ctx.changed(cp)
             raise
         now = ctx.clock.now()
@@ -316,7 +318,8 @@ class ChargerDispatcher:
         kind, connector_id = call.key
         command = call.command if kind == "Tx" else None
         if command is not None:
-            ctx.ledger.answered(cp, connector_id, command.transaction_id, call.kw or 0.0, outcome.status, now)
+            a = _limit_a(request)
+            ctx.ledger.answered(cp, connector_id, command.transaction_id, call.kw or 0.0, outcome.status, now, a)
         if outcome.status != "Accepted":
             self._schedule_retry(call, outcome)
             return
@@ -331,7 +334,7 @@ class ChargerDispatcher:
             else:
                 self._sent[call.key] = Installed(request.limit, request.unit)
                 scale = request.number_phases * self._voltage() if request.unit == "A" else 1
-                ctx.ledger.station_profile(cp, request.purpose, request.limit * scale / 1000.0, now)
+                ctx.ledger.station_profile(cp, request.purpose, request.limit * scale / 1000.0, now, _limit_a(request))
                 if kind == "StationMax":
                     ctx.stats.failsafe("boot")
         elif kind == "ClearTx":
@@ -396,3 +399,8 @@ class ChargerDispatcher:
             await self._ctx.publish_ack(ack)
         except Exception:
             log.exception("%s: could not publish ack", self.charge_point_id)
+
+
+def _limit_a(request: object) -> float | None:
+    """A profile's limit in A per phase (the ledger's per-phase accounting), ``None`` for W or a clear."""
+    return request.limit if isinstance(request, ProfileRequest) and request.unit == "A" else None

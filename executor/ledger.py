@@ -19,6 +19,18 @@ open transaction the ledger keeps a *bound*: the most it may be drawing now, in 
 other connector's bound plus its new limit stays within the newest ``node_limit_kw`` / ``site_limit_kw``.
 A node or site whose newest limit is unknown (``None``) has no known headroom: increases there wait.
 A transaction that ended draws nothing. Unmanaged chargers are not counted (their load is the building's).
+
+**Per phase.** kW sums do not see that three 1-phase EVs on the same grid phase load it three times as
+much as a balanced 3-phase EV. Every breaker on a charger's path whose topology node has ``limit_a`` (A per
+phase) is also checked per grid phase R, S, T: the same bounds, in A on each phase the EV draws on, summed
+per grid phase, plus the new limit, must stay within ``limit_a``. A connector's current per phase is its
+limit in A when the limit was sent in A (whatever numberPhases: the charger holds each phase to it), else
+its kW over (EV phases x voltage), at most the charger's rating per phase; the EV's phases are those
+learned for the session (``ev_phases``), and while unknown the worst case: W over one phase, on every
+phase of the charger. Charger phases map to grid phases by the charger's ``phase_rotation`` (``RST``, the
+default, is straight through; a 1-phase EV draws on the charger's L1, a 2-phase one on L1 and L2). The
+building's load per phase is not known here, so ``limit_a`` itself is the bound; the engine's setpoints
+keep the steady state within the per-phase headroom.
 """
 
 from __future__ import annotations
@@ -27,32 +39,50 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from executor.topology import Topology
+from executor.topology import ChargerInfo, Topology
 
-__all__ = ["Blocked", "Ledger"]
+__all__ = ["Blocked", "Ledger", "grid_phases"]
 
 EPS_KW = 1e-6
+EPS_A = 1e-6
+_GRID = {"R": "L1", "S": "L2", "T": "L3"}
+
+
+def grid_phases(rotation: str | None, charger_phases: int) -> list[str]:
+    """The grid phases (``"L1"`` .. ``"L3"``) that a charger's first ``charger_phases`` phases are wired to,
+    by its ``phase_rotation`` (``None``: ``RST``, straight through); e.g. ``grid_phases("SRT", 1) == ["L2"]``."""
+    wiring = rotation or "RST"
+    return [_GRID[wiring[i]] for i in range(max(1, min(3, charger_phases)))]
+
+
+@dataclass(frozen=True)
+class _Draw:
+    """A limit a connector may draw up to: ``kw``, and ``a`` (A per phase) when it was sent in A."""
+
+    kw: float
+    a: float | None = None
 
 
 @dataclass
 class _Connector:
     cp: str
     transaction_id: str
-    tx_kw: float | None = None  # TxProfile limit in force for this transaction
-    in_flight_kw: float | None = None
-    cooling: list[tuple[float, float]] = field(default_factory=list)  # (until, kW) by timestamp
+    tx: _Draw | None = None  # TxProfile limit in force for this transaction
+    in_flight: _Draw | None = None
+    cooling: list[tuple[float, _Draw]] = field(default_factory=list)  # (until, limit) by timestamp
 
 
 @dataclass
 class _Charger:
-    default_kw: float | None = None  # TxDefaultProfile in force (per connector)
-    max_kw: float | None = None  # station maximum in force
+    default: _Draw | None = None  # TxDefaultProfile in force (per connector)
+    max: _Draw | None = None  # station maximum in force
 
 
 @dataclass(frozen=True)
 class Blocked:
     """Why an increase cannot go yet: the ``level`` (``node`` or ``site``) and id whose sum would exceed
-    ``limit_kw``, and ``until`` (epoch seconds) when a cut on it ends its lag, or ``None`` when only an
+    ``limit_kw`` (or, with ``phase`` set, whose per-phase current ``needed_a`` would exceed ``limit_a`` on
+    that grid phase; ``limit_kw`` and ``needed_kw`` are then 0), and ``until`` (epoch seconds) when a cut on it ends its lag, or ``None`` when only an
     acknowledgement (or a new setpoint) can free headroom."""
 
     level: str
@@ -61,12 +91,17 @@ class Blocked:
     needed_kw: float
     until: float | None
     known: bool = True  # False: no limit is known for the group, so no headroom is (``limit_kw`` is 0)
+    phase: str | None = None  # a grid phase (L1..L3): the node's limit_a would be exceeded on it
+    limit_a: float | None = None
+    needed_a: float | None = None
 
 
 class Ledger:
     """Bounds per ``(charge_point_id, connector_id)``; membership and limits come from the callables.
 
-    ``node_limit`` and ``site_limit`` map a node or site id to its newest EV headroom (kW) or ``None``.
+    ``node_limit`` and ``site_limit`` map a node or site id to its newest EV headroom (kW) or ``None``;
+    ``ev_phases(charge_point_id, connector_id)`` is the phase count the connector's EV draws on, ``None``
+    while unknown. Limits may carry ``limit_a`` (A per phase) when they were sent in A.
     """
 
     def __init__(
@@ -75,8 +110,10 @@ class Ledger:
         node_limit: Callable[[str | None], float | None],
         site_limit: Callable[[str | None], float | None],
         lag_s: float,
+        ev_phases: Callable[[str, int], int | None] | None = None,
     ) -> None:
         self._topology = topology
+        self._ev_phases = ev_phases or (lambda cp, connector_id: None)
         self._node_limit = node_limit
         self._site_limit = site_limit
         self.lag_s = lag_s
@@ -109,6 +146,7 @@ class Ledger:
         kw: float,
         certain: bool,
         answered_at: datetime | None = None,
+        limit_a: float | None = None,
     ) -> None:
         """Restore what a previous run knew (its acks, in order): ``certain`` is an Accepted limit, else a
         maybe. A cut acknowledged at ``answered_at`` cools from then, as it would have in that run, so a
@@ -117,7 +155,8 @@ class Ledger:
         if c is None or c.transaction_id != transaction_id:
             return
         before = self._in_force(cp, c)
-        c.tx_kw = kw if certain or c.tx_kw is None else max(c.tx_kw, kw)
+        new = _Draw(kw, limit_a)
+        c.tx = new if certain or c.tx is None else _wider(c.tx, new)
         if answered_at is not None:
             self._cool(c, before, answered_at)
 
@@ -127,23 +166,33 @@ class Ledger:
 
     # -- calls -----------------------------------------------------------------------------------------
 
-    def sending(self, cp: str, connector_id: int, kw: float) -> None:
+    def sending(self, cp: str, connector_id: int, kw: float, limit_a: float | None = None) -> None:
+        """A TxProfile of ``kw`` (``limit_a`` A per phase when sent in A) is on its way to the charger."""
         c = self._connectors.get((cp, connector_id))
         if c is not None:
-            c.in_flight_kw = kw
+            c.in_flight = _Draw(kw, limit_a)
 
-    def answered(self, cp: str, connector_id: int, transaction_id: str, kw: float, status: str, now: datetime) -> None:
+    def answered(
+        self,
+        cp: str,
+        connector_id: int,
+        transaction_id: str,
+        kw: float,
+        status: str,
+        now: datetime,
+        limit_a: float | None = None,
+    ) -> None:
         """The charger answered a TxProfile call; ``status`` as in :class:`executor.ocpp.station.CallOutcome`,
         or ``"Lost"`` when the connection dropped with the call in flight."""
         c = self._connectors.get((cp, connector_id))
         if c is None or c.transaction_id != transaction_id:
             return
-        c.in_flight_kw = None
+        c.in_flight = None
         before = self._in_force(cp, c)
         if status == "Accepted":
-            c.tx_kw = kw
+            c.tx = _Draw(kw, limit_a)
         elif status in ("Timeout", "Lost"):  # it may have been applied
-            c.tx_kw = max(before, kw)
+            c.tx = _wider(before, _Draw(kw, limit_a))
         self._cool(c, before, now)
 
     def tx_cleared(self, cp: str, connector_id: int, now: datetime) -> None:
@@ -151,53 +200,84 @@ class Ledger:
         c = self._connectors.get((cp, connector_id))
         if c is not None:
             before = self._in_force(cp, c)
-            c.tx_kw = None
+            c.tx = None
             self._cool(c, before, now)
 
-    def station_profile(self, cp: str, purpose: str, kw: float | None, now: datetime) -> None:
-        """A station-wide profile was accepted (``kw``) or is no longer known to be there (``None``)."""
+    def station_profile(
+        self, cp: str, purpose: str, kw: float | None, now: datetime, limit_a: float | None = None
+    ) -> None:
+        """A station-wide profile was accepted (``kw``; ``limit_a`` A per phase when sent in A) or is no
+        longer known to be there (``kw=None``)."""
         befores = {(cp, i): self._in_force(cp, self._connectors[(cp, i)]) for i in self._of_charger.get(cp, ())}
         charger = self._chargers.setdefault(cp, _Charger())
+        draw = None if kw is None else _Draw(kw, limit_a)
         if purpose == "TxDefault":
-            charger.default_kw = kw
+            charger.default = draw
         else:
-            charger.max_kw = kw
+            charger.max = draw
         for key, before in befores.items():
             self._cool(self._connectors[key], before, now)
 
-    def _cool(self, c: _Connector, before: float, now: datetime) -> None:
+    def _cool(self, c: _Connector, before: _Draw, now: datetime) -> None:
         after = self._in_force(c.cp, c)
-        if after < before - EPS_KW and self.lag_s > 0:
+        lower = after.kw < before.kw - EPS_KW or (
+            before.a is not None and (after.a is None or after.a < before.a - EPS_A)
+        )
+        if lower and self.lag_s > 0:
             c.cooling.append((now.timestamp() + self.lag_s, before))
 
     # -- bounds ----------------------------------------------------------------------------------------
 
-    def _uncovered_kw(self, cp: str) -> float:
+    def _uncovered(self, cp: str) -> _Draw:
         charger = self._chargers.get(cp, _Charger())
         info = self._topology.charger(cp)
         rating = info.rated_power_kw if info is not None else float("inf")
-        if charger.default_kw is not None:
-            return min(charger.default_kw, rating)
-        if charger.max_kw is not None:
-            return min(charger.max_kw, rating)
-        return rating
+        for profile in (charger.default, charger.max):
+            if profile is not None:
+                return _Draw(min(profile.kw, rating), profile.a)
+        return _Draw(rating)
 
-    def _in_force(self, cp: str, c: _Connector) -> float:
-        return c.tx_kw if c.tx_kw is not None else self._uncovered_kw(cp)
+    def _in_force(self, cp: str, c: _Connector) -> _Draw:
+        return c.tx if c.tx is not None else self._uncovered(cp)
 
     def in_force_kw(self, cp: str, connector_id: int) -> float:
         """The connector's limit in force (kW): 0 without an open transaction."""
         c = self._connectors.get((cp, connector_id))
-        return 0.0 if c is None else self._in_force(cp, c)
+        return 0.0 if c is None else self._in_force(cp, c).kw
+
+    def _bounds(self, cp: str, c: _Connector, now: datetime) -> list[_Draw]:
+        t = now.timestamp()
+        c.cooling = [(until, d) for until, d in c.cooling if until > t]
+        return [self._in_force(cp, c), *([c.in_flight] if c.in_flight else []), *(d for _, d in c.cooling)]
 
     def bound_kw(self, cp: str, connector_id: int, now: datetime) -> float:
         """The most the connector may be drawing now (kW); see the module docstring."""
         c = self._connectors.get((cp, connector_id))
         if c is None:
             return 0.0
-        t = now.timestamp()
-        c.cooling = [(until, kw) for until, kw in c.cooling if until > t]
-        return max([self._in_force(cp, c), c.in_flight_kw or 0.0, *(kw for _, kw in c.cooling)])
+        return max(d.kw for d in self._bounds(cp, c, now))
+
+    def _amps(self, cp: str, connector_id: int, info: ChargerInfo, draw: _Draw) -> float:
+        """A per phase that ``draw`` lets the connector's EV take (see "Per phase" in the module docstring)."""
+        rating_a = info.rated_power_kw * 1000.0 / (info.phases * info.voltage_v)
+        if draw.a is not None:
+            return min(draw.a, rating_a)
+        phases = self._ev_phases(cp, connector_id) or 1
+        return min(draw.kw * 1000.0 / (phases * info.voltage_v), rating_a)
+
+    def _phases_of(self, cp: str, connector_id: int, info: ChargerInfo) -> list[str]:
+        ev = self._ev_phases(cp, connector_id)
+        return grid_phases(info.phase_rotation, min(ev, info.phases) if ev else info.phases)
+
+    def phase_bound_a(self, cp: str, connector_id: int, now: datetime) -> dict[str, float]:
+        """The most the connector may be drawing now on each grid phase (``{"L1": A, ...}``; empty without
+        an open transaction or a topology entry)."""
+        c = self._connectors.get((cp, connector_id))
+        info = self._topology.charger(cp)
+        if c is None or info is None:
+            return {}
+        amps = max(self._amps(cp, connector_id, info, d) for d in self._bounds(cp, c, now))
+        return {phase: amps for phase in self._phases_of(cp, connector_id, info)}
 
     def _groups(self, cp: str) -> tuple[str | None, str | None]:
         info = self._topology.charger(cp)
@@ -205,9 +285,12 @@ class Ledger:
             return None, None
         return info.node_id, info.site_id
 
-    def check_increase(self, cp: str, connector_id: int, new_kw: float, now: datetime) -> Blocked | None:
-        """``None`` if raising the connector to ``new_kw`` keeps its node and site within their limits
-        (counting every other connector's bound), else why not."""
+    def check_increase(
+        self, cp: str, connector_id: int, new_kw: float, now: datetime, new_a: float | None = None
+    ) -> Blocked | None:
+        """``None`` if raising the connector to ``new_kw`` (``new_a`` A per phase when sent in A) keeps its
+        node and site within their limits, and each grid phase of every breaker above it with a ``limit_a``
+        within that (counting every other connector's bound), else why not."""
         node, site = self._groups(cp)
         for level, group, limit in (("node", node, self._node_limit(node)), ("site", site, self._site_limit(site))):
             if group is None:
@@ -220,7 +303,45 @@ class Ledger:
                 t = now.timestamp()
                 untils = [u for k in members for u, _ in self._connectors[k].cooling if u > t]
                 return Blocked(level, group, limit, total, min(untils) if untils else None)
+        return self._check_phases(cp, connector_id, _Draw(new_kw, new_a), now)
+
+    def _check_phases(self, cp: str, connector_id: int, new: _Draw, now: datetime) -> Blocked | None:
+        info = self._topology.charger(cp)
+        if info is None or not info.managed:
+            return None
+        rated = [n for n in self._topology.ancestors(info.node_id) if n.limit_a is not None]
+        if not rated:
+            return None
+        mine = self._phases_of(cp, connector_id, info)
+        new_a = self._amps(cp, connector_id, info, new)
+        t = now.timestamp()
+        for node in rated:
+            assert node.limit_a is not None
+            members = [k for k in self._connectors if k != (cp, connector_id) and self._under(k[0], node.node_id)]
+            load: dict[str, float] = {phase: new_a for phase in mine}
+            for k in members:
+                for phase, amps in self.phase_bound_a(k[0], k[1], now).items():
+                    load[phase] = load.get(phase, 0.0) + amps
+            for phase in mine:
+                if load[phase] > node.limit_a + EPS_A:
+                    untils = [u for k in members for u, _ in self._connectors[k].cooling if u > t]
+                    return Blocked(
+                        "node",
+                        node.node_id,
+                        0.0,
+                        0.0,
+                        min(untils) if untils else None,
+                        phase=phase,
+                        limit_a=node.limit_a,
+                        needed_a=load[phase],
+                    )
         return None
+
+    def _under(self, cp: str, node_id: str) -> bool:
+        info = self._topology.charger(cp)
+        if info is None or not info.managed:
+            return False
+        return any(n.node_id == node_id for n in self._topology.ancestors(info.node_id))
 
     def _in_group(self, cp: str, level: str, group: str) -> bool:
         node, site = self._groups(cp)
@@ -229,3 +350,9 @@ class Ledger:
     def group_sum_kw(self, level: str, group: str, now: datetime) -> float:
         """The sum of bounds on a node or site (kW), for tests and status views."""
         return sum(self.bound_kw(k[0], k[1], now) for k in self._connectors if self._in_group(k[0], level, group))
+
+
+def _wider(a: _Draw, b: _Draw) -> _Draw:
+    """The larger of two limits, per unit (either may be the one in force)."""
+    amps = None if a.a is None or b.a is None else max(a.a, b.a)
+    return _Draw(max(a.kw, b.kw), amps)

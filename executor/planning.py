@@ -190,9 +190,9 @@ class Plan:
     retry_at: float | None = None
 
 
-IncreaseCheck = Callable[[int, float], Blocked | None]
-"""``check(connector_id, new_kw)``: the ledger's verdict on raising a connector to ``new_kw`` (kW) now,
-``None`` when it fits (:meth:`executor.ledger.Ledger.check_increase` bound to the charger and the time).
+IncreaseCheck = Callable[[int, float, float | None], Blocked | None]
+"""``check(connector_id, new_kw, new_a)``: the ledger's verdict on raising a connector to ``new_kw`` (kW;
+``new_a`` the limit in A per phase when the unit is A, else ``None``) now, ``None`` when it fits (:meth:`executor.ledger.Ledger.check_increase` bound to the charger and the time).
 Asked only for increases past their debounce."""
 
 
@@ -249,8 +249,14 @@ def within_deadband(held: float, wanted: float, command: SetpointCommand, unit: 
 
 def why_blocked(blocked: Blocked) -> str:
     """The held-back reason of a blocked increase: ``"lag: node panel-a 23.000 > 22.000 kW"`` (``lag`` when
-    a cut's EV response lag ends at a known time, else ``headroom``), or ``"headroom: <level> <id> has no
-    known limit"``."""
+    a cut's EV response lag ends at a known time, else ``headroom``), ``"headroom: node panel-a L2 33.0 >
+    32.0 A"`` for a grid phase over the node's ``limit_a``, or ``"headroom: <level> <id> has no known
+    limit"``."""
+    if blocked.phase is not None and blocked.limit_a is not None and blocked.needed_a is not None:
+        wait = "lag" if blocked.until is not None else "headroom"
+        return (
+            f"{wait}: {blocked.level} {blocked.group} {blocked.phase} {blocked.needed_a:.1f} > {blocked.limit_a:.1f} A"
+        )
     if not blocked.known:
         return f"headroom: {blocked.level} {blocked.group} has no known limit"
     wait = "lag" if blocked.until is not None else "headroom"
@@ -367,7 +373,7 @@ def plan_charger(
             plan.held_back[c] = HeldBack("debounce")
             release.append(debounce_end)
             continue
-        blocked = check_increase(c, kw)
+        blocked = check_increase(c, kw, limit if unit == "A" else None)
         if blocked is not None:
             plan.held_back[c] = HeldBack(why_blocked(blocked), blocked)
             if blocked.until is not None:

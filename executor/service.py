@@ -28,7 +28,7 @@ from executor.metrics import ExecutorStats
 from executor.ocpp import v16, v201
 from executor.ocpp.auth import Authenticator
 from executor.ocpp.server import HttpEndpoints, OcppServer, server_tls_context
-from executor.ocpp.station import MeterSample, Station, StationFactory, StationOptions
+from executor.ocpp.station import EvChargingNeeds, MeterSample, Station, StationFactory, StationOptions
 from executor.outbox import Outbox
 from executor.sessions import Sessions
 from executor.topology import Topology
@@ -97,6 +97,9 @@ class _Events:
             self._x._ledger.transaction_ended(charge_point_id, connector_id)
             self._x._changed(charge_point_id)
 
+    async def on_ev_charging_needs(self, charge_point_id: str, connector_id: int, needs: EvChargingNeeds) -> None:
+        await self._x._sessions.needs(charge_point_id, connector_id, needs)
+
     def is_open_transaction(self, charge_point_id: str, transaction_id: str) -> bool:
         return self._x._sessions.find(charge_point_id, transaction_id) is not None
 
@@ -131,10 +134,16 @@ class Executor:
         self._topology = Topology()
         self.outbox = Outbox(transport, limit=config.outbox_limit, stats=self.stats)
         self._outbox_drain_s = config.outbox_drain_s
-        self._sessions = Sessions(self.outbox, self._topology)
+        self._sessions = Sessions(
+            self.outbox, self._topology, config=config, limit_kw=lambda cp, c: self._ledger.in_force_kw(cp, c)
+        )
         self._setpoints = SetpointTable(self.stats)
         self._ledger = Ledger(
-            self._topology, self._setpoints.node_limit_kw, self._setpoints.site_limit_kw, config.ev_response_lag_s
+            self._topology,
+            self._setpoints.node_limit_kw,
+            self._setpoints.site_limit_kw,
+            config.ev_response_lag_s,
+            ev_phases=self._sessions.ev_phases,
         )
         self._ctx = DispatchContext(
             table=self._setpoints,
@@ -378,7 +387,7 @@ class Executor:
         kw = (
             ack.limit / 1000.0
             if ack.charging_rate_unit == "W"
-            else (ack.limit * session.phases * session.voltage_v / 1000.0)
+            else (ack.limit * (session.ev_phases or session.phases) * session.voltage_v / 1000.0)
         )
         if ack.status in ("Accepted", "Timeout"):
             self._ledger.recover_in_force(
@@ -388,6 +397,7 @@ class Executor:
                 kw,
                 certain=ack.status == "Accepted",
                 answered_at=ack.answered_at or ack.sent_at,
+                limit_a=None if ack.charging_rate_unit == "W" else ack.limit,
             )
 
     @staticmethod

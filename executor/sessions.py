@@ -5,6 +5,10 @@ The engine learns about sessions only from ``ocpp.active.sessions``. This module
 from StartTransaction through MeterValues to StopTransaction, and publishes the matching upserts and the
 final tombstone. It is protocol-neutral: the version modules hand it kWh, kW and UTC datetimes.
 
+What the EV really takes is learned here from its meter samples (:mod:`executor.learning`): the phases it
+draws on (``ev_phases``) and a cap when it takes clearly less than its limit in force (``learned_cap_kw``),
+and what a 2.0.1 EV says it needs (NotifyEVChargingNeeds) goes on its record as well.
+
 Restart: the executor re-reads its own ``ocpp.active.sessions`` (:meth:`Sessions.recover`) so transactions
 that outlive a restart keep their topology facts, start time and energy count.
 """
@@ -19,10 +23,12 @@ from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
-from executor.ocpp.station import MeterSample
+from executor.config import ExecutorConfig
+from executor.learning import CapLearner, CapPolicy, PhaseCounter, PhasePolicy
+from executor.ocpp.station import EvChargingNeeds, MeterSample
 from executor.outbox import Outbox
 from executor.topology import Topology
-from pipeline.contracts.topics import ACTIVE_SESSIONS, ActiveSession
+from pipeline.contracts.topics import ACTIVE_SESSIONS, BOUNDS, ActiveSession
 
 __all__ = ["OpenTransaction", "Sessions", "TransactionIds", "ACTIVE_SESSIONS"]
 
@@ -59,7 +65,8 @@ class OpenTransaction:
     ``meter_start_kwh`` is ``None`` until the first energy reading when it is not known (a transaction
     recovered after a restart, or a 2.0.1 start without a reading); ``energy_offset_kwh`` is then the
     energy already counted.
-    ``session`` is the last published record, ``None`` while the charger is missing from topology.
+    ``session`` is the last published record, ``None`` while the charger is missing from topology;
+    ``cap`` and ``phase_counter`` learn what the EV takes from its meter samples.
     """
 
     charge_point_id: str
@@ -70,10 +77,18 @@ class OpenTransaction:
     confirmed: bool = False
     energy_offset_kwh: float = 0.0
     session: ActiveSession | None = None
+    cap: CapLearner | None = None
+    phase_counter: PhaseCounter | None = None
 
     @property
     def session_id(self) -> str:
         return f"{self.charge_point_id}-{self.transaction_id}"
+
+
+FLOOR_A = 6.0
+"""The lowest current per phase an EV is asked to draw (IEC 61851-1), A: an EV minimum above it raises
+the session's ``min_power_kw``."""
+_PHASES_OF_TRANSFER = {"AC_single_phase": 1, "AC_two_phase": 2, "AC_three_phase": 3}
 
 
 def _clamp(value: float, low: float, high: float | None = None) -> float:
@@ -87,14 +102,30 @@ class Sessions:
     Records go to the :class:`executor.outbox.Outbox`, which never waits for the transport, so the OCPP
     handler answers the charger at once even while the brokers are away; upserts of one session coalesce
     there (the newest wins) and its tombstone is delivered after them.
+
+    ``limit_kw(charge_point_id, connector_id)`` is the limit in force for the connector (kW, ``None`` when
+    unknown; :meth:`executor.ledger.Ledger.in_force_kw`): the learned cap compares the draw with it.
+    ``config`` gives the learning thresholds (:class:`executor.config.ExecutorConfig`).
     """
 
-    def __init__(self, outbox: Outbox, topology: Topology, ids: TransactionIds | None = None) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        topology: Topology,
+        ids: TransactionIds | None = None,
+        config: ExecutorConfig | None = None,
+        limit_kw: Callable[[str, int], float | None] | None = None,
+    ) -> None:
         self._outbox = outbox
         self._topology = topology
         self._ids = ids or TransactionIds()
+        config = config or ExecutorConfig()
+        self._cap_policy = CapPolicy.of(config)
+        self._phase_policy = PhasePolicy.of(config)
+        self._limit_kw = limit_kw or (lambda cp, connector: None)
         self._open: dict[tuple[str, int], OpenTransaction] = {}  # (charge_point_id, connector_id)
         self._by_id: dict[tuple[str, str], OpenTransaction] = {}  # (charge_point_id, transaction_id)
+        self._needs: dict[tuple[str, int], EvChargingNeeds] = {}  # said before its transaction started
 
     # -- queries ---------------------------------------------------------------------------------------
 
@@ -112,6 +143,11 @@ class Sessions:
     def open_transactions(self) -> list[OpenTransaction]:
         return list(self._open.values())
 
+    def ev_phases(self, charge_point_id: str, connector_id: int) -> int | None:
+        """The phases the EV on the connector draws on, when known (learned or reported), else ``None``."""
+        tx = self._open.get((charge_point_id, connector_id))
+        return None if tx is None or tx.session is None else tx.session.ev_phases
+
     # -- lifecycle -------------------------------------------------------------------------------------
 
     def recover(self, session: ActiveSession) -> None:
@@ -126,6 +162,15 @@ class Sessions:
                 confirmed=True,
                 energy_offset_kwh=session.energy_kwh or 0.0,
                 session=session,
+                cap=CapLearner(
+                    self._cap_policy,
+                    cap_kw=session.learned_cap_kw,
+                    # when it was learned is not on the record: probe no later than a period after the last sample
+                    changed_at=None
+                    if session.learned_cap_kw is None
+                    else (session.sampled_at or session.started_at).timestamp(),
+                ),
+                phase_counter=PhaseCounter(self._phase_policy, phases=session.ev_phases),
             )
         )
 
@@ -161,6 +206,9 @@ class Sessions:
             confirmed=transaction_id is not None,
         )
         tx.session = self._initial_session(tx)
+        needs = self._needs.pop((charge_point_id, connector_id), None)
+        if tx.session is not None and needs is not None:
+            tx.session = self._with_needs(tx, tx.session, needs) or tx.session
         if tx.session is not None:
             self._outbox.publish(ACTIVE_SESSIONS, tx.session)
             log.info(
@@ -193,8 +241,9 @@ class Sessions:
         """Fold meter samples (oldest first) into the transaction's session and publish the upsert.
 
         ``current_power_kw`` and ``soc_pct`` are the latest reported values, ``energy_kwh`` is the import
-        register minus the meter start (both kWh), ``sampled_at`` the latest sample time. Readings outside a
-        known transaction are ignored.
+        register minus the meter start (both kWh), ``sampled_at`` the latest sample time; ``ev_phases`` and
+        ``learned_cap_kw`` are what :mod:`executor.learning` makes of the samples (per-phase current; power
+        against the limit in force). Readings outside a known transaction are ignored.
         """
         if transaction_id is None or not samples:
             return
@@ -206,9 +255,18 @@ class Sessions:
         if session is None:
             return
         update = session.model_dump()
+        cap = tx.cap or CapLearner(self._cap_policy)
+        counter = tx.phase_counter or PhaseCounter(self._phase_policy, phases=session.ev_phases)
+        tx.cap, tx.phase_counter = cap, counter
+        limit_kw = self._limit_kw(charge_point_id, tx.connector_id)
         for sample in samples:
+            at_s = sample.timestamp.timestamp()
+            if sample.phase_current_a:
+                update["ev_phases"] = counter.observe(at_s, sample.phase_current_a)
             if sample.power_kw is not None:
                 update["current_power_kw"] = _clamp(sample.power_kw, 0.0)
+                learned = cap.observe(at_s, update["current_power_kw"], limit_kw)
+                update["learned_cap_kw"] = None if learned is None else min(learned, BOUNDS["charger_kw"])
             if sample.energy_register_kwh is not None:
                 if tx.meter_start_kwh is None:  # recovered: continue the count published before the restart
                     tx.meter_start_kwh = sample.energy_register_kwh - tx.energy_offset_kwh
@@ -224,6 +282,57 @@ class Sessions:
         self._outbox.publish(ACTIVE_SESSIONS, new)
         tx.session = new
 
+    async def needs(self, charge_point_id: str, connector_id: int, needs: EvChargingNeeds) -> None:
+        """Put what the EV said it needs (2.0.1 NotifyEVChargingNeeds, K15/K17) on its session's record.
+
+        ``ev_phases`` from the requested energy transfer; ``ev_max_power_kw`` = ``evMaxCurrent`` (A per
+        phase) x phases x the charger's voltage (the grid sets the voltage; ``evMaxVoltage`` is only the EV's
+        ceiling), or DC ``evMaxPower``; ``min_power_kw`` = ``evMinCurrent`` x phases x voltage when the EV's
+        minimum is above the 6 A floor; ``energy_needed_kwh`` from ``energyAmount``, ``departure_at`` from
+        ``departureTime``, ``soc_pct`` from DC ``stateOfCharge``. Needs that arrive before the connector's
+        transaction starts are kept for its start; a record is published only when a field changed.
+        """
+        tx = self._open.get((charge_point_id, connector_id))
+        if tx is None:
+            self._needs[(charge_point_id, connector_id)] = needs
+            return
+        session = tx.session or self._initial_session(tx)
+        if session is None:
+            return
+        new = self._with_needs(tx, session, needs)
+        if new is not None and new != tx.session:
+            self._outbox.publish(ACTIVE_SESSIONS, new)
+            tx.session = new
+
+    def _with_needs(self, tx: OpenTransaction, session: ActiveSession, needs: EvChargingNeeds) -> ActiveSession | None:
+        update = session.model_dump()
+        if needs.ev_phases is not None:
+            update["ev_phases"] = needs.ev_phases
+            tx.phase_counter = tx.phase_counter or PhaseCounter(self._phase_policy)
+            tx.phase_counter.phases = needs.ev_phases
+        phases = update["ev_phases"] or session.phases
+        volts = session.voltage_v
+        max_kw = None
+        if needs.dc:
+            max_kw = needs.ev_max_power_kw
+        elif needs.ev_max_current_a is not None:
+            max_kw = needs.ev_max_current_a * phases * volts / 1000.0
+        if max_kw is not None and max_kw > 0:
+            update["ev_max_power_kw"] = min(max_kw, BOUNDS["charger_kw"])
+        if not needs.dc and needs.ev_min_current_a is not None and needs.ev_min_current_a > FLOOR_A:
+            update["min_power_kw"] = min(needs.ev_min_current_a * phases * volts / 1000.0, BOUNDS["charger_kw"])
+        if needs.energy_needed_kwh is not None:
+            update["energy_needed_kwh"] = _clamp(needs.energy_needed_kwh, 0.0, BOUNDS["energy_kwh"])
+        if needs.departure_at is not None:
+            update["departure_at"] = needs.departure_at
+        if needs.soc_pct is not None:
+            update["soc_pct"] = _clamp(needs.soc_pct, 0.0, 100.0)
+        try:
+            return ActiveSession.model_validate(update)
+        except ValidationError as exc:
+            log.warning("%s: charging needs for %s not published: %s", tx.charge_point_id, tx.session_id, exc)
+            return None
+
     async def stop(self, charge_point_id: str, transaction_id: str, stopped_at: datetime | None = None) -> int | None:
         """Close the transaction and tombstone its session; returns its connector id (``None`` if unknown).
         Logs one line with the energy it delivered (kWh, its last meter reading) and how long it lasted.
@@ -238,6 +347,7 @@ class Sessions:
                 self._outbox.tombstone(ACTIVE_SESSIONS, f"{charge_point_id}-{transaction_id}")
             return None
         await self._close(tx)
+        self._needs.pop((charge_point_id, tx.connector_id), None)
         energy = tx.session.energy_kwh if tx.session is not None else None
         minutes = None if stopped_at is None else (stopped_at - tx.started_at).total_seconds() / 60
         log.info(

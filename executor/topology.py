@@ -23,7 +23,8 @@ __all__ = ["ChargerInfo", "Topology"]
 
 @dataclass(frozen=True)
 class ChargerInfo:
-    """A charger's static facts from its ``site.topology`` node (``node_id`` is the breaker it hangs on)."""
+    """A charger's static facts from its ``site.topology`` node (``node_id`` is the breaker it hangs on;
+    ``phase_rotation`` how its L1, L2, L3 are wired to the grid's R, S, T, ``None`` for straight through)."""
 
     site_id: str
     node_id: str | None
@@ -35,6 +36,7 @@ class ChargerInfo:
     priority: int = 0
     weight: float = 1.0
     flexible: bool = False
+    phase_rotation: str | None = None
 
 
 class Topology:
@@ -78,6 +80,7 @@ class Topology:
             priority=node.priority,
             weight=node.weight,
             flexible=node.flexible,
+            phase_rotation=node.phase_rotation,
         )
         return info
 
@@ -103,6 +106,10 @@ class Topology:
             out.append(node)
             node_id = node.parent_id
         return out
+
+    def node(self, node_id: str | None) -> TopologyNode | None:
+        """The node with this id, if any."""
+        return None if node_id is None else self._nodes.get(node_id)
 
     def chargers_under(self, node_id: str) -> list[TopologyNode]:
         """Every charger whose path to the root passes through ``node_id``."""

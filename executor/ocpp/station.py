@@ -11,7 +11,7 @@ ledger and dispatch therefore never import ``ocpp``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
@@ -29,12 +29,38 @@ class MeterSample:
     ``power_kw`` is the active import power (kW), ``energy_register_kwh`` the import energy register (kWh,
     cumulative, the same register as the transaction's meter start) and ``soc_pct`` the EV state of charge
     (0-100); any of them is ``None`` when the charger did not report it in this sample.
+    ``phase_current_a`` maps the charger's phases ``"L1"``, ``"L2"``, ``"L3"`` to the ``Current.Import``
+    reported on each (A); empty when no per-phase current was sent.
     """
 
     timestamp: datetime
     power_kw: float | None = None
     energy_register_kwh: float | None = None
     soc_pct: float | None = None
+    phase_current_a: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvChargingNeeds:
+    """What an EV said it needs (OCPP 2.0.1 NotifyEVChargingNeedsRequest, K15/K17; ISO 15118), in pipeline
+    units. ``None`` where the message did not say.
+
+    ``ev_phases`` from ``requestedEnergyTransfer`` (``AC_single_phase`` 1, ``AC_two_phase`` 2,
+    ``AC_three_phase`` 3; ``DC`` None); ``ev_max_current_a`` and ``ev_min_current_a`` per phase from
+    ACChargingParameters ``evMaxCurrent`` / ``evMinCurrent``, ``ev_max_voltage_v`` its ``evMaxVoltage``;
+    ``ev_max_power_kw`` from DCChargingParameters ``evMaxPower`` (W); ``energy_needed_kwh`` from either
+    ``energyAmount`` (Wh); ``soc_pct`` from DC ``stateOfCharge``; ``departure_at`` from ``departureTime``.
+    """
+
+    dc: bool = False
+    ev_phases: int | None = None
+    ev_max_current_a: float | None = None
+    ev_min_current_a: float | None = None
+    ev_max_voltage_v: float | None = None
+    ev_max_power_kw: float | None = None
+    energy_needed_kwh: float | None = None
+    soc_pct: float | None = None
+    departure_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +143,9 @@ class StationEvents(Protocol):
 
     async def on_stop_transaction(self, charge_point_id: str, transaction_id: str, timestamp: datetime) -> None:
         """A transaction stopped."""
+
+    async def on_ev_charging_needs(self, charge_point_id: str, connector_id: int, needs: EvChargingNeeds) -> None:
+        """The EV on ``connector_id`` (2.0.1 evseId) reported its charging needs (NotifyEVChargingNeeds)."""
 
     def is_open_transaction(self, charge_point_id: str, transaction_id: str) -> bool:
         """Whether the executor holds ``transaction_id`` as open on this charger (2.0.1 adopts unknown ones)."""

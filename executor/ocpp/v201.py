@@ -27,6 +27,7 @@ from executor.ocpp.station import (
     CallOutcome,
     CallStatus,
     ClearRequest,
+    EvChargingNeeds,
     MeterSample,
     ProfileRequest,
     RateUnit,
@@ -64,13 +65,50 @@ def _samples(meter_value: list[dict[str, Any]] | None) -> list[MeterSample]:
     return sorted((parse_meter_value(mv) for mv in meter_value or []), key=lambda s: s.timestamp)
 
 
+_PHASES_OF_TRANSFER = {"AC_single_phase": 1, "AC_two_phase": 2, "AC_three_phase": 3}
+
+
+def _number(params: dict[str, Any], key: str, scale: float = 1.0) -> float | None:
+    value = params.get(key)
+    return None if value is None else float(value) * scale
+
+
+def parse_charging_needs(charging_needs: dict[str, Any]) -> EvChargingNeeds:
+    """A snake-cased ``ChargingNeedsType`` (2.0.1 section 2, NotifyEVChargingNeedsRequest) in pipeline units:
+    ``requestedEnergyTransfer`` -> phases (``DC``: none), ACChargingParameters ``evMaxCurrent`` /
+    ``evMinCurrent`` (A per phase), ``evMaxVoltage`` (V), ``energyAmount`` (Wh -> kWh); DCChargingParameters
+    ``evMaxPower`` (W -> kW), ``energyAmount``, ``stateOfCharge`` (%); ``departureTime``. Raises
+    ``PropertyConstraintViolationError`` for a departureTime that is not ISO-8601."""
+    transfer = str(charging_needs.get("requested_energy_transfer", ""))
+    ac = charging_needs.get("ac_charging_parameters") or {}
+    dc = charging_needs.get("dc_charging_parameters") or {}
+    departure = charging_needs.get("departure_time")
+    if transfer == "DC":
+        return EvChargingNeeds(
+            dc=True,
+            ev_max_power_kw=_number(dc, "ev_max_power", 0.001),
+            ev_max_voltage_v=_number(dc, "ev_max_voltage"),
+            energy_needed_kwh=_number(dc, "energy_amount", 0.001),
+            soc_pct=_number(dc, "state_of_charge"),
+            departure_at=None if departure is None else parse_timestamp(departure),
+        )
+    return EvChargingNeeds(
+        ev_phases=_PHASES_OF_TRANSFER.get(transfer),
+        ev_max_current_a=_number(ac, "ev_max_current"),
+        ev_min_current_a=_number(ac, "ev_min_current"),
+        ev_max_voltage_v=_number(ac, "ev_max_voltage"),
+        energy_needed_kwh=_number(ac, "energy_amount", 0.001),
+        departure_at=None if departure is None else parse_timestamp(departure),
+    )
+
+
 class CentralSystemV201(RobustRouting, ChargePoint):
     """One OCPP 2.0.1 charging station as seen from the CSMS; a :class:`executor.ocpp.station.Station`.
 
     Answers BootNotification (B01: Accepted, ``interval``, ``currentTime``), Heartbeat (G02),
     StatusNotification (G01), Authorize (C01: Accepted), TransactionEvent Started / Updated / Ended with
-    meter values (E01-E07, J02), MeterValues (J01), NotifyEvent, NotifyReport, SecurityEventNotification and
-    DataTransfer (P01: UnknownVendorId, no vendor extension is served). Other 2.0.1 actions get
+    meter values (E01-E07, J02), MeterValues (J01), NotifyEVChargingNeeds (K15/K17: Accepted),
+    NotifyEvent, NotifyReport, SecurityEventNotification and DataTransfer (P01: UnknownVendorId, no vendor extension is served). Other 2.0.1 actions get
     ``NotSupported``.
     """
 
@@ -140,6 +178,15 @@ class CentralSystemV201(RobustRouting, ChargePoint):
         # J01: meter values outside a transaction carry no session; readings of a transaction come in
         # TransactionEvent (J02), which is what sessions are built from.
         return call_result.MeterValues()
+
+    @on(Action.notify_ev_charging_needs)
+    async def _v201_notify_ev_charging_needs(self, evse_id: int, charging_needs: dict[str, Any], **_: Any):
+        """NotifyEVChargingNeeds (K15, K17 renegotiation): the EV's needs go on its session's record and the
+        answer is Accepted. The status only says the CSMS processed the message, not that the needs can be
+        met (NotifyEVChargingNeedsStatusEnumType); the setpoints that follow are the engine's answer."""
+        needs = parse_charging_needs(charging_needs)
+        await self._events.on_ev_charging_needs(self.id, evse_id, needs)
+        return call_result.NotifyEVChargingNeeds(status="Accepted")
 
     @on(Action.notify_event)
     def _v201_notify_event(self, **_: Any):

@@ -81,7 +81,7 @@ def plan(
     safe_kw: float | None = SAFE_KW,
     info: ChargerInfo | None = CP1,
 ) -> Plan:
-    def check_increase(connector_id: int, new_kw: float) -> Blocked | None:
+    def check_increase(connector_id: int, new_kw: float, new_a: float | None = None) -> Blocked | None:
         if asked is not None:
             asked.append((connector_id, new_kw))
         return (verdicts or {}).get(connector_id)
@@ -246,6 +246,6 @@ def test_an_unmanaged_charger_gets_no_plan():
         config=ExecutorConfig(),
         now=NOW,
         now_mono=0.0,
-        check_increase=lambda connector_id, new_kw: None,
+        check_increase=lambda connector_id, new_kw, new_a: None,
     )
     assert result is None

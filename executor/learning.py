@@ -1,0 +1,161 @@
+"""What each EV really takes, learned from its meter: the phases it draws on and a cap on its acceptance.
+
+A charging profile is a maximum, not a target: an EV near full state of charge tapers, a cold battery
+takes less, a 1-phase EV on a 3-phase charger draws on L1 only. The engine would keep headroom for such a
+session that nobody uses, so the executor measures and publishes two facts on ``ocpp.active.sessions``:
+
+- ``ev_phases`` (:class:`PhaseCounter`): the phases whose ``Current.Import`` clearly carries current once
+  the EV has drawn for a few seconds (a phase counts above ``ev_phase_min_a``, judged only in samples
+  whose largest phase current is at least twice that, so a tapering EV is not mistaken for a 1-phase one).
+- ``learned_cap_kw`` (:class:`CapLearner`): when a session draws less than ``learned_cap_ratio`` of its
+  limit in force for ``learned_cap_sustain_s``, its cap drops to the largest draw seen in that window plus
+  a margin (``learned_cap_margin_kw`` or ``learned_cap_margin_frac`` of the draw, the larger). It never
+  sits below a measured draw (a draw above it lifts it at once), and ``learned_cap_probe_s`` after it last
+  changed it is removed (a probe) so an EV that takes more again gets the chance.
+
+Why the loop cannot oscillate (docs/architecture.md, "Executor", learned caps): a drop needs a sustained
+under-draw against an unchanged limit and must lower the cap by at least ``learned_cap_step_kw``; with the
+margin above the draw, the limit the engine then sets (at most the cap) is drawn at more than the ratio
+(draw / (draw + margin) >= 1 / (1 + margin_frac) > ratio for the defaults, and a second window would
+give the same cap, within the step), so it does not drop again; the only lift without new evidence is the
+probe, at most once per ``learned_cap_probe_s``. Pure values and times (epoch seconds of the meter
+samples): no I/O, no clock reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from executor.config import ExecutorConfig
+
+__all__ = ["CapLearner", "CapPolicy", "PhaseCounter", "PhasePolicy"]
+
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class CapPolicy:
+    """Thresholds of :class:`CapLearner` (defaults as in :class:`executor.config.ExecutorConfig`).
+
+    ``ratio``: under-draw is a draw below ``ratio`` x the limit in force; ``sustain_s``: for at least this
+    long (s) against an unchanged limit; ``margin_kw`` / ``margin_frac``: the cap is the draw plus the larger
+    of ``margin_kw`` and ``margin_frac`` x the draw (kW); ``step_kw``: a drop smaller than this is not made;
+    ``probe_s``: the cap is removed this long after it last changed (s). ``enabled`` False learns nothing.
+    """
+
+    ratio: float = 0.85
+    sustain_s: float = 60.0
+    margin_kw: float = 1.0
+    margin_frac: float = 0.1
+    step_kw: float = 0.5
+    probe_s: float = 600.0
+    enabled: bool = True
+
+    @classmethod
+    def of(cls, config: ExecutorConfig) -> CapPolicy:
+        return cls(
+            ratio=config.learned_cap_ratio,
+            sustain_s=config.learned_cap_sustain_s,
+            margin_kw=config.learned_cap_margin_kw,
+            margin_frac=config.learned_cap_margin_frac,
+            step_kw=config.learned_cap_step_kw,
+            probe_s=config.learned_cap_probe_s,
+            enabled=config.learned_cap,
+        )
+
+    def margin(self, draw_kw: float) -> float:
+        return max(self.margin_kw, self.margin_frac * draw_kw)
+
+
+@dataclass
+class CapLearner:
+    """One session's learned cap (kW, ``None``: nothing learned); feed it every meter sample in order.
+
+    State: ``cap_kw``; ``changed_at`` (s) when the cap last changed; the under-draw window (its start, the
+    limit it was measured against, the largest draw in it).
+    """
+
+    policy: CapPolicy
+    cap_kw: float | None = None
+    changed_at: float | None = None
+    _since: float | None = None
+    _limit_kw: float | None = None
+    _peak_kw: float = 0.0
+
+    def observe(self, at_s: float, draw_kw: float, limit_kw: float | None) -> float | None:
+        """Fold one sample (time ``at_s`` in s, measured draw in kW, the limit in force in kW or ``None``
+        when unknown) and return the cap after it. Samples older than the last change are ignored."""
+        p = self.policy
+        if not p.enabled:
+            return self.cap_kw
+        if self.changed_at is not None and at_s < self.changed_at:
+            return self.cap_kw
+        if self.cap_kw is not None and draw_kw > self.cap_kw + _EPS:  # evidence: it takes more than we thought
+            self._set(draw_kw + p.margin(draw_kw), at_s)
+            return self.cap_kw
+        if self.cap_kw is not None and self.changed_at is not None and at_s - self.changed_at >= p.probe_s:
+            self._set(None, at_s)  # probe: let the engine offer the rest again
+            return self.cap_kw
+        if limit_kw is None or self._limit_kw is None or abs(limit_kw - self._limit_kw) > _EPS:
+            self._reset(limit_kw)  # a new limit: the EV needs time to follow it
+        if limit_kw is None or limit_kw <= _EPS or draw_kw >= p.ratio * limit_kw:
+            self._reset(limit_kw)
+            return self.cap_kw
+        if self._since is None:
+            self._since = at_s
+        self._peak_kw = max(self._peak_kw, draw_kw)
+        if at_s - self._since >= p.sustain_s:
+            new = self._peak_kw + p.margin(self._peak_kw)
+            if new < limit_kw - _EPS and (self.cap_kw is None or new < self.cap_kw - p.step_kw):
+                self._set(new, at_s)
+            self._reset(limit_kw)
+        return self.cap_kw
+
+    def _set(self, cap_kw: float | None, at_s: float) -> None:
+        self.cap_kw = None if cap_kw is None else round(cap_kw, 3)
+        self.changed_at = at_s
+        self._reset(None)
+
+    def _reset(self, limit_kw: float | None) -> None:
+        self._since, self._peak_kw, self._limit_kw = None, 0.0, limit_kw
+
+
+@dataclass(frozen=True)
+class PhasePolicy:
+    """Thresholds of :class:`PhaseCounter`: a phase counts above ``min_a`` (A), in samples at least
+    ``settle_s`` (s) after the EV started drawing whose largest phase current is at least 2 x ``min_a``."""
+
+    min_a: float = 1.0
+    settle_s: float = 5.0
+
+    @classmethod
+    def of(cls, config: ExecutorConfig) -> PhasePolicy:
+        return cls(min_a=config.ev_phase_min_a, settle_s=config.ev_phase_settle_s)
+
+
+@dataclass
+class PhaseCounter:
+    """The phases one EV draws on, from per-phase ``Current.Import`` (``phases`` None until known)."""
+
+    policy: PhasePolicy
+    phases: int | None = None
+    drawing_since: float | None = None
+
+    def observe(self, at_s: float, phase_current_a: dict[str, float]) -> int | None:
+        """Fold one sample's per-phase currents (A by charger phase L1..L3) at ``at_s`` (s); returns the
+        phase count after it. A sample without a drawing phase restarts the settling time."""
+        if not phase_current_a:
+            return self.phases
+        top = max(phase_current_a.values())
+        if top <= self.policy.min_a:
+            self.drawing_since = None
+            return self.phases
+        if self.drawing_since is None or at_s < self.drawing_since:
+            self.drawing_since = at_s
+        if at_s - self.drawing_since < self.policy.settle_s or top < 2 * self.policy.min_a:
+            return self.phases
+        count = sum(1 for a in phase_current_a.values() if a > self.policy.min_a)
+        self.phases = min(3, max(1, count))
+        return self.phases
