@@ -10,15 +10,17 @@ session that nobody uses, so the executor measures and publishes two facts on ``
 - ``learned_cap_kw`` (:class:`CapLearner`): when a session draws less than ``learned_cap_ratio`` of its
   limit in force for ``learned_cap_sustain_s``, its cap drops to the largest draw seen in that window plus
   a margin (``learned_cap_margin_kw`` or ``learned_cap_margin_frac`` of the draw, the larger). It never
-  sits below a measured draw (a draw above it lifts it at once), and ``learned_cap_probe_s`` after it last
-  changed it is removed (a probe) so an EV that takes more again gets the chance.
+  sits below a measured draw (a draw above it lifts it at once); an EV that presses against it (draws
+  within half a margin of it for ``learned_cap_sustain_s``) has it removed, and so does a probe
+  ``learned_cap_probe_s`` after it last changed, so an EV that takes more again gets the chance.
 
 Why the loop cannot oscillate (docs/architecture.md, "Executor", learned caps): a drop needs a sustained
 under-draw against an unchanged limit and must lower the cap by at least ``learned_cap_step_kw``; with the
 margin above the draw, the limit the engine then sets (at most the cap) is drawn at more than the ratio
 (draw / (draw + margin) >= 1 / (1 + margin_frac) > ratio for the defaults, and a second window would
-give the same cap, within the step), so it does not drop again; the only lift without new evidence is the
-probe, at most once per ``learned_cap_probe_s``. Pure values and times (epoch seconds of the meter
+give the same cap, within the step), so it does not drop again; an EV that settled at its acceptance
+draws a whole margin below its cap, so it does not press against it either; the only lift without new
+evidence is the probe, at most once per ``learned_cap_probe_s``. Pure values and times (epoch seconds of the meter
 samples): no I/O, no clock reads.
 """
 
@@ -73,14 +75,18 @@ class CapPolicy:
 class CapLearner:
     """One session's learned cap (kW, ``None``: nothing learned); feed it every meter sample in order.
 
-    State: ``cap_kw``; ``changed_at`` (s) when the cap last changed; the under-draw window (its start, the
-    limit it was measured against, the largest draw in it).
+    State: ``cap_kw``; ``changed_at`` (s) when the cap last changed and ``reason`` why (``drop``: a
+    sustained under-draw; ``lift``: a draw above it; ``pressing``: a sustained draw within half a margin of
+    it; ``probe``: the probe period passed); the under-draw window (its start, the limit it was measured
+    against, the largest draw in it) and since when the EV presses against the cap.
     """
 
     policy: CapPolicy
     cap_kw: float | None = None
     changed_at: float | None = None
+    reason: str | None = None
     _since: float | None = None
+    _pressing_since: float | None = None
     _limit_kw: float | None = None
     _peak_kw: float = 0.0
 
@@ -93,11 +99,19 @@ class CapLearner:
         if self.changed_at is not None and at_s < self.changed_at:
             return self.cap_kw
         if self.cap_kw is not None and draw_kw > self.cap_kw + _EPS:  # evidence: it takes more than we thought
-            self._set(draw_kw + p.margin(draw_kw), at_s)
+            self._set(draw_kw + p.margin(draw_kw), at_s, "lift")
             return self.cap_kw
         if self.cap_kw is not None and self.changed_at is not None and at_s - self.changed_at >= p.probe_s:
-            self._set(None, at_s)  # probe: let the engine offer the rest again
+            self._set(None, at_s, "probe")  # let the engine offer the rest again
             return self.cap_kw
+        if self.cap_kw is not None and draw_kw >= self.cap_kw - p.margin(draw_kw) / 2:
+            if self._pressing_since is None:
+                self._pressing_since = at_s
+            if at_s - self._pressing_since >= p.sustain_s:  # evidence: it would take more
+                self._set(None, at_s, "pressing")
+                return self.cap_kw
+        else:
+            self._pressing_since = None
         if limit_kw is None or self._limit_kw is None or abs(limit_kw - self._limit_kw) > _EPS:
             self._reset(limit_kw)  # a new limit: the EV needs time to follow it
         if limit_kw is None or limit_kw <= _EPS or draw_kw >= p.ratio * limit_kw:
@@ -109,13 +123,13 @@ class CapLearner:
         if at_s - self._since >= p.sustain_s:
             new = self._peak_kw + p.margin(self._peak_kw)
             if new < limit_kw - _EPS and (self.cap_kw is None or new < self.cap_kw - p.step_kw):
-                self._set(new, at_s)
+                self._set(new, at_s, "drop")
             self._reset(limit_kw)
         return self.cap_kw
 
-    def _set(self, cap_kw: float | None, at_s: float) -> None:
+    def _set(self, cap_kw: float | None, at_s: float, reason: str) -> None:
         self.cap_kw = None if cap_kw is None else round(cap_kw, 3)
-        self.changed_at = at_s
+        self.changed_at, self.reason, self._pressing_since = at_s, reason, None
         self._reset(None)
 
     def _reset(self, limit_kw: float | None) -> None:

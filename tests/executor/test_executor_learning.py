@@ -1,0 +1,156 @@
+"""What the executor learns about each EV: the phases it draws on, and a cap when it takes less than its limit.
+
+The property test closes the loop with a simulated EV whose acceptance changes over time: the learned cap
+goes to the engine, which lowers the EV's limit to it (after a dispatch lag), and the EV draws
+min(acceptance, limit). The learned cap never sits below a measured draw, never lifts without evidence
+faster than the probe period, and settles at the EV's acceptance plus the margin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from executor.learning import CapLearner, CapPolicy, PhaseCounter, PhasePolicy
+
+POLICY = CapPolicy()  # 85 % for 60 s; draw + max(1 kW, 10 %); steps of 0.5 kW; probe every 600 s
+RATING_KW = 22.0
+
+
+def test_phases_are_counted_once_the_ev_has_drawn_for_a_few_seconds():
+    counter = PhaseCounter(PhasePolicy(min_a=1.0, settle_s=5.0))
+    assert counter.observe(0, {"L1": 0.1, "L2": 0.0, "L3": 0.0}) is None  # not drawing yet
+    assert counter.observe(1, {"L1": 15.9, "L2": 6.0, "L3": 0.2}) is None  # ramping: too early to tell
+    assert counter.observe(7, {"L1": 15.9, "L2": 0.3, "L3": 0.2}) == 1
+    assert counter.observe(70, {"L1": 1.4, "L2": 0.9, "L3": 0.9}) == 1  # tapering: no clear evidence
+    assert counter.observe(80, {"L1": 0.2, "L2": 0.2, "L3": 0.2}) == 1  # paused: keeps what it knows
+    assert counter.observe(90, {"L1": 16.0, "L2": 16.1, "L3": 15.8}) == 1  # draws again: settle first
+    assert counter.observe(96, {"L1": 16.0, "L2": 16.1, "L3": 15.8}) == 3
+
+
+def test_a_sustained_under_draw_learns_a_cap_and_the_probe_removes_it():
+    cap = CapLearner(POLICY)
+    assert cap.observe(0, 10.0, 22.0) is None  # under 85 % of 22 kW, but not for 60 s yet
+    assert cap.observe(30, 10.0, 22.0) is None
+    assert cap.observe(60, 10.0, 22.0) == 11.0  # the draw + 1 kW
+    assert cap.observe(90, 10.0, 11.0) == 11.0  # the engine followed: 10 / 11 > 85 %, nothing more to learn
+    assert cap.observe(400, 10.0, 11.0) == 11.0
+    assert cap.observe(660, 10.0, 11.0) is None  # probe, 600 s after the change
+    assert cap.observe(670, 10.0, 22.0) is None  # a new limit: the window starts again
+    assert cap.observe(730, 10.0, 22.0) == 11.0
+
+
+def test_a_tapering_ev_is_followed_down_from_the_largest_draw_of_each_window():
+    cap = CapLearner(POLICY)
+    assert cap.observe(0, 11.0, 22.0) is None
+    assert cap.observe(30, 10.5, 22.0) is None
+    assert cap.observe(60, 10.0, 22.0) == 12.1  # the largest draw in the window + 10 %
+    assert cap.observe(90, 9.0, 12.1) == 12.1
+    assert cap.observe(150, 8.0, 12.1) == 10.0  # 9 kW + 1 kW
+    assert cap.observe(160, 8.0, 10.0) == 10.0  # 8 / 10 < 85 %: a new window
+    assert cap.observe(220, 8.0, 10.0) == 9.0
+    assert cap.observe(300, 8.0, 9.0) == 9.0  # 8 / 9 > 85 %: settled
+
+
+def test_an_ev_pressing_against_its_cap_has_it_removed():
+    cap = CapLearner(POLICY, cap_kw=8.0, changed_at=0.0)
+    assert cap.observe(10, 7.6, 8.0) == 8.0  # within half a margin (0.5 kW) of the cap
+    assert cap.observe(40, 7.8, 8.0) == 8.0
+    assert cap.observe(70, 7.7, 8.0) is None and cap.reason == "pressing"
+    settled = CapLearner(POLICY, cap_kw=8.0, changed_at=0.0)
+    for t in range(10, 590, 10):
+        assert settled.observe(t, 7.0, 8.0) == 8.0  # a whole margin below: settled, kept until the probe
+
+
+def test_a_draw_above_the_cap_lifts_it_at_once_and_small_drops_are_not_made():
+    cap = CapLearner(POLICY, cap_kw=5.0, changed_at=0.0)
+    assert cap.observe(10, 7.0, 11.0) == 8.0  # it takes more than we thought
+    assert cap.observe(20, 6.8, 8.0) == 8.0
+    assert cap.observe(100, 6.8, 8.0) == 8.0  # 6.8 / 8 is 85 %: no under-draw
+    assert cap.observe(200, 6.7, 8.0) == 8.0
+    assert cap.observe(260, 6.7, 8.0) == 8.0  # under 85 % for 60 s, but 7.7 is within 0.5 kW of 8
+
+
+@dataclass
+class Change:
+    at_s: float
+    kind: str  # CapLearner.reason: "drop", "lift", "pressing" or "probe"
+    before: float | None
+    acceptance: float
+
+
+def simulate(steps: list[tuple[int, float]], lag_s: float, sample_s: float, horizon_s: float):
+    """Run the loop: ``steps`` are (duration s, EV acceptance kW). The engine sets the limit to the learned
+    cap (or the rating) and the charger applies it ``lag_s`` later; the EV draws min(acceptance, limit)."""
+    learner = CapLearner(POLICY)
+    acceptance_at = []
+    t0 = 0.0
+    for duration, kw in steps:
+        acceptance_at.append((t0, kw))
+        t0 += duration
+    limit_kw = RATING_KW
+    pending: list[tuple[float, float]] = []  # (applies at, limit)
+    changes: list[Change] = []
+    samples: list[tuple[float, float, float | None]] = []  # (t, draw, cap after)
+    previous = None
+    t = 0.0
+    while t <= horizon_s:
+        while pending and pending[0][0] <= t:
+            limit_kw = pending.pop(0)[1]
+        acceptance = [kw for start, kw in acceptance_at if start <= t][-1]
+        draw = min(acceptance, limit_kw)
+        cap = learner.observe(t, draw, limit_kw)
+        if cap != previous:
+            assert learner.reason is not None
+            changes.append(Change(t, learner.reason, previous, acceptance))
+            pending.append((t + lag_s, min(RATING_KW, cap) if cap is not None else RATING_KW))
+            previous = cap
+        samples.append((t, draw, cap))
+        t += sample_s
+    return changes, samples, acceptance_at
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(min_value=120, max_value=3600), st.floats(min_value=0.0, max_value=RATING_KW)),
+        min_size=1,
+        max_size=5,
+    ),
+    lag_s=st.sampled_from([0.0, 5.0, 15.0]),
+    sample_s=st.sampled_from([10.0, 15.0, 30.0, 60.0]),
+)
+def test_the_learned_cap_never_flaps_never_sits_below_the_draw_and_converges(steps, lag_s, sample_s):
+    horizon = sum(d for d, _ in steps) + 3 * POLICY.probe_s
+    changes, samples, acceptance_at = simulate(steps, lag_s, sample_s, horizon)
+
+    # Never below what the EV draws.
+    for t, draw, cap in samples:
+        assert cap is None or cap >= draw - 1e-9, (t, draw, cap)
+
+    # Without new evidence the cap comes back up at most once per probe period; with evidence (a draw above
+    # it, or pressing against it) only when the EV really takes more than the cap allowed.
+    last_change = None
+    for change in changes:
+        if change.kind == "probe":
+            assert last_change is not None and change.at_s - last_change >= POLICY.probe_s
+        if change.kind == "pressing":
+            assert change.before is not None
+            assert change.acceptance >= change.before - POLICY.margin(change.acceptance) / 2 - 1e-9
+        last_change = change.at_s
+
+    # Converges: in the last constant stretch, from two probe periods after its start (a cap learned across
+    # the change is probed away after one), the cap is either absent or within [acceptance, acceptance +
+    # margin]; and it changes only at probes and the relearning that follows each (at most 2 per period).
+    start, acceptance = acceptance_at[-1]
+    settled_from = start + 2 * POLICY.probe_s
+    late = [(t, cap) for t, _, cap in samples if t >= settled_from]
+    for t, cap in late:
+        if cap is not None:
+            assert acceptance - 1e-9 <= cap <= acceptance + POLICY.margin(acceptance) + 1e-3, (t, cap, acceptance)
+    late_changes = [c for c in changes if c.at_s >= settled_from]
+    assert all(c.kind in ("probe", "drop") for c in late_changes), late_changes
+    window = horizon - settled_from
+    assert len(late_changes) <= 2 * (window // POLICY.probe_s + 1)
