@@ -288,7 +288,7 @@ class Sessions:
         ``ev_phases`` from the requested energy transfer; ``ev_max_power_kw`` = ``evMaxCurrent`` (A per
         phase) x phases x the charger's voltage (the grid sets the voltage; ``evMaxVoltage`` is only the EV's
         ceiling), or DC ``evMaxPower``; ``min_power_kw`` = ``evMinCurrent`` x phases x voltage when the EV's
-        minimum is above the 6 A floor; ``energy_needed_kwh`` from ``energyAmount``, ``departure_at`` from
+        minimum is above the 6 A floor (IEC 61851-1), else ``None`` (the default floor); ``energy_needed_kwh`` from ``energyAmount``, ``departure_at`` from
         ``departureTime``, ``soc_pct`` from DC ``stateOfCharge``. Needs that arrive before the connector's
         transaction starts are kept for its start; a record is published only when a field changed.
         """
@@ -319,8 +319,9 @@ class Sessions:
             max_kw = needs.ev_max_current_a * phases * volts / 1000.0
         if max_kw is not None and max_kw > 0:
             update["ev_max_power_kw"] = min(max_kw, BOUNDS["charger_kw"])
-        if not needs.dc and needs.ev_min_current_a is not None and needs.ev_min_current_a > FLOOR_A:
-            update["min_power_kw"] = min(needs.ev_min_current_a * phases * volts / 1000.0, BOUNDS["charger_kw"])
+        if not needs.dc and needs.ev_min_current_a is not None:  # at or below the floor: the default applies
+            low = needs.ev_min_current_a * phases * volts / 1000.0
+            update["min_power_kw"] = min(low, BOUNDS["charger_kw"]) if needs.ev_min_current_a > FLOOR_A else None
         if needs.energy_needed_kwh is not None:
             update["energy_needed_kwh"] = _clamp(needs.energy_needed_kwh, 0.0, BOUNDS["energy_kwh"])
         if needs.departure_at is not None:
