@@ -14,7 +14,7 @@ session that nobody uses, so the executor measures and publishes two facts on ``
   within half a margin of it for ``learned_cap_sustain_s``) has it removed, and so does a probe
   ``learned_cap_probe_s`` after it last changed, so an EV that takes more again gets the chance.
 
-Why the loop cannot oscillate (docs/architecture.md, "Executor", learned caps): a drop needs a sustained
+Why the loop cannot oscillate (docs/architecture.md, "Executor": outputs follow what the EV takes): a drop needs a sustained
 under-draw against an unchanged limit and must lower the cap by at least ``learned_cap_step_kw``; with the
 margin above the draw, the limit the engine then sets (at most the cap) is drawn at more than the ratio
 (draw / (draw + margin) >= 1 / (1 + margin_frac) > ratio for the defaults, and a second window would
