@@ -14,14 +14,13 @@ session that nobody uses, so the executor measures and publishes two facts on ``
   within half a margin of it for ``learned_cap_sustain_s``) has it removed, and so does a probe
   ``learned_cap_probe_s`` after it last changed, so an EV that takes more again gets the chance.
 
-Why the loop cannot oscillate (docs/architecture.md, "Executor": outputs follow what the EV takes): a drop needs a sustained
-under-draw against an unchanged limit and must lower the cap by at least ``learned_cap_step_kw``; with the
-margin above the draw, the limit the engine then sets (at most the cap) is drawn at more than the ratio
-(draw / (draw + margin) >= 1 / (1 + margin_frac) > ratio for the defaults, and a second window would
-give the same cap, within the step), so it does not drop again; an EV that settled at its acceptance
-draws a whole margin below its cap, so it does not press against it either; the only lift without new
-evidence is the probe, at most once per ``learned_cap_probe_s``. Pure values and times (epoch seconds of the meter
-samples): no I/O, no clock reads.
+Why the loop cannot oscillate (docs/architecture.md, "Executor": outputs follow what the EV takes): a drop needs a
+sustained under-draw against an unchanged limit and must lower the cap by at least ``learned_cap_step_kw``; the limit
+the engine then sets (at most the cap) is the draw plus the margin, so the EV either draws above the ratio of it or a
+second window gives the same cap again (within the step), and nothing changes; an EV that settled at its acceptance
+draws a whole margin below its cap, so it does not press against it either; the only lift without new evidence is the
+probe, at most once per ``learned_cap_probe_s``.
+Pure values and times (epoch seconds of the meter samples): no I/O, no clock reads.
 """
 
 from __future__ import annotations

@@ -81,9 +81,9 @@ class _Charger:
 @dataclass(frozen=True)
 class Blocked:
     """Why an increase cannot go yet: the ``level`` (``node`` or ``site``) and id whose sum would exceed
-    ``limit_kw`` (or, with ``phase`` set, whose per-phase current ``needed_a`` would exceed ``limit_a`` on
-    that grid phase; ``limit_kw`` and ``needed_kw`` are then 0), and ``until`` (epoch seconds) when a cut on it ends its lag, or ``None`` when only an
-    acknowledgement (or a new setpoint) can free headroom."""
+    ``limit_kw`` (or, with ``phase`` set, whose per-phase current ``needed_a`` would exceed ``limit_a`` on that grid
+    phase; ``limit_kw`` and ``needed_kw`` are then 0), and ``until`` (epoch seconds) when a cut on it ends its lag, or
+    ``None`` when only an acknowledgement (or a new setpoint) can free headroom."""
 
     level: str
     group: str

@@ -192,8 +192,9 @@ class Plan:
 
 IncreaseCheck = Callable[[int, float, float | None], Blocked | None]
 """``check(connector_id, new_kw, new_a)``: the ledger's verdict on raising a connector to ``new_kw`` (kW;
-``new_a`` the limit in A per phase when the unit is A, else ``None``) now, ``None`` when it fits (:meth:`executor.ledger.Ledger.check_increase` bound to the charger and the time).
-Asked only for increases past their debounce."""
+``new_a`` the limit in A per phase when the unit is A, else ``None``) now, ``None`` when it fits
+(:meth:`executor.ledger.Ledger.check_increase` bound to the charger and the time). Asked only for increases past their
+debounce."""
 
 
 def profile_id_for(connector_id: int) -> int:

@@ -285,12 +285,12 @@ class Sessions:
     async def needs(self, charge_point_id: str, connector_id: int, needs: EvChargingNeeds) -> None:
         """Put what the EV said it needs (2.0.1 NotifyEVChargingNeeds, K15/K17) on its session's record.
 
-        ``ev_phases`` from the requested energy transfer; ``ev_max_power_kw`` = ``evMaxCurrent`` (A per
-        phase) x phases x the charger's voltage (the grid sets the voltage; ``evMaxVoltage`` is only the EV's
-        ceiling), or DC ``evMaxPower``; ``min_power_kw`` = ``evMinCurrent`` x phases x voltage when the EV's
-        minimum is above the 6 A floor (IEC 61851-1), else ``None`` (the default floor); ``energy_needed_kwh`` from ``energyAmount``, ``departure_at`` from
-        ``departureTime``, ``soc_pct`` from DC ``stateOfCharge``. Needs that arrive before the connector's
-        transaction starts are kept for its start; a record is published only when a field changed.
+        ``ev_phases`` from the requested energy transfer; ``ev_max_power_kw`` = ``evMaxCurrent`` (A per phase) x phases
+        x the charger's voltage (the grid sets the voltage; ``evMaxVoltage`` is only the EV's ceiling), or DC
+        ``evMaxPower``; ``min_power_kw`` = ``evMinCurrent`` x phases x voltage when the EV's minimum is above the 6 A
+        floor (IEC 61851-1), else ``None`` (the default floor); ``energy_needed_kwh`` from ``energyAmount``,
+        ``departure_at`` from ``departureTime``, ``soc_pct`` from DC ``stateOfCharge``. Needs that arrive before the
+        connector's transaction starts are kept for its start; a record is published only when a field changed.
         """
         tx = self._open.get((charge_point_id, connector_id))
         if tx is None:

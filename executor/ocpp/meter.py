@@ -40,12 +40,11 @@ def _unit_and_scale(sv: dict[str, Any]) -> tuple[str | None, float]:
 def parse_meter_value(meter_value: dict[str, Any]) -> MeterSample:
     """Turn one snake-cased ``MeterValue`` (1.6 or 2.0.1) into a :class:`MeterSample`.
 
-    Read: ``Power.Active.Import`` (``W`` default or ``kW``) -> kW; ``Energy.Active.Import.Register``
-    (``Wh`` default or ``kWh``) -> kWh; ``SoC`` (Percent); ``Current.Import`` per phase (A) ->
-    ``phase_current_a`` (a phase-less current is not used: it does not say which phases carry it). Values with 1.6 ``format`` ``SignedData``, a
-    location other than Outlet/EV, or that are not numbers are skipped. Per-phase values are summed when no
-    phase-less total is sent. Raises ``PropertyConstraintViolationError`` for a timestamp that is not
-    ISO-8601.
+    Read: ``Power.Active.Import`` (``W`` default or ``kW``) -> kW; ``Energy.Active.Import.Register`` (``Wh`` default or
+    ``kWh``) -> kWh; ``SoC`` (Percent); ``Current.Import`` per phase (A) -> ``phase_current_a`` (a phase-less current is
+    not used: it does not say which phases carry it). Values with 1.6 ``format`` ``SignedData``, a location other than
+    Outlet/EV, or that are not numbers are skipped. Per-phase values are summed when no phase-less total is sent. Raises
+    ``PropertyConstraintViolationError`` for a timestamp that is not ISO-8601.
     """
     when = parse_timestamp(meter_value.get("timestamp"))
     totals: dict[str, float] = {}

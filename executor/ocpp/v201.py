@@ -105,11 +105,10 @@ def parse_charging_needs(charging_needs: dict[str, Any]) -> EvChargingNeeds:
 class CentralSystemV201(RobustRouting, ChargePoint):
     """One OCPP 2.0.1 charging station as seen from the CSMS; a :class:`executor.ocpp.station.Station`.
 
-    Answers BootNotification (B01: Accepted, ``interval``, ``currentTime``), Heartbeat (G02),
-    StatusNotification (G01), Authorize (C01: Accepted), TransactionEvent Started / Updated / Ended with
-    meter values (E01-E07, J02), MeterValues (J01), NotifyEVChargingNeeds (K15/K17: Accepted),
-    NotifyEvent, NotifyReport, SecurityEventNotification and DataTransfer (P01: UnknownVendorId, no vendor extension is served). Other 2.0.1 actions get
-    ``NotSupported``.
+    Answers BootNotification (B01: Accepted, ``interval``, ``currentTime``), Heartbeat (G02), StatusNotification (G01),
+    Authorize (C01: Accepted), TransactionEvent Started / Updated / Ended with meter values (E01-E07, J02), MeterValues
+    (J01), NotifyEVChargingNeeds (K15/K17: Accepted), NotifyEvent, NotifyReport, SecurityEventNotification and
+    DataTransfer (P01: UnknownVendorId, no vendor extension is served). Other 2.0.1 actions get ``NotSupported``.
     """
 
     subprotocol = SUBPROTOCOL
