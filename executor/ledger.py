@@ -245,6 +245,20 @@ class Ledger:
         c = self._connectors.get((cp, connector_id))
         return 0.0 if c is None else self._in_force(cp, c).kw
 
+    def ev_limit_kw(self, cp: str, connector_id: int) -> float | None:
+        """The limit in force as the connector's EV can draw it (kW; ``None`` without an open transaction): with
+        its phases known, the current per phase the limit allows (at most the charger's rating per phase) x those
+        phases x voltage, so a 1-phase EV under 16 A is held to 3.68 kW, not 11; else :meth:`in_force_kw`."""
+        c = self._connectors.get((cp, connector_id))
+        if c is None:
+            return None
+        draw = self._in_force(cp, c)
+        info, phases = self._topology.charger(cp), self._ev_phases(cp, connector_id)
+        if info is None or phases is None:
+            return draw.kw
+        phases = min(phases, info.phases)
+        return min(draw.kw, self._amps(cp, connector_id, info, draw) * phases * info.voltage_v / 1000.0)
+
     def _bounds(self, cp: str, c: _Connector, now: datetime) -> list[_Draw]:
         t = now.timestamp()
         c.cooling = [(until, d) for until, d in c.cooling if until > t]

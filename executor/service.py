@@ -135,7 +135,7 @@ class Executor:
         self.outbox = Outbox(transport, limit=config.outbox_limit, stats=self.stats)
         self._outbox_drain_s = config.outbox_drain_s
         self._sessions = Sessions(
-            self.outbox, self._topology, config=config, limit_kw=lambda cp, c: self._ledger.in_force_kw(cp, c)
+            self.outbox, self._topology, config=config, limit_kw=lambda cp, c: self._ledger.ev_limit_kw(cp, c)
         )
         self._setpoints = SetpointTable(self.stats)
         self._ledger = Ledger(

@@ -103,8 +103,9 @@ class Sessions:
     handler answers the charger at once even while the brokers are away; upserts of one session coalesce
     there (the newest wins) and its tombstone is delivered after them.
 
-    ``limit_kw(charge_point_id, connector_id)`` is the limit in force for the connector (kW, ``None`` when
-    unknown; :meth:`executor.ledger.Ledger.in_force_kw`): the learned cap compares the draw with it.
+    ``limit_kw(charge_point_id, connector_id)`` is the limit in force for the connector as its EV can draw it
+    (kW, ``None`` when unknown; :meth:`executor.ledger.Ledger.ev_limit_kw`): the learned cap compares the draw
+    with it.
     ``config`` gives the learning thresholds (:class:`executor.config.ExecutorConfig`).
     """
 

@@ -331,3 +331,12 @@ def test_a_limit_in_watts_counts_on_the_evs_phases_or_one_phase_while_they_are_u
     ledger.answered("A", 1, "1", 22.0, "Accepted", T0)  # at most the charger's rating per phase (31.9 A)
     phases[("A", 1)] = None
     assert round(ledger.phase_bound_a("A", 1, T0)["L1"], 1) == 31.9
+
+
+def test_the_limit_a_one_phase_ev_can_draw_counts_its_phases_only():
+    _, phases, ledger = phase_site()
+    ledger.answered("A", 1, "1", 16 * 3 * 230 / 1000, "Accepted", T0, limit_a=16.0)
+    assert ledger.ev_limit_kw("A", 1) == 11.04  # phases unknown: as sent
+    phases[("A", 1)] = 1
+    assert ledger.ev_limit_kw("A", 1) == 3.68  # 16 A on one phase
+    assert ledger.ev_limit_kw("A", 2) is None
