@@ -11,14 +11,14 @@ session that nobody uses, so the executor measures and publishes two facts on ``
   limit in force for ``learned_cap_sustain_s``, its cap drops to the largest draw seen in that window plus
   a margin (``learned_cap_margin_kw`` or ``learned_cap_margin_frac`` of the draw, the larger). It never
   sits below a measured draw (a draw above it lifts it at once); an EV that presses against it (draws
-  within half a margin of it for ``learned_cap_sustain_s``) has it removed, and so does a probe
+  within a third of a margin of it for ``learned_cap_sustain_s``) has it removed, and so does a probe
   ``learned_cap_probe_s`` after it last changed, so an EV that takes more again gets the chance.
 
 Why the loop cannot oscillate (docs/architecture.md, "Executor": outputs follow what the EV takes): a drop needs a
 sustained under-draw against an unchanged limit and must lower the cap by at least ``learned_cap_step_kw``; the limit
 the engine then sets (at most the cap) is the draw plus the margin, so the EV either draws above the ratio of it or a
 second window gives the same cap again (within the step), and nothing changes; an EV that settled at its acceptance
-draws a whole margin below its cap, so it does not press against it either; the only lift without new evidence is the
+draws a whole margin below its cap (less its meter noise), so it does not press against it either; the only lift without new evidence is the
 probe, at most once per ``learned_cap_probe_s``.
 Pure values and times (epoch seconds of the meter samples): no I/O, no clock reads.
 """
@@ -75,8 +75,8 @@ class CapLearner:
     """One session's learned cap (kW, ``None``: nothing learned); feed it every meter sample in order.
 
     State: ``cap_kw``; ``changed_at`` (s) when the cap last changed and ``reason`` why (``drop``: a
-    sustained under-draw; ``lift``: a draw above it; ``pressing``: a sustained draw within half a margin of
-    it; ``probe``: the probe period passed); the under-draw window (its start, the limit it was measured
+    sustained under-draw; ``lift``: a draw above it; ``pressing``: a sustained draw within a third of a
+    margin of it; ``probe``: the probe period passed); the under-draw window (its start, the limit it was measured
     against, the largest draw in it) and since when the EV presses against the cap.
     """
 
@@ -103,7 +103,7 @@ class CapLearner:
         if self.cap_kw is not None and self.changed_at is not None and at_s - self.changed_at >= p.probe_s:
             self._set(None, at_s, "probe")  # let the engine offer the rest again
             return self.cap_kw
-        if self.cap_kw is not None and draw_kw >= self.cap_kw - p.margin(draw_kw) / 2:
+        if self.cap_kw is not None and draw_kw >= self.cap_kw - p.margin(self.cap_kw) / 3:
             if self._pressing_since is None:
                 self._pressing_since = at_s
             if at_s - self._pressing_since >= p.sustain_s:  # evidence: it would take more

@@ -2,12 +2,13 @@
 
 The property test closes the loop with a simulated EV whose acceptance changes over time: the learned cap
 goes to the engine, which lowers the EV's limit to it (after a dispatch lag), and the EV draws
-min(acceptance, limit). The learned cap never sits below a measured draw, never lifts without evidence
+min(acceptance, limit), measured with up to 2 % noise. The learned cap never sits below a measured draw, never lifts without evidence
 faster than the probe period, and settles at the EV's acceptance plus the margin.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from hypothesis import given, settings
@@ -56,8 +57,8 @@ def test_a_tapering_ev_is_followed_down_from_the_largest_draw_of_each_window():
 
 def test_an_ev_pressing_against_its_cap_has_it_removed():
     cap = CapLearner(POLICY, cap_kw=8.0, changed_at=0.0)
-    assert cap.observe(10, 7.6, 8.0) == 8.0  # within half a margin (0.5 kW) of the cap
-    assert cap.observe(40, 7.8, 8.0) == 8.0
+    assert cap.observe(10, 7.8, 8.0) == 8.0  # within a third of a margin (0.33 kW) of the cap
+    assert cap.observe(40, 7.9, 8.0) == 8.0
     assert cap.observe(70, 7.7, 8.0) is None and cap.reason == "pressing"
     settled = CapLearner(POLICY, cap_kw=8.0, changed_at=0.0)
     for t in range(10, 590, 10):
@@ -81,9 +82,18 @@ class Change:
     acceptance: float
 
 
-def simulate(steps: list[tuple[int, float]], lag_s: float, sample_s: float, horizon_s: float):
+def simulate(
+    steps: list[tuple[int, float]],
+    lag_s: float,
+    sample_s: float,
+    horizon_s: float,
+    noise: float = 0.0,
+    rng: random.Random | None = None,
+):
     """Run the loop: ``steps`` are (duration s, EV acceptance kW). The engine sets the limit to the learned
-    cap (or the rating) and the charger applies it ``lag_s`` later; the EV draws min(acceptance, limit)."""
+    cap (or the rating) and the charger applies it ``lag_s`` later; the EV draws min(acceptance, limit),
+    measured within +-``noise`` (a fraction)."""
+    rng = rng or random.Random(0)
     learner = CapLearner(POLICY)
     acceptance_at = []
     t0 = 0.0
@@ -100,7 +110,7 @@ def simulate(steps: list[tuple[int, float]], lag_s: float, sample_s: float, hori
         while pending and pending[0][0] <= t:
             limit_kw = pending.pop(0)[1]
         acceptance = [kw for start, kw in acceptance_at if start <= t][-1]
-        draw = min(acceptance, limit_kw)
+        draw = min(acceptance, limit_kw) * (1 + noise * rng.uniform(-1.0, 1.0))
         cap = learner.observe(t, draw, limit_kw)
         if cap != previous:
             assert learner.reason is not None
@@ -121,14 +131,16 @@ def simulate(steps: list[tuple[int, float]], lag_s: float, sample_s: float, hori
     ),
     lag_s=st.sampled_from([0.0, 5.0, 15.0]),
     sample_s=st.sampled_from([10.0, 15.0, 30.0, 60.0]),
+    noise=st.sampled_from([0.0, 0.01, 0.02]),
+    rng=st.randoms(use_true_random=False),
 )
-def test_the_learned_cap_never_flaps_never_sits_below_the_draw_and_converges(steps, lag_s, sample_s):
+def test_the_learned_cap_never_flaps_never_sits_below_the_draw_and_converges(steps, lag_s, sample_s, noise, rng):
     horizon = sum(d for d, _ in steps) + 3 * POLICY.probe_s
-    changes, samples, acceptance_at = simulate(steps, lag_s, sample_s, horizon)
+    changes, samples, acceptance_at = simulate(steps, lag_s, sample_s, horizon, noise, rng)
 
     # Never below what the EV draws.
     for t, draw, cap in samples:
-        assert cap is None or cap >= draw - 1e-9, (t, draw, cap)
+        assert cap is None or cap >= draw - 1e-6, (t, draw, cap)
 
     # Without new evidence the cap comes back up at most once per probe period; with evidence (a draw above
     # it, or pressing against it) only when the EV really takes more than the cap allowed.
@@ -138,7 +150,7 @@ def test_the_learned_cap_never_flaps_never_sits_below_the_draw_and_converges(ste
             assert last_change is not None and change.at_s - last_change >= POLICY.probe_s
         if change.kind == "pressing":
             assert change.before is not None
-            assert change.acceptance >= change.before - POLICY.margin(change.acceptance) / 2 - 1e-9
+            assert change.acceptance * (1 + noise) >= change.before - POLICY.margin(change.before) / 3 - 1e-9
         last_change = change.at_s
 
     # Converges: in the last constant stretch, from two probe periods after its start (a cap learned across
@@ -147,10 +159,13 @@ def test_the_learned_cap_never_flaps_never_sits_below_the_draw_and_converges(ste
     start, acceptance = acceptance_at[-1]
     settled_from = start + 2 * POLICY.probe_s
     late = [(t, cap) for t, _, cap in samples if t >= settled_from]
+    high = acceptance * (1 + noise)
     for t, cap in late:
         if cap is not None:
-            assert acceptance - 1e-9 <= cap <= acceptance + POLICY.margin(acceptance) + 1e-3, (t, cap, acceptance)
+            assert acceptance - 1e-9 <= cap <= high + POLICY.margin(high) + 1e-3, (t, cap, acceptance)
     late_changes = [c for c in changes if c.at_s >= settled_from]
     assert all(c.kind in ("probe", "drop") for c in late_changes), late_changes
+    # per probe period: the probe, the relearning, and with meter noise at most one further drop (a drop is
+    # at least 0.5 kW and the noise spans less than that twice over)
     window = horizon - settled_from
-    assert len(late_changes) <= 2 * (window // POLICY.probe_s + 1)
+    assert len(late_changes) <= 3 * (window // POLICY.probe_s + 1)
