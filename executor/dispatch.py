@@ -220,6 +220,7 @@ class ChargerDispatcher:
                 cleared_tx=slot.cleared_tx,
                 active_transaction=ctx.active_transaction(cp, connector_id),
                 in_force_kw=ctx.ledger.in_force_kw(cp, connector_id),
+                in_force_a=ctx.ledger.in_force_a(cp, connector_id),
             )
             for connector_id, slot in slots.items()
         ]

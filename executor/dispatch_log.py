@@ -77,7 +77,15 @@ def held_back(charge_point_id: str, connector_id: int, why: str, blocked: Blocke
     if not log.isEnabledFor(logging.DEBUG):
         return
     fields: dict[str, Any] = {"connector_id": connector_id, "wait": why.split(":", 1)[0]}
-    if blocked is not None:
+    if blocked is not None and blocked.phase is not None:
+        fields.update(
+            limit_scope=blocked.level,
+            limit_id=blocked.group,
+            phase=blocked.phase,
+            needed_a=None if blocked.needed_a is None else round(blocked.needed_a, 1),
+            limit_a=blocked.limit_a,
+        )
+    elif blocked is not None:
         fields.update(
             limit_scope=blocked.level,
             limit_id=blocked.group,

@@ -15,12 +15,12 @@ session that nobody uses, so the executor measures and publishes two facts on ``
   ``learned_cap_probe_s`` after it last changed, so an EV that takes more again gets the chance.
 
 Why the loop cannot oscillate (docs/architecture.md, "Executor": outputs follow what the EV takes): a drop needs a
-sustained under-draw against an unchanged limit and must lower the cap by at least ``learned_cap_step_kw``; the limit
-the engine then sets (at most the cap) is the draw plus the margin, so the EV either draws above the ratio of it or a
-second window gives the same cap again (within the step), and nothing changes; an EV that settled at its acceptance
-draws a whole margin below its cap (less its meter noise), so it does not press against it either; the only lift without new evidence is the
-probe, at most once per ``learned_cap_probe_s``.
-Pure values and times (epoch seconds of the meter samples): no I/O, no clock reads.
+sustained under-draw against an unchanged limit and must lower the cap by at least ``learned_cap_step_kw``; the
+limit the engine then sets (at most the cap) is the draw plus the margin, so the EV either draws above the ratio of
+it or a second window gives the same cap again (within the step), and nothing changes; an EV that settled at its
+acceptance draws a whole margin below its cap (less its meter noise), so it does not press against it either; the
+only lift without new evidence is the probe, at most once per ``learned_cap_probe_s``. Pure values and times (epoch
+seconds of the meter samples): no I/O, no clock reads.
 """
 
 from __future__ import annotations

@@ -245,6 +245,13 @@ class Ledger:
         c = self._connectors.get((cp, connector_id))
         return 0.0 if c is None else self._in_force(cp, c).kw
 
+    def in_force_a(self, cp: str, connector_id: int) -> float | None:
+        """The connector's limit in force in A per phase when it was sent in A (``None``: sent in W, none
+        known, or no open transaction). An increase is one in kW or in A per phase: a 1-phase TxProfile of
+        10 A after a 3-phase TxDefaultProfile of 6 A is less power but more current on L1."""
+        c = self._connectors.get((cp, connector_id))
+        return None if c is None else self._in_force(cp, c).a
+
     def ev_limit_kw(self, cp: str, connector_id: int) -> float | None:
         """The limit in force as the connector's EV can draw it (kW; ``None`` without an open transaction): with
         its phases known, the current per phase the limit allows (at most the charger's rating per phase) x those

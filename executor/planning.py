@@ -16,9 +16,10 @@ event loop. The rules (OCPP 1.6 section 3.13 and 2.0.1 functional block K, smart
    section 7.8, ``validTo`` = now + TTL, renewed at half-life) lets TxProfiles use the allocation. When a
    setpoint is older than the TTL the lift is cleared first, so the safe share applies again, and each
    TxProfile falls back to min(setpoint, safe share / connectors).
-3. **Increases**, the largest first, once the debounce has passed (the desired value unchanged for
-   ``increase_debounce_s``) and the ledger allows them (:meth:`executor.ledger.Ledger.check_increase`:
-   break before make, in-flight accounting). A held-back increase gets a reason.
+3. **Increases** (more kW, or in A more current per phase than the limit in force), the largest first, once the
+   debounce has passed (the desired value unchanged for ``increase_debounce_s``) and the ledger allows them
+   (:meth:`executor.ledger.Ledger.check_increase`: break before make, in-flight accounting). A held-back increase
+   gets a reason.
 
 A deadband skips increases smaller than ``deadband_a`` (A; for W scaled by phases x voltage); decreases
 always go out, so a skipped cut can never hold headroom another connector was given. A call whose value
@@ -125,7 +126,8 @@ class ConnectorState:
     ``command`` is the latest setpoint (``None`` after its tombstone), ``changed_at`` (clock) when its
     value last changed, ``pending`` whether it has not been taken up yet, ``cleared_tx`` a transaction
     whose setpoint was withdrawn while it runs; ``active_transaction`` is the connector's open transaction
-    (or ``None``) and ``in_force_kw`` the ledger's limit in force for it (kW, 0 without a transaction).
+    (or ``None``) and ``in_force_kw`` the ledger's limit in force for it (kW, 0 without a transaction),
+    ``in_force_a`` the same in A per phase when it was sent in A (``None`` otherwise).
     """
 
     connector_id: int
@@ -135,6 +137,7 @@ class ConnectorState:
     cleared_tx: str | None
     active_transaction: str | None
     in_force_kw: float
+    in_force_a: float | None = None
 
 
 @dataclass(frozen=True)
@@ -340,7 +343,9 @@ def plan_charger(
         key = ("Tx", c)
         held = sent.get(key)
         in_force = state.in_force_kw
-        increase = kw > in_force + _EPS_KW
+        # more power, or (in A) more current per phase: a 1-phase EV at 10 A after a 3-phase 6 A floor
+        in_force_a = state.in_force_a if unit == "A" else None
+        increase = kw > in_force + _EPS_KW or (in_force_a is not None and limit > in_force_a + _EPS)
         if (
             isinstance(held, Installed)
             and held.transaction_id == command.transaction_id

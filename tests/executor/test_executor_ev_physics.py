@@ -340,3 +340,23 @@ def test_the_limit_a_one_phase_ev_can_draw_counts_its_phases_only():
     phases[("A", 1)] = 1
     assert ledger.ev_limit_kw("A", 1) == 3.68  # 16 A on one phase
     assert ledger.ev_limit_kw("A", 2) is None
+
+
+async def test_an_increase_that_would_overload_a_grid_phase_is_held_back(make_executor, transport):
+    """Two 1-phase EVs on one charger's L1 under a panel rated 20 A per phase: the second waits."""
+    for node in [
+        TopologyNode(node_id="depot-1", site_id="depot-1", kind="site", limit_kw=100),
+        TopologyNode(node_id="panel-a", site_id="depot-1", parent_id="depot-1", kind="panel", limit_kw=60, limit_a=20),
+        TopologyNode(node_id="CP1", site_id="depot-1", parent_id="panel-a", kind="charger", limit_kw=22, connectors=2),
+    ]:
+        await publish(transport, "site.topology", node)
+    executor = await make_executor()
+    async with open_charge_point(executor.port) as cp:
+        first = await cp.start_tx(connector_id=1)
+        second = await cp.start_tx(connector_id=2)
+        await publish(transport, COMMANDS, command(tx=first, setpoint_a=16.0, phases=1))
+        await wait_for(lambda: executor.held_setpoints().get(("CP1", 1)) == 16.0, what="first TxProfile")
+        await publish(transport, COMMANDS, command(connector=2, tx=second, setpoint_a=10.0, phases=1))
+        held = await wait_for(lambda: executor.held_back().get(("CP1", 2)), what="second held back")
+        assert held == "headroom: node panel-a L1 26.0 > 20.0 A"
+        assert [p["connectorId"] for p in cp.tx_profiles] == [1]

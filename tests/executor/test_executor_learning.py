@@ -1,9 +1,9 @@
 """What the executor learns about each EV: the phases it draws on, and a cap when it takes less than its limit.
 
-The property test closes the loop with a simulated EV whose acceptance changes over time: the learned cap
-goes to the engine, which lowers the EV's limit to it (after a dispatch lag), and the EV draws
-min(acceptance, limit), measured with up to 2 % noise. The learned cap never sits below a measured draw, never lifts without evidence
-faster than the probe period, and settles at the EV's acceptance plus the margin.
+The property test closes the loop with a simulated EV whose acceptance changes over time: the learned cap goes to
+the engine, which lowers the EV's limit to it (after a dispatch lag), and the EV draws min(acceptance, limit),
+measured with up to 2 % noise. The learned cap never sits below a measured draw, never lifts without evidence faster
+than the probe period, and settles at the EV's acceptance plus the margin.
 """
 
 from __future__ import annotations
