@@ -89,16 +89,20 @@ class CapLearner:
     _limit_kw: float | None = None
     _peak_kw: float = 0.0
 
-    def observe(self, at_s: float, draw_kw: float, limit_kw: float | None) -> float | None:
+    def observe(self, at_s: float, draw_kw: float, limit_kw: float | None, floor_kw: float = 0.0) -> float | None:
         """Fold one sample (time ``at_s`` in s, measured draw in kW, the limit in force in kW or ``None``
-        when unknown) and return the cap after it. Samples older than the last change are ignored."""
+        when unknown) and return the cap after it. Samples older than the last change are ignored.
+
+        The cap is never below ``floor_kw`` (the session's floor, 6 A x phases x V by default): a cap under
+        the floor would let the allocation pause an EV that tapers at its floor, and resume it at the probe.
+        """
         p = self.policy
         if not p.enabled:
             return self.cap_kw
         if self.changed_at is not None and at_s < self.changed_at:
             return self.cap_kw
         if self.cap_kw is not None and draw_kw > self.cap_kw + _EPS:  # evidence: it takes more than we thought
-            self._set(draw_kw + p.margin(draw_kw), at_s, "lift")
+            self._set(max(floor_kw, draw_kw + p.margin(draw_kw)), at_s, "lift")
             return self.cap_kw
         if self.cap_kw is not None and self.changed_at is not None and at_s - self.changed_at >= p.probe_s:
             self._set(None, at_s, "probe")  # let the engine offer the rest again
@@ -120,7 +124,7 @@ class CapLearner:
             self._since = at_s
         self._peak_kw = max(self._peak_kw, draw_kw)
         if at_s - self._since >= p.sustain_s:
-            new = self._peak_kw + p.margin(self._peak_kw)
+            new = max(floor_kw, self._peak_kw + p.margin(self._peak_kw))
             if new < limit_kw - _EPS and (self.cap_kw is None or new < self.cap_kw - p.step_kw):
                 self._set(new, at_s, "drop")
             self._reset(limit_kw)

@@ -266,7 +266,7 @@ class Sessions:
                 update["ev_phases"] = counter.observe(at_s, sample.phase_current_a)
             if sample.power_kw is not None:
                 update["current_power_kw"] = _clamp(sample.power_kw, 0.0)
-                learned = cap.observe(at_s, update["current_power_kw"], limit_kw)
+                learned = cap.observe(at_s, update["current_power_kw"], limit_kw, self._floor_kw(session, update))
                 update["learned_cap_kw"] = None if learned is None else min(learned, BOUNDS["charger_kw"])
             if sample.energy_register_kwh is not None:
                 if tx.meter_start_kwh is None:  # recovered: continue the count published before the restart
@@ -384,6 +384,13 @@ class Sessions:
             del self._open[(tx.charge_point_id, tx.connector_id)]
         if self._by_id.get((tx.charge_point_id, tx.transaction_id)) is tx:
             del self._by_id[(tx.charge_point_id, tx.transaction_id)]
+
+    @staticmethod
+    def _floor_kw(session: ActiveSession, update: dict) -> float:
+        """The session's floor (kW): its ``min_power_kw``, else 6 A x its EV's phases x voltage (IEC 61851-1)."""
+        if update.get("min_power_kw") is not None:
+            return float(update["min_power_kw"])
+        return FLOOR_A * (update.get("ev_phases") or session.phases) * session.voltage_v / 1000.0
 
     def _initial_session(self, tx: OpenTransaction) -> ActiveSession | None:
         info = self._topology.charger(tx.charge_point_id)

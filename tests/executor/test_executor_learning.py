@@ -55,6 +55,16 @@ def test_a_tapering_ev_is_followed_down_from_the_largest_draw_of_each_window():
     assert cap.observe(300, 8.0, 9.0) == 9.0  # 8 / 9 > 85 %: settled
 
 
+def test_the_cap_is_never_below_the_floor():
+    cap = CapLearner(POLICY)
+    floor = 6 * 3 * 230 / 1000  # 4.14 kW
+    for t in (0, 30, 60, 90):
+        assert cap.observe(t, 2.0, floor, floor) is None  # tapering at its floor: nothing to learn
+    for t in (100, 130, 160):
+        learned = cap.observe(t, 2.5, 11.0, floor)
+    assert learned == floor  # 2.5 + 1 kW would be below the floor
+
+
 def test_an_ev_pressing_against_its_cap_has_it_removed():
     cap = CapLearner(POLICY, cap_kw=8.0, changed_at=0.0)
     assert cap.observe(10, 7.8, 8.0) == 8.0  # within a third of a margin (0.33 kW) of the cap
@@ -89,6 +99,7 @@ def simulate(
     horizon_s: float,
     noise: float = 0.0,
     rng: random.Random | None = None,
+    floor_kw: float = 0.0,
 ):
     """Run the loop: ``steps`` are (duration s, EV acceptance kW). The engine sets the limit to the learned
     cap (or the rating) and the charger applies it ``lag_s`` later; the EV draws min(acceptance, limit),
@@ -111,7 +122,7 @@ def simulate(
             limit_kw = pending.pop(0)[1]
         acceptance = [kw for start, kw in acceptance_at if start <= t][-1]
         draw = min(acceptance, limit_kw) * (1 + noise * rng.uniform(-1.0, 1.0))
-        cap = learner.observe(t, draw, limit_kw)
+        cap = learner.observe(t, draw, limit_kw, floor_kw)
         if cap != previous:
             assert learner.reason is not None
             changes.append(Change(t, learner.reason, previous, acceptance))
@@ -133,10 +144,16 @@ def simulate(
     sample_s=st.sampled_from([10.0, 15.0, 30.0, 60.0]),
     noise=st.sampled_from([0.0, 0.01, 0.02]),
     rng=st.randoms(use_true_random=False),
+    floor_kw=st.sampled_from([0.0, 1.38, 4.14]),
 )
-def test_the_learned_cap_never_flaps_never_sits_below_the_draw_and_converges(steps, lag_s, sample_s, noise, rng):
+def test_the_learned_cap_never_flaps_never_sits_below_the_draw_and_converges(
+    steps, lag_s, sample_s, noise, rng, floor_kw
+):
     horizon = sum(d for d, _ in steps) + 3 * POLICY.probe_s
-    changes, samples, acceptance_at = simulate(steps, lag_s, sample_s, horizon, noise, rng)
+    changes, samples, acceptance_at = simulate(steps, lag_s, sample_s, horizon, noise, rng, floor_kw)
+
+    # Never below the floor.
+    assert all(cap is None or cap >= floor_kw - 1e-9 for _, _, cap in samples)
 
     # Never below what the EV draws.
     for t, draw, cap in samples:
@@ -162,7 +179,7 @@ def test_the_learned_cap_never_flaps_never_sits_below_the_draw_and_converges(ste
     high = acceptance * (1 + noise)
     for t, cap in late:
         if cap is not None:
-            assert acceptance - 1e-9 <= cap <= high + POLICY.margin(high) + 1e-3, (t, cap, acceptance)
+            assert acceptance - 1e-9 <= cap <= max(floor_kw, high + POLICY.margin(high)) + 1e-3, (t, cap, acceptance)
     late_changes = [c for c in changes if c.at_s >= settled_from]
     assert all(c.kind in ("probe", "drop") for c in late_changes), late_changes
     # per probe period: the probe, the relearning, and with meter noise at most one further drop (a drop is
