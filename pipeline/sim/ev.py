@@ -12,12 +12,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-__all__ = ["EV", "IEC_MIN_CURRENT_A", "NOMINAL_VOLTAGE_V"]
+__all__ = ["EV", "IEC_MIN_CURRENT_A", "NOMINAL_VOLTAGE_V", "REAL_EV_RESPONSE_S", "ResponseLag"]
 
 NOMINAL_VOLTAGE_V: Final = 230.0
 """The phase-to-neutral voltage an on-board charger's rating is stated at (IEC 60038, 230/400 V)."""
 IEC_MIN_CURRENT_A: Final = 6.0
 """The lowest current per phase a charger may offer an EV (IEC 61851-1, control pilot duty cycle of 10 %)."""
+
+REAL_EV_RESPONSE_S: Final = (2.0, 11.0)
+"""How long real EVs take to follow a new charging limit, clock seconds: each session's lag is drawn
+uniformly from this range. IEC 61851-1 gives an EV 5 s to follow a change of the control pilot; the
+charger's own handling of a profile comes on top. The lag of ``pipeline simulate`` (a
+:class:`~pipeline.sim.station.Station` takes it as ``ev_response_s``); it makes a central system account
+for power that is cut but still drawn, and raised but not drawn yet."""
+
+ResponseLag = float | tuple[float, float]
+"""An EV's response lag, clock seconds: fixed, or (low, high) to draw one per session uniformly."""
 
 
 @dataclass

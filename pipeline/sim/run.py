@@ -16,10 +16,10 @@ from typing import Any
 
 from pipeline.contracts.clock import SimClock, SystemClock
 from pipeline.contracts.errors import PipelineError
-from pipeline.sim.ev import EV
+from pipeline.sim.ev import EV, REAL_EV_RESPONSE_S, ResponseLag
 from pipeline.sim.evs import SITE_TZ, EVSampler
 from pipeline.sim.fleet import run_fleet
-from pipeline.sim.station import FLEET_BACKOFF, REAL_EV_RESPONSE_S, ResponseLag
+from pipeline.sim.station import FLEET_BACKOFF
 from pipeline.sim.v16 import SimulatedChargePoint
 from pipeline.sim.v201 import SimulatedChargingStation
 
@@ -74,7 +74,7 @@ async def simulate(
     (:data:`pipeline.sim.station.FLEET_BACKOFF`), also while it cannot be reached at start. ``protocol``
     is ``ocpp1.6`` or ``ocpp2.0.1``; ``password`` turns on HTTP Basic auth (the charge point id as the
     username, OCPP security profile 1). EVs follow a new limit ``ev_response_s`` clock seconds late (by
-    default a lag drawn per session from :data:`~pipeline.sim.station.REAL_EV_RESPONSE_S`, seeded with
+    default a lag drawn per session from :data:`~pipeline.sim.ev.REAL_EV_RESPONSE_S`, seeded with
     ``seed``), as real ones do.
 
     Raises :class:`SimulationError` when no charger ever connected (the URL, the protocol or the

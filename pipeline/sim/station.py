@@ -23,14 +23,14 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Final, Protocol, get_args
+from typing import Any, ClassVar, Protocol, get_args
 
 from websockets.asyncio.client import ClientConnection, connect
 
 from pipeline.contracts.clock import Clock
 from pipeline.contracts.topics import PhaseRotation, TopologyNode
 from pipeline.sim.control import PowerControl
-from pipeline.sim.ev import EV
+from pipeline.sim.ev import EV, ResponseLag
 from pipeline.sim.profiles import Profile, Purpose, RateUnit, TransactionId
 from pipeline.sim.session import (
     AVAILABLE,
@@ -50,7 +50,7 @@ from pipeline.sim.session import (
     SessionSummary,
 )
 
-__all__ = ["FLEET_BACKOFF", "REAL_EV_RESPONSE_S", "Link", "PowerCallback", "ReconnectBackoff", "Station"]
+__all__ = ["FLEET_BACKOFF", "Link", "PowerCallback", "ReconnectBackoff", "Station"]
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +83,6 @@ FLEET_BACKOFF = ReconnectBackoff(wait_minimum_s=2.0, random_range_s=3.0, repeat_
 """The back-off of ``pipeline simulate`` chargers: 2-5 s for the first attempt, at most 16-19 s later."""
 
 
-REAL_EV_RESPONSE_S: Final = (2.0, 11.0)
-"""How long real EVs take to follow a new charging limit, clock seconds: each session's lag is drawn
-uniformly from this range. IEC 61851-1 gives an EV 5 s to follow a change of the control pilot; the
-charger's own handling of a profile comes on top. The lag of ``pipeline simulate``; it makes a central
-system account for power that is cut but still drawn (and raised but not drawn yet)."""
-
-ResponseLag = float | tuple[float, float]
-"""An EV's response lag, clock seconds: fixed, or (low, high) to draw one per session uniformly."""
-
-
 class Link(Protocol):
     """The station's end of an OCPP-J connection (an ``ocpp`` library ``ChargePoint`` of either version)."""
 
@@ -117,8 +107,9 @@ class Station(abc.ABC):
     :data:`~pipeline.contracts.topics.PhaseRotation`, reported as 1.6 ``ConnectorPhaseRotation`` and 2.0.1
     ``EVSE.PhaseRotation``); each EV draws on its own phases (:class:`~pipeline.sim.ev.EV` ``phases``), at most
     the rating per phase, ``rated_power_kw`` over ``phases`` x ``voltage_v``. ``ev_response_s`` is how long an
-    EV takes to follow a new limit (:data:`ResponseLag`: fixed, or a (low, high) range drawn once per session
-    from a generator seeded with ``seed`` and the charge point id; :data:`REAL_EV_RESPONSE_S` for real EVs).
+    EV takes to follow a new limit (:data:`~pipeline.sim.ev.ResponseLag`: fixed, or a (low, high) range drawn
+    once per session from a generator seeded with ``seed`` and the charge point id;
+    :data:`~pipeline.sim.ev.REAL_EV_RESPONSE_S` for real EVs).
 
     Units: power in kW, energy in kWh (Wh on the wire), voltage in V, ``meter_interval_s`` and
     ``ev_response_s`` in clock seconds. The station connects to f"{url}/{charge_point_id}" with the
@@ -438,7 +429,7 @@ class Station(abc.ABC):
         return s.transaction_id
 
     def _draw_lag(self) -> float:
-        """The response lag of the next session's EV, clock seconds (:data:`ResponseLag`)."""
+        """The response lag of the next session's EV, clock seconds (:data:`~pipeline.sim.ev.ResponseLag`)."""
         lag = self.ev_response_s
         if isinstance(lag, tuple):
             return self._rng.uniform(lag[0], lag[1])

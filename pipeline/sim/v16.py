@@ -4,8 +4,8 @@ It maps OCPP 1.6 messages to and from the version-neutral :class:`~pipeline.sim.
 nothing else: BootNotification (section 4.2), StatusNotification (4.9, ChargePointStatus), Authorize (4.1),
 StartTransaction / StopTransaction (4.8, 4.10), MeterValues (4.7) and Heartbeat (4.6) go out;
 SetChargingProfile (5.16) and ClearChargingProfile (5.5) are translated to the neutral
-:class:`~pipeline.sim.profiles.Profile` model; GetConfiguration (5.8, with ``ConnectorPhaseRotation``) / ChangeConfiguration (5.3),
-TriggerMessage (5.17) and RemoteStopTransaction (5.12) are answered. The sibling :mod:`pipeline.sim.v201`
+:class:`~pipeline.sim.profiles.Profile` model; GetConfiguration (5.8, ``ConnectorPhaseRotation`` included),
+ChangeConfiguration (5.3), TriggerMessage (5.17) and RemoteStopTransaction (5.12) are answered. The sibling :mod:`pipeline.sim.v201`
 does the same for OCPP 2.0.1.
 """
 
