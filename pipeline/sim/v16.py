@@ -5,8 +5,8 @@ nothing else: BootNotification (section 4.2), StatusNotification (4.9, ChargePoi
 StartTransaction / StopTransaction (4.8, 4.10), MeterValues (4.7) and Heartbeat (4.6) go out;
 SetChargingProfile (5.16) and ClearChargingProfile (5.5) are translated to the neutral
 :class:`~pipeline.sim.profiles.Profile` model; GetConfiguration (5.8, ``ConnectorPhaseRotation`` included),
-ChangeConfiguration (5.3), TriggerMessage (5.17) and RemoteStopTransaction (5.12) are answered. The sibling :mod:`pipeline.sim.v201`
-does the same for OCPP 2.0.1.
+ChangeConfiguration (5.3), TriggerMessage (5.17) and RemoteStopTransaction (5.12) are answered. The
+sibling :mod:`pipeline.sim.v201` does the same for OCPP 2.0.1.
 """
 
 from __future__ import annotations
