@@ -459,3 +459,36 @@ async def test_a_201_station_reconnects_after_the_csms_restarts_and_its_transact
             assert cs.reconnects == 1 and cs.session_active()
         finally:
             await cs.stop()
+
+
+# ------------------------------------------------------------------------------------ pipeline simulate
+
+
+@pytest.mark.parametrize("given, lag", [(None, (2.0, 11.0)), ("0", 0.0), ("3.5", 3.5), ("1-4", (1.0, 4.0))])
+def test_pipeline_simulate_takes_the_ev_lag(monkeypatch, given, lag):
+    from click.testing import CliRunner
+
+    import pipeline.sim.run as run
+    from pipeline.cli.main import main
+
+    seen: dict[str, Any] = {}
+
+    async def fake(url: str, chargers: int, **kw: Any) -> dict[str, Any]:
+        seen.update(kw)
+        return {}
+
+    monkeypatch.setattr(run, "simulate", fake)
+    args = ["simulate", "--url", "ws://127.0.0.1:1/ocpp"] + ([] if given is None else ["--ev-lag", given])
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert seen["ev_response_s"] == lag
+
+
+@pytest.mark.parametrize("given", ["abc", "5-2", "-1"])
+def test_pipeline_simulate_refuses_a_bad_ev_lag(given):
+    from click.testing import CliRunner
+
+    from pipeline.cli.main import main
+
+    result = CliRunner().invoke(main, ["simulate", "--url", "ws://127.0.0.1:1/ocpp", "--ev-lag", given])
+    assert result.exit_code == 2 and "--ev-lag" in result.output and "Traceback" not in result.output
