@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-__all__ = ["EV", "IEC_MIN_CURRENT_A", "NOMINAL_VOLTAGE_V", "REAL_EV_RESPONSE_S", "ResponseLag"]
+__all__ = ["EV", "IEC_MIN_CURRENT_A", "NOMINAL_VOLTAGE_V", "REAL_EV_RESPONSE_S", "ResponseLag", "lag_range"]
 
 NOMINAL_VOLTAGE_V: Final = 230.0
 """The phase-to-neutral voltage an on-board charger's rating is stated at (IEC 60038, 230/400 V)."""
@@ -28,6 +28,14 @@ for power that is cut but still drawn, and raised but not drawn yet."""
 
 ResponseLag = float | tuple[float, float]
 """An EV's response lag, clock seconds: fixed, or (low, high) to draw one per session uniformly."""
+
+
+def lag_range(lag: ResponseLag) -> tuple[float, float]:
+    """``lag`` as (low, high) clock seconds; ``ValueError`` when negative or low > high."""
+    low, high = lag if isinstance(lag, tuple) else (lag, lag)
+    if not 0.0 <= low <= high:
+        raise ValueError(f"ev_response_s must be >= 0 (a range low <= high), not {lag!r}")
+    return float(low), float(high)
 
 
 @dataclass

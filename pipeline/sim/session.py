@@ -188,6 +188,11 @@ class Connector:
         """A started transaction whose end is not known yet."""
         return self.active is not None
 
+    def phase_currents_a(self, charger_phases: int) -> tuple[float, ...]:
+        """The draw on each of the charger's ``charger_phases`` phases, L1 first, A: the EV's current on the
+        phases it uses, 0 on the others."""
+        return tuple(self.current_a if i < self.phases_in_use else 0.0 for i in range(charger_phases))
+
     def redraw(self, at: datetime) -> None:
         """Set the draw from the followed pilot and the EV's acceptance in its taper step, effective from
         ``at``; tell ``on_draw`` and wake the session task when it changed."""
@@ -250,6 +255,20 @@ class Connector:
             return None
         left = min(s.need_wh, s.band_end_wh()) - s.energy_wh
         return self.last_t + timedelta(seconds=max(0.0, left) * 3.6 / self.power_kw)
+
+
+GRID_PHASE: Final = {"R": 0, "S": 1, "T": 2}
+"""A rotation letter's grid phase (R is L1, S is L2, T is L3)."""
+
+
+def grid_currents_a(phase_rotation: str, charger_currents_a: tuple[float, ...]) -> tuple[float, float, float]:
+    """The charger's currents (A on its L1, L2, L3) on the grid's L1, L2, L3: the charger's L(i+1) is wired to
+    the grid phase named by letter i of ``phase_rotation`` (``"SRT"``: charger L1 on grid L2; OCPP 1.6
+    ``ConnectorPhaseRotation``, 2.0.1 ``EVSE.PhaseRotation``)."""
+    grid = [0.0, 0.0, 0.0]
+    for letter, amps in zip(phase_rotation, charger_currents_a, strict=False):
+        grid[GRID_PHASE[letter]] += amps
+    return grid[0], grid[1], grid[2]
 
 
 def water_fill(cap_kw: float, wants_kw: dict[int, float]) -> dict[int, float]:

@@ -30,7 +30,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from pipeline.contracts.clock import Clock
 from pipeline.contracts.topics import PhaseRotation, TopologyNode
 from pipeline.sim.control import PowerControl
-from pipeline.sim.ev import EV, ResponseLag
+from pipeline.sim.ev import EV, ResponseLag, lag_range
 from pipeline.sim.profiles import Profile, Purpose, RateUnit, TransactionId
 from pipeline.sim.session import (
     AVAILABLE,
@@ -48,6 +48,7 @@ from pipeline.sim.session import (
     MeterReading,
     Session,
     SessionSummary,
+    grid_currents_a,
 )
 
 __all__ = ["FLEET_BACKOFF", "Link", "PowerCallback", "ReconnectBackoff", "Station"]
@@ -151,12 +152,8 @@ class Station(abc.ABC):
         if phases not in (1, 2, 3):
             raise ValueError(f"phases must be 1, 2 or 3, not {phases!r}")
         if phase_rotation not in get_args(PhaseRotation):
-            raise ValueError(
-                f"phase_rotation must be one of {', '.join(get_args(PhaseRotation))}, not {phase_rotation!r}"
-            )
-        lag = ev_response_s if isinstance(ev_response_s, tuple) else (ev_response_s, ev_response_s)
-        if not 0.0 <= lag[0] <= lag[1]:
-            raise ValueError(f"ev_response_s must be >= 0 (a range low <= high), not {ev_response_s!r}")
+            raise ValueError(f"phase_rotation must be one of {get_args(PhaseRotation)}, not {phase_rotation!r}")
+        self._lag_range = lag_range(ev_response_s)
         self.phases = phases
         self.phase_rotation = phase_rotation
         self.voltage_v = voltage_v
@@ -430,10 +427,8 @@ class Station(abc.ABC):
 
     def _draw_lag(self) -> float:
         """The response lag of the next session's EV, clock seconds (:data:`~pipeline.sim.ev.ResponseLag`)."""
-        lag = self.ev_response_s
-        if isinstance(lag, tuple):
-            return self._rng.uniform(lag[0], lag[1])
-        return float(lag)
+        low, high = self._lag_range
+        return low if low == high else self._rng.uniform(low, high)
 
     async def wait_done(self, connector_id: int = 1) -> None:
         """Wait until the connector's session (if any) has ended and its end was reported."""
@@ -521,7 +516,7 @@ class Station(abc.ABC):
     def _reading(self, c: Connector, s: Session) -> MeterReading:
         """The connector's meter now: its draw, register, the EV's SoC and the current on each of the
         charger's phases (A: the draw's current on the phases the EV uses, L1 first, 0 on the others)."""
-        currents = tuple(c.current_a if i < c.phases_in_use else 0.0 for i in range(self.phases))
+        currents = c.phase_currents_a(self.phases)
         return MeterReading(power_kw=c.power_kw, register_wh=c.register_wh, soc_pct=s.soc_pct, currents_a=currents)
 
     async def _send_meter(self, c: Connector, s: Session, at: datetime, context: MeterContext) -> None:
@@ -577,9 +572,8 @@ class Station(abc.ABC):
     # --------------------------------------------------------------------------------------- inspection
 
     def topology_node(self, site_id: str, parent_id: str | None = None, **fields: Any) -> TopologyNode:
-        """The charger's ``site.topology`` record: kind charger, its rating (``limit_kw``, and ``limit_a`` per
-        phase), phases, ``phase_rotation``, voltage and connectors; ``fields`` sets the others (priority,
-        weight, flexible, managed). ``pydantic.ValidationError`` for a value out of the contract."""
+        """The charger's ``site.topology`` record (rating, ``limit_a`` per phase, phases, ``phase_rotation``,
+        voltage, connectors; ``fields``: priority, weight, ...). ``pydantic.ValidationError`` when invalid."""
         return TopologyNode(
             node_id=self.charge_point_id,
             site_id=site_id,
@@ -603,6 +597,11 @@ class Station(abc.ABC):
         """The connector's present draw per phase on the EV's phases, A."""
         c = self._connectors[connector_id]
         return c.current_a if c.charging else 0.0
+
+    def grid_currents_a(self) -> tuple[float, float, float]:
+        """The station's draw on the grid's L1, L2, L3 (A), its connectors' phases mapped by ``phase_rotation``."""
+        per = [grid_currents_a(self.phase_rotation, c.phase_currents_a(self.phases)) for c in self._connectors.values()]
+        return sum(x[0] for x in per), sum(x[1] for x in per), sum(x[2] for x in per)
 
     def held_limit(self, connector_id: int = 1) -> float | None:
         """The TxProfile limit the connector holds now, as received, in :meth:`held_limit_unit`."""

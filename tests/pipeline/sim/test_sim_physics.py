@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.sim.ev import EV
 from pipeline.sim.evs import EVSampler, ac_phases
-from pipeline.sim.session import LOCAL, Connector, Session
+from pipeline.sim.session import LOCAL, Connector, Session, grid_currents_a
 from tests.kits.csms import T0
 
 
@@ -98,3 +98,12 @@ def test_no_taper_below_the_taper_start():
     c.advance(T0 + timedelta(hours=10))
     assert s.end_reason == LOCAL and s.energy_wh == pytest.approx(30_000.0) and len(draws) == 1
     assert s.end_at == T0 + timedelta(seconds=30.0 / 11.0 * 3600)
+
+
+def test_the_phase_rotation_maps_the_charger_phases_onto_the_grid():
+    one_phase = (16.0, 0.0, 0.0)  # a 1-phase EV draws on the charger's L1
+    assert grid_currents_a("RST", one_phase) == (16.0, 0.0, 0.0)
+    assert grid_currents_a("SRT", one_phase) == (0.0, 16.0, 0.0)  # the charger's L1 on the grid's L2
+    assert grid_currents_a("TSR", one_phase) == (0.0, 0.0, 16.0)
+    assert grid_currents_a("STR", (10.0, 6.0, 0.0)) == (0.0, 10.0, 6.0)  # a 2-phase EV: L1 on S, L2 on T
+    assert grid_currents_a("RST", (7.0,)) == (7.0, 0.0, 0.0)  # a 1-phase charger

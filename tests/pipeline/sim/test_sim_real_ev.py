@@ -175,6 +175,12 @@ async def test_each_ev_draws_on_its_own_phases_within_the_charger_rating_per_pha
     assert (cp.ev_phases(2), cp.power_kw(2)) == (2, pytest.approx(7.2))
     await cp.plug_in(make_ev(clock, ev_id="ID3"), 3)
     assert (cp.ev_phases(3), cp.power_kw(3)) == (3, pytest.approx(11.0))
+    l1, l2, l3 = cp.grid_currents_a()  # RST: the 1- and 2-phase EVs load L1, L1 and L2
+    assert (l1, l2, l3) == (
+        pytest.approx(31.884 + 15.652 + 15.942, abs=1e-3),
+        pytest.approx(15.652 + 15.942, abs=1e-3),
+        pytest.approx(15.942, abs=1e-3),
+    )
     # a limit in A is per phase: 16 A to the 1-phase EV is 3.68 kW at 230 V (not 11.04)
     side = central16.chargers["CP1"]
     res = await side.call(
