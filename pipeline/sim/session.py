@@ -225,19 +225,20 @@ class Connector:
             if s.end_at is not None or t <= start:
                 break
             stop = min(t, s.ev.departure_at)
-            add = self.power_kw * (stop - start).total_seconds() / 3.6
             left = s.need_wh - s.energy_wh
-            to_band = s.band_end_wh() - s.energy_wh
+            to_band = max(0.0, s.band_end_wh() - s.energy_wh)
+            # the need end and the taper step at the very instants finish_time() names (rounded to 1 us)
+            t_need, t_band = self._after(start, left), self._after(start, to_band)
             stepped = False
-            if add >= left and left <= to_band:
-                stop = start + timedelta(seconds=left * 3.6 / self.power_kw)
-                add = left
+            if t_need is not None and t_need <= stop and (t_band is None or t_need <= t_band):
+                stop, add = t_need, left
                 s.end_at, s.end_reason = stop, LOCAL
-            elif add >= to_band and self.power_kw > 0:
-                stop = start + timedelta(seconds=max(0.0, to_band) * 3.6 / self.power_kw)
-                add, stepped = max(0.0, to_band), True
-            elif stop >= s.ev.departure_at:
-                s.end_at, s.end_reason = stop, EV_DISCONNECTED
+            elif t_band is not None and t_band <= stop:
+                stop, add, stepped = t_band, to_band, True
+            else:
+                add = self.power_kw * (stop - start).total_seconds() / 3.6
+                if stop >= s.ev.departure_at:
+                    s.end_at, s.end_reason = stop, EV_DISCONNECTED
             s.energy_wh += add
             self.register_wh += add
             self.last_t = stop
@@ -251,10 +252,16 @@ class Connector:
         """When the draw changes by itself next at the present power: the energy need is met or the SoC
         enters the next taper step (None when not charging)."""
         s = self.active
-        if s is None or self.power_kw <= 0 or self.last_t is None:
+        if s is None or self.last_t is None:
             return None
         left = min(s.need_wh, s.band_end_wh()) - s.energy_wh
-        return self.last_t + timedelta(seconds=max(0.0, left) * 3.6 / self.power_kw)
+        return self._after(self.last_t, max(0.0, left))
+
+    def _after(self, start: datetime, wh: float) -> datetime | None:
+        """When ``wh`` (Wh) more are in at the present power from ``start`` (None: never)."""
+        if self.power_kw <= 0 or wh == math.inf:
+            return None
+        return start + timedelta(seconds=wh * 3.6 / self.power_kw)
 
 
 GRID_PHASE: Final = {"R": 0, "S": 1, "T": 2}

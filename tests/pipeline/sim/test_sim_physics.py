@@ -107,3 +107,27 @@ def test_the_phase_rotation_maps_the_charger_phases_onto_the_grid():
     assert grid_currents_a("TSR", one_phase) == (0.0, 0.0, 16.0)
     assert grid_currents_a("STR", (10.0, 6.0, 0.0)) == (0.0, 10.0, 6.0)  # a 2-phase EV: L1 on S, L2 on T
     assert grid_currents_a("RST", (7.0,)) == (7.0, 0.0, 0.0)  # a 1-phase charger
+
+
+@pytest.mark.parametrize("need_wh", [1003.0, 2000.0])
+def test_the_session_ends_at_the_instant_it_said_it_would(need_wh):
+    """finish_time() rounds to a microsecond; advancing to it must end the session (not leave a sliver of
+    energy due at the same instant, which would spin a session task while the clock is held)."""
+    draws: list = []
+    c, s = charging(ev(need_kwh=need_wh / 1000.0), ev().max_current_a, 3, draws)
+    finish = c.finish_time()
+    assert finish is not None
+    c.advance(finish)
+    assert (s.end_at, s.end_reason, s.energy_wh) == (finish, LOCAL, pytest.approx(need_wh))
+
+
+def test_a_taper_step_happens_at_the_instant_it_said_it_would():
+    vehicle = ev(soc=79.0, battery_kwh=50.3, need_kwh=5.0)
+    draws: list = []
+    c, s = charging(vehicle, vehicle.max_current_a, 3, draws)
+    for _ in range(5):
+        step = c.finish_time()
+        assert step is not None
+        band = s.band
+        c.advance(step)
+        assert s.band == band + 1 and draws[-1][1] == step
