@@ -31,7 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.contracts.errors import ConfigError
-from pipeline.contracts.topics import TopologyNode
+from pipeline.contracts.topics import PhaseRotation, TopologyNode
 
 
 class _Strict(BaseModel):
@@ -43,6 +43,7 @@ class ChargerConfig(_Strict):
     node: str | None = None
     max_power_kw: float = Field(gt=0)
     phases: int = Field(3, ge=1, le=3)
+    phase_rotation: PhaseRotation | None = Field(None, description="how L1, L2, L3 are wired to the grid; None: RST")
     voltage_v: float = Field(230.0, gt=0)
     connectors: int = Field(1, ge=1)
     managed: bool = True
@@ -178,6 +179,7 @@ class PipelineConfig(_Strict):
                         limit_kw=c.max_power_kw,
                         managed=c.managed,
                         phases=c.phases,
+                        phase_rotation=c.phase_rotation,
                         voltage_v=c.voltage_v,
                         connectors=c.connectors,
                         priority=c.priority,

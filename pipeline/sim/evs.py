@@ -2,6 +2,10 @@
 distributions and the EV models of ``ev_specs.json`` weighted by registrations (``data/ev2gym``, ev2gym
 2.0.0, MIT; provenance in its README). Draws are seeded and reproducible. Used by ``pipeline simulate``
 and by the replay.
+
+``ev_specs.json`` gives each model's battery (``battery_capacity``, kWh) and most AC power
+(``max_ac_charge_power``, kW) but not the phases its on-board charger uses, and a 1-phase EV draws on one
+phase only whatever the charger offers; :func:`ac_phases` supplies them.
 """
 
 from __future__ import annotations
@@ -17,11 +21,24 @@ from zoneinfo import ZoneInfo
 from pipeline.contracts.errors import ConfigError
 from pipeline.sim.ev import EV
 
-__all__ = ["DATA_DIR", "EVModel", "EVSampler", "SITE_TZ"]
+__all__ = ["AC_PHASES", "DATA_DIR", "EVModel", "EVSampler", "SITE_TZ", "ac_phases"]
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "ev2gym"
 SITE_TZ = ZoneInfo("Europe/Amsterdam")
 """The local time of the distributions (Dutch sessions) and of the shipped days."""
+
+AC_PHASES: dict[str, int] = {"Peugeot 208": 1, "Nissan Leaf": 1, "Volkswagen Golf": 2}
+"""The on-board chargers of ``ev_specs.json`` that do not use three phases: the e-208's 7.4 kW is one phase
+at 32 A, the Leaf's 3.6 kW one phase at 16 A, the e-Golf's 7.2 kW two phases at 16 A (the makers' data
+sheets). The others take 11 kW (16 A) or 22 kW (32 A) on three phases."""
+
+
+def ac_phases(model: str, max_ac_kw: float) -> int:
+    """Phases the on-board charger of ``model`` draws on: :data:`AC_PHASES`, else 1 for at most 7.4 kW (32 A
+    on one phase at 230 V) and 3 above."""
+    if model in AC_PHASES:
+        return AC_PHASES[model]
+    return 1 if max_ac_kw <= 7.4 + 1e-9 else 3
 
 
 def _ccdf(path: Path, column: str) -> list[tuple[float, float]]:
@@ -46,6 +63,7 @@ class EVModel:
     battery_kwh: float
     max_ac_kw: float
     registrations: int
+    phases: int = 3
 
 
 class EVSampler:
@@ -64,7 +82,13 @@ class EVSampler:
         }
         specs = json.loads((DATA_DIR / "ev_specs.json").read_text())
         self.models = [
-            EVModel(n, float(s["battery_capacity"]), float(s["max_ac_charge_power"]), int(s["number_of_registrations"]))
+            EVModel(
+                n,
+                float(s["battery_capacity"]),
+                float(s["max_ac_charge_power"]),
+                int(s["number_of_registrations"]),
+                ac_phases(n, float(s["max_ac_charge_power"])),
+            )
             for n, s in specs.items()
         ]
         self._count = 0
@@ -97,6 +121,7 @@ class EVSampler:
             energy_need_kwh=round(energy, 2),
             arrival_at=arrival,
             departure_at=arrival + timedelta(hours=hours),
+            phases=model.phases,
         )
 
     def day_visits(self, day: date, count: int) -> list[EV]:

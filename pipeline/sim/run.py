@@ -16,7 +16,7 @@ from typing import Any
 
 from pipeline.contracts.clock import SimClock, SystemClock
 from pipeline.contracts.errors import PipelineError
-from pipeline.sim.ev import EV
+from pipeline.sim.ev import EV, REAL_EV_RESPONSE_S, ResponseLag
 from pipeline.sim.evs import SITE_TZ, EVSampler
 from pipeline.sim.fleet import run_fleet
 from pipeline.sim.station import FLEET_BACKOFF
@@ -65,6 +65,7 @@ async def simulate(
     duration_s: float | None = None,
     protocol: str = "ocpp1.6",
     password: str | None = None,
+    ev_response_s: ResponseLag = REAL_EV_RESPONSE_S,
 ) -> dict[str, Any]:
     """Run the fleet until ``duration_s`` clock seconds pass or SIGINT/SIGTERM; returns the fleet summary.
 
@@ -72,7 +73,9 @@ async def simulate(
     keep their sessions and reconnect with a growing, randomised back-off
     (:data:`pipeline.sim.station.FLEET_BACKOFF`), also while it cannot be reached at start. ``protocol``
     is ``ocpp1.6`` or ``ocpp2.0.1``; ``password`` turns on HTTP Basic auth (the charge point id as the
-    username, OCPP security profile 1).
+    username, OCPP security profile 1). EVs follow a new limit ``ev_response_s`` clock seconds late (by
+    default a lag drawn per session from :data:`~pipeline.sim.ev.REAL_EV_RESPONSE_S`, seeded with
+    ``seed``), as real ones do.
 
     Raises :class:`SimulationError` when no charger ever connected (the URL, the protocol or the
     password is wrong), with the chargers' errors.
@@ -96,6 +99,8 @@ async def simulate(
         reconnect_backoff=FLEET_BACKOFF,
         station=SimulatedChargingStation if protocol == "ocpp2.0.1" else SimulatedChargePoint,
         password=password,
+        ev_response_s=ev_response_s,
+        seed=seed,
     )
     if summary["chargers_connected"] == 0:
         reasons = summary["errors"][0] if summary["errors"] else "it could not be reached before the end"

@@ -9,8 +9,8 @@ boot and lifecycle, EVs plugging in, the session tasks that integrate energy exa
 that the sibling adapters :mod:`pipeline.sim.v16` and :mod:`pipeline.sim.v201` implement, and those call
 back the neutral methods here (:meth:`Station.receive_profile`, :meth:`Station.request_stop`, ...).
 
-Each session task sleeps until its next event (meter tick, need met, departure, schedule boundary) or until a
-new limit wakes it; it never polls.
+Each session task sleeps until its next event (meter tick, need met, taper step, departure, schedule
+boundary) or until a new limit wakes it; it never polls.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, get_args
 
 from websockets.asyncio.client import ClientConnection, connect
 
 from pipeline.contracts.clock import Clock
+from pipeline.contracts.topics import PhaseRotation, TopologyNode
 from pipeline.sim.control import PowerControl
-from pipeline.sim.ev import EV
+from pipeline.sim.ev import EV, ResponseLag, lag_range
 from pipeline.sim.profiles import Profile, Purpose, RateUnit, TransactionId
 from pipeline.sim.session import (
     AVAILABLE,
@@ -47,6 +48,7 @@ from pipeline.sim.session import (
     MeterReading,
     Session,
     SessionSummary,
+    grid_currents_a,
 )
 
 __all__ = ["FLEET_BACKOFF", "Link", "PowerCallback", "ReconnectBackoff", "Station"]
@@ -102,6 +104,14 @@ class Station(abc.ABC):
     boot), but a StatusNotification per connector, and running transactions go on with their meter values
     (2.0.1 B04). :meth:`reconnect` does it on demand.
 
+    The charger has ``phases`` phases wired to the grid in ``phase_rotation`` (a
+    :data:`~pipeline.contracts.topics.PhaseRotation`, reported as 1.6 ``ConnectorPhaseRotation`` and 2.0.1
+    ``EVSE.PhaseRotation``); each EV draws on its own phases (:class:`~pipeline.sim.ev.EV` ``phases``), at most
+    the rating per phase, ``rated_power_kw`` over ``phases`` x ``voltage_v``. ``ev_response_s`` is how long an
+    EV takes to follow a new limit (:data:`~pipeline.sim.ev.ResponseLag`: fixed, or a (low, high) range drawn
+    once per session from a generator seeded with ``seed`` and the charge point id;
+    :data:`~pipeline.sim.ev.REAL_EV_RESPONSE_S` for real EVs).
+
     Units: power in kW, energy in kWh (Wh on the wire), voltage in V, ``meter_interval_s`` and
     ``ev_response_s`` in clock seconds. The station connects to f"{url}/{charge_point_id}" with the
     adapter's ``subprotocol``. ``password`` turns on HTTP Basic auth with the charge point id as username;
@@ -124,7 +134,9 @@ class Station(abc.ABC):
         connectors: int = 1,
         meter_interval_s: float = 60.0,
         on_power: PowerCallback | None = None,
-        ev_response_s: float = 0.0,
+        ev_response_s: ResponseLag = 0.0,
+        seed: int = 0,
+        phase_rotation: PhaseRotation = "RST",
         vendor: str = "EVSim",
         model: str = "SimCP",
         password: str | None = None,
@@ -137,18 +149,27 @@ class Station(abc.ABC):
         self.url = url.rstrip("/")
         self.clock = clock
         self.rated_power_kw = rated_power_kw
+        if phases not in (1, 2, 3):
+            raise ValueError(f"phases must be 1, 2 or 3, not {phases!r}")
+        if phase_rotation not in get_args(PhaseRotation):
+            raise ValueError(f"phase_rotation must be one of {get_args(PhaseRotation)}, not {phase_rotation!r}")
+        self._lag_range = lag_range(ev_response_s)
         self.phases = phases
+        self.phase_rotation = phase_rotation
         self.voltage_v = voltage_v
         self.meter_interval_s = meter_interval_s
         self.on_power = on_power
         self.ev_response_s = ev_response_s
+        self._rng = random.Random(f"{seed}:{charge_point_id}")
         self.vendor, self.model = vendor, model
         self.password, self.ssl = password, ssl
         self.response_timeout_s = response_timeout_s
-        self._connectors = {i: Connector(i, phases) for i in range(1, connectors + 1)}
+        self._control = PowerControl(self)
+        self._connectors = {
+            i: Connector(i, phases, voltage_v=voltage_v, on_draw=self._control.emit) for i in range(1, connectors + 1)
+        }
         for c in self._connectors.values():
             c.done.set()
-        self._control = PowerControl(self)
         self._ws: ClientConnection | None = None
         self._link: Link | None = None
         self._loop_task: asyncio.Task[None] | None = None
@@ -195,6 +216,10 @@ class Station(abc.ABC):
     @abc.abstractmethod
     async def _start_transaction(self, c: Connector, s: Session) -> tuple[TransactionId, bool] | None:
         """Report the start of ``s``: (transaction id, id token accepted), or None when it failed."""
+
+    async def _transaction_started(self, c: Connector, s: Session) -> None:  # noqa: B027 (a hook; 1.6 has none)
+        """The transaction of ``s`` runs: tell the central system what the EV knows of its needs (2.0.1 K15
+        NotifyEVChargingNeeds); nothing in 1.6, which has no such message."""
 
     @abc.abstractmethod
     async def _stop_transaction(self, c: Connector, s: Session, summary: SessionSummary) -> None:
@@ -326,10 +351,11 @@ class Station(abc.ABC):
                 attempt += 1
                 log.info("%s: reconnect attempt %d failed: %r", self.charge_point_id, attempt, exc)
 
-    async def _call(self, payload: Any) -> Any:
+    async def _call(self, payload: Any, *, optional: bool = False) -> Any:
         """Send an adapter's request; its result, or None on CallError, timeout or a dead connection (logged,
-        never raised). With ``auto_reconnect`` a call made while the connection is down waits for it (up to
-        the call timeout)."""
+        never raised; at info level for an ``optional`` request, which a central system may well not
+        support). With ``auto_reconnect`` a call made while the connection is down waits for it (up to the
+        call timeout)."""
         if self.auto_reconnect and not self._online.is_set() and not self._stopped:
             try:
                 await asyncio.wait_for(self._online.wait(), self.response_timeout_s)
@@ -340,7 +366,8 @@ class Station(abc.ABC):
                 raise ConnectionError("not connected")
             return await self._link.call(payload)
         except Exception as exc:
-            log.warning("%s: %s failed: %r", self.charge_point_id, type(payload).__name__, exc)
+            level = logging.INFO if optional else logging.WARNING
+            log.log(level, "%s: %s failed: %r", self.charge_point_id, type(payload).__name__, exc)
             return None
 
     async def _status(self, c: Connector, state: ConnectorState) -> None:
@@ -370,10 +397,13 @@ class Station(abc.ABC):
             ev=ev,
             started_at=now,
             meter_start_wh=int(round(c.register_wh)),
-            need_wh=ev.energy_need_kwh * 1000.0,
+            need_wh=min(ev.energy_need_kwh, ev.room_kwh) * 1000.0,  # a full battery takes no more
             next_meter=now + timedelta(seconds=self.meter_interval_s),
+            lag_s=self._draw_lag(),
         )
         c.session, c.last_t, c.limits_at, c.stop_reason = s, now, now, None
+        c.pilot_a = c.pilot_phases = c.followed_a = None
+        c.pilot_seq = c.followed_seq = 0
         s.transaction_id = self._new_transaction_id()
         res = await self._start_transaction(c, s)
         if res is None:
@@ -395,12 +425,19 @@ class Station(abc.ABC):
         c.task = asyncio.create_task(self._run_session(c, s), name=f"session-{self.charge_point_id}-{connector_id}")
         return s.transaction_id
 
+    def _draw_lag(self) -> float:
+        """The response lag of the next session's EV, clock seconds (:data:`~pipeline.sim.ev.ResponseLag`)."""
+        low, high = self._lag_range
+        return low if low == high else self._rng.uniform(low, high)
+
     async def wait_done(self, connector_id: int = 1) -> None:
         """Wait until the connector's session (if any) has ended and its end was reported."""
         await self._connectors[connector_id].done.wait()
 
     async def _run_session(self, c: Connector, s: Session) -> None:
         try:
+            if s.end_at is None:
+                await self._transaction_started(c, s)
             while True:
                 now = self.clock.now()
                 since = c.limits_at or s.started_at
@@ -455,7 +492,8 @@ class Station(abc.ABC):
         """Book-keeping at the session end: power to 0 (on_power), summary, TxProfiles dropped, others
         rebalanced under the station maximum."""
         ended_at = s.end_at or s.started_at
-        c.power_kw = 0.0
+        c.power_kw = c.current_a = 0.0
+        c.pilot_a = c.pilot_phases = c.followed_a = None
         self._control.emit(c, 0.0, ended_at)
         summary = s.summary(c.connector_id)
         self.sessions.append(summary)
@@ -476,14 +514,10 @@ class Station(abc.ABC):
             c.done.set()
 
     def _reading(self, c: Connector, s: Session) -> MeterReading:
-        """The connector's meter now: its draw, register, the EV's SoC and the current per phase (A, from
-        the draw over the phases in use at ``voltage_v``)."""
-        return MeterReading(
-            power_kw=c.power_kw,
-            register_wh=c.register_wh,
-            soc_pct=s.ev.soc_pct(s.energy_wh / 1000.0),
-            current_a=c.power_kw * 1000.0 / (c.phases_in_use * self.voltage_v),
-        )
+        """The connector's meter now: its draw, register, the EV's SoC and the current on each of the
+        charger's phases (A: the draw's current on the phases the EV uses, L1 first, 0 on the others)."""
+        currents = c.phase_currents_a(self.phases)
+        return MeterReading(power_kw=c.power_kw, register_wh=c.register_wh, soc_pct=s.soc_pct, currents_a=currents)
 
     async def _send_meter(self, c: Connector, s: Session, at: datetime, context: MeterContext) -> None:
         self.meter_values_sent += 1
@@ -536,6 +570,38 @@ class Station(abc.ABC):
                 await self._send_meter(c, s, now, TRIGGER)
 
     # --------------------------------------------------------------------------------------- inspection
+
+    def topology_node(self, site_id: str, parent_id: str | None = None, **fields: Any) -> TopologyNode:
+        """The charger's ``site.topology`` record (rating, ``limit_a`` per phase, phases, ``phase_rotation``,
+        voltage, connectors; ``fields``: priority, weight, ...). ``pydantic.ValidationError`` when invalid."""
+        return TopologyNode(
+            node_id=self.charge_point_id,
+            site_id=site_id,
+            parent_id=parent_id or site_id,
+            kind="charger",
+            limit_kw=self.rated_power_kw,
+            limit_a=round(self.rated_power_kw * 1000.0 / (self.phases * self.voltage_v), 3),
+            phases=self.phases,
+            phase_rotation=self.phase_rotation,
+            voltage_v=self.voltage_v,
+            connectors=len(self._connectors),
+            **fields,
+        )
+
+    def ev_phases(self, connector_id: int = 1) -> int | None:
+        """The phases the connector's EV draws on now (None when no session runs)."""
+        c = self._connectors[connector_id]
+        return c.phases_in_use if c.charging and c.followed_a is not None else None
+
+    def current_a(self, connector_id: int = 1) -> float:
+        """The connector's present draw per phase on the EV's phases, A."""
+        c = self._connectors[connector_id]
+        return c.current_a if c.charging else 0.0
+
+    def grid_currents_a(self) -> tuple[float, float, float]:
+        """The station's draw on the grid's L1, L2, L3 (A), its connectors' phases mapped by ``phase_rotation``."""
+        per = [grid_currents_a(self.phase_rotation, c.phase_currents_a(self.phases)) for c in self._connectors.values()]
+        return sum(x[0] for x in per), sum(x[1] for x in per), sum(x[2] for x in per)
 
     def held_limit(self, connector_id: int = 1) -> float | None:
         """The TxProfile limit the connector holds now, as received, in :meth:`held_limit_unit`."""

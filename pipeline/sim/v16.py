@@ -4,9 +4,9 @@ It maps OCPP 1.6 messages to and from the version-neutral :class:`~pipeline.sim.
 nothing else: BootNotification (section 4.2), StatusNotification (4.9, ChargePointStatus), Authorize (4.1),
 StartTransaction / StopTransaction (4.8, 4.10), MeterValues (4.7) and Heartbeat (4.6) go out;
 SetChargingProfile (5.16) and ClearChargingProfile (5.5) are translated to the neutral
-:class:`~pipeline.sim.profiles.Profile` model; GetConfiguration / ChangeConfiguration (5.8, 5.3),
-TriggerMessage (5.17) and RemoteStopTransaction (5.12) are answered. The sibling :mod:`pipeline.sim.v201`
-does the same for OCPP 2.0.1.
+:class:`~pipeline.sim.profiles.Profile` model; GetConfiguration (5.8, ``ConnectorPhaseRotation`` included),
+ChangeConfiguration (5.3), TriggerMessage (5.17) and RemoteStopTransaction (5.12) are answered. The
+sibling :mod:`pipeline.sim.v201` does the same for OCPP 2.0.1.
 """
 
 from __future__ import annotations
@@ -18,12 +18,20 @@ from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint as OcppChargePoint
 from ocpp.v16 import call, call_result
 from ocpp.v16 import datatypes as dt
-from ocpp.v16.enums import Action, Location, Measurand, UnitOfMeasure
+from ocpp.v16.enums import Action, Location, Measurand, Phase, UnitOfMeasure
 from websockets.asyncio.client import ClientConnection
 
 from pipeline.sim.ev import EV
 from pipeline.sim.profiles import STATION_MAX, TX, TX_DEFAULT, Profile, Purpose, TransactionId
-from pipeline.sim.session import Connector, ConnectorState, MeterContext, MeterReading, Session, SessionSummary
+from pipeline.sim.session import (
+    PHASE_NAMES,
+    Connector,
+    ConnectorState,
+    MeterContext,
+    MeterReading,
+    Session,
+    SessionSummary,
+)
 from pipeline.sim.station import Link, Station
 from pipeline.sim.wire import ACCEPTED, REJECTED, charging_profile, iso
 
@@ -64,11 +72,12 @@ def parse_profile(connector_id: int, p: dict[str, Any], received_at: datetime) -
     )
 
 
-def configuration(meter_interval_s: float, connectors: int) -> dict[str, tuple[str, bool]]:
+def configuration(meter_interval_s: float, connectors: int, phase_rotation: str = "RST") -> dict[str, tuple[str, bool]]:
     """The GetConfiguration keys (section 9.1 and 9.4) a simulated charge point reports: name -> (value,
-    readonly)."""
+    readonly). ``ConnectorPhaseRotation`` (9.1.9) lists every connector's wiring as ``1.RST,2.RST``."""
     return {
         "ChargingScheduleAllowedChargingRateUnit": ("Current,Power", True),
+        "ConnectorPhaseRotation": (",".join(f"{i}.{phase_rotation}" for i in range(1, connectors + 1)), True),
         "ChargeProfileMaxStackLevel": ("10", True),
         "ChargingScheduleMaxPeriods": ("24", True),
         "MaxChargingProfilesInstalled": ("20", True),
@@ -83,7 +92,9 @@ def meter_values(
     connector_id: int, transaction_id: TransactionId | None, at: datetime, context: MeterContext, reading: MeterReading
 ) -> Any:
     """A MeterValues.req (section 4.7): Power.Active.Import (W), Energy.Active.Import.Register (Wh), SoC
-    (Percent, measured at the EV) and Current.Import (A per phase) when measured, all sampled at ``at``."""
+    (Percent, measured at the EV) and Current.Import (A) per phase (``phase`` L1, L2, L3: one per phase of the
+    charger, 0 where the EV draws nothing) when measured, all sampled at ``at``. Values are strings (section
+    7, SampledValue)."""
 
     def sv(value: str, measurand: str, unit: str, **extra: Any) -> Any:
         return dt.SampledValue(value=value, context=context, measurand=measurand, unit=unit, **extra)
@@ -94,8 +105,8 @@ def meter_values(
     ]
     if reading.soc_pct is not None:
         values.append(sv(f"{reading.soc_pct:.1f}", Measurand.soc, UnitOfMeasure.percent, location=Location.ev))
-    if reading.current_a is not None:
-        values.append(sv(f"{reading.current_a:.2f}", Measurand.current_import, UnitOfMeasure.a))
+    for name, amps in zip(PHASE_NAMES, reading.currents_a or (), strict=False):
+        values.append(sv(f"{amps:.2f}", Measurand.current_import, UnitOfMeasure.a, phase=Phase(name)))
     return call.MeterValues(
         connector_id=connector_id,
         transaction_id=transaction_id,
@@ -244,7 +255,7 @@ class SimulatedChargePoint(Station):
 
     def configuration(self) -> dict[str, tuple[str, bool]]:
         """GetConfiguration keys: name -> (value, readonly)."""
-        return configuration(self.meter_interval_s, len(self.connectors))
+        return configuration(self.meter_interval_s, len(self.connectors), self.phase_rotation)
 
     async def handle_trigger(self, message: str, connector_id: int | None) -> None:
         """Send what a TriggerMessage.req (section 5.17) asked for, after it was answered."""

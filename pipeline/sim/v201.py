@@ -3,15 +3,18 @@
 It maps OCPP 2.0.1 messages (websocket subprotocol ``ocpp2.0.1``, the ``ocpp`` library's v201 classes) to
 and from the version-neutral :class:`~pipeline.sim.station.Station`, as :mod:`pipeline.sim.v16` does for
 1.6; neither adapter builds on the other. Each connector is an EVSE with one connector. BootNotification
-(B01), StatusNotification (G01: Available or Occupied), Authorize (C01) and TransactionEvent Started /
-Updated / Ended with meter values (E01-E07, J02) go out; SetChargingProfile (K01, with ``evseId``;
+(B01), StatusNotification (G01: Available or Occupied), Authorize (C01), TransactionEvent Started /
+Updated / Ended with meter values (E01-E07, J02) and, once a transaction runs, NotifyEVChargingNeeds with
+the EV's AC charging parameters and departure time (K15; whatever the CSMS answers, a CALLERROR included,
+charging goes on) go out; SetChargingProfile (K01, with ``evseId``;
 ChargingStationMaxProfile on EVSE 0) and ClearChargingProfile (K10) are translated to the neutral
-:class:`~pipeline.sim.profiles.Profile` model; GetVariables ``SmartChargingCtrlr.RateUnit`` (B06) and
-RequestStopTransaction (F03) are answered.
+:class:`~pipeline.sim.profiles.Profile` model; GetVariables ``SmartChargingCtrlr.RateUnit`` and ``EVSE.PhaseRotation``
+(B06) and RequestStopTransaction (F03) are answered.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime
 from typing import Any
@@ -22,13 +25,14 @@ from ocpp.v201 import call, call_result
 from ocpp.v201.enums import Action
 from websockets.asyncio.client import ClientConnection
 
-from pipeline.sim.ev import EV
+from pipeline.sim.ev import EV, NOMINAL_VOLTAGE_V
 from pipeline.sim.profiles import STATION_MAX, TX, TX_DEFAULT, Profile, Purpose, TransactionId
 from pipeline.sim.session import (
     BEGIN,
     END,
     EV_DISCONNECTED,
     LOCAL,
+    PHASE_NAMES,
     REMOTE,
     Connector,
     ConnectorState,
@@ -41,7 +45,9 @@ from pipeline.sim.session import (
 from pipeline.sim.station import Link, Station
 from pipeline.sim.wire import ACCEPTED, REJECTED, charging_profile, iso
 
-__all__ = ["CsmsLink201", "SimulatedChargingStation", "parse_profile"]
+__all__ = ["CsmsLink201", "SimulatedChargingStation", "charging_needs", "meter_value", "parse_profile"]
+
+log = logging.getLogger(__name__)
 
 PURPOSES: dict[str, Purpose] = {
     "TxProfile": TX,
@@ -53,6 +59,8 @@ supported: the CSMS may not set it, K01.FR.22)."""
 TRIGGERS: dict[StopReason, str] = {EV_DISCONNECTED: "EVDeparted", LOCAL: "StopAuthorized", REMOTE: "RemoteStop"}
 """The TransactionEvent Ended triggerReason per stop reason (AbnormalCondition for the others)."""
 RATE_UNITS = "A,W"
+ENERGY_TRANSFER = {1: "AC_single_phase", 2: "AC_two_phase", 3: "AC_three_phase"}
+"""EnergyTransferModeEnumType by the phases the EV charges on."""
 
 
 def id_token(ev: EV) -> dict[str, str]:
@@ -82,9 +90,32 @@ def parse_profile(evse_id: int, p: dict[str, Any], received_at: datetime) -> Pro
     )
 
 
+def charging_needs(evse_id: int, ev: EV, energy_wh: float) -> Any:
+    """A NotifyEVChargingNeedsRequest (K15) for ``ev`` on ``evse_id`` once ``energy_wh`` (Wh) were delivered:
+    requestedEnergyTransfer by its phases, departureTime, and ACChargingParametersType with energyAmount (Wh
+    still wanted, at most what fills the battery), evMinCurrent and evMaxCurrent (A per phase) and
+    evMaxVoltage (V), all integers as the schema requires."""
+    wanted_wh = max(0.0, min(ev.energy_need_kwh, ev.room_kwh) * 1000.0 - energy_wh)
+    return call.NotifyEVChargingNeeds(
+        evse_id=evse_id,
+        charging_needs={
+            "requested_energy_transfer": ENERGY_TRANSFER[ev.phases],
+            "departure_time": iso(ev.departure_at),
+            "ac_charging_parameters": {
+                "energy_amount": int(round(wanted_wh)),
+                "ev_min_current": int(round(ev.min_current_a)),
+                "ev_max_current": int(round(ev.max_current_a)),
+                "ev_max_voltage": int(round(NOMINAL_VOLTAGE_V)),
+            },
+        },
+    )
+
+
 def meter_value(at: datetime, context: MeterContext, reading: MeterReading) -> dict[str, Any]:
     """A snake_cased MeterValueType (J02): Power.Active.Import (W), Energy.Active.Import.Register (Wh), and
-    when measured SoC (Percent, at the EV) and Current.Import (A per phase), sampled at ``at``."""
+    when measured SoC (Percent, at the EV) and Current.Import (A) per phase (``phase`` L1, L2, L3: one per
+    phase of the charger, 0 where the EV draws nothing), sampled at ``at``. Values are numbers and units go
+    in ``unitOfMeasure`` (SampledValueType)."""
 
     def sv(value: float, measurand: str, unit: str, **extra: Any) -> dict[str, Any]:
         return {
@@ -101,8 +132,8 @@ def meter_value(at: datetime, context: MeterContext, reading: MeterReading) -> d
     ]
     if reading.soc_pct is not None:
         values.append(sv(reading.soc_pct, "SoC", "Percent", location="EV"))
-    if reading.current_a is not None:
-        values.append(sv(reading.current_a, "Current.Import", "A"))
+    for name, amps in zip(PHASE_NAMES, reading.currents_a or (), strict=False):
+        values.append(sv(amps, "Current.Import", "A", phase=name))
     return {"timestamp": iso(at), "sampled_value": values}
 
 
@@ -135,14 +166,10 @@ class CsmsLink201(OcppChargePoint):
         results = []
         for item in get_variable_data:
             component, variable = item["component"], item["variable"]
-            known = (component.get("name"), variable.get("name")) == ("SmartChargingCtrlr", "RateUnit")
-            result = {
-                "attribute_status": ACCEPTED if known else "UnknownVariable",
-                "component": component,
-                "variable": variable,
-            }
-            if known:
-                result["attribute_value"] = self.sim.rate_units
+            status, value = self.sim.variable(component, variable.get("name"))
+            result = {"attribute_status": status, "component": component, "variable": variable}
+            if value is not None:
+                result["attribute_value"] = value
             results.append(result)
         return call_result.GetVariables(get_variable_result=results)
 
@@ -162,6 +189,25 @@ class SimulatedChargingStation(Station):
     """``SmartChargingCtrlr.RateUnit`` as reported by GetVariables."""
     _seq = 0
     """The next TransactionEvent seqNo (one counter per station)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.charging_needs_answers: list[str | None] = []
+        """The CSMS's answers to NotifyEVChargingNeeds, one per transaction, in order: its status (Accepted,
+        Rejected, Processing) or None (a CALLERROR such as NotSupported, a timeout, a lost connection)."""
+
+    def variable(self, component: dict[str, Any], name: str | None) -> tuple[str, str | None]:
+        """GetVariables (B06) of one variable: (attributeStatus, attributeValue or None). Known:
+        ``SmartChargingCtrlr.RateUnit`` and ``EVSE.PhaseRotation`` of an EVSE by id (UnknownComponent for an
+        EVSE the station does not have)."""
+        if (component.get("name"), name) == ("SmartChargingCtrlr", "RateUnit"):
+            return ACCEPTED, self.rate_units
+        if (component.get("name"), name) == ("EVSE", "PhaseRotation"):
+            evse = (component.get("evse") or {}).get("id")
+            if evse not in self.connectors:
+                return "UnknownComponent", None
+            return ACCEPTED, self.phase_rotation
+        return "UnknownVariable", None
 
     def _make_link(self, ws: ClientConnection) -> Link:
         return CsmsLink201(self, ws)
@@ -225,6 +271,12 @@ class SimulatedChargingStation(Station):
         if res is None:
             return None
         return s.transaction_id, (res.id_token_info or {}).get("status", ACCEPTED) == ACCEPTED
+
+    async def _transaction_started(self, c: Connector, s: Session) -> None:
+        res = await self._call(charging_needs(c.connector_id, s.ev, s.energy_wh), optional=True)
+        status = None if res is None else str(res.status)
+        self.charging_needs_answers.append(status)
+        log.debug("%s/%d: NotifyEVChargingNeeds answered %s", self.charge_point_id, c.connector_id, status)
 
     async def _stop_transaction(self, c: Connector, s: Session, summary: SessionSummary) -> None:
         meter = meter_value(summary.ended_at, END, MeterReading(power_kw=0.0, register_wh=c.register_wh))
