@@ -67,3 +67,28 @@ async def test_a_plan_set_by_the_cli_reaches_the_charger_and_clearing_it_restore
     result = await asyncio.to_thread(cli, "clear", "--charger", "CP1")
     assert result.exit_code == 0 and result.output == "cleared plan charger:CP1\n"
     await wait_for(lambda: cp.held_limit(1) == pytest.approx(31.8))
+
+
+def test_the_site_file_plan_defaults_travel_on_site_topology():
+    from pipeline.app.site import parse_config
+    from pipeline.contracts.errors import ConfigError
+
+    config = parse_config(
+        {
+            "sites": [
+                {
+                    "site_id": "d",
+                    "limit_kw": 100,
+                    "plan": {"departure": "17:00", "energy_kwh": 20},
+                    "chargers": [
+                        {"id": "C1", "max_power_kw": 22, "plan": {"departure": "06:30"}},
+                        {"id": "C2", "max_power_kw": 11},
+                    ],
+                }
+            ]
+        }
+    )
+    nodes = {n.node_id: (n.default_departure_min, n.default_energy_kwh) for n in config.topology()}
+    assert nodes == {"d": (17 * 60, 20.0), "C1": (6 * 60 + 30, None), "C2": (None, None)}
+    with pytest.raises(ConfigError, match="sites.0.plan.departure"):
+        parse_config({"sites": [{"site_id": "d", "limit_kw": 100, "plan": {"departure": "7:30"}}]})
