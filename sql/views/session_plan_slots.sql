@@ -14,7 +14,7 @@ WITH slots AS (
         s.slot_end,
         s.price_per_kwh,
         s.price_tier,
-        EXTRACT(EPOCH FROM (s.slot_end - s.valid_from)) AS usable_s
+        CAST(EXTRACT(EPOCH FROM (s.slot_end - s.valid_from)) AS DOUBLE PRECISION) AS usable_s
     FROM session_plan_targets AS p
     JOIN (SELECT * FROM price_slots WHERE valid_from <= NOW() AND slot_end > NOW()) AS s ON s.site_id = p.site_id
     UNION ALL
@@ -26,7 +26,7 @@ WITH slots AS (
         s.slot_end,
         s.price_per_kwh,
         s.price_tier,
-        EXTRACT(EPOCH FROM (LEAST(s.slot_end, p.departure_at) - s.valid_from)) AS usable_s
+        CAST(EXTRACT(EPOCH FROM (LEAST(s.slot_end, p.departure_at) - s.valid_from)) AS DOUBLE PRECISION) AS usable_s
     FROM session_plan_targets AS p
     JOIN (SELECT * FROM price_slots WHERE valid_from > NOW()) AS s
         ON s.site_id = p.site_id AND s.valid_from < p.departure_at

@@ -79,7 +79,7 @@ SELECT
     energy_needed_kwh,
     delivered_kwh,
     CASE WHEN energy_needed_kwh > delivered_kwh THEN energy_needed_kwh - delivered_kwh ELSE 0.0 END AS remaining_kwh,
-    EXTRACT(EPOCH FROM (departure_at - seen_at)) AS left_s,
+    CAST(EXTRACT(EPOCH FROM (departure_at - seen_at)) AS DOUBLE PRECISION) AS left_s,
     departure_from,
     need_from,
     plan_id
