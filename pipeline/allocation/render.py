@@ -21,8 +21,9 @@ from ``session_admission``, a materialized view, which RisingWave reads as store
 The rule, at every node ``a`` on a session's path (``anc{d}`` is the session's ancestor at depth ``d``):
 
 * **Admission** (deepest level first): among the sessions under ``a`` still admitted at the deeper
-  levels, ordered by priority (high first), laxity (least first; none last), arrival, then session id, a session stays admitted while the
-  running sum of floors fits in ``a``'s headroom. The others are paused (0), never set below a floor.
+  levels, ordered by priority (high first), laxity (least first; sessions without a plan last),
+  arrival, then session id, a session stays admitted while the running sum of floors fits in ``a``'s
+  headroom. The others are paused (0), never set below a floor.
 * **Fill**: weighted max-min fair progressive filling of the extras ``cap - floor`` under every node's
   spare headroom (headroom minus the admitted floors). Node ``a`` saturates at the water level
   ``lam{d}`` where the sum of ``min(extra, weight * min(lam, levels of deeper nodes))`` reaches its
