@@ -9,7 +9,8 @@ routes to the same numbers.
 
 Thresholds mirror the SQL files: ``SESSION_STALE_S`` (session_telemetry.sql), ``BUILDING_STALE_S`` and
 ``STALE_MARGIN`` (site_building_load.sql, node_headroom.sql), ``TARIFF_MULTIPLIERS``
-(tariff_multipliers.sql).
+(tariff_multipliers.sql), ``PLAN_AT_RISK_S`` (session_limits.sql). Fleet plans (price_slots.sql,
+session_plan_targets.sql, session_plan_slots.sql, session_plan_needs.sql) are :func:`plan_needs`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pipeline.contracts.topics import (
     DR_SIGNALS,
     PRICE_SIGNALS,
     RULE_SOURCES,
+    SESSION_PLANS,
     SETPOINT_ACKS,
     SITE_DEMAND,
     SITE_TOPOLOGY,
@@ -40,6 +42,7 @@ MAX_DEPTH = 5
 TARIFF_MULTIPLIERS = {"OFF_PEAK": 1.0, "MID_PEAK": 1.0, "ON_PEAK": 0.5, "CRITICAL_PEAK": 0.0}
 EPS = 1e-9
 OVERRIDE_PRIORITY = 2147483647
+PLAN_AT_RISK_S = 900
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Session:
     priority: int = 0
     cap_binding: str = "cap"
     paused_by: str | None = None
+    laxity_s: float | None = None
     path: list[str] = field(default_factory=list)  # ancestors by depth, site first
     allocated_kw: float = 0.0
     binding: str = "paused"
@@ -68,6 +72,7 @@ class State:
     prices: list[Any] = field(default_factory=list)
     dr: list[Any] = field(default_factory=list)
     acks: list[Any] = field(default_factory=list)
+    plans: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_records(cls, records: Iterable[tuple[str, str | None, Any]]) -> State:
@@ -76,7 +81,12 @@ class State:
         one, by its contract's key field (:data:`pipeline.contracts.topics.TOPICS`), as the engine keys it;
         a tombstone without a key deletes nothing."""
         s = cls()
-        upserts = {SITE_TOPOLOGY: s.topology, ACTIVE_SESSIONS: s.sessions, CONTROL_RULES: s.rules}
+        upserts = {
+            SITE_TOPOLOGY: s.topology,
+            ACTIVE_SESSIONS: s.sessions,
+            CONTROL_RULES: s.rules,
+            SESSION_PLANS: s.plans,
+        }
         appends = {
             SITE_DEMAND: s.demand,
             PRICE_SIGNALS: s.prices,
@@ -137,6 +147,132 @@ def _price_tiers(state: State, now: datetime) -> dict[str, str]:
             if cur is None or (p.valid_from, p.price_per_kwh) > (cur.valid_from, cur.price_per_kwh):
                 best[p.site_id] = p
     return {site: p.price_tier.value for site, p in best.items()}
+
+
+@dataclass(frozen=True)
+class PlanNeed:
+    """A planned session's target and slots (session_plan_targets, session_plan_needs): ``remaining_kwh``
+    by ``departure_at``, ``left_s`` from its latest meter reading, ``cheaper_s`` before departure in slots
+    cheaper than the one in force (every later slot when none is), ``price_now`` (None: no price)."""
+
+    departure_at: datetime
+    energy_needed_kwh: float
+    remaining_kwh: float
+    left_s: float
+    cheaper_s: float
+    price_now: float | None
+
+
+def _price_slots(state: State, now: datetime) -> dict[str, list[tuple[datetime, datetime, float]]]:
+    """site -> ``(valid_from, slot_end, price)`` in force now or later, by start (price_slots.sql): one per
+    start (highest price, then latest valid_to), each cut at the next one's start."""
+    best: dict[tuple[str, datetime], Any] = {}
+    for p in state.prices:
+        if p.valid_to > now:
+            k = (p.site_id, p.valid_from)
+            cur = best.get(k)
+            if cur is None or (p.price_per_kwh, p.valid_to) > (cur.price_per_kwh, cur.valid_to):
+                best[k] = p
+    by_site: dict[str, list[Any]] = defaultdict(list)
+    for (site, _), p in best.items():
+        by_site[site].append(p)
+    out: dict[str, list[tuple[datetime, datetime, float]]] = {}
+    for site, rows in by_site.items():
+        rows.sort(key=lambda p: p.valid_from)
+        out[site] = [
+            (
+                p.valid_from,
+                min(p.valid_to, rows[i + 1].valid_from) if i + 1 < len(rows) else p.valid_to,
+                p.price_per_kwh,
+            )
+            for i, p in enumerate(rows)
+        ]
+    return out
+
+
+def plan_needs(state: State, placed: Iterable[tuple[Any, str]], now: datetime) -> dict[str, PlanNeed]:
+    """session_id -> :class:`PlanNeed` for every placed ``(session record, site_id)`` with a plan.
+
+    Trust, per field: the session record's own ``departure_at`` / ``energy_needed_kwh``, a session plan, a
+    charger plan whose departure is after the session started, the charger's then the site's defaults
+    (``default_departure_min``: the next such minute of the day, UTC, after the start)."""
+    topo = state.topology
+    slots = _price_slots(state, now)
+    plans_of_session = {p.session_id: p for p in state.plans.values() if p.session_id is not None}
+    plans_of_charger = {p.charge_point_id: p for p in state.plans.values() if p.charge_point_id is not None}
+    out: dict[str, PlanNeed] = {}
+    for rec, site_id in placed:
+        plan = plans_of_session.get(rec.session_id)
+        if plan is None:
+            plan = plans_of_charger.get(rec.charge_point_id)
+            if plan is not None and not plan.departure_at > rec.started_at:
+                plan = None
+        charger = topo.get(rec.charge_point_id)
+        charger = charger if charger is not None and charger.kind == "charger" else None
+        home = topo.get(site_id)
+        home = home if home is not None and home.kind == "site" else None
+
+        def default(name: str, _c: Any = charger, _h: Any = home) -> Any:
+            for node in (_c, _h):
+                if node is not None and getattr(node, name) is not None:
+                    return getattr(node, name)
+            return None
+
+        delivered = rec.energy_kwh or 0.0
+        departure = rec.departure_at or (plan.departure_at if plan else None)
+        if departure is None and (minute := default("default_departure_min")) is not None:
+            day = rec.started_at.replace(hour=0, minute=0, second=0, microsecond=0)
+            departure = day + timedelta(minutes=minute)
+            if not departure > rec.started_at:
+                departure += timedelta(days=1)
+        if rec.energy_needed_kwh is not None:
+            needed = rec.energy_needed_kwh
+        elif plan is not None and plan.energy_needed_kwh is not None:
+            needed = plan.energy_needed_kwh
+        elif plan is not None:
+            needed = delivered + (plan.target_soc_pct - (rec.soc_pct or 0.0)) / 100.0 * plan.battery_kwh
+        else:
+            needed = default("default_energy_kwh")
+        if departure is None or needed is None:
+            continue
+        seen = rec.sampled_at or rec.started_at
+        rows = []  # (price, valid_from, usable_s, in_force)
+        for start, end, price in slots.get(site_id, []):
+            if start <= now < end:
+                rows.append((price, start, (end - start).total_seconds(), True))
+            elif start > now and start < departure:
+                rows.append((price, start, (min(end, departure) - start).total_seconds(), False))
+        rows.sort(key=lambda r: (r[0], r[1]))
+        current = [i for i, r in enumerate(rows) if r[3]]
+        if current:
+            cheaper = sum(r[2] for r in rows[: current[0]])
+            price_now: float | None = rows[current[0]][0]
+        else:
+            cheaper = sum(r[2] for r in rows)
+            price_now = None
+        out[rec.session_id] = PlanNeed(
+            departure_at=departure,
+            energy_needed_kwh=needed,
+            remaining_kwh=needed - delivered if needed > delivered else 0.0,
+            left_s=(departure - seen).total_seconds(),
+            cheaper_s=cheaper,
+            price_now=price_now,
+        )
+    return out
+
+
+def plan_cap(need: PlanNeed, ruled_cap_kw: float) -> tuple[float, float | None]:
+    """``(cap_kw, laxity_s)`` of a planned session whose cap before plans is ``ruled_cap_kw``
+    (session_limits.sql): 0 once met; the cap when at risk (laxity 900 s or less) or when the slots cheaper
+    than now cannot hold what remains at that cap; else 0 (it waits for them)."""
+    laxity = need.left_s - need.remaining_kwh * 3600.0 / ruled_cap_kw if ruled_cap_kw > 0 else None
+    if need.remaining_kwh <= 0:
+        return 0.0, laxity
+    if laxity is None or laxity <= PLAN_AT_RISK_S:
+        return ruled_cap_kw, laxity
+    if need.remaining_kwh > ruled_cap_kw * need.cheaper_s / 3600.0 + 1e-9:
+        return ruled_cap_kw, laxity
+    return 0.0, laxity
 
 
 def _active_rules(state: State, now: datetime) -> list[Any]:
@@ -244,6 +380,7 @@ def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> d
         limited_by[node_id] = label
 
     tiers = _price_tiers(state, now)
+    needs = plan_needs(state, [(rec, site_id) for rec, site_id, *_ in placed], now)
     out: dict[str, dict] = {}
 
     # Caps, floors and rules of balanced sessions (session_limits.sql).
@@ -283,9 +420,16 @@ def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> d
         ruled = min(device, caps[0].limit_kw) if caps else device
         min_kw = _default_floor(rec)
         s.paused_by = pauses[0].rule_id if pauses else None
+        need = needs.get(rec.session_id)
+        if need is not None:
+            s.laxity_s = need.left_s - need.remaining_kwh * 3600.0 / ruled if ruled > 0 else None
         if override is not None:
             s.cap_kw = s.floor_kw = min(override.limit_kw, ruled)
             s.priority = OVERRIDE_PRIORITY
+        elif need is not None:
+            s.cap_kw, _ = plan_cap(need, ruled)
+            s.floor_kw = min(min_kw, s.cap_kw)
+            s.priority = rec.priority
         else:
             mult = TARIFF_MULTIPLIERS.get(tiers.get(site_id, ""), 1.0) if rec.flexible else 1.0
             s.cap_kw = max(min(min_kw, ruled), ruled * mult)
@@ -294,7 +438,7 @@ def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> d
         if override is not None and override.limit_kw <= ruled:
             s.cap_binding = override.rule_id
         elif s.cap_kw < ruled:
-            s.cap_binding = "tariff"
+            s.cap_binding = "plan" if need is not None else "tariff"
         elif caps and caps[0].limit_kw <= device:
             s.cap_binding = caps[0].rule_id
         sessions.append(s)
@@ -310,6 +454,7 @@ def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> d
             "cap_kw": s.cap_kw,
             "admitted": s in admitted,
             "path": s.path,
+            "laxity_s": s.laxity_s,
         }
     out["__headroom__"] = headroom
     return out
@@ -327,10 +472,14 @@ def _setpoint(kw: float, rec, binding: str, node_id: str | None, site_id: str, h
 
 
 def _admit(sessions: list[Session], headroom: dict[str, float]) -> list[Session]:
-    """Bottom-up admission: at each depth, within each breaker, floors in priority-then-arrival order
+    """Bottom-up admission: at each depth, within each breaker, floors in priority, urgency (least laxity
+    first, unplanned last), then arrival order
     while they fit; a session must be admitted at every breaker on its path."""
     ok = {id(s): s.paused_by is None for s in sessions}
-    order = sorted(sessions, key=lambda s: (-s.priority, s.rec.started_at, s.rec.session_id))
+    order = sorted(
+        sessions,
+        key=lambda s: (-s.priority, s.laxity_s is None, s.laxity_s or 0.0, s.rec.started_at, s.rec.session_id),
+    )
     for depth in range(MAX_DEPTH, -1, -1):
         running: dict[str, float] = defaultdict(float)
         verdict = {}

@@ -21,8 +21,9 @@ from ``session_admission``, a materialized view, which RisingWave reads as store
 The rule, at every node ``a`` on a session's path (``anc{d}`` is the session's ancestor at depth ``d``):
 
 * **Admission** (deepest level first): among the sessions under ``a`` still admitted at the deeper
-  levels, ordered by priority (high first), arrival, then session id, a session stays admitted while the
-  running sum of floors fits in ``a``'s headroom. The others are paused (0), never set below a floor.
+  levels, ordered by priority (high first), laxity (least first; sessions without a plan last),
+  arrival, then session id, a session stays admitted while the running sum of floors fits in ``a``'s
+  headroom. The others are paused (0), never set below a floor.
 * **Fill**: weighted max-min fair progressive filling of the extras ``cap - floor`` under every node's
   spare headroom (headroom minus the admitted floors). Node ``a`` saturates at the water level
   ``lam{d}`` where the sum of ``min(extra, weight * min(lam, levels of deeper nodes))`` reaches its
@@ -37,7 +38,9 @@ import sys
 from pathlib import Path
 
 MAX_DEPTH = 5
-ORDER = "x.priority DESC, x.started_at, x.session_id"
+# Admission order: priority, then urgency (least laxity first: a planned session, docs/architecture.md
+# "Plans"; unplanned ones have none and come after), then arrival.
+ORDER = "x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id"
 RUNNING = "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"
 PASSTHROUGH = [
     "session_id",
@@ -53,7 +56,7 @@ PASSTHROUGH = [
     "floor_kw",
 ]
 ANCESTORS = [f"anc{d}" for d in range(MAX_DEPTH + 1)]
-ADMIT_COLS = PASSTHROUGH + ["priority", "weight", "cap_binding", "paused_by"] + ANCESTORS
+ADMIT_COLS = PASSTHROUGH + ["priority", "weight", "cap_binding", "paused_by", "laxity_s"] + ANCESTORS
 FILL_COLS = PASSTHROUGH + ["weight", "cap_binding", "extra_kw"] + ANCESTORS
 
 GENERATED = (
@@ -99,9 +102,10 @@ def render_admission() -> str:
     ctes = ",\n".join(_admission(d) for d in range(MAX_DEPTH, -1, -1))
     return (
         GENERATED + "-- Admission at every breaker on a session's path, deepest first: within each breaker, sessions\n"
-        "-- ordered by priority, then arrival, stay admitted while the running sum of their floors fits in\n"
-        "-- its headroom; the others are paused. anc0..anc5 are the session's ancestors by depth (anc0 = the\n"
-        "-- site). session_fill fills the admitted; session_allocation sets the paused to 0.\n"
+        "-- ordered by priority, urgency (least laxity_s first, unplanned last), then arrival, stay admitted\n"
+        "-- while the running sum of their floors fits in its headroom; the others are paused. anc0..anc5\n"
+        "-- are the session's ancestors by depth (anc0 = the site). session_fill fills the admitted;\n"
+        "-- session_allocation sets the paused to 0.\n"
         "CREATE MATERIALIZED VIEW session_admission AS\n"
         "WITH\n" + ctes + "\nSELECT\n" + f"    {_cols(ADMIT_COLS, '', 4)}\n" + "    ok AS admitted\n" + "FROM adm0;\n"
     )

@@ -4,7 +4,7 @@ On the memory transport the topics live inside the ``pipeline run`` process; thi
 (``ws://HOST:PORT/topics/{topic}``) takes one JSON record per message, validates it against the topic's
 contract and against the sites ``site.topology`` names, publishes it and answers ``{"ok": true}`` or
 ``{"ok": false, "error": "..."}``. Only the signal topics are open: site demand, tariff prices and DR
-signals.
+signals, and the operator's rules, parameters and plans.
 """
 
 from __future__ import annotations
@@ -27,11 +27,13 @@ from pipeline.contracts.topics import (
     DR_SIGNALS,
     PARAMS,
     PRICE_SIGNALS,
+    SESSION_PLANS,
     SITE_DEMAND,
     SITE_TOPOLOGY,
     TOPICS,
     ControlRule,
     RecordError,
+    SessionPlan,
     TopologyNode,
     decode,
 )
@@ -39,9 +41,9 @@ from pipeline.transport.base import Record, Transport
 
 log = logging.getLogger(__name__)
 
-SIGNAL_TOPICS = (SITE_DEMAND, PRICE_SIGNALS, DR_SIGNALS, CONTROL_RULES, PARAMS)
-"""The topics the gateway opens: the signals, and the operator's rules and parameters (whose tombstones
-it also takes)."""
+SIGNAL_TOPICS = (SITE_DEMAND, PRICE_SIGNALS, DR_SIGNALS, CONTROL_RULES, PARAMS, SESSION_PLANS)
+"""The topics the gateway opens: the signals, and the operator's rules, parameters and plans (whose
+tombstones it also takes)."""
 PREFIX = "/topics/"
 
 
@@ -81,6 +83,10 @@ class KnownSites:
 
     def check_record(self, record: object) -> None:
         """The site, node or charger ``record`` names must be in the topology (a session cannot be checked)."""
+        if isinstance(record, SessionPlan):
+            if record.charge_point_id is not None:
+                self.check_node("charger", record.charge_point_id)
+            return
         if isinstance(record, ControlRule):
             if record.scope == "site":
                 self.check(record.scope_id)

@@ -18,13 +18,16 @@ from pipeline.contracts.topics import (
     DR_SIGNALS,
     PARAMS,
     PRICE_SIGNALS,
+    SESSION_PLANS,
     SITE_DEMAND,
     ControlRule,
     DRSignal,
     Parameter,
     PriceSignal,
     RecordError,
+    SessionPlan,
     SiteDemand,
+    plan_key,
 )
 
 
@@ -122,6 +125,34 @@ def parameter(name: str, value: float, *, reason: str | None = None) -> tuple[st
     within its bounds)."""
     with _checked():
         return PARAMS, Parameter(name=name, value=value, updated_at=_now(), reason=reason)
+
+
+def session_plan(
+    *,
+    session_id: str | None = None,
+    charge_point_id: str | None = None,
+    departure_at: datetime,
+    energy_needed_kwh: float | None = None,
+    target_soc_pct: float | None = None,
+    battery_kwh: float | None = None,
+    source: str = "operator",
+) -> tuple[str, SessionPlan]:
+    """A plan on ``session.plans`` for one session or one charger (exactly one of the ids): it leaves at
+    ``departure_at`` needing ``energy_needed_kwh`` (from the session's start) or ``target_soc_pct`` of a
+    ``battery_kwh`` battery. Its key is :func:`pipeline.contracts.topics.plan_key`: setting it again
+    replaces it. Raises :class:`RecordError` naming the field."""
+    with _checked():
+        return SESSION_PLANS, SessionPlan(
+            plan_id=plan_key(session_id, charge_point_id),
+            session_id=session_id,
+            charge_point_id=charge_point_id,
+            departure_at=departure_at,
+            energy_needed_kwh=energy_needed_kwh,
+            target_soc_pct=target_soc_pct,
+            battery_kwh=battery_kwh,
+            source=source,
+            updated_at=_now(),
+        )
 
 
 def rule_id(source: str, scope: str, scope_id: str) -> str:

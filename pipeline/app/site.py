@@ -11,9 +11,15 @@ holds chargers. Example::
         chargers:
           - {id: CP001, node: panel-a, max_power_kw: 22, phases: 3, voltage_v: 230}
           - {id: CP002, max_power_kw: 11, password_hash: "$scrypt$ln=14,r=8,p=1$...$..."}
+          - {id: CP003, max_power_kw: 22, plan: {departure: "06:30", energy_kwh: 40}}
+        plan: {departure: "17:00", energy_kwh: 20}   # optional: what a session needs without a plan of its own
     ocpp:                      # optional: the executor's websocket server
       tls_cert: /etc/pipeline/cert.pem   # both set: wss:// (OCPP security profile 2)
       tls_key: /etc/pipeline/key.pem
+
+``plan`` on a site or a charger is the default plan of its sessions (the charger's before the site's):
+they leave at the next ``departure`` (``HH:MM``, UTC) after they start, needing ``energy_kwh``. The EV's own
+figures and a plan on ``session.plans`` outrank it (docs/architecture.md, "Plans").
 
 ``password_hash`` (from ``pipeline charger-password``; format in :mod:`executor.ocpp.auth`) turns on HTTP
 Basic auth: once any charger declares one, every charger must present its identity and password, and a
@@ -38,6 +44,28 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class PlanDefaults(_Strict):
+    """A default plan: sessions leave at the next ``departure`` (``HH:MM``, UTC) after they start and need
+    ``energy_kwh`` by then; either may be left out (a session then needs the other from elsewhere)."""
+
+    departure: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM, UTC")
+    energy_kwh: float | None = Field(None, ge=0, le=10_000)
+
+    @property
+    def departure_min(self) -> int | None:
+        """``departure`` as minutes after midnight UTC (``site.topology``'s ``default_departure_min``)."""
+        if self.departure is None:
+            return None
+        hours, minutes = self.departure.split(":")
+        return int(hours) * 60 + int(minutes)
+
+
+def _plan_fields(plan: PlanDefaults | None) -> dict[str, float | int | None]:
+    if plan is None:
+        return {}
+    return {"default_departure_min": plan.departure_min, "default_energy_kwh": plan.energy_kwh}
+
+
 class ChargerConfig(_Strict):
     id: str = Field(min_length=1, max_length=48, pattern=r"^[A-Za-z0-9._:-]+$")
     node: str | None = None
@@ -50,6 +78,7 @@ class ChargerConfig(_Strict):
     priority: int = Field(0, ge=-1000, le=1000, description="admission priority of its sessions (higher first)")
     weight: float = Field(1.0, gt=0, le=1000, description="fair-share weight of its sessions")
     flexible: bool = Field(False, description="price tiers may slow its sessions (tariff shaping)")
+    plan: PlanDefaults | None = None
     password_hash: str | None = None
 
     @field_validator("password_hash")
@@ -77,6 +106,7 @@ class SiteConfig(_Strict):
     voltage_v: float = Field(230.0, gt=0)
     nodes: list[NodeConfig] = []
     chargers: list[ChargerConfig] = []
+    plan: PlanDefaults | None = None
 
     @model_validator(mode="after")
     def _references(self) -> SiteConfig:
@@ -155,6 +185,7 @@ class PipelineConfig(_Strict):
                     limit_kw=site.limit_kw,
                     phases=site.phases,
                     voltage_v=site.voltage_v,
+                    **_plan_fields(site.plan),
                 )
             )
             for n in site.nodes:
@@ -185,6 +216,7 @@ class PipelineConfig(_Strict):
                         priority=c.priority,
                         weight=c.weight,
                         flexible=c.flexible,
+                        **_plan_fields(c.plan),
                     )
                 )
         return out

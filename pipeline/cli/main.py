@@ -12,6 +12,7 @@ from pipeline.cli.migrate import migrate
 from pipeline.cli.options import log_format_option
 from pipeline.cli.param import param
 from pipeline.cli.password import charger_password
+from pipeline.cli.plan import plan
 from pipeline.cli.replay import replay
 from pipeline.cli.rule import rule
 from pipeline.cli.serve import engine, executor, run
@@ -45,6 +46,7 @@ for command in (
     signal,
     rule,
     param,
+    plan,
     allocate,
     replay,
     charger_password,

@@ -29,6 +29,7 @@ __all__ = [
     "PriceTier",
     "SetpointAck",
     "SetpointCommand",
+    "SessionPlan",
     "SiteDemand",
     "TopicSpec",
     "TopologyNode",
@@ -45,6 +46,7 @@ __all__ = [
     "SETPOINT_COMMANDS",
     "SETPOINT_ACKS",
     "ALERTS",
+    "SESSION_PLANS",
     "BOUNDS",
     "RecordError",
     "decode",
@@ -82,6 +84,8 @@ BOUNDS: dict[str, float] = {
     # Windows: a DR event lasts hours (OpenADR events up to days); a price slot at most a year.
     "dr_event_days": 31,
     "price_slot_days": 366,
+    # A plan's departure: a fleet plans days ahead, not months (the longest DR event, for the same reason).
+    "plan_days": 31,
     # Timestamps: years the engines and the executor can do arithmetic on without overflow.
     "year_min": 1970,
     "year_max": 2199,
@@ -270,6 +274,16 @@ class TopologyNode(_Record):
         1.0, gt=0, le=BOUNDS["weight"], description="chargers only: fair-share weight of its sessions"
     )
     flexible: bool = Field(False, description="chargers only: price tiers may slow its sessions (tariff shaping)")
+    default_departure_min: int | None = Field(
+        None,
+        ge=0,
+        le=1439,
+        description="sites and chargers: the daily departure of their sessions without a plan of their own "
+        "(minute of the day, UTC; the next one after the session starts)",
+    )
+    default_energy_kwh: Kwh | None = Field(
+        None, description="sites and chargers: the energy their sessions need without a plan of their own"
+    )
 
     @model_validator(mode="after")
     def _charger_rating(self) -> TopologyNode:
@@ -316,6 +330,53 @@ class ControlRule(_Record):
         if self.valid_from and self.valid_to and self.valid_to <= self.valid_from:
             raise ValueError("valid_to must be after valid_from")
         return self
+
+
+PLAN_SOURCES = ("driver", "operator", "fleet")
+"""Who set a plan on ``session.plans``: the driver (an app), an operator (``pipeline plan set``) or a fleet
+management system. All rank alike, below the EV's own figures on ``ocpp.active.sessions``."""
+
+
+class SessionPlan(_Record):
+    """``session.plans`` (key ``plan_id``, upsert; a tombstone withdraws the plan): when an EV leaves and
+    what it needs by then, from the driver or the operator.
+
+    ``plan_id`` is ``"session:{session_id}"`` (one session) or ``"charger:{charge_point_id}"`` (whatever
+    session runs on that charger and started before ``departure_at``); exactly one of the two ids is
+    set. The need is ``energy_needed_kwh`` (counted from the session's start: what ``energy_kwh`` on
+    ``ocpp.active.sessions`` counts) or ``target_soc_pct`` with ``battery_kwh`` (the SoC the EV reports
+    gives what is left). Trust, highest first: the EV's own ``departure_at`` / ``energy_needed_kwh``
+    (``ocpp.active.sessions``, OCPP 2.0.1 NotifyEVChargingNeeds), a session plan, a charger plan, the
+    site file's defaults (docs/architecture.md, "Plans").
+    """
+
+    plan_id: str
+    session_id: str | None = Field(None, min_length=1)
+    charge_point_id: str | None = Field(None, min_length=1)
+    departure_at: datetime
+    energy_needed_kwh: Kwh | None = None
+    target_soc_pct: Pct | None = None
+    battery_kwh: Kwh | None = Field(None, gt=0)
+    source: Literal["driver", "operator", "fleet"] = "operator"
+    updated_at: datetime
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SessionPlan:
+        if (self.session_id is None) == (self.charge_point_id is None):
+            raise ValueError("set exactly one of session_id and charge_point_id")
+        if self.plan_id != plan_key(self.session_id, self.charge_point_id):
+            raise ValueError("plan_id must be 'session:{session_id}' or 'charger:{charge_point_id}'")
+        if (self.energy_needed_kwh is None) == (self.target_soc_pct is None):
+            raise ValueError("set exactly one of energy_needed_kwh and target_soc_pct")
+        if (self.target_soc_pct is None) != (self.battery_kwh is None):
+            raise ValueError("target_soc_pct needs battery_kwh (and battery_kwh is for target_soc_pct only)")
+        _window(self.updated_at, self.departure_at, BOUNDS["plan_days"], "updated_at .. departure_at")
+        return self
+
+
+def plan_key(session_id: str | None, charge_point_id: str | None) -> str:
+    """The key of a plan on ``session.plans``: ``session:{id}``, else ``charger:{id}``."""
+    return f"session:{session_id}" if session_id is not None else f"charger:{charge_point_id}"
 
 
 class SetpointCommand(_Record):
@@ -371,7 +432,9 @@ class Alert(_Record):
     ``alert_id`` is ``"{kind}:{subject_id}"``. Kinds: ``setpoint_deviation`` (a session draws well above
     its setpoint a minute after it was set), ``node_over_limit`` (measured load above a breaker's limit),
     ``stale_session_meter``, ``stale_site_meter``, ``site_meter_missing`` (a site with no meter reading
-    at all: its building load counts as 0) and ``topology_too_deep`` (a node below depth 5).
+    at all: its building load counts as 0), ``topology_too_deep`` (a node below depth 5) and
+    ``plan_at_risk`` (a session's plan can no longer be met: its remaining energy at its cap takes longer
+    than the time left before its departure; ``value_kw`` is the power it would need, ``limit_kw`` its cap).
     """
 
     alert_id: str
@@ -382,6 +445,7 @@ class Alert(_Record):
         "stale_site_meter",
         "site_meter_missing",
         "topology_too_deep",
+        "plan_at_risk",
     ]
     severity: Literal["warning", "critical"]
     site_id: str | None = None
@@ -438,6 +502,7 @@ SETPOINT_COMMANDS = "ocpp.setpoint.commands"
 SETPOINT_ACKS = "ocpp.setpoint.acks"
 ALERTS = "pipeline.alerts"
 PARAMS = "pipeline.params"
+SESSION_PLANS = "session.plans"
 
 
 @dataclass(frozen=True)
@@ -463,6 +528,7 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec(SETPOINT_ACKS, "charge_point_id", "append", SetpointAck),
         TopicSpec(ALERTS, "alert_id", "upsert", Alert),
         TopicSpec(PARAMS, "name", "upsert", Parameter),
+        TopicSpec(SESSION_PLANS, "plan_id", "upsert", SessionPlan),
     )
 }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import csv
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from pipeline.contracts.errors import PipelineError
 from pipeline.contracts.topics import PriceSignal, PriceTier
@@ -32,6 +32,8 @@ __all__ = [
     "EVSampler",
     "SITE_TZ",
     "building_load",
+    "DAY_AHEAD_RELEASE",
+    "day_ahead_releases",
     "day_start_utc",
     "price_signals",
     "price_tier",
@@ -83,6 +85,24 @@ def price_signals(site_id: str, day: date, days: int = 1) -> list[PriceSignal]:
                     valid_to=t + timedelta(hours=1),
                 )
             )
+    return out
+
+
+DAY_AHEAD_RELEASE = time(13, 0)
+"""When a day's hourly prices are public, local time on the day before: the EPEX SPOT day-ahead auction
+closes at 12:00 CET and publishes its results at about 12:45 (EPEX SPOT, "Day-ahead trading")."""
+
+
+def day_ahead_releases(site_id: str, day: date, days: int = 1) -> list[tuple[datetime, list[PriceSignal]]]:
+    """:func:`price_signals` as a market publishes them: each local day's 24 hours at
+    :data:`DAY_AHEAD_RELEASE` on the day before, ``[(release_at UTC, signals)]`` in time order. The first
+    day's were published before the replay starts, so they come at its start (local midnight of ``day``)."""
+    signals = price_signals(site_id, day, days)
+    out: list[tuple[datetime, list[PriceSignal]]] = []
+    for d in range(days):
+        start, end = day_start_utc(day + timedelta(days=d)), day_start_utc(day + timedelta(days=d + 1))
+        release = datetime.combine(day + timedelta(days=d - 1), DAY_AHEAD_RELEASE, SITE_TZ).astimezone(UTC)
+        out.append((max(release, day_start_utc(day)), [s for s in signals if start <= s.valid_from < end]))
     return out
 
 

@@ -30,11 +30,19 @@ from executor import Executor, ExecutorConfig
 from pipeline.app.loop import start_loop
 from pipeline.app.site import ChargerConfig, PipelineConfig, SiteConfig
 from pipeline.contracts.clock import SimClock
-from pipeline.contracts.topics import DR_SIGNALS, PRICE_SIGNALS, SETPOINT_COMMANDS, SITE_DEMAND, DRSignal, SiteDemand
+from pipeline.contracts.topics import (
+    DR_SIGNALS,
+    PRICE_SIGNALS,
+    SETPOINT_COMMANDS,
+    SITE_DEMAND,
+    DRSignal,
+    PriceSignal,
+    SiteDemand,
+)
 from pipeline.engine.config import EngineConfig
 from pipeline.engine.service import EngineService
 from pipeline.pgwire.config import PgwireSettings
-from pipeline.replay.data import SITE_TZ, EVSampler, building_load, day_start_utc, price_signals
+from pipeline.replay.data import SITE_TZ, EVSampler, building_load, day_ahead_releases, day_start_utc
 from pipeline.replay.series import ReplaySeries
 from pipeline.sim import SimulatedChargePoint
 from pipeline.sim.ev import EV
@@ -205,9 +213,8 @@ async def run_replay(
     series.begin(o.site_id, start, end, o.limit_kw)
     meter = SiteMeter(o.limit_kw, start, series)
 
-    for signal in price_signals(o.site_id, o.day, o.days):
-        series.add_price(signal)
-        await publish(transport, PRICE_SIGNALS, signal)
+    releases = day_ahead_releases(o.site_id, o.day, o.days)
+    await _publish_prices(transport, series, releases[0][1])
     if o.dr_event:
         for d in range(o.days):
             local = datetime.combine(o.day + timedelta(days=d), datetime.min.time(), SITE_TZ)
@@ -255,9 +262,10 @@ async def run_replay(
     sampler = EVSampler(o.seed, o.profile)
     per_day = round(o.chargers * o.evs_per_charger)
     # (when, order at the same instant: the building load first, what happens) per event the driver makes
-    events: list[tuple[datetime, int, float | EV | None]] = [
+    events: list[tuple[datetime, int, float | EV | list[PriceSignal] | None]] = [
         (t, 0, kw) for t, kw in building_load(o.day, o.days, o.households)
     ]
+    events += [(t, 3, prices) for t, prices in releases[1:]]  # the next day's curve, when the market has it
     # a DR window's start and end: the clock holds there while the loop reacts, as at any other event
     events += [(t, 2, None) for a, b, _ in meter.windows for t in (a, b) if start <= t < end]
     for d in range(o.days):
@@ -285,6 +293,8 @@ async def run_replay(
             now = clock.now()
             if payload is None:  # a DR window opens or closes: nothing to do but let the loop react
                 pass
+            elif isinstance(payload, list):
+                await _publish_prices(transport, series, payload)
             elif not isinstance(payload, EV):  # the building load steps to ``payload`` kW
                 meter.set_building(payload, now)
                 await publish(
@@ -350,6 +360,14 @@ async def run_replay(
         clock.release()
         await asyncio.gather(*(cp.stop() for cp in chargers), return_exceptions=True)
         await loop.stop()
+
+
+async def _publish_prices(transport: MemoryTransport, series: ReplaySeries, prices: list[PriceSignal]) -> None:
+    """One day-ahead release: every hour of the next day on ``tariff.price.signals`` at once, ahead of the
+    hours it prices (the engine keeps every future slot: ``price_slots``)."""
+    for signal in prices:
+        series.add_price(signal)
+        await publish(transport, PRICE_SIGNALS, signal)
 
 
 async def _every(clock: SimClock, start: datetime, end: datetime, interval_s: float, call: Callable[[], None]) -> None:

@@ -42,6 +42,9 @@ _QUERIES = {
     "dr": "SELECT site_id, dr_event_id, curtailment_pct, limit_kw, event_start, event_end AS ends_at FROM dr_events",
     "alerts": "SELECT alert_id, kind, severity, site_id, subject_id, value_kw, limit_kw, since, message FROM alerts",
     "prices": "SELECT site_id, tariff_id, price_per_kwh, currency, price_tier, valid_from, valid_to FROM current_price_tier",
+    "plans": "SELECT t.session_id, t.departure_at, t.energy_needed_kwh, t.delivered_kwh, t.remaining_kwh, "
+    "t.departure_from, t.need_from, l.laxity_s FROM session_plan_targets AS t "
+    "LEFT JOIN session_limits AS l ON l.session_id = t.session_id",
 }
 """Plain SQL over the views and the sessions table, as both RisingWave and the embedded engine take it."""
 
@@ -84,7 +87,7 @@ def fetch_views(
     dsn: str = DEFAULT_DSN, *, password: str | None = None, timeout_s: float = 5.0
 ) -> dict[str, list[dict]]:
     """Read the views status needs, in one read-only transaction: ``{"nodes", "ancestors", "setpoints",
-    "sessions", "dr", "alerts", "prices"}``, each a list of row dicts (see :func:`fetch_rows`)."""
+    "sessions", "dr", "alerts", "prices", "plans"}``, each a list of row dicts (see :func:`fetch_rows`)."""
     return fetch_rows(dsn, _QUERIES, password=password, timeout_s=timeout_s)
 
 
@@ -159,6 +162,18 @@ def _sum(values: list[float | None]) -> float | None:
     return round(sum(numbers), 3) if numbers else None
 
 
+def plan_state(plan: dict) -> str:
+    """Whether a session's plan is met: ``met`` (nothing remains), ``at risk`` (it can no longer be met:
+    negative laxity, the ``plan_at_risk`` alert), ``on track``, or ``unknown`` (not balanced now: a stale
+    meter, an unmanaged charger, so no laxity)."""
+    if (plan.get("remaining_kwh") or 0) <= 0:
+        return "met"
+    laxity = plan.get("laxity_s")
+    if laxity is None:
+        return "unknown"
+    return "at risk" if laxity < 0 else "on track"
+
+
 def build(views: dict[str, list[dict]], chargers: dict[str, Any] | None = None, dsn: str = DEFAULT_DSN) -> dict:
     """Shape the rows of :func:`fetch_views` (and :func:`fetch_chargers`) into the status snapshot.
 
@@ -170,12 +185,18 @@ def build(views: dict[str, list[dict]], chargers: dict[str, Any] | None = None, 
       and end, earliest end first), ``dr`` (the first of them, or ``None``), ``price`` (the tariff in force
       or ``None``) and ``nodes``: every breaker below the site (not chargers), the same figures, by depth;
     * each session: ``setpoint_kw``/``setpoint_a`` and ``binding`` (``None`` for a session the views do not
-      balance), ``measured_kw`` (the last meter reading), ``soc_pct``, ``energy_kwh``, ``price_tier`` and
-      times as ISO-8601 UTC;
+      balance), ``measured_kw`` (the last meter reading), ``soc_pct``, ``energy_kwh``, ``price_tier``,
+      times as ISO-8601 UTC, and ``plan`` (``None`` without one): ``departure_at``, ``energy_needed_kwh``,
+      ``delivered_kwh``, ``remaining_kwh``, ``laxity_s``, ``departure_from`` and ``need_from`` (``ev``, a
+      plan's source, or ``site``) and ``state`` (:func:`plan_state`);
     * each alert open now (the ``alerts`` view: ``kind``, ``severity``, ``site_id``, ``subject_id``,
       ``value_kw``, ``limit_kw``, ``since``, ``message``), critical first.
     """
     setpoints = {row["session_id"]: row for row in views.get("setpoints", [])}
+    plans = {
+        row["session_id"]: {k: v for k, v in row.items() if k != "session_id"} | {"state": plan_state(row)}
+        for row in views.get("plans", [])
+    }
     sessions = []
     for row in views.get("sessions", []):
         sp = setpoints.get(row["session_id"], {})
@@ -196,6 +217,7 @@ def build(views: dict[str, list[dict]], chargers: dict[str, Any] | None = None, 
                 "started_at": row.get("started_at"),
                 "sampled_at": row.get("sampled_at"),
                 "computed_at": sp.get("computed_at"),
+                "plan": plans.get(row["session_id"]),
             }
         )
     seen = {s["session_id"] for s in sessions}
@@ -223,6 +245,7 @@ def build(views: dict[str, list[dict]], chargers: dict[str, Any] | None = None, 
                     "energy_kwh": None,
                     "started_at": None,
                     "sampled_at": None,
+                    "plan": None,
                 }
             )
     sessions.sort(key=lambda s: (s["site_id"] or "", s["charge_point_id"] or "", s["connector_id"] or 0))

@@ -4,8 +4,9 @@ The data comes from :mod:`pipeline.status.collect` as plain dicts; this module o
 holds four tables: sites and their breakers (limit in force, building and fixed load, the EV headroom
 left under the limit, what the sessions under them are set to and how much of that headroom it takes,
 what they draw, what limits them), the DR event and tariff in force per site,
-the sessions (setpoint, measured draw, binding constraint, state of charge) and the chargers the executor
-has connected.
+the sessions (setpoint, measured draw, binding constraint, state of charge), the sessions' plans (departure,
+energy needed and delivered, laxity, whether the plan is met; only when a session has one) and the
+chargers the executor has connected.
 """
 
 from __future__ import annotations
@@ -194,6 +195,37 @@ def _sessions(snap: dict) -> Table:
     return table
 
 
+def _laxity(seconds: Any) -> str:
+    """Laxity as ``+1h05`` / ``-0h20`` (hours and minutes; ``-`` when unknown)."""
+    if seconds is None:
+        return "-"
+    sign, minutes = ("-" if seconds < 0 else "+"), round(abs(seconds) / 60)
+    return f"{sign}{minutes // 60}h{minutes % 60:02d}"
+
+
+PLAN_STYLES = {"met": "green", "on track": "", "at risk": "bold red", "unknown": "dim"}
+
+
+def _plans(snap: dict) -> Table:
+    planned = [s for s in snap["sessions"] if s.get("plan")]
+    table = Table(title=f"Plans ({len(planned)}; kWh)", title_justify="left")
+    for name in ("Session", "Departs", "Needed", "Delivered", "Remaining", "Laxity", "Plan", "From"):
+        _column(table, name, justify="right" if name in ("Needed", "Delivered", "Remaining", "Laxity") else "left")
+    for s in planned:
+        p = s["plan"]
+        table.add_row(
+            str(s["session_id"]),
+            _time(p.get("departure_at"), with_date=True),
+            _kw(p.get("energy_needed_kwh")),
+            _kw(p.get("delivered_kwh")),
+            _kw(p.get("remaining_kwh")),
+            _laxity(p.get("laxity_s")),
+            Text(p["state"], style=PLAN_STYLES.get(p["state"], "")),
+            f"{p.get('departure_from') or '-'} / {p.get('need_from') or '-'}",
+        )
+    return table
+
+
 def _chargers(executor: dict) -> RenderableType:
     if not executor["reachable"]:
         return Text(f"Chargers: executor unreachable ({executor['error']})", style="red")
@@ -229,7 +261,7 @@ def _chargers(executor: dict) -> RenderableType:
     return table
 
 
-TIME_COLUMNS = ("DR ends", "Tier until", "Since", "Computed", "Last message", "Connected since")
+TIME_COLUMNS = ("DR ends", "Tier until", "Since", "Computed", "Last message", "Connected since", "Departs")
 
 
 def _column(table: Table, name: str, justify: JustifyMethod = "left") -> None:
@@ -248,6 +280,8 @@ def render(snap: dict) -> Group:
         _signals(snap),
         _sessions(snap),
     ]
+    if any(s.get("plan") for s in snap["sessions"]):
+        parts.append(_plans(snap))
     if snap.get("executor") is not None:
         parts.append(_chargers(snap["executor"]))
     return Group(*parts)

@@ -6,6 +6,9 @@
 --   stale_session_meter / stale_site_meter: telemetry older than its staleness threshold
 --   site_meter_missing: a site with no bems.site.demand reading at all: its building load counts as 0
 --   topology_too_deep:  a node deeper than the allocation unrolls (depth 5) or in a parent cycle
+--   plan_at_risk:       a planned session that can no longer be met: energy remains and its laxity is
+--                       negative (at its cap it needs longer than the time left before departure);
+--                       value_kw is the power it would need (null past departure), limit_kw its cap
 CREATE MATERIALIZED VIEW alerts AS
 WITH measured AS (
     SELECT
@@ -105,4 +108,18 @@ SELECT
     'node is deeper than 5 levels below its site, or its parents form a cycle: not allocated' AS message
 FROM site_topology AS t
 LEFT JOIN node_paths AS p ON p.node_id = t.node_id
-WHERE p.node_id IS NULL;
+WHERE p.node_id IS NULL
+UNION ALL
+SELECT
+    'plan_at_risk:' || l.session_id AS alert_id,
+    'plan_at_risk' AS kind,
+    'warning' AS severity,
+    l.site_id,
+    l.session_id AS subject_id,
+    CASE WHEN n.left_s > 0 THEN LEAST(n.remaining_kwh * 3600.0 / n.left_s, 100000.0) END AS value_kw,
+    l.cap_kw AS limit_kw,
+    CAST(NULL AS TIMESTAMPTZ) AS since,
+    'the plan can no longer be met: at its cap the energy it still needs takes longer than the time left' AS message
+FROM session_limits AS l
+JOIN session_plan_needs AS n ON n.session_id = l.session_id
+WHERE n.remaining_kwh > 0 AND l.laxity_s < 0;

@@ -3,6 +3,10 @@
 --              its charger; a flexible session's cap is scaled by its price tier's multiplier
 --              (tariff_multipliers), never below its floor
 --   floor_kw = the session's minimum rate, by default 6 A x phases x voltage, never above the cap
+--   plans    = a session with a plan (session_plan_needs) is not shaped by the tariff: it charges now at its
+--              cap when the slots cheaper than now before its departure cannot hold what remains at that
+--              cap, or when laxity_s (seconds to departure minus the time its remaining energy takes at its
+--              cap) is 900 or less; else its cap is 0 ('plan'), and a plan met is 0 too
 --   override = a session or charger override runs the session at its limit_kw (floor = cap), ahead of
 --              everyone in admission; only caps and pauses of equal or higher precedence still apply
 --   paused_by = the pause rule (on the session, its charger or any breaker above it) that stops it
@@ -76,18 +80,24 @@ capped AS (
         o.rule_id AS override_rule_id,
         o.limit_kw AS override_kw,
         COALESCE(m.multiplier, 1.0) AS multiplier,
-        COALESCE(l.min_power_kw, 6 * l.phases * l.voltage_v / 1000.0) AS min_kw
+        COALESCE(l.min_power_kw, 6 * l.phases * l.voltage_v / 1000.0) AS min_kw,
+        pn.remaining_kwh AS plan_remaining_kwh,
+        pn.left_s AS plan_left_s,
+        pn.cheaper_s AS plan_cheaper_s
     FROM live AS l
     LEFT JOIN applicable AS c ON c.session_id = l.session_id AND c.action = 'cap' AND c.rn = 1
     LEFT JOIN applicable AS pz ON pz.session_id = l.session_id AND pz.action = 'pause' AND pz.rn = 1
     LEFT JOIN overrides AS o ON o.session_id = l.session_id
     LEFT JOIN current_price_tier AS pt ON pt.site_id = l.site_id
     LEFT JOIN tariff_multipliers AS m ON m.price_tier = pt.price_tier AND l.flexible
+    LEFT JOIN session_plan_needs AS pn ON pn.session_id = l.session_id
 ),
 ruled AS (
     SELECT
         *,
-        LEAST(device_cap_kw, COALESCE(rule_cap_kw, device_cap_kw)) AS ruled_cap_kw
+        LEAST(device_cap_kw, COALESCE(rule_cap_kw, device_cap_kw)) AS ruled_cap_kw,
+        plan_left_s - plan_remaining_kwh * 3600.0 / NULLIF(LEAST(device_cap_kw, COALESCE(rule_cap_kw, device_cap_kw)), 0)
+            AS laxity_s
     FROM capped
 ),
 shaped AS (
@@ -95,6 +105,12 @@ shaped AS (
         *,
         CASE
             WHEN override_kw IS NOT NULL THEN LEAST(override_kw, ruled_cap_kw)
+            WHEN plan_remaining_kwh IS NOT NULL THEN CASE
+                WHEN plan_remaining_kwh <= 0 THEN 0.0
+                WHEN laxity_s IS NULL OR laxity_s <= 900 THEN ruled_cap_kw
+                WHEN plan_remaining_kwh > ruled_cap_kw * plan_cheaper_s / 3600.0 + 1e-9 THEN ruled_cap_kw
+                ELSE 0.0
+            END
             ELSE GREATEST(LEAST(min_kw, ruled_cap_kw), ruled_cap_kw * multiplier)
         END AS cap_kw
     FROM ruled
@@ -115,11 +131,13 @@ SELECT
     CASE WHEN override_kw IS NOT NULL THEN cap_kw ELSE LEAST(min_kw, cap_kw) END AS floor_kw,
     CASE
         WHEN override_kw IS NOT NULL AND override_kw <= ruled_cap_kw THEN override_rule_id
+        WHEN cap_kw < ruled_cap_kw AND plan_remaining_kwh IS NOT NULL THEN 'plan'
         WHEN cap_kw < ruled_cap_kw THEN 'tariff'
         WHEN rule_cap_kw IS NOT NULL AND rule_cap_kw <= device_cap_kw THEN cap_rule_id
         ELSE 'cap'
     END AS cap_binding,
     paused_by,
+    laxity_s,
     anc0,
     anc1,
     anc2,

@@ -96,6 +96,14 @@ VALID: dict[str, dict] = {
         sent_at=iso(T),
     ),
     "pipeline.params": dict(name="tariff.multiplier.ON_PEAK", value=0.3, updated_at=iso(T)),
+    "session.plans": dict(
+        plan_id="session:s",
+        session_id="s",
+        departure_at=iso(T + timedelta(hours=8)),
+        energy_needed_kwh=30.0,
+        source="operator",
+        updated_at=iso(T),
+    ),
     "pipeline.alerts": dict(
         alert_id="node_over_limit:p",
         kind="node_over_limit",
@@ -170,6 +178,7 @@ def test_the_documented_bounds_hold(topic, field, value):
     [
         ("utility.dr.signals", "event_start", "event_end", BOUNDS["dr_event_days"]),
         ("tariff.price.signals", "valid_from", "valid_to", BOUNDS["price_slot_days"]),
+        ("session.plans", "updated_at", "departure_at", BOUNDS["plan_days"]),
     ],
 )
 def test_windows_longer_than_their_bound_are_refused(topic, start, end, days):

@@ -1,0 +1,201 @@
+"""Fleet plans on hand-made cases through the embedded engine (docs/architecture.md, "Plans").
+
+Each case is also run through the reference allocator (pipeline/allocation/reference.py), which must agree.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from pipeline.allocation import reference
+from pipeline.contracts.topics import TOPICS, SessionPlan, plan_key
+from pipeline.engine.embedded import EmbeddedEngine
+
+NOW = datetime(2024, 6, 3, 12, tzinfo=UTC)
+H = timedelta(hours=1)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    e = EmbeddedEngine()
+    yield e
+    e.close()
+
+
+def rec(topic: str, **fields):
+    return TOPICS[topic].model.model_validate(fields)
+
+
+def site(limit_kw: float = 100.0, **defaults):
+    return rec("site.topology", node_id="s1", site_id="s1", kind="site", limit_kw=limit_kw, **defaults)
+
+
+def charger(cid: str, rating: float = 22.0, **defaults):
+    return rec("site.topology", node_id=cid, site_id="s1", parent_id="s1", kind="charger", limit_kw=rating, **defaults)
+
+
+def session(sid: str, cp: str, *, started: datetime = NOW - H, **fields):
+    base = dict(
+        session_id=sid,
+        charge_point_id=cp,
+        connector_id=1,
+        transaction_id=sid,
+        site_id="s1",
+        rated_power_kw=22.0,
+        started_at=started,
+        sampled_at=NOW - timedelta(seconds=30),
+    )
+    return rec("ocpp.active.sessions", **(base | fields))
+
+
+def plan(*, session_id=None, charge_point_id=None, depart: datetime, kwh=None, soc=None, battery=None, at=NOW - 2 * H):
+    return SessionPlan(
+        plan_id=plan_key(session_id, charge_point_id),
+        session_id=session_id,
+        charge_point_id=charge_point_id,
+        departure_at=depart,
+        energy_needed_kwh=kwh,
+        target_soc_pct=soc,
+        battery_kwh=battery,
+        updated_at=at,
+    )
+
+
+def prices(*hourly: float, first: datetime = NOW):
+    """One price per hour from ``first``."""
+    return [
+        rec(
+            "tariff.price.signals",
+            site_id="s1",
+            price_per_kwh=p,
+            price_tier="OFF_PEAK" if p < 0.2 else "ON_PEAK",
+            valid_from=first + i * H,
+            valid_to=first + (i + 1) * H,
+        )
+        for i, p in enumerate(hourly)
+    ]
+
+
+def records(*items):
+    out = []
+    for item in items:
+        for r in item if isinstance(item, list) else [item]:
+            topic = next(t for t, spec in TOPICS.items() if isinstance(r, spec.model))
+            out.append((topic, str(getattr(r, TOPICS[topic].key)), r))
+    return out
+
+
+def run(engine, recs, now: datetime = NOW) -> dict[str, dict]:
+    """Setpoints by session from the engine, checked against the reference allocator."""
+    import json
+
+    engine.reset()
+    engine.apply(recs)
+    got = {c.key: json.loads(c.value) for c in engine.evaluate(now) if c.value and c.topic == "ocpp.setpoint.commands"}
+    expected = reference.allocate(recs, now)
+    for sid, r in got.items():
+        assert r["setpoint_kw"] == pytest.approx(expected[sid]["setpoint_kw"], abs=0.01), sid
+        assert r["binding"] == expected[sid]["binding"], sid
+    return got
+
+
+def targets(engine) -> dict[str, dict]:
+    cols, rows = engine.query("SELECT * FROM session_plan_targets")
+    return {r[0]: dict(zip(cols, r, strict=True)) for r in rows}
+
+
+def test_a_plan_charges_in_the_cheapest_slots_that_still_meet_it(engine):
+    # 0.30 now, then 0.10 and 0.12: two cheap hours at 22 kW hold 44 kWh.
+    curve = prices(0.30, 0.10, 0.12, 0.40)
+    depart = NOW + 4 * H
+    waits = session("a", "CP1", departure_at=depart, energy_needed_kwh=30, energy_kwh=5)  # 25 kWh left: waits
+    now_too = session("b", "CP2", departure_at=depart, energy_needed_kwh=60)  # 60 > 44: charges now
+    free = session("c", "CP3")  # no plan: as before
+    out = run(engine, records(site(), charger("CP1"), charger("CP2"), charger("CP3"), waits, now_too, free, curve))
+    assert (out["a"]["setpoint_kw"], out["a"]["binding"]) == (0.0, "plan")
+    assert (out["b"]["setpoint_kw"], out["b"]["binding"]) == (22.0, "cap")
+    assert (out["c"]["setpoint_kw"], out["c"]["binding"]) == (22.0, "cap")
+    # in the cheap hour, a charges
+    later = run(
+        engine, records(site(), charger("CP1"), waits.model_copy(update={"sampled_at": NOW + H}), curve), NOW + H
+    )
+    assert later["a"]["setpoint_kw"] == 22.0
+
+
+def test_a_need_at_risk_charges_at_full_speed_whatever_the_price(engine):
+    curve = prices(0.40, 0.05)
+    # 22 kWh in 75 minutes at 22 kW: laxity 15 minutes (900 s), at risk; the cheap hour would hold it.
+    a = session("a", "CP1", departure_at=NOW + timedelta(minutes=75) + timedelta(seconds=-30), energy_needed_kwh=22)
+    out = run(engine, records(site(), charger("CP1"), a, curve))
+    assert out["a"]["setpoint_kw"] == 22.0
+
+
+def test_a_met_plan_stops_and_an_unplanned_flexible_session_is_still_shaped_by_the_tariff(engine):
+    curve = prices(0.30)
+    met = session("a", "CP1", departure_at=NOW + 5 * H, energy_needed_kwh=10, energy_kwh=12)
+    flexible = session("b", "CP2", flexible=True)
+    out = run(engine, records(site(), charger("CP1"), charger("CP2"), met, flexible, curve))
+    assert (out["a"]["setpoint_kw"], out["a"]["binding"]) == (0.0, "plan")
+    assert (out["b"]["setpoint_kw"], out["b"]["binding"]) == (11.0, "tariff")  # ON_PEAK: 0.5 of 22 kW
+
+
+def test_without_a_price_in_force_a_plan_waits_only_for_known_cheaper_slots(engine):
+    later = prices(0.10, first=NOW + H)
+    a = session("a", "CP1", departure_at=NOW + 3 * H, energy_needed_kwh=20)  # the next hour holds 22 kWh
+    b = session("b", "CP2", departure_at=NOW + 3 * H, energy_needed_kwh=30)  # it does not hold 30
+    out = run(engine, records(site(), charger("CP1"), charger("CP2"), a, b, later))
+    assert out["a"]["setpoint_kw"] == 0.0 and out["b"]["setpoint_kw"] == 22.0
+    no_prices = run(engine, records(site(), charger("CP1"), a))
+    assert no_prices["a"]["setpoint_kw"] == 22.0  # no price known at all: as fast as allowed
+
+
+def test_the_least_laxity_is_admitted_first_when_floors_do_not_all_fit(engine):
+    # 5 kW fit one 4.14 kW floor; the newer session is the more urgent one.
+    relaxed = session("old", "CP1", started=NOW - 2 * H, departure_at=NOW + 9 * H, energy_needed_kwh=40)
+    urgent = session("new", "CP2", started=NOW - 0.5 * H, departure_at=NOW + 2 * H, energy_needed_kwh=40)
+    unplanned = session("first", "CP3", started=NOW - 3 * H)
+    out = run(engine, records(site(5.0), charger("CP1"), charger("CP2"), charger("CP3"), relaxed, urgent, unplanned))
+    assert out["new"]["setpoint_kw"] == 5.0 and out["old"]["setpoint_kw"] == 0.0 and out["first"]["setpoint_kw"] == 0.0
+    # without plans, arrival order: the first to arrive
+    plain = [s.model_copy(update={"departure_at": None, "energy_needed_kwh": None}) for s in (relaxed, urgent)]
+    out = run(engine, records(site(5.0), charger("CP1"), charger("CP2"), charger("CP3"), *plain, unplanned))
+    assert out["first"]["setpoint_kw"] == 5.0
+
+
+def test_trust_the_ev_then_a_session_plan_then_a_charger_plan_then_the_site_file(engine):
+    sp = plan(session_id="a", depart=NOW + 5 * H, kwh=25)
+    cp = plan(charge_point_id="CP1", depart=NOW + 6 * H, kwh=35)
+    stale_cp = plan(charge_point_id="CP3", depart=NOW - 2 * H, kwh=35, at=NOW - 5 * H)  # left before c came
+    topo = [site(default_departure_min=17 * 60, default_energy_kwh=20), charger("CP1"), charger("CP2")]
+    topo += [charger("CP3", default_departure_min=6 * 60 + 30), charger("CP4")]
+    ev_own = session("a", "CP1", departure_at=NOW + 3 * H)  # its departure; the need from its session plan
+    on_cp1 = session("b", "CP1", connector_id=2)  # the charger plan
+    defaults = session("c", "CP3")  # the charger's default departure (06:30 next), the site's energy
+    site_only = session("d", "CP4", started=NOW - 14 * H)  # started 22:00 the day before: 17:00 today
+    run(engine, records(*topo, sp, cp, stale_cp, ev_own, on_cp1, defaults, site_only))
+    t = targets(engine)
+    assert (t["a"]["departure_from"], t["a"]["need_from"], t["a"]["energy_needed_kwh"]) == ("ev", "operator", 25)
+    assert t["a"]["departure_at"].astimezone(UTC) == NOW + 3 * H
+    assert (t["b"]["departure_at"].astimezone(UTC), t["b"]["energy_needed_kwh"]) == (NOW + 6 * H, 35)
+    assert t["c"]["departure_at"].astimezone(UTC) == datetime(2024, 6, 4, 6, 30, tzinfo=UTC)
+    assert (t["c"]["departure_from"], t["c"]["energy_needed_kwh"]) == ("site", 20)
+    assert t["d"]["departure_at"].astimezone(UTC) == datetime(2024, 6, 3, 17, tzinfo=UTC)
+
+
+def test_a_target_soc_needs_its_share_of_the_battery(engine):
+    p = plan(session_id="a", depart=NOW + 8 * H, soc=80, battery=60)
+    a = session("a", "CP1", soc_pct=50, energy_kwh=4)
+    run(engine, records(site(), charger("CP1"), p, a))
+    t = targets(engine)["a"]
+    assert t["remaining_kwh"] == pytest.approx(18.0) and t["energy_needed_kwh"] == pytest.approx(22.0)
+
+
+def test_a_plan_that_cannot_be_met_charges_at_its_cap_and_raises_plan_at_risk(engine):
+    a = session("a", "CP1", departure_at=NOW + H, energy_needed_kwh=50, energy_kwh=6)  # 44 kWh in 1 h at 22 kW
+    out = run(engine, records(site(), charger("CP1"), a, prices(0.4, 0.01)))
+    assert out["a"]["setpoint_kw"] == 22.0
+    _, rows = engine.query("SELECT kind, subject_id, value_kw, limit_kw FROM alerts WHERE kind = 'plan_at_risk'")
+    # the power it would need: 44 kWh over the 3630 s from its meter reading (30 s ago) to departure
+    assert rows == [("plan_at_risk", "a", pytest.approx(44 * 3600 / 3630), 22.0)]
