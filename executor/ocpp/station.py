@@ -115,8 +115,17 @@ class StationEvents(Protocol):
     ) -> None:
         """Meter readings arrived (``transaction_id`` is ``None`` for readings outside a transaction)."""
 
-    async def on_stop_transaction(self, charge_point_id: str, transaction_id: str, timestamp: datetime) -> None:
-        """A transaction stopped."""
+    async def on_stop_transaction(
+        self,
+        charge_point_id: str,
+        transaction_id: str,
+        timestamp: datetime,
+        meter_stop_kwh: float | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """A transaction stopped at ``timestamp`` (the charger's clock); ``meter_stop_kwh`` is the energy
+        register in the stop message when it has one (OCPP 1.6 ``meterStop``, kWh), ``reason`` the stop
+        reason as given (1.6 ``StopTransaction.reason``, 2.0.1 ``transactionInfo.stoppedReason``)."""
 
     def is_open_transaction(self, charge_point_id: str, transaction_id: str) -> bool:
         """Whether the executor holds ``transaction_id`` as open on this charger (2.0.1 adopts unknown ones)."""

@@ -17,6 +17,7 @@ from enum import Enum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from pipeline.contracts.errors import RecordError
 
@@ -501,8 +502,8 @@ class Parameter(_Record):
     @model_validator(mode="after")
     def _within_bounds(self) -> Parameter:
         _, low, high = PARAMETERS[self.name]
-        if not low <= self.value <= high:
-            raise ValueError(f"value: {self.name} must be between {low:g} and {high:g}")
+        if not low <= self.value <= high:  # a custom error: its message is shown as is, with no "Value error, "
+            raise PydanticCustomError("parameter_bounds", f"value: {self.name} must be between {low:g} and {high:g}")
         return self
 
 
