@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 from pipeline.contracts.clock import Clock, SimClock, SystemClock
 from pipeline.engine.config import EngineConfig
 from pipeline.engine.embedded import EmbeddedEngine, SinkChange
+from pipeline.engine.history import TransactionHistory
 from pipeline.transport.base import Consumer, Record, Transport, dead_letter, decode_or_dead_letter
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ class EngineService:
         self.batch_max = config.batch_max
         self.catch_up_timeout_s = config.catch_up_timeout_s
         self.stats = EngineStats()
+        self.history = TransactionHistory(engine, config.history_path, config.history_retention_days)
         self._stop = asyncio.Event()
         self._consumer: Consumer | None = None
         self._busy = False
@@ -139,6 +141,8 @@ class EngineService:
             await self._load(records)
             count = len(records)
         now = self.clock.now()
+        if self.history.prune_due(now):
+            await asyncio.to_thread(self.history.prune, now)
         tick = force or now >= self._next_tick
         if count or tick or self.engine.boundary_due(now):
             self._busy = True
@@ -202,11 +206,14 @@ class EngineService:
                 await dead_letter(self.transport, rec, f"refused by the engine: {type(exc).__name__}: {exc}")
             self.stats.dead_lettered += len(refused)
         self.stats.records_in += len(decoded) - len(refused)
+        refused_ids = {id(item[2]) for item in refused}
+        self.history.keep(item for item in decoded if id(item[2]) not in refused_ids)
 
     async def _start(self) -> tuple[Consumer, int]:
         """Learn the sink topics' keys, open the input consumer and load the inputs to their end offsets;
         returns the consumer and the number of records read."""
         await self._assume_published()
+        await asyncio.to_thread(self.history.restore, self.clock.now())
         consumer = self._consumer = await self.transport.consumer(self.engine.input_topics, self.group)
         self._next_tick = self.clock.now()
         ends = await consumer.end_offsets()
@@ -254,6 +261,7 @@ class EngineService:
                     log.exception("engine batch failed; continuing")
                     await asyncio.sleep(self.poll_s)
         finally:
+            self.history.close()
             if self._consumer is not None:
                 await self._consumer.close()
                 self._consumer = None
