@@ -81,3 +81,38 @@ def test_retention_applies_in_the_engine_without_a_file():
 def test_a_retention_that_is_not_positive_is_refused():
     with pytest.raises(ValueError, match="positive"):
         TransactionHistory(EmbeddedEngine(), None, retention_days=0)
+
+
+async def test_one_log_line_when_a_dr_event_comes_into_force_and_one_when_it_is_over(caplog):
+    from pipeline.contracts.topics import DRSignal, TopologyNode
+
+    transport = MemoryTransport()
+    await publish(transport, "site.topology", TopologyNode(node_id="s1", site_id="s1", kind="site", limit_kw=30))
+    signal = DRSignal(
+        site_id="s1",
+        dr_event_id="dr-1",
+        curtailment_pct=20,
+        event_start=NOW + timedelta(minutes=1),
+        event_end=NOW + timedelta(minutes=31),
+        signal_at=NOW,
+    )
+    await publish(transport, "utility.dr.signals", signal)
+    clock = SimClock(NOW)
+    clock.hold()
+    engine = EmbeddedEngine()
+    service = EngineService(engine, transport, clock, EngineConfig())
+    caplog.set_level("INFO", logger="pipeline.engine.service")
+
+    def dr_lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.getMessage().startswith("DR event")]
+
+    await service.step(timeout_s=0)
+    assert dr_lines() == []
+    for minutes in (1, 1, 38, 1):  # at 12:02 and 12:03 in the window, at 12:41 and 12:42 after it
+        clock.advance(60 * minutes)
+        await service.step(timeout_s=0, force=True)
+    assert dr_lines() == [
+        "DR event dr-1 in force at site s1: curtailment 20 % until 2024-06-03T12:31:00+00:00",
+        "DR event dr-1 at site s1 is over",
+    ]
+    engine.close()
