@@ -457,6 +457,7 @@ PARAMETERS: dict[str, tuple[float, float, float]] = {
     "tariff.multiplier.CRITICAL_PEAK": (0.0, 0.0, 1.0),
     "alert.setpoint_deviation.margin_kw": (1.0, 0.0, BOUNDS["charger_kw"]),
     "alert.setpoint_deviation.margin_share": (0.1, 0.0, 10.0),
+    "alert.setpoint_deviation.delay_s": (60.0, 0.0, 3_600.0),
     "alert.node_over_limit.margin_kw": (0.5, 0.0, BOUNDS["site_kw"]),
     "alert.clock_skew.threshold_s": (60.0, 1.0, 86_400.0),
 }
@@ -464,7 +465,8 @@ PARAMETERS: dict[str, tuple[float, float, float]] = {
 
 * ``tariff.multiplier.<tier>``: the share (0 .. 1) of its cap a flexible session may take in that tier;
 * ``alert.setpoint_deviation.margin_kw`` / ``margin_share``: a session draws above its setpoint by more
-  than max(margin_kw, margin_share x setpoint) (kW; a share, up to 10 = 1000 %);
+  than max(margin_kw, margin_share x setpoint) (kW; a share, up to 10 = 1000 %), in a reading taken
+  ``delay_s`` or more after the setpoint was computed (s, 0 .. 1 h: the EV's time to follow it);
 * ``alert.node_over_limit.margin_kw``: measured load above a breaker's limit by more than this (kW);
 * ``alert.clock_skew.threshold_s``: a charger's clock differs from the executor's by more than this (s,
   1 s .. 1 day).
@@ -480,6 +482,7 @@ ParameterName = Literal[
     "tariff.multiplier.CRITICAL_PEAK",
     "alert.setpoint_deviation.margin_kw",
     "alert.setpoint_deviation.margin_share",
+    "alert.setpoint_deviation.delay_s",
     "alert.node_over_limit.margin_kw",
     "alert.clock_skew.threshold_s",
 ]

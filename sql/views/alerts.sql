@@ -1,7 +1,8 @@
 -- Alerts for operators (pipeline.alerts), one row per open condition; it leaves the view when it clears.
 --   setpoint_deviation: a fresh meter shows a session drawing more than max(margin_kw, margin_share x
---                       setpoint) above its setpoint 60 s or more after the setpoint was computed
---                       (parameters alert.setpoint_deviation.margin_kw, 1 kW, and .margin_share, 10 %)
+--                       setpoint) above its setpoint delay_s or more after the setpoint was computed
+--                       (parameters alert.setpoint_deviation.margin_kw, 1 kW, .margin_share, 10 %, and
+--                       .delay_s, 60 s)
 --   node_over_limit:    measured load under a breaker (fresh session meters, plus the building at a
 --                       site) above its limit by more than alert.node_over_limit.margin_kw (0.5 kW)
 --   clock_skew:         a charger whose latest reading's own timestamp differs from when the executor
@@ -40,10 +41,11 @@ deviations AS (
         CASE
             WHEN p.setpoint_kw > 0 THEN (s.current_power_kw - p.setpoint_kw) / p.setpoint_kw
             ELSE 1e9
-        END AS excess_share
+        END AS excess_share,
+        EXTRACT(EPOCH FROM s.sampled_at) - EXTRACT(EPOCH FROM p.computed_at) AS after_s
     FROM ocpp_active_sessions AS s
     JOIN session_setpoints AS p ON p.session_id = s.session_id
-    WHERE s.current_power_kw > p.setpoint_kw AND s.sampled_at >= p.computed_at + INTERVAL '60 seconds'
+    WHERE s.current_power_kw > p.setpoint_kw
 ),
 skews AS (
     SELECT
@@ -70,6 +72,7 @@ WHERE excess_kw > (SELECT MAX(value) FROM pipeline_settings WHERE name = 'alert.
     AND excess_share > (
         SELECT MAX(value) FROM pipeline_settings WHERE name = 'alert.setpoint_deviation.margin_share'
     )
+    AND after_s >= (SELECT MAX(value) FROM pipeline_settings WHERE name = 'alert.setpoint_deviation.delay_s')
 UNION ALL
 SELECT
     'node_over_limit:' || node_id AS alert_id,

@@ -23,6 +23,7 @@ FROM (
         ('tariff.multiplier.CRITICAL_PEAK', 0.0, 0.0, 1.0),
         ('alert.setpoint_deviation.margin_kw', 1.0, 0.0, 4000.0),
         ('alert.setpoint_deviation.margin_share', 0.1, 0.0, 10.0),
+        ('alert.setpoint_deviation.delay_s', 60.0, 0.0, 3600.0),
         ('alert.node_over_limit.margin_kw', 0.5, 0.0, 100000.0),
         ('alert.clock_skew.threshold_s', 60.0, 1.0, 86400.0)
 ) AS d (name, default_value, min_value, max_value)

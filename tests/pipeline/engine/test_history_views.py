@@ -165,3 +165,17 @@ def test_alert_margins_are_parameters():
     out = e.evaluate(NOW + timedelta(minutes=2, seconds=4))
     assert ("node_over_limit:s1", None) in [(c.key, c.value) for c in out]
     e.close()
+
+
+def test_the_deviation_delay_is_a_parameter():
+    e = EmbeddedEngine()
+    fresh = active("a").model_copy(update={"started_at": NOW})  # its setpoint is computed at NOW
+    e.apply([("site.topology", "s1", SITE), ("ocpp.active.sessions", "a", fresh)])
+    e.evaluate(NOW)
+    # 30 s after the setpoint, 5 kW over: not yet a deviation with the default 60 s delay
+    drawing = fresh.model_copy(update={"current_power_kw": 27.0, "sampled_at": NOW + timedelta(seconds=30)})
+    e.apply([("ocpp.active.sessions", "a", drawing)])
+    assert "setpoint_deviation:a" not in alerts(e.evaluate(NOW + timedelta(seconds=30)))
+    e.apply([param("alert.setpoint_deviation.delay_s", 20)])
+    assert "setpoint_deviation:a" in alerts(e.evaluate(NOW + timedelta(seconds=31)))
+    e.close()
