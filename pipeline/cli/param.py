@@ -84,7 +84,5 @@ def param_list(dsn, as_json):
         return
     for row in rows:
         default = PARAMETERS.get(row["name"], (None,))[0]
-        click.echo(
-            f"{row['name']} = {row['value']:g} ({row['source']}; default {default:g}, "
-            f"{row['min_value']:g} .. {row['max_value']:g})"
-        )
+        origin = "default" if row["source"] == "default" else f"set; default {default:g}"
+        click.echo(f"{row['name']} = {row['value']:g} ({origin}; bounds {row['min_value']:g} .. {row['max_value']:g})")

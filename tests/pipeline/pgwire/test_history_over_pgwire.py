@@ -43,3 +43,18 @@ async def test_an_ended_session_is_history_that_psql_and_psycopg_can_query(psql)
             timeout=60,
         )
         assert (done.returncode, done.stdout.split()) == (0, ["CP3|1"]), done.stderr
+
+
+async def test_param_list_shows_every_parameter_with_its_default_and_bounds():
+    from click.testing import CliRunner
+
+    from pipeline.cli.main import main
+    from pipeline.contracts.topics import PARAMETERS
+
+    async with live_pipeline() as live:
+        result = await asyncio.to_thread(CliRunner().invoke, main, ["param", "list", "--dsn", live.dsn])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert [line.split(" = ")[0] for line in lines] == sorted(PARAMETERS)
+    assert "alert.clock_skew.threshold_s = 60 (default; bounds 1 .. 86400)" in lines
+    assert "tariff.multiplier.ON_PEAK = 0.5 (default; bounds 0 .. 1)" in lines
