@@ -178,8 +178,9 @@ class Sessions:
         integer id when ``transaction_id`` is ``None``, as 1.6 needs; the charger's own id otherwise, already
         confirmed). ``received_at`` is the executor's clock (default: ``started_at``).
 
-        A transaction still open on the same connector (its StopTransaction was lost) is closed first and
-        tombstoned. If the charger is not in topology the transaction is accepted but not published.
+        A transaction still open on the same connector (its StopTransaction was lost) is closed first,
+        tombstoned and recorded as ended at its last reading (no reason: none was given). If the charger is
+        not in topology the transaction is accepted but not published.
         """
         previous = self._open.get((charge_point_id, connector_id))
         if previous is not None:
@@ -190,6 +191,8 @@ class Sessions:
                 previous.transaction_id,
             )
             await self._close(previous)
+            last = previous.session.charger_sampled_at if previous.session is not None else None
+            self._publish_event(previous, "ended", received_at or started_at, last or started_at)
         tx = OpenTransaction(
             charge_point_id=charge_point_id,
             connector_id=connector_id,

@@ -101,3 +101,17 @@ async def test_readings_are_timed_by_the_executor_and_keep_the_chargers_time_apa
         await executor.outbox.flush(5)
     session = decode(SESSIONS, None, transport.log(SESSIONS)[-1].value)
     assert (session.sampled_at, session.charger_sampled_at) == (at(30), at(-570))
+
+
+async def test_a_transaction_whose_stop_was_lost_is_recorded_as_ended_at_its_last_reading(
+    charge_point, transport, executor
+):
+    async with charge_point() as cp:
+        first = await cp.start_tx(connector_id=1, when=T0)
+        await cp.call(call.MeterValues(connector_id=1, transaction_id=first, meter_value=[power(7.0, at(300))]))
+        await cp.start_tx(connector_id=1, when=at(900))  # no StopTransaction for the first
+        await executor.outbox.flush(5)
+    kinds = [(e.session_id, e.event_type) for e in events(transport)]
+    assert kinds == [(f"CP1-{first}", "started"), (f"CP1-{first}", "ended"), (kinds[2][0], "started")]
+    ended = events(transport)[1]
+    assert (ended.ended_at, ended.reason, ended.peak_power_kw) == (at(300), None, 7.0)
