@@ -29,7 +29,8 @@ loads AS (
     FROM node_headroom AS h
     LEFT JOIN measured AS m ON m.node_id = h.node_id
 ),
--- The parameters are compared with plain columns (RisingWave dynamic filters), so the excess is a column.
+-- The parameters are compared with plain columns of their type (RisingWave dynamic filters: a column on one
+-- side, the scalar subquery alone on the other), so each excess is a DOUBLE PRECISION column.
 deviations AS (
     SELECT
         s.session_id,
@@ -40,9 +41,9 @@ deviations AS (
         s.current_power_kw - p.setpoint_kw AS excess_kw,
         CASE
             WHEN p.setpoint_kw > 0 THEN (s.current_power_kw - p.setpoint_kw) / p.setpoint_kw
-            ELSE 1e9
+            ELSE CAST(1e9 AS DOUBLE PRECISION)
         END AS excess_share,
-        EXTRACT(EPOCH FROM s.sampled_at) - EXTRACT(EPOCH FROM p.computed_at) AS after_s
+        CAST(EXTRACT(EPOCH FROM s.sampled_at) - EXTRACT(EPOCH FROM p.computed_at) AS DOUBLE PRECISION) AS after_s
     FROM ocpp_active_sessions AS s
     JOIN session_setpoints AS p ON p.session_id = s.session_id
     WHERE s.current_power_kw > p.setpoint_kw
@@ -51,7 +52,9 @@ skews AS (
     SELECT
         charge_point_id,
         MAX(site_id) AS site_id,
-        MAX(ABS(EXTRACT(EPOCH FROM sampled_at) - EXTRACT(EPOCH FROM charger_sampled_at))) AS skew_s,
+        CAST(
+            MAX(ABS(EXTRACT(EPOCH FROM sampled_at) - EXTRACT(EPOCH FROM charger_sampled_at))) AS DOUBLE PRECISION
+        ) AS skew_s,
         MAX(charger_sampled_at) AS charger_sampled_at
     FROM ocpp_active_sessions
     WHERE sampled_at IS NOT NULL AND charger_sampled_at IS NOT NULL
