@@ -76,7 +76,9 @@ class _Events:
         timestamp: datetime,
         transaction_id: str | None = None,
     ) -> str:
-        tx = await self._x._sessions.start(charge_point_id, connector_id, meter_start_kwh, timestamp, transaction_id)
+        tx = await self._x._sessions.start(
+            charge_point_id, connector_id, meter_start_kwh, timestamp, transaction_id, received_at=self._x.clock.now()
+        )
         self._x._ledger.transaction_started(charge_point_id, connector_id, tx)
         self._x._changed(charge_point_id)
         return tx
@@ -88,10 +90,25 @@ class _Events:
     async def on_meter_values(
         self, charge_point_id: str, connector_id: int, transaction_id: str | None, samples: list[MeterSample]
     ) -> None:
-        await self._x._sessions.meter(charge_point_id, connector_id, transaction_id, samples)
+        received_at = self._x.clock.now()  # the readings are timed by the executor's clock, not the charger's
+        await self._x._sessions.meter(charge_point_id, connector_id, transaction_id, samples, received_at)
 
-    async def on_stop_transaction(self, charge_point_id: str, transaction_id: str, timestamp: datetime) -> None:
-        connector_id = await self._x._sessions.stop(charge_point_id, transaction_id, timestamp)
+    async def on_stop_transaction(
+        self,
+        charge_point_id: str,
+        transaction_id: str,
+        timestamp: datetime,
+        meter_stop_kwh: float | None = None,
+        reason: str | None = None,
+    ) -> None:
+        connector_id = await self._x._sessions.stop(
+            charge_point_id,
+            transaction_id,
+            timestamp,
+            meter_stop_kwh=meter_stop_kwh,
+            reason=reason,
+            received_at=self._x.clock.now(),
+        )
         if connector_id is not None:
             self._x._setpoints.clear_connector(charge_point_id, connector_id)
             self._x._ledger.transaction_ended(charge_point_id, connector_id)
@@ -436,6 +453,8 @@ class Executor:
                         touched.update(self._dispatchers)  # limits and safe shares may have changed
                     elif (cp := self._setpoints.apply(record.key, value, now)) is not None:
                         touched.add(cp)
+                    if record.topic == SETPOINT_COMMANDS and value is not None and record.key is not None:
+                        self._sessions.note_binding(record.key, value.binding, now)  # for the session's history
                 except Exception:
                     log.exception("could not handle %s@%s", record.topic, record.offset)
             for cp in touched:

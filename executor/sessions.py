@@ -9,6 +9,11 @@ What the EV really takes is learned here from its meter samples (:mod:`executor.
 draws on (``ev_phases``) and a cap when it takes clearly less than its limit in force (``learned_cap_kw``),
 and what a 2.0.1 EV says it needs (NotifyEVChargingNeeds) goes on its record as well.
 
+Readings are timed by the executor: a session's ``sampled_at`` is when the executor received its latest
+reading (its own clock, which the engine's staleness rules compute on), ``charger_sampled_at`` the reading's
+own timestamp on the charger's clock, which may be wrong. Each transaction's start and end also go on
+``ocpp.transaction.events``, the history analysts query.
+
 Restart: the executor re-reads its own ``ocpp.active.sessions`` (:meth:`Sessions.recover`) so transactions
 that outlive a restart keep their topology facts, start time and energy count.
 """
@@ -18,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pydantic import ValidationError
@@ -28,7 +33,13 @@ from executor.learning import CapLearner, CapPolicy, PhaseCounter, PhasePolicy
 from executor.ocpp.station import EvChargingNeeds, MeterSample
 from executor.outbox import Outbox
 from executor.topology import Topology
-from pipeline.contracts.topics import ACTIVE_SESSIONS, BOUNDS, ActiveSession
+from pipeline.contracts.topics import (
+    ACTIVE_SESSIONS,
+    BOUNDS,
+    TRANSACTION_EVENTS,
+    ActiveSession,
+    TransactionEvent,
+)
 
 __all__ = ["OpenTransaction", "Sessions", "TransactionIds", "ACTIVE_SESSIONS"]
 
@@ -67,6 +78,9 @@ class OpenTransaction:
     energy already counted.
     ``session`` is the last published record, ``None`` while the charger is missing from topology;
     ``cap`` and ``phase_counter`` learn what the EV takes from its meter samples.
+    ``peak_power_kw`` is the highest power reported so far; ``binding_s`` the seconds (executor clock) each
+    setpoint ``binding`` has held since the transaction began, ``binding`` the one in force since
+    ``binding_since``.
     """
 
     charge_point_id: str
@@ -79,10 +93,30 @@ class OpenTransaction:
     session: ActiveSession | None = None
     cap: CapLearner | None = None
     phase_counter: PhaseCounter | None = None
+    peak_power_kw: float | None = None
+    binding: str | None = None
+    binding_since: datetime | None = None
+    binding_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def session_id(self) -> str:
         return f"{self.charge_point_id}-{self.transaction_id}"
+
+    def note_binding(self, binding: str, at: datetime) -> None:
+        """The session's setpoint is limited by ``binding`` from ``at`` (executor clock) on."""
+        self._close_binding(at)
+        self.binding, self.binding_since = binding, at
+
+    def main_binding(self, at: datetime) -> str | None:
+        """What limited the setpoint for the most time up to ``at``; ``None`` if it never had a setpoint."""
+        self._close_binding(at)
+        return max(self.binding_s, key=lambda b: self.binding_s[b]) if self.binding_s else None
+
+    def _close_binding(self, at: datetime) -> None:
+        if self.binding is not None and self.binding_since is not None:
+            held = max((at - self.binding_since).total_seconds(), 0.0)
+            self.binding_s[self.binding] = self.binding_s.get(self.binding, 0.0) + held
+            self.binding_since = at
 
 
 FLOOR_A = 6.0
@@ -127,6 +161,7 @@ class Sessions:
         self._open: dict[tuple[str, int], OpenTransaction] = {}  # (charge_point_id, connector_id)
         self._by_id: dict[tuple[str, str], OpenTransaction] = {}  # (charge_point_id, transaction_id)
         self._needs: dict[tuple[str, int], EvChargingNeeds] = {}  # said before its transaction started
+        self._by_session: dict[str, OpenTransaction] = {}  # session_id
 
     # -- queries ---------------------------------------------------------------------------------------
 
@@ -148,6 +183,13 @@ class Sessions:
         """The phases the EV on the connector draws on, when known (learned or reported), else ``None``."""
         tx = self._open.get((charge_point_id, connector_id))
         return None if tx is None or tx.session is None else tx.session.ev_phases
+
+    def note_binding(self, session_id: str, binding: str, at: datetime) -> None:
+        """A setpoint for ``session_id`` arrived, limited by ``binding`` (``ocpp.setpoint.commands``), at
+        ``at`` on the executor's clock; the transaction's end event reports the one that held longest."""
+        tx = self._by_session.get(session_id)
+        if tx is not None and tx.binding != binding:
+            tx.note_binding(binding, at)
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -182,12 +224,15 @@ class Sessions:
         meter_start_kwh: float | None,
         started_at: datetime,
         transaction_id: str | None = None,
+        received_at: datetime | None = None,
     ) -> str:
-        """Open a transaction and publish its session; returns its id (a new integer id when
-        ``transaction_id`` is ``None``, as 1.6 needs; the charger's own id otherwise, already confirmed).
+        """Open a transaction and publish its session and its ``started`` event; returns its id (a new
+        integer id when ``transaction_id`` is ``None``, as 1.6 needs; the charger's own id otherwise, already
+        confirmed). ``received_at`` is the executor's clock (default: ``started_at``).
 
-        A transaction still open on the same connector (its StopTransaction was lost) is closed first and
-        tombstoned. If the charger is not in topology the transaction is accepted but not published.
+        A transaction still open on the same connector (its StopTransaction was lost) is closed first,
+        tombstoned and recorded as ended at its last reading (no reason: none was given). If the charger is
+        not in topology the transaction is accepted but not published.
         """
         previous = self._open.get((charge_point_id, connector_id))
         if previous is not None:
@@ -198,6 +243,8 @@ class Sessions:
                 previous.transaction_id,
             )
             await self._close(previous)
+            last = previous.session.charger_sampled_at if previous.session is not None else None
+            self._publish_event(previous, "ended", received_at or started_at, last or started_at)
         tx = OpenTransaction(
             charge_point_id=charge_point_id,
             connector_id=connector_id,
@@ -212,6 +259,7 @@ class Sessions:
             tx.session = self._with_needs(tx, tx.session, needs) or tx.session
         if tx.session is not None:
             self._outbox.publish(ACTIVE_SESSIONS, tx.session)
+            self._publish_event(tx, "started", received_at or started_at)
             log.info(
                 "%s: session %s started on connector %s",
                 charge_point_id,
@@ -237,14 +285,21 @@ class Sessions:
         return tx.connector_id
 
     async def meter(
-        self, charge_point_id: str, connector_id: int, transaction_id: str | None, samples: list[MeterSample]
+        self,
+        charge_point_id: str,
+        connector_id: int,
+        transaction_id: str | None,
+        samples: list[MeterSample],
+        received_at: datetime | None = None,
     ) -> None:
         """Fold meter samples (oldest first) into the transaction's session and publish the upsert.
 
         ``current_power_kw`` and ``soc_pct`` are the latest reported values, ``energy_kwh`` is the import
-        register minus the meter start (both kWh), ``sampled_at`` the latest sample time; ``ev_phases`` and
-        ``learned_cap_kw`` are what :mod:`executor.learning` makes of the samples (per-phase current; power
-        against the limit in force). Readings outside a known transaction are ignored.
+        register minus the meter start (both kWh), ``charger_sampled_at`` the latest sample's own time and
+        ``sampled_at`` ``received_at``, the executor's clock when the readings arrived (default: the
+        sample's time); ``ev_phases`` and ``learned_cap_kw`` are what :mod:`executor.learning` makes of the
+        samples (per-phase current; power against the limit in force). Readings outside a known transaction
+        are ignored.
         """
         if transaction_id is None or not samples:
             return
@@ -268,13 +323,15 @@ class Sessions:
                 update["current_power_kw"] = _clamp(sample.power_kw, 0.0)
                 learned = cap.observe(at_s, update["current_power_kw"], limit_kw, self._floor_kw(session, update))
                 update["learned_cap_kw"] = None if learned is None else min(learned, BOUNDS["charger_kw"])
+                tx.peak_power_kw = max(tx.peak_power_kw or 0.0, update["current_power_kw"])
             if sample.energy_register_kwh is not None:
                 if tx.meter_start_kwh is None:  # recovered: continue the count published before the restart
                     tx.meter_start_kwh = sample.energy_register_kwh - tx.energy_offset_kwh
                 update["energy_kwh"] = _clamp(sample.energy_register_kwh - tx.meter_start_kwh, 0.0)
             if sample.soc_pct is not None:
                 update["soc_pct"] = _clamp(sample.soc_pct, 0.0, 100.0)
-            update["sampled_at"] = sample.timestamp
+            update["charger_sampled_at"] = sample.timestamp
+            update["sampled_at"] = received_at or sample.timestamp
         try:
             new = ActiveSession.model_validate(update)
         except ValidationError as exc:
@@ -335,9 +392,21 @@ class Sessions:
             log.warning("%s: charging needs for %s not published: %s", tx.charge_point_id, tx.session_id, exc)
             return None
 
-    async def stop(self, charge_point_id: str, transaction_id: str, stopped_at: datetime | None = None) -> int | None:
-        """Close the transaction and tombstone its session; returns its connector id (``None`` if unknown).
-        Logs one line with the energy it delivered (kWh, its last meter reading) and how long it lasted.
+    async def stop(
+        self,
+        charge_point_id: str,
+        transaction_id: str,
+        stopped_at: datetime | None = None,
+        *,
+        meter_stop_kwh: float | None = None,
+        reason: str | None = None,
+        received_at: datetime | None = None,
+    ) -> int | None:
+        """Close the transaction, tombstone its session and publish its ``ended`` event; returns its connector
+        id (``None`` if unknown). ``meter_stop_kwh`` is the register in the stop message (OCPP 1.6
+        ``meterStop``), the final reading, kept over the last meter value; ``reason`` the stop reason as the
+        charger gave it; ``received_at`` the executor's clock (default: ``stopped_at``). Logs one line with
+        the energy it delivered (kWh, its final meter reading) and how long it lasted.
 
         An unknown transaction of a charger that is in topology is tombstoned anyway (its start may predate
         what this executor remembers), which deletes nothing if it was never published.
@@ -348,8 +417,14 @@ class Sessions:
             if self._topology.charger(charge_point_id) is not None:
                 self._outbox.tombstone(ACTIVE_SESSIONS, f"{charge_point_id}-{transaction_id}")
             return None
+        if meter_stop_kwh is not None and tx.session is not None and tx.meter_start_kwh is not None:
+            energy_kwh = _clamp(meter_stop_kwh - tx.meter_start_kwh, 0.0)
+            tx.session = tx.session.model_copy(update={"energy_kwh": energy_kwh})
         await self._close(tx)
         self._needs.pop((charge_point_id, tx.connector_id), None)
+        if tx.session is not None:
+            ended = stopped_at or received_at or tx.started_at
+            self._publish_event(tx, "ended", received_at or ended, ended, meter_stop_kwh, reason)
         energy = tx.session.energy_kwh if tx.session is not None else None
         minutes = None if stopped_at is None else (stopped_at - tx.started_at).total_seconds() / 60
         log.info(
@@ -378,12 +453,58 @@ class Sessions:
             self._remove(old)
         self._open[(tx.charge_point_id, tx.connector_id)] = tx
         self._by_id[(tx.charge_point_id, tx.transaction_id)] = tx
+        self._by_session[tx.session_id] = tx
 
     def _remove(self, tx: OpenTransaction) -> None:
         if self._open.get((tx.charge_point_id, tx.connector_id)) is tx:
             del self._open[(tx.charge_point_id, tx.connector_id)]
         if self._by_id.get((tx.charge_point_id, tx.transaction_id)) is tx:
             del self._by_id[(tx.charge_point_id, tx.transaction_id)]
+        if self._by_session.get(tx.session_id) is tx:
+            del self._by_session[tx.session_id]
+
+    def _publish_event(
+        self,
+        tx: OpenTransaction,
+        event_type: str,
+        received_at: datetime,
+        ended_at: datetime | None = None,
+        meter_stop_kwh: float | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Publish the transaction's ``started`` or ``ended`` record on ``ocpp.transaction.events``; a record
+        that breaks the contract (a charger's register out of bounds) is logged and not published."""
+        session = tx.session
+        if session is None:
+            return
+        ended = event_type == "ended"
+        meter_start = tx.meter_start_kwh
+        if ended and meter_stop_kwh is None and meter_start is not None and session.energy_kwh is not None:
+            meter_stop_kwh = meter_start + session.energy_kwh  # the last meter value is the final reading
+        try:
+            event = TransactionEvent(
+                event_id=f"{tx.session_id}:{event_type}",
+                event_type=event_type,
+                session_id=tx.session_id,
+                charge_point_id=tx.charge_point_id,
+                connector_id=tx.connector_id,
+                transaction_id=tx.transaction_id,
+                site_id=session.site_id,
+                node_id=session.node_id,
+                started_at=tx.started_at,
+                ended_at=ended_at if ended else None,
+                meter_start_kwh=meter_start,
+                meter_stop_kwh=meter_stop_kwh if ended else None,
+                energy_kwh=session.energy_kwh if ended else None,
+                peak_power_kw=tx.peak_power_kw if ended else None,
+                reason=reason[:64] if ended and reason else None,
+                binding=tx.main_binding(received_at) if ended else None,
+                recorded_at=received_at,
+            )
+        except ValidationError as exc:
+            log.warning("%s: %s event of %s not published: %s", tx.charge_point_id, event_type, tx.session_id, exc)
+            return
+        self._outbox.publish(TRANSACTION_EVENTS, event)
 
     @staticmethod
     def _floor_kw(session: ActiveSession, update: dict) -> float:

@@ -141,8 +141,17 @@ class StationEvents(Protocol):
     ) -> None:
         """Meter readings arrived (``transaction_id`` is ``None`` for readings outside a transaction)."""
 
-    async def on_stop_transaction(self, charge_point_id: str, transaction_id: str, timestamp: datetime) -> None:
-        """A transaction stopped."""
+    async def on_stop_transaction(
+        self,
+        charge_point_id: str,
+        transaction_id: str,
+        timestamp: datetime,
+        meter_stop_kwh: float | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """A transaction stopped at ``timestamp`` (the charger's clock); ``meter_stop_kwh`` is the energy
+        register in the stop message when it has one (OCPP 1.6 ``meterStop``, kWh), ``reason`` the stop
+        reason as given (1.6 ``StopTransaction.reason``, 2.0.1 ``transactionInfo.stoppedReason``)."""
 
     async def on_ev_charging_needs(self, charge_point_id: str, connector_id: int, needs: EvChargingNeeds) -> None:
         """The EV on ``connector_id`` (2.0.1 evseId) reported its charging needs (NotifyEVChargingNeeds)."""

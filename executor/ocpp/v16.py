@@ -147,9 +147,18 @@ class CentralSystemV16(RobustRouting, ChargePoint):
 
     @on(Action.stop_transaction)
     async def _v16_stop_transaction(
-        self, transaction_id: int, timestamp: str, meter_stop: int, id_tag: str | None = None, **_: Any
+        self,
+        transaction_id: int,
+        timestamp: str,
+        meter_stop: int,
+        id_tag: str | None = None,
+        reason: str | None = None,
+        **_: Any,
     ):
-        await self._events.on_stop_transaction(self.id, str(transaction_id), parse_timestamp(timestamp))
+        # meterStop is an integer in Wh, the final register reading (OCPP 1.6 section 6.49, StopTransaction.req).
+        await self._events.on_stop_transaction(
+            self.id, str(transaction_id), parse_timestamp(timestamp), meter_stop / 1000.0, reason
+        )
         # idTagInfo is only meaningful when the stop was authorised with an idTag (OCPP 1.6 section 6.50,
         # StopTransaction.conf).
         info = IdTagInfo(status=AuthorizationStatus.accepted) if id_tag is not None else None

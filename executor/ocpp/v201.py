@@ -231,8 +231,8 @@ class CentralSystemV201(RobustRouting, ChargePoint):
             await self._events.on_start_transaction(self.id, evse_id, start, when, transaction_id=tx)
         if samples and evse_id is not None:
             await self._events.on_meter_values(self.id, evse_id, tx, samples)
-        if event_type == "Ended":
-            await self._events.on_stop_transaction(self.id, tx, when)
+        if event_type == "Ended":  # E06: the Ended event's meter values (folded above) are the final reading
+            await self._events.on_stop_transaction(self.id, tx, when, reason=transaction_info.get("stopped_reason"))
             self._evse_of.pop(tx, None)
         info = dt.IdTokenInfoType(status="Accepted") if id_token is not None else None
         return call_result.TransactionEvent(id_token_info=info)

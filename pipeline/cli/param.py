@@ -1,10 +1,12 @@
 """``pipeline param set|clear|list``: tunable parameters on ``pipeline.params``, changed without a migration.
 
-The tariff multipliers (the share of its cap a flexible session may take in each price tier) are
-parameters: a record on the upsert topic overrides a default, a tombstone returns to it. ``set`` and
-``clear`` go through ``pipeline run``'s gateway or straight to Kafka; ``list`` reads the values in force
-over Postgres wire. Thresholds inside temporal filters (meter staleness) stay literals in ``sql/``
-(docs/architecture.md, "Parameters").
+The tariff multipliers (the share of its cap a flexible session may take in each price tier) and the
+alert thresholds (deviation and breaker margins, the clock-skew threshold) are parameters, each with
+bounds of its own (:data:`pipeline.contracts.topics.PARAMETERS`): a record on the upsert topic overrides a
+default, a tombstone returns to it. ``set`` and ``clear`` go through ``pipeline run``'s gateway or straight
+to Kafka; ``list`` reads the values in force (the ``pipeline_settings`` view) over Postgres wire.
+Thresholds inside temporal filters (meter staleness) stay literals in ``sql/`` (docs/architecture.md,
+"Parameters").
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ _name = click.argument("name", type=click.Choice(sorted(PARAMETERS)))
 
 @click.group("param")
 def param() -> None:
-    """Set, clear and list tunable parameters (the tariff multipliers)."""
+    """Set, clear and list tunable parameters (tariff multipliers, alert thresholds)."""
 
 
 @param.command("set")
@@ -74,8 +76,7 @@ def param_list(dsn, as_json):
     rows = fetch_rows(
         dsn,
         {
-            "params": "SELECT 'tariff.multiplier.' || price_tier AS name, multiplier AS value, source "
-            "FROM tariff_multipliers ORDER BY multiplier DESC, price_tier",
+            "params": "SELECT name, value, source, min_value, max_value FROM pipeline_settings ORDER BY name",
         },
     )["params"]
     if as_json:
@@ -83,4 +84,5 @@ def param_list(dsn, as_json):
         return
     for row in rows:
         default = PARAMETERS.get(row["name"], (None,))[0]
-        click.echo(f"{row['name']} = {row['value']:g} ({row['source']}; default {default:g})")
+        origin = "default" if row["source"] == "default" else f"set; default {default:g}"
+        click.echo(f"{row['name']} = {row['value']:g} ({origin}; bounds {row['min_value']:g} .. {row['max_value']:g})")

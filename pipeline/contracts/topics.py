@@ -17,6 +17,7 @@ from enum import Enum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from pipeline.contracts.errors import RecordError
 
@@ -33,6 +34,7 @@ __all__ = [
     "SiteDemand",
     "TopicSpec",
     "TopologyNode",
+    "TransactionEvent",
     "TOPICS",
     "PARAMETERS",
     "PARAMS",
@@ -45,6 +47,7 @@ __all__ = [
     "CONTROL_RULES",
     "SETPOINT_COMMANDS",
     "SETPOINT_ACKS",
+    "TRANSACTION_EVENTS",
     "ALERTS",
     "SESSION_PLANS",
     "BOUNDS",
@@ -77,6 +80,8 @@ BOUNDS: dict[str, float] = {
     "energy_kwh": 10_000.0,
     # A price per kWh in any currency (day-ahead spot runs -0.5 .. 4 EUR/kWh; some currencies are 1000x).
     "price_per_kwh": 100_000.0,
+    # A charger's cumulative energy register (OCPP meterStart / meterStop): 1 TWh outlasts any charger.
+    "meter_register_kwh": 1_000_000_000.0,
     # Connector / EVSE ids and priorities are small integers.
     "connector_id": 1_000,
     "priority": 1_000,
@@ -176,7 +181,12 @@ class ActiveSession(_Record):
     current_power_kw: ChargerKw | None = None
     energy_kwh: Kwh | None = None
     soc_pct: Pct | None = None
-    sampled_at: datetime | None = None
+    sampled_at: datetime | None = Field(
+        None, description="when the executor received the latest reading (its own clock: the engine computes on it)"
+    )
+    charger_sampled_at: datetime | None = Field(
+        None, description="the latest reading's timestamp on the charger's clock (MeterValue.timestamp)"
+    )
     learned_cap_kw: ChargerKw | None = Field(
         None, description="what the EV has shown it takes (meter draw plus a margin); None: nothing learned"
     )
@@ -426,15 +436,62 @@ class SetpointAck(_Record):
     answered_at: datetime | None = None
 
 
+TRANSACTION_EVENT_TYPES = ("started", "ended")
+
+
+class TransactionEvent(_Record):
+    """``ocpp.transaction.events`` (key ``session_id``, append): a transaction's start and end, kept as history.
+
+    Published by the executor: ``started`` at StartTransaction (OCPP 1.6 section 6.45) or TransactionEvent
+    ``Started`` (OCPP 2.0.1 E01), ``ended`` at StopTransaction (1.6 section 6.49) or TransactionEvent
+    ``Ended`` (2.0.1 E06). ``event_id`` is ``"{session_id}:{event_type}"``, so a record delivered twice is
+    recognisably the same event. ``meter_start_kwh`` / ``meter_stop_kwh`` are the charger's energy register
+    (1.6 ``meterStart`` / ``meterStop`` in Wh, 2.0.1 ``Energy.Active.Import.Register``, here in kWh); the
+    final reading is the stop message's own when it carries one, else the last meter value. ``reason`` is
+    1.6 ``StopTransaction.reason`` or 2.0.1 ``transactionInfo.stoppedReason`` (``None``: not given, which
+    both versions read as ``Local``). ``binding`` is what limited the session's setpoint for the longest
+    time (as on ``ocpp.setpoint.commands``), ``None`` when it never had one. ``started_at`` and ``ended_at``
+    are the charger's timestamps, ``recorded_at`` the executor's clock when it received the message.
+    """
+
+    event_id: str
+    event_type: Literal["started", "ended"]
+    session_id: str
+    charge_point_id: str
+    connector_id: ConnectorId
+    transaction_id: str
+    site_id: str | None = None
+    node_id: str | None = None
+    started_at: datetime
+    ended_at: datetime | None = None
+    meter_start_kwh: float | None = Field(None, ge=0, le=BOUNDS["meter_register_kwh"])
+    meter_stop_kwh: float | None = Field(None, ge=0, le=BOUNDS["meter_register_kwh"])
+    energy_kwh: Kwh | None = Field(None, description="delivered in the session (ended only)")
+    peak_power_kw: ChargerKw | None = Field(None, description="the highest power reported in the session (ended only)")
+    reason: str | None = Field(None, max_length=64)
+    binding: str | None = Field(None, max_length=200)
+    recorded_at: datetime
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TransactionEvent:
+        if self.event_id != f"{self.session_id}:{self.event_type}":
+            raise ValueError("event_id must be '{session_id}:{event_type}'")
+        if (self.event_type == "ended") != (self.ended_at is not None):
+            raise ValueError("ended_at is required for an ended event, and not allowed for a started one")
+        return self
+
+
 class Alert(_Record):
     """``pipeline.alerts`` (key ``alert_id``, upsert; a tombstone clears the alert).
 
     ``alert_id`` is ``"{kind}:{subject_id}"``. Kinds: ``setpoint_deviation`` (a session draws well above
     its setpoint a minute after it was set), ``node_over_limit`` (measured load above a breaker's limit),
     ``stale_session_meter``, ``stale_site_meter``, ``site_meter_missing`` (a site with no meter reading
-    at all: its building load counts as 0), ``topology_too_deep`` (a node below depth 5) and
+    at all: its building load counts as 0), ``topology_too_deep`` (a node below depth 5),
     ``plan_at_risk`` (a session's plan can no longer be met: its remaining energy at its cap takes longer
-    than the time left before its departure; ``value_kw`` is the power it would need, ``limit_kw`` its cap).
+    than the time left before its departure; ``value_kw`` is the power it would need, ``limit_kw`` its cap) and
+    ``clock_skew`` (a charger's clock differs from the executor's by more than the
+    ``alert.clock_skew.threshold_s`` parameter; its subject is the charger).
     """
 
     alert_id: str
@@ -446,6 +503,7 @@ class Alert(_Record):
         "site_meter_missing",
         "topology_too_deep",
         "plan_at_risk",
+        "clock_skew",
     ]
     severity: Literal["warning", "critical"]
     site_id: str | None = None
@@ -461,33 +519,58 @@ PARAMETERS: dict[str, tuple[float, float, float]] = {
     "tariff.multiplier.MID_PEAK": (1.0, 0.0, 1.0),
     "tariff.multiplier.ON_PEAK": (0.5, 0.0, 1.0),
     "tariff.multiplier.CRITICAL_PEAK": (0.0, 0.0, 1.0),
+    "alert.setpoint_deviation.margin_kw": (1.0, 0.0, BOUNDS["charger_kw"]),
+    "alert.setpoint_deviation.margin_share": (0.1, 0.0, 10.0),
+    "alert.setpoint_deviation.delay_s": (60.0, 0.0, 3_600.0),
+    "alert.node_over_limit.margin_kw": (0.5, 0.0, BOUNDS["site_kw"]),
+    "alert.clock_skew.threshold_s": (60.0, 1.0, 86_400.0),
 }
-"""Tunable parameters, ``{name: (default, minimum, maximum)}``: the share of its cap a flexible session may
-take in each price tier. The defaults are written in sql/views/tariff_multipliers.sql too (a test holds
-them equal); a ``pipeline.params`` record overrides one without a migration."""
+"""Tunable parameters, ``{name: (default, minimum, maximum)}``, each with bounds of its own:
+
+* ``tariff.multiplier.<tier>``: the share (0 .. 1) of its cap a flexible session may take in that tier;
+* ``alert.setpoint_deviation.margin_kw`` / ``margin_share``: a session draws above its setpoint by more
+  than max(margin_kw, margin_share x setpoint) (kW; a share, up to 10 = 1000 %), in a reading taken
+  ``delay_s`` or more after the setpoint was computed (s, 0 .. 1 h: the EV's time to follow it);
+* ``alert.node_over_limit.margin_kw``: measured load above a breaker's limit by more than this (kW);
+* ``alert.clock_skew.threshold_s``: a charger's clock differs from the executor's by more than this (s,
+  1 s .. 1 day).
+
+The defaults are written in sql/views/pipeline_settings.sql too (a test holds them equal); a
+``pipeline.params`` record overrides one without a migration. What stays a literal in ``sql/``, and why,
+is in docs/architecture.md ("Parameters")."""
+
+ParameterName = Literal[
+    "tariff.multiplier.OFF_PEAK",
+    "tariff.multiplier.MID_PEAK",
+    "tariff.multiplier.ON_PEAK",
+    "tariff.multiplier.CRITICAL_PEAK",
+    "alert.setpoint_deviation.margin_kw",
+    "alert.setpoint_deviation.margin_share",
+    "alert.setpoint_deviation.delay_s",
+    "alert.node_over_limit.margin_kw",
+    "alert.clock_skew.threshold_s",
+]
 
 
 class Parameter(_Record):
     """``pipeline.params`` (key ``name``, upsert; a tombstone returns the parameter to its default).
 
-    ``name`` is one of :data:`PARAMETERS`; ``value`` must lie within that parameter's bounds.
+    ``name`` is one of :data:`PARAMETERS`; ``value`` must lie within that parameter's own bounds (a
+    :class:`ValueError` names them).
     """
 
-    name: Literal[
-        "tariff.multiplier.OFF_PEAK",
-        "tariff.multiplier.MID_PEAK",
-        "tariff.multiplier.ON_PEAK",
-        "tariff.multiplier.CRITICAL_PEAK",
-    ]
-    value: float = Field(ge=0, le=1, description="every parameter so far is a share, 0 .. 1")
+    name: ParameterName
+    value: float = Field(
+        ge=0, le=BOUNDS["site_kw"], description="within the parameter's own bounds (PARAMETERS); all are >= 0"
+    )
     updated_at: datetime
     reason: str | None = None
 
     @model_validator(mode="after")
     def _within_bounds(self) -> Parameter:
         _, low, high = PARAMETERS[self.name]
-        if not low <= self.value <= high:
-            raise ValueError(f"value: {self.name} must be between {low:g} and {high:g}")
+        if not low <= self.value <= high:  # a custom error: its message is shown as is, with no "Value error, "
+            raise PydanticCustomError("parameter_bounds", f"value: {self.name} must be between {low:g} and {high:g}")
         return self
 
 
@@ -500,6 +583,7 @@ SITE_TOPOLOGY = "site.topology"
 CONTROL_RULES = "control.rules"
 SETPOINT_COMMANDS = "ocpp.setpoint.commands"
 SETPOINT_ACKS = "ocpp.setpoint.acks"
+TRANSACTION_EVENTS = "ocpp.transaction.events"
 ALERTS = "pipeline.alerts"
 PARAMS = "pipeline.params"
 SESSION_PLANS = "session.plans"
@@ -526,6 +610,7 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec(CONTROL_RULES, "rule_id", "upsert", ControlRule),
         TopicSpec(SETPOINT_COMMANDS, "session_id", "upsert", SetpointCommand),
         TopicSpec(SETPOINT_ACKS, "charge_point_id", "append", SetpointAck),
+        TopicSpec(TRANSACTION_EVENTS, "session_id", "append", TransactionEvent),
         TopicSpec(ALERTS, "alert_id", "upsert", Alert),
         TopicSpec(PARAMS, "name", "upsert", Parameter),
         TopicSpec(SESSION_PLANS, "plan_id", "upsert", SessionPlan),

@@ -20,7 +20,9 @@ class EngineConfig(BaseModel):
     their own instants, see :mod:`pipeline.engine.boundaries`), ``poll_s`` how long one poll for input
     waits at most (less when a temporal boundary comes sooner), ``batch_max`` the most input records per micro-batch,
     ``catch_up_timeout_s`` the bound on the start-up read of the inputs, and ``sql_dir`` the RisingWave SQL
-    to run (``None``: the ``sql/`` shipped with the pipeline).
+    to run (``None``: the ``sql/`` shipped with the pipeline). ``history_path`` is the SQLite file that keeps
+    ``ocpp.transaction.events`` across restarts (``None``: kept in memory only), ``history_retention_days``
+    how long they are kept (:mod:`pipeline.engine.history`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -30,3 +32,5 @@ class EngineConfig(BaseModel):
     batch_max: int = Field(5000, ge=1, description="most input records per micro-batch")
     catch_up_timeout_s: float = Field(300.0, gt=0, description="start-up read of the inputs, s")
     sql_dir: Path | None = Field(None, description="sql/ to run (default: the one shipped with the pipeline)")
+    history_path: Path | None = Field(None, description="SQLite file for the transaction history (None: memory only)")
+    history_retention_days: float = Field(90.0, gt=0, le=36_600, description="transaction history kept, days")

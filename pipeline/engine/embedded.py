@@ -385,6 +385,15 @@ class EmbeddedEngine:
         self.sites.clear()
         self._boundaries.clear()
 
+    def forget(self, topic: str, column: str, before: datetime) -> int:
+        """Delete the rows of ``topic``'s input table whose ``column`` is before ``before`` (a retention, see
+        :mod:`pipeline.engine.history`); the next evaluation re-runs what reads them. Returns the rows deleted."""
+        name = self.inputs[topic].name
+        (deleted,) = self.con.execute(f'DELETE FROM {name} WHERE "{column}" < ?', [before]).fetchone() or (0,)
+        if deleted:
+            self._dirty[name] = ALL
+        return int(deleted)
+
     def assume_emitted(self, topic: str, keys: Iterable[str]) -> None:
         """Record that ``keys`` are live on a sink's ``topic`` already (from an earlier run), so the next
         evaluation re-publishes the ones still in the view and tombstones the ones that are gone."""

@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 from pipeline.contracts.clock import Clock, SimClock, SystemClock
 from pipeline.engine.config import EngineConfig
 from pipeline.engine.embedded import EmbeddedEngine, SinkChange
+from pipeline.engine.history import TransactionHistory
 from pipeline.transport.base import Consumer, Record, Transport, dead_letter, decode_or_dead_letter
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,48 @@ def round_summary(changes: list[SinkChange]) -> str:
     return "; ".join(parts)
 
 
+class DrEventLog:
+    """One INFO line when a demand-response event comes into force at a site and one when it is over, from
+    the ``dr_events`` view (one row per event in force, see sql/views/dr_events.sql) after each evaluation.
+    Fields: ``site_id``, ``dr_event_id``, ``curtailment_pct`` or ``limit_kw``, ``ends_at``."""
+
+    VIEW = "dr_events"
+
+    def __init__(self, engine: EmbeddedEngine) -> None:
+        self._engine = engine
+        self._enabled = any(v.name == self.VIEW for v in engine.views)
+        self._in_force: dict[tuple[str, str], tuple] = {}
+
+    def update(self) -> None:
+        """Compare the events in force now with those of the last call and log the difference."""
+        if not self._enabled:
+            return
+        _, rows = self._engine.query(
+            f"SELECT site_id, dr_event_id, curtailment_pct, limit_kw, event_end FROM {self.VIEW}"
+        )
+        now = {(site, event): (pct, limit, end) for site, event, pct, limit, end in rows}
+        for (site, event), (pct, limit, end) in sorted(now.items() - self._in_force.items()):
+            what = f"curtailment {pct:g} %" if pct is not None else f"limit {limit:g} kW"
+            ends = end.isoformat(timespec="seconds") if end is not None else "?"
+            log.info(
+                "DR event %s in force at site %s: %s until %s",
+                event,
+                site,
+                what,
+                ends,
+                extra={
+                    "site_id": site,
+                    "dr_event_id": event,
+                    "curtailment_pct": pct,
+                    "limit_kw": limit,
+                    "ends_at": ends,
+                },
+            )
+        for site, event in sorted(self._in_force.keys() - now.keys()):
+            log.info("DR event %s at site %s is over", event, site, extra={"site_id": site, "dr_event_id": event})
+        self._in_force = now
+
+
 class EngineService:
     """The embedded engine as a long-running service on ``transport``.
 
@@ -106,6 +149,8 @@ class EngineService:
         self.batch_max = config.batch_max
         self.catch_up_timeout_s = config.catch_up_timeout_s
         self.stats = EngineStats()
+        self.history = TransactionHistory(engine, config.history_path, config.history_retention_days)
+        self._dr_log = DrEventLog(engine)
         self._stop = asyncio.Event()
         self._consumer: Consumer | None = None
         self._busy = False
@@ -139,6 +184,8 @@ class EngineService:
             await self._load(records)
             count = len(records)
         now = self.clock.now()
+        if self.history.prune_due(now):
+            await asyncio.to_thread(self.history.prune, now)
         tick = force or now >= self._next_tick
         if count or tick or self.engine.boundary_due(now):
             self._busy = True
@@ -156,6 +203,8 @@ class EngineService:
                 )
             if changes and log.isEnabledFor(logging.INFO):  # the summary parses every record: only when shown
                 log.info("evaluation at %s: %s", now.isoformat(timespec="seconds"), round_summary(changes))
+            if log.isEnabledFor(logging.INFO):
+                self._dr_log.update()
             self.stats.evaluations += 1
             self.stats.changes_out += len(changes)
             self.stats.last_eval_ms = self.engine.last_eval_ms
@@ -202,11 +251,14 @@ class EngineService:
                 await dead_letter(self.transport, rec, f"refused by the engine: {type(exc).__name__}: {exc}")
             self.stats.dead_lettered += len(refused)
         self.stats.records_in += len(decoded) - len(refused)
+        refused_ids = {id(item[2]) for item in refused}
+        self.history.keep(item for item in decoded if id(item[2]) not in refused_ids)
 
     async def _start(self) -> tuple[Consumer, int]:
         """Learn the sink topics' keys, open the input consumer and load the inputs to their end offsets;
         returns the consumer and the number of records read."""
         await self._assume_published()
+        await asyncio.to_thread(self.history.restore, self.clock.now())
         consumer = self._consumer = await self.transport.consumer(self.engine.input_topics, self.group)
         self._next_tick = self.clock.now()
         ends = await consumer.end_offsets()
@@ -254,6 +306,7 @@ class EngineService:
                     log.exception("engine batch failed; continuing")
                     await asyncio.sleep(self.poll_s)
         finally:
+            self.history.close()
             if self._consumer is not None:
                 await self._consumer.close()
                 self._consumer = None

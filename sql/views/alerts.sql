@@ -1,8 +1,12 @@
 -- Alerts for operators (pipeline.alerts), one row per open condition; it leaves the view when it clears.
---   setpoint_deviation: a fresh meter shows a session drawing more than max(1 kW, 10 %) above its
---                       setpoint 60 s or more after the setpoint was computed
+--   setpoint_deviation: a fresh meter shows a session drawing more than max(margin_kw, margin_share x
+--                       setpoint) above its setpoint delay_s or more after the setpoint was computed
+--                       (parameters alert.setpoint_deviation.margin_kw, 1 kW, .margin_share, 10 %, and
+--                       .delay_s, 60 s)
 --   node_over_limit:    measured load under a breaker (fresh session meters, plus the building at a
---                       site) above its limit by more than 0.5 kW
+--                       site) above its limit by more than alert.node_over_limit.margin_kw (0.5 kW)
+--   clock_skew:         a charger whose latest reading's own timestamp differs from when the executor
+--                       received it by more than alert.clock_skew.threshold_s (60 s); subject: the charger
 --   stale_session_meter / stale_site_meter: telemetry older than its staleness threshold
 --   site_meter_missing: a site with no bems.site.demand reading at all: its building load counts as 0
 --   topology_too_deep:  a node deeper than the allocation unrolls (depth 5) or in a parent cycle
@@ -27,21 +31,54 @@ loads AS (
         COALESCE(m.load_kw, 0) + h.building_kw AS load_kw
     FROM node_headroom AS h
     LEFT JOIN measured AS m ON m.node_id = h.node_id
+),
+-- The parameters are compared with plain columns of their type (RisingWave dynamic filters: a column on one
+-- side, the scalar subquery alone on the other), so each excess is a DOUBLE PRECISION column.
+deviations AS (
+    SELECT
+        s.session_id,
+        p.site_id,
+        s.current_power_kw,
+        p.setpoint_kw,
+        p.computed_at,
+        s.current_power_kw - p.setpoint_kw AS excess_kw,
+        CASE
+            WHEN p.setpoint_kw > 0 THEN (s.current_power_kw - p.setpoint_kw) / p.setpoint_kw
+            ELSE CAST(1e9 AS DOUBLE PRECISION)
+        END AS excess_share,
+        CAST(EXTRACT(EPOCH FROM s.sampled_at) - EXTRACT(EPOCH FROM p.computed_at) AS DOUBLE PRECISION) AS after_s
+    FROM ocpp_active_sessions AS s
+    JOIN session_setpoints AS p ON p.session_id = s.session_id
+    WHERE s.current_power_kw > p.setpoint_kw
+),
+skews AS (
+    SELECT
+        charge_point_id,
+        MAX(site_id) AS site_id,
+        CAST(
+            MAX(ABS(EXTRACT(EPOCH FROM sampled_at) - EXTRACT(EPOCH FROM charger_sampled_at))) AS DOUBLE PRECISION
+        ) AS skew_s,
+        MAX(charger_sampled_at) AS charger_sampled_at
+    FROM ocpp_active_sessions
+    WHERE sampled_at IS NOT NULL AND charger_sampled_at IS NOT NULL
+    GROUP BY charge_point_id
 )
 SELECT
-    'setpoint_deviation:' || s.session_id AS alert_id,
+    'setpoint_deviation:' || session_id AS alert_id,
     'setpoint_deviation' AS kind,
     'warning' AS severity,
-    p.site_id,
-    s.session_id AS subject_id,
-    s.current_power_kw AS value_kw,
-    p.setpoint_kw AS limit_kw,
-    p.computed_at AS since,
+    site_id,
+    session_id AS subject_id,
+    current_power_kw AS value_kw,
+    setpoint_kw AS limit_kw,
+    computed_at AS since,
     'session draws above its setpoint' AS message
-FROM ocpp_active_sessions AS s
-JOIN session_setpoints AS p ON p.session_id = s.session_id
-WHERE s.current_power_kw > p.setpoint_kw + GREATEST(1.0, 0.1 * p.setpoint_kw)
-    AND s.sampled_at >= p.computed_at + INTERVAL '60 seconds'
+FROM deviations
+WHERE excess_kw > (SELECT MAX(value) FROM pipeline_settings WHERE name = 'alert.setpoint_deviation.margin_kw')
+    AND excess_share > (
+        SELECT MAX(value) FROM pipeline_settings WHERE name = 'alert.setpoint_deviation.margin_share'
+    )
+    AND after_s >= (SELECT MAX(value) FROM pipeline_settings WHERE name = 'alert.setpoint_deviation.delay_s')
 UNION ALL
 SELECT
     'node_over_limit:' || node_id AS alert_id,
@@ -53,8 +90,22 @@ SELECT
     limit_kw,
     CAST(NULL AS TIMESTAMPTZ) AS since,
     'measured load above the breaker limit' AS message
-FROM loads
-WHERE load_kw > limit_kw + 0.5
+FROM (SELECT node_id, site_id, load_kw, limit_kw, load_kw - limit_kw AS excess_kw FROM loads) AS over
+WHERE excess_kw > (SELECT MAX(value) FROM pipeline_settings WHERE name = 'alert.node_over_limit.margin_kw')
+UNION ALL
+SELECT
+    'clock_skew:' || charge_point_id AS alert_id,
+    'clock_skew' AS kind,
+    'warning' AS severity,
+    site_id,
+    charge_point_id AS subject_id,
+    CAST(NULL AS DOUBLE PRECISION) AS value_kw,
+    CAST(NULL AS DOUBLE PRECISION) AS limit_kw,
+    CAST(NULL AS TIMESTAMPTZ) AS since,
+    'charger clock differs from the executor''s past alert.clock_skew.threshold_s: its readings are timed on receipt'
+        AS message
+FROM skews
+WHERE skew_s > (SELECT MAX(value) FROM pipeline_settings WHERE name = 'alert.clock_skew.threshold_s')
 UNION ALL
 SELECT
     'stale_session_meter:' || session_id AS alert_id,

@@ -32,6 +32,7 @@ def session_json(tx: int, **updates) -> dict:
         "energy_kwh": None,
         "soc_pct": None,
         "sampled_at": None,
+        "charger_sampled_at": None,
     }
     base.update(updates)
     return base
@@ -43,11 +44,12 @@ def fields(record) -> dict:
     return {k: value[k] for k in session_json(0) if k in value}
 
 
-async def test_session_lifecycle_records(charge_point, transport):
+async def test_session_lifecycle_records(charge_point, transport, executor):
     async with charge_point() as cp:
         await cp.boot()
         tx = await cp.start_tx(connector_id=1, meter_start=1000, when=T0)
         assert isinstance(tx, int) and tx > 0
+        await executor.outbox.flush(5)  # each update delivered before the next (else they coalesce)
 
         await cp.call(
             call.MeterValues(
@@ -66,6 +68,7 @@ async def test_session_lifecycle_records(charge_point, transport):
                 ],
             )
         )
+        await executor.outbox.flush(5)
         # kW / kWh units, per-phase power summed, default measurand is the energy register; two samples
         # in one message: the latest wins.
         await cp.call(
@@ -97,11 +100,23 @@ async def test_session_lifecycle_records(charge_point, transport):
     records = transport.log(SESSIONS)
     assert [r.key for r in records] == [f"CP1-{tx}"] * 4
     assert fields(records[0]) == session_json(tx)
+    # sampled_at is the executor's clock when the readings arrived (the test clock stands at T0, 08:00);
+    # charger_sampled_at is the latest reading's own timestamp on the charger's clock.
     assert fields(records[1]) == session_json(
-        tx, current_power_kw=7.4, energy_kwh=0.5, soc_pct=42.0, sampled_at="2025-01-06T08:01:00Z"
+        tx,
+        current_power_kw=7.4,
+        energy_kwh=0.5,
+        soc_pct=42.0,
+        sampled_at="2025-01-06T08:00:00Z",
+        charger_sampled_at="2025-01-06T08:01:00Z",
     )
     assert fields(records[2]) == session_json(
-        tx, current_power_kw=6.5, energy_kwh=2.5, soc_pct=42.0, sampled_at="2025-01-06T08:03:00Z"
+        tx,
+        current_power_kw=6.5,
+        energy_kwh=2.5,
+        soc_pct=42.0,
+        sampled_at="2025-01-06T08:00:00Z",
+        charger_sampled_at="2025-01-06T08:03:00Z",
     )
     assert records[3].value is None
     assert transport.latest(SESSIONS) == {}

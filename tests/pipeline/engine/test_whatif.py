@@ -250,10 +250,14 @@ def test_the_parameter_defaults_in_sql_are_the_contracts():
 
     engine = EmbeddedEngine()
     engine.evaluate(NOW)
-    _, rows = engine.query("SELECT price_tier, multiplier, source FROM tariff_multipliers")
+    _, rows = engine.query("SELECT name, value, source, default_value, min_value, max_value FROM pipeline_settings")
+    _, tiers = engine.query("SELECT price_tier, multiplier, source FROM tariff_multipliers")
     engine.close()
-    assert {f"tariff.multiplier.{tier}": (value, source) for tier, value, source in rows} == {
-        name: (default, "default") for name, (default, _, _) in PARAMETERS.items()
+    assert {name: tuple(rest) for name, *rest in rows} == {
+        name: (default, "default", default, low, high) for name, (default, low, high) in PARAMETERS.items()
+    }
+    assert {f"tariff.multiplier.{tier}": (value, source) for tier, value, source in tiers} == {
+        name: (default, "default") for name, (default, _, _) in PARAMETERS.items() if name.startswith("tariff.")
     }
 
 
