@@ -341,10 +341,15 @@ def run(quick: bool = False, long: bool = False) -> dict:
 
 
 def tables(result: dict) -> list:
+    def cents(eur: float | None) -> float | None:
+        return None if eur is None else round(100 * eur, 2)
+
     rows = [
         {
             **r,
-            "cost ratio": round(r["eur_per_kwh"] / r["optimum_eur_per_kwh_same_energy"], 3)
+            "ct_per_kwh": cents(r.get("eur_per_kwh")),
+            "optimum_ct_per_kwh_same_energy": cents(r.get("optimum_eur_per_kwh_same_energy")),
+            "cost_ratio": round(r["eur_per_kwh"] / r["optimum_eur_per_kwh_same_energy"], 3)
             if r.get("eur_per_kwh") and r.get("optimum_eur_per_kwh_same_energy")
             else None,
         }
@@ -369,9 +374,9 @@ def tables(result: dict) -> list:
         "Charging quality: cost, limits and peaks",
         (
             "scenario",
-            "eur_per_kwh",
-            "optimum_eur_per_kwh_same_energy",
-            "cost ratio",
+            "ct_per_kwh",
+            "optimum_ct_per_kwh_same_energy",
+            "cost_ratio",
             "seconds_over_breaker",
             "seconds_over_limit_in_force",
             "seconds_over_a",
@@ -380,7 +385,8 @@ def tables(result: dict) -> list:
             "replay_wall_s",
         ),
         rows,
-        caption="cost per kWh against the cheapest schedule of the same energy; seconds over the rating per phase as L1, L2, L3",
+        caption="cost in euro cents per kWh (day-ahead price) against the cheapest schedule of the same energy; "
+        "seconds over the rating per phase as L1, L2, L3",
     )
     return [energy, cost]
 
@@ -389,7 +395,7 @@ def markdown(result: dict) -> str:
     """The README's table of a run's ``result`` (the ``quality`` entry of the JSON file)."""
     lines = [
         "| scenario | sessions | delivered / optimum, kWh | % of optimum | unmet, kWh (worst session) | "
-        "optimum unmet, kWh | EUR/kWh (cheapest for that energy) | s over breaker / limit in force / per phase "
+        "optimum unmet, kWh | ct/kWh (cheapest for that energy) | s over breaker / limit in force / per phase "
         "(L1, L2, L3) | peak, kW (optimum) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -399,7 +405,7 @@ def markdown(result: dict) -> str:
         lines.append(
             f"| {r['scenario']} | {r['sessions']} | {r['delivered_kwh']:.1f} / {r['optimum_kwh']:.1f} | "
             f"{r['energy_pct_of_optimum']:.1f} % | {r['unmet_kwh']:.1f} ({r['worst_unmet_kwh']:.1f}) | "
-            f"{r['optimum_unmet_kwh']:.1f} | {r['eur_per_kwh']:.4f} ({r['optimum_eur_per_kwh_same_energy']:.4f}) | "
+            f"{r['optimum_unmet_kwh']:.1f} | {100 * r['eur_per_kwh']:.2f} ({100 * r['optimum_eur_per_kwh_same_energy']:.2f}) | "
             f"{r['seconds_over_breaker']:g} / {r['seconds_over_limit_in_force']:g} / {phases} | "
             f"{r['peak_kw']:.1f} ({r['optimum_peak_kw']:.1f}) |"
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 
 from benchmarks.quality import LpProblem, LpSession, build_lp, max_energy, min_cost
@@ -74,3 +76,69 @@ def test_a_rating_per_phase_binds_the_phase_a_one_phase_ev_loads():
     assert best.power_kw[0][0] == pytest.approx(4.6 - 11 / 3)
     # without the rating only the breaker and the EVs bind: 17 kW
     assert max_energy(LpProblem(p.sessions, [100.0], [0.0], [0.1])).energy_kwh == pytest.approx(17 / 60)
+
+
+def test_a_replays_summary_becomes_the_lp_of_its_day():
+    from benchmarks.quality import problem_from_replay
+    from pipeline.replay.data import building_load, price_signals
+
+    summary = {
+        "site_id": "replay-site",
+        "replay_start": "2024-06-02T22:00:00+00:00",
+        "replay_end": "2024-06-03T22:00:00+00:00",
+        "breaker_limit_kw": 100.0,
+        "breaker_limit_a": 145.0,
+        "dr_windows": [{"start": "2024-06-03T15:00:00+00:00", "end": "2024-06-03T17:00:00+00:00", "limit_kw": 80.0}],
+        "options": {"day": "2024-06-03", "days": 1, "households": 12},
+        "session_results": [
+            {
+                "arrival_at": "2024-06-02T22:30:30+00:00",
+                "departure_at": "2024-06-03T01:00:00+00:00",
+                "energy_requested_kwh": 10.0,
+                "max_power_kw": 11.0,
+                "phases": 1,
+                "voltage_v": 230.0,
+            }
+        ],
+    }
+    p = problem_from_replay(summary)
+    assert len(p.limit_kw) == len(p.building_kw) == len(p.price_per_kwh) == 1440
+    assert (p.limit_kw[17 * 60 - 1], p.limit_kw[17 * 60], p.limit_kw[19 * 60 - 1], p.limit_kw[19 * 60]) == (
+        100.0,
+        80.0,
+        80.0,
+        100.0,
+    )  # 15:00-17:00 UTC is minutes 1020-1139 from 22:00 UTC
+    load = building_load(date(2024, 6, 3))
+    assert p.building_kw[:16] == [load[0][1]] * 15 + [load[1][1]]
+    prices = price_signals("replay-site", date(2024, 6, 3))
+    assert p.price_per_kwh[59:61] == [prices[0].price_per_kwh, prices[1].price_per_kwh]
+    assert p.sessions == [LpSession(30.5, 180.0, 10.0, 11.0, phases=(0,), voltage_v=230.0)]
+    assert p.limit_a == 145.0
+
+
+def test_the_tables_and_the_readme_table_render_a_row():
+    from benchmarks.quality import markdown, tables
+
+    row = {
+        "scenario": "default day",
+        "sessions": 20,
+        "requested_kwh": 257.19,
+        "delivered_kwh": 192.393,
+        "optimum_kwh": 192.405,
+        "energy_pct_of_optimum": 100.0,
+        "unmet_kwh": 64.797,
+        "worst_unmet_kwh": 26.706,
+        "optimum_unmet_kwh": 64.785,
+        "eur_per_kwh": 0.1192,
+        "optimum_eur_per_kwh_same_energy": 0.096,
+        "seconds_over_breaker": 0.0,
+        "seconds_over_limit_in_force": 0.0,
+        "seconds_over_a_per_phase": {"L1": 0.0, "L2": 2.5, "L3": 0.0},
+        "peak_kw": 79.687,
+        "optimum_peak_kw": 100.0,
+    }
+    assert len(tables({"rows": [row]})) == 2
+    assert "| default day | 20 | 192.4 / 192.4 | 100.0 % | 64.8 (26.7) | 64.8 | 11.92 (9.60) | 0 / 0 / 0, 2.5, 0 |" in (
+        markdown({"rows": [row]})
+    )
