@@ -79,7 +79,9 @@ def price_signals(site_id: str, day: date, days: int = 1) -> list[PriceSignal]:
     rows: list[tuple[datetime, float]] = []
     for week in sorted({_week_of(day + timedelta(days=d)) for d in range(days)}, key=str):
         with open(DATA_DIR / f"nl_day_ahead_{week}_week.csv", newline="") as f:
-            rows += [(datetime.fromisoformat(r["datetime_utc"]), float(r["price_eur_per_mwh"])) for r in csv.DictReader(f)]
+            rows += [
+                (datetime.fromisoformat(r["datetime_utc"]), float(r["price_eur_per_mwh"])) for r in csv.DictReader(f)
+            ]
     out: list[PriceSignal] = []
     for d in range(days):
         start = day_start_utc(day + timedelta(days=d))

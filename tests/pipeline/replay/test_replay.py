@@ -8,7 +8,8 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from pipeline.contracts.clock import SimClock
-from pipeline.replay.driver import ReplayOptions, SiteMeter, grid_phases, replay_config, run_clock_to, run_replay
+from pipeline.replay.driver import ReplayOptions, replay_config, run_clock_to, run_replay
+from pipeline.replay.meter import SiteMeter, grid_phases
 from pipeline.replay.series import ReplaySeries
 
 
