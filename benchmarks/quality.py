@@ -275,7 +275,8 @@ def measure(scenario: dict) -> dict:
     from pipeline.replay.driver import ReplayOptions, run_replay
     from pipeline.replay.series import ReplaySeries
 
-    logging.getLogger("pipeline").setLevel(logging.ERROR)
+    logging.getLogger("pipeline").setLevel(logging.ERROR)  # the loop's own chatter ...
+    logging.getLogger("pipeline.replay").setLevel(logging.WARNING)  # ... but not a loop that did not settle
     options = ReplayOptions(
         day=date.fromisoformat(scenario["day"]),
         days=scenario["days"],

@@ -123,3 +123,30 @@ async def test_the_clock_lands_on_an_event_exactly_or_stops_where_a_session_end_
     await run_clock_to(clock, t0 + timedelta(hours=1), woken)
     await ending
     assert clock.held and t0 + timedelta(minutes=11) <= clock.now() < t0 + timedelta(hours=1)
+
+
+def test_session_ends_are_foreseen_from_the_draw_and_an_unreported_end_is_kept():
+    from types import SimpleNamespace
+
+    from pipeline.replay.driver import _session_ends
+    from pipeline.sim.ev import EV
+    from pipeline.sim.session import Connector, Session
+
+    t0 = datetime(2024, 6, 3, 8, tzinfo=UTC)
+
+    def connector(need_kwh: float, leaves_after: timedelta, kw: float, ended: datetime | None = None) -> Connector:
+        ev = EV("EV1", "m", 60.0, 11.0, 20.0, need_kwh, t0, t0 + leaves_after)
+        s = Session(ev, t0, 0, need_kwh * 1000, t0, transaction_id=1, energy_wh=1000.0, end_at=ended)
+        return Connector(1, 3, power_kw=kw, last_t=t0, session=s)
+
+    full = connector(6.5, timedelta(hours=8), 11.0)  # 5.5 kWh left at 11 kW: met in 30 min
+    leaves = connector(50.0, timedelta(minutes=20), 11.0)  # leaves before it is full
+    paused = connector(50.0, timedelta(hours=2), 0.0)  # draws nothing: ends when it leaves
+    ended = connector(50.0, timedelta(hours=2), 0.0, ended=t0 + timedelta(minutes=5))  # StopTransaction not answered
+    chargers = [SimpleNamespace(connectors={1: c}) for c in (full, leaves, paused, ended)]
+    assert [t for _, t in _session_ends(chargers)] == [  # type: ignore[arg-type]
+        t0 + timedelta(minutes=30),
+        t0 + timedelta(minutes=20),
+        t0 + timedelta(hours=2),
+        t0 + timedelta(minutes=5),
+    ]
