@@ -17,17 +17,32 @@ __all__ = ["replay"]
 
 @click.command("replay")
 @click.option(
+    "--date",
     "--day",
+    "day",
     type=click.DateTime(["%Y-%m-%d"]),
     default="2024-06-03",
     show_default=True,
-    help="first local day (data covers 2024-06-03 to 2024-06-09)",
+    help="first local day; the data covers a week per season of 2024: from 15 Jan, 15 Apr, 3 Jun and 14 Oct",
 )
-@click.option("--days", default=1, show_default=True, type=click.IntRange(1, 7))
+@click.option("--days", default=1, show_default=True, type=click.IntRange(1, 7), help="days from --date")
 @click.option("--speed", default=1440.0, show_default=True, type=click.FloatRange(min=1), help="time acceleration")
 @click.option("--chargers", default=10, show_default=True, type=click.IntRange(1, 500))
 @click.option("--charger-kw", default=22.0, show_default=True, type=click.FloatRange(min=3.7))
-@click.option("--limit-kw", default=100.0, show_default=True, type=click.FloatRange(min=1), help="main breaker, kW")
+@click.option(
+    "--breaker-kw",
+    "--limit-kw",
+    "limit_kw",
+    default=100.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="main breaker, kW",
+)
+@click.option(
+    "--breaker-a",
+    type=click.FloatRange(min=1, max=4000),
+    help="main breaker's rating per phase, A (limit_a on the site's topology; seconds over it per phase)",
+)
 @click.option("--households", default=12, show_default=True, type=click.IntRange(1, 25))
 @click.option("--evs-per-charger", default=2.0, show_default=True, type=click.FloatRange(min=0))
 @click.option("--dr/--no-dr", default=True, show_default=True, help="a 20 % DR event 17:00-19:00 local each day")
@@ -49,6 +64,7 @@ def replay(
     chargers,
     charger_kw,
     limit_kw,
+    breaker_a,
     households,
     evs_per_charger,
     dr,
@@ -87,6 +103,7 @@ def replay(
         chargers=chargers,
         charger_kw=charger_kw,
         limit_kw=limit_kw,
+        breaker_a=breaker_a,
         households=households,
         evs_per_charger=evs_per_charger,
         dr_event=dr,

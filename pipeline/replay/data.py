@@ -1,5 +1,8 @@
 """Real inputs for replays: the ev2gym 2.0.0 slices in ``data/ev2gym`` (MIT; provenance in its README).
 
+One real week per season of 2024 is shipped (:data:`WEEKS`, Monday to Sunday, local time), so a replay can
+run a winter weekday or a summer weekend on the data of that day:
+
 * Dutch day-ahead prices (ENTSO-E, hourly, EUR/MWh) become ``tariff.price.signals``, with tiers cut
   at the day's price quantiles.
 * Household load profiles (15 min, kW) summed over ``households`` homes are the site's building load.
@@ -17,8 +20,9 @@ from pipeline.contracts.errors import PipelineError
 from pipeline.contracts.topics import PriceSignal, PriceTier
 from pipeline.sim.evs import DATA_DIR, SITE_TZ, EVSampler
 
-FIRST_DAY = date(2024, 6, 3)
-DAYS_AVAILABLE = 7
+WEEKS = (date(2024, 1, 15), date(2024, 4, 15), date(2024, 6, 3), date(2024, 10, 14))
+"""The first day (a Monday) of each shipped week: winter, spring, summer, autumn 2024."""
+FIRST_DAY = date(2024, 6, 3)  # the default replay day
 TIER_QUANTILES = ((0.25, PriceTier.OFF_PEAK), (0.75, PriceTier.MID_PEAK), (0.95, PriceTier.ON_PEAK))
 
 
@@ -35,6 +39,7 @@ __all__ = [
     "DAY_AHEAD_RELEASE",
     "day_ahead_releases",
     "day_start_utc",
+    "shipped_days",
     "price_signals",
     "price_tier",
 ]
@@ -45,10 +50,18 @@ def day_start_utc(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=SITE_TZ).astimezone(UTC)
 
 
+def _week_of(day: date) -> date | None:
+    return next((w for w in WEEKS if w <= day < w + timedelta(days=7)), None)
+
+
+def shipped_days() -> str:
+    """The shipped spans, e.g. ``"2024-01-15..2024-01-21, ..."``, for messages and help."""
+    return ", ".join(f"{w}..{w + timedelta(days=6)}" for w in WEEKS)
+
+
 def _check_days(day: date, days: int) -> None:
-    last = FIRST_DAY + timedelta(days=DAYS_AVAILABLE - 1)
-    if days < 1 or day < FIRST_DAY or day + timedelta(days=days - 1) > last:
-        raise DataError(f"the shipped data covers {FIRST_DAY} to {last}; asked for {days} day(s) from {day}")
+    if days < 1 or any(_week_of(day + timedelta(days=d)) is None for d in range(days)):
+        raise DataError(f"the shipped data covers {shipped_days()}; asked for {days} day(s) from {day}")
 
 
 def price_tier(price: float, sorted_prices: list[float]) -> PriceTier:
@@ -65,8 +78,12 @@ def price_signals(site_id: str, day: date, days: int = 1) -> list[PriceSignal]:
     """Hourly day-ahead prices from local midnight of ``day`` for ``days`` days, as price signals
     (``price_per_kwh`` in EUR/kWh = EUR/MWh / 1000); tiers are cut per local day."""
     _check_days(day, days)
-    with open(DATA_DIR / "nl_day_ahead_2024-06-03_week.csv", newline="") as f:
-        rows = [(datetime.fromisoformat(r["datetime_utc"]), float(r["price_eur_per_mwh"])) for r in csv.DictReader(f)]
+    rows: list[tuple[datetime, float]] = []
+    for week in sorted({_week_of(day + timedelta(days=d)) for d in range(days)}, key=str):
+        with open(DATA_DIR / f"nl_day_ahead_{week}_week.csv", newline="") as f:
+            rows += [
+                (datetime.fromisoformat(r["datetime_utc"]), float(r["price_eur_per_mwh"])) for r in csv.DictReader(f)
+            ]
     out: list[PriceSignal] = []
     for d in range(days):
         start = day_start_utc(day + timedelta(days=d))
@@ -111,8 +128,13 @@ def building_load(day: date, days: int = 1, households: int = 12) -> list[tuple[
     _check_days(day, days)
     if not 1 <= households <= 25:
         raise DataError("households must be between 1 and 25")
-    with open(DATA_DIR / "residential_loads_06-03_week.csv") as f:
-        rows = [[float(x) for x in line.split(",")] for line in f if line.strip()]
-    first = (day - FIRST_DAY).days * 96
-    start = day_start_utc(day)
-    return [(start + timedelta(minutes=15 * i), round(sum(rows[first + i][:households]), 3)) for i in range(days * 96)]
+    out: list[tuple[datetime, float]] = []
+    for d in range(days):
+        today = day + timedelta(days=d)
+        week = _week_of(today)
+        assert week is not None  # _check_days
+        with open(DATA_DIR / f"residential_loads_{week:%m-%d}_week.csv") as f:
+            rows = [[float(x) for x in line.split(",")] for line in f if line.strip()]
+        first, start = (today - week).days * 96, day_start_utc(today)
+        out += [(start + timedelta(minutes=15 * i), round(sum(rows[first + i][:households]), 3)) for i in range(96)]
+    return out

@@ -5,11 +5,19 @@ load on ``bems.site.demand``, and EVs drawn from the ElaadNL distributions arriv
 charge points that connect to the executor. The embedded engine allocates; the executor dispatches.
 
 Time is a :class:`~pipeline.contracts.clock.SimClock` running ``speed`` times faster than real time. At each
-event the driver makes (an EV plugs in, the building load steps) the clock holds until the loop has
-settled (no record in flight on the transport and none sent for a short quiet time), then runs on.
-So the figures measure the allocation and the dispatch, not websocket latency stretched by the speed-up;
-the benchmarks measure latency in real time. Events the driver does not make (EVs leaving, DR windows
-opening on the engine's tick) run on the moving clock.
+event (an EV plugs in, the building load steps, a DR window opens or closes, a session ends because its
+need is met or its EV leaves) the clock lands on the event's instant and holds until the loop has settled
+(no record in flight on the transport and none sent for a short quiet time, the executor and engine idle,
+every session end reported), then runs on. Session ends are foreseen from each station's draw and also
+caught as the station reports them (``on_power``), whichever comes first. So the figures measure the
+allocation and the dispatch, not websocket latency stretched by the speed-up; the benchmarks measure
+latency in real time. What the loop does on its own clock between events (the engine's tick, meter
+values, the executor's debounce) runs on the moving clock.
+
+The site meter counts seconds over the breaker, over the limit in force (DR included) and, when the
+breaker has a rating per phase (``--breaker-a``, ``limit_a`` on the site's ``site.topology`` node), over
+that rating on each phase. The summary lists every session (what it was offered and what it got), which
+``python -m benchmarks quality`` sets against the optimum.
 
 A :class:`~pipeline.replay.series.ReplaySeries` passed in collects the site's load, each session's draw
 and the sum of setpoints every simulated minute and at every event, for ``--report``'s plots.
@@ -21,7 +29,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -38,14 +46,17 @@ from pipeline.contracts.topics import (
     DRSignal,
     PriceSignal,
     SiteDemand,
+    TopologyNode,
 )
 from pipeline.engine.config import EngineConfig
 from pipeline.engine.service import EngineService
 from pipeline.pgwire.config import PgwireSettings
 from pipeline.replay.data import SITE_TZ, EVSampler, building_load, day_ahead_releases, day_start_utc
+from pipeline.replay.meter import PHASES, SiteMeter, grid_phases
 from pipeline.replay.series import ReplaySeries
 from pipeline.sim import SimulatedChargePoint
 from pipeline.sim.ev import EV
+from pipeline.sim.session import Connector
 from pipeline.transport.base import publish
 from pipeline.transport.memory import MemoryTransport
 
@@ -62,6 +73,7 @@ class ReplayOptions:
     chargers: int = 10
     charger_kw: float = 22.0
     limit_kw: float = 100.0
+    breaker_a: float | None = None  # the main breaker's rating per phase, A (None: limit_kw alone)
     households: int = 12
     evs_per_charger: float = 2.0
     dr_event: bool = True
@@ -78,70 +90,25 @@ class ReplayOptions:
     pg_port: int | None = None  # serve the engine's views read-only on Postgres wire (0: a free port)
 
 
-class SiteMeter:
-    """The site's true load over clock time: building load plus every EV's draw, piecewise constant.
+class _ReplaySite(PipelineConfig):
+    """The replay's site file, whose site node also carries the breaker's rating per phase (A)."""
 
-    ``seconds_over_limit`` (over the breaker) and ``seconds_over_limit_in_force`` (over the breaker or the
-    lower limit a DR window puts in force, :meth:`add_window`, while EVs draw: when the building alone is
-    over a DR limit, shedding every EV is all the controller can do) and ``peak_kw`` count only states that
-    lasted a positive time. Every change is also recorded in ``series`` (the site's load and the session's draw).
-    """
+    breaker_a: float | None = None
 
-    def __init__(self, limit_kw: float, start: datetime, series: ReplaySeries | None = None) -> None:
-        self.limit_kw = limit_kw
-        self.windows: list[tuple[datetime, datetime, float]] = []
-        self.seconds_over_limit_in_force = 0.0
-        self.building_kw = 0.0
-        self.ev: dict[tuple[str, int], float] = {}
-        self._t = start
-        self.seconds_over_limit = 0.0
-        self.peak_kw = 0.0
-        self.peak_building_kw = 0.0
-        self.series = series if series is not None else ReplaySeries()
-
-    @property
-    def ev_kw(self) -> float:
-        return sum(self.ev.values())
-
-    def add_window(self, start: datetime, end: datetime, limit_kw: float) -> None:
-        """A DR window: on ``[start, end)`` the limit in force is ``limit_kw`` (kW) if lower than the breaker."""
-        self.windows.append((start, end, limit_kw))
-
-    def limit_in_force(self, t: datetime) -> float:
-        """The site's limit at ``t`` (kW): the breaker, or a DR window's lower limit."""
-        return min([self.limit_kw, *(kw for a, b, kw in self.windows if a <= t < b)])
-
-    def advance(self, t: datetime) -> None:
-        dt = (t - self._t).total_seconds()
-        if dt <= 0:
-            return
-        total = self.building_kw + self.ev_kw
-        if total > self.limit_kw + 1e-6:
-            self.seconds_over_limit += dt
-        cuts = sorted({self._t, t, *(x for a, b, _ in self.windows for x in (a, b) if self._t < x < t)})
-        for a, b in zip(cuts, cuts[1:], strict=False):  # the state held on [a, b) against each limit in force
-            if total > self.limit_in_force(a) + 1e-6 and self.ev_kw > 1e-6:
-                self.seconds_over_limit_in_force += (b - a).total_seconds()
-        self.peak_kw = max(self.peak_kw, total)
-        self.peak_building_kw = max(self.peak_building_kw, self.building_kw)
-        self._t = t
-
-    def on_power(self, charge_point_id: str, connector_id: int, power_kw: float, at: datetime) -> None:
-        self.advance(at)
-        self.ev[(charge_point_id, connector_id)] = power_kw
-        t = max(at, self._t).timestamp()
-        self.series.on_power(charge_point_id, connector_id, power_kw, t)
-        self.series.record(t, self.building_kw, self.ev_kw)
-
-    def set_building(self, kw: float, at: datetime) -> None:
-        self.advance(at)
-        self.building_kw = kw
-        self.series.record(max(at, self._t).timestamp(), self.building_kw, self.ev_kw)
+    def topology(self) -> list[TopologyNode]:
+        nodes = super().topology()
+        if self.breaker_a is None:
+            return nodes
+        return [n.model_copy(update={"limit_a": self.breaker_a}) if n.kind == "site" else n for n in nodes]
 
 
 def replay_config(o: ReplayOptions) -> PipelineConfig:
+    """The replayed site: ``o.chargers`` chargers of ``o.charger_kw`` behind one breaker of ``o.limit_kw`` kW
+    (and ``o.breaker_a`` A per phase when set, as ``limit_a`` on the site's ``site.topology`` node)."""
     chargers = [ChargerConfig(id=f"CP{i:03d}", max_power_kw=o.charger_kw) for i in range(1, o.chargers + 1)]
-    return PipelineConfig(sites=[SiteConfig(site_id=o.site_id, limit_kw=o.limit_kw, chargers=chargers)])
+    return _ReplaySite(
+        sites=[SiteConfig(site_id=o.site_id, limit_kw=o.limit_kw, chargers=chargers)], breaker_a=o.breaker_a
+    )
 
 
 async def settle(
@@ -151,9 +118,11 @@ async def settle(
     executor: Executor | None = None,
     timeout_s: float = 10.0,
     engine: EngineService | None = None,
+    ready: Callable[[], bool] | None = None,
 ) -> bool:
     """Hold the clock until no record is unconsumed, none was sent for ``quiet_s`` real seconds, the
-    executor (if given) has no call in flight or due, and the engine (if given) is not mid-evaluation."""
+    executor (if given) has no call in flight or due, the engine (if given) is not mid-evaluation and
+    ``ready()`` (if given) is true; False after ``timeout_s`` real seconds (logged)."""
     clock.hold()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -163,6 +132,7 @@ async def settle(
             and transport.idle_for() >= quiet_s
             and (executor is None or executor.idle)
             and (engine is None or not engine.busy)
+            and (ready is None or ready())
         ):
             return True
     log.warning("the loop did not settle within %.1fs", timeout_s)
@@ -176,17 +146,66 @@ async def settle_dispatch(
     quiet_s: float,
     until: datetime,
     engine: EngineService | None = None,
+    ready: Callable[[], bool] | None = None,
 ) -> None:
     """Settle, then step the held clock (never past ``until``, the next event) to when an increase the
     executor holds back on clock time may go (its debounce, or the EV response lag after a cut), and settle
     again: those waits are part of dispatch, so they take simulated time, but not real time."""
-    await settle(clock, transport, quiet_s, executor, engine=engine)
+    if await settle(clock, transport, quiet_s, executor, engine=engine, ready=ready):
+        await step_dispatch(clock, transport, executor, quiet_s, until, engine=engine, ready=ready)
+
+
+async def run_clock_to(
+    clock: SimClock,
+    when: datetime,
+    woken: asyncio.Event,
+    early_real_s: float = 0.05,
+    on_the_way: Callable[[datetime], Awaitable[None]] | None = None,
+) -> None:
+    """Run the clock on to ``when`` and hold it exactly there, or return early, the clock held, once ``woken``
+    is set (whoever sets it holds the clock first). The clock is held ``early_real_s`` real seconds short
+    and stepped the rest, so an event lands at its own instant, not late by the event loop's jitter times
+    the speed-up; ``on_the_way(when)``, if given, is awaited while it is held short, to step through what
+    falls due on the way (the executor's held-back increases)."""
+    clock.release()
+    early = when - timedelta(seconds=early_real_s * clock.speed)
+    if clock.now() < early and not woken.is_set():
+        sleeper = asyncio.ensure_future(clock.sleep_until(early))
+        waiter = asyncio.ensure_future(woken.wait())
+        try:
+            await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waiter.cancel()
+    clock.hold()
+    if woken.is_set():
+        return
+    if clock.now() > when:
+        log.debug("the clock ran %.1f s past an event", (clock.now() - when).total_seconds())
+    if on_the_way is not None and clock.now() < when:
+        await on_the_way(when)
+    if not woken.is_set() and clock.now() < when:
+        clock.advance((when - clock.now()).total_seconds())
+
+
+async def step_dispatch(
+    clock: SimClock,
+    transport: MemoryTransport,
+    executor: Executor,
+    quiet_s: float,
+    until: datetime,
+    engine: EngineService | None = None,
+    ready: Callable[[], bool] | None = None,
+) -> None:
+    """Step the held clock through the increases the executor holds back on clock time (its debounce, the
+    EV response lag after a cut) that fall due before ``until``, settling after each; nothing when none
+    does."""
     for _ in range(20):
         release = executor.pending_until()
         if release is None or release >= until:
             return
         clock.advance(max(0.0, (release - clock.now()).total_seconds()) + 0.001)
-        if not await settle(clock, transport, quiet_s, executor, engine=engine):
+        if not await settle(clock, transport, quiet_s, executor, engine=engine, ready=ready):
             return
 
 
@@ -211,7 +230,24 @@ async def run_replay(
     transport = MemoryTransport()
     series = series if series is not None else ReplaySeries()
     series.begin(o.site_id, start, end, o.limit_kw)
-    meter = SiteMeter(o.limit_kw, start, series)
+    by_id: dict[str, SimulatedChargePoint] = {}
+
+    def phases_of(charge_point_id: str, connector_id: int) -> tuple[int, ...]:
+        cp = by_id.get(charge_point_id)
+        return grid_phases(cp.connectors[connector_id].phases_in_use) if cp is not None else (0, 1, 2)
+
+    meter = SiteMeter(o.limit_kw, start, series, limit_a=o.breaker_a, phases_of=phases_of)
+    # A session's end (its need met, or its EV leaving) is an event too: the station reports it through
+    # on_power, which holds the clock at once and wakes the driver to let the loop settle.
+    session_ended = asyncio.Event()
+
+    def on_power(charge_point_id: str, connector_id: int, power_kw: float, at: datetime) -> None:
+        meter.on_power(charge_point_id, connector_id, power_kw, at)
+        cp = by_id.get(charge_point_id)
+        session = cp.connectors[connector_id].session if cp is not None else None
+        if session is not None and session.end_at is not None:
+            clock.hold()
+            session_ended.set()
 
     releases = day_ahead_releases(o.site_id, o.day, o.days)
     await _publish_prices(transport, series, releases[0][1])
@@ -252,11 +288,12 @@ async def run_replay(
             clock,
             rated_power_kw=o.charger_kw,
             meter_interval_s=o.meter_interval_s,
-            on_power=meter.on_power,
+            on_power=on_power,
             ev_response_s=o.ev_response_s,
         )
         for i in range(1, o.chargers + 1)
     ]
+    by_id.update((cp.charge_point_id, cp) for cp in chargers)
     await asyncio.gather(*(cp.start() for cp in chargers))
 
     sampler = EVSampler(o.seed, o.profile)
@@ -273,6 +310,7 @@ async def run_replay(
     events.sort(key=lambda e: (e[0], e[1]))
 
     plugged, turned_away, requested_kwh = 0, 0, 0.0
+    visits: dict[str, dict[str, Any]] = {}  # per plugged EV: what the session was offered (for the summary)
     sync_checks = sync_mismatches = sync_waiting = 0
 
     def sample() -> None:
@@ -283,13 +321,51 @@ async def run_replay(
                 min((now - start).total_seconds(), (end - start).total_seconds()), (end - start).total_seconds(), now
             )
 
+    def check_sync() -> None:
+        nonlocal sync_checks, sync_waiting, sync_mismatches
+        in_sync, waiting, active = _check_sync(transport, chargers, executor)
+        sync_checks += active
+        sync_waiting += waiting
+        sync_mismatches += active - in_sync - waiting
+
+    def no_end_pending() -> bool:
+        """No session has ended, or is due to end by now, without its end reported (StopTransaction
+        answered): the loop is not quiet before the executor has heard of it. A session due to end is woken
+        to find its end (its task may sleep a moment past it: it set its wake time on the moving clock)."""
+        now = clock.now()
+        due = [c for c, t in _session_ends(chargers) if t <= now]
+        for c in due:
+            c.wake.set()
+        return not due
+
+    async def run_to(at: datetime) -> None:
+        """Run the clock to ``at`` (held there), holding it at every session end on the way (each one
+        found by the station as it happens, or foreseen from the draw now) while the loop settles."""
+        while True:
+            session_ended.clear()
+            now = clock.now()
+            foreseen = min((t for _, t in _session_ends(chargers) if now < t < at), default=None)
+            target = at if foreseen is None else min(at, foreseen + timedelta(milliseconds=1))
+            await run_clock_to(clock, target, session_ended, on_the_way=step_on)
+            if target == at and not session_ended.is_set() and clock.now() >= at:
+                return
+            await settle_dispatch(clock, transport, executor, o.quiet_s, at, engine=engine, ready=no_end_pending)
+            sample()
+            check_sync()
+            if clock.now() >= at:
+                return
+
+    async def step_on(until: datetime) -> None:
+        await step_dispatch(clock, transport, executor, o.quiet_s, until, engine=engine)
+
+    def until_next(i: int) -> datetime:
+        return events[i + 1][0] if i + 1 < len(events) else end
+
     await settle(clock, transport, o.quiet_s, engine=engine)
     sampling = asyncio.create_task(_every(clock, start, end, sample_s, sample), name="replay-sampler")
     try:
         for i, (at, _, payload) in enumerate(events):
-            clock.release()
-            await clock.sleep_until(at)
-            clock.hold()
+            await run_to(at)
             now = clock.now()
             if payload is None:  # a DR window opens or closes: nothing to do but let the loop react
                 pass
@@ -308,26 +384,26 @@ async def run_replay(
                     ),
                 )
             else:
-                if payload.departure_at > now and await _plug_in_anywhere(chargers, payload, series):
+                cp_id = await _plug_in_anywhere(chargers, payload, series) if payload.departure_at > now else None
+                if cp_id is not None:
                     plugged += 1
                     requested_kwh += payload.energy_need_kwh
+                    visits[payload.ev_id] = _visit(payload, by_id[cp_id], now)
                 else:
                     turned_away += 1
             await settle_dispatch(
-                clock, transport, executor, o.quiet_s, events[i + 1][0] if i + 1 < len(events) else end, engine=engine
+                clock, transport, executor, o.quiet_s, until_next(i), engine=engine, ready=no_end_pending
             )
             sample()
-            in_sync, waiting, active = _check_sync(transport, chargers, executor)
-            sync_checks += active
-            sync_waiting += waiting
-            sync_mismatches += active - in_sync - waiting
-        clock.release()
-        await clock.sleep_until(end)
+            check_sync()
+        await run_to(end)
         await settle_dispatch(clock, transport, executor, o.quiet_s, end + timedelta(minutes=1), engine=engine)
         meter.advance(clock.now())
         sample()
         in_sync, _, active = _check_sync(transport, chargers, executor)
         delivered = sum(cp.delivered_kwh for cp in chargers)
+        sessions = _session_results(chargers, visits)
+        over_a = dict(zip(PHASES, (round(x, 3) for x in meter.seconds_over_limit_a), strict=True))
         summary = {
             "site_id": o.site_id,
             "replay_start": start.isoformat(),
@@ -336,11 +412,16 @@ async def run_replay(
             "evs_turned_away": turned_away,
             "energy_delivered_kwh": round(delivered, 3),
             "energy_requested_kwh": round(requested_kwh, 3),
+            "energy_unmet_kwh": round(sum(v["energy_unmet_kwh"] for v in sessions), 3),
+            "worst_session_unmet_kwh": round(max((v["energy_unmet_kwh"] for v in sessions), default=0.0), 3),
             "peak_site_kw": round(meter.peak_kw, 3),
             "peak_building_kw": round(meter.peak_building_kw, 3),
             "breaker_limit_kw": o.limit_kw,
+            "breaker_limit_a": o.breaker_a,
             "seconds_over_limit": round(meter.seconds_over_limit, 3),
             "seconds_over_limit_in_force": round(meter.seconds_over_limit_in_force, 3),
+            "seconds_over_limit_a": over_a if o.breaker_a is not None else None,
+            "peak_phase_a": dict(zip(PHASES, (round(x, 2) for x in meter.peak_a), strict=True)),
             "profiles_sent": executor.stats.profiles_sent,
             "updates_collapsed": executor.stats.updates_collapsed,
             "setpoint_records": len(transport.log(SETPOINT_COMMANDS)),
@@ -352,6 +433,10 @@ async def run_replay(
             "sync_waiting": sync_waiting,
             "speed": o.speed,
             "wall_clock_s": round(time.monotonic() - wall_start, 2),
+            "dr_windows": [
+                {"start": a.isoformat(), "end": b.isoformat(), "limit_kw": round(kw, 3)} for a, b, kw in meter.windows
+            ],
+            "session_results": sessions,
             "options": {k: (v.isoformat() if isinstance(v, date) else v) for k, v in asdict(o).items()},
         }
         return summary
@@ -392,19 +477,76 @@ def _setpoints_kw(transport: MemoryTransport, chargers: list[SimulatedChargePoin
     return total
 
 
-async def _plug_in_anywhere(chargers: list[SimulatedChargePoint], ev: EV, series: ReplaySeries) -> bool:
-    """Plug ``ev`` into the first charger whose connector is free; False when none is. Its draw is
-    recorded in ``series`` as session ``"<ev_id> (<charger>)"``."""
+async def _plug_in_anywhere(chargers: list[SimulatedChargePoint], ev: EV, series: ReplaySeries) -> str | None:
+    """Plug ``ev`` into the first charger whose connector is free and return its id; None when none is.
+    Its draw is recorded in ``series`` as session ``"<ev_id> (<charger>)"``."""
     for cp in chargers:
         if cp.status(1) != "Available":
             continue
         series.plug(cp.charge_point_id, 1, f"{ev.ev_id} ({cp.charge_point_id})")
         try:
             if await cp.plug_in(ev) is not None:
-                return True
+                return cp.charge_point_id
         except RuntimeError:  # the connector is still finishing its last session
             continue
-    return False
+    return None
+
+
+def _session_ends(chargers: list[SimulatedChargePoint]) -> list[tuple[Connector, datetime]]:
+    """When each running session ends: the instant its need is met or its EV leaves at its present draw,
+    whichever is first, or, for one that has ended without its end reported yet (StopTransaction not
+    answered), the instant it ended; with its connector."""
+    ends: list[tuple[Connector, datetime]] = []
+    for cp in chargers:
+        for c in cp.connectors.values():
+            s = c.session
+            if s is None or s.transaction_id is None:
+                continue
+            if s.end_at is not None:
+                ends.append((c, s.end_at))
+                continue
+            finish = c.finish_time()
+            ends.append((c, min(s.ev.departure_at, finish) if finish is not None else s.ev.departure_at))
+    return ends
+
+
+def _visit(ev: EV, cp: SimulatedChargePoint, at: datetime) -> dict[str, Any]:
+    """What a plugged EV's session was offered: its charger, window (ISO-8601 UTC), need (kWh), the most it
+    could draw (kW: its on-board charger's limit within the charger's rating) and the phases it draws on."""
+    return {
+        "ev_id": ev.ev_id,
+        "charge_point_id": cp.charge_point_id,
+        "arrival_at": at.isoformat(),
+        "departure_at": ev.departure_at.isoformat(),
+        "energy_requested_kwh": round(ev.energy_need_kwh, 4),
+        "max_power_kw": round(min(cp.rated_power_kw, ev.max_ac_kw), 4),
+        "phases": cp.connectors[1].phases_in_use,
+        "voltage_v": cp.voltage_v,
+    }
+
+
+def _session_results(chargers: list[SimulatedChargePoint], visits: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per plugged EV, its visit (:func:`_visit`) with ``energy_delivered_kwh``, ``energy_unmet_kwh`` and,
+    once it ended, ``ended_at`` and the stop ``reason``; in order of arrival."""
+    done: dict[str, dict[str, Any]] = {}
+    for cp in chargers:
+        for summary in cp.sessions:
+            done[summary.ev_id] = {
+                "energy_delivered_kwh": summary.energy_kwh,
+                "ended_at": summary.ended_at.isoformat(),
+                "reason": summary.reason,
+            }
+        for c in cp.connectors.values():
+            if c.session is not None and not c.session.booked:
+                c.advance(cp.clock.now())
+                done[c.session.ev.ev_id] = {"energy_delivered_kwh": c.session.energy_wh / 1000.0}
+    out = []
+    for ev_id, visit in visits.items():
+        result = {**visit, **done.get(ev_id, {"energy_delivered_kwh": 0.0})}
+        result["energy_unmet_kwh"] = round(max(0.0, visit["energy_requested_kwh"] - result["energy_delivered_kwh"]), 4)
+        result["energy_delivered_kwh"] = round(result["energy_delivered_kwh"], 4)
+        out.append(result)
+    return out
 
 
 def _check_sync(

@@ -23,11 +23,16 @@ LABELS = {
     "evs_turned_away": "EVs turned away (no free charger)",
     "energy_requested_kwh": "energy requested, kWh",
     "energy_delivered_kwh": "energy delivered, kWh",
+    "energy_unmet_kwh": "energy unmet at departure (sum over sessions), kWh",
+    "worst_session_unmet_kwh": "energy unmet at departure (worst session), kWh",
     "breaker_limit_kw": "breaker limit, kW",
+    "breaker_limit_a": "breaker rating per phase, A",
     "peak_site_kw": "peak site load, kW",
     "peak_building_kw": "peak building load, kW",
     "seconds_over_limit": "seconds over the breaker limit",
     "seconds_over_limit_in_force": "seconds over the limit in force (DR included)",
+    "seconds_over_limit_a": "seconds over the breaker's rating per phase",
+    "peak_phase_a": "peak current per phase, A",
     "profiles_sent": "SetChargingProfile calls (TxProfile)",
     "updates_collapsed": "updates collapsed",
     "setpoint_records": "setpoint records",
@@ -48,12 +53,14 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key, label in LABELS.items():
-        if key in summary:
-            table.add_row(label, f"{summary[key]:,}" if isinstance(summary[key], int) else f"{summary[key]}")
+        if summary.get(key) is not None:
+            table.add_row(label, _value(summary[key]))
     console.print(table)
 
 
 def _value(v) -> str:
+    if isinstance(v, dict):  # per phase
+        return ", ".join(f"{k} {_value(x)}" for k, x in v.items())
     return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"{v}"
 
 
@@ -80,7 +87,7 @@ def summary_markdown(summary: dict, series: ReplaySeries, images: dict[str, tupl
             f"({opts.get('profile')} profile, seed {opts.get('seed')}).",
         ]
     lines += ["", "| figure | value |", "| --- | ---: |"]
-    lines += [f"| {label} | {_value(summary[key])} |" for key, label in LABELS.items() if key in summary]
+    lines += [f"| {label} | {_value(summary[key])} |" for key, label in LABELS.items() if summary.get(key) is not None]
     if series.dr_windows:
         lines += ["", "## Demand response", "", "| event | from | to | site limit, kW |", "| --- | --- | --- | ---: |"]
         for w in series.dr_windows:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import date
+import asyncio
+from datetime import UTC, date, datetime, timedelta
 
-from pipeline.replay.driver import ReplayOptions, run_replay
+import pytest
+
+from pipeline.contracts.clock import SimClock
+from pipeline.replay.driver import ReplayOptions, replay_config, run_clock_to, run_replay
+from pipeline.replay.meter import SiteMeter, grid_phases
 from pipeline.replay.series import ReplaySeries
 
 
 async def test_a_real_day_replays_within_the_breaker_with_every_charger_in_sync():
     series, progress = ReplaySeries(), []
     summary = await run_replay(
-        ReplayOptions(day=date(2024, 6, 4), speed=8000, chargers=6, limit_kw=70, evs_per_charger=2.5, seed=3),
+        ReplayOptions(
+            day=date(2024, 6, 4), speed=8000, chargers=6, limit_kw=70, breaker_a=110, evs_per_charger=2.5, seed=3
+        ),
         series=series,
         progress=lambda done, total, now: progress.append((done, total)),
     )
@@ -33,6 +40,20 @@ async def test_a_real_day_replays_within_the_breaker_with_every_charger_in_sync(
     assert summary["profiles_sent"] > 0
     assert summary["sync_checks"] > 0 and summary["sync_mismatches"] == 0
     assert summary["chargers_holding_latest_setpoint"] == summary["active_sessions_at_end"]
+    # per phase: 70 kW over three phases is 101 A, within the 110 A rating on every phase
+    assert summary["seconds_over_limit_a"] == {"L1": 0.0, "L2": 0.0, "L3": 0.0}
+    assert 0 < max(summary["peak_phase_a"].values()) <= 110
+    # every session offered, what it got and how it ended: what the quality benchmark's LP is built from
+    results = summary["session_results"]
+    assert len(results) == summary["sessions"]
+    assert sum(r["energy_delivered_kwh"] for r in results) == pytest.approx(summary["energy_delivered_kwh"], abs=0.01)
+    assert sum(r["energy_unmet_kwh"] for r in results) == pytest.approx(summary["energy_unmet_kwh"], abs=0.01)
+    ended = [r for r in results if "ended_at" in r]
+    assert len(ended) == len(results) - summary["active_sessions_at_end"]
+    for r in ended:  # each ended when its need was met (Local) or its EV left, not before it arrived
+        assert r["arrival_at"] <= r["ended_at"] <= r["departure_at"]
+        assert r["reason"] in ("Local", "EVDisconnected")
+        assert (r["reason"] == "Local") == (r["energy_unmet_kwh"] < 1e-3)
     # the series for --report: each simulated minute (as the loaded event loop wakes for it) and each event,
     # in time order, across the day, as the meter saw it
     times = [t for t, *_ in series.load]
@@ -46,10 +67,6 @@ async def test_a_real_day_replays_within_the_breaker_with_every_charger_in_sync(
 
 
 def test_the_site_meter_counts_seconds_over_the_limit_in_force_dr_included():
-    from datetime import UTC, datetime, timedelta
-
-    from pipeline.replay.driver import SiteMeter
-
     t0 = datetime(2024, 6, 3, 15, tzinfo=UTC)
     meter = SiteMeter(100.0, t0)
     meter.add_window(t0 + timedelta(seconds=100), t0 + timedelta(seconds=200), 80.0)
@@ -62,3 +79,74 @@ def test_the_site_meter_counts_seconds_over_the_limit_in_force_dr_included():
     assert meter.seconds_over_limit == 0.0
     assert meter.seconds_over_limit_in_force == 50.0 + 10.0  # 100 .. 150 s, and 170 .. 180 s
     assert (meter.limit_in_force(t0), meter.limit_in_force(t0 + timedelta(seconds=199))) == (100.0, 80.0)
+
+
+def test_the_site_meter_counts_seconds_over_the_rating_per_phase():
+    t0 = datetime(2024, 6, 3, 15, tzinfo=UTC)
+    phases = {"CP1": (0,), "CP2": (0, 1, 2)}  # a 1-phase EV on L1, a 3-phase one
+    meter = SiteMeter(100.0, t0, limit_a=32.0, voltage_v=230.0, phases_of=lambda cp, _c: phases[cp])
+    meter.set_building(6.9, t0)  # 10 A on each phase
+    meter.on_power("CP2", 1, 6.9, t0)  # + 10 A on each phase
+    meter.on_power("CP1", 1, 2.76, t0 + timedelta(seconds=10))  # + 12 A on L1: 32 A, not over
+    meter.on_power("CP1", 1, 3.68, t0 + timedelta(seconds=20))  # + 16 A on L1: 36 A, over on L1 alone
+    meter.on_power("CP1", 1, 0.0, t0 + timedelta(seconds=50))
+    meter.advance(t0 + timedelta(seconds=60))
+    assert meter.seconds_over_limit_a == [30.0, 0.0, 0.0]
+    assert meter.peak_a == pytest.approx([36.0, 20.0, 20.0])
+    assert meter.seconds_over_limit == 0.0  # 17.48 kW: well within the breaker's kW
+
+
+def test_grid_phases_follow_the_chargers_rotation():
+    assert grid_phases(3) == (0, 1, 2) and grid_phases(1) == (0,)
+    assert grid_phases(1, "SRT") == (1,) and grid_phases(2, "TSR") == (2, 1)
+
+
+def test_the_breaker_rating_per_phase_goes_on_the_sites_topology_node():
+    nodes = replay_config(ReplayOptions(breaker_a=145.0)).topology()
+    assert [(n.kind, n.limit_a) for n in nodes if n.kind == "site"] == [("site", 145.0)]
+    assert all(n.limit_a is None for n in nodes if n.kind == "charger")
+    assert all(n.limit_a is None for n in replay_config(ReplayOptions()).topology())
+
+
+async def test_the_clock_lands_on_an_event_exactly_or_stops_where_a_session_end_woke_it():
+    t0 = datetime(2024, 6, 3, tzinfo=UTC)
+    clock, woken = SimClock(t0, speed=1000), asyncio.Event()
+    await run_clock_to(clock, t0 + timedelta(minutes=10), woken)
+    assert clock.held and clock.now() == t0 + timedelta(minutes=10)
+
+    async def session_end() -> None:  # what the replay's on_power does when a station reports an end
+        await clock.sleep(60)
+        clock.hold()
+        woken.set()
+
+    ending = asyncio.create_task(session_end())
+    await run_clock_to(clock, t0 + timedelta(hours=1), woken)
+    await ending
+    assert clock.held and t0 + timedelta(minutes=11) <= clock.now() < t0 + timedelta(hours=1)
+
+
+def test_session_ends_are_foreseen_from_the_draw_and_an_unreported_end_is_kept():
+    from types import SimpleNamespace
+
+    from pipeline.replay.driver import _session_ends
+    from pipeline.sim.ev import EV
+    from pipeline.sim.session import Connector, Session
+
+    t0 = datetime(2024, 6, 3, 8, tzinfo=UTC)
+
+    def connector(need_kwh: float, leaves_after: timedelta, kw: float, ended: datetime | None = None) -> Connector:
+        ev = EV("EV1", "m", 60.0, 11.0, 20.0, need_kwh, t0, t0 + leaves_after)
+        s = Session(ev, t0, 0, need_kwh * 1000, t0, transaction_id=1, energy_wh=1000.0, end_at=ended)
+        return Connector(1, 3, power_kw=kw, last_t=t0, session=s)
+
+    full = connector(6.5, timedelta(hours=8), 11.0)  # 5.5 kWh left at 11 kW: met in 30 min
+    leaves = connector(50.0, timedelta(minutes=20), 11.0)  # leaves before it is full
+    paused = connector(50.0, timedelta(hours=2), 0.0)  # draws nothing: ends when it leaves
+    ended = connector(50.0, timedelta(hours=2), 0.0, ended=t0 + timedelta(minutes=5))  # StopTransaction not answered
+    chargers = [SimpleNamespace(connectors={1: c}) for c in (full, leaves, paused, ended)]
+    assert [t for _, t in _session_ends(chargers)] == [  # type: ignore[arg-type]
+        t0 + timedelta(minutes=30),
+        t0 + timedelta(minutes=20),
+        t0 + timedelta(hours=2),
+        t0 + timedelta(minutes=5),
+    ]

@@ -159,14 +159,16 @@ def test_replay_with_report_writes_the_plots_and_summary_md_and_keeps_json_and_s
         main,
         [
             "replay",
-            "--day",
-            "2024-06-04",
+            "--date",
+            "2024-01-17",  # a winter weekday
             "--speed",
             "20000",
             "--chargers",
             "3",
-            "--limit-kw",
+            "--breaker-kw",
             "40",
+            "--breaker-a",
+            "58",
             "--households",
             "4",
             "--evs-per-charger",
@@ -182,6 +184,8 @@ def test_replay_with_report_writes_the_plots_and_summary_md_and_keeps_json_and_s
     assert result.exit_code == 0, result.output
     summary = json.loads(json_path.read_text())
     assert summary["sessions"] > 0 and summary["seconds_over_limit"] == 0
+    assert summary["replay_start"] == "2024-01-16T23:00:00+00:00"  # local midnight, CET
+    assert summary["breaker_limit_a"] == 58 and set(summary["seconds_over_limit_a"]) == {"L1", "L2", "L3"}
     for name in PLOTS:
         data = (out / f"{name}.png").read_bytes()
         assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000
@@ -200,3 +204,10 @@ def test_report_into_an_existing_file_is_one_line_and_exit_1_before_any_replay(t
     result = CliRunner().invoke(main, ["replay", "--report", str(existing / "below")])
     assert result.exit_code == 1 and result.output.startswith("Error: ") and result.output.count("\n") == 1
     assert "Traceback" not in result.output
+
+
+def test_a_day_outside_the_shipped_weeks_is_one_line_and_exit_1():
+    result = CliRunner().invoke(main, ["replay", "--date", "2024-03-01", "--no-pg"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: the shipped data covers 2024-01-15..2024-01-21, ")
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output

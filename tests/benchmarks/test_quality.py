@@ -1,0 +1,144 @@
+"""The quality benchmark's linear programs on cases small enough to check by hand."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from benchmarks.quality import LpProblem, LpSession, build_lp, max_energy, min_cost
+
+# Two EVs over three minutes. The site allows 10 kW, the building takes 4 kW in minute 1: room for the EVs
+# is 10, 6, 10 kW. EV A is plugged in all three minutes (at most 6 kW, wants 0.2 kWh = 12 kW-minutes), EV B
+# from minute 1 (at most 8 kW, wants 0.5 kWh = 30 kW-minutes).
+TWO_EVS = LpProblem(
+    sessions=[LpSession(0, 3, need_kwh=0.2, max_kw=6.0), LpSession(1, 3, need_kwh=0.5, max_kw=8.0)],
+    limit_kw=[10.0, 10.0, 10.0],
+    building_kw=[0.0, 4.0, 0.0],
+    price_per_kwh=[0.1, 0.3, 0.2],
+)
+
+
+def test_the_maximum_energy_fills_every_minute_the_evs_can_use():
+    # minute 0: only A, at most 6 kW; minute 1: 6 kW of room; minute 2: 10 kW of room (A 2 + B 8, or so):
+    # 22 kW-minutes, within both needs (A gets at least 6, at most 12; B at most 16)
+    best = max_energy(TWO_EVS)
+    assert best.energy_kwh == pytest.approx(22 / 60)
+    assert best.power_kw[0][0] == pytest.approx(6.0)
+    assert best.power_kw[0][1] + best.power_kw[1][1] == pytest.approx(6.0)
+    assert best.power_kw[0][2] + best.power_kw[1][2] == pytest.approx(10.0)
+    assert best.session_kwh[0] <= 0.2 + 1e-9 and best.session_kwh[1] <= 16 / 60 + 1e-9
+    assert best.peak_kw == pytest.approx(10.0)
+
+
+def test_the_cheapest_schedule_for_an_energy_uses_the_cheapest_minutes_first():
+    # all 22 kW-minutes: every minute full, whatever the prices: (6 x 0.1 + 6 x 0.3 + 10 x 0.2) / 60 EUR
+    assert min_cost(TWO_EVS, 22 / 60).cost_eur == pytest.approx(4.4 / 60, rel=1e-5)
+    # 12 kW-minutes: 6 in minute 0 (0.1 EUR/kWh), 6 in minute 2 (0.2), none in minute 1 (0.3)
+    half = min_cost(TWO_EVS, 12 / 60)
+    assert half.cost_eur == pytest.approx((6 * 0.1 + 6 * 0.2) / 60, rel=1e-5)
+    assert half.power_kw[0][1] + half.power_kw[1][1] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(RuntimeError):
+        min_cost(TWO_EVS, 23 / 60)  # more than the site can take
+
+
+def test_the_constraint_rows_are_the_site_then_each_session_need():
+    lp = build_lp(TWO_EVS)
+    assert lp["index"] == [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2)]
+    assert lp["bounds"] == [(0.0, 6.0)] * 3 + [(0.0, 8.0)] * 2
+    assert lp["b_ub"] == [10.0, 6.0, 10.0, 0.2, 0.5]
+    assert lp["A_ub"].toarray().tolist() == [
+        [1, 0, 0, 0, 0],
+        [0, 1, 0, 1, 0],
+        [0, 0, 1, 0, 1],
+        [1 / 60, 1 / 60, 1 / 60, 0, 0],
+        [0, 0, 0, 1 / 60, 1 / 60],
+    ]
+
+
+def test_a_session_plugged_in_for_part_of_a_minute_gets_that_share_of_its_power():
+    lp = build_lp(LpProblem([LpSession(0.5, 1.75, need_kwh=1.0, max_kw=6.0)], [10.0, 10.0], [0.0, 0.0], [0.1, 0.1]))
+    assert lp["bounds"] == [(0.0, 3.0), (0.0, 4.5)]
+
+
+def test_a_rating_per_phase_binds_the_phase_a_one_phase_ev_loads():
+    # one minute; a 1-phase EV (L1, at most 6 kW) and a 3-phase EV (at most 11 kW) under 20 A per phase:
+    # on L1, A x 1000/230 + B x 1000/690 <= 20, so A + B/3 <= 4.6 kW: B 11 kW, A 4.6 - 11/3 kW
+    p = LpProblem(
+        sessions=[LpSession(0, 1, 10.0, 6.0, phases=(0,)), LpSession(0, 1, 10.0, 11.0)],
+        limit_kw=[100.0],
+        building_kw=[0.0],
+        price_per_kwh=[0.1],
+        limit_a=20.0,
+    )
+    best = max_energy(p)
+    assert best.power_kw[1][0] == pytest.approx(11.0)
+    assert best.power_kw[0][0] == pytest.approx(4.6 - 11 / 3)
+    # without the rating only the breaker and the EVs bind: 17 kW
+    assert max_energy(LpProblem(p.sessions, [100.0], [0.0], [0.1])).energy_kwh == pytest.approx(17 / 60)
+
+
+def test_a_replays_summary_becomes_the_lp_of_its_day():
+    from benchmarks.quality import problem_from_replay
+    from pipeline.replay.data import building_load, price_signals
+
+    summary = {
+        "site_id": "replay-site",
+        "replay_start": "2024-06-02T22:00:00+00:00",
+        "replay_end": "2024-06-03T22:00:00+00:00",
+        "breaker_limit_kw": 100.0,
+        "breaker_limit_a": 145.0,
+        "dr_windows": [{"start": "2024-06-03T15:00:00+00:00", "end": "2024-06-03T17:00:00+00:00", "limit_kw": 80.0}],
+        "options": {"day": "2024-06-03", "days": 1, "households": 12},
+        "session_results": [
+            {
+                "arrival_at": "2024-06-02T22:30:30+00:00",
+                "departure_at": "2024-06-03T01:00:00+00:00",
+                "energy_requested_kwh": 10.0,
+                "max_power_kw": 11.0,
+                "phases": 1,
+                "voltage_v": 230.0,
+            }
+        ],
+    }
+    p = problem_from_replay(summary)
+    assert len(p.limit_kw) == len(p.building_kw) == len(p.price_per_kwh) == 1440
+    assert (p.limit_kw[17 * 60 - 1], p.limit_kw[17 * 60], p.limit_kw[19 * 60 - 1], p.limit_kw[19 * 60]) == (
+        100.0,
+        80.0,
+        80.0,
+        100.0,
+    )  # 15:00-17:00 UTC is minutes 1020-1139 from 22:00 UTC
+    load = building_load(date(2024, 6, 3))
+    assert p.building_kw[:16] == [load[0][1]] * 15 + [load[1][1]]
+    prices = price_signals("replay-site", date(2024, 6, 3))
+    assert p.price_per_kwh[59:61] == [prices[0].price_per_kwh, prices[1].price_per_kwh]
+    assert p.sessions == [LpSession(30.5, 180.0, 10.0, 11.0, phases=(0,), voltage_v=230.0)]
+    assert p.limit_a == 145.0
+
+
+def test_the_tables_and_the_readme_table_render_a_row():
+    from benchmarks.quality import markdown, tables
+
+    row = {
+        "scenario": "default day",
+        "sessions": 20,
+        "requested_kwh": 257.19,
+        "delivered_kwh": 192.393,
+        "optimum_kwh": 192.405,
+        "energy_pct_of_optimum": 100.0,
+        "unmet_kwh": 64.797,
+        "worst_unmet_kwh": 26.706,
+        "optimum_unmet_kwh": 64.785,
+        "eur_per_kwh": 0.1192,
+        "optimum_eur_per_kwh_same_energy": 0.096,
+        "seconds_over_breaker": 0.0,
+        "seconds_over_limit_in_force": 0.0,
+        "seconds_over_a_per_phase": {"L1": 0.0, "L2": 2.5, "L3": 0.0},
+        "peak_kw": 79.687,
+        "optimum_peak_kw": 100.0,
+    }
+    assert len(tables({"rows": [row]})) == 2
+    assert "| default day | 20 | 192.4 / 192.4 | 100.0 % | 64.8 (26.7) | 64.8 | 11.92 (9.60) | 0 / 0 / 0, 2.5, 0 |" in (
+        markdown({"rows": [row]})
+    )
