@@ -14,220 +14,105 @@ admitted AS (
         x.weight, x.cap_binding, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
         x.cap_kw - x.floor_kw AS extra_kw,
         CAST(NULL AS DOUBLE PRECISION) AS lam,
-        x.cap_binding AS bind
+        x.cap_binding AS bind,
+        x.cap_kw - x.floor_kw AS extra
     FROM session_admission AS x
     WHERE x.admitted
 ),
-node5 AS (
+win5a AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
-        x.lam,
-        x.bind,
         h.headroom_kw AS node_kw,
         h.limited_by AS node_label,
-        h.headroom_a_r AS node_a_r,
-        h.headroom_a_s AS node_a_s,
-        h.headroom_a_t AS node_a_t
+        x.lam,
+        x.bind,
+        x.extra,
+        h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc5) AS spare_r,
+        SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_r,
+        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc5) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_r,
+        h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc5) AS spare_s,
+        SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_s,
+        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc5) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_s,
+        h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc5) AS spare_t,
+        SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_t,
+        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc5) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_t
     FROM admitted AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc5
 ),
-ext5r AS (
+lvl5a AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
-    FROM node5 AS x
-),
-win5r AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
+        x.node_label,
         x.lam,
         x.bind,
         x.extra,
-        x.node_a_r - SUM(x.a_per_kw * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc5, x.on_r) AS spare,
-        SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc5, x.on_r ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
-        SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc5, x.on_r) - SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc5, x.on_r ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
-    FROM ext5r AS x
-),
-lvl5r AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
         CASE
-            WHEN x.anc5 IS NULL OR x.on_r = 0 OR x.node_a_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc5, x.on_r) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc5, x.on_r) + 1e-9
+            WHEN x.anc5 IS NULL OR x.on_r = 0 OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
+            WHEN SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc5) <= MAX(x.spare_r) OVER (PARTITION BY x.site_id, x.anc5) + 1e-9
                 THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc5, x.on_r)
-                    - COALESCE(MAX(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.cumextra END) OVER (PARTITION BY x.site_id, x.anc5, x.on_r), 0))
-                / COALESCE(MIN(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.after END) OVER (PARTITION BY x.site_id, x.anc5, x.on_r),
-                    SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc5, x.on_r))
-        END AS level
-    FROM win5r AS x
-),
-fill5r AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.level ELSE x.lam END AS lam,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.anc5 ELSE x.bind END AS bind
-    FROM lvl5r AS x
-),
-ext5s AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
-    FROM fill5r AS x
-),
-win5s AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        x.extra,
-        x.node_a_s - SUM(x.a_per_kw * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc5, x.on_s) AS spare,
-        SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc5, x.on_s ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
-        SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc5, x.on_s) - SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc5, x.on_s ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
-    FROM ext5s AS x
-),
-lvl5s AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
+            ELSE (MAX(x.spare_r) OVER (PARTITION BY x.site_id, x.anc5)
+                    - COALESCE(MAX(CASE WHEN x.on_r = 1 AND x.cumextra_r + x.extra / x.weight * x.after_r <= x.spare_r + 1e-9 THEN x.cumextra_r END) OVER (PARTITION BY x.site_id, x.anc5), 0))
+                / COALESCE(MIN(CASE WHEN x.on_r = 1 AND x.cumextra_r + x.extra / x.weight * x.after_r <= x.spare_r + 1e-9 THEN x.after_r END) OVER (PARTITION BY x.site_id, x.anc5),
+                    SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc5))
+        END AS level_r,
         CASE
-            WHEN x.anc5 IS NULL OR x.on_s = 0 OR x.node_a_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc5, x.on_s) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc5, x.on_s) + 1e-9
+            WHEN x.anc5 IS NULL OR x.on_s = 0 OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
+            WHEN SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc5) <= MAX(x.spare_s) OVER (PARTITION BY x.site_id, x.anc5) + 1e-9
                 THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc5, x.on_s)
-                    - COALESCE(MAX(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.cumextra END) OVER (PARTITION BY x.site_id, x.anc5, x.on_s), 0))
-                / COALESCE(MIN(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.after END) OVER (PARTITION BY x.site_id, x.anc5, x.on_s),
-                    SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc5, x.on_s))
-        END AS level
-    FROM win5s AS x
-),
-fill5s AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.level ELSE x.lam END AS lam,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.anc5 ELSE x.bind END AS bind
-    FROM lvl5s AS x
-),
-ext5t AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
-    FROM fill5s AS x
-),
-win5t AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        x.extra,
-        x.node_a_t - SUM(x.a_per_kw * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc5, x.on_t) AS spare,
-        SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc5, x.on_t ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
-        SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc5, x.on_t) - SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc5, x.on_t ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
-    FROM ext5t AS x
-),
-lvl5t AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
+            ELSE (MAX(x.spare_s) OVER (PARTITION BY x.site_id, x.anc5)
+                    - COALESCE(MAX(CASE WHEN x.on_s = 1 AND x.cumextra_s + x.extra / x.weight * x.after_s <= x.spare_s + 1e-9 THEN x.cumextra_s END) OVER (PARTITION BY x.site_id, x.anc5), 0))
+                / COALESCE(MIN(CASE WHEN x.on_s = 1 AND x.cumextra_s + x.extra / x.weight * x.after_s <= x.spare_s + 1e-9 THEN x.after_s END) OVER (PARTITION BY x.site_id, x.anc5),
+                    SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc5))
+        END AS level_s,
         CASE
-            WHEN x.anc5 IS NULL OR x.on_t = 0 OR x.node_a_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc5, x.on_t) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc5, x.on_t) + 1e-9
+            WHEN x.anc5 IS NULL OR x.on_t = 0 OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
+            WHEN SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc5) <= MAX(x.spare_t) OVER (PARTITION BY x.site_id, x.anc5) + 1e-9
                 THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc5, x.on_t)
-                    - COALESCE(MAX(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.cumextra END) OVER (PARTITION BY x.site_id, x.anc5, x.on_t), 0))
-                / COALESCE(MIN(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.after END) OVER (PARTITION BY x.site_id, x.anc5, x.on_t),
-                    SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc5, x.on_t))
-        END AS level
-    FROM win5t AS x
+            ELSE (MAX(x.spare_t) OVER (PARTITION BY x.site_id, x.anc5)
+                    - COALESCE(MAX(CASE WHEN x.on_t = 1 AND x.cumextra_t + x.extra / x.weight * x.after_t <= x.spare_t + 1e-9 THEN x.cumextra_t END) OVER (PARTITION BY x.site_id, x.anc5), 0))
+                / COALESCE(MIN(CASE WHEN x.on_t = 1 AND x.cumextra_t + x.extra / x.weight * x.after_t <= x.spare_t + 1e-9 THEN x.after_t END) OVER (PARTITION BY x.site_id, x.anc5),
+                    SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc5))
+        END AS level_t
+    FROM win5a AS x
 ),
-fill5t AS (
+fill5a AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.level ELSE x.lam END AS lam,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.anc5 ELSE x.bind END AS bind
-    FROM lvl5t AS x
-),
-ext5 AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
-    FROM fill5t AS x
+        x.node_label,
+        CASE WHEN LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) IS NOT NULL AND (x.lam IS NULL OR LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) < x.lam) THEN LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) ELSE x.lam END AS lam,
+        CASE WHEN LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) IS NOT NULL AND (x.lam IS NULL OR LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) < x.lam) THEN x.anc5 ELSE x.bind END AS bind,
+        CASE WHEN LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) IS NULL THEN x.extra ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s))) END AS extra
+    FROM lvl5a AS x
 ),
 win5 AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
+        x.node_label,
         x.lam,
         x.bind,
         x.extra,
         x.node_kw - SUM(x.floor_kw) OVER (PARTITION BY x.site_id, x.anc5) AS spare,
         SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
         SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc5) - SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
-    FROM ext5 AS x
+    FROM fill5a AS x
 ),
 lvl5 AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
+        x.node_label,
         x.lam,
         x.bind,
+        x.extra,
         CASE
             WHEN x.anc5 IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
             WHEN SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc5) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc5) + 1e-9
@@ -245,219 +130,104 @@ fill5 AS (
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
         CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.level ELSE x.lam END AS lam,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.node_label ELSE x.bind END AS bind
+        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.node_label ELSE x.bind END AS bind,
+        CASE WHEN x.level IS NULL THEN x.extra ELSE LEAST(x.extra, x.weight * x.level) END AS extra
     FROM lvl5 AS x
 ),
-node4 AS (
+win4a AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
-        x.lam,
-        x.bind,
         h.headroom_kw AS node_kw,
         h.limited_by AS node_label,
-        h.headroom_a_r AS node_a_r,
-        h.headroom_a_s AS node_a_s,
-        h.headroom_a_t AS node_a_t
+        x.lam,
+        x.bind,
+        x.extra,
+        h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc4) AS spare_r,
+        SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_r,
+        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc4) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_r,
+        h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc4) AS spare_s,
+        SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_s,
+        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc4) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_s,
+        h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc4) AS spare_t,
+        SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_t,
+        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc4) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_t
     FROM fill5 AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc4
 ),
-ext4r AS (
+lvl4a AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
-    FROM node4 AS x
-),
-win4r AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
+        x.node_label,
         x.lam,
         x.bind,
         x.extra,
-        x.node_a_r - SUM(x.a_per_kw * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc4, x.on_r) AS spare,
-        SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc4, x.on_r ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
-        SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc4, x.on_r) - SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc4, x.on_r ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
-    FROM ext4r AS x
-),
-lvl4r AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
         CASE
-            WHEN x.anc4 IS NULL OR x.on_r = 0 OR x.node_a_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc4, x.on_r) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc4, x.on_r) + 1e-9
+            WHEN x.anc4 IS NULL OR x.on_r = 0 OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
+            WHEN SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc4) <= MAX(x.spare_r) OVER (PARTITION BY x.site_id, x.anc4) + 1e-9
                 THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc4, x.on_r)
-                    - COALESCE(MAX(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.cumextra END) OVER (PARTITION BY x.site_id, x.anc4, x.on_r), 0))
-                / COALESCE(MIN(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.after END) OVER (PARTITION BY x.site_id, x.anc4, x.on_r),
-                    SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc4, x.on_r))
-        END AS level
-    FROM win4r AS x
-),
-fill4r AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.level ELSE x.lam END AS lam,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.anc4 ELSE x.bind END AS bind
-    FROM lvl4r AS x
-),
-ext4s AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
-    FROM fill4r AS x
-),
-win4s AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        x.extra,
-        x.node_a_s - SUM(x.a_per_kw * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc4, x.on_s) AS spare,
-        SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc4, x.on_s ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
-        SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc4, x.on_s) - SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc4, x.on_s ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
-    FROM ext4s AS x
-),
-lvl4s AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
+            ELSE (MAX(x.spare_r) OVER (PARTITION BY x.site_id, x.anc4)
+                    - COALESCE(MAX(CASE WHEN x.on_r = 1 AND x.cumextra_r + x.extra / x.weight * x.after_r <= x.spare_r + 1e-9 THEN x.cumextra_r END) OVER (PARTITION BY x.site_id, x.anc4), 0))
+                / COALESCE(MIN(CASE WHEN x.on_r = 1 AND x.cumextra_r + x.extra / x.weight * x.after_r <= x.spare_r + 1e-9 THEN x.after_r END) OVER (PARTITION BY x.site_id, x.anc4),
+                    SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc4))
+        END AS level_r,
         CASE
-            WHEN x.anc4 IS NULL OR x.on_s = 0 OR x.node_a_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc4, x.on_s) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc4, x.on_s) + 1e-9
+            WHEN x.anc4 IS NULL OR x.on_s = 0 OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
+            WHEN SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc4) <= MAX(x.spare_s) OVER (PARTITION BY x.site_id, x.anc4) + 1e-9
                 THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc4, x.on_s)
-                    - COALESCE(MAX(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.cumextra END) OVER (PARTITION BY x.site_id, x.anc4, x.on_s), 0))
-                / COALESCE(MIN(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.after END) OVER (PARTITION BY x.site_id, x.anc4, x.on_s),
-                    SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc4, x.on_s))
-        END AS level
-    FROM win4s AS x
-),
-fill4s AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.level ELSE x.lam END AS lam,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.anc4 ELSE x.bind END AS bind
-    FROM lvl4s AS x
-),
-ext4t AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
-    FROM fill4s AS x
-),
-win4t AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        x.extra,
-        x.node_a_t - SUM(x.a_per_kw * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc4, x.on_t) AS spare,
-        SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc4, x.on_t ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
-        SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc4, x.on_t) - SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc4, x.on_t ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
-    FROM ext4t AS x
-),
-lvl4t AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
+            ELSE (MAX(x.spare_s) OVER (PARTITION BY x.site_id, x.anc4)
+                    - COALESCE(MAX(CASE WHEN x.on_s = 1 AND x.cumextra_s + x.extra / x.weight * x.after_s <= x.spare_s + 1e-9 THEN x.cumextra_s END) OVER (PARTITION BY x.site_id, x.anc4), 0))
+                / COALESCE(MIN(CASE WHEN x.on_s = 1 AND x.cumextra_s + x.extra / x.weight * x.after_s <= x.spare_s + 1e-9 THEN x.after_s END) OVER (PARTITION BY x.site_id, x.anc4),
+                    SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc4))
+        END AS level_s,
         CASE
-            WHEN x.anc4 IS NULL OR x.on_t = 0 OR x.node_a_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc4, x.on_t) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc4, x.on_t) + 1e-9
+            WHEN x.anc4 IS NULL OR x.on_t = 0 OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
+            WHEN SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc4) <= MAX(x.spare_t) OVER (PARTITION BY x.site_id, x.anc4) + 1e-9
                 THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc4, x.on_t)
-                    - COALESCE(MAX(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.cumextra END) OVER (PARTITION BY x.site_id, x.anc4, x.on_t), 0))
-                / COALESCE(MIN(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.after END) OVER (PARTITION BY x.site_id, x.anc4, x.on_t),
-                    SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc4, x.on_t))
-        END AS level
-    FROM win4t AS x
+            ELSE (MAX(x.spare_t) OVER (PARTITION BY x.site_id, x.anc4)
+                    - COALESCE(MAX(CASE WHEN x.on_t = 1 AND x.cumextra_t + x.extra / x.weight * x.after_t <= x.spare_t + 1e-9 THEN x.cumextra_t END) OVER (PARTITION BY x.site_id, x.anc4), 0))
+                / COALESCE(MIN(CASE WHEN x.on_t = 1 AND x.cumextra_t + x.extra / x.weight * x.after_t <= x.spare_t + 1e-9 THEN x.after_t END) OVER (PARTITION BY x.site_id, x.anc4),
+                    SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc4))
+        END AS level_t
+    FROM win4a AS x
 ),
-fill4t AS (
+fill4a AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.level ELSE x.lam END AS lam,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.anc4 ELSE x.bind END AS bind
-    FROM lvl4t AS x
-),
-ext4 AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
-    FROM fill4t AS x
+        x.node_label,
+        CASE WHEN LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) IS NOT NULL AND (x.lam IS NULL OR LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) < x.lam) THEN LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) ELSE x.lam END AS lam,
+        CASE WHEN LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) IS NOT NULL AND (x.lam IS NULL OR LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) < x.lam) THEN x.anc4 ELSE x.bind END AS bind,
+        CASE WHEN LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) IS NULL THEN x.extra ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s))) END AS extra
+    FROM lvl4a AS x
 ),
 win4 AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
+        x.node_label,
         x.lam,
         x.bind,
         x.extra,
         x.node_kw - SUM(x.floor_kw) OVER (PARTITION BY x.site_id, x.anc4) AS spare,
         SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
         SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc4) - SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
-    FROM ext4 AS x
+    FROM fill4a AS x
 ),
 lvl4 AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
+        x.node_label,
         x.lam,
         x.bind,
+        x.extra,
         CASE
             WHEN x.anc4 IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
             WHEN SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc4) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc4) + 1e-9
@@ -475,219 +245,104 @@ fill4 AS (
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
         CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.level ELSE x.lam END AS lam,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.node_label ELSE x.bind END AS bind
+        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.node_label ELSE x.bind END AS bind,
+        CASE WHEN x.level IS NULL THEN x.extra ELSE LEAST(x.extra, x.weight * x.level) END AS extra
     FROM lvl4 AS x
 ),
-node3 AS (
+win3a AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
-        x.lam,
-        x.bind,
         h.headroom_kw AS node_kw,
         h.limited_by AS node_label,
-        h.headroom_a_r AS node_a_r,
-        h.headroom_a_s AS node_a_s,
-        h.headroom_a_t AS node_a_t
+        x.lam,
+        x.bind,
+        x.extra,
+        h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc3) AS spare_r,
+        SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_r,
+        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc3) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_r,
+        h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc3) AS spare_s,
+        SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_s,
+        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc3) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_s,
+        h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc3) AS spare_t,
+        SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_t,
+        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc3) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_t
     FROM fill4 AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc3
 ),
-ext3r AS (
+lvl3a AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
-    FROM node3 AS x
-),
-win3r AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
+        x.node_label,
         x.lam,
         x.bind,
         x.extra,
-        x.node_a_r - SUM(x.a_per_kw * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc3, x.on_r) AS spare,
-        SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc3, x.on_r ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
-        SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc3, x.on_r) - SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc3, x.on_r ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
-    FROM ext3r AS x
-),
-lvl3r AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
         CASE
-            WHEN x.anc3 IS NULL OR x.on_r = 0 OR x.node_a_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc3, x.on_r) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc3, x.on_r) + 1e-9
+            WHEN x.anc3 IS NULL OR x.on_r = 0 OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
+            WHEN SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc3) <= MAX(x.spare_r) OVER (PARTITION BY x.site_id, x.anc3) + 1e-9
                 THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc3, x.on_r)
-                    - COALESCE(MAX(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.cumextra END) OVER (PARTITION BY x.site_id, x.anc3, x.on_r), 0))
-                / COALESCE(MIN(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.after END) OVER (PARTITION BY x.site_id, x.anc3, x.on_r),
-                    SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc3, x.on_r))
-        END AS level
-    FROM win3r AS x
-),
-fill3r AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.level ELSE x.lam END AS lam,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.anc3 ELSE x.bind END AS bind
-    FROM lvl3r AS x
-),
-ext3s AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
-    FROM fill3r AS x
-),
-win3s AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        x.extra,
-        x.node_a_s - SUM(x.a_per_kw * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc3, x.on_s) AS spare,
-        SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc3, x.on_s ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
-        SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc3, x.on_s) - SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc3, x.on_s ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
-    FROM ext3s AS x
-),
-lvl3s AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
+            ELSE (MAX(x.spare_r) OVER (PARTITION BY x.site_id, x.anc3)
+                    - COALESCE(MAX(CASE WHEN x.on_r = 1 AND x.cumextra_r + x.extra / x.weight * x.after_r <= x.spare_r + 1e-9 THEN x.cumextra_r END) OVER (PARTITION BY x.site_id, x.anc3), 0))
+                / COALESCE(MIN(CASE WHEN x.on_r = 1 AND x.cumextra_r + x.extra / x.weight * x.after_r <= x.spare_r + 1e-9 THEN x.after_r END) OVER (PARTITION BY x.site_id, x.anc3),
+                    SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc3))
+        END AS level_r,
         CASE
-            WHEN x.anc3 IS NULL OR x.on_s = 0 OR x.node_a_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc3, x.on_s) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc3, x.on_s) + 1e-9
+            WHEN x.anc3 IS NULL OR x.on_s = 0 OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
+            WHEN SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc3) <= MAX(x.spare_s) OVER (PARTITION BY x.site_id, x.anc3) + 1e-9
                 THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc3, x.on_s)
-                    - COALESCE(MAX(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.cumextra END) OVER (PARTITION BY x.site_id, x.anc3, x.on_s), 0))
-                / COALESCE(MIN(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.after END) OVER (PARTITION BY x.site_id, x.anc3, x.on_s),
-                    SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc3, x.on_s))
-        END AS level
-    FROM win3s AS x
-),
-fill3s AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.level ELSE x.lam END AS lam,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.anc3 ELSE x.bind END AS bind
-    FROM lvl3s AS x
-),
-ext3t AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
-    FROM fill3s AS x
-),
-win3t AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        x.extra,
-        x.node_a_t - SUM(x.a_per_kw * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc3, x.on_t) AS spare,
-        SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc3, x.on_t ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
-        SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc3, x.on_t) - SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc3, x.on_t ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
-    FROM ext3t AS x
-),
-lvl3t AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
+            ELSE (MAX(x.spare_s) OVER (PARTITION BY x.site_id, x.anc3)
+                    - COALESCE(MAX(CASE WHEN x.on_s = 1 AND x.cumextra_s + x.extra / x.weight * x.after_s <= x.spare_s + 1e-9 THEN x.cumextra_s END) OVER (PARTITION BY x.site_id, x.anc3), 0))
+                / COALESCE(MIN(CASE WHEN x.on_s = 1 AND x.cumextra_s + x.extra / x.weight * x.after_s <= x.spare_s + 1e-9 THEN x.after_s END) OVER (PARTITION BY x.site_id, x.anc3),
+                    SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc3))
+        END AS level_s,
         CASE
-            WHEN x.anc3 IS NULL OR x.on_t = 0 OR x.node_a_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc3, x.on_t) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc3, x.on_t) + 1e-9
+            WHEN x.anc3 IS NULL OR x.on_t = 0 OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
+            WHEN SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc3) <= MAX(x.spare_t) OVER (PARTITION BY x.site_id, x.anc3) + 1e-9
                 THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc3, x.on_t)
-                    - COALESCE(MAX(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.cumextra END) OVER (PARTITION BY x.site_id, x.anc3, x.on_t), 0))
-                / COALESCE(MIN(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.after END) OVER (PARTITION BY x.site_id, x.anc3, x.on_t),
-                    SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc3, x.on_t))
-        END AS level
-    FROM win3t AS x
+            ELSE (MAX(x.spare_t) OVER (PARTITION BY x.site_id, x.anc3)
+                    - COALESCE(MAX(CASE WHEN x.on_t = 1 AND x.cumextra_t + x.extra / x.weight * x.after_t <= x.spare_t + 1e-9 THEN x.cumextra_t END) OVER (PARTITION BY x.site_id, x.anc3), 0))
+                / COALESCE(MIN(CASE WHEN x.on_t = 1 AND x.cumextra_t + x.extra / x.weight * x.after_t <= x.spare_t + 1e-9 THEN x.after_t END) OVER (PARTITION BY x.site_id, x.anc3),
+                    SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc3))
+        END AS level_t
+    FROM win3a AS x
 ),
-fill3t AS (
+fill3a AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.level ELSE x.lam END AS lam,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.anc3 ELSE x.bind END AS bind
-    FROM lvl3t AS x
-),
-ext3 AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
-    FROM fill3t AS x
+        x.node_label,
+        CASE WHEN LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) IS NOT NULL AND (x.lam IS NULL OR LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) < x.lam) THEN LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) ELSE x.lam END AS lam,
+        CASE WHEN LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) IS NOT NULL AND (x.lam IS NULL OR LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) < x.lam) THEN x.anc3 ELSE x.bind END AS bind,
+        CASE WHEN LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) IS NULL THEN x.extra ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s))) END AS extra
+    FROM lvl3a AS x
 ),
 win3 AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
+        x.node_label,
         x.lam,
         x.bind,
         x.extra,
         x.node_kw - SUM(x.floor_kw) OVER (PARTITION BY x.site_id, x.anc3) AS spare,
         SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
         SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc3) - SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
-    FROM ext3 AS x
+    FROM fill3a AS x
 ),
 lvl3 AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
+        x.node_label,
         x.lam,
         x.bind,
+        x.extra,
         CASE
             WHEN x.anc3 IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
             WHEN SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc3) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc3) + 1e-9
@@ -705,219 +360,104 @@ fill3 AS (
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
         CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.level ELSE x.lam END AS lam,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.node_label ELSE x.bind END AS bind
+        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.node_label ELSE x.bind END AS bind,
+        CASE WHEN x.level IS NULL THEN x.extra ELSE LEAST(x.extra, x.weight * x.level) END AS extra
     FROM lvl3 AS x
 ),
-node2 AS (
+win2a AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
-        x.lam,
-        x.bind,
         h.headroom_kw AS node_kw,
         h.limited_by AS node_label,
-        h.headroom_a_r AS node_a_r,
-        h.headroom_a_s AS node_a_s,
-        h.headroom_a_t AS node_a_t
+        x.lam,
+        x.bind,
+        x.extra,
+        h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc2) AS spare_r,
+        SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_r,
+        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc2) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_r,
+        h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc2) AS spare_s,
+        SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_s,
+        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc2) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_s,
+        h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc2) AS spare_t,
+        SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_t,
+        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc2) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_t
     FROM fill3 AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc2
 ),
-ext2r AS (
+lvl2a AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
-    FROM node2 AS x
-),
-win2r AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
+        x.node_label,
         x.lam,
         x.bind,
         x.extra,
-        x.node_a_r - SUM(x.a_per_kw * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc2, x.on_r) AS spare,
-        SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc2, x.on_r ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
-        SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc2, x.on_r) - SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc2, x.on_r ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
-    FROM ext2r AS x
-),
-lvl2r AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
         CASE
-            WHEN x.anc2 IS NULL OR x.on_r = 0 OR x.node_a_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc2, x.on_r) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc2, x.on_r) + 1e-9
+            WHEN x.anc2 IS NULL OR x.on_r = 0 OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
+            WHEN SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc2) <= MAX(x.spare_r) OVER (PARTITION BY x.site_id, x.anc2) + 1e-9
                 THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc2, x.on_r)
-                    - COALESCE(MAX(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.cumextra END) OVER (PARTITION BY x.site_id, x.anc2, x.on_r), 0))
-                / COALESCE(MIN(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.after END) OVER (PARTITION BY x.site_id, x.anc2, x.on_r),
-                    SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc2, x.on_r))
-        END AS level
-    FROM win2r AS x
-),
-fill2r AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.level ELSE x.lam END AS lam,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.anc2 ELSE x.bind END AS bind
-    FROM lvl2r AS x
-),
-ext2s AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
-    FROM fill2r AS x
-),
-win2s AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        x.extra,
-        x.node_a_s - SUM(x.a_per_kw * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc2, x.on_s) AS spare,
-        SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc2, x.on_s ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
-        SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc2, x.on_s) - SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc2, x.on_s ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
-    FROM ext2s AS x
-),
-lvl2s AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
+            ELSE (MAX(x.spare_r) OVER (PARTITION BY x.site_id, x.anc2)
+                    - COALESCE(MAX(CASE WHEN x.on_r = 1 AND x.cumextra_r + x.extra / x.weight * x.after_r <= x.spare_r + 1e-9 THEN x.cumextra_r END) OVER (PARTITION BY x.site_id, x.anc2), 0))
+                / COALESCE(MIN(CASE WHEN x.on_r = 1 AND x.cumextra_r + x.extra / x.weight * x.after_r <= x.spare_r + 1e-9 THEN x.after_r END) OVER (PARTITION BY x.site_id, x.anc2),
+                    SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc2))
+        END AS level_r,
         CASE
-            WHEN x.anc2 IS NULL OR x.on_s = 0 OR x.node_a_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc2, x.on_s) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc2, x.on_s) + 1e-9
+            WHEN x.anc2 IS NULL OR x.on_s = 0 OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
+            WHEN SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc2) <= MAX(x.spare_s) OVER (PARTITION BY x.site_id, x.anc2) + 1e-9
                 THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc2, x.on_s)
-                    - COALESCE(MAX(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.cumextra END) OVER (PARTITION BY x.site_id, x.anc2, x.on_s), 0))
-                / COALESCE(MIN(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.after END) OVER (PARTITION BY x.site_id, x.anc2, x.on_s),
-                    SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc2, x.on_s))
-        END AS level
-    FROM win2s AS x
-),
-fill2s AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.level ELSE x.lam END AS lam,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.anc2 ELSE x.bind END AS bind
-    FROM lvl2s AS x
-),
-ext2t AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
-    FROM fill2s AS x
-),
-win2t AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        x.extra,
-        x.node_a_t - SUM(x.a_per_kw * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc2, x.on_t) AS spare,
-        SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc2, x.on_t ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
-        SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc2, x.on_t) - SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc2, x.on_t ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
-    FROM ext2t AS x
-),
-lvl2t AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
+            ELSE (MAX(x.spare_s) OVER (PARTITION BY x.site_id, x.anc2)
+                    - COALESCE(MAX(CASE WHEN x.on_s = 1 AND x.cumextra_s + x.extra / x.weight * x.after_s <= x.spare_s + 1e-9 THEN x.cumextra_s END) OVER (PARTITION BY x.site_id, x.anc2), 0))
+                / COALESCE(MIN(CASE WHEN x.on_s = 1 AND x.cumextra_s + x.extra / x.weight * x.after_s <= x.spare_s + 1e-9 THEN x.after_s END) OVER (PARTITION BY x.site_id, x.anc2),
+                    SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc2))
+        END AS level_s,
         CASE
-            WHEN x.anc2 IS NULL OR x.on_t = 0 OR x.node_a_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc2, x.on_t) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc2, x.on_t) + 1e-9
+            WHEN x.anc2 IS NULL OR x.on_t = 0 OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
+            WHEN SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc2) <= MAX(x.spare_t) OVER (PARTITION BY x.site_id, x.anc2) + 1e-9
                 THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc2, x.on_t)
-                    - COALESCE(MAX(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.cumextra END) OVER (PARTITION BY x.site_id, x.anc2, x.on_t), 0))
-                / COALESCE(MIN(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.after END) OVER (PARTITION BY x.site_id, x.anc2, x.on_t),
-                    SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc2, x.on_t))
-        END AS level
-    FROM win2t AS x
+            ELSE (MAX(x.spare_t) OVER (PARTITION BY x.site_id, x.anc2)
+                    - COALESCE(MAX(CASE WHEN x.on_t = 1 AND x.cumextra_t + x.extra / x.weight * x.after_t <= x.spare_t + 1e-9 THEN x.cumextra_t END) OVER (PARTITION BY x.site_id, x.anc2), 0))
+                / COALESCE(MIN(CASE WHEN x.on_t = 1 AND x.cumextra_t + x.extra / x.weight * x.after_t <= x.spare_t + 1e-9 THEN x.after_t END) OVER (PARTITION BY x.site_id, x.anc2),
+                    SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc2))
+        END AS level_t
+    FROM win2a AS x
 ),
-fill2t AS (
+fill2a AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.level ELSE x.lam END AS lam,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.anc2 ELSE x.bind END AS bind
-    FROM lvl2t AS x
-),
-ext2 AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
-    FROM fill2t AS x
+        x.node_label,
+        CASE WHEN LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) IS NOT NULL AND (x.lam IS NULL OR LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) < x.lam) THEN LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) ELSE x.lam END AS lam,
+        CASE WHEN LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) IS NOT NULL AND (x.lam IS NULL OR LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) < x.lam) THEN x.anc2 ELSE x.bind END AS bind,
+        CASE WHEN LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) IS NULL THEN x.extra ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s))) END AS extra
+    FROM lvl2a AS x
 ),
 win2 AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
+        x.node_label,
         x.lam,
         x.bind,
         x.extra,
         x.node_kw - SUM(x.floor_kw) OVER (PARTITION BY x.site_id, x.anc2) AS spare,
         SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
         SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc2) - SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
-    FROM ext2 AS x
+    FROM fill2a AS x
 ),
 lvl2 AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
+        x.node_label,
         x.lam,
         x.bind,
+        x.extra,
         CASE
             WHEN x.anc2 IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
             WHEN SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc2) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc2) + 1e-9
@@ -935,219 +475,104 @@ fill2 AS (
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
         CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.level ELSE x.lam END AS lam,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.node_label ELSE x.bind END AS bind
+        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.node_label ELSE x.bind END AS bind,
+        CASE WHEN x.level IS NULL THEN x.extra ELSE LEAST(x.extra, x.weight * x.level) END AS extra
     FROM lvl2 AS x
 ),
-node1 AS (
+win1a AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
-        x.lam,
-        x.bind,
         h.headroom_kw AS node_kw,
         h.limited_by AS node_label,
-        h.headroom_a_r AS node_a_r,
-        h.headroom_a_s AS node_a_s,
-        h.headroom_a_t AS node_a_t
+        x.lam,
+        x.bind,
+        x.extra,
+        h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc1) AS spare_r,
+        SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_r,
+        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc1) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_r,
+        h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc1) AS spare_s,
+        SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_s,
+        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc1) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_s,
+        h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc1) AS spare_t,
+        SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_t,
+        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc1) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_t
     FROM fill2 AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc1
 ),
-ext1r AS (
+lvl1a AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
-    FROM node1 AS x
-),
-win1r AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
+        x.node_label,
         x.lam,
         x.bind,
         x.extra,
-        x.node_a_r - SUM(x.a_per_kw * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc1, x.on_r) AS spare,
-        SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc1, x.on_r ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
-        SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc1, x.on_r) - SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc1, x.on_r ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
-    FROM ext1r AS x
-),
-lvl1r AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
         CASE
-            WHEN x.anc1 IS NULL OR x.on_r = 0 OR x.node_a_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc1, x.on_r) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc1, x.on_r) + 1e-9
+            WHEN x.anc1 IS NULL OR x.on_r = 0 OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
+            WHEN SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc1) <= MAX(x.spare_r) OVER (PARTITION BY x.site_id, x.anc1) + 1e-9
                 THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc1, x.on_r)
-                    - COALESCE(MAX(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.cumextra END) OVER (PARTITION BY x.site_id, x.anc1, x.on_r), 0))
-                / COALESCE(MIN(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.after END) OVER (PARTITION BY x.site_id, x.anc1, x.on_r),
-                    SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc1, x.on_r))
-        END AS level
-    FROM win1r AS x
-),
-fill1r AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.level ELSE x.lam END AS lam,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.anc1 ELSE x.bind END AS bind
-    FROM lvl1r AS x
-),
-ext1s AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
-    FROM fill1r AS x
-),
-win1s AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        x.extra,
-        x.node_a_s - SUM(x.a_per_kw * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc1, x.on_s) AS spare,
-        SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc1, x.on_s ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
-        SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc1, x.on_s) - SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc1, x.on_s ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
-    FROM ext1s AS x
-),
-lvl1s AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
+            ELSE (MAX(x.spare_r) OVER (PARTITION BY x.site_id, x.anc1)
+                    - COALESCE(MAX(CASE WHEN x.on_r = 1 AND x.cumextra_r + x.extra / x.weight * x.after_r <= x.spare_r + 1e-9 THEN x.cumextra_r END) OVER (PARTITION BY x.site_id, x.anc1), 0))
+                / COALESCE(MIN(CASE WHEN x.on_r = 1 AND x.cumextra_r + x.extra / x.weight * x.after_r <= x.spare_r + 1e-9 THEN x.after_r END) OVER (PARTITION BY x.site_id, x.anc1),
+                    SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc1))
+        END AS level_r,
         CASE
-            WHEN x.anc1 IS NULL OR x.on_s = 0 OR x.node_a_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc1, x.on_s) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc1, x.on_s) + 1e-9
+            WHEN x.anc1 IS NULL OR x.on_s = 0 OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
+            WHEN SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc1) <= MAX(x.spare_s) OVER (PARTITION BY x.site_id, x.anc1) + 1e-9
                 THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc1, x.on_s)
-                    - COALESCE(MAX(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.cumextra END) OVER (PARTITION BY x.site_id, x.anc1, x.on_s), 0))
-                / COALESCE(MIN(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.after END) OVER (PARTITION BY x.site_id, x.anc1, x.on_s),
-                    SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc1, x.on_s))
-        END AS level
-    FROM win1s AS x
-),
-fill1s AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.level ELSE x.lam END AS lam,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.anc1 ELSE x.bind END AS bind
-    FROM lvl1s AS x
-),
-ext1t AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
-    FROM fill1s AS x
-),
-win1t AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        x.extra,
-        x.node_a_t - SUM(x.a_per_kw * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc1, x.on_t) AS spare,
-        SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc1, x.on_t ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
-        SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc1, x.on_t) - SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc1, x.on_t ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
-    FROM ext1t AS x
-),
-lvl1t AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
+            ELSE (MAX(x.spare_s) OVER (PARTITION BY x.site_id, x.anc1)
+                    - COALESCE(MAX(CASE WHEN x.on_s = 1 AND x.cumextra_s + x.extra / x.weight * x.after_s <= x.spare_s + 1e-9 THEN x.cumextra_s END) OVER (PARTITION BY x.site_id, x.anc1), 0))
+                / COALESCE(MIN(CASE WHEN x.on_s = 1 AND x.cumextra_s + x.extra / x.weight * x.after_s <= x.spare_s + 1e-9 THEN x.after_s END) OVER (PARTITION BY x.site_id, x.anc1),
+                    SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc1))
+        END AS level_s,
         CASE
-            WHEN x.anc1 IS NULL OR x.on_t = 0 OR x.node_a_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc1, x.on_t) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc1, x.on_t) + 1e-9
+            WHEN x.anc1 IS NULL OR x.on_t = 0 OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
+            WHEN SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc1) <= MAX(x.spare_t) OVER (PARTITION BY x.site_id, x.anc1) + 1e-9
                 THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc1, x.on_t)
-                    - COALESCE(MAX(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.cumextra END) OVER (PARTITION BY x.site_id, x.anc1, x.on_t), 0))
-                / COALESCE(MIN(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.after END) OVER (PARTITION BY x.site_id, x.anc1, x.on_t),
-                    SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc1, x.on_t))
-        END AS level
-    FROM win1t AS x
+            ELSE (MAX(x.spare_t) OVER (PARTITION BY x.site_id, x.anc1)
+                    - COALESCE(MAX(CASE WHEN x.on_t = 1 AND x.cumextra_t + x.extra / x.weight * x.after_t <= x.spare_t + 1e-9 THEN x.cumextra_t END) OVER (PARTITION BY x.site_id, x.anc1), 0))
+                / COALESCE(MIN(CASE WHEN x.on_t = 1 AND x.cumextra_t + x.extra / x.weight * x.after_t <= x.spare_t + 1e-9 THEN x.after_t END) OVER (PARTITION BY x.site_id, x.anc1),
+                    SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc1))
+        END AS level_t
+    FROM win1a AS x
 ),
-fill1t AS (
+fill1a AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.level ELSE x.lam END AS lam,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.anc1 ELSE x.bind END AS bind
-    FROM lvl1t AS x
-),
-ext1 AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
-    FROM fill1t AS x
+        x.node_label,
+        CASE WHEN LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) IS NOT NULL AND (x.lam IS NULL OR LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) < x.lam) THEN LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) ELSE x.lam END AS lam,
+        CASE WHEN LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) IS NOT NULL AND (x.lam IS NULL OR LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) < x.lam) THEN x.anc1 ELSE x.bind END AS bind,
+        CASE WHEN LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) IS NULL THEN x.extra ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s))) END AS extra
+    FROM lvl1a AS x
 ),
 win1 AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
+        x.node_label,
         x.lam,
         x.bind,
         x.extra,
         x.node_kw - SUM(x.floor_kw) OVER (PARTITION BY x.site_id, x.anc1) AS spare,
         SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
         SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc1) - SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
-    FROM ext1 AS x
+    FROM fill1a AS x
 ),
 lvl1 AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
+        x.node_label,
         x.lam,
         x.bind,
+        x.extra,
         CASE
             WHEN x.anc1 IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
             WHEN SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc1) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc1) + 1e-9
@@ -1165,219 +590,104 @@ fill1 AS (
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
         CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.level ELSE x.lam END AS lam,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.node_label ELSE x.bind END AS bind
+        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.node_label ELSE x.bind END AS bind,
+        CASE WHEN x.level IS NULL THEN x.extra ELSE LEAST(x.extra, x.weight * x.level) END AS extra
     FROM lvl1 AS x
 ),
-node0 AS (
+win0a AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
-        x.lam,
-        x.bind,
         h.headroom_kw AS node_kw,
         h.limited_by AS node_label,
-        h.headroom_a_r AS node_a_r,
-        h.headroom_a_s AS node_a_s,
-        h.headroom_a_t AS node_a_t
+        x.lam,
+        x.bind,
+        x.extra,
+        h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc0) AS spare_r,
+        SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_r,
+        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc0) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_r,
+        h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc0) AS spare_s,
+        SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_s,
+        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc0) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_s,
+        h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc0) AS spare_t,
+        SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_t,
+        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc0) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_t
     FROM fill1 AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc0
 ),
-ext0r AS (
+lvl0a AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
-    FROM node0 AS x
-),
-win0r AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
+        x.node_label,
         x.lam,
         x.bind,
         x.extra,
-        x.node_a_r - SUM(x.a_per_kw * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc0, x.on_r) AS spare,
-        SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc0, x.on_r ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
-        SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc0, x.on_r) - SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc0, x.on_r ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
-    FROM ext0r AS x
-),
-lvl0r AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
         CASE
-            WHEN x.anc0 IS NULL OR x.on_r = 0 OR x.node_a_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc0, x.on_r) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc0, x.on_r) + 1e-9
+            WHEN x.anc0 IS NULL OR x.on_r = 0 OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
+            WHEN SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc0) <= MAX(x.spare_r) OVER (PARTITION BY x.site_id, x.anc0) + 1e-9
                 THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc0, x.on_r)
-                    - COALESCE(MAX(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.cumextra END) OVER (PARTITION BY x.site_id, x.anc0, x.on_r), 0))
-                / COALESCE(MIN(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.after END) OVER (PARTITION BY x.site_id, x.anc0, x.on_r),
-                    SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc0, x.on_r))
-        END AS level
-    FROM win0r AS x
-),
-fill0r AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.level ELSE x.lam END AS lam,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.anc0 ELSE x.bind END AS bind
-    FROM lvl0r AS x
-),
-ext0s AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
-    FROM fill0r AS x
-),
-win0s AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        x.extra,
-        x.node_a_s - SUM(x.a_per_kw * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc0, x.on_s) AS spare,
-        SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc0, x.on_s ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
-        SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc0, x.on_s) - SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc0, x.on_s ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
-    FROM ext0s AS x
-),
-lvl0s AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
+            ELSE (MAX(x.spare_r) OVER (PARTITION BY x.site_id, x.anc0)
+                    - COALESCE(MAX(CASE WHEN x.on_r = 1 AND x.cumextra_r + x.extra / x.weight * x.after_r <= x.spare_r + 1e-9 THEN x.cumextra_r END) OVER (PARTITION BY x.site_id, x.anc0), 0))
+                / COALESCE(MIN(CASE WHEN x.on_r = 1 AND x.cumextra_r + x.extra / x.weight * x.after_r <= x.spare_r + 1e-9 THEN x.after_r END) OVER (PARTITION BY x.site_id, x.anc0),
+                    SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc0))
+        END AS level_r,
         CASE
-            WHEN x.anc0 IS NULL OR x.on_s = 0 OR x.node_a_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc0, x.on_s) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc0, x.on_s) + 1e-9
+            WHEN x.anc0 IS NULL OR x.on_s = 0 OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
+            WHEN SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc0) <= MAX(x.spare_s) OVER (PARTITION BY x.site_id, x.anc0) + 1e-9
                 THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc0, x.on_s)
-                    - COALESCE(MAX(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.cumextra END) OVER (PARTITION BY x.site_id, x.anc0, x.on_s), 0))
-                / COALESCE(MIN(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.after END) OVER (PARTITION BY x.site_id, x.anc0, x.on_s),
-                    SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc0, x.on_s))
-        END AS level
-    FROM win0s AS x
-),
-fill0s AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.level ELSE x.lam END AS lam,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.anc0 ELSE x.bind END AS bind
-    FROM lvl0s AS x
-),
-ext0t AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
-    FROM fill0s AS x
-),
-win0t AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        x.extra,
-        x.node_a_t - SUM(x.a_per_kw * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc0, x.on_t) AS spare,
-        SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc0, x.on_t ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
-        SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc0, x.on_t) - SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc0, x.on_t ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
-    FROM ext0t AS x
-),
-lvl0t AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
+            ELSE (MAX(x.spare_s) OVER (PARTITION BY x.site_id, x.anc0)
+                    - COALESCE(MAX(CASE WHEN x.on_s = 1 AND x.cumextra_s + x.extra / x.weight * x.after_s <= x.spare_s + 1e-9 THEN x.cumextra_s END) OVER (PARTITION BY x.site_id, x.anc0), 0))
+                / COALESCE(MIN(CASE WHEN x.on_s = 1 AND x.cumextra_s + x.extra / x.weight * x.after_s <= x.spare_s + 1e-9 THEN x.after_s END) OVER (PARTITION BY x.site_id, x.anc0),
+                    SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc0))
+        END AS level_s,
         CASE
-            WHEN x.anc0 IS NULL OR x.on_t = 0 OR x.node_a_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.extra) OVER (PARTITION BY x.site_id, x.anc0, x.on_t) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc0, x.on_t) + 1e-9
+            WHEN x.anc0 IS NULL OR x.on_t = 0 OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
+            WHEN SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc0) <= MAX(x.spare_t) OVER (PARTITION BY x.site_id, x.anc0) + 1e-9
                 THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc0, x.on_t)
-                    - COALESCE(MAX(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.cumextra END) OVER (PARTITION BY x.site_id, x.anc0, x.on_t), 0))
-                / COALESCE(MIN(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.after END) OVER (PARTITION BY x.site_id, x.anc0, x.on_t),
-                    SUM(x.a_per_kw * x.weight) OVER (PARTITION BY x.site_id, x.anc0, x.on_t))
-        END AS level
-    FROM win0t AS x
+            ELSE (MAX(x.spare_t) OVER (PARTITION BY x.site_id, x.anc0)
+                    - COALESCE(MAX(CASE WHEN x.on_t = 1 AND x.cumextra_t + x.extra / x.weight * x.after_t <= x.spare_t + 1e-9 THEN x.cumextra_t END) OVER (PARTITION BY x.site_id, x.anc0), 0))
+                / COALESCE(MIN(CASE WHEN x.on_t = 1 AND x.cumextra_t + x.extra / x.weight * x.after_t <= x.spare_t + 1e-9 THEN x.after_t END) OVER (PARTITION BY x.site_id, x.anc0),
+                    SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc0))
+        END AS level_t
+    FROM win0a AS x
 ),
-fill0t AS (
+fill0a AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.level ELSE x.lam END AS lam,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.anc0 ELSE x.bind END AS bind
-    FROM lvl0t AS x
-),
-ext0 AS (
-    SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
-        x.lam,
-        x.bind,
-        CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END AS extra
-    FROM fill0t AS x
+        x.node_label,
+        CASE WHEN LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) IS NOT NULL AND (x.lam IS NULL OR LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) < x.lam) THEN LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) ELSE x.lam END AS lam,
+        CASE WHEN LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) IS NOT NULL AND (x.lam IS NULL OR LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) < x.lam) THEN x.anc0 ELSE x.bind END AS bind,
+        CASE WHEN LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s)) IS NULL THEN x.extra ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.level_r, x.level_s, x.level_t), COALESCE(x.level_s, x.level_t, x.level_r), COALESCE(x.level_t, x.level_r, x.level_s))) END AS extra
+    FROM lvl0a AS x
 ),
 win0 AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
+        x.node_label,
         x.lam,
         x.bind,
         x.extra,
         x.node_kw - SUM(x.floor_kw) OVER (PARTITION BY x.site_id, x.anc0) AS spare,
         SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
         SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc0) - SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
-    FROM ext0 AS x
+    FROM fill0a AS x
 ),
 lvl0 AS (
     SELECT
         x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_kw,
-        x.node_label, x.node_a_r, x.node_a_s, x.node_a_t,
+        x.node_label,
         x.lam,
         x.bind,
+        x.extra,
         CASE
             WHEN x.anc0 IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
             WHEN SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc0) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc0) + 1e-9
@@ -1395,7 +705,8 @@ fill0 AS (
         x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
         CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.level ELSE x.lam END AS lam,
-        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.node_label ELSE x.bind END AS bind
+        CASE WHEN x.level IS NOT NULL AND (x.lam IS NULL OR x.level < x.lam) THEN x.node_label ELSE x.bind END AS bind,
+        CASE WHEN x.level IS NULL THEN x.extra ELSE LEAST(x.extra, x.weight * x.level) END AS extra
     FROM lvl0 AS x
 )
 SELECT
