@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.contracts.topics import TopologyNode
+from pipeline.contracts.topics import PhaseRotation, TopologyNode
 
 __all__ = ["ChargerInfo", "Topology"]
 
@@ -35,6 +35,7 @@ class ChargerInfo:
     priority: int = 0
     weight: float = 1.0
     flexible: bool = False
+    phase_rotation: PhaseRotation | None = None  # the wiring, copied onto its sessions
 
 
 class Topology:
@@ -78,6 +79,7 @@ class Topology:
             priority=node.priority,
             weight=node.weight,
             flexible=node.flexible,
+            phase_rotation=node.phase_rotation,
         )
         return info
 
