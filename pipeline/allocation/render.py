@@ -29,6 +29,19 @@ The rule, at every node ``a`` on a session's path (``anc{d}`` is the session's a
   spare; each session ends at ``floor + min(extra, weight * min(levels on its path))``. On trees
   (laminar constraints) this is exactly global progressive filling, so every ancestor's headroom holds,
   and no headroom is left while an admitted session below its cap could use it.
+
+Phases. A session loads the grid phases ``on_r``/``on_s``/``on_t`` (its EV's phases through the charger's
+wiring, ``session_telemetry``) with ``a_per_kw = 1000 / (ev_phases * V)`` amperes per kW on each. A breaker
+with a per-phase rating (``limit_a``; ``node_headroom.headroom_a_r`` ..) admits a session only if, besides
+the kW running sum, the running sum of floor currents on each grid phase it loads fits; and in the fill
+each of its phases has a water level over the sessions that load it (the same closed form with
+``a_per_kw * extra`` and ``a_per_kw * weight``, so the level is in kW per weight). The three phase levels
+of a breaker are computed side by side and a session takes the lowest of the phases it loads; then the
+breaker's kW level, over the extras the phases left. Every level holds its limit for the extras it saw
+and later levels only lower them, so no phase and no kW limit is exceeded. The phase limits are not
+laminar with the kW ones (a 3-phase session shares each phase with different 1-phase ones), so this is
+not exact progressive filling there: a phase can keep current that a session held back elsewhere left
+unused. Without ``limit_a`` the phase levels are null and the fill is the kW one above.
 """
 
 from __future__ import annotations
@@ -129,20 +142,34 @@ def _least(exprs: list[str]) -> str:
     return "LEAST(" + ", ".join(f"COALESCE({r})" for r in rotations) + ")"
 
 
-def _level_sql(key: str, scale: str, spare: str, cumextra: str, after: str, member: str) -> str:
-    """The water level of one limit from its window columns: the ``lam`` at which the members' sum of
-    ``scale * min(extra, weight * lam)`` reaches ``spare``, null when every member fits at its extra.
-    Members are sorted by ``extra / weight``; a member is saturated (at its extra) when the sum with every
-    later member at its level still fits."""
-    saturated = f"{member}{cumextra} + x.extra / x.weight * {after} <= {spare} + 1e-9"
-    return (
-        f"WHEN SUM({scale}x.extra) OVER ({key}) <= MAX({spare}) OVER ({key}) + 1e-9\n"
-        f"                THEN CAST(NULL AS DOUBLE PRECISION)\n"
-        f"            ELSE (MAX({spare}) OVER ({key})\n"
-        f"                    - COALESCE(MAX(CASE WHEN {saturated} THEN {cumextra} END) OVER ({key}), 0))\n"
-        f"                / COALESCE(MIN(CASE WHEN {saturated} THEN {after} END) OVER ({key}),\n"
-        f"                    SUM({scale}x.weight) OVER ({key}))"
-    )
+def _windows(key: str, scale: str, limit: str, suffix: str = "") -> list[str]:
+    """The window columns of one limit's level, over the rows of ``key`` in the order of ``extra / weight``
+    (ties by session id): ``spare`` (the limit minus the members' floors), ``cumextra`` (the members'
+    extras up to and with this row) and ``wfrom`` (the members' weights from this row on, summed in the
+    reverse order). Members count with ``scale`` (nothing for kW, ``a_per_kw * on_p *`` for grid phase
+    p), the other rows with 0."""
+    up = f"ORDER BY x.extra / x.weight, x.session_id {RUNNING}"
+    down = f"ORDER BY x.extra / x.weight DESC, x.session_id DESC {RUNNING}"
+    return [
+        f"{limit} - SUM({scale}x.floor_kw) OVER ({key}) AS spare{suffix}",
+        f"SUM({scale}x.extra) OVER ({key} {up}) AS cumextra{suffix}",
+        f"SUM({scale}x.weight) OVER ({key} {down}) AS wfrom{suffix}",
+    ]
+
+
+def _level_sql(key: str, scale: str, suffix: str, outside: str, member: str | None = None) -> str:
+    """The water level of one limit from its window columns (:func:`_windows`): the ``lam`` at which the
+    members' sum of ``scale * min(extra, weight * lam)`` reaches ``spare``; null outside the limit.
+
+    Each member, taken as the first not to reach its extra, gives the candidate ``(spare - the members'
+    extras before it) / (the members' weights from it on)``; the level is the largest candidate. (At the
+    true level, a candidate's assumption over-counts what the members between it and the first unsaturated
+    one take, so no candidate exceeds it, and the first unsaturated member's is exact.) When every member
+    fits at its extra the level is at least the largest ``extra / weight``, so it cuts nobody."""
+    candidate = f"(x.spare{suffix} - x.cumextra{suffix} + {scale}x.extra) / x.wfrom{suffix}"
+    if member is not None:
+        candidate = f"CASE WHEN {member} THEN {candidate} END"
+    return f"CASE WHEN {outside} THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX({candidate}) OVER ({key}) END"
 
 
 def _fill_step(name: str, cols: list[str], level: str, label: str) -> str:
@@ -168,22 +195,12 @@ def _phase_levels(d: int, prev: str) -> list[str]:
     the lowest of the phases it loads, so each phase's current stays within its headroom. Joins
     ``node_headroom`` for the depth and carries its kW limit on (``node_kw``, ``node_label``)."""
     key = f"PARTITION BY x.site_id, x.anc{d}"
-    sort = f"ORDER BY x.extra / x.weight, x.session_id {RUNNING}"
     wins, levels = [], []
     for p in PHASES:
         scale = f"x.a_per_kw * x.on_{p} * "
-        wins += [
-            f"h.headroom_a_{p} - SUM({scale}x.floor_kw) OVER ({key}) AS spare_{p}",
-            f"SUM({scale}x.extra) OVER ({key} {sort}) AS cumextra_{p}",
-            f"SUM({scale}x.weight) OVER ({key}) - SUM({scale}x.weight) OVER ({key} {sort}) AS after_{p}",
-        ]
-        body = _level_sql(key, scale, f"x.spare_{p}", f"x.cumextra_{p}", f"x.after_{p}", f"x.on_{p} = 1 AND ")
-        levels.append(
-            f"CASE\n"
-            f"            WHEN x.anc{d} IS NULL OR x.on_{p} = 0 OR x.spare_{p} IS NULL THEN CAST(NULL AS DOUBLE PRECISION)\n"
-            f"            {body}\n"
-            f"        END AS level_{p}"
-        )
+        wins += _windows(key, scale, f"h.headroom_a_{p}", f"_{p}")
+        outside = f"x.anc{d} IS NULL OR x.on_{p} = 0 OR x.spare_{p} IS NULL"
+        levels.append(f"{_level_sql(key, scale, f'_{p}', outside, f'x.on_{p} = 1')} AS level_{p}")
     cols = FILL_COLS + NODE_COLS
     return [
         f"win{d}a AS (\n"
@@ -214,7 +231,6 @@ def _phase_levels(d: int, prev: str) -> list[str]:
 def _kw_level(d: int, prev: str) -> list[str]:
     """The kW limit of ``anc{d}`` (its headroom), after its per-phase limits."""
     key = f"PARTITION BY x.site_id, x.anc{d}"
-    sort = f"ORDER BY x.extra / x.weight, x.session_id {RUNNING}"
     cols = FILL_COLS + NODE_COLS
     return [
         f"win{d} AS (\n"
@@ -223,9 +239,7 @@ def _kw_level(d: int, prev: str) -> list[str]:
         f"        x.lam,\n"
         f"        x.bind,\n"
         f"        x.extra,\n"
-        f"        x.node_kw - SUM(x.floor_kw) OVER ({key}) AS spare,\n"
-        f"        SUM(x.extra) OVER ({key} {sort}) AS cumextra,\n"
-        f"        SUM(x.weight) OVER ({key}) - SUM(x.weight) OVER ({key} {sort}) AS after\n"
+        f"        " + ",\n        ".join(_windows(key, "", "x.node_kw")) + "\n"
         f"    FROM {prev} AS x\n"
         f")",
         # the water level of anc{d}, as window aggregates over its sessions (no GROUP BY joined back, which
@@ -236,10 +250,7 @@ def _kw_level(d: int, prev: str) -> list[str]:
         f"        x.lam,\n"
         f"        x.bind,\n"
         f"        x.extra,\n"
-        f"        CASE\n"
-        f"            WHEN x.anc{d} IS NULL THEN CAST(NULL AS DOUBLE PRECISION)\n"
-        f"            {_level_sql(key, '', 'x.spare', 'x.cumextra', 'x.after', '')}\n"
-        f"        END AS level\n"
+        f"        {_level_sql(key, '', '', f'x.anc{d} IS NULL')} AS level\n"
         f"    FROM win{d} AS x\n"
         f")",
         _fill_step(str(d), FILL_COLS, "x.level", "x.node_label"),

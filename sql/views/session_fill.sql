@@ -31,13 +31,13 @@ win5a AS (
         x.extra,
         h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc5) AS spare_r,
         SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_r,
-        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc5) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_r,
+        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_r,
         h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc5) AS spare_s,
         SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_s,
-        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc5) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_s,
+        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_s,
         h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc5) AS spare_t,
         SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_t,
-        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc5) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_t
+        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_t
     FROM admitted AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc5
 ),
@@ -50,33 +50,9 @@ lvl5a AS (
         x.lam,
         x.bind,
         x.extra,
-        CASE
-            WHEN x.anc5 IS NULL OR x.on_r = 0 OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc5) <= MAX(x.spare_r) OVER (PARTITION BY x.site_id, x.anc5) + 1e-9
-                THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare_r) OVER (PARTITION BY x.site_id, x.anc5)
-                    - COALESCE(MAX(CASE WHEN x.on_r = 1 AND x.cumextra_r + x.extra / x.weight * x.after_r <= x.spare_r + 1e-9 THEN x.cumextra_r END) OVER (PARTITION BY x.site_id, x.anc5), 0))
-                / COALESCE(MIN(CASE WHEN x.on_r = 1 AND x.cumextra_r + x.extra / x.weight * x.after_r <= x.spare_r + 1e-9 THEN x.after_r END) OVER (PARTITION BY x.site_id, x.anc5),
-                    SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc5))
-        END AS level_r,
-        CASE
-            WHEN x.anc5 IS NULL OR x.on_s = 0 OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc5) <= MAX(x.spare_s) OVER (PARTITION BY x.site_id, x.anc5) + 1e-9
-                THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare_s) OVER (PARTITION BY x.site_id, x.anc5)
-                    - COALESCE(MAX(CASE WHEN x.on_s = 1 AND x.cumextra_s + x.extra / x.weight * x.after_s <= x.spare_s + 1e-9 THEN x.cumextra_s END) OVER (PARTITION BY x.site_id, x.anc5), 0))
-                / COALESCE(MIN(CASE WHEN x.on_s = 1 AND x.cumextra_s + x.extra / x.weight * x.after_s <= x.spare_s + 1e-9 THEN x.after_s END) OVER (PARTITION BY x.site_id, x.anc5),
-                    SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc5))
-        END AS level_s,
-        CASE
-            WHEN x.anc5 IS NULL OR x.on_t = 0 OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc5) <= MAX(x.spare_t) OVER (PARTITION BY x.site_id, x.anc5) + 1e-9
-                THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare_t) OVER (PARTITION BY x.site_id, x.anc5)
-                    - COALESCE(MAX(CASE WHEN x.on_t = 1 AND x.cumextra_t + x.extra / x.weight * x.after_t <= x.spare_t + 1e-9 THEN x.cumextra_t END) OVER (PARTITION BY x.site_id, x.anc5), 0))
-                / COALESCE(MIN(CASE WHEN x.on_t = 1 AND x.cumextra_t + x.extra / x.weight * x.after_t <= x.spare_t + 1e-9 THEN x.after_t END) OVER (PARTITION BY x.site_id, x.anc5),
-                    SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc5))
-        END AS level_t
+        CASE WHEN x.anc5 IS NULL OR x.on_r = 0 OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 THEN (x.spare_r - x.cumextra_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc5) END AS level_r,
+        CASE WHEN x.anc5 IS NULL OR x.on_s = 0 OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 THEN (x.spare_s - x.cumextra_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc5) END AS level_s,
+        CASE WHEN x.anc5 IS NULL OR x.on_t = 0 OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 THEN (x.spare_t - x.cumextra_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc5) END AS level_t
     FROM win5a AS x
 ),
 fill5a AS (
@@ -101,7 +77,7 @@ win5 AS (
         x.extra,
         x.node_kw - SUM(x.floor_kw) OVER (PARTITION BY x.site_id, x.anc5) AS spare,
         SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
-        SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc5) - SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
+        SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom
     FROM fill5a AS x
 ),
 lvl5 AS (
@@ -113,15 +89,7 @@ lvl5 AS (
         x.lam,
         x.bind,
         x.extra,
-        CASE
-            WHEN x.anc5 IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc5) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc5) + 1e-9
-                THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc5)
-                    - COALESCE(MAX(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.cumextra END) OVER (PARTITION BY x.site_id, x.anc5), 0))
-                / COALESCE(MIN(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.after END) OVER (PARTITION BY x.site_id, x.anc5),
-                    SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc5))
-        END AS level
+        CASE WHEN x.anc5 IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX((x.spare - x.cumextra + x.extra) / x.wfrom) OVER (PARTITION BY x.site_id, x.anc5) END AS level
     FROM win5 AS x
 ),
 fill5 AS (
@@ -146,13 +114,13 @@ win4a AS (
         x.extra,
         h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc4) AS spare_r,
         SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_r,
-        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc4) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_r,
+        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_r,
         h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc4) AS spare_s,
         SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_s,
-        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc4) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_s,
+        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_s,
         h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc4) AS spare_t,
         SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_t,
-        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc4) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_t
+        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_t
     FROM fill5 AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc4
 ),
@@ -165,33 +133,9 @@ lvl4a AS (
         x.lam,
         x.bind,
         x.extra,
-        CASE
-            WHEN x.anc4 IS NULL OR x.on_r = 0 OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc4) <= MAX(x.spare_r) OVER (PARTITION BY x.site_id, x.anc4) + 1e-9
-                THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare_r) OVER (PARTITION BY x.site_id, x.anc4)
-                    - COALESCE(MAX(CASE WHEN x.on_r = 1 AND x.cumextra_r + x.extra / x.weight * x.after_r <= x.spare_r + 1e-9 THEN x.cumextra_r END) OVER (PARTITION BY x.site_id, x.anc4), 0))
-                / COALESCE(MIN(CASE WHEN x.on_r = 1 AND x.cumextra_r + x.extra / x.weight * x.after_r <= x.spare_r + 1e-9 THEN x.after_r END) OVER (PARTITION BY x.site_id, x.anc4),
-                    SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc4))
-        END AS level_r,
-        CASE
-            WHEN x.anc4 IS NULL OR x.on_s = 0 OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc4) <= MAX(x.spare_s) OVER (PARTITION BY x.site_id, x.anc4) + 1e-9
-                THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare_s) OVER (PARTITION BY x.site_id, x.anc4)
-                    - COALESCE(MAX(CASE WHEN x.on_s = 1 AND x.cumextra_s + x.extra / x.weight * x.after_s <= x.spare_s + 1e-9 THEN x.cumextra_s END) OVER (PARTITION BY x.site_id, x.anc4), 0))
-                / COALESCE(MIN(CASE WHEN x.on_s = 1 AND x.cumextra_s + x.extra / x.weight * x.after_s <= x.spare_s + 1e-9 THEN x.after_s END) OVER (PARTITION BY x.site_id, x.anc4),
-                    SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc4))
-        END AS level_s,
-        CASE
-            WHEN x.anc4 IS NULL OR x.on_t = 0 OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc4) <= MAX(x.spare_t) OVER (PARTITION BY x.site_id, x.anc4) + 1e-9
-                THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare_t) OVER (PARTITION BY x.site_id, x.anc4)
-                    - COALESCE(MAX(CASE WHEN x.on_t = 1 AND x.cumextra_t + x.extra / x.weight * x.after_t <= x.spare_t + 1e-9 THEN x.cumextra_t END) OVER (PARTITION BY x.site_id, x.anc4), 0))
-                / COALESCE(MIN(CASE WHEN x.on_t = 1 AND x.cumextra_t + x.extra / x.weight * x.after_t <= x.spare_t + 1e-9 THEN x.after_t END) OVER (PARTITION BY x.site_id, x.anc4),
-                    SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc4))
-        END AS level_t
+        CASE WHEN x.anc4 IS NULL OR x.on_r = 0 OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 THEN (x.spare_r - x.cumextra_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc4) END AS level_r,
+        CASE WHEN x.anc4 IS NULL OR x.on_s = 0 OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 THEN (x.spare_s - x.cumextra_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc4) END AS level_s,
+        CASE WHEN x.anc4 IS NULL OR x.on_t = 0 OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 THEN (x.spare_t - x.cumextra_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc4) END AS level_t
     FROM win4a AS x
 ),
 fill4a AS (
@@ -216,7 +160,7 @@ win4 AS (
         x.extra,
         x.node_kw - SUM(x.floor_kw) OVER (PARTITION BY x.site_id, x.anc4) AS spare,
         SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
-        SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc4) - SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
+        SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom
     FROM fill4a AS x
 ),
 lvl4 AS (
@@ -228,15 +172,7 @@ lvl4 AS (
         x.lam,
         x.bind,
         x.extra,
-        CASE
-            WHEN x.anc4 IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc4) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc4) + 1e-9
-                THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc4)
-                    - COALESCE(MAX(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.cumextra END) OVER (PARTITION BY x.site_id, x.anc4), 0))
-                / COALESCE(MIN(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.after END) OVER (PARTITION BY x.site_id, x.anc4),
-                    SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc4))
-        END AS level
+        CASE WHEN x.anc4 IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX((x.spare - x.cumextra + x.extra) / x.wfrom) OVER (PARTITION BY x.site_id, x.anc4) END AS level
     FROM win4 AS x
 ),
 fill4 AS (
@@ -261,13 +197,13 @@ win3a AS (
         x.extra,
         h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc3) AS spare_r,
         SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_r,
-        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc3) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_r,
+        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_r,
         h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc3) AS spare_s,
         SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_s,
-        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc3) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_s,
+        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_s,
         h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc3) AS spare_t,
         SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_t,
-        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc3) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_t
+        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_t
     FROM fill4 AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc3
 ),
@@ -280,33 +216,9 @@ lvl3a AS (
         x.lam,
         x.bind,
         x.extra,
-        CASE
-            WHEN x.anc3 IS NULL OR x.on_r = 0 OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc3) <= MAX(x.spare_r) OVER (PARTITION BY x.site_id, x.anc3) + 1e-9
-                THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare_r) OVER (PARTITION BY x.site_id, x.anc3)
-                    - COALESCE(MAX(CASE WHEN x.on_r = 1 AND x.cumextra_r + x.extra / x.weight * x.after_r <= x.spare_r + 1e-9 THEN x.cumextra_r END) OVER (PARTITION BY x.site_id, x.anc3), 0))
-                / COALESCE(MIN(CASE WHEN x.on_r = 1 AND x.cumextra_r + x.extra / x.weight * x.after_r <= x.spare_r + 1e-9 THEN x.after_r END) OVER (PARTITION BY x.site_id, x.anc3),
-                    SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc3))
-        END AS level_r,
-        CASE
-            WHEN x.anc3 IS NULL OR x.on_s = 0 OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc3) <= MAX(x.spare_s) OVER (PARTITION BY x.site_id, x.anc3) + 1e-9
-                THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare_s) OVER (PARTITION BY x.site_id, x.anc3)
-                    - COALESCE(MAX(CASE WHEN x.on_s = 1 AND x.cumextra_s + x.extra / x.weight * x.after_s <= x.spare_s + 1e-9 THEN x.cumextra_s END) OVER (PARTITION BY x.site_id, x.anc3), 0))
-                / COALESCE(MIN(CASE WHEN x.on_s = 1 AND x.cumextra_s + x.extra / x.weight * x.after_s <= x.spare_s + 1e-9 THEN x.after_s END) OVER (PARTITION BY x.site_id, x.anc3),
-                    SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc3))
-        END AS level_s,
-        CASE
-            WHEN x.anc3 IS NULL OR x.on_t = 0 OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc3) <= MAX(x.spare_t) OVER (PARTITION BY x.site_id, x.anc3) + 1e-9
-                THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare_t) OVER (PARTITION BY x.site_id, x.anc3)
-                    - COALESCE(MAX(CASE WHEN x.on_t = 1 AND x.cumextra_t + x.extra / x.weight * x.after_t <= x.spare_t + 1e-9 THEN x.cumextra_t END) OVER (PARTITION BY x.site_id, x.anc3), 0))
-                / COALESCE(MIN(CASE WHEN x.on_t = 1 AND x.cumextra_t + x.extra / x.weight * x.after_t <= x.spare_t + 1e-9 THEN x.after_t END) OVER (PARTITION BY x.site_id, x.anc3),
-                    SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc3))
-        END AS level_t
+        CASE WHEN x.anc3 IS NULL OR x.on_r = 0 OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 THEN (x.spare_r - x.cumextra_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc3) END AS level_r,
+        CASE WHEN x.anc3 IS NULL OR x.on_s = 0 OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 THEN (x.spare_s - x.cumextra_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc3) END AS level_s,
+        CASE WHEN x.anc3 IS NULL OR x.on_t = 0 OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 THEN (x.spare_t - x.cumextra_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc3) END AS level_t
     FROM win3a AS x
 ),
 fill3a AS (
@@ -331,7 +243,7 @@ win3 AS (
         x.extra,
         x.node_kw - SUM(x.floor_kw) OVER (PARTITION BY x.site_id, x.anc3) AS spare,
         SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
-        SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc3) - SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
+        SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom
     FROM fill3a AS x
 ),
 lvl3 AS (
@@ -343,15 +255,7 @@ lvl3 AS (
         x.lam,
         x.bind,
         x.extra,
-        CASE
-            WHEN x.anc3 IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc3) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc3) + 1e-9
-                THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc3)
-                    - COALESCE(MAX(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.cumextra END) OVER (PARTITION BY x.site_id, x.anc3), 0))
-                / COALESCE(MIN(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.after END) OVER (PARTITION BY x.site_id, x.anc3),
-                    SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc3))
-        END AS level
+        CASE WHEN x.anc3 IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX((x.spare - x.cumextra + x.extra) / x.wfrom) OVER (PARTITION BY x.site_id, x.anc3) END AS level
     FROM win3 AS x
 ),
 fill3 AS (
@@ -376,13 +280,13 @@ win2a AS (
         x.extra,
         h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc2) AS spare_r,
         SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_r,
-        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc2) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_r,
+        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_r,
         h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc2) AS spare_s,
         SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_s,
-        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc2) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_s,
+        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_s,
         h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc2) AS spare_t,
         SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_t,
-        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc2) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_t
+        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_t
     FROM fill3 AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc2
 ),
@@ -395,33 +299,9 @@ lvl2a AS (
         x.lam,
         x.bind,
         x.extra,
-        CASE
-            WHEN x.anc2 IS NULL OR x.on_r = 0 OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc2) <= MAX(x.spare_r) OVER (PARTITION BY x.site_id, x.anc2) + 1e-9
-                THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare_r) OVER (PARTITION BY x.site_id, x.anc2)
-                    - COALESCE(MAX(CASE WHEN x.on_r = 1 AND x.cumextra_r + x.extra / x.weight * x.after_r <= x.spare_r + 1e-9 THEN x.cumextra_r END) OVER (PARTITION BY x.site_id, x.anc2), 0))
-                / COALESCE(MIN(CASE WHEN x.on_r = 1 AND x.cumextra_r + x.extra / x.weight * x.after_r <= x.spare_r + 1e-9 THEN x.after_r END) OVER (PARTITION BY x.site_id, x.anc2),
-                    SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc2))
-        END AS level_r,
-        CASE
-            WHEN x.anc2 IS NULL OR x.on_s = 0 OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc2) <= MAX(x.spare_s) OVER (PARTITION BY x.site_id, x.anc2) + 1e-9
-                THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare_s) OVER (PARTITION BY x.site_id, x.anc2)
-                    - COALESCE(MAX(CASE WHEN x.on_s = 1 AND x.cumextra_s + x.extra / x.weight * x.after_s <= x.spare_s + 1e-9 THEN x.cumextra_s END) OVER (PARTITION BY x.site_id, x.anc2), 0))
-                / COALESCE(MIN(CASE WHEN x.on_s = 1 AND x.cumextra_s + x.extra / x.weight * x.after_s <= x.spare_s + 1e-9 THEN x.after_s END) OVER (PARTITION BY x.site_id, x.anc2),
-                    SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc2))
-        END AS level_s,
-        CASE
-            WHEN x.anc2 IS NULL OR x.on_t = 0 OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc2) <= MAX(x.spare_t) OVER (PARTITION BY x.site_id, x.anc2) + 1e-9
-                THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare_t) OVER (PARTITION BY x.site_id, x.anc2)
-                    - COALESCE(MAX(CASE WHEN x.on_t = 1 AND x.cumextra_t + x.extra / x.weight * x.after_t <= x.spare_t + 1e-9 THEN x.cumextra_t END) OVER (PARTITION BY x.site_id, x.anc2), 0))
-                / COALESCE(MIN(CASE WHEN x.on_t = 1 AND x.cumextra_t + x.extra / x.weight * x.after_t <= x.spare_t + 1e-9 THEN x.after_t END) OVER (PARTITION BY x.site_id, x.anc2),
-                    SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc2))
-        END AS level_t
+        CASE WHEN x.anc2 IS NULL OR x.on_r = 0 OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 THEN (x.spare_r - x.cumextra_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc2) END AS level_r,
+        CASE WHEN x.anc2 IS NULL OR x.on_s = 0 OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 THEN (x.spare_s - x.cumextra_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc2) END AS level_s,
+        CASE WHEN x.anc2 IS NULL OR x.on_t = 0 OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 THEN (x.spare_t - x.cumextra_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc2) END AS level_t
     FROM win2a AS x
 ),
 fill2a AS (
@@ -446,7 +326,7 @@ win2 AS (
         x.extra,
         x.node_kw - SUM(x.floor_kw) OVER (PARTITION BY x.site_id, x.anc2) AS spare,
         SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
-        SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc2) - SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
+        SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom
     FROM fill2a AS x
 ),
 lvl2 AS (
@@ -458,15 +338,7 @@ lvl2 AS (
         x.lam,
         x.bind,
         x.extra,
-        CASE
-            WHEN x.anc2 IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc2) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc2) + 1e-9
-                THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc2)
-                    - COALESCE(MAX(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.cumextra END) OVER (PARTITION BY x.site_id, x.anc2), 0))
-                / COALESCE(MIN(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.after END) OVER (PARTITION BY x.site_id, x.anc2),
-                    SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc2))
-        END AS level
+        CASE WHEN x.anc2 IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX((x.spare - x.cumextra + x.extra) / x.wfrom) OVER (PARTITION BY x.site_id, x.anc2) END AS level
     FROM win2 AS x
 ),
 fill2 AS (
@@ -491,13 +363,13 @@ win1a AS (
         x.extra,
         h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc1) AS spare_r,
         SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_r,
-        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc1) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_r,
+        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_r,
         h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc1) AS spare_s,
         SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_s,
-        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc1) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_s,
+        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_s,
         h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc1) AS spare_t,
         SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_t,
-        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc1) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_t
+        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_t
     FROM fill2 AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc1
 ),
@@ -510,33 +382,9 @@ lvl1a AS (
         x.lam,
         x.bind,
         x.extra,
-        CASE
-            WHEN x.anc1 IS NULL OR x.on_r = 0 OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc1) <= MAX(x.spare_r) OVER (PARTITION BY x.site_id, x.anc1) + 1e-9
-                THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare_r) OVER (PARTITION BY x.site_id, x.anc1)
-                    - COALESCE(MAX(CASE WHEN x.on_r = 1 AND x.cumextra_r + x.extra / x.weight * x.after_r <= x.spare_r + 1e-9 THEN x.cumextra_r END) OVER (PARTITION BY x.site_id, x.anc1), 0))
-                / COALESCE(MIN(CASE WHEN x.on_r = 1 AND x.cumextra_r + x.extra / x.weight * x.after_r <= x.spare_r + 1e-9 THEN x.after_r END) OVER (PARTITION BY x.site_id, x.anc1),
-                    SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc1))
-        END AS level_r,
-        CASE
-            WHEN x.anc1 IS NULL OR x.on_s = 0 OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc1) <= MAX(x.spare_s) OVER (PARTITION BY x.site_id, x.anc1) + 1e-9
-                THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare_s) OVER (PARTITION BY x.site_id, x.anc1)
-                    - COALESCE(MAX(CASE WHEN x.on_s = 1 AND x.cumextra_s + x.extra / x.weight * x.after_s <= x.spare_s + 1e-9 THEN x.cumextra_s END) OVER (PARTITION BY x.site_id, x.anc1), 0))
-                / COALESCE(MIN(CASE WHEN x.on_s = 1 AND x.cumextra_s + x.extra / x.weight * x.after_s <= x.spare_s + 1e-9 THEN x.after_s END) OVER (PARTITION BY x.site_id, x.anc1),
-                    SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc1))
-        END AS level_s,
-        CASE
-            WHEN x.anc1 IS NULL OR x.on_t = 0 OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc1) <= MAX(x.spare_t) OVER (PARTITION BY x.site_id, x.anc1) + 1e-9
-                THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare_t) OVER (PARTITION BY x.site_id, x.anc1)
-                    - COALESCE(MAX(CASE WHEN x.on_t = 1 AND x.cumextra_t + x.extra / x.weight * x.after_t <= x.spare_t + 1e-9 THEN x.cumextra_t END) OVER (PARTITION BY x.site_id, x.anc1), 0))
-                / COALESCE(MIN(CASE WHEN x.on_t = 1 AND x.cumextra_t + x.extra / x.weight * x.after_t <= x.spare_t + 1e-9 THEN x.after_t END) OVER (PARTITION BY x.site_id, x.anc1),
-                    SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc1))
-        END AS level_t
+        CASE WHEN x.anc1 IS NULL OR x.on_r = 0 OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 THEN (x.spare_r - x.cumextra_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc1) END AS level_r,
+        CASE WHEN x.anc1 IS NULL OR x.on_s = 0 OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 THEN (x.spare_s - x.cumextra_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc1) END AS level_s,
+        CASE WHEN x.anc1 IS NULL OR x.on_t = 0 OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 THEN (x.spare_t - x.cumextra_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc1) END AS level_t
     FROM win1a AS x
 ),
 fill1a AS (
@@ -561,7 +409,7 @@ win1 AS (
         x.extra,
         x.node_kw - SUM(x.floor_kw) OVER (PARTITION BY x.site_id, x.anc1) AS spare,
         SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
-        SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc1) - SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
+        SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom
     FROM fill1a AS x
 ),
 lvl1 AS (
@@ -573,15 +421,7 @@ lvl1 AS (
         x.lam,
         x.bind,
         x.extra,
-        CASE
-            WHEN x.anc1 IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc1) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc1) + 1e-9
-                THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc1)
-                    - COALESCE(MAX(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.cumextra END) OVER (PARTITION BY x.site_id, x.anc1), 0))
-                / COALESCE(MIN(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.after END) OVER (PARTITION BY x.site_id, x.anc1),
-                    SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc1))
-        END AS level
+        CASE WHEN x.anc1 IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX((x.spare - x.cumextra + x.extra) / x.wfrom) OVER (PARTITION BY x.site_id, x.anc1) END AS level
     FROM win1 AS x
 ),
 fill1 AS (
@@ -606,13 +446,13 @@ win0a AS (
         x.extra,
         h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc0) AS spare_r,
         SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_r,
-        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc0) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_r,
+        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_r,
         h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc0) AS spare_s,
         SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_s,
-        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc0) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_s,
+        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_s,
         h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc0) AS spare_t,
         SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra_t,
-        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc0) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after_t
+        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_t
     FROM fill1 AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc0
 ),
@@ -625,33 +465,9 @@ lvl0a AS (
         x.lam,
         x.bind,
         x.extra,
-        CASE
-            WHEN x.anc0 IS NULL OR x.on_r = 0 OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc0) <= MAX(x.spare_r) OVER (PARTITION BY x.site_id, x.anc0) + 1e-9
-                THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare_r) OVER (PARTITION BY x.site_id, x.anc0)
-                    - COALESCE(MAX(CASE WHEN x.on_r = 1 AND x.cumextra_r + x.extra / x.weight * x.after_r <= x.spare_r + 1e-9 THEN x.cumextra_r END) OVER (PARTITION BY x.site_id, x.anc0), 0))
-                / COALESCE(MIN(CASE WHEN x.on_r = 1 AND x.cumextra_r + x.extra / x.weight * x.after_r <= x.spare_r + 1e-9 THEN x.after_r END) OVER (PARTITION BY x.site_id, x.anc0),
-                    SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc0))
-        END AS level_r,
-        CASE
-            WHEN x.anc0 IS NULL OR x.on_s = 0 OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc0) <= MAX(x.spare_s) OVER (PARTITION BY x.site_id, x.anc0) + 1e-9
-                THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare_s) OVER (PARTITION BY x.site_id, x.anc0)
-                    - COALESCE(MAX(CASE WHEN x.on_s = 1 AND x.cumextra_s + x.extra / x.weight * x.after_s <= x.spare_s + 1e-9 THEN x.cumextra_s END) OVER (PARTITION BY x.site_id, x.anc0), 0))
-                / COALESCE(MIN(CASE WHEN x.on_s = 1 AND x.cumextra_s + x.extra / x.weight * x.after_s <= x.spare_s + 1e-9 THEN x.after_s END) OVER (PARTITION BY x.site_id, x.anc0),
-                    SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc0))
-        END AS level_s,
-        CASE
-            WHEN x.anc0 IS NULL OR x.on_t = 0 OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc0) <= MAX(x.spare_t) OVER (PARTITION BY x.site_id, x.anc0) + 1e-9
-                THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare_t) OVER (PARTITION BY x.site_id, x.anc0)
-                    - COALESCE(MAX(CASE WHEN x.on_t = 1 AND x.cumextra_t + x.extra / x.weight * x.after_t <= x.spare_t + 1e-9 THEN x.cumextra_t END) OVER (PARTITION BY x.site_id, x.anc0), 0))
-                / COALESCE(MIN(CASE WHEN x.on_t = 1 AND x.cumextra_t + x.extra / x.weight * x.after_t <= x.spare_t + 1e-9 THEN x.after_t END) OVER (PARTITION BY x.site_id, x.anc0),
-                    SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc0))
-        END AS level_t
+        CASE WHEN x.anc0 IS NULL OR x.on_r = 0 OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 THEN (x.spare_r - x.cumextra_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc0) END AS level_r,
+        CASE WHEN x.anc0 IS NULL OR x.on_s = 0 OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 THEN (x.spare_s - x.cumextra_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc0) END AS level_s,
+        CASE WHEN x.anc0 IS NULL OR x.on_t = 0 OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 THEN (x.spare_t - x.cumextra_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc0) END AS level_t
     FROM win0a AS x
 ),
 fill0a AS (
@@ -676,7 +492,7 @@ win0 AS (
         x.extra,
         x.node_kw - SUM(x.floor_kw) OVER (PARTITION BY x.site_id, x.anc0) AS spare,
         SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cumextra,
-        SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc0) - SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS after
+        SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom
     FROM fill0a AS x
 ),
 lvl0 AS (
@@ -688,15 +504,7 @@ lvl0 AS (
         x.lam,
         x.bind,
         x.extra,
-        CASE
-            WHEN x.anc0 IS NULL THEN CAST(NULL AS DOUBLE PRECISION)
-            WHEN SUM(x.extra) OVER (PARTITION BY x.site_id, x.anc0) <= MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc0) + 1e-9
-                THEN CAST(NULL AS DOUBLE PRECISION)
-            ELSE (MAX(x.spare) OVER (PARTITION BY x.site_id, x.anc0)
-                    - COALESCE(MAX(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.cumextra END) OVER (PARTITION BY x.site_id, x.anc0), 0))
-                / COALESCE(MIN(CASE WHEN x.cumextra + x.extra / x.weight * x.after <= x.spare + 1e-9 THEN x.after END) OVER (PARTITION BY x.site_id, x.anc0),
-                    SUM(x.weight) OVER (PARTITION BY x.site_id, x.anc0))
-        END AS level
+        CASE WHEN x.anc0 IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX((x.spare - x.cumextra + x.extra) / x.wfrom) OVER (PARTITION BY x.site_id, x.anc0) END AS level
     FROM win0 AS x
 ),
 fill0 AS (
