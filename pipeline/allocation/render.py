@@ -283,10 +283,11 @@ def render_fill() -> str:
         GENERATED
         + "-- Water-filling of the admitted sessions (session_admission): each gets its floor plus a weighted\n"
         "-- max-min fair share of the spare headroom (headroom minus admitted floors) up to its cap, under\n"
-        "-- every breaker on its path, deepest level first; at each level the per-phase limits of a breaker\n"
-        "-- with a current rating (grid phases R, S, T in turn, over the sessions loading each, in A), then\n"
-        "-- its kW limit. binding: the cap, or the breaker (its node id for a phase, its limited_by label for\n"
-        "-- kW: node id, 'dr' or a cap rule id) whose water level stopped it.\n"
+        "-- every breaker on its path, deepest level first; at each level first the per-phase limits of a\n"
+        "-- breaker with a current rating (grid phases R, S, T side by side, each over the sessions loading\n"
+        "-- it, in A; a session takes the lowest of its phases'), then its kW limit. binding: the cap, or the\n"
+        "-- breaker (its node id for a phase, its limited_by label for kW: node id, 'dr' or a cap rule id)\n"
+        "-- whose water level stopped it.\n"
         "CREATE MATERIALIZED VIEW session_fill AS\n"
         "WITH\n"
         + ",\n".join(ctes)

@@ -263,7 +263,7 @@ def test_engine_matches_the_reference_and_holds_every_breaker(engine, records):
     check_invariants(expected)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(records=sites(phased=True))
 def test_phases_engine_matches_the_reference_and_holds_every_phase(engine, records):
     got = run_engine(engine, records)

@@ -5,6 +5,7 @@ on the EV's phases, and per-phase breaker limits (limit_a) on the grid phases th
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -40,7 +41,7 @@ def session(sid: str, cp: str, rated: float = 22.0, minutes_ago: float = 60, **k
 def both(snapshot: dict) -> tuple[dict[str, dict], dict]:
     """The SQL's setpoints (`pipeline allocate`) and the reference's, for the same snapshot."""
     got = allocate(snapshot)
-    records = []
+    records: list[tuple[str, str, Any]] = []
     for node in snapshot.get("site.topology", []):
         records.append(("site.topology", node["node_id"], TopologyNode.model_validate(node)))
     for rec in snapshot.get("ocpp.active.sessions", []):
