@@ -530,5 +530,6 @@ class Sessions:
             priority=info.priority,
             weight=info.weight,
             flexible=info.flexible,
+            phase_rotation=info.phase_rotation,
             started_at=tx.started_at,
         )

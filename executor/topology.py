@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.contracts.topics import TopologyNode
+from pipeline.contracts.topics import PhaseRotation, TopologyNode
 
 __all__ = ["ChargerInfo", "Topology"]
 
@@ -36,7 +36,7 @@ class ChargerInfo:
     priority: int = 0
     weight: float = 1.0
     flexible: bool = False
-    phase_rotation: str | None = None
+    phase_rotation: PhaseRotation | None = None  # the wiring, copied onto its sessions
 
 
 class Topology:

@@ -5,7 +5,14 @@ without SQL: headroom per breaker, caps and floors, rules, DR, tariff shaping an
 bottom-up admission, and weighted max-min fair water-filling done as *event-driven progressive
 filling* (every unfrozen session rises at the rate of its weight until it reaches its cap or a breaker
 above it saturates) rather than the closed-form levels the SQL uses, so the two are independent
-routes to the same numbers.
+routes to the same numbers. Where a breaker on the tree has a per-phase current rating (``limit_a``),
+the per-phase limits are not laminar with the kW ones, and the allocation is the SQL's level by level
+rule (deepest breaker first; at each, its phase levels side by side, then its kW level): the reference
+computes each level by iterative water-filling rather than the SQL's sorted running sums.
+
+Phases (docs/architecture.md, "Allocation"): an EV draws on ``ev_phases`` of the charger's lines (its
+L1, or L1 and L2, or all three), which load the grid phases the charger's ``phase_rotation`` wires them
+to (OCPP 1.6 ConnectorPhaseRotation); its current on each is ``kW * 1000 / (ev_phases * V)``.
 
 Thresholds mirror the SQL files: ``SESSION_STALE_S`` (session_telemetry.sql), ``BUILDING_STALE_S`` and
 ``STALE_MARGIN`` (site_building_load.sql, node_headroom.sql), ``TARIFF_MULTIPLIERS``
@@ -43,6 +50,9 @@ TARIFF_MULTIPLIERS = {"OFF_PEAK": 1.0, "MID_PEAK": 1.0, "ON_PEAK": 0.5, "CRITICA
 EPS = 1e-9
 OVERRIDE_PRIORITY = 2147483647
 PLAN_AT_RISK_S = 900
+MAX_CURRENT_A = 4000.0
+MIN_CURRENT_A = 6.0  # the lowest current an EV may be offered (IEC 61851-1)
+GRID_PHASES = "RST"
 
 
 @dataclass
@@ -59,6 +69,19 @@ class Session:
     path: list[str] = field(default_factory=list)  # ancestors by depth, site first
     allocated_kw: float = 0.0
     binding: str = "paused"
+
+    @property
+    def ev_phases(self) -> int:
+        return ev_phases(self.rec)
+
+    @property
+    def a_per_kw(self) -> float:
+        """Current on each grid phase it loads for 1 kW (A)."""
+        return 1000.0 / (self.ev_phases * self.rec.voltage_v)
+
+    @property
+    def loads(self) -> str:
+        return loaded_phases(self.rec.phase_rotation, self.ev_phases)
 
 
 @dataclass
@@ -283,14 +306,49 @@ def _active_rules(state: State, now: datetime) -> list[Any]:
     ]
 
 
+def ev_phases(rec) -> int:
+    """The phases a session's EV draws on: its ``ev_phases``, else the charger's, never more than the
+    charger's."""
+    return min(rec.ev_phases or rec.phases, rec.phases)
+
+
+def loaded_phases(rotation: str | None, n: int) -> str:
+    """The grid phases (of ``"RST"``) an EV on ``n`` phases loads on a charger wired ``rotation``
+    (``None``: ``"RST"``): the first ``n`` letters, the grid phases of the charger's L1 .. Ln."""
+    rotation = rotation or "RST"
+    if sorted(rotation) != sorted(GRID_PHASES):
+        return GRID_PHASES  # an unknown wiring is counted on every phase
+    return "".join(sorted(rotation[:n], key=GRID_PHASES.index))
+
+
+def _amps(kw: float, n: int, voltage_v: float, loads: str) -> dict[str, float]:
+    """The current ``kw`` draws on each grid phase (A), ``kw * 1000 / (n * V)`` on the phases it loads."""
+    return {p: kw * 1000.0 / (n * voltage_v) if p in loads else 0.0 for p in GRID_PHASES}
+
+
 def _default_floor(rec) -> float:
-    return rec.min_power_kw if rec.min_power_kw is not None else 6 * rec.phases * rec.voltage_v / 1000.0
+    """``min_power_kw``, else 6 A (IEC 61851-1) on each of the EV's phases: ``6 * ev_phases * V / 1000``."""
+    if rec.min_power_kw is not None:
+        return rec.min_power_kw
+    return MIN_CURRENT_A * ev_phases(rec) * rec.voltage_v / 1000.0
+
+
+def device_cap(rec) -> float:
+    """The smallest of the EVSE rating, the EV's acceptance, what it has shown it takes and, for an EV on
+    fewer phases than the charger, the charger's per-phase rating on its phases (nulls ignored), kW."""
+    return min(
+        rec.rated_power_kw,
+        rec.ev_max_power_kw or rec.rated_power_kw,
+        rec.learned_cap_kw if rec.learned_cap_kw is not None else rec.rated_power_kw,
+        rec.rated_power_kw * ev_phases(rec) / rec.phases,
+    )
 
 
 def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> dict[str, dict]:
-    """The setpoints the views should produce: ``session_id -> {setpoint_kw, setpoint_a, binding,
-    node_id, node_limit_kw, site_limit_kw, floor_kw, cap_kw, admitted}`` (``floor_kw``/``cap_kw`` only
-    for balanced sessions), plus ``"__headroom__" -> {node_id: headroom_kw}``."""
+    """The setpoints the views should produce: ``session_id -> {setpoint_kw, setpoint_a, phases, binding,
+    node_id, node_limit_kw, site_limit_kw, floor_kw, cap_kw, admitted, path, a_per_kw, loads}``
+    (``floor_kw`` onwards only for balanced sessions), plus ``"__headroom__" -> {node_id: headroom_kw}``
+    and ``"__headroom_a__" -> {node_id: {"R"|"S"|"T": A}}`` for the nodes with a per-phase rating."""
     state = State.from_records(records)
     topo, paths = state.topology, _paths(state.topology)
     rules = _active_rules(state, now)
@@ -325,23 +383,33 @@ def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> d
 
     # Fixed load per breaker (node_fixed_load.sql).
     fixed: dict[str, float] = defaultdict(float)
+    fixed_a: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(GRID_PHASES, 0.0))
     busy_chargers = {rec.charge_point_id for rec, *_ in placed}
-    items: list[tuple[str, float]] = []
+    items: list[tuple[str, float, dict[str, float]]] = []
     for rec, _, attach, managed, stale in placed:
         if not managed:
             load = rec.rated_power_kw if stale or rec.current_power_kw is None else rec.current_power_kw
-            items.append((attach, load))
         elif stale:
             ack = last_accepted.get(rec.session_id)
-            items.append((attach, ack.setpoint_kw if ack and ack.setpoint_kw is not None else rec.rated_power_kw))
+            load = ack.setpoint_kw if ack and ack.setpoint_kw is not None else rec.rated_power_kw
+        else:
+            continue
+        n = ev_phases(rec)
+        items.append((attach, load, _amps(load, n, rec.voltage_v, loaded_phases(rec.phase_rotation, n))))
     reserved: dict[str, float] = {}
     for r in rules:
         if r.action == "reserve" and r.scope_id not in busy_chargers:
             reserved[r.scope_id] = max(reserved.get(r.scope_id, 0.0), r.limit_kw)
-    items += list(reserved.items())
-    for node_id, load in items:
+    for cid, load in reserved.items():
+        c = topo.get(cid)
+        c = c if c is not None and c.kind == "charger" else None
+        n, volts, rotation = (c.phases, c.voltage_v, c.phase_rotation) if c else (3, 230.0, None)
+        items.append((cid, load, _amps(load, n, volts, loaded_phases(rotation, n))))
+    for node_id, load, amps in items:
         for anc in paths.get(node_id, []):
             fixed[anc] += load
+            for p, a in amps.items():
+                fixed_a[anc][p] += a
 
     # Headroom per breaker (site_building_load.sql, node_headroom.sql).
     latest_demand: dict[str, Any] = {}
@@ -356,6 +424,7 @@ def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> d
             if r.scope_id not in node_caps or key < node_caps[r.scope_id]:
                 node_caps[r.scope_id] = key
     headroom: dict[str, float] = {}
+    headroom_a: dict[str, dict[str, float]] = {}
     limited_by: dict[str, str] = {}
     for node_id in paths:
         node = topo[node_id]
@@ -378,6 +447,13 @@ def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> d
             limit, label = node_caps[node_id][0], node_caps[node_id][2]
         headroom[node_id] = max(limit - building - fixed[node_id], 0.0)
         limited_by[node_id] = label
+        if node.limit_a is not None:
+            # the building load is not metered per phase: taken as balanced over the three
+            rating_a = node.limit_a if 0 < node.limit_a <= MAX_CURRENT_A else 0.0
+            per_phase = {
+                p: rating_a - building * 1000.0 / (3 * node.voltage_v) - fixed_a[node_id][p] for p in GRID_PHASES
+            }
+            headroom_a[node_id] = {p: a if 0 < a <= MAX_CURRENT_A else 0.0 for p, a in per_phase.items()}
 
     tiers = _price_tiers(state, now)
     needs = plan_needs(state, [(rec, site_id) for rec, site_id, *_ in placed], now)
@@ -416,7 +492,7 @@ def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> d
         pauses = sorted(
             (r for r in applicable if r.action == "pause"), key=lambda r: (-RULE_SOURCES[r.source], r.rule_id)
         )
-        device = min(rec.rated_power_kw, rec.ev_max_power_kw or rec.rated_power_kw)
+        device = device_cap(rec)
         ruled = min(device, caps[0].limit_kw) if caps else device
         min_kw = _default_floor(rec)
         s.paused_by = pauses[0].rule_id if pauses else None
@@ -443,8 +519,11 @@ def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> d
             s.cap_binding = caps[0].rule_id
         sessions.append(s)
 
-    admitted = _admit(sessions, headroom)
-    _fill(admitted, headroom, limited_by)
+    admitted = _admit(sessions, headroom, headroom_a)
+    if any(n in headroom_a for s in admitted for n in s.path):
+        _fill_levels(admitted, headroom, headroom_a, limited_by)
+    else:
+        _fill(admitted, headroom, limited_by)
     for s in sessions:
         node_of = topo[s.attach].parent_id if topo[s.attach].kind == "charger" else s.attach
         binding = s.binding if s in admitted else (s.paused_by or "paused")
@@ -455,15 +534,19 @@ def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> d
             "admitted": s in admitted,
             "path": s.path,
             "laxity_s": s.laxity_s,
+            "a_per_kw": s.a_per_kw,
+            "loads": s.loads,
         }
     out["__headroom__"] = headroom
+    out["__headroom_a__"] = headroom_a
     return out
 
 
 def _setpoint(kw: float, rec, binding: str, node_id: str | None, site_id: str, headroom: dict[str, float]) -> dict:
     return {
         "setpoint_kw": math.floor(kw * 1000 + 1e-6) / 1000.0,
-        "setpoint_a": math.floor(kw * 10000 / (rec.phases * rec.voltage_v) + 1e-6) / 10.0,
+        "setpoint_a": math.floor(kw * 10000 / (ev_phases(rec) * rec.voltage_v) + 1e-6) / 10.0,
+        "phases": ev_phases(rec),
         "binding": binding,
         "node_id": node_id,
         "node_limit_kw": headroom.get(node_id) if node_id else None,
@@ -471,10 +554,12 @@ def _setpoint(kw: float, rec, binding: str, node_id: str | None, site_id: str, h
     }
 
 
-def _admit(sessions: list[Session], headroom: dict[str, float]) -> list[Session]:
+def _admit(
+    sessions: list[Session], headroom: dict[str, float], headroom_a: dict[str, dict[str, float]]
+) -> list[Session]:
     """Bottom-up admission: at each depth, within each breaker, floors in priority, urgency (least laxity
-    first, unplanned last), then arrival order
-    while they fit; a session must be admitted at every breaker on its path."""
+    first, unplanned last), then arrival order while they fit (in kW, and on a breaker with a per-phase rating in A on each grid phase the session
+    loads); a session must be admitted at every breaker on its path."""
     ok = {id(s): s.paused_by is None for s in sessions}
     order = sorted(
         sessions,
@@ -482,6 +567,7 @@ def _admit(sessions: list[Session], headroom: dict[str, float]) -> list[Session]
     )
     for depth in range(MAX_DEPTH, -1, -1):
         running: dict[str, float] = defaultdict(float)
+        running_a: dict[tuple[str, str], float] = defaultdict(float)
         verdict = {}
         for s in order:
             if len(s.path) <= depth:
@@ -490,9 +576,80 @@ def _admit(sessions: list[Session], headroom: dict[str, float]) -> list[Session]
             node = s.path[depth]
             if ok[id(s)]:
                 running[node] += s.floor_kw
-            verdict[id(s)] = ok[id(s)] and running[node] <= headroom[node] + EPS
+                for p in s.loads:
+                    running_a[node, p] += s.floor_kw * s.a_per_kw
+            fits = running[node] <= headroom[node] + EPS
+            if node in headroom_a:
+                fits = fits and all(running_a[node, p] <= headroom_a[node][p] + EPS for p in s.loads)
+            verdict[id(s)] = ok[id(s)] and fits
         ok = verdict
     return [s for s in sessions if ok[id(s)]]
+
+
+def _water_level(members: list[tuple[float, float, float]], spare: float) -> float | None:
+    """The level ``lam`` at which ``sum(k * min(extra, w * lam))`` over ``members`` ``(k, w, extra)``
+    reaches ``spare``, or ``None`` when every member fits at its extra. Iterative: share what is left
+    among the unsaturated members by ``k * w``, set aside the members it saturates, repeat."""
+    if sum(k * e for k, _, e in members) <= spare + EPS:
+        return None
+    active, used = list(members), 0.0
+    while active:
+        lam = (spare - used) / sum(k * w for k, w, _ in active)
+        done = [m for m in active if m[2] <= m[1] * lam]
+        if not done:
+            return lam
+        used += sum(k * e for k, _, e in done)
+        active = [m for m in active if m[2] > m[1] * lam]
+    return None
+
+
+def _fill_levels(
+    admitted: list[Session],
+    headroom: dict[str, float],
+    headroom_a: dict[str, dict[str, float]],
+    limited_by: dict[str, str],
+) -> None:
+    """Water-filling level by level, as the SQL does where per-phase limits make the constraints
+    non-laminar: from the deepest breakers up, each breaker's per-phase levels (each over the sessions
+    loading that phase, in A; computed side by side, a session takes the lowest of its phases'), then its
+    kW level, each over the extras ``min(cap - floor, weight * lam)`` left by the levels before it. A
+    session ends at ``floor + min(cap - floor, weight * lam)``, ``lam`` the lowest level on its way. Safe:
+    every level holds its limit for the extras it saw, and later levels only lower them."""
+    lam: dict[int, float | None] = {id(s): None for s in admitted}
+    bind = {id(s): s.cap_binding for s in admitted}
+
+    def extra(s: Session) -> float:
+        e, cur = s.cap_kw - s.floor_kw, lam[id(s)]
+        return e if cur is None else min(e, s.rec.weight * cur)
+
+    def lower(s: Session, level: float | None, label: str) -> None:
+        cur = lam[id(s)]
+        if level is not None and (cur is None or level < cur):
+            lam[id(s)], bind[id(s)] = level, label
+
+    for depth in range(MAX_DEPTH, -1, -1):
+        under: dict[str, list[Session]] = defaultdict(list)
+        for s in admitted:
+            if len(s.path) > depth:
+                under[s.path[depth]].append(s)
+        for node, group in under.items():
+            if node in headroom_a:
+                levels = {}
+                for p in GRID_PHASES:
+                    loading = [s for s in group if p in s.loads]
+                    spare = headroom_a[node][p] - sum(s.a_per_kw * s.floor_kw for s in loading)
+                    levels[p] = _water_level([(s.a_per_kw, s.rec.weight, extra(s)) for s in loading], spare)
+                for s in group:
+                    mine = [v for p in s.loads if (v := levels[p]) is not None]
+                    lower(s, min(mine) if mine else None, node)
+            spare = headroom[node] - sum(s.floor_kw for s in group)
+            level = _water_level([(1.0, s.rec.weight, extra(s)) for s in group], spare)
+            for s in group:
+                lower(s, level, limited_by[node])
+    for s in admitted:
+        e, cur = s.cap_kw - s.floor_kw, lam[id(s)]
+        s.allocated_kw = s.floor_kw + (e if cur is None else min(e, s.rec.weight * cur))
+        s.binding = s.cap_binding if cur is None or s.rec.weight * cur >= e - EPS else bind[id(s)]
 
 
 def _fill(admitted: list[Session], headroom: dict[str, float], limited_by: dict[str, str]) -> None:

@@ -6,10 +6,11 @@ holds chargers. Example::
     sites:
       - site_id: depot-1
         limit_kw: 100          # main breaker / contracted limit, kW
+        limit_a: 160           # optional: current rating per phase, A
         nodes:                 # optional sub-panels; parent defaults to the site
-          - {node_id: panel-a, limit_kw: 60}
+          - {node_id: panel-a, limit_kw: 60, limit_a: 100}
         chargers:
-          - {id: CP001, node: panel-a, max_power_kw: 22, phases: 3, voltage_v: 230}
+          - {id: CP001, node: panel-a, max_power_kw: 22, phases: 3, voltage_v: 230, phase_rotation: SRT}
           - {id: CP002, max_power_kw: 11, password_hash: "$scrypt$ln=14,r=8,p=1$...$..."}
           - {id: CP003, max_power_kw: 22, plan: {departure: "06:30", energy_kwh: 40}}
         plan: {departure: "17:00", energy_kwh: 20}   # optional: what a session needs without a plan of its own
@@ -37,7 +38,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.contracts.errors import ConfigError
-from pipeline.contracts.topics import PhaseRotation, TopologyNode
+from pipeline.contracts.topics import BOUNDS, PhaseRotation, TopologyNode
 
 
 class _Strict(BaseModel):
@@ -71,7 +72,9 @@ class ChargerConfig(_Strict):
     node: str | None = None
     max_power_kw: float = Field(gt=0)
     phases: int = Field(3, ge=1, le=3)
-    phase_rotation: PhaseRotation | None = Field(None, description="how L1, L2, L3 are wired to the grid; None: RST")
+    phase_rotation: PhaseRotation | None = Field(
+        None, description="the grid phases its L1, L2, L3 are wired to (OCPP 1.6 ConnectorPhaseRotation); None: RST"
+    )
     voltage_v: float = Field(230.0, gt=0)
     connectors: int = Field(1, ge=1)
     managed: bool = True
@@ -95,6 +98,7 @@ class NodeConfig(_Strict):
     node_id: str = Field(min_length=1)
     parent_id: str | None = None
     limit_kw: float = Field(gt=0)
+    limit_a: float | None = Field(None, gt=0, le=BOUNDS["current_a"], description="current rating per phase (A)")
     phases: int = Field(3, ge=1, le=3)
     voltage_v: float = Field(230.0, gt=0)
 
@@ -102,6 +106,7 @@ class NodeConfig(_Strict):
 class SiteConfig(_Strict):
     site_id: str = Field(min_length=1)
     limit_kw: float = Field(gt=0)
+    limit_a: float | None = Field(None, gt=0, le=BOUNDS["current_a"], description="current rating per phase (A)")
     phases: int = Field(3, ge=1, le=3)
     voltage_v: float = Field(230.0, gt=0)
     nodes: list[NodeConfig] = []
@@ -183,6 +188,7 @@ class PipelineConfig(_Strict):
                     site_id=site.site_id,
                     kind="site",
                     limit_kw=site.limit_kw,
+                    limit_a=site.limit_a,
                     phases=site.phases,
                     voltage_v=site.voltage_v,
                     **_plan_fields(site.plan),
@@ -196,6 +202,7 @@ class PipelineConfig(_Strict):
                         parent_id=n.parent_id or site.site_id,
                         kind="panel",
                         limit_kw=n.limit_kw,
+                        limit_a=n.limit_a,
                         phases=n.phases,
                         voltage_v=n.voltage_v,
                     )

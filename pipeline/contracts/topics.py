@@ -120,7 +120,9 @@ class ActiveSession(_Record):
     ev_max_power_kw: float | None = Field(
         None, gt=0, le=BOUNDS["charger_kw"], description="EV acceptance, when the charger reports it"
     )
-    min_power_kw: ChargerKw | None = Field(None, description="minimum charge rate; default 6 A x phases x V")
+    min_power_kw: ChargerKw | None = Field(
+        None, description="minimum charge rate; default 6 A x ev_phases x V (IEC 61851-1)"
+    )
     phases: Phases = Field(3, description="the charger's phases")
     ev_phases: Phases | None = Field(
         None,
@@ -346,9 +348,11 @@ def plan_key(session_id: str | None, charge_point_id: str | None) -> str:
 class SetpointCommand(_Record):
     """``ocpp.setpoint.commands`` (key ``session_id``, upsert sink; tombstone when the session ends).
 
-    ``setpoint_a`` is per phase: ``setpoint_kw * 1000 / (phases * voltage_v)``. ``node_limit_kw`` is the
-    EV headroom of ``node_id`` (the breaker the charger hangs on) and ``site_limit_kw`` that of the whole
-    site, so the executor can keep the sums of what is in force and in flight within both.
+    ``setpoint_a`` is per phase: ``setpoint_kw * 1000 / (phases * voltage_v)``, ``phases`` being the phases
+    the EV draws on (``ActiveSession.ev_phases``, else the charger's), the ``numberPhases`` the executor
+    sends. ``node_limit_kw`` is the EV headroom of ``node_id`` (the breaker the charger hangs on) and
+    ``site_limit_kw`` that of the whole site, so the executor can keep the sums of what is in force and in
+    flight within both.
     """
 
     session_id: str

@@ -10,6 +10,11 @@
 -- contract) means no headroom is known: headroom_kw is 0, never unlimited. The same holds for a result
 -- that is not a finite number (a NaN reading): the headroom guard accepts only 0 <= x <= 100000.
 --   limited_by  = what set limit_kw: a cap rule id, 'dr', or the node id itself
+-- A node with a per-phase current rating (limit_a, A) also has headroom_a_r, headroom_a_s, headroom_a_t:
+-- limit_a minus the building load (sites only; not metered per phase, so taken as balanced:
+-- building_kw * 1000 / (3 x voltage_v) on each phase) minus the fixed load on that grid phase
+-- (node_fixed_load), at least 0, and 0 when limit_a is outside (0, 4000] A (site.topology's bound).
+-- Without limit_a they are null: the node has its kW limit alone.
 CREATE MATERIALIZED VIEW node_headroom AS
 WITH caps AS (
     SELECT
@@ -35,6 +40,12 @@ limits AS (
         p.depth,
         p.limit_kw AS breaker_limit_kw,
         CASE
+            WHEN p.limit_a IS NULL THEN NULL
+            WHEN p.limit_a > 0 AND p.limit_a <= 4000 THEN p.limit_a
+            ELSE 0
+        END AS limit_a,
+        p.voltage_v,
+        CASE
             WHEN NOT (p.limit_kw > 0 AND p.limit_kw <= 100000) THEN NULL
             WHEN p.kind = 'site' THEN LEAST(p.limit_kw, COALESCE(b.demand_limit_kw, p.limit_kw))
             ELSE p.limit_kw
@@ -48,7 +59,10 @@ limits AS (
         dr.limit_kw AS dr_limit_kw,
         c.rule_id AS cap_rule_id,
         c.limit_kw AS cap_kw,
-        COALESCE(f.fixed_kw, 0) AS fixed_kw
+        COALESCE(f.fixed_kw, 0) AS fixed_kw,
+        COALESCE(f.fixed_a_r, 0) AS fixed_a_r,
+        COALESCE(f.fixed_a_s, 0) AS fixed_a_s,
+        COALESCE(f.fixed_a_t, 0) AS fixed_a_t
     FROM node_paths AS p
     LEFT JOIN site_building_load AS b ON b.site_id = p.node_id
     LEFT JOIN active_dr AS dr ON dr.site_id = p.node_id
@@ -64,7 +78,10 @@ shaped AS (
 capped AS (
     SELECT
         *,
-        CASE WHEN base_kw IS NULL THEN 0 ELSE LEAST(dr_kw, COALESCE(cap_kw, dr_kw)) END AS in_force_kw
+        CASE WHEN base_kw IS NULL THEN 0 ELSE LEAST(dr_kw, COALESCE(cap_kw, dr_kw)) END AS in_force_kw,
+        limit_a - building_kw * 1000.0 / (3 * voltage_v) - fixed_a_r AS spare_a_r,
+        limit_a - building_kw * 1000.0 / (3 * voltage_v) - fixed_a_s AS spare_a_s,
+        limit_a - building_kw * 1000.0 / (3 * voltage_v) - fixed_a_t AS spare_a_t
     FROM shaped
 )
 SELECT
@@ -85,5 +102,9 @@ SELECT
         WHEN cap_kw IS NOT NULL AND cap_kw <= dr_kw THEN cap_rule_id
         WHEN dr_kw < base_kw THEN 'dr'
         ELSE node_id
-    END AS limited_by
+    END AS limited_by,
+    limit_a,
+    CASE WHEN spare_a_r > 0 AND spare_a_r <= 4000 THEN spare_a_r WHEN limit_a IS NOT NULL THEN 0 END AS headroom_a_r,
+    CASE WHEN spare_a_s > 0 AND spare_a_s <= 4000 THEN spare_a_s WHEN limit_a IS NOT NULL THEN 0 END AS headroom_a_s,
+    CASE WHEN spare_a_t > 0 AND spare_a_t <= 4000 THEN spare_a_t WHEN limit_a IS NOT NULL THEN 0 END AS headroom_a_t
 FROM capped;

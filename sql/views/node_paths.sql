@@ -1,6 +1,7 @@
--- The breaker tree flattened: every node of site.topology with its depth (the site is 0) and its
--- ancestors by depth, anc0 (the site) .. anc5. RisingWave has no recursive CTE, so the walk up the tree
--- is unrolled; nodes deeper than 5 (or in a parent cycle) are left out and raised by pipeline_alerts.
+-- The breaker tree flattened: every node of site.topology (its limit_kw, its per-phase limit_a and
+-- voltage_v) with its depth (the site is 0) and its ancestors by depth, anc0 (the site) .. anc5.
+-- RisingWave has no recursive CTE, so the walk up the tree is unrolled; nodes deeper than 5 (or in a
+-- parent cycle) are left out and raised by pipeline_alerts.
 CREATE MATERIALIZED VIEW node_paths AS
 WITH chain AS (
     SELECT
@@ -8,6 +9,8 @@ WITH chain AS (
         n.site_id,
         n.kind,
         n.limit_kw,
+        n.limit_a,
+        n.voltage_v,
         n.managed,
         n.parent_id AS p1,
         t1.parent_id AS p2,
@@ -41,6 +44,8 @@ SELECT
     site_id,
     kind,
     limit_kw,
+    limit_a,
+    COALESCE(voltage_v, 230.0) AS voltage_v,
     managed,
     depth,
     p1 AS parent_id,

@@ -4,14 +4,14 @@
 CREATE MATERIALIZED VIEW session_allocation AS
 SELECT
     x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-    x.voltage_v, x.started_at, x.cap_kw, x.floor_kw,
+    x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw,
     x.allocated_kw,
     x.binding
 FROM session_fill AS x
 UNION ALL
 SELECT
     x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-    x.voltage_v, x.started_at, x.cap_kw, x.floor_kw,
+    x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw,
     0.0 AS allocated_kw,
     COALESCE(x.paused_by, 'paused') AS binding
 FROM session_admission AS x

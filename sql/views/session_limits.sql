@@ -1,8 +1,11 @@
 -- Per-session cap, floor and priority (docs/architecture.md, "Allocation", rule 2), after rules and tariff shaping.
---   cap_kw   = the smallest of the EVSE rating, the EV's acceptance and the cap rules on the session or
---              its charger; a flexible session's cap is scaled by its price tier's multiplier
+--   cap_kw   = the smallest of the EVSE rating, the EV's acceptance, what the EV has shown it takes
+--              (learned_cap_kw), the EVSE's per-phase rating on the EV's phases (rating x ev_phases /
+--              phases, for a 1- or 2-phase EV) and the cap rules on the session or its charger (nulls
+--              ignored); a flexible session's cap is scaled by its price tier's multiplier
 --              (tariff_multipliers), never below its floor
---   floor_kw = the session's minimum rate, by default 6 A x phases x voltage, never above the cap
+--   floor_kw = the session's minimum rate, by default 6 A x ev_phases x voltage (6 A: the lowest current
+--              an EV may be offered, IEC 61851-1), never above the cap
 --   plans    = a session with a plan (session_plan_needs) is not shaped by the tariff: it charges now at its
 --              cap when the slots cheaper than now before its departure cannot hold what remains at that
 --              cap, or when laxity_s (seconds to departure minus the time its remaining energy takes at its
@@ -10,6 +13,8 @@
 --   override = a session or charger override runs the session at its limit_kw (floor = cap), ahead of
 --              everyone in admission; only caps and pauses of equal or higher precedence still apply
 --   paused_by = the pause rule (on the session, its charger or any breaker above it) that stops it
+--   on_r, on_s, on_t = the grid phases the EV loads (session_telemetry); a_per_kw = the current per
+--              loaded phase for 1 kW, 1000 / (ev_phases x voltage), in A
 -- Only managed sessions with fresh telemetry, on a tree rooted at a site, are allocated here.
 CREATE MATERIALIZED VIEW session_limits AS
 WITH live AS (
@@ -73,14 +78,19 @@ applicable AS (
 capped AS (
     SELECT
         l.*,
-        LEAST(l.rated_power_kw, COALESCE(l.ev_max_power_kw, l.rated_power_kw)) AS device_cap_kw,
+        LEAST(
+            l.rated_power_kw,
+            COALESCE(l.ev_max_power_kw, l.rated_power_kw),
+            COALESCE(l.learned_cap_kw, l.rated_power_kw),
+            l.rated_power_kw * l.ev_phases / l.phases
+        ) AS device_cap_kw,
         c.limit_kw AS rule_cap_kw,
         c.rule_id AS cap_rule_id,
         pz.rule_id AS paused_by,
         o.rule_id AS override_rule_id,
         o.limit_kw AS override_kw,
         COALESCE(m.multiplier, 1.0) AS multiplier,
-        COALESCE(l.min_power_kw, 6 * l.phases * l.voltage_v / 1000.0) AS min_kw,
+        COALESCE(l.min_power_kw, 6 * l.ev_phases * l.voltage_v / 1000.0) AS min_kw,
         pn.remaining_kwh AS plan_remaining_kwh,
         pn.left_s AS plan_left_s,
         pn.cheaper_s AS plan_cheaper_s
@@ -123,6 +133,11 @@ SELECT
     site_id,
     CASE WHEN attach_kind = 'charger' THEN attach_parent_id ELSE attach_id END AS node_id,
     phases,
+    ev_phases,
+    on_r,
+    on_s,
+    on_t,
+    1000.0 / (ev_phases * voltage_v) AS a_per_kw,
     voltage_v,
     CASE WHEN override_kw IS NOT NULL THEN 2147483647 ELSE priority END AS priority,
     weight,

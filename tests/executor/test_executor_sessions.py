@@ -7,7 +7,9 @@ import json
 from ocpp.v16 import call
 
 from executor.sessions import TransactionIds
-from tests.kits.ocpp import T0, at, iso
+from pipeline.contracts.topics import TopologyNode
+from pipeline.transport import publish
+from tests.kits.ocpp import SITE_NODES, T0, at, iso, open_charge_point
 
 SESSIONS = "ocpp.active.sessions"
 
@@ -120,6 +122,20 @@ async def test_session_lifecycle_records(charge_point, transport, executor):
     )
     assert records[3].value is None
     assert transport.latest(SESSIONS) == {}
+
+
+async def test_the_chargers_phase_rotation_is_copied_onto_its_sessions(make_executor, transport):
+    wired = TopologyNode(
+        node_id="CP3", site_id="depot-1", parent_id="depot-1", kind="charger", limit_kw=22, phase_rotation="SRT"
+    )
+    for node in [*SITE_NODES, wired]:
+        await publish(transport, "site.topology", node)
+    executor = await make_executor()
+    async with open_charge_point(executor.port, "CP3") as cp:
+        await cp.boot()
+        await cp.start_tx(connector_id=1, when=T0)
+    records = [json.loads(r.value) for r in transport.log(SESSIONS) if r.value is not None]
+    assert records and all(r["phase_rotation"] == "SRT" for r in records)
 
 
 async def test_charger_missing_from_topology_is_accepted_but_not_published(charge_point, transport):

@@ -3,6 +3,9 @@
 Hypothesis draws trees of depth 1 to 4 with up to 200 sessions, random caps, floors, priorities,
 weights, rules, DR events, tariffs and stale meters; the embedded engine's setpoints must equal the
 reference allocator's within 0.01 kW, and both must hold the invariants of docs/architecture.md ("Allocation").
+With ``phased=True`` the trees also carry 1-, 2- and 3-phase EVs on chargers of every phase rotation,
+learned caps, and per-phase current ratings (``limit_a``) on some breakers, whose every grid phase must
+stay within its headroom.
 """
 
 from __future__ import annotations
@@ -35,11 +38,17 @@ def run_engine(engine: EmbeddedEngine, records) -> dict[str, dict]:
     return {c.key: json.loads(c.value) for c in engine.evaluate(NOW) if c.value and c.topic == "ocpp.setpoint.commands"}
 
 
+ROTATIONS = [None, "RST", "RTS", "SRT", "STR", "TRS", "TSR"]
+
+
 @st.composite
-def sites(draw, max_sessions: int = 200, rules: bool = True):
+def sites(draw, max_sessions: int = 200, rules: bool = True, phased: bool = False):
+    def limit_a(low: float, high: float) -> dict:
+        return {"limit_a": draw(st.one_of(st.none(), st.floats(low, high)))} if phased else {}
+
     depth = draw(st.integers(1, 4))
     records = []
-    site = TopologyNode(node_id="S", site_id="S", kind="site", limit_kw=draw(st.floats(5, 400)))
+    site = TopologyNode(node_id="S", site_id="S", kind="site", limit_kw=draw(st.floats(5, 400)), **limit_a(10, 500))
     records.append(("site.topology", "S", site))
     breakers = [("S", 0)]
     frontier = [("S", 0)]
@@ -54,7 +63,12 @@ def sites(draw, max_sessions: int = 200, rules: bool = True):
                     "site.topology",
                     node_id,
                     TopologyNode(
-                        node_id=node_id, site_id="S", parent_id=parent, kind="panel", limit_kw=draw(st.floats(5, 300))
+                        node_id=node_id,
+                        site_id="S",
+                        parent_id=parent,
+                        kind="panel",
+                        limit_kw=draw(st.floats(5, 300)),
+                        **limit_a(6, 300),
                     ),
                 )
             )
@@ -66,6 +80,7 @@ def sites(draw, max_sessions: int = 200, rules: bool = True):
         cid = f"C{i}"
         phases = draw(st.sampled_from([1, 3, 3]))
         rating = draw(st.sampled_from([3.7, 7.4, 11.0, 22.0]))
+        wiring = {"phase_rotation": draw(st.sampled_from(ROTATIONS))} | limit_a(6, 40) if phased else {}
         records.append(
             (
                 "site.topology",
@@ -79,17 +94,27 @@ def sites(draw, max_sessions: int = 200, rules: bool = True):
                     phases=phases,
                     managed=draw(st.booleans()) or draw(st.booleans()) or draw(st.booleans()),
                     connectors=draw(st.sampled_from([1, 1, 2])),
+                    **wiring,
                 ),
             )
         )
-        chargers.append((cid, rating, phases))
+        chargers.append((cid, rating, phases, wiring.get("phase_rotation")))
     sessions = []
     if chargers:
         for i in range(draw(st.integers(0, max_sessions))):
-            cid, rating, phases = draw(st.sampled_from(chargers))
+            cid, rating, phases, rotation = draw(st.sampled_from(chargers))
             fresh = draw(st.booleans()) or draw(st.booleans()) or draw(st.booleans())
             sid = f"s{i}"
             sessions.append(sid)
+            ev = (
+                {
+                    "ev_phases": draw(st.sampled_from([None, 1, 1, 2, 3])),
+                    "phase_rotation": rotation,
+                    "learned_cap_kw": draw(st.one_of(st.none(), st.floats(0.5, 22.0))),
+                }
+                if phased
+                else {}
+            )
             records.append(
                 (
                     "ocpp.active.sessions",
@@ -111,6 +136,7 @@ def sites(draw, max_sessions: int = 200, rules: bool = True):
                         current_power_kw=draw(st.floats(0, 22)),
                         sampled_at=NOW
                         - timedelta(seconds=draw(st.integers(0, 500) if fresh else st.integers(700, 5000))),
+                        **ev,
                     ),
                 )
             )
@@ -190,8 +216,22 @@ def sites(draw, max_sessions: int = 200, rules: bool = True):
     return records
 
 
+def check_phase_limits(got: dict[str, dict], expected: dict) -> None:
+    """Every grid phase of every breaker with a per-phase rating carries at most its headroom_a: the
+    engine's setpoint_a (A on each phase the EV loads) summed over the balanced sessions below it."""
+    for node, limits in expected["__headroom_a__"].items():
+        for phase, limit in limits.items():
+            amps = sum(
+                got[sid]["setpoint_a"]
+                for sid, r in expected.items()
+                if not sid.startswith("__") and "path" in r and node in r["path"] and phase in r["loads"]
+            )
+            assert amps <= limit + 1e-6, f"{node} phase {phase}: {amps} A above its headroom {limit} A"
+
+
 def check_invariants(expected: dict) -> None:
     headroom = expected.pop("__headroom__")
+    per_phase = expected.pop("__headroom_a__")
     balanced = {sid: r for sid, r in expected.items() if "path" in r}
     load: dict[str, float] = {}
     count: dict[str, int] = {}
@@ -204,7 +244,8 @@ def check_invariants(expected: dict) -> None:
     for sid, r in balanced.items():
         kw = r["setpoint_kw"]
         assert kw == 0 or r["floor_kw"] - 0.001 <= kw <= r["cap_kw"] + 1e-9, f"{sid}: {kw} outside [floor, cap]"
-        if r["admitted"] and kw < r["cap_kw"] - TOL:
+        if r["admitted"] and kw < r["cap_kw"] - TOL and not per_phase:
+            # with per-phase limits the levels are safe but not work-conserving (docs/architecture.md)
             assert any(load[n] >= headroom[n] - 0.001 * count[n] - 1e-6 for n in r["path"]), (
                 f"{sid} is below its cap while every breaker above it has headroom left"
             )
@@ -215,10 +256,26 @@ def check_invariants(expected: dict) -> None:
 def test_engine_matches_the_reference_and_holds_every_breaker(engine, records):
     got = run_engine(engine, records)
     expected = reference.allocate(records, NOW)
-    assert set(got) == set(expected) - {"__headroom__"}
+    assert set(got) == set(expected) - {"__headroom__", "__headroom_a__"}
     for sid, rec in got.items():
         assert rec["setpoint_kw"] == pytest.approx(expected[sid]["setpoint_kw"], abs=TOL), sid
         assert (rec["binding"] in ("paused", "stale")) == (expected[sid]["binding"] in ("paused", "stale")), sid
+    check_invariants(expected)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(records=sites(phased=True))
+def test_phases_engine_matches_the_reference_and_holds_every_phase(engine, records):
+    got = run_engine(engine, records)
+    expected = reference.allocate(records, NOW)
+    assert set(got) == set(expected) - {"__headroom__", "__headroom_a__"}
+    for sid, rec in got.items():
+        want = expected[sid]
+        assert rec["setpoint_kw"] == pytest.approx(want["setpoint_kw"], abs=TOL), sid
+        assert rec["setpoint_a"] == pytest.approx(want["setpoint_a"], abs=0.05), sid
+        assert rec["phases"] == want["phases"], sid
+        assert (rec["binding"] in ("paused", "stale")) == (want["binding"] in ("paused", "stale")), sid
+    check_phase_limits(got, expected)
     check_invariants(expected)
 
 
