@@ -278,7 +278,7 @@ async def test_fail_safe_profiles_at_boot_are_exact(charge_point, executor, tran
         assert lift["csChargingProfiles"]["stackLevel"] == 1
         assert lift["csChargingProfiles"]["validTo"] == "2025-01-06T08:30:00.000Z"  # now + the 30 min TTL
         get = next(f for f in cp.frames if f[:1] == [2] and f[2] == "GetConfiguration")
-        assert get[3] == {"key": ["ChargingScheduleAllowedChargingRateUnit"]}
+        assert get[3] == {"key": ["ChargingScheduleAllowedChargingRateUnit", "ChargingScheduleMaxPeriods"]}
         # a BootNotification on a live connection (a reboot) installs them again
         await cp.boot()
         await wait_for(lambda: len(cp.of("TxDefaultProfile")) == 2, what="fail-safe again after a reboot")
