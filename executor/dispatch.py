@@ -372,7 +372,7 @@ class ChargerDispatcher:
         if isinstance(request, ProfileRequest):
             ahead = (call.then[0], request.next_period[1]) if call.then and request.next_period else None
             value = (
-                (request.transaction_id, request.limit, request.unit, ahead)
+                (request.transaction_id, request.limit, request.unit) + (() if ahead is None else (ahead,))
                 if kind == "Tx"
                 else (request.limit, request.unit)
             )

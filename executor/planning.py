@@ -416,7 +416,8 @@ def plan_charger(
                 plan.deadband.append(DeadbandSkip(c, held_now[0], limit))
             plan.settled.append(c)
             continue
-        if not gate.open(key, (command.transaction_id, limit, unit, wanted_ahead)):
+        value = (command.transaction_id, limit, unit) + (() if wanted_ahead is None else (wanted_ahead,))
+        if not gate.open(key, value):
             continue
         anchor = schedule_anchor(now) if ahead is not None else None
         request = ProfileRequest(

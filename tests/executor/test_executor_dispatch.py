@@ -292,7 +292,8 @@ async def test_charger_that_accepts_only_power_gets_watts(make_executor, transpo
         await cp.boot()
         tx = await cp.start_tx()
         await publish(transport, COMMANDS, command(tx=tx, setpoint_a=10.0))
-        await wait_for(lambda: cp.tx_profiles, what="SetChargingProfile")
+        # the cut from the rating goes before the fail-safe profiles: wait for both
+        await wait_for(lambda: cp.tx_profiles and cp.of("TxDefaultProfile"), what="SetChargingProfile")
         assert cp.tx_profiles == [profile(tx, 6900.0, unit="W")]
         assert cp.of("TxDefaultProfile")[0]["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"] == [
             {"startPeriod": 0, "limit": 4140.0, "numberPhases": 3}

@@ -1,0 +1,181 @@
+"""A setpoint's next known decrease travels as a second chargingSchedulePeriod (exact 1.6 and 2.0.1
+frames), only to chargers that take two periods per schedule, and the ledger counts the current period
+until the cut and the lower one after it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from executor.ledger import Ledger
+from executor.planning import Installed
+from executor.topology import Topology
+from pipeline.contracts.topics import TopologyNode
+from pipeline.transport import publish
+from tests.kits.ocpp import T0, at, command, open_charge_point, wait_for
+from tests.kits.ocpp201 import open_station
+
+COMMANDS = "ocpp.setpoint.commands"
+CUT_AT = T0 + timedelta(minutes=30)
+
+
+def ahead(setpoint_a: float = 16.0, next_a: float = 10.0, when=CUT_AT, **kw):
+    """A command at ``setpoint_a`` whose next known decrease is ``next_a`` from ``when``."""
+    return command(
+        setpoint_a=setpoint_a,
+        next_change_at=when,
+        next_setpoint_a=next_a,
+        next_setpoint_kw=round(next_a * 3 * 230 / 1000, 4),
+        **kw,
+    )
+
+
+def profile_16(tx: int, periods: list[dict], absolute: bool) -> dict:
+    schedule: dict = {"chargingRateUnit": "A", "chargingSchedulePeriod": periods}
+    if absolute:
+        schedule = {"startSchedule": "2025-01-05T08:00:00.000Z", **schedule}
+    return {
+        "connectorId": 1,
+        "csChargingProfiles": {
+            "chargingProfileId": 1001,
+            "transactionId": tx,
+            "stackLevel": 1,
+            "chargingProfilePurpose": "TxProfile",
+            "chargingProfileKind": "Absolute" if absolute else "Relative",
+            "chargingSchedule": schedule,
+        },
+    }
+
+
+async def test_v16_the_cut_ahead_is_a_second_period_from_an_absolute_start(executor, transport):
+    async with open_charge_point(executor.port) as cp:
+        cp.max_periods = "5"
+        await cp.boot()
+        tx = await cp.start_tx()
+        await publish(transport, COMMANDS, ahead(tx=tx))
+        await wait_for(lambda: cp.tx_profiles, what="TxProfile")
+        # a day before now (2025-01-05T08:00:00Z) + 86400 s + 30 min = the cut
+        assert cp.tx_profiles == [
+            profile_16(
+                tx,
+                [
+                    {"startPeriod": 0, "limit": 16.0, "numberPhases": 3},
+                    {"startPeriod": 88200, "limit": 10.0, "numberPhases": 3},
+                ],
+                absolute=True,
+            )
+        ]
+        get = next(f for f in cp.frames if f[:1] == [2] and f[2] == "GetConfiguration")
+        assert get[3] == {"key": ["ChargingScheduleAllowedChargingRateUnit", "ChargingScheduleMaxPeriods"]}
+        sent = executor._dispatchers["CP1"]._sent[("Tx", 1)]
+        assert sent == Installed(16.0, "A", transaction_id=str(tx), next_at=CUT_AT, next_limit=10.0)
+
+
+async def test_v16_a_charger_of_one_period_or_unknown_gets_the_flat_limit(executor, transport):
+    for cp_id, periods, phases in (("CP1", None, 3), ("CP2", "1", 1)):
+        async with open_charge_point(executor.port, cp_id) as cp:
+            cp.max_periods = periods
+            await cp.boot()
+            tx = await cp.start_tx()
+            await publish(transport, COMMANDS, ahead(cp=cp_id, tx=tx, setpoint_a=6.0, next_a=0.0, phases=phases))
+            await wait_for(lambda cp=cp: cp.tx_profiles, what="TxProfile")
+            frame = cp.tx_profiles[-1]["csChargingProfiles"]
+            assert frame["chargingProfileKind"] == "Relative"
+            assert frame["chargingSchedule"] == {
+                "chargingRateUnit": "A",
+                "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 6.0, "numberPhases": phases}],
+            }
+
+
+async def test_a_cut_already_due_is_sent_as_the_flat_limit(executor, transport):
+    async with open_charge_point(executor.port) as cp:
+        cp.max_periods = "5"
+        await cp.boot()
+        tx = await cp.start_tx()
+        await publish(transport, COMMANDS, ahead(tx=tx, when=at(-1)))
+        await wait_for(lambda: cp.tx_profiles, what="TxProfile")
+        assert cp.tx_profiles == [profile_16(tx, [{"startPeriod": 0, "limit": 10.0, "numberPhases": 3}], False)]
+
+
+async def test_v201_the_cut_ahead_is_a_second_period_from_an_absolute_start(executor, transport):
+    async with open_station(executor.port) as cs:
+        cs.periods_per_schedule = "3"
+        await cs.boot()
+        tx = await cs.start_tx()
+        await publish(transport, COMMANDS, ahead(tx=tx))
+        await wait_for(lambda: cs.tx_profiles, what="TxProfile")
+        assert cs.tx_profiles == [
+            {
+                "evseId": 1,
+                "chargingProfile": {
+                    "id": 1001,
+                    "stackLevel": 1,
+                    "chargingProfilePurpose": "TxProfile",
+                    "chargingProfileKind": "Absolute",  # K01.FR.40: with its startSchedule
+                    "chargingSchedule": [
+                        {
+                            "id": 1001,
+                            "startSchedule": "2025-01-05T08:00:00.000Z",
+                            "chargingRateUnit": "A",
+                            "chargingSchedulePeriod": [
+                                {"startPeriod": 0, "limit": 16.0, "numberPhases": 3},
+                                {"startPeriod": 88200, "limit": 10.0, "numberPhases": 3},
+                            ],
+                        }
+                    ],
+                    "transactionId": tx,
+                },
+            }
+        ]
+        get = next(f for f in cs.frames if f[:1] == [2] and f[2] == "GetVariables")
+        assert [d["variable"]["name"] for d in get[3]["getVariableData"]] == ["RateUnit", "PeriodsPerSchedule"]
+
+
+def kw(amps: float) -> float:
+    return amps * 3 * 230 / 1000
+
+
+def ledger_32a() -> Ledger:
+    topology = Topology()
+    for node in [
+        TopologyNode(node_id="s", site_id="s", kind="site", limit_kw=100),
+        TopologyNode(node_id="p", site_id="s", parent_id="s", kind="panel", limit_kw=22.08),
+        TopologyNode(node_id="A", site_id="s", parent_id="p", kind="charger", limit_kw=22.08),
+        TopologyNode(node_id="B", site_id="s", parent_id="p", kind="charger", limit_kw=22.08),
+    ]:
+        topology.apply(node.node_id, node)
+    ledger = Ledger(
+        topology, lambda node: 22.08 if node == "p" else None, lambda site: 100.0 if site == "s" else None, lag_s=10.0
+    )
+    for cp in "AB":
+        ledger.transaction_started(cp, 1, "1")
+        ledger.station_profile(cp, "TxDefault", kw(6), at(-60))
+    return ledger
+
+
+def test_the_ledger_counts_the_current_period_until_the_cut_and_the_lower_one_after_its_lag():
+    ledger = ledger_32a()
+    cut = (at(100), kw(10), 10.0)
+    ledger.sending("A", 1, kw(20), 20.0, cut)
+    assert ledger.bound_kw("A", 1, at(1)) == kw(20)  # in flight, before its cut
+    ledger.answered("A", 1, "1", kw(20), "Accepted", at(1), 20.0, cut)
+    ledger.answered("B", 1, "1", kw(12), "Accepted", at(1), 12.0)
+    # B to 20 A needs A's cut: not before it, nor within the EV lag after it
+    assert ledger.check_increase("B", 1, kw(20), at(99)) is not None
+    blocked = ledger.check_increase("B", 1, kw(20), at(105))
+    assert blocked is not None and blocked.until == at(110).timestamp()
+    assert ledger.in_force_kw("A", 1, at(105)) == kw(10) and ledger.in_force_a("A", 1, at(105)) == 10.0
+    assert ledger.check_increase("B", 1, kw(20), at(110)) is None
+
+
+def test_a_profile_whose_cut_had_started_when_it_arrived_cools_from_its_answer():
+    ledger = ledger_32a()
+    ledger.answered("A", 1, "1", kw(20), "Accepted", at(50), 20.0, (at(40), kw(10), 10.0))
+    assert ledger.in_force_kw("A", 1, at(50)) == kw(10)
+    assert ledger.check_increase("B", 1, kw(20), at(55)) is not None  # 20 A until at(60)
+    assert ledger.check_increase("B", 1, kw(20), at(60)) is None
+
+
+def test_an_unknown_answer_keeps_the_higher_period_in_force():
+    ledger = ledger_32a()
+    ledger.answered("A", 1, "1", kw(20), "Timeout", at(1), 20.0, (at(40), kw(10), 10.0))
+    assert ledger.in_force_kw("A", 1, at(100)) == kw(20)
