@@ -52,7 +52,7 @@ async def test_v16_the_cut_ahead_is_a_second_period_from_an_absolute_start(execu
         await cp.boot()
         tx = await cp.start_tx()
         await publish(transport, COMMANDS, ahead(tx=tx))
-        await wait_for(lambda: cp.tx_profiles, what="TxProfile")
+        await wait_for(lambda: cp.tx_profiles, what="TxProfile", timeout=10)
         # a day before now (2025-01-05T08:00:00Z) + 86400 s + 30 min = the cut
         assert cp.tx_profiles == [
             profile_16(
@@ -66,7 +66,7 @@ async def test_v16_the_cut_ahead_is_a_second_period_from_an_absolute_start(execu
         ]
         get = next(f for f in cp.frames if f[:1] == [2] and f[2] == "GetConfiguration")
         assert get[3] == {"key": ["ChargingScheduleAllowedChargingRateUnit", "ChargingScheduleMaxPeriods"]}
-        sent = executor._dispatchers["CP1"]._sent[("Tx", 1)]
+        sent = await wait_for(lambda: executor._dispatchers["CP1"]._sent.get(("Tx", 1)), what="the answer", timeout=10)
         assert sent == Installed(16.0, "A", transaction_id=str(tx), next_at=CUT_AT, next_limit=10.0)
 
 
@@ -77,7 +77,7 @@ async def test_v16_a_charger_of_one_period_or_unknown_gets_the_flat_limit(execut
             await cp.boot()
             tx = await cp.start_tx()
             await publish(transport, COMMANDS, ahead(cp=cp_id, tx=tx, setpoint_a=6.0, next_a=0.0, phases=phases))
-            await wait_for(lambda cp=cp: cp.tx_profiles, what="TxProfile")
+            await wait_for(lambda cp=cp: cp.tx_profiles, what="TxProfile", timeout=10)
             frame = cp.tx_profiles[-1]["csChargingProfiles"]
             assert frame["chargingProfileKind"] == "Relative"
             assert frame["chargingSchedule"] == {
@@ -92,7 +92,7 @@ async def test_a_cut_already_due_is_sent_as_the_flat_limit(executor, transport):
         await cp.boot()
         tx = await cp.start_tx()
         await publish(transport, COMMANDS, ahead(tx=tx, when=at(-1)))
-        await wait_for(lambda: cp.tx_profiles, what="TxProfile")
+        await wait_for(lambda: cp.tx_profiles, what="TxProfile", timeout=10)
         assert cp.tx_profiles == [profile_16(tx, [{"startPeriod": 0, "limit": 10.0, "numberPhases": 3}], False)]
 
 
@@ -102,7 +102,7 @@ async def test_v201_the_cut_ahead_is_a_second_period_from_an_absolute_start(exec
         await cs.boot()
         tx = await cs.start_tx()
         await publish(transport, COMMANDS, ahead(tx=tx))
-        await wait_for(lambda: cs.tx_profiles, what="TxProfile")
+        await wait_for(lambda: cs.tx_profiles, what="TxProfile", timeout=10)
         assert cs.tx_profiles == [
             {
                 "evseId": 1,
