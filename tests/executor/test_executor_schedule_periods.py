@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from executor.config import ExecutorConfig
 from executor.ledger import Ledger
-from executor.planning import Installed
-from executor.topology import Topology
+from executor.ocpp.station import ProfileRequest
+from executor.planning import Call, ConnectorState, Installed, plan_charger
+from executor.topology import ChargerInfo, Topology
 from pipeline.contracts.topics import TopologyNode
 from pipeline.transport import publish
 from tests.kits.ocpp import T0, at, command, open_charge_point, wait_for
@@ -179,3 +181,68 @@ def test_an_unknown_answer_keeps_the_higher_period_in_force():
     ledger = ledger_32a()
     ledger.answered("A", 1, "1", kw(20), "Timeout", at(1), 20.0, (at(40), kw(10), 10.0))
     assert ledger.in_force_kw("A", 1, at(100)) == kw(20)
+
+
+NOW = at(100)
+CP1 = ChargerInfo("depot-1", "panel-a", 22.0, 3, 230.0, True, 1)
+FAILSAFE = {
+    ("StationMax", 0): Installed(31.8, "A"),
+    ("TxDefault", 0): Installed(6.0, "A"),
+    ("Lift", 0): Installed(31.8, "A", accepted_at=NOW),
+}
+
+
+def plan_at(now, cmd, in_force_a: float, sent=None, periods: int = 2, asked=None):
+    def check(connector_id: int, new_kw: float, new_a: float | None = None):
+        if asked is not None:
+            asked.append((connector_id, new_a))
+        return None
+
+    state = ConnectorState(1, cmd, cmd.computed_at, True, None, "1", kw(in_force_a), in_force_a)
+    result = plan_charger(
+        unit="A",
+        info=CP1,
+        safe_kw=22.0,
+        connectors=[state],
+        sent={**FAILSAFE, **(sent or {})},
+        retries={},
+        config=ExecutorConfig(),
+        now=now,
+        now_mono=1000.0,
+        check_increase=check,
+        schedule_periods=periods,
+    )
+    assert result is not None
+    return result
+
+
+def test_the_planner_sends_the_cut_ahead_and_wakes_at_it():
+    cmd = ahead(tx=1, when=at(200), computed_at=at(0))
+    result = plan_at(NOW, cmd, 16.0)
+    anchor = (NOW - timedelta(days=1)).replace(microsecond=0)
+    request = ProfileRequest(
+        "Tx", 1, 1001, 1, 16.0, "A", 3, transaction_id="1", start_schedule=anchor, next_period=(86500, 10.0)
+    )
+    assert result.calls == [Call(("Tx", 1), request, "resend", kw(16), cmd, (at(200), kw(10), 10.0))]
+    # once accepted it is settled, and the planner looks again when the charger's own cut starts
+    held = {("Tx", 1): Installed(16.0, "A", transaction_id="1", next_at=at(200), next_limit=10.0)}
+    result = plan_at(NOW, cmd, 16.0, held)
+    assert (result.calls, result.settled, result.wake_at) == ([], [1], at(200))
+
+
+def test_after_the_cut_a_raise_back_is_an_increase_the_ledger_checks():
+    held = {("Tx", 1): Installed(16.0, "A", transaction_id="1", next_at=at(200), next_limit=10.0)}
+    back = command(tx=1, setpoint_a=16.0, computed_at=at(200))
+    asked: list = []
+    result = plan_at(at(201), back, 10.0, held, asked=asked)  # the ledger holds 10 A in force after the cut
+    assert asked == [(1, 16.0)] and [c.reason for c in result.calls] == ["increase"]
+
+
+def test_a_one_period_charger_gets_the_cut_as_a_flat_limit_at_its_instant():
+    cmd = ahead(tx=1, when=at(200), computed_at=at(0))
+    result = plan_at(NOW, cmd, 16.0, periods=1)
+    assert result.calls[0].request.next_period is None and result.calls[0].then is None
+    assert result.wake_at == at(200)
+    held = {("Tx", 1): Installed(16.0, "A", transaction_id="1")}
+    result = plan_at(at(200), cmd, 16.0, held, periods=1)
+    assert [(c.request.limit, c.reason) for c in result.calls] == [(10.0, "decrease")]
