@@ -7,9 +7,11 @@
 --                      same share of setpoint_a, rounded down to 0.1 A
 -- Each value is safe on its own, computed from the inputs known now:
 --   * a DR event starting at T, or a cap rule on a site or node starting at T, gives the breaker a limit L
---     (the DR limit as node_headroom computes it, or the cap, never above the limit in force now); every
---     session under it is scaled by LEAST(1, (L - building load - fixed load now) / (sum of their
---     setpoints now)), and a scaled value below the session's floor becomes 0;
+--     (the DR limit as node_headroom computes it, or the cap, never above the limit in force now); the
+--     sessions under it are scaled so their sum fits L - building load - fixed load now: those an override
+--     runs (session_limits gives them the top priority) first, by LEAST(1, room / their sum), the others
+--     by what is left over their sum, as admission at T would; a scaled value below the session's floor
+--     becomes 0;
 --   * a pause rule starting at T sets every session in its scope to 0; a cap rule on a session or charger
 --     caps it at limit_kw (session_limits lowers the floor to such a cap, so this is the engine's own value);
 --   * a tariff slot starting at T with a lower multiplier than the tier in force scales a flexible
@@ -29,6 +31,7 @@ WITH live AS (
         s.setpoint_a,
         l.floor_kw,
         l.cap_kw,
+        l.priority = 2147483647 AS pinned,
         t.flexible
     FROM session_setpoints AS s
     JOIN session_limits AS l ON l.session_id = s.session_id
@@ -37,7 +40,8 @@ WITH live AS (
 node_load AS (
     SELECT
         a.ancestor_id AS node_id,
-        SUM(v.setpoint_kw) AS setpoint_kw
+        SUM(CASE WHEN v.pinned THEN v.setpoint_kw ELSE 0 END) AS pinned_kw,
+        SUM(CASE WHEN v.pinned THEN 0 ELSE v.setpoint_kw END) AS free_kw
     FROM live AS v
     JOIN node_ancestors AS a ON a.node_id = v.node_id
     GROUP BY a.ancestor_id
@@ -106,22 +110,33 @@ breaker_limits AS (
     JOIN node_headroom AS h ON h.node_id = r.scope_id
     WHERE r.action = 'cap' AND r.scope IN ('site', 'node')
 ),
-candidates AS (
+scaled AS (
     SELECT
         v.session_id,
         v.site_id,
         f.change_at,
         v.setpoint_kw,
         v.setpoint_a,
+        v.floor_kw,
         CASE
-            WHEN n.setpoint_kw <= 0 OR n.setpoint_kw <= f.limit_kw - f.other_kw THEN v.setpoint_kw
-            WHEN v.setpoint_kw * GREATEST(f.limit_kw - f.other_kw, 0) / NULLIF(n.setpoint_kw, 0) < v.floor_kw THEN 0
-            ELSE v.setpoint_kw * GREATEST(f.limit_kw - f.other_kw, 0) / NULLIF(n.setpoint_kw, 0)
-        END AS next_kw
+            WHEN n.pinned_kw + n.free_kw <= f.limit_kw - f.other_kw THEN v.setpoint_kw
+            WHEN v.pinned THEN v.setpoint_kw * LEAST(1, GREATEST(f.limit_kw - f.other_kw, 0) / NULLIF(n.pinned_kw, 0))
+            ELSE v.setpoint_kw * GREATEST(f.limit_kw - f.other_kw - n.pinned_kw, 0) / NULLIF(n.free_kw, 0)
+        END AS scaled_kw
     FROM breaker_limits AS f
     JOIN node_load AS n ON n.node_id = f.node_id
     JOIN node_ancestors AS a ON a.ancestor_id = f.node_id
     JOIN live AS v ON v.node_id = a.node_id
+),
+candidates AS (
+    SELECT
+        session_id,
+        site_id,
+        change_at,
+        setpoint_kw,
+        setpoint_a,
+        CASE WHEN scaled_kw < floor_kw THEN 0 ELSE scaled_kw END AS next_kw
+    FROM scaled
     UNION ALL
     SELECT v.session_id, v.site_id, r.valid_from AS change_at, v.setpoint_kw, v.setpoint_a, 0 AS next_kw
     FROM rules_ahead AS r

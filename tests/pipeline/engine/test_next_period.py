@@ -191,3 +191,33 @@ def test_a_dearer_tariff_slot_ahead_scales_flexible_sessions_only():
     )
     # a: cap 22 kW now (OFF_PEAK 1.0); ON_PEAK 0.5 makes it 11 kW; b is not flexible
     assert nexts(e, NOW) == {"a": (T, 11.0, 15.9), "b": None}
+
+
+def override(sid: str, kw: float) -> tuple:
+    rule = ControlRule(
+        rule_id=f"operator:session:{sid}",
+        source="operator",
+        scope="session",
+        scope_id=sid,
+        action="override",
+        limit_kw=kw,
+        created_at=NOW,
+    )
+    return ("control.rules", rule.rule_id, rule)
+
+
+def test_sessions_an_override_runs_keep_their_share_first_as_admission_would():
+    e = engine(
+        ("ocpp.active.sessions", "a", session("a")),
+        ("ocpp.active.sessions", "b", session("b")),
+        override("a", 11),
+        ("utility.dr.signals", "s1", dr(T, limit_kw=12)),
+        ("utility.dr.signals", "s1", dr(T + timedelta(minutes=5), dr_event_id="e2", limit_kw=8)),
+    )
+    now = commands(e, NOW)
+    assert (now["a"]["setpoint_kw"], now["b"]["setpoint_kw"]) == (11.0, 19.0)
+    # at T 12 kW: a keeps its 11 kW, b gets the 1 kW left, below its floor: 0 (the allocation at T)
+    assert nexts(e, NOW) == {"a": (T + timedelta(minutes=5), 0.0, 0.0), "b": (T, 0.0, 0.0)}
+    e.apply([("ocpp.active.sessions", s, session(s, sampled_at=T)) for s in "ab"])
+    at_t = commands(e, T + timedelta(seconds=1))
+    assert (at_t["a"]["setpoint_kw"], at_t["b"]["setpoint_kw"]) == (11.0, 0.0)  # the engine agrees at T
