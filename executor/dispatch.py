@@ -219,8 +219,8 @@ class ChargerDispatcher:
                 pending=slot.pending,
                 cleared_tx=slot.cleared_tx,
                 active_transaction=ctx.active_transaction(cp, connector_id),
-                in_force_kw=ctx.ledger.in_force_kw(cp, connector_id),
-                in_force_a=ctx.ledger.in_force_a(cp, connector_id),
+                in_force_kw=ctx.ledger.in_force_kw(cp, connector_id, now),
+                in_force_a=ctx.ledger.in_force_a(cp, connector_id, now),
             )
             for connector_id, slot in slots.items()
         ]
@@ -235,6 +235,7 @@ class ChargerDispatcher:
             now=now,
             now_mono=time.monotonic(),
             check_increase=lambda connector_id, kw, a: ctx.ledger.check_increase(cp, connector_id, kw, now, a),
+            schedule_periods=getattr(self.station, "schedule_periods", 1),
         )
         if plan is None:  # unmanaged: nothing is sent
             return None, None, None, None
@@ -273,7 +274,7 @@ class ChargerDispatcher:
         label = "StationMaxLift" if kind == "Lift" else purpose
         action = "SetChargingProfile" if purpose else "ClearChargingProfile"
         if command is not None:
-            ctx.ledger.sending(cp, connector_id, call.kw or 0.0, _limit_a(request))
+            ctx.ledger.sending(cp, connector_id, call.kw or 0.0, _limit_a(request), call.then)
             if slot is not None:
                 slot.pending = False
         sent_at = ctx.clock.now()
@@ -289,7 +290,14 @@ class ChargerDispatcher:
             ctx.stats.call_abandoned()
             if command is not None:
                 ctx.ledger.answered(
-                    cp, connector_id, command.transaction_id, call.kw or 0.0, "Lost", ctx.clock.now(), _limit_a(request)
+                    cp,
+                    connector_id,
+                    command.transaction_id,
+                    call.kw or 0.0,
+                    "Lost",
+                    ctx.clock.now(),
+                    _limit_a(request),
+                    call.then,
                 )
                 ctx.changed(cp)
             raise
@@ -320,14 +328,23 @@ class ChargerDispatcher:
         command = call.command if kind == "Tx" else None
         if command is not None:
             a = _limit_a(request)
-            ctx.ledger.answered(cp, connector_id, command.transaction_id, call.kw or 0.0, outcome.status, now, a)
+            ctx.ledger.answered(
+                cp, connector_id, command.transaction_id, call.kw or 0.0, outcome.status, now, a, call.then
+            )
         if outcome.status != "Accepted":
             self._schedule_retry(call, outcome)
             return
         self._retries.pop(call.key, None)
         if isinstance(request, ProfileRequest):
             if kind == "Tx":
-                self._sent[call.key] = Installed(request.limit, request.unit, transaction_id=request.transaction_id)
+                ahead = request.next_period
+                self._sent[call.key] = Installed(
+                    request.limit,
+                    request.unit,
+                    transaction_id=request.transaction_id,
+                    next_at=call.then[0] if call.then is not None else None,
+                    next_limit=ahead[1] if ahead is not None else None,
+                )
                 if slot is not None and slot.command == call.command:
                     ctx.stats.dispatched(time.monotonic() - slot.received_mono)
             elif kind == "Lift":
@@ -353,8 +370,11 @@ class ChargerDispatcher:
         kind, connector_id = call.key
         value: object = None
         if isinstance(request, ProfileRequest):
+            ahead = (call.then[0], request.next_period[1]) if call.then and request.next_period else None
             value = (
-                (request.transaction_id, request.limit, request.unit) if kind == "Tx" else (request.limit, request.unit)
+                (request.transaction_id, request.limit, request.unit) + (() if ahead is None else (ahead,))
+                if kind == "Tx"
+                else (request.limit, request.unit)
             )
         elif kind == "ClearTx":
             value = ctx.table.slot(self.charge_point_id, connector_id).cleared_tx

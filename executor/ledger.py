@@ -14,6 +14,10 @@ open transaction the ledger keeps a *bound*: the most it may be drawing now, in 
 - A cut (a lower limit in force) is only trusted ``lag_s`` clock seconds after it was acknowledged: EVs
   take that long to follow (about 10 s). That is break before make: an increase that needs the headroom a
   decrease frees waits until the decrease is acknowledged and the lag has passed.
+- A TxProfile may carry a later, lower schedule period (a known decrease sent ahead: docs/architecture.md,
+  "Schedule periods"). Its limit counts until that period starts, and the lower one after it, as a cut the
+  charger made on its own at that instant: trusted ``lag_s`` after it. Counting the current limit up to
+  then is conservative, as the charger cuts at the instant itself.
 
 :meth:`Ledger.check_increase` lets a connector go up only if, on its node and on its site, the sum of every
 other connector's bound plus its new limit stays within the newest ``node_limit_kw`` / ``site_limit_kw``.
@@ -41,7 +45,7 @@ from datetime import datetime
 
 from executor.topology import ChargerInfo, Topology
 
-__all__ = ["Blocked", "Ledger", "grid_phases"]
+__all__ = ["Blocked", "Ledger", "NextPeriod", "grid_phases"]
 
 EPS_KW = 1e-6
 EPS_A = 1e-6
@@ -57,10 +61,25 @@ def grid_phases(rotation: str | None, charger_phases: int) -> list[str]:
 
 @dataclass(frozen=True)
 class _Draw:
-    """A limit a connector may draw up to: ``kw``, and ``a`` (A per phase) when it was sent in A."""
+    """A limit a connector may draw up to: ``kw``, and ``a`` (A per phase) when it was sent in A; ``then`` is
+    a later schedule period ``(epoch seconds, limit)`` that replaces it from that instant."""
 
     kw: float
     a: float | None = None
+    then: tuple[float, _Draw] | None = None
+
+    def at(self, t: float) -> _Draw:
+        """The limit in force at ``t`` (epoch seconds)."""
+        return self.then[1] if self.then is not None and t >= self.then[0] else self
+
+
+NextPeriod = tuple[datetime, float, float | None]
+"""A later schedule period of a TxProfile: ``(starts at, kW, A per phase when sent in A)``."""
+
+
+def _draw(kw: float, limit_a: float | None, then: NextPeriod | None) -> _Draw:
+    later = None if then is None else (then[0].timestamp(), _Draw(then[1], then[2]))
+    return _Draw(kw, limit_a, later)
 
 
 @dataclass
@@ -166,11 +185,14 @@ class Ledger:
 
     # -- calls -----------------------------------------------------------------------------------------
 
-    def sending(self, cp: str, connector_id: int, kw: float, limit_a: float | None = None) -> None:
-        """A TxProfile of ``kw`` (``limit_a`` A per phase when sent in A) is on its way to the charger."""
+    def sending(
+        self, cp: str, connector_id: int, kw: float, limit_a: float | None = None, then: NextPeriod | None = None
+    ) -> None:
+        """A TxProfile of ``kw`` (``limit_a`` A per phase when sent in A; ``then`` its later period, if any) is
+        on its way to the charger."""
         c = self._connectors.get((cp, connector_id))
         if c is not None:
-            c.in_flight = _Draw(kw, limit_a)
+            c.in_flight = _draw(kw, limit_a, then)
 
     def answered(
         self,
@@ -181,19 +203,24 @@ class Ledger:
         status: str,
         now: datetime,
         limit_a: float | None = None,
+        then: NextPeriod | None = None,
     ) -> None:
         """The charger answered a TxProfile call; ``status`` as in :class:`executor.ocpp.station.CallOutcome`,
-        or ``"Lost"`` when the connection dropped with the call in flight."""
+        or ``"Lost"`` when the connection dropped with the call in flight; ``then`` is the call's later
+        schedule period, if it had one. A profile that may or may not have been applied counts as the wider
+        of the two, its later period dropped (the higher limit holds)."""
         c = self._connectors.get((cp, connector_id))
         if c is None or c.transaction_id != transaction_id:
             return
         c.in_flight = None
+        self._promote(c, now)
         before = self._in_force(cp, c)
         if status == "Accepted":
-            c.tx = _Draw(kw, limit_a)
+            c.tx = _draw(kw, limit_a, then)
         elif status in ("Timeout", "Lost"):  # it may have been applied
             c.tx = _wider(before, _Draw(kw, limit_a))
         self._cool(c, before, now)
+        self._promote(c, now, received=True)
 
     def tx_cleared(self, cp: str, connector_id: int, now: datetime) -> None:
         """The connector's TxProfile was cleared: it falls back to the TxDefaultProfile (or worse)."""
@@ -218,6 +245,18 @@ class Ledger:
         for key, before in befores.items():
             self._cool(self._connectors[key], before, now)
 
+    def _promote(self, c: _Connector, now: datetime, received: bool = False) -> None:
+        """Once the later period of the TxProfile in force has started, it is the limit in force: a cut the
+        charger made on its own at that instant (or, ``received``, when a profile whose period had already
+        started reached it at ``now``), trusted ``lag_s`` after it."""
+        tx, t = c.tx, now.timestamp()
+        if tx is None or tx.then is None or t < tx.then[0]:
+            return
+        starts, lower = tx.then
+        c.tx = lower
+        if self.lag_s > 0 and (lower.kw < tx.kw - EPS_KW or (tx.a is not None and (lower.a or 0.0) < tx.a - EPS_A)):
+            c.cooling.append(((t if received else starts) + self.lag_s, _Draw(tx.kw, tx.a)))
+
     def _cool(self, c: _Connector, before: _Draw, now: datetime) -> None:
         after = self._in_force(c.cp, c)
         lower = after.kw < before.kw - EPS_KW or (
@@ -240,16 +279,22 @@ class Ledger:
     def _in_force(self, cp: str, c: _Connector) -> _Draw:
         return c.tx if c.tx is not None else self._uncovered(cp)
 
-    def in_force_kw(self, cp: str, connector_id: int) -> float:
-        """The connector's limit in force (kW): 0 without an open transaction."""
+    def in_force_kw(self, cp: str, connector_id: int, now: datetime | None = None) -> float:
+        """The connector's limit in force (kW) at ``now`` (a later schedule period counts once it started;
+        ``None``: as last answered): 0 without an open transaction."""
         c = self._connectors.get((cp, connector_id))
+        if c is not None and now is not None:
+            self._promote(c, now)
         return 0.0 if c is None else self._in_force(cp, c).kw
 
-    def in_force_a(self, cp: str, connector_id: int) -> float | None:
+    def in_force_a(self, cp: str, connector_id: int, now: datetime | None = None) -> float | None:
         """The connector's limit in force in A per phase when it was sent in A (``None``: sent in W, none
-        known, or no open transaction). An increase is one in kW or in A per phase: a 1-phase TxProfile of
-        10 A after a 3-phase TxDefaultProfile of 6 A is less power but more current on L1."""
+        known, or no open transaction), at ``now`` as :meth:`in_force_kw`. An increase is one in kW or in A
+        per phase: a 1-phase TxProfile of 10 A after a 3-phase TxDefaultProfile of 6 A is less power but more
+        current on L1."""
         c = self._connectors.get((cp, connector_id))
+        if c is not None and now is not None:
+            self._promote(c, now)
         return None if c is None else self._in_force(cp, c).a
 
     def ev_limit_kw(self, cp: str, connector_id: int) -> float | None:
@@ -268,8 +313,9 @@ class Ledger:
 
     def _bounds(self, cp: str, c: _Connector, now: datetime) -> list[_Draw]:
         t = now.timestamp()
+        self._promote(c, now)
         c.cooling = [(until, d) for until, d in c.cooling if until > t]
-        return [self._in_force(cp, c), *([c.in_flight] if c.in_flight else []), *(d for _, d in c.cooling)]
+        return [self._in_force(cp, c), *([c.in_flight.at(t)] if c.in_flight else []), *(d for _, d in c.cooling)]
 
     def bound_kw(self, cp: str, connector_id: int, now: datetime) -> float:
         """The most the connector may be drawing now (kW); see the module docstring."""

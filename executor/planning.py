@@ -21,6 +21,14 @@ event loop. The rules (OCPP 1.6 section 3.13 and 2.0.1 functional block K, smart
    (:meth:`executor.ledger.Ledger.check_increase`: break before make, in-flight accounting). A held-back increase
    gets a reason.
 
+**Schedule periods.** A setpoint that carries the next known decrease (``next_change_at``,
+``next_setpoint_a`` / ``next_setpoint_kw``) goes out as a TxProfile with a second chargingSchedulePeriod from
+that instant, so the charger cuts on time on its own (docs/architecture.md, "Schedule periods"), when the
+charger takes two periods per schedule (``schedule_periods``; 1 while unknown: the flat limit alone). Such a
+profile is ``Absolute`` from a day before now (a charger whose clock lags ours still has it in force), and
+the period's startPeriod is rounded down to whole seconds, so the cut is never late on our clock. A next
+change already passed makes the lower value the flat limit.
+
 A deadband skips increases smaller than ``deadband_a`` (A; for W scaled by phases x voltage); decreases
 always go out, so a skipped cut can never hold headroom another connector was given. A call whose value
 failed before waits for its retry time; a new value is not held by an older value's failure.
@@ -35,7 +43,7 @@ from datetime import datetime, timedelta
 from typing import Final, Literal
 
 from executor.config import ExecutorConfig
-from executor.ledger import Blocked
+from executor.ledger import Blocked, NextPeriod
 from executor.ocpp.station import ClearRequest, ProfileRequest, RateUnit
 from executor.topology import ChargerInfo
 from pipeline.contracts.topics import SetpointCommand
@@ -58,8 +66,10 @@ __all__ = [
     "RetryState",
     "Sent",
     "floor01",
+    "next_period",
     "plan_charger",
     "profile_id_for",
+    "schedule_anchor",
     "to_unit",
     "tx_limit",
     "why_blocked",
@@ -93,13 +103,24 @@ class Installed:
 
     ``limit`` is in ``unit`` (A per phase, or W); ``transaction_id`` is the transaction of a TxProfile
     (``None`` for station-wide profiles); ``accepted_at`` (clock) is when a lift was accepted, from which it
-    is renewed at half its TTL (``None`` for every other profile).
+    is renewed at half its TTL (``None`` for every other profile); ``next_at`` and ``next_limit`` a TxProfile's
+    later schedule period (when it starts, and its limit in ``unit``), if it has one.
     """
 
     limit: float
     unit: RateUnit
     transaction_id: str | None = None
     accepted_at: datetime | None = None
+    next_at: datetime | None = None
+    next_limit: float | None = None
+
+    def from_now(self, now: datetime) -> tuple[float, tuple[datetime, float] | None]:
+        """What the charger holds from ``now`` on: the limit in force and the later period still ahead."""
+        if self.next_at is None or self.next_limit is None:
+            return self.limit, None
+        if self.next_at <= now:
+            return self.next_limit, None
+        return self.limit, (self.next_at, self.next_limit)
 
 
 Sent = Mapping[Key, Installed | Literal["cleared"]]
@@ -144,13 +165,15 @@ class ConnectorState:
 class Call:
     """One call to make: ``request`` under ``key`` because of ``reason`` (see :mod:`executor.dispatch_log`:
     ``decrease``, ``resend``, ``increase``, ``ttl_fallback``, ``failsafe``, ``lift``, ``clear_lift`` or
-    ``clear_tx``). A TxProfile carries its limit in kW (``kw``) and the ``command`` it implements."""
+    ``clear_tx``). A TxProfile carries its limit in kW (``kw``), the ``command`` it implements and, with a
+    later schedule period, ``then`` for the ledger: when it starts, its kW and its A per phase (A only)."""
 
     key: Key
     request: ProfileRequest | ClearRequest
     reason: str
     kw: float | None = None
     command: SetpointCommand | None = None
+    then: NextPeriod | None = None
 
 
 @dataclass(frozen=True)
@@ -244,6 +267,27 @@ def tx_limit(
     return limit, kw
 
 
+def next_period(command: SetpointCommand, unit: RateUnit, limit: float) -> tuple[datetime, float, float] | None:
+    """The command's next known decrease as ``(starts at, limit in unit, kW)``, rounded down like
+    :func:`tx_limit`; ``None`` when it has none or it is not below ``limit`` (only decreases are scheduled)."""
+    at, kw_next, a_next = command.next_change_at, command.next_setpoint_kw, command.next_setpoint_a
+    if at is None or kw_next is None or a_next is None:
+        return None
+    if unit == "A":
+        lower = floor01(a_next)
+        kw = lower * command.phases * command.voltage_v / 1000.0
+    else:
+        lower = floor01(kw_next * 1000.0)
+        kw = lower / 1000.0
+    return (at, lower, kw) if lower < limit - _EPS else None
+
+
+def schedule_anchor(now: datetime) -> datetime:
+    """startSchedule of an ``Absolute`` profile sent at ``now``: a day before, in whole seconds, so a charger
+    whose clock lags ours still has the profile in force."""
+    return (now - timedelta(days=1)).replace(microsecond=0)
+
+
 def within_deadband(held: float, wanted: float, command: SetpointCommand, unit: RateUnit, deadband_a: float) -> bool:
     """Whether ``held`` and ``wanted`` (in ``unit``) differ by less than ``deadband_a`` (A per phase; in W
     the band is ``deadband_a`` x phases x voltage of the command)."""
@@ -303,6 +347,7 @@ def plan_charger(
     now: datetime,
     now_mono: float,
     check_increase: IncreaseCheck,
+    schedule_periods: int = 1,
 ) -> Plan | None:
     """Plan a charger's calls (the rules are in the module docstring); ``None`` for an unmanaged charger
     (nothing is ever sent to it).
@@ -312,8 +357,9 @@ def plan_charger(
     (kW, :meth:`executor.topology.Topology.safe_share_kw`, ``None`` when unknown); ``connectors`` in the order
     ties are broken; ``sent`` and ``retries`` the dispatcher's state on this connection; ``config`` the policy
     (``setpoint_ttl_s``, ``increase_debounce_s``, ``deadband_a``); ``now`` the clock time and ``now_mono``
-    the monotonic time (for retries). ``check_increase`` is called at most once per connector. Raises
-    nothing for well-formed inputs.
+    the monotonic time (for retries). ``check_increase`` is called at most once per connector;
+    ``schedule_periods`` is how many chargingSchedulePeriods the charger takes (a later period is sent only
+    when it takes 2 or more). Raises nothing for well-formed inputs.
     """
     if info is not None and not info.managed:
         return None
@@ -340,26 +386,40 @@ def plan_charger(
         if ttl is not None and not stale:
             wake.append(command.computed_at + timedelta(seconds=ttl + 0.001))
         limit, kw = tx_limit(command, unit, stale, safe_kw, per_charger)
+        ahead = next_period(command, unit, limit)
+        if ahead is not None and ahead[0] <= now:  # already due: the lower value is the limit
+            limit, kw, ahead = ahead[1], ahead[2], None
+        elif ahead is not None and schedule_periods < 2:
+            wake.append(ahead[0])  # the charger takes one period: the cut goes out as a flat limit then
+            ahead = None
         key = ("Tx", c)
         held = sent.get(key)
+        held_now = held.from_now(now) if isinstance(held, Installed) else None
+        if held_now is not None and held_now[1] is not None:
+            wake.append(held_now[1][0])  # re-plan when the charger's own cut starts
         in_force = state.in_force_kw
         # more power, or (in A) more current per phase: a 1-phase EV at 10 A after a 3-phase 6 A floor
         in_force_a = state.in_force_a if unit == "A" else None
         increase = kw > in_force + _EPS_KW or (in_force_a is not None and limit > in_force_a + _EPS)
+        wanted_ahead = None if ahead is None else (ahead[0], ahead[1])
         if (
             isinstance(held, Installed)
+            and held_now is not None
             and held.transaction_id == command.transaction_id
+            and held_now[1] == wanted_ahead
             and (
-                held.limit == limit
-                or (increase and within_deadband(held.limit, limit, command, unit, config.deadband_a))
+                held_now[0] == limit
+                or (increase and within_deadband(held_now[0], limit, command, unit, config.deadband_a))
             )
         ):
-            if state.pending and held.limit != limit:
-                plan.deadband.append(DeadbandSkip(c, held.limit, limit))
+            if state.pending and held_now[0] != limit:
+                plan.deadband.append(DeadbandSkip(c, held_now[0], limit))
             plan.settled.append(c)
             continue
-        if not gate.open(key, (command.transaction_id, limit, unit)):
+        value = (command.transaction_id, limit, unit) + (() if wanted_ahead is None else (wanted_ahead,))
+        if not gate.open(key, value):
             continue
+        anchor = schedule_anchor(now) if ahead is not None else None
         request = ProfileRequest(
             purpose="Tx",
             connector_id=c,
@@ -369,10 +429,15 @@ def plan_charger(
             unit=unit,
             number_phases=command.phases,
             transaction_id=command.transaction_id,
+            start_schedule=anchor,
+            next_period=None
+            if ahead is None or anchor is None
+            else (math.floor((ahead[0] - anchor).total_seconds()), ahead[1]),
         )
+        then = None if ahead is None else (ahead[0], ahead[2], ahead[1] if unit == "A" else None)
         if not increase:
             reason = "ttl_fallback" if stale else "decrease" if kw < in_force - _EPS_KW else "resend"
-            decreases.append((kw - in_force, Call(key, request, reason, kw, command)))
+            decreases.append((kw - in_force, Call(key, request, reason, kw, command, then)))
             continue
         debounce_end = (state.changed_at or now) + timedelta(seconds=config.increase_debounce_s)
         if debounce_end > now:
@@ -385,7 +450,9 @@ def plan_charger(
             if blocked.until is not None:
                 release.append(datetime.fromtimestamp(blocked.until, now.tzinfo))
             continue
-        increases.append((kw - in_force, Call(key, request, "ttl_fallback" if stale else "increase", kw, command)))
+        increases.append(
+            (kw - in_force, Call(key, request, "ttl_fallback" if stale else "increase", kw, command, then))
+        )
     station = _station_calls(unit, info, safe_kw, phases, voltage, plan.stale, sent, ttl, now, gate, wake)
     plan.calls = (
         [call for _, call in sorted(decreases, key=lambda d: d[0])]

@@ -48,6 +48,7 @@ __all__ = [
     "iso_utc",
     "outcome_of",
     "parse_timestamp",
+    "positive_int",
 ]
 
 log = logging.getLogger(__name__)
@@ -260,3 +261,13 @@ class RobustRouting:
             log.exception("%s: unexpected error handling %r", self.id, msg)
             await self._send(msg.create_call_error(InternalError()).to_json())
         self.first_message.set()
+
+
+def positive_int(value: object) -> int:
+    """A configuration or variable value as a count of at least 1 (1 when it is missing or not a positive
+    integer), e.g. 1.6 ``ChargingScheduleMaxPeriods`` or 2.0.1 ``SmartChargingCtrlr.PeriodsPerSchedule``."""
+    try:
+        count = int(str(value).strip())
+    except ValueError:
+        return 1
+    return max(1, count)

@@ -65,7 +65,8 @@ class EvChargingNeeds:
 
 @dataclass(frozen=True)
 class ProfileRequest:
-    """A charging profile with one schedule period from 0 s, to install on a connector (or station-wide).
+    """A charging profile with one schedule period from 0 s, and at most one later period, to install on a
+    connector (or station-wide).
 
     ``connector_id`` is the 1.6 connectorId or the 2.0.1 evseId; 0 means the whole station. ``limit`` is in
     ``unit``: amperes per phase for ``"A"``, watts (total) for ``"W"``, already rounded down to the 0.1
@@ -74,6 +75,11 @@ class ProfileRequest:
     profile ``Absolute`` (required for a station maximum in 2.0.1, K01.FR.38: not ``Relative``); without it
     the profile is ``Relative`` (to the transaction start, or its receipt). ``valid_to`` bounds its
     validity on the charger's clock; ``transaction_id`` binds a ``Tx`` profile to its transaction.
+    ``next_period`` is ``(startPeriod, limit)``: a second chargingSchedulePeriod from ``startPeriod`` seconds
+    after ``start_schedule`` (so it needs one) at ``limit`` in ``unit``, a known decrease the charger applies
+    on its own (docs/architecture.md, "Schedule periods"); periods start at 0 and increase (OCPP 1.6
+    section 7.13 ChargingSchedule; 2.0.1 ChargingScheduleType). Raises ``ValueError`` without
+    ``start_schedule`` or with a ``startPeriod`` below 1.
     """
 
     purpose: Purpose
@@ -86,6 +92,11 @@ class ProfileRequest:
     transaction_id: str | None = None
     start_schedule: datetime | None = None
     valid_to: datetime | None = None
+    next_period: tuple[int, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.next_period is not None and (self.start_schedule is None or self.next_period[0] < 1):
+            raise ValueError("a later schedule period needs start_schedule and a startPeriod of at least 1 s")
 
 
 @dataclass(frozen=True)
@@ -165,6 +176,9 @@ class Station(Protocol):
 
     id: str
     subprotocol: str
+    schedule_periods: int
+    """How many chargingSchedulePeriods the charger takes in one schedule (1.6 ``ChargingScheduleMaxPeriods``,
+    2.0.1 ``SmartChargingCtrlr.PeriodsPerSchedule``), learned by :meth:`rate_units`; 1 while unknown."""
 
     async def serve(self) -> None:
         """Read and answer the charger's messages until the connection closes (then return normally)."""
@@ -182,7 +196,8 @@ class Station(Protocol):
         """ClearChargingProfile; never raises for a charger-side failure (``ConnectionClosed`` as above)."""
 
     async def rate_units(self) -> tuple[RateUnit, ...] | None:
-        """The charging rate units the charger accepts, or ``None`` when it would not say (ask once)."""
+        """The charging rate units the charger accepts, or ``None`` when it would not say (ask once); the same
+        call learns :attr:`schedule_periods`."""
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from ocpp.v16.datatypes import ChargingProfile, ChargingSchedule, ChargingSchedu
 from ocpp.v16.enums import Action, AuthorizationStatus, DataTransferStatus, RegistrationStatus
 
 from executor.ocpp.meter import parse_meter_value
-from executor.ocpp.ocppj import FRAME_LOG, RobustRouting, iso_utc, outcome_of, parse_timestamp
+from executor.ocpp.ocppj import FRAME_LOG, RobustRouting, iso_utc, outcome_of, parse_timestamp, positive_int
 from executor.ocpp.station import (
     CallOutcome,
     CallStatus,
@@ -52,6 +52,8 @@ _RATE_UNITS: dict[str, RateUnit] = {"current": "A", "power": "W"}
 # OCPP 1.6 section 7.11 ChargingProfileStatus: what a SetChargingProfile.conf may answer.
 _SET_STATUSES: dict[str, CallStatus] = {"Accepted": "Accepted", "Rejected": "Rejected", "NotSupported": "NotSupported"}
 RATE_UNIT_KEY = "ChargingScheduleAllowedChargingRateUnit"
+# OCPP 1.6 section 9.4 ChargingScheduleMaxPeriods: the most periods per ChargingSchedule the charger takes.
+MAX_PERIODS_KEY = "ChargingScheduleMaxPeriods"
 
 
 class CentralSystemV16(RobustRouting, ChargePoint):
@@ -74,6 +76,7 @@ class CentralSystemV16(RobustRouting, ChargePoint):
         self._heartbeat_interval_s = int(options.heartbeat_interval_s)
         self._started: dict[str, str] = {}  # StartTransaction messageId -> transactionId, until answered
         self.first_message = asyncio.Event()
+        self.schedule_periods = 1  # ChargingScheduleMaxPeriods, learned by rate_units(); 1 while unknown
 
     def wire_error(self, error: OCPPError) -> OCPPError:
         """Rename a 2.0.1-spelled error code to its 1.6 spelling, keeping description and details."""
@@ -176,19 +179,23 @@ class CentralSystemV16(RobustRouting, ChargePoint):
     @staticmethod
     def build_set_charging_profile(request: ProfileRequest) -> call.SetChargingProfile:
         """SetChargingProfile.req (OCPP 1.6 sections 5.16 and 6.43; ChargingProfile in section 7) for a
-        one-period profile.
+        one-period profile, or two with ``next_period``.
 
         ``Tx`` and ``TxDefault`` are ``Relative`` with no duration: the limit holds for the rest of the
         transaction, measured from a start the charger chooses, so it does not depend on the charger's clock
-        agreeing with ours. ``StationMax`` (ChargePointMaxProfile, connector 0) is ``Absolute`` from
-        ``start_schedule``; ``valid_to`` is passed when set.
+        agreeing with ours. A ``Tx`` profile with a later period is ``Absolute`` from ``start_schedule``
+        (section 7.13: periods are offsets from startSchedule), so the cut lands at a known instant.
+        ``StationMax`` (ChargePointMaxProfile, connector 0) is ``Absolute`` from ``start_schedule``;
+        ``valid_to`` is passed when set.
         """
         start = None if request.start_schedule is None else iso_utc(request.start_schedule)
+        periods = [ChargingSchedulePeriod(start_period=0, limit=request.limit, number_phases=request.number_phases)]
+        if request.next_period is not None:
+            at, limit = request.next_period
+            periods.append(ChargingSchedulePeriod(start_period=at, limit=limit, number_phases=request.number_phases))
         schedule = ChargingSchedule(
             charging_rate_unit=request.unit,
-            charging_schedule_period=[
-                ChargingSchedulePeriod(start_period=0, limit=request.limit, number_phases=request.number_phases)
-            ],
+            charging_schedule_period=periods,
             start_schedule=start,
         )
         profile = ChargingProfile(
@@ -220,15 +227,19 @@ class CentralSystemV16(RobustRouting, ChargePoint):
         return outcome
 
     async def rate_units(self) -> tuple[RateUnit, ...] | None:
-        """GetConfiguration ``ChargingScheduleAllowedChargingRateUnit`` (OCPP 1.6 sections 5.8 and 9.4)."""
-        payload = call.GetConfiguration(key=[RATE_UNIT_KEY])
+        """GetConfiguration ``ChargingScheduleAllowedChargingRateUnit`` (OCPP 1.6 sections 5.8 and 9.4); the
+        same call reads ``ChargingScheduleMaxPeriods`` into :attr:`schedule_periods` (1 when it is missing or
+        not a positive integer)."""
+        payload = call.GetConfiguration(key=[RATE_UNIT_KEY, MAX_PERIODS_KEY])
         outcome, result = await outcome_of(self.call(payload, suppress=False), self._response_timeout)
         if result is None:
             log.info("%s: GetConfiguration %s: %s", self.id, outcome.status, outcome.error or "")
             return None
+        found: tuple[RateUnit, ...] = ()
         for entry in result.configuration_key or []:
-            if entry.get("key") == RATE_UNIT_KEY and entry.get("value"):
+            if entry.get("key") == MAX_PERIODS_KEY:
+                self.schedule_periods = positive_int(entry.get("value"))
+            elif entry.get("key") == RATE_UNIT_KEY and entry.get("value"):
                 units = [_RATE_UNITS.get(v.strip().lower()) for v in str(entry["value"]).split(",")]
                 found = tuple(u for u in units if u is not None)
-                return found or None
-        return None
+        return found or None

@@ -22,7 +22,7 @@ from ocpp.v201 import datatypes as dt
 from ocpp.v201.enums import Action
 
 from executor.ocpp.meter import parse_meter_value
-from executor.ocpp.ocppj import FRAME_LOG, RobustRouting, iso_utc, outcome_of, parse_timestamp
+from executor.ocpp.ocppj import FRAME_LOG, RobustRouting, iso_utc, outcome_of, parse_timestamp, positive_int
 from executor.ocpp.station import (
     CallOutcome,
     CallStatus,
@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 SUBPROTOCOL = "ocpp2.0.1"
 _PURPOSES = {"StationMax": "ChargingStationMaxProfile", "TxDefault": "TxDefaultProfile", "Tx": "TxProfile"}
 RATE_UNIT_COMPONENT, RATE_UNIT_VARIABLE = "SmartChargingCtrlr", "RateUnit"
+# SmartChargingCtrlr.PeriodsPerSchedule (the 2.0.1 device model): the most periods one schedule may hold.
+PERIODS_VARIABLE = "PeriodsPerSchedule"
 _RATE_UNITS: dict[str, RateUnit] = {"A": "A", "W": "W"}
 # ChargingProfileStatusEnumType: a SetChargingProfileResponse is Accepted or Rejected (K01.FR.22).
 _SET_STATUSES: dict[str, CallStatus] = {"Accepted": "Accepted", "Rejected": "Rejected"}
@@ -122,6 +124,7 @@ class CentralSystemV201(RobustRouting, ChargePoint):
         self._heartbeat_interval_s = int(options.heartbeat_interval_s)
         self._evse_of: dict[str, int] = {}  # transactionId -> evseId, for messages that omit evse
         self.first_message = asyncio.Event()
+        self.schedule_periods = 1  # SmartChargingCtrlr.PeriodsPerSchedule, learned by rate_units(); 1: unknown
 
     def wire_error(self, error: OCPPError) -> OCPPError:
         """Sharpen the library's schema errors to OCPP-J 2.0.1 section 4.3: a missing required field is an
@@ -248,19 +251,28 @@ class CentralSystemV201(RobustRouting, ChargePoint):
 
     @staticmethod
     def build_set_charging_profile(request: ProfileRequest) -> call.SetChargingProfile:
-        """SetChargingProfileRequest (K01) for a one-period profile on ``evseId`` = ``connector_id``.
+        """SetChargingProfileRequest (K01) for a one-period profile on ``evseId`` = ``connector_id``, or two
+        with ``next_period``.
 
         ``StationMax`` goes to evseId 0 as ``Absolute`` from ``start_schedule`` (K01.FR.38: never
-        ``Relative``); ``TxDefault`` and ``Tx`` are ``Relative`` (K01.FR.41: no startSchedule); ``Tx``
-        carries the transactionId (K01.FR.03). The schedule id equals the profile id.
+        ``Relative``); ``TxDefault`` and ``Tx`` are ``Relative`` (K01.FR.41: no startSchedule), except a
+        ``Tx`` with a later period, which is ``Absolute`` from ``start_schedule`` (K01.FR.40: an Absolute
+        profile has a startSchedule) so its cut lands at a known instant; ``Tx`` carries the transactionId
+        (K01.FR.03). The schedule id equals the profile id.
         """
         start = None if request.start_schedule is None else iso_utc(request.start_schedule)
+        periods = [
+            dt.ChargingSchedulePeriodType(start_period=0, limit=request.limit, number_phases=request.number_phases)
+        ]
+        if request.next_period is not None:
+            at, limit = request.next_period
+            periods.append(
+                dt.ChargingSchedulePeriodType(start_period=at, limit=limit, number_phases=request.number_phases)
+            )
         schedule = dt.ChargingScheduleType(
             id=request.profile_id,
             charging_rate_unit=request.unit,
-            charging_schedule_period=[
-                dt.ChargingSchedulePeriodType(start_period=0, limit=request.limit, number_phases=request.number_phases)
-            ],
+            charging_schedule_period=periods,
             start_schedule=start,
         )
         profile = dt.ChargingProfileType(
@@ -293,22 +305,30 @@ class CentralSystemV201(RobustRouting, ChargePoint):
         return outcome
 
     async def rate_units(self) -> tuple[RateUnit, ...] | None:
-        """GetVariables ``SmartChargingCtrlr.RateUnit`` (B06; the variable is a MemberList of A and W)."""
+        """GetVariables ``SmartChargingCtrlr.RateUnit`` (B06; the variable is a MemberList of A and W); the
+        same call reads ``SmartChargingCtrlr.PeriodsPerSchedule`` into :attr:`schedule_periods` (1 when it
+        is unknown or not a positive integer)."""
         payload = call.GetVariables(
             get_variable_data=[
                 dt.GetVariableDataType(
                     component=dt.ComponentType(name=RATE_UNIT_COMPONENT),
-                    variable=dt.VariableType(name=RATE_UNIT_VARIABLE),
+                    variable=dt.VariableType(name=name),
                 )
+                for name in (RATE_UNIT_VARIABLE, PERIODS_VARIABLE)
             ]
         )
         outcome, result = await outcome_of(self.call(payload, suppress=False), self._response_timeout)
         if result is None:
             log.info("%s: GetVariables %s: %s", self.id, outcome.status, outcome.error or "")
             return None
+        found: tuple[RateUnit, ...] = ()
         for entry in result.get_variable_result or []:
-            if entry.get("attribute_status") == "Accepted" and entry.get("attribute_value"):
+            if entry.get("attribute_status") != "Accepted" or not entry.get("attribute_value"):
+                continue
+            name = (entry.get("variable") or {}).get("name")
+            if name == PERIODS_VARIABLE:
+                self.schedule_periods = positive_int(entry["attribute_value"])
+            elif name == RATE_UNIT_VARIABLE:
                 units = [v.strip().upper() for v in str(entry["attribute_value"]).split(",")]
                 found = tuple(_RATE_UNITS[u] for u in units if u in _RATE_UNITS)
-                return found or None
-        return None
+        return found or None

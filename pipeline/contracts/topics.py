@@ -353,6 +353,11 @@ class SetpointCommand(_Record):
     sends. ``node_limit_kw`` is the EV headroom of ``node_id`` (the breaker the charger hangs on) and
     ``site_limit_kw`` that of the whole site, so the executor can keep the sums of what is in force and in
     flight within both.
+
+    ``next_change_at`` / ``next_setpoint_kw`` / ``next_setpoint_a`` (all three or none) are the next known
+    decrease within the schedule horizon, which the executor sends ahead as a later chargingSchedulePeriod
+    (docs/architecture.md, "Schedule periods"); a next value above the current one is refused, since only
+    decreases are scheduled. Raises ``ValueError`` (``RecordError`` through :func:`decode`) otherwise.
     """
 
     session_id: str
@@ -370,6 +375,22 @@ class SetpointCommand(_Record):
     binding: str = Field(description="what limited it: cap, tariff, stale, paused, a node id, dr or a rule id")
     price_tier: PriceTier | None = None
     computed_at: datetime
+    next_change_at: datetime | None = Field(
+        None, description="when the next known decrease starts (sql/views/session_next_period.sql); None: none known"
+    )
+    next_setpoint_kw: ChargerKw | None = Field(None, description="the setpoint from next_change_at on")
+    next_setpoint_a: Amps | None = Field(None, description="the same per phase, A")
+
+    @model_validator(mode="after")
+    def _next_period(self) -> SetpointCommand:
+        nexts = (self.next_change_at, self.next_setpoint_kw, self.next_setpoint_a)
+        if any(v is None for v in nexts) and any(v is not None for v in nexts):
+            raise ValueError("next_change_at, next_setpoint_kw and next_setpoint_a are set together or not at all")
+        if self.next_setpoint_kw is not None and self.next_setpoint_kw > self.setpoint_kw:
+            raise ValueError("next_setpoint_kw: only a decrease is scheduled ahead (at most setpoint_kw)")
+        if self.next_setpoint_a is not None and self.next_setpoint_a > self.setpoint_a:
+            raise ValueError("next_setpoint_a: only a decrease is scheduled ahead (at most setpoint_a)")
+        return self
 
 
 class SetpointAck(_Record):

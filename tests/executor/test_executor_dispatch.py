@@ -278,7 +278,7 @@ async def test_fail_safe_profiles_at_boot_are_exact(charge_point, executor, tran
         assert lift["csChargingProfiles"]["stackLevel"] == 1
         assert lift["csChargingProfiles"]["validTo"] == "2025-01-06T08:30:00.000Z"  # now + the 30 min TTL
         get = next(f for f in cp.frames if f[:1] == [2] and f[2] == "GetConfiguration")
-        assert get[3] == {"key": ["ChargingScheduleAllowedChargingRateUnit"]}
+        assert get[3] == {"key": ["ChargingScheduleAllowedChargingRateUnit", "ChargingScheduleMaxPeriods"]}
         # a BootNotification on a live connection (a reboot) installs them again
         await cp.boot()
         await wait_for(lambda: len(cp.of("TxDefaultProfile")) == 2, what="fail-safe again after a reboot")
@@ -292,7 +292,8 @@ async def test_charger_that_accepts_only_power_gets_watts(make_executor, transpo
         await cp.boot()
         tx = await cp.start_tx()
         await publish(transport, COMMANDS, command(tx=tx, setpoint_a=10.0))
-        await wait_for(lambda: cp.tx_profiles, what="SetChargingProfile")
+        # the cut from the rating goes before the fail-safe profiles: wait for both
+        await wait_for(lambda: cp.tx_profiles and cp.of("TxDefaultProfile"), what="SetChargingProfile")
         assert cp.tx_profiles == [profile(tx, 6900.0, unit="W")]
         assert cp.of("TxDefaultProfile")[0]["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"] == [
             {"startPeriod": 0, "limit": 4140.0, "numberPhases": 3}

@@ -175,7 +175,10 @@ async def test_rate_unit_follows_the_device_model(executor, transport):
         assert cs.tx_profiles == [tx_profile(tx, 6900.0, unit="W")]
         get = next(f for f in cs.frames if f[:1] == [2] and f[2] == "GetVariables")
         assert get[3] == {
-            "getVariableData": [{"component": {"name": "SmartChargingCtrlr"}, "variable": {"name": "RateUnit"}}]
+            "getVariableData": [
+                {"component": {"name": "SmartChargingCtrlr"}, "variable": {"name": "RateUnit"}},
+                {"component": {"name": "SmartChargingCtrlr"}, "variable": {"name": "PeriodsPerSchedule"}},
+            ]
         }
 
 

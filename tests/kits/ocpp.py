@@ -58,6 +58,7 @@ class TestChargePoint(ChargePoint):
         self.profiles: list[dict[str, Any]] = []  # raw SetChargingProfile payloads, as on the wire
         self.clears: list[dict[str, Any]] = []  # raw ClearChargingProfile payloads
         self.rate_units = "Current,Power"  # ChargingScheduleAllowedChargingRateUnit; None: unknown key
+        self.max_periods: str | None = None  # ChargingScheduleMaxPeriods; None: unknown key
         self.statuses: list[str] = []  # TxProfile answers, in order ("raise" -> CALLERROR); then "Accepted"
         self.station_status = "Accepted"  # the answer to every other SetChargingProfile
         self.delays: list[float] = []  # per-TxProfile answer delays (s), in order; then ``delay_s``
@@ -83,12 +84,16 @@ class TestChargePoint(ChargePoint):
 
     @on(Action.get_configuration)
     def _test_get_configuration(self, key=None, **_):
-        if self.rate_units is None:
-            return call_result.GetConfiguration(configuration_key=[], unknown_key=list(key or []))
+        known = {
+            "ChargingScheduleAllowedChargingRateUnit": self.rate_units,
+            "ChargingScheduleMaxPeriods": self.max_periods,
+        }
+        asked = list(key or known)
         return call_result.GetConfiguration(
             configuration_key=[
-                {"key": "ChargingScheduleAllowedChargingRateUnit", "readonly": True, "value": self.rate_units}
-            ]
+                {"key": k, "readonly": True, "value": known[k]} for k in asked if known.get(k) is not None
+            ],
+            unknown_key=[k for k in asked if known.get(k) is None] or None,
         )
 
     @on(Action.clear_charging_profile)

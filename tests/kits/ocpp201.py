@@ -34,6 +34,7 @@ class TestStation(ChargePoint):
         self.clears: list[dict[str, Any]] = []
         self.statuses: list[str] = []  # TxProfile answers in order ("raise" -> CALLERROR); then Accepted
         self.rate_unit: str | None = "A,W"  # SmartChargingCtrlr.RateUnit; None: UnknownVariable
+        self.periods_per_schedule: str | None = None  # SmartChargingCtrlr.PeriodsPerSchedule; None: UnknownVariable
         self.seq = 0
 
     async def route_message(self, raw_msg):
@@ -69,14 +70,16 @@ class TestStation(ChargePoint):
     def _get_variables(self, get_variable_data, **_):
         out = []
         for item in get_variable_data:
-            known = self.rate_unit is not None and item["variable"]["name"] == "RateUnit"
+            value = {"RateUnit": self.rate_unit, "PeriodsPerSchedule": self.periods_per_schedule}.get(
+                item["variable"]["name"]
+            )
             result = {
-                "attribute_status": "Accepted" if known else "UnknownVariable",
+                "attribute_status": "Accepted" if value is not None else "UnknownVariable",
                 "component": item["component"],
                 "variable": item["variable"],
             }
-            if known:
-                result["attribute_value"] = self.rate_unit
+            if value is not None:
+                result["attribute_value"] = value
             out.append(result)
         return call_result.GetVariables(get_variable_result=out)
 

@@ -85,6 +85,9 @@ VALID: dict[str, dict] = {
         site_limit_kw=80.0,
         binding="cap",
         computed_at=iso(T),
+        next_change_at=iso(T + timedelta(minutes=30)),
+        next_setpoint_kw=5.0,
+        next_setpoint_a=7.2,
     ),
     "ocpp.setpoint.acks": dict(
         charge_point_id="CP1",
@@ -211,3 +214,28 @@ def test_timestamps_outside_the_supported_years_are_refused():
             None,
             json.dumps({**VALID["bems.site.demand"], "measured_at": "9999-12-31T00:00:00Z"}).encode(),
         )
+
+
+NEXT = {"next_change_at": iso(T + timedelta(minutes=30)), "next_setpoint_kw": 5.0, "next_setpoint_a": 7.2}
+
+
+@pytest.mark.parametrize("missing", sorted(NEXT))
+def test_a_setpoint_next_period_comes_whole_or_not_at_all(missing):
+    value = {k: v for k, v in VALID["ocpp.setpoint.commands"].items() if k != missing}
+    with pytest.raises(RecordError, match="set together"):
+        decode("ocpp.setpoint.commands", None, json.dumps(value).encode())
+    flat = {k: v for k, v in VALID["ocpp.setpoint.commands"].items() if k not in NEXT}
+    command = decode("ocpp.setpoint.commands", None, json.dumps(flat).encode())
+    assert (command.next_change_at, command.next_setpoint_kw, command.next_setpoint_a) == (None, None, None)
+
+
+@pytest.mark.parametrize(("field", "value"), [("next_setpoint_kw", 11.5), ("next_setpoint_a", 16.0)])
+def test_a_setpoint_next_period_is_only_ever_a_decrease(field, value):
+    with pytest.raises(RecordError, match="only a decrease"):
+        decode("ocpp.setpoint.commands", None, json.dumps({**VALID["ocpp.setpoint.commands"], field: value}).encode())
+
+
+def test_a_setpoint_next_change_is_normalised_to_utc():
+    value = {**VALID["ocpp.setpoint.commands"], "next_change_at": "2024-06-03T14:30:00+02:00"}
+    command = decode("ocpp.setpoint.commands", None, json.dumps(value).encode())
+    assert command.next_change_at == T + timedelta(minutes=30) and command.next_change_at.tzinfo == UTC
