@@ -1,0 +1,146 @@
+"""Fleet plans in the reference allocator: what each planned session still needs, by when, and which price
+slots before its departure are cheaper than now (the rules of price_slots.sql, session_plan_targets.sql,
+session_plan_slots.sql, session_plan_needs.sql and the plan branch of session_limits.sql;
+docs/architecture.md, "Plans")."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.allocation.reference import State
+
+__all__ = ["PLAN_AT_RISK_S", "PlanNeed", "plan_cap", "plan_needs"]
+
+PLAN_AT_RISK_S = 900
+"""A plan is at risk when its laxity is this many seconds or less (session_limits.sql)."""
+
+
+@dataclass(frozen=True)
+class PlanNeed:
+    """A planned session's target and slots (session_plan_targets, session_plan_needs): ``remaining_kwh``
+    by ``departure_at``, ``left_s`` from its latest meter reading, ``cheaper_s`` before departure in slots
+    cheaper than the one in force (every later slot when none is), ``price_now`` (None: no price)."""
+
+    departure_at: datetime
+    energy_needed_kwh: float
+    remaining_kwh: float
+    left_s: float
+    cheaper_s: float
+    price_now: float | None
+
+
+def _price_slots(state: State, now: datetime) -> dict[str, list[tuple[datetime, datetime, float]]]:
+    """site -> ``(valid_from, slot_end, price)`` in force now or later, by start (price_slots.sql): one per
+    start (highest price, then latest valid_to), each cut at the next one's start."""
+    best: dict[tuple[str, datetime], Any] = {}
+    for p in state.prices:
+        if p.valid_to > now:
+            k = (p.site_id, p.valid_from)
+            cur = best.get(k)
+            if cur is None or (p.price_per_kwh, p.valid_to) > (cur.price_per_kwh, cur.valid_to):
+                best[k] = p
+    by_site: dict[str, list[Any]] = defaultdict(list)
+    for (site, _), p in best.items():
+        by_site[site].append(p)
+    out: dict[str, list[tuple[datetime, datetime, float]]] = {}
+    for site, rows in by_site.items():
+        rows.sort(key=lambda p: p.valid_from)
+        out[site] = [
+            (
+                p.valid_from,
+                min(p.valid_to, rows[i + 1].valid_from) if i + 1 < len(rows) else p.valid_to,
+                p.price_per_kwh,
+            )
+            for i, p in enumerate(rows)
+        ]
+    return out
+
+
+def plan_needs(state: State, placed: Iterable[tuple[Any, str]], now: datetime) -> dict[str, PlanNeed]:
+    """session_id -> :class:`PlanNeed` for every placed ``(session record, site_id)`` with a plan.
+
+    Trust, per field: the session record's own ``departure_at`` / ``energy_needed_kwh``, a session plan, a
+    charger plan whose departure is after the session started, the charger's then the site's defaults
+    (``default_departure_min``: the next such minute of the day, UTC, after the start)."""
+    topo = state.topology
+    slots = _price_slots(state, now)
+    plans_of_session = {p.session_id: p for p in state.plans.values() if p.session_id is not None}
+    plans_of_charger = {p.charge_point_id: p for p in state.plans.values() if p.charge_point_id is not None}
+    out: dict[str, PlanNeed] = {}
+    for rec, site_id in placed:
+        plan = plans_of_session.get(rec.session_id)
+        if plan is None:
+            plan = plans_of_charger.get(rec.charge_point_id)
+            if plan is not None and not plan.departure_at > rec.started_at:
+                plan = None
+        charger = topo.get(rec.charge_point_id)
+        charger = charger if charger is not None and charger.kind == "charger" else None
+        home = topo.get(site_id)
+        home = home if home is not None and home.kind == "site" else None
+
+        def default(name: str, _c: Any = charger, _h: Any = home) -> Any:
+            for node in (_c, _h):
+                if node is not None and getattr(node, name) is not None:
+                    return getattr(node, name)
+            return None
+
+        delivered = rec.energy_kwh or 0.0
+        departure = rec.departure_at or (plan.departure_at if plan else None)
+        if departure is None and (minute := default("default_departure_min")) is not None:
+            day = rec.started_at.replace(hour=0, minute=0, second=0, microsecond=0)
+            departure = day + timedelta(minutes=minute)
+            if not departure > rec.started_at:
+                departure += timedelta(days=1)
+        if rec.energy_needed_kwh is not None:
+            needed = rec.energy_needed_kwh
+        elif plan is not None and plan.energy_needed_kwh is not None:
+            needed = plan.energy_needed_kwh
+        elif plan is not None:
+            needed = delivered + (plan.target_soc_pct - (rec.soc_pct or 0.0)) / 100.0 * plan.battery_kwh
+        else:
+            needed = default("default_energy_kwh")
+        if departure is None or needed is None:
+            continue
+        seen = rec.sampled_at or rec.started_at
+        rows = []  # (price, valid_from, usable_s, in_force)
+        for start, end, price in slots.get(site_id, []):
+            if start <= now < end:
+                rows.append((price, start, (end - start).total_seconds(), True))
+            elif start > now and start < departure:
+                rows.append((price, start, (min(end, departure) - start).total_seconds(), False))
+        rows.sort(key=lambda r: (r[0], r[1]))
+        current = [i for i, r in enumerate(rows) if r[3]]
+        if current:
+            cheaper = sum(r[2] for r in rows[: current[0]])
+            price_now: float | None = rows[current[0]][0]
+        else:
+            cheaper = sum(r[2] for r in rows)
+            price_now = None
+        out[rec.session_id] = PlanNeed(
+            departure_at=departure,
+            energy_needed_kwh=needed,
+            remaining_kwh=needed - delivered if needed > delivered else 0.0,
+            left_s=(departure - seen).total_seconds(),
+            cheaper_s=cheaper,
+            price_now=price_now,
+        )
+    return out
+
+
+def plan_cap(need: PlanNeed, ruled_cap_kw: float) -> tuple[float, float | None]:
+    """``(cap_kw, laxity_s)`` of a planned session whose cap before plans is ``ruled_cap_kw``
+    (session_limits.sql): 0 once met; the cap when at risk (laxity 900 s or less) or when the slots cheaper
+    than now cannot hold what remains at that cap; else 0 (it waits for them)."""
+    laxity = need.left_s - need.remaining_kwh * 3600.0 / ruled_cap_kw if ruled_cap_kw > 0 else None
+    if need.remaining_kwh <= 0:
+        return 0.0, laxity
+    if laxity is None or laxity <= PLAN_AT_RISK_S:
+        return ruled_cap_kw, laxity
+    if need.remaining_kwh > ruled_cap_kw * need.cheaper_s / 3600.0 + 1e-9:
+        return ruled_cap_kw, laxity
+    return 0.0, laxity
