@@ -55,9 +55,11 @@ from benchmarks.ocpp_kit import (
     Watch,
     bare_fanout_ms,
     bare_round_trips_ms,
+    bare_site,
     close_all,
     connect_all,
     site_config,
+    timed_fanout,
 )
 from executor import ExecutorConfig
 from pipeline.app.loop import start_loop
@@ -268,6 +270,114 @@ def _rows(transport: str, run: dict, floor_p99: float | None, floor_p50: float |
             }
         )
     return out
+
+
+DISPATCH_LIMITS_A = (11.5, 8.6)  # alternating per trial: every trial moves all 20 limits (a cut, then a lift)
+
+
+async def executor_dispatch_ms(trials: int, rng: random.Random, profile: str | None = None) -> dict:
+    """The executor alone beside its floor: ``trials`` times, 20 new setpoints (one per charger,
+    alternating between :data:`DISPATCH_LIMITS_A`, so cuts and lifts alternate) go on
+    ``ocpp.setpoint.commands`` at once (memory transport, as the engine's sink publishes them), and the
+    figure is ``t0`` -> the last of the 20 chargers received its TxProfile. Each trial is followed by one
+    bare fan-out (:func:`benchmarks.ocpp_kit.timed_fanout` on a bare central system with 20 chargers of
+    its own), so figure and floor share the machine's load moment by moment.
+
+    Returns ``{"samples", "floor", "cpu_ms", "floor_cpu_ms", "failures"}`` (ms lists; CPU is this
+    process's, chargers included); with ``profile`` (a path) the executor's trials run under pyinstrument
+    (if installed) and its text report is written there."""
+    from executor import Executor
+    from pipeline.contracts.topics import SETPOINT_COMMANDS, SetpointCommand
+
+    cfg = site_config(CHARGERS)
+    transport = MemoryTransport()
+    loop = await start_loop(transport, site=cfg, executor=EXECUTOR)
+    executor: Executor | None = loop.executor
+    assert executor is not None
+    chargers = [BenchCharger(c.id) for c in cfg.sites[0].chargers]
+    profiler = None
+    bare = bare_site(CHARGERS)
+    central, bare_chargers = await bare.__aenter__()
+    try:
+        await connect_all(chargers, executor.url)
+        await asyncio.gather(*(c.start_transaction() for c in chargers))
+        await _wait(lambda: executor.idle, 30, "the executor to install the fail-safe profiles")
+
+        async def send(limit_a: float) -> None:
+            now = datetime.now(UTC)
+            for c in chargers:
+                info = executor._topology.charger(c.cp_id)
+                assert info is not None
+                command = SetpointCommand(
+                    session_id=f"{c.cp_id}-{c.transaction_id}",
+                    charge_point_id=c.cp_id,
+                    connector_id=1,
+                    transaction_id=str(c.transaction_id),
+                    site_id=SITE,
+                    node_id=info.node_id,
+                    setpoint_kw=round(limit_a * 3 * 230 / 1000, 4),
+                    setpoint_a=limit_a,
+                    phases=3,
+                    voltage_v=230.0,
+                    node_limit_kw=200.0,
+                    site_limit_kw=200.0,
+                    binding="bench",
+                    computed_at=now,
+                )
+                await publish(transport, SETPOINT_COMMANDS, command)
+
+        for limit in DISPATCH_LIMITS_A * 3:  # warm up
+            watch = Watch({c.cp_id: limit for c in chargers})
+            for c in chargers:
+                c.watch = watch
+            await send(limit)
+            await asyncio.wait_for(watch.done.wait(), TRIAL_TIMEOUT_S)
+            await _wait(lambda: executor.idle, 10, "the executor to go idle")
+        if profile is not None:
+            with contextlib.suppress(ImportError):
+                from pyinstrument import Profiler
+
+                profiler = Profiler(interval=0.0002, async_mode="disabled")
+                profiler.start()
+        samples: list[float] = []
+        cpu: list[float] = []
+        floor: list[float] = []
+        floor_cpu: list[float] = []
+        failures = 0
+        for i in range(trials):
+            limit = DISPATCH_LIMITS_A[i % 2]
+            if profiler is not None:
+                profiler.stop()
+            cpu0 = time.process_time()
+            calls = [(central.links[ch.cp_id], ch, limit, 1) for ch in bare_chargers]
+            floor.append((await timed_fanout(calls))[0])
+            floor_cpu.append((time.process_time() - cpu0) * 1000)
+            if profiler is not None:
+                profiler.start()
+            watch = Watch({c.cp_id: limit for c in chargers})
+            for c in chargers:
+                c.watch = watch
+            cpu0 = time.process_time()
+            t0 = time.perf_counter()
+            await send(limit)
+            try:
+                await asyncio.wait_for(watch.done.wait(), TRIAL_TIMEOUT_S)
+            except TimeoutError:
+                failures += 1
+            else:
+                samples.append((max(watch.held_at.values()) - t0) * 1000)
+                cpu.append((time.process_time() - cpu0) * 1000)
+            await _wait(lambda: executor.idle and transport.lag() == 0, 10, "the executor to go idle")
+            await asyncio.sleep(rng.uniform(0.0, 0.01))
+        return {"samples": samples, "floor": floor, "cpu_ms": cpu, "floor_cpu_ms": floor_cpu, "failures": failures}
+    finally:
+        await bare.__aexit__(None, None, None)
+        if profiler is not None and profile is not None:
+            profiler.stop()
+            with open(profile, "w") as out:
+                out.write(profiler.output_text(unicode=False, color=False, show_all=False))
+        await close_all(chargers)
+        await loop.stop()
 
 
 async def _memory_part(trials: int, floor_samples: int, rng: random.Random) -> dict:

@@ -218,10 +218,18 @@ class Ledger:
         """
         node, site = self._groups(cp)
         at = self._covered_until(cp, connector_id, new_kw, now)
+        # Only the site's chargers can share its node or the site (topology's index, not a scan of every
+        # connector: this runs for every increase, and a cold start of 1,000 chargers makes 1,000 of them).
+        on_site = [
+            (other, i)
+            for other in (self._topology.site_chargers(site) if site is not None else ())
+            for i in self._of_charger.get(other, ())
+            if (other, i) != (cp, connector_id)
+        ]
         for level, group, limit in (("node", node, self._node_limit(node)), ("site", site, self._site_limit(site))):
             if group is None:
                 continue
-            members = [k for k in self._connectors if k != (cp, connector_id) and self._in_group(k[0], level, group)]
+            members = [k for k in on_site if self._in_group(k[0], level, group)]
             total = sum(self.bound_kw(k[0], k[1], now) for k in members) + new_kw
             if limit is None:  # no headroom known: hold, never treat it as unlimited
                 return Blocked(level, group, 0.0, total, None, known=False)

@@ -440,12 +440,21 @@ class Executor:
             dispatcher.wake()
 
     def _changed(self, charge_point_id: str) -> None:
-        """Something that bears on the charger's site moved: every dispatcher on that site re-plans."""
+        """Something that bears on the charger's site moved: the charger re-plans, and so does every other
+        dispatcher on that site with an increase held back.
+
+        What one charger's change can alter in another's plan is only the ledger's verdict on a held-back
+        increase (:func:`executor.planning.plan_charger` asks the ledger nothing else), so a dispatcher
+        with nothing held back has nothing to re-plan; one that is busy re-plans after its call anyway.
+        Waking the whole site on every answer made a 20-charger fan-out plan 400 times instead of 20.
+        """
         self._wake(charge_point_id)
         info = self._topology.charger(charge_point_id)
         if info is not None:  # the site's chargers from topology's index, not a scan of every dispatcher
             for cp in self._topology.site_chargers(info.site_id):
-                self._wake(cp)
+                dispatcher = self._dispatchers.get(cp)
+                if dispatcher is not None and dispatcher.held_back:
+                    dispatcher.wake()
 
     async def _publish_ack(self, ack: SetpointAck) -> None:
         self.outbox.publish(SETPOINT_ACKS, ack)  # never waits for the transport
