@@ -359,7 +359,11 @@ class Executor:
             self._sessions.recover(session)
             self._ledger.transaction_started(session.charge_point_id, session.connector_id, session.transaction_id)
         for record in by_topic.get(SETPOINT_ACKS, []):
-            if (ack := self._decode_quietly(record)) and ack.session_id in open_sessions:
+            if not (ack := self._decode_quietly(record)):
+                continue
+            if ack.status == "Accepted" and ack.action == "SetChargingProfile" and ack.charging_rate_unit:
+                self._ctx.known_units[ack.charge_point_id] = ack.charging_rate_unit  # the newest one wins
+            if ack.session_id in open_sessions:
                 self._recover_ack(ack, open_sessions[ack.session_id])
         for record in by_topic.get(SETPOINT_COMMANDS, []):
             if (value := self._decode_quietly(record)) is not False:

@@ -294,6 +294,7 @@ async def test_charger_that_accepts_only_power_gets_watts(make_executor, transpo
         await publish(transport, COMMANDS, command(tx=tx, setpoint_a=10.0))
         await wait_for(lambda: cp.tx_profiles, what="SetChargingProfile")
         assert cp.tx_profiles == [profile(tx, 6900.0, unit="W")]
+        await wait_for(lambda: cp.of("TxDefaultProfile"), what="TxDefaultProfile")  # it may follow the TxProfile
         assert cp.of("TxDefaultProfile")[0]["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"] == [
             {"startPeriod": 0, "limit": 4140.0, "numberPhases": 3}
         ]
