@@ -31,6 +31,7 @@ from executor.ocpp.server import HttpEndpoints, OcppServer, server_tls_context
 from executor.ocpp.station import MeterSample, Station, StationFactory, StationOptions
 from executor.outbox import Outbox
 from executor.sessions import Sessions
+from executor.telemetry import MeterGate
 from executor.topology import Topology
 from pipeline.contracts.clock import Clock, SystemClock
 from pipeline.contracts.topics import (
@@ -129,7 +130,8 @@ class Executor:
         self.registry = CollectorRegistry()
         self.stats = ExecutorStats(self.registry)
         self._topology = Topology()
-        self.outbox = Outbox(transport, limit=config.outbox_limit, stats=self.stats)
+        self.meter_gate = MeterGate(config.meter_heartbeat_s)
+        self.outbox = Outbox(transport, limit=config.outbox_limit, stats=self.stats, gate=self.meter_gate)
         self._outbox_drain_s = config.outbox_drain_s
         self._sessions = Sessions(self.outbox, self._topology)
         self._setpoints = SetpointTable(self.stats)

@@ -177,3 +177,59 @@ def test_transaction_ids_track_wall_clock_and_never_repeat():
     restarted = TransactionIds(lambda: now[0] + 10)  # a restart 10 s later starts above the old ids
     assert restarted.next() == 1_010
     assert all(i < 2**31 for i in issued)
+
+
+def _reading(tx: int, seconds: float, power_w: float, energy_wh: float) -> call.MeterValues:
+    return call.MeterValues(
+        connector_id=1,
+        transaction_id=tx,
+        meter_value=[
+            {
+                "timestamp": iso(at(seconds)),
+                "sampledValue": [
+                    {"value": f"{power_w:.0f}", "measurand": "Power.Active.Import", "unit": "W"},
+                    {"value": f"{energy_wh:.0f}", "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
+                ],
+            }
+        ],
+    )
+
+
+async def test_readings_that_move_nothing_the_views_read_wait_for_the_heartbeat(charge_point, transport, executor):
+    """Every 5 s a reading whose power moves by less than 0.1 kW and energy by less than 0.5 kWh: only the
+    first and the one 60 s after it are published; a 0.2 kW move is published at once."""
+    async with charge_point() as cp:
+        await cp.boot()
+        tx = await cp.start_tx(connector_id=1, meter_start=1000, when=T0)
+        for i in range(1, 14):  # 5 s .. 65 s
+            await cp.call(_reading(tx, 5 * i, 7400 + (50 if i % 2 else 0), 1000 + 10 * i))
+        await cp.call(_reading(tx, 70, 7650, 1140))
+        await cp.call(call.StopTransaction(meter_stop=1150, timestamp=iso(at(75)), transaction_id=tx, id_tag="TAG1"))
+    records = transport.log(SESSIONS)
+    published = [json.loads(r.value)["sampled_at"] if r.value else None for r in records]
+    assert published == [None, "2025-01-06T08:00:05Z", "2025-01-06T08:01:05Z", "2025-01-06T08:01:10Z", None]
+    assert fields(records[2])["current_power_kw"] == 7.45 and fields(records[3])["current_power_kw"] == 7.65
+    assert executor.meter_gate.withheld == 11
+
+
+def test_meter_publish_rules():
+    from executor.telemetry import meter_publish_due
+    from pipeline.contracts.topics import ActiveSession
+
+    base = ActiveSession.model_validate(
+        session_json(1, current_power_kw=7.0, energy_kwh=1.0, soc_pct=50.0, sampled_at="2025-01-06T08:00:00Z")
+    )
+
+    def due(heartbeat_s: float = 60.0, **changes) -> bool:
+        changes.setdefault("sampled_at", at(5))
+        return meter_publish_due(base, base.model_copy(update=changes), heartbeat_s)
+
+    assert not due(current_power_kw=7.09, energy_kwh=1.49, soc_pct=50.9)
+    assert due(current_power_kw=6.9)  # a 0.1 kW move
+    assert due(current_power_kw=None)  # the power went away
+    assert due(energy_kwh=1.5) and due(soc_pct=51.0)
+    assert due(sampled_at=at(60))  # the heartbeat: the views' staleness never moves late
+    assert due(ev_max_power_kw=11.0)  # not a meter field: at once
+    assert due(heartbeat_s=0)  # the gate off
+    first = base.model_copy(update={"sampled_at": None, "current_power_kw": None})
+    assert meter_publish_due(first, base)  # the first reading
