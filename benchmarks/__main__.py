@@ -1,6 +1,6 @@
 """``python -m benchmarks [NAME ...|all] [--quick] [--json FILE]``: run benchmarks, print tables, write JSON.
 
-Names: engine, latency, coldstart, scale (``all`` = every one, in that order). ``--quick`` runs small
+Names: engine, latency, coldstart, telemetry, scale (``all`` = every one, in that order). ``--quick`` runs small
 sizes for a smoke check (figures are not meaningful).
 """
 
@@ -15,7 +15,7 @@ from rich.console import Console
 
 from benchmarks.common import machine, write_json
 
-NAMES = ("engine", "latency", "coldstart", "scale")
+NAMES = ("engine", "latency", "coldstart", "telemetry", "scale")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,7 +55,7 @@ class ExecutorConfig(BaseModel):
     increase_debounce_s: float = Field(1.0, ge=0, description="an increase waits this long unchanged, s")
     setpoint_ttl_s: float | None = Field(1800.0, gt=0, description="older setpoints fall back to the safe share")
     meter_heartbeat_s: float = Field(
-        60.0, ge=0, le=300, description="publish a meter reading that moves nothing at least this often, s; 0: all"
+        120.0, ge=0, le=300, description="publish a meter reading that moves nothing at least this often, s; 0: all"
     )
     failsafe_fraction: float = Field(1.0, gt=0, le=1, description="fraction of the safe share in the station max")
     retry_initial_s: float = Field(1.0, gt=0, description="first retry after a failed call, s")

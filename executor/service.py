@@ -31,7 +31,7 @@ from executor.ocpp.server import HttpEndpoints, OcppServer, server_tls_context
 from executor.ocpp.station import MeterSample, Station, StationFactory, StationOptions
 from executor.outbox import Outbox
 from executor.sessions import Sessions
-from executor.telemetry import MeterGate
+from executor.telemetry import METER_QUIET_S, MeterGate
 from executor.topology import Topology
 from pipeline.contracts.clock import Clock, SystemClock
 from pipeline.contracts.topics import (
@@ -42,6 +42,7 @@ from pipeline.contracts.topics import (
     ActiveSession,
     SetpointAck,
     decode,
+    encode,
 )
 from pipeline.transport import Consumer, Record, Transport, decode_or_dead_letter
 
@@ -130,11 +131,11 @@ class Executor:
         self.registry = CollectorRegistry()
         self.stats = ExecutorStats(self.registry)
         self._topology = Topology()
-        self.meter_gate = MeterGate(config.meter_heartbeat_s)
+        self._setpoints = SetpointTable(self.stats)
+        self.meter_gate = MeterGate(config.meter_heartbeat_s, setpoint_at=self._setpoints.setpoint_at)
         self.outbox = Outbox(transport, limit=config.outbox_limit, stats=self.stats, gate=self.meter_gate)
         self._outbox_drain_s = config.outbox_drain_s
         self._sessions = Sessions(self.outbox, self._topology)
-        self._setpoints = SetpointTable(self.stats)
         self._ledger = Ledger(
             self._topology, self._setpoints.node_limit_kw, self._setpoints.site_limit_kw, config.ev_response_lag_s
         )
@@ -222,6 +223,7 @@ class Executor:
             [SITE_TOPOLOGY, SETPOINT_COMMANDS], self.group, from_beginning=True
         )
         self._spawn(self._consume(), "executor-consume")
+        self._spawn(self._flush_meter(), "executor-meter-flush")
 
     async def stop(self) -> None:
         """Close every charger connection (1001), stop dispatchers and consumers; idempotent."""
@@ -241,6 +243,7 @@ class Executor:
         if self._consumer is not None:
             await self._consumer.close()
             self._consumer = None
+        self._publish_withheld(0.0)
         await self.outbox.close(self._outbox_drain_s)
 
     def held_setpoints(self) -> dict[tuple[str, int], float]:
@@ -437,6 +440,16 @@ class Executor:
             for cp in touched:
                 self._changed(cp)
             await self._consumer.commit()
+
+    async def _flush_meter(self) -> None:
+        """Publish withheld meter readings that no newer one followed (:mod:`executor.telemetry`)."""
+        while True:
+            await asyncio.sleep(METER_QUIET_S / 3)
+            self._publish_withheld(METER_QUIET_S)
+
+    def _publish_withheld(self, quiet_s: float) -> None:
+        for session in self.meter_gate.due(quiet_s):
+            self.outbox.put(ACTIVE_SESSIONS, session.session_id, encode(session))  # past the gate
 
     # -- chargers --------------------------------------------------------------------------------------
 

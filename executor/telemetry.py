@@ -14,17 +14,24 @@ from the last one it published only in the meter fields (``current_power_kw``, `
   0.5 kW and 1 kW;
 - ``energy_kwh`` moved by :data:`ENERGY_DEADBAND_KWH` or ``soc_pct`` by :data:`SOC_DEADBAND_PCT` (no view
   reads them today; the bound keeps what the topic says close for other readers);
-- its ``sampled_at`` is :data:`METER_HEARTBEAT_S` or more after the last published one: the views call a
-  session's meter stale 600 s after ``sampled_at`` (``session_telemetry``), so a charger that keeps
-  reporting is never called stale, and one that stops is called stale at most the heartbeat early (the
-  safe side: a stale session is held at what its charger last accepted and counted as fixed load).
+- its ``sampled_at`` is the first at or after ``computed_at`` + :data:`DEVIATION_GRACE_S` of the session's
+  newest setpoint: the deviation alert compares a session's power with its setpoint only from then on;
+- its ``sampled_at`` is :data:`METER_HEARTBEAT_S` or more after the last published one (the
+  ``meter_heartbeat_s`` setting), so what the views see is never older than that while the charger
+  reports; they call a session's meter stale 600 s after ``sampled_at`` (``session_telemetry``).
 
-Any other field that differs (a new field, a learned cap, the topology's facts) publishes at once, and so
-does a tombstone; a withheld reading is superseded by the next one, never queued.
+A withheld reading is not lost: a newer reading supersedes it (and is judged against the last published
+one), and when none comes for :data:`METER_QUIET_S` (real seconds) it is published on its own (:meth:`MeterGate.due`, run by the executor; and at its
+stop). So a charger that stops reporting has its last reading published, and its meter turns stale 600 s
+after that reading, exactly as if every reading had been published. Any other field that differs (a new
+field, a learned cap, the topology's facts) publishes at once, and so does a tombstone.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Final
 
 from pydantic import BaseModel
@@ -32,9 +39,11 @@ from pydantic import BaseModel
 from pipeline.contracts.topics import ACTIVE_SESSIONS, ActiveSession
 
 __all__ = [
+    "DEVIATION_GRACE_S",
     "ENERGY_DEADBAND_KWH",
     "METER_FIELDS",
     "METER_HEARTBEAT_S",
+    "METER_QUIET_S",
     "POWER_DEADBAND_KW",
     "SOC_DEADBAND_PCT",
     "MeterGate",
@@ -47,8 +56,14 @@ ENERGY_DEADBAND_KWH: Final = 0.5
 """... nor one whose energy differs by less than this (kWh)..."""
 SOC_DEADBAND_PCT: Final = 1.0
 """... nor one whose state of charge differs by less than this (percentage points)..."""
-METER_HEARTBEAT_S: Final = 60.0
-"""... unless its ``sampled_at`` is this many seconds or more after the last published one."""
+METER_HEARTBEAT_S: Final = 120.0
+"""... unless its ``sampled_at`` is this many seconds or more after the last published one (the default
+of ``meter_heartbeat_s``; well inside the views' 600 s staleness)."""
+METER_QUIET_S: Final = 30.0
+"""A withheld reading with no newer one for this many real seconds is published on its own."""
+DEVIATION_GRACE_S: Final = 60.0
+"""The setpoint deviation alert looks at a session's power from this many seconds after its setpoint's
+``computed_at`` (``sql/views/alerts.sql``)."""
 METER_FIELDS: Final = frozenset({"current_power_kw", "energy_kwh", "soc_pct", "sampled_at"})
 """The fields of an ``ocpp.active.sessions`` record a MeterValues changes."""
 
@@ -59,16 +74,25 @@ def _moved(old: float | None, new: float | None, band: float) -> bool:
     return abs(new - old) >= band - 1e-9
 
 
-def meter_publish_due(published: ActiveSession, new: ActiveSession, heartbeat_s: float = METER_HEARTBEAT_S) -> bool:
+def meter_publish_due(
+    published: ActiveSession,
+    new: ActiveSession,
+    heartbeat_s: float = METER_HEARTBEAT_S,
+    setpoint_at: datetime | None = None,
+) -> bool:
     """Whether ``new`` (the session after a reading) must be published, given ``published`` (the last
-    record published for it); the rules are in the module docstring. ``heartbeat_s`` <= 0 publishes every
-    reading."""
+    record published for it) and ``setpoint_at`` (``computed_at`` of its newest setpoint, if any); the rules
+    are in the module docstring. ``heartbeat_s`` <= 0 publishes every reading."""
     if heartbeat_s <= 0 or published.sampled_at is None or new.sampled_at is None:
         return True
     if any(getattr(published, name) != getattr(new, name) for name in _other_fields(type(new))):
         return True
     if (new.sampled_at - published.sampled_at).total_seconds() >= heartbeat_s:
         return True
+    if setpoint_at is not None:
+        watched_from = setpoint_at + timedelta(seconds=DEVIATION_GRACE_S)
+        if published.sampled_at < watched_from <= new.sampled_at:
+            return True
     return (
         _moved(published.current_power_kw, new.current_power_kw, POWER_DEADBAND_KW)
         or _moved(published.energy_kwh, new.energy_kwh, ENERGY_DEADBAND_KWH)
@@ -88,24 +112,47 @@ def _other_fields(model: type[BaseModel]) -> tuple[str, ...]:
 
 class MeterGate:
     """Holds back ``ocpp.active.sessions`` upserts that :func:`meter_publish_due` finds not due; the
-    :class:`executor.outbox.Outbox` asks it about every record it is given. ``withheld`` counts what it
-    held back."""
+    :class:`executor.outbox.Outbox` asks it about every record it is given. ``setpoint_at(session_id)`` is
+    the ``computed_at`` of the session's newest setpoint (or ``None``); ``monotonic`` the real clock of
+    :meth:`due`. ``withheld`` counts the readings held back, ``flushed`` those published by :meth:`due`."""
 
-    def __init__(self, heartbeat_s: float = METER_HEARTBEAT_S) -> None:
+    def __init__(
+        self,
+        heartbeat_s: float = METER_HEARTBEAT_S,
+        setpoint_at: Callable[[str], datetime | None] = lambda session_id: None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.heartbeat_s = heartbeat_s
         self.withheld = 0
+        self.flushed = 0
+        self._setpoint_at = setpoint_at
+        self._now = monotonic
         self._published: dict[str, ActiveSession] = {}
+        self._pending: dict[str, tuple[ActiveSession, float]] = {}  # withheld, by key, with when
 
     def admit(self, topic: str, key: str | None, record: BaseModel | None) -> bool:
         """Whether to publish ``record`` under ``key`` on ``topic`` (``None``: a tombstone, always)."""
         if topic != ACTIVE_SESSIONS or key is None:
             return True
+        self._pending.pop(key, None)
         if not isinstance(record, ActiveSession):
             self._published.pop(key, None)
             return True
         last = self._published.get(key)
-        if last is not None and not meter_publish_due(last, record, self.heartbeat_s):
+        if last is not None and not meter_publish_due(last, record, self.heartbeat_s, self._setpoint_at(key)):
             self.withheld += 1
+            self._pending[key] = (record, self._now())
             return False
         self._published[key] = record
         return True
+
+    def due(self, quiet_s: float = METER_QUIET_S) -> list[ActiveSession]:
+        """The withheld readings with no newer one for ``quiet_s`` real seconds (``0``: all of them), now
+        counted as published; the caller publishes them past the gate."""
+        cutoff = self._now() - quiet_s
+        out = [record for record, at in self._pending.values() if at <= cutoff]
+        for record in out:
+            del self._pending[record.session_id]
+            self._published[record.session_id] = record
+        self.flushed += len(out)
+        return out
