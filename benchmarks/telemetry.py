@@ -7,8 +7,9 @@ on a connection that only swallows what is sent, fed raw OCPP-J frames through i
 CPU is the executor's (frame parsing, schema validation, the session upsert, the outbox) and the engine's
 (consuming and evaluating), nothing of a charger's.
 
-Each charger starts a transaction and sends one warm-up reading stamped a random 0-60 s in the past (so the
-executor's meter heartbeats fall due evenly over the window, as in a long run). Then, for ``window_s`` real
+Each charger starts a transaction and sends one warm-up reading stamped a random 0 s to one heartbeat
+(``meter_heartbeat_s``, 120 s) in the past, so the executor's meter heartbeats fall due evenly over the
+window, as in a long run. Then, for ``window_s`` real
 seconds, every charger sends a MeterValues every ``interval_s`` at a random phase: power at its setpoint
 with +-30 W of meter jitter, the energy register advancing at that power, SoC. The figure is this process's
 CPU time (all threads) from the window's start until the engine has consumed and evaluated everything,
@@ -17,7 +18,7 @@ engine's timer ticks), measured before the window.
 
 Three runs, same process, same load: ``every reading`` (``meter_heartbeat_s=0``: each reading published,
 as before :mod:`executor.telemetry`), ``deadband`` (the default: a reading is published when it moves a
-field the views read beyond its deadband, or at the 60 s heartbeat), and the floor, ``executor alone``
+field the views read beyond its deadband, or at the heartbeat), and the floor, ``executor alone``
 (no engine: parsing and folding the readings, every one published to the transport).
 
     python -m benchmarks telemetry [--quick] [--json out.json]
@@ -43,6 +44,7 @@ from pipeline.app.loop import start_loop
 from pipeline.engine.config import EngineConfig
 from pipeline.transport.memory import MemoryTransport
 
+HEARTBEAT_S = ExecutorConfig().meter_heartbeat_s
 POWER_W = 10_000.0
 JITTER_W = 30.0
 _ids = count(1)
@@ -149,7 +151,7 @@ async def measure(
         energy = dict.fromkeys(ids, 0.0)
         for cp in ids:  # warm-up: the last published reading 0-60 s old
             await stations[cp][0].route_message(
-                _reading(txs[cp], datetime.now(UTC) - timedelta(seconds=rng.uniform(0, 60)), 0.0, rng)
+                _reading(txs[cp], datetime.now(UTC) - timedelta(seconds=rng.uniform(0, HEARTBEAT_S)), 0.0, rng)
             )
         await _caught_up(loop, transport)
         idle_s = min(5.0, window_s)
@@ -204,12 +206,14 @@ async def measure(
 
 def run(quick: bool = False) -> dict:
     """The three runs; returns ``rows`` (one per run), ``ratios`` and ``settings``."""
-    chargers, interval_s, window_s = (200, 5.0, 10.0) if quick else (1000, 5.0, 60.0)
+    chargers, interval_s, window_s = (200, 5.0, 10.0) if quick else (1000, 5.0, 30.0)
     load_before = [round(x, 2) for x in os.getloadavg()]
     rows = [
         asyncio.run(measure("executor alone (floor)", chargers, interval_s, window_s, engine=False, heartbeat_s=0)),
         asyncio.run(measure("every reading published", chargers, interval_s, window_s, engine=True, heartbeat_s=0)),
-        asyncio.run(measure("deadband + 60 s heartbeat", chargers, interval_s, window_s, engine=True, heartbeat_s=60)),
+        asyncio.run(
+            measure("deadband + heartbeat", chargers, interval_s, window_s, engine=True, heartbeat_s=HEARTBEAT_S)
+        ),
     ]
     floor, before, after = (r["cpu_ms_per_1000"] for r in rows)
     return {
