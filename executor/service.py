@@ -31,7 +31,7 @@ from executor.ocpp.server import HttpEndpoints, OcppServer, server_tls_context
 from executor.ocpp.station import MeterSample, Station, StationFactory, StationOptions
 from executor.outbox import Outbox
 from executor.sessions import Sessions
-from executor.telemetry import METER_QUIET_S, MeterGate
+from executor.telemetry import METER_QUIET_S, METER_SWEEP_S, MeterGate
 from executor.topology import Topology
 from pipeline.contracts.clock import Clock, SystemClock
 from pipeline.contracts.topics import (
@@ -444,7 +444,7 @@ class Executor:
     async def _flush_meter(self) -> None:
         """Publish withheld meter readings that no newer one followed (:mod:`executor.telemetry`)."""
         while True:
-            await asyncio.sleep(METER_QUIET_S / 3)
+            await asyncio.sleep(METER_SWEEP_S)
             self._publish_withheld(METER_QUIET_S)
 
     def _publish_withheld(self, quiet_s: float) -> None:

@@ -16,12 +16,14 @@ from the last one it published only in the meter fields (``current_power_kw``, `
   reads them today; the bound keeps what the topic says close for other readers);
 - its ``sampled_at`` is the first at or after ``computed_at`` + :data:`DEVIATION_GRACE_S` of the session's
   newest setpoint: the deviation alert compares a session's power with its setpoint only from then on;
-- its ``sampled_at`` is :data:`METER_HEARTBEAT_S` or more after the last published one (the
-  ``meter_heartbeat_s`` setting), so what the views see is never older than that while the charger
-  reports; they call a session's meter stale 600 s after ``sampled_at`` (``session_telemetry``).
+- (at the next sweep, every :data:`METER_SWEEP_S` real seconds) its ``sampled_at`` is
+  :data:`METER_HEARTBEAT_S` or more after the last published one (the ``meter_heartbeat_s`` setting), so
+  what the views see is never older than that plus a sweep while the charger reports; they call a
+  session's meter stale 600 s after ``sampled_at`` (``session_telemetry``). The sweep sends the
+  heartbeats of many sessions at once: the engine's cost is per evaluation, not per record.
 
 A withheld reading is not lost: a newer reading supersedes it (and is judged against the last published
-one), and when none comes for :data:`METER_QUIET_S` (real seconds) it is published on its own (:meth:`MeterGate.due`, run by the executor; and at its
+one), and when none comes for :data:`METER_QUIET_S` (real seconds) a sweep publishes it on its own (:meth:`MeterGate.due`, run by the executor; and at its
 stop). So a charger that stops reporting has its last reading published, and its meter turns stale 600 s
 after that reading, exactly as if every reading had been published. Any other field that differs (a new
 field, a learned cap, the topology's facts) publishes at once, and so does a tombstone.
@@ -44,6 +46,7 @@ __all__ = [
     "METER_FIELDS",
     "METER_HEARTBEAT_S",
     "METER_QUIET_S",
+    "METER_SWEEP_S",
     "POWER_DEADBAND_KW",
     "SOC_DEADBAND_PCT",
     "MeterGate",
@@ -59,6 +62,8 @@ SOC_DEADBAND_PCT: Final = 1.0
 METER_HEARTBEAT_S: Final = 120.0
 """... unless its ``sampled_at`` is this many seconds or more after the last published one (the default
 of ``meter_heartbeat_s``; well inside the views' 600 s staleness)."""
+METER_SWEEP_S: Final = 10.0
+"""How often the executor publishes the withheld readings that are due (:meth:`MeterGate.due`), real s."""
 METER_QUIET_S: Final = 30.0
 """A withheld reading with no newer one for this many real seconds is published on its own."""
 DEVIATION_GRACE_S: Final = 60.0
@@ -80,14 +85,13 @@ def meter_publish_due(
     heartbeat_s: float = METER_HEARTBEAT_S,
     setpoint_at: datetime | None = None,
 ) -> bool:
-    """Whether ``new`` (the session after a reading) must be published, given ``published`` (the last
-    record published for it) and ``setpoint_at`` (``computed_at`` of its newest setpoint, if any); the rules
-    are in the module docstring. ``heartbeat_s`` <= 0 publishes every reading."""
+    """Whether ``new`` (the session after a reading) must be published at once, given ``published`` (the
+    last record published for it) and ``setpoint_at`` (``computed_at`` of its newest setpoint, if any); the
+    rules are in the module docstring (the heartbeat is :meth:`MeterGate.due`'s). ``heartbeat_s`` <= 0
+    publishes every reading."""
     if heartbeat_s <= 0 or published.sampled_at is None or new.sampled_at is None:
         return True
     if any(getattr(published, name) != getattr(new, name) for name in _other_fields(type(new))):
-        return True
-    if (new.sampled_at - published.sampled_at).total_seconds() >= heartbeat_s:
         return True
     if setpoint_at is not None:
         watched_from = setpoint_at + timedelta(seconds=DEVIATION_GRACE_S)
@@ -147,12 +151,24 @@ class MeterGate:
         return True
 
     def due(self, quiet_s: float = METER_QUIET_S) -> list[ActiveSession]:
-        """The withheld readings with no newer one for ``quiet_s`` real seconds (``0``: all of them), now
-        counted as published; the caller publishes them past the gate."""
+        """The withheld readings to publish now, counted as published (the caller publishes them past the
+        gate): those with no newer one for ``quiet_s`` real seconds (``0``: all of them), and those whose
+        ``sampled_at`` is the heartbeat or more after the last published one. Run every few seconds, it
+        sends the heartbeats of many sessions together, so the engine evaluates them in one batch rather
+        than one evaluation each."""
         cutoff = self._now() - quiet_s
-        out = [record for record, at in self._pending.values() if at <= cutoff]
+        out = [
+            record
+            for record, at in self._pending.values()
+            if at <= cutoff or self._heartbeat_due(self._published.get(record.session_id), record)
+        ]
         for record in out:
             del self._pending[record.session_id]
             self._published[record.session_id] = record
         self.flushed += len(out)
         return out
+
+    def _heartbeat_due(self, published: ActiveSession | None, record: ActiveSession) -> bool:
+        if published is None or published.sampled_at is None or record.sampled_at is None:
+            return True
+        return (record.sampled_at - published.sampled_at).total_seconds() >= self.heartbeat_s

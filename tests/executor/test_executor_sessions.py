@@ -197,8 +197,8 @@ def _reading(tx: int, seconds: float, power_w: float, energy_wh: float) -> call.
 
 async def test_readings_that_move_nothing_the_views_read_wait_for_the_heartbeat(charge_point, transport, executor):
     """Every 5 s a reading whose power moves by less than 0.1 kW and energy by less than 0.5 kWh: only the
-    first and the one 120 s after it are published; a 0.2 kW move is published at once; at the executor's
-    stop a withheld reading is published."""
+    first is published at once (the 120 s heartbeat is the sweep's, below); a 0.2 kW move is published at
+    once; at the executor's stop the withheld reading is published."""
     async with charge_point() as cp:
         await cp.boot()
         tx = await cp.start_tx(connector_id=1, meter_start=1000, when=T0)
@@ -212,12 +212,11 @@ async def test_readings_that_move_nothing_the_views_read_wait_for_the_heartbeat(
     assert published == [
         None,
         "2025-01-06T08:00:05Z",
-        "2025-01-06T08:02:05Z",
         "2025-01-06T08:02:10Z",
         "2025-01-06T08:02:15Z",  # withheld, then published when the executor stopped
     ]
-    assert fields(records[2])["current_power_kw"] == 7.45 and fields(records[3])["current_power_kw"] == 7.65
-    assert (executor.meter_gate.withheld, executor.meter_gate.flushed) == (24, 1)
+    assert fields(records[2])["current_power_kw"] == 7.65
+    assert (executor.meter_gate.withheld, executor.meter_gate.flushed) == (25, 1)
 
 
 def test_meter_publish_rules():
@@ -236,7 +235,6 @@ def test_meter_publish_rules():
     assert due(current_power_kw=6.9)  # a 0.1 kW move
     assert due(current_power_kw=None)  # the power went away
     assert due(energy_kwh=1.5) and due(soc_pct=51.0)
-    assert due(sampled_at=at(120)) and not due(sampled_at=at(119))  # the heartbeat
     assert due(ev_max_power_kw=11.0)  # not a meter field: at once
     assert due(heartbeat_s=0)  # the gate off
     # the deviation alert watches the power from 60 s after the setpoint: the first reading from then goes
@@ -265,3 +263,17 @@ def test_a_withheld_reading_with_no_newer_one_is_published_after_the_quiet_time(
     assert not gate.admit(SESSIONS, "CP1-1", later.model_copy(update={"sampled_at": at(10)}))  # judged on it
     assert gate.admit(SESSIONS, "CP1-1", None)  # a tombstone forgets the withheld one
     assert gate.due(0.0) == []
+
+
+def test_the_sweep_publishes_readings_a_heartbeat_after_the_last_published_one():
+    from executor.telemetry import MeterGate
+    from pipeline.contracts.topics import ActiveSession
+
+    gate = MeterGate(heartbeat_s=120.0, monotonic=lambda: 0.0)
+    first = ActiveSession.model_validate(session_json(1, current_power_kw=7.0, sampled_at="2025-01-06T08:00:00Z"))
+    assert gate.admit(SESSIONS, "CP1-1", first)
+    assert not gate.admit(SESSIONS, "CP1-1", first.model_copy(update={"sampled_at": at(119)}))
+    assert gate.due() == []  # not quiet, not a heartbeat yet
+    beat = first.model_copy(update={"sampled_at": at(120)})
+    assert not gate.admit(SESSIONS, "CP1-1", beat)  # withheld until the sweep
+    assert gate.due() == [beat]
