@@ -16,7 +16,8 @@ CPU time (all threads) from the window's start until the engine has consumed and
 per 1,000 MeterValues, and the same net of the idle CPU the loop burns meanwhile without readings (the
 engine's timer ticks), measured before the window.
 
-Three runs, same process, same load: ``every reading`` (``meter_heartbeat_s=0``: each reading published,
+Sizes: 20 chargers for 60 s and 1,000 for 30 s (quick: 20 and 200 for 10 s). Three runs per size, same
+process: ``every reading`` (``meter_heartbeat_s=0``: each reading published,
 as before :mod:`executor.telemetry`), ``deadband`` (the default: a reading is published when it moves a
 field the views read beyond its deadband, or at the heartbeat), and the floor, ``executor alone``
 (no engine: parsing and folding the readings, every one published to the transport).
@@ -205,30 +206,36 @@ async def measure(
 
 
 def run(quick: bool = False) -> dict:
-    """The three runs; returns ``rows`` (one per run), ``ratios`` and ``settings``."""
-    chargers, interval_s, window_s = (200, 5.0, 10.0) if quick else (1000, 5.0, 30.0)
+    """The three runs per size; returns ``rows`` (one per run), ``ratios`` (per size) and ``settings``."""
+    sizes = ((20, 10.0), (200, 10.0)) if quick else ((20, 60.0), (1000, 30.0))
+    interval_s = 5.0
     load_before = [round(x, 2) for x in os.getloadavg()]
-    rows = [
-        asyncio.run(measure("executor alone (floor)", chargers, interval_s, window_s, engine=False, heartbeat_s=0)),
-        asyncio.run(measure("every reading published", chargers, interval_s, window_s, engine=True, heartbeat_s=0)),
-        asyncio.run(
-            measure("deadband + heartbeat", chargers, interval_s, window_s, engine=True, heartbeat_s=HEARTBEAT_S)
-        ),
-    ]
-    floor, before, after = (r["cpu_ms_per_1000"] for r in rows)
-    return {
-        "rows": rows,
-        "ratios": {
+    rows: list[dict] = []
+    ratios: dict[int, dict] = {}
+    for chargers, window_s in sizes:
+        part = [
+            asyncio.run(measure("executor alone (floor)", chargers, interval_s, window_s, engine=False, heartbeat_s=0)),
+            asyncio.run(measure("every reading published", chargers, interval_s, window_s, engine=True, heartbeat_s=0)),
+            asyncio.run(
+                measure("deadband + heartbeat", chargers, interval_s, window_s, engine=True, heartbeat_s=HEARTBEAT_S)
+            ),
+        ]
+        floor, before, after = (r["cpu_ms_per_1000"] for r in part)
+        ratios[chargers] = {
             "before_over_floor": round(before / floor, 2) if floor else None,
             "after_over_floor": round(after / floor, 2) if floor else None,
             "after_over_before": round(after / before, 3) if before else None,
-        },
+        }
+        rows += [{**r, "window_s_planned": window_s} for r in part]
+    return {
+        "rows": rows,
+        "ratios": ratios,
         "settings": {
-            "chargers": chargers,
+            "sizes": [{"chargers": c, "window_s": w} for c, w in sizes],
             "interval_s": interval_s,
-            "window_s": window_s,
             "power_w": POWER_W,
             "jitter_w": JITTER_W,
+            "meter_heartbeat_s": HEARTBEAT_S,
             "transport": "memory",
             "loadavg_before": load_before,
             "loadavg_after": [round(x, 2) for x in os.getloadavg()],
@@ -240,9 +247,9 @@ def tables(result: dict) -> list:
     s = result["settings"]
     return [
         table(
-            f"Telemetry: CPU per 1,000 MeterValues, {s['chargers']:,} chargers each every {s['interval_s']:g} s "
-            f"for {s['window_s']:g} s (memory transport)",
+            f"Telemetry: CPU per 1,000 MeterValues, each charger every {s['interval_s']:g} s (memory transport)",
             (
+                "chargers",
                 "label",
                 "meter_values",
                 "published",
@@ -251,7 +258,6 @@ def tables(result: dict) -> list:
                 "cores",
                 "cpu_ms_per_1000",
                 "net_cpu_ms_per_1000",
-                "idle_cpu_per_s",
             ),
             result["rows"],
             "cpu: this process (executor + engine threads) from the window's start until the engine caught up; "
