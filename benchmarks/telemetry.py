@@ -164,7 +164,7 @@ async def measure(
             (phases[cp] + k * interval_s, cp) for cp in ids for k in range(int(window_s / interval_s) + 1)
         )
         schedule = [(at, cp) for at, cp in schedule if at < window_s]
-        withheld0 = executor.meter_gate.withheld
+        withheld0, flushed0 = executor.meter_gate.withheld, executor.meter_gate.flushed
         records0 = loop.engine.stats.records_in if loop.engine is not None else 0
         evals0 = loop.engine.stats.evaluations if loop.engine is not None else 0
         cpu0, t0 = time.process_time(), time.perf_counter()
@@ -182,7 +182,8 @@ async def measure(
         wall_s = time.perf_counter() - t0
         cpu_s = time.process_time() - cpu0
         n = len(schedule)
-        withheld = executor.meter_gate.withheld - withheld0
+        # published: at once, or later by the sweep (a heartbeat, a quiet reading)
+        withheld = (executor.meter_gate.withheld - withheld0) - (executor.meter_gate.flushed - flushed0)
         return {
             "label": label,
             "chargers": chargers,
