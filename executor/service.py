@@ -465,7 +465,7 @@ class Executor:
         What one charger's change can alter in another's plan is only the ledger's verdict on a held-back
         increase (:func:`executor.planning.plan_charger` asks the ledger nothing else), so a dispatcher
         with nothing held back has nothing to re-plan; one that is busy re-plans after its call anyway.
-        Waking the whole site on every answer made a 20-charger fan-out plan 400 times instead of 20.
+        (Waking the whole site instead made every answer re-plan every charger of the site.)
         """
         self._wake(charge_point_id)
         info = self._topology.charger(charge_point_id)
