@@ -33,7 +33,9 @@ Targets: memory p99 <= 3 x (a) p99; Kafka p99 <= 3 x ((a) p99 + (b) p99).
 
 The executor alone (:func:`executor_dispatch_ms`): 20 new setpoints put on ``ocpp.setpoint.commands`` at
 once until the last charger holds its TxProfile, each trial followed by a bare fan-out of 20 calls in
-the same process as its floor; target: median and p99 within 1.5x the floor's. The broker is
+the same process as its floor; target: median and p99 within 1.5x the floor's. And
+(:func:`first_profile_s`) 20 sessions that start before their chargers' fail-safe profiles are
+acknowledged, every executor default: seconds until each holds its first TxProfile. The broker is
 ``KAFKA_BOOTSTRAP_SERVERS`` if set, else one started by :mod:`tests.kafka_broker` (Docker, else Apache
 Kafka from Maven Central run with ``java``), with a fresh topic prefix per run.
 
@@ -384,13 +386,38 @@ async def executor_dispatch_ms(trials: int, rng: random.Random, profile: str | N
         await loop.stop()
 
 
+async def first_profile_s(chargers: int = CHARGERS) -> dict:
+    """Sessions that start before their chargers' fail-safe profiles are acknowledged: ``chargers`` boot on
+    the whole loop (engine + executor, every default: 1 s debounce, 10 s EV response lag) and start a
+    transaction at once; seconds from the starts until each charger holds its first TxProfile
+    (``{"first_s", "last_s"}``). Before the ledger's own-cover rule these waited for the lag (about 10 s)."""
+    cfg = site_config(chargers)
+    transport = MemoryTransport()
+    loop = await start_loop(
+        transport, site=cfg, engine=EngineConfig(tick_s=TICK_S), executor=ExecutorConfig(port=0, metrics=False)
+    )
+    assert loop.executor is not None
+    bench = [BenchCharger(c.id) for c in cfg.sites[0].chargers]
+    try:
+        await connect_all(bench, loop.executor.url)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(c.start_transaction() for c in bench))
+        await _wait(lambda: all(c.count for c in bench), 60, "every charger to get its first TxProfile")
+        got = sorted(c.received_at - t0 for c in bench)
+        return {"chargers": chargers, "first_s": round(got[0], 2), "last_s": round(got[-1], 2)}
+    finally:
+        await close_all(bench)
+        await loop.stop()
+
+
 async def _memory_part(trials: int, floor_samples: int, rng: random.Random) -> dict:
     ocpp = await bare_round_trips_ms(floor_samples, lambda: rng.uniform(0.0, 0.002))
     fanout = await bare_fanout_ms(CHARGERS, max(20, floor_samples // 5))
     dispatch = await executor_dispatch_ms(trials, rng)
+    first = await first_profile_s()
     transport = MemoryTransport()
     run = await _pipeline_trials(transport, transport, trials, GAP_S, rng)
-    return {"ocpp": ocpp, "fanout": fanout, "dispatch": dispatch, "run": run}
+    return {"ocpp": ocpp, "fanout": fanout, "dispatch": dispatch, "first_profile": first, "run": run}
 
 
 async def bare_kafka_ms(settings, samples: int, rng: random.Random) -> list[float]:
@@ -565,6 +592,7 @@ def run(quick: bool = False) -> dict:
     return {
         "rows": rows,
         "dispatch": dispatch_row,
+        "first_profile": memory["first_profile"],
         "floors": floors,
         "breakdown": breakdown,
         "target": target,
@@ -621,6 +649,14 @@ def tables(result: dict) -> list:
             "the executor alone on the memory transport (no engine); floor: a bare fan-out of 20 "
             "SetChargingProfile calls (the ocpp library over websockets) run after each trial, same process; "
             "cpu: this process per trial, chargers included",
+        )
+    )
+    out.append(
+        table(
+            "Sessions started before their fail-safe profiles are acknowledged: start -> first TxProfile (s)",
+            ("chargers", "first_s", "last_s"),
+            [result["first_profile"]],
+            "every executor default (1 s debounce, 10 s EV response lag); all 20 start at once",
         )
     )
     floors = [{"floor": name.removesuffix("_ms"), **p} for name, p in result["floors"].items()]
