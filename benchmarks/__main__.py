@@ -1,8 +1,8 @@
 """``python -m benchmarks [NAME ...|all] [--quick] [--json FILE]``: run benchmarks, print tables, write JSON.
 
-Names: engine, latency, coldstart, scale, quality (``all`` = every one, in that order). ``--quick`` runs
-small sizes for a smoke check (figures are not meaningful); ``--long`` adds the long runs of the benchmarks that
-have them (quality: a 7-day replay).
+Names: engine, latency, coldstart, telemetry, scale, quality (``all`` = every one, in that order). ``--quick``
+runs small sizes for a smoke check (figures are not meaningful); ``--long`` adds the long runs of the
+benchmarks that have them (quality: a 7-day replay).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from rich.console import Console
 
 from benchmarks.common import machine, write_json
 
-NAMES = ("engine", "latency", "coldstart", "scale", "quality")
+NAMES = ("engine", "latency", "coldstart", "telemetry", "scale", "quality")
 
 
 def main(argv: list[str] | None = None) -> int:

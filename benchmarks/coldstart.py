@@ -15,9 +15,9 @@ Measured, ``repeats`` times per size: a fresh :class:`executor.Executor` (defaul
 transport and rebuilds (sessions, desired setpoints, what is in force); the chargers reconnect without
 rebooting and stay silent until all are connected. ``t0`` (``time.perf_counter``) is taken then, and every
 charger sends its first message (StatusNotification ``Charging``, as a reconnecting charger does); the
-executor then does per charger what it does on every connection: GetConfiguration for the rate unit,
-the TxProfile (a resend of what is in force goes first, like a decrease), the station maximum, the
-TxDefaultProfile and the lift. The figure is ``t0`` -> the last charger received (at its OCPP router,
+executor then does per charger what it does on every connection: the TxProfile (a resend of what is in
+force goes first, like a decrease, in the unit the acks say the charger accepted), GetConfiguration for
+the rate unit, the station maximum, the TxDefaultProfile and the lift. The figure is ``t0`` -> the last charger received (at its OCPP router,
 same process clock) the TxProfile whose limit is its setpoint; the first such receipt is shown too. The
 executor's rebuild and the reconnections happen before ``t0`` and are reported apart. The engine is not
 running during the measurement (the setpoints are already on the topic; in production the executor runs
@@ -27,7 +27,7 @@ Floor, same run, on the same connections once the executor is idle: the central 
 SetChargingProfile (the same TxProfile each charger holds) on every connected charger at once, through the
 executor's own library ``ChargePoint`` objects and nothing else; the floor is ``t0`` -> the last charger
 received it (like with like; the time until the last answer is shown too), median of ``floor_repeats``.
-Target: the 1,000-charger cold start within 2x that floor. This process's CPU time over the interval and
+Target: the 1,000-charger cold start within 1.5x that floor. This process's CPU time over the interval and
 over the floor, and the load average, are reported too: on a shared machine they tell work from waiting.
 Full mode: 20 chargers (5 restarts) and 1,000 (2 restarts); quick: 20 and 100 (2 each).
 
@@ -210,12 +210,12 @@ def run(quick: bool = False) -> dict:
     big = rows[-1]
     target = [
         {
-            "text": f"{big['chargers']:,} chargers: cold start (last charger holds its TxProfile) within 2x "
+            "text": f"{big['chargers']:,} chargers: cold start (last charger holds its TxProfile) within 1.5x "
             f"the bare concurrent SetChargingProfile round trips on the same connections",
             "figure_ms": big["last_ms"],
             "floor_ms": big["floor_ms"],
             "ratio": big["ratio"],
-            "met": big["ratio"] is not None and big["ratio"] <= 2.0,
+            "met": big["ratio"] is not None and big["ratio"] <= 1.5,
         }
     ]
     return {

@@ -24,7 +24,8 @@ class ExecutorConfig(BaseModel):
     Units: clock seconds for ``ev_response_lag_s``, ``increase_debounce_s`` and ``setpoint_ttl_s``
     (``None`` turns the TTL off); real seconds for ``call_timeout_s``, the retry back-off
     (``retry_initial_s`` x 2^(n-1), at most ``retry_max_s``), ``boot_wait_s`` (how long a new connection
-    may stay silent before the first call) and ``outbox_drain_s``; amperes per phase for ``deadband_a``.
+    may stay silent before the first call) and ``outbox_drain_s``; amperes per phase for ``deadband_a``;
+    seconds of the chargers' sample times for ``meter_heartbeat_s`` (:mod:`executor.telemetry`).
 
     Learning what each EV takes (:mod:`executor.learning`; docs/architecture.md, "Executor"): a phase
     counts towards a session's ``ev_phases`` when its ``Current.Import`` is above ``ev_phase_min_a`` (A),
@@ -61,6 +62,9 @@ class ExecutorConfig(BaseModel):
     ev_response_lag_s: float = Field(10.0, ge=0, description="a cut is trusted this long after its ack, s")
     increase_debounce_s: float = Field(1.0, ge=0, description="an increase waits this long unchanged, s")
     setpoint_ttl_s: float | None = Field(1800.0, gt=0, description="older setpoints fall back to the safe share")
+    meter_heartbeat_s: float = Field(
+        120.0, ge=0, le=300, description="publish a meter reading that moves nothing at least this often, s; 0: all"
+    )
     failsafe_fraction: float = Field(1.0, gt=0, le=1, description="fraction of the safe share in the station max")
     retry_initial_s: float = Field(1.0, gt=0, description="first retry after a failed call, s")
     retry_max_s: float = Field(60.0, gt=0, description="longest retry back-off, s")

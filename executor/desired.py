@@ -63,6 +63,15 @@ class SetpointTable:
     def items(self) -> list[tuple[tuple[str, int], Slot]]:
         return [((cp, conn), s) for cp, by_conn in self._slots.items() for conn, s in by_conn.items()]
 
+    def setpoint_at(self, session_id: str) -> datetime | None:
+        """``computed_at`` of the newest setpoint held for ``session_id`` (``None`` when none is)."""
+        where = self._by_session.get(session_id)
+        if where is None:
+            return None
+        slot = self._slots.get(where[0], {}).get(where[1])
+        command = slot.command if slot is not None else None
+        return command.computed_at if command is not None and command.session_id == session_id else None
+
     def node_limit_kw(self, node_id: str | None) -> float | None:
         """The newest ``node_limit_kw`` published for ``node_id`` (kW), if any."""
         found = self._node_limits.get(node_id or "")

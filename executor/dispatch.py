@@ -29,7 +29,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -57,6 +57,10 @@ __all__ = ["ChargerDispatcher", "DispatchContext"]
 
 log = logging.getLogger(__name__)
 
+_URGENT = frozenset({"decrease", "resend", "clear_tx"})
+"""Call reasons that go before the rate unit is asked again when the charger's unit is already known: what
+only lowers or restates a limit (:mod:`executor.planning`, rule 1)."""
+
 
 @dataclass
 class DispatchContext:
@@ -77,6 +81,8 @@ class DispatchContext:
     clock: Any
     stats: ExecutorStats
     config: ExecutorConfig
+    known_units: dict[str, RateUnit] = field(default_factory=dict)
+    """The chargingRateUnit each charger last accepted a profile in (this run, or a previous run's acks)."""
 
 
 class ChargerDispatcher:
@@ -144,11 +150,19 @@ class ChargerDispatcher:
     async def _run(self) -> None:
         try:
             await self.station.wait_first_message(self._ctx.config.boot_wait_s)
-            await self._negotiate_unit()
+            known = self._ctx.known_units.get(self.charge_point_id)
+            if known is None:
+                await self._negotiate_unit()
+            else:
+                self.unit = known
             self._prepared = True
             while True:
                 self._wake.clear()
                 call, slot, clock_at, real_at = self._plan()
+                if known is not None and (call is None or call.reason not in _URGENT):
+                    known = None  # the urgent calls went in the unit the charger last accepted; now ask
+                    await self._verify_unit()
+                    continue
                 if call is None:
                     self.busy = self._wake.is_set()
                     self._due = (clock_at, real_at)
@@ -182,8 +196,25 @@ class ChargerDispatcher:
         # in between (a busy loop under a fast simulated clock) must not push the wake-up later.
         await self._ctx.clock.sleep(max(0.0, (when - self._ctx.clock.now()).total_seconds()))
 
-    async def _negotiate_unit(self) -> None:
-        """Use the preferred unit if the charger accepts it, else one it does (unknown: the preferred)."""
+    async def _verify_unit(self) -> None:
+        """Ask the charger for its units after starting in the unit it last accepted a profile in
+        (:attr:`DispatchContext.known_units`); if the negotiated unit differs, everything this connection
+        installed is forgotten so it is sent again in the new unit."""
+        before = self.unit
+        await self._negotiate_unit(keep=before)
+        if self.unit != before:
+            log.warning(
+                "%s: charging rate unit is now %s (was %s): profiles are sent again",
+                self.charge_point_id,
+                self.unit,
+                before,
+            )
+            self._sent.clear()
+            self._retries.clear()
+
+    async def _negotiate_unit(self, keep: RateUnit | None = None) -> None:
+        """Use the preferred unit if the charger accepts it, else one it does; when it does not say, the
+        preferred unit, or ``keep`` (a unit it accepted a profile in before)."""
         started = time.monotonic()
         action = "GetConfiguration" if self.station.subprotocol == "ocpp1.6" else "GetVariables"
         self._ctx.stats.call_sent(action)
@@ -197,8 +228,10 @@ class ChargerDispatcher:
         self._ctx.stats.call_answered(action, status, elapsed)
         call_answered(self.charge_point_id, action, None, status, elapsed)
         preferred = self._ctx.config.charging_rate_unit
-        if units and preferred not in units:
-            self.unit = units[0]
+        if not units:
+            self.unit = keep or preferred
+        else:
+            self.unit = preferred if preferred in units else units[0]
         log.info("%s: charging rate unit %s (charger accepts %s)", self.charge_point_id, self.unit, units)
 
     # -- planning --------------------------------------------------------------------------------------
@@ -336,6 +369,7 @@ class ChargerDispatcher:
             return
         self._retries.pop(call.key, None)
         if isinstance(request, ProfileRequest):
+            ctx.known_units[cp] = request.unit
             if kind == "Tx":
                 ahead = request.next_period
                 self._sent[call.key] = Installed(

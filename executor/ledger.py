@@ -357,15 +357,34 @@ class Ledger:
     ) -> Blocked | None:
         """``None`` if raising the connector to ``new_kw`` (``new_a`` A per phase when sent in A) keeps its
         node and site within their limits, and each grid phase of every breaker above it with a ``limit_a``
-        within that (counting every other connector's bound), else why not."""
+        within that (counting every other connector's bound), else why not.
+
+        Own cover: when the connector may already be drawing ``new_kw`` or more because of a cut of its own
+        still inside the EV response lag (a transaction that started before its fail-safe profiles were
+        acknowledged was bounded by the rating until then), raising it changes no bound before that lag
+        ends, so the others are counted as they will be then (their bounds only fall while nothing is
+        sent, and what is sent later is checked against this connector's new limit). The sum of bounds
+        thus never exceeds a limit because of an increase, at any instant.
+        """
         node, site = self._groups(cp)
+        at = self._covered_until(cp, connector_id, new_kw, now)
+        # Only the site's chargers can share its node or the site (topology's index, not a scan of every
+        # connector: this runs for every increase, and a cold start of 1,000 chargers makes 1,000 of them).
+        on_site = [
+            (other, i)
+            for other in (self._topology.site_chargers(site) if site is not None else ())
+            for i in self._of_charger.get(other, ())
+            if (other, i) != (cp, connector_id)
+        ]
         for level, group, limit in (("node", node, self._node_limit(node)), ("site", site, self._site_limit(site))):
             if group is None:
                 continue
-            members = [k for k in self._connectors if k != (cp, connector_id) and self._in_group(k[0], level, group)]
+            members = [k for k in on_site if self._in_group(k[0], level, group)]
             total = sum(self.bound_kw(k[0], k[1], now) for k in members) + new_kw
             if limit is None:  # no headroom known: hold, never treat it as unlimited
                 return Blocked(level, group, 0.0, total, None, known=False)
+            if total > limit + EPS_KW and at > now.timestamp():
+                total = sum(self._bound_at(self._connectors[k], at) for k in members) + new_kw
             if total > limit + EPS_KW:
                 t = now.timestamp()
                 untils = [u for k in members for u, _ in self._connectors[k].cooling if u > t]
@@ -409,6 +428,19 @@ class Ledger:
         if info is None or not info.managed:
             return False
         return any(n.node_id == node_id for n in self._topology.ancestors(info.node_id))
+
+    def _covered_until(self, cp: str, connector_id: int, new_kw: float, now: datetime) -> float:
+        """Epoch seconds until which the connector's own cuts still bound it at ``new_kw`` or more (``now``
+        when none does)."""
+        t = now.timestamp()
+        c = self._connectors.get((cp, connector_id))
+        if c is None:
+            return t
+        return max([t, *(until for until, kw in c.cooling if until > t and kw >= new_kw - EPS_KW)])
+
+    def _bound_at(self, c: _Connector, t: float) -> float:
+        """:meth:`bound_kw` at epoch seconds ``t`` (later than now), from what is known now; prunes nothing."""
+        return max([self._in_force(c.cp, c), c.in_flight_kw or 0.0, *(kw for until, kw in c.cooling if until > t)])
 
     def _in_group(self, cp: str, level: str, group: str) -> bool:
         node, site = self._groups(cp)

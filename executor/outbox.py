@@ -30,14 +30,14 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential, wait_random
 
 from pipeline.contracts.topics import TOPICS, encode
 from pipeline.transport import Transport
 
-__all__ = ["Outbox", "OutboxStats"]
+__all__ = ["Outbox", "OutboxStats", "PublishGate"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,13 @@ class OutboxStats(Protocol):
     def outbox_overflow(self, topic: str, records: int = 1) -> None: ...
 
     def outbox_coalesced(self, topic: str) -> None: ...
+
+
+class PublishGate(Protocol):
+    """Decides whether a record given to :meth:`Outbox.publish` is queued at all (see
+    :class:`executor.telemetry.MeterGate`); told of tombstones too (``record`` ``None``)."""
+
+    def admit(self, topic: str, key: str | None, record: Any) -> bool: ...
 
 
 class _Upserts:
@@ -134,6 +141,8 @@ class Outbox:
         send_timeout_s: an attempt that has not completed by then counts as failed (a transport that hangs
             stalls nothing but the outbox).
         log_every_s: the interval of the summary while publishing fails, and of overflow log lines.
+        gate: asked about every record given to :meth:`publish` (and told of every tombstone); a record it
+            does not admit is not queued (the executor's :class:`executor.telemetry.MeterGate`).
 
     :meth:`publish` and :meth:`tombstone` never wait and never fail for the transport; they raise
     ``TypeError``/``ValueError`` for a record that does not fit its topic, like
@@ -152,6 +161,7 @@ class Outbox:
         send_timeout_s: float = 60.0,
         log_every_s: float = 60.0,
         monotonic: Callable[[], float] = time.monotonic,
+        gate: PublishGate | None = None,
     ) -> None:
         if limit < 1:
             raise ValueError(f"outbox limit must be at least 1, not {limit}")
@@ -163,6 +173,7 @@ class Outbox:
         self.log_every_s = log_every_s
         self._stats = stats
         self._now = monotonic
+        self._gate = gate
         self._buffers: dict[str, _Upserts | _Appends] = {}
         self._turn = 0
         self._work = asyncio.Event()
@@ -189,12 +200,17 @@ class Outbox:
         spec = TOPICS[topic]
         if not isinstance(record, spec.model):
             raise TypeError(f"{topic} carries {spec.model.__name__}, not {type(record).__name__}")
-        self.put(topic, str(getattr(record, spec.key)), encode(record))
+        key = str(getattr(record, spec.key))
+        if self._gate is not None and not self._gate.admit(topic, key, record):
+            return
+        self.put(topic, key, encode(record))
 
     def tombstone(self, topic: str, key: str) -> None:
         """Queue the deletion of ``key`` from an upsert topic."""
         if TOPICS[topic].kind != "upsert":
             raise ValueError(f"{topic} is an append topic; tombstones are for upsert topics")
+        if self._gate is not None:
+            self._gate.admit(topic, key, None)
         self.put(topic, key, None)
 
     def put(self, topic: str, key: str | None, value: bytes | None) -> None:

@@ -31,6 +31,7 @@ from executor.ocpp.server import HttpEndpoints, OcppServer, server_tls_context
 from executor.ocpp.station import EvChargingNeeds, MeterSample, Station, StationFactory, StationOptions
 from executor.outbox import Outbox
 from executor.sessions import Sessions
+from executor.telemetry import METER_QUIET_S, METER_SWEEP_S, MeterGate
 from executor.topology import Topology
 from pipeline.contracts.clock import Clock, SystemClock
 from pipeline.contracts.topics import (
@@ -41,6 +42,7 @@ from pipeline.contracts.topics import (
     ActiveSession,
     SetpointAck,
     decode,
+    encode,
 )
 from pipeline.transport import Consumer, Record, Transport, decode_or_dead_letter
 
@@ -149,12 +151,13 @@ class Executor:
         self.registry = CollectorRegistry()
         self.stats = ExecutorStats(self.registry)
         self._topology = Topology()
-        self.outbox = Outbox(transport, limit=config.outbox_limit, stats=self.stats)
+        self._setpoints = SetpointTable(self.stats)
+        self.meter_gate = MeterGate(config.meter_heartbeat_s, setpoint_at=self._setpoints.setpoint_at)
+        self.outbox = Outbox(transport, limit=config.outbox_limit, stats=self.stats, gate=self.meter_gate)
         self._outbox_drain_s = config.outbox_drain_s
         self._sessions = Sessions(
             self.outbox, self._topology, config=config, limit_kw=lambda cp, c: self._ledger.ev_limit_kw(cp, c)
         )
-        self._setpoints = SetpointTable(self.stats)
         self._ledger = Ledger(
             self._topology,
             self._setpoints.node_limit_kw,
@@ -246,6 +249,7 @@ class Executor:
             [SITE_TOPOLOGY, SETPOINT_COMMANDS], self.group, from_beginning=True
         )
         self._spawn(self._consume(), "executor-consume")
+        self._spawn(self._flush_meter(), "executor-meter-flush")
 
     async def stop(self) -> None:
         """Close every charger connection (1001), stop dispatchers and consumers; idempotent."""
@@ -265,6 +269,7 @@ class Executor:
         if self._consumer is not None:
             await self._consumer.close()
             self._consumer = None
+        self._publish_withheld(0.0)
         await self.outbox.close(self._outbox_drain_s)
 
     def held_setpoints(self) -> dict[tuple[str, int], float]:
@@ -385,7 +390,11 @@ class Executor:
             self._sessions.recover(session)
             self._ledger.transaction_started(session.charge_point_id, session.connector_id, session.transaction_id)
         for record in by_topic.get(SETPOINT_ACKS, []):
-            if (ack := self._decode_quietly(record)) and ack.session_id in open_sessions:
+            if not (ack := self._decode_quietly(record)):
+                continue
+            if ack.status == "Accepted" and ack.action == "SetChargingProfile" and ack.charging_rate_unit:
+                self._ctx.known_units[ack.charge_point_id] = ack.charging_rate_unit  # the newest one wins
+            if ack.session_id in open_sessions:
                 self._recover_ack(ack, open_sessions[ack.session_id])
         for record in by_topic.get(SETPOINT_COMMANDS, []):
             if (value := self._decode_quietly(record)) is not False:
@@ -461,6 +470,16 @@ class Executor:
                 self._changed(cp)
             await self._consumer.commit()
 
+    async def _flush_meter(self) -> None:
+        """Publish withheld meter readings that no newer one followed (:mod:`executor.telemetry`)."""
+        while True:
+            await asyncio.sleep(METER_SWEEP_S)
+            self._publish_withheld(METER_QUIET_S)
+
+    def _publish_withheld(self, quiet_s: float) -> None:
+        for session in self.meter_gate.due(quiet_s):
+            self.outbox.put(ACTIVE_SESSIONS, session.session_id, encode(session))  # past the gate
+
     # -- chargers --------------------------------------------------------------------------------------
 
     def _wake(self, charge_point_id: str) -> None:
@@ -469,12 +488,21 @@ class Executor:
             dispatcher.wake()
 
     def _changed(self, charge_point_id: str) -> None:
-        """Something that bears on the charger's site moved: every dispatcher on that site re-plans."""
+        """Something that bears on the charger's site moved: the charger re-plans, and so does every other
+        dispatcher on that site with an increase held back.
+
+        What one charger's change can alter in another's plan is only the ledger's verdict on a held-back
+        increase (:func:`executor.planning.plan_charger` asks the ledger nothing else), so a dispatcher
+        with nothing held back has nothing to re-plan; one that is busy re-plans after its call anyway.
+        (Waking the whole site instead made every answer re-plan every charger of the site.)
+        """
         self._wake(charge_point_id)
         info = self._topology.charger(charge_point_id)
         if info is not None:  # the site's chargers from topology's index, not a scan of every dispatcher
             for cp in self._topology.site_chargers(info.site_id):
-                self._wake(cp)
+                dispatcher = self._dispatchers.get(cp)
+                if dispatcher is not None and dispatcher.held_back:
+                    dispatcher.wake()
 
     async def _publish_ack(self, ack: SetpointAck) -> None:
         self.outbox.publish(SETPOINT_ACKS, ack)  # never waits for the transport

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ocpp import messages as ocpp_messages
+from ocpp.charge_point import camel_to_snake_case, remove_nones, serialize_as_dict, snake_to_camel_case
 from ocpp.exceptions import (
     InternalError,
     OCPPError,
@@ -140,6 +141,13 @@ class RobustRouting:
     _response_queue: asyncio.Queue[Any]
     start: Callable[[], Awaitable[None]]
     _send: Callable[[str], Awaitable[None]]
+    _call_lock: asyncio.Lock
+    _unique_id_generator: Callable[[], Any]
+    _get_specific_response: Callable[[str, float], Awaitable[Any]]
+    _response_timeout: float
+    _ocpp_version: str
+    _call_result: Any
+    logger: logging.Logger
     _handle_call: Callable[[Any], Awaitable[None]]
     last_message_at: datetime | None = None
     """Clock time of the last frame received from the charger (``GET /status``); ``None`` before any."""
@@ -159,6 +167,38 @@ class RobustRouting:
             await self.start()
         except ConnectionClosed:
             return
+
+    async def call(self, payload: Any, suppress: bool = True, unique_id: Any = None, skip_schema_validation=False):
+        """The library's ``ChargePoint.call`` (same arguments, answer and errors), except that the request
+        is not validated against its JSON schema before it is sent; the charger's answer still is.
+
+        Every request this central system sends is built here from the library's typed payloads
+        (:meth:`build_set_charging_profile` and the like), and the test charge points validate each one
+        against the schema as they receive it. Validating it again on every call cost more than half of
+        the central side's CPU per SetChargingProfile (``benchmarks/latency.py``, executor dispatch), on
+        the path a fan-out of new limits waits for.
+        """
+        wire = remove_nones(snake_to_camel_case(serialize_as_dict(payload)))
+        message = Call(
+            unique_id=unique_id if unique_id is not None else str(self._unique_id_generator()),
+            action=payload.__class__.__name__,
+            payload=wire,
+        )
+        async with self._call_lock:
+            await self._send(message.to_json())
+            try:
+                response = await self._get_specific_response(message.unique_id, self._response_timeout)
+            except TimeoutError:
+                raise TimeoutError(f"Waited {self._response_timeout}s for response on {message.to_json()}.") from None
+        if response.message_type_id == MessageType.CallError:
+            self.logger.warning("Received a CALLError: %s'", response)
+            if suppress:
+                return None
+            raise response.to_exception()
+        if not skip_schema_validation:
+            response.action = message.action
+            await ocpp_messages.validate_payload(response, self._ocpp_version)
+        return getattr(self._call_result, message.action)(**camel_to_snake_case(response.payload))
 
     async def wait_first_message(self, timeout_s: float) -> None:
         try:

@@ -295,6 +295,7 @@ async def test_charger_that_accepts_only_power_gets_watts(make_executor, transpo
         # the cut from the rating goes before the fail-safe profiles: wait for both
         await wait_for(lambda: cp.tx_profiles and cp.of("TxDefaultProfile"), what="SetChargingProfile")
         assert cp.tx_profiles == [profile(tx, 6900.0, unit="W")]
+        await wait_for(lambda: cp.of("TxDefaultProfile"), what="TxDefaultProfile")  # it may follow the TxProfile
         assert cp.of("TxDefaultProfile")[0]["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"] == [
             {"startPeriod": 0, "limit": 4140.0, "numberPhases": 3}
         ]

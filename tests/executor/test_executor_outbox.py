@@ -85,7 +85,7 @@ def transport() -> GatedTransport:  # overrides the conftest's: the executor pub
 async def test_a_transport_that_blocks_forever_does_not_delay_the_callresult(make_executor, transport):
     from tests.kits.ocpp import open_charge_point
 
-    executor = await make_executor(outbox_drain_s=0.2)
+    executor = await make_executor(outbox_drain_s=0.2, meter_heartbeat_s=0)  # every reading goes to the outbox
     fast(executor.outbox)
     async with open_charge_point(executor.port) as cp:
         await cp.boot()

@@ -95,3 +95,64 @@ async def test_a_restart_inside_the_ev_lag_does_not_spend_headroom_a_cut_has_not
         assert (raise_b.sent_at - cut.answered_at).total_seconds() >= lag_s
         await site.clock.sleep(lag_s)
         assert site.meter.peak_kw() <= NODE_KW + 1e-6
+
+
+def _calls(cp) -> list[str]:
+    """The actions the central system called on ``cp``, in order (TxProfile calls as ``TxProfile <unit>``)."""
+    out = []
+    for frame in cp.frames:
+        if isinstance(frame, list) and frame[:1] == [2]:
+            if frame[2] == "SetChargingProfile":
+                profile = frame[3]["csChargingProfiles"]
+                unit = profile["chargingSchedule"]["chargingRateUnit"]
+                out.append(f"{profile['chargingProfilePurpose']} {unit}")
+            else:
+                out.append(frame[2])
+    return out
+
+
+async def _restart_with_profile_held(transport, make_executor, units_after: str):
+    """CP1 holds a 16 A TxProfile from a first executor; a second one starts on the same topics and CP1
+    reconnects (no reboot) accepting ``units_after``; returns the second executor's calls to CP1."""
+    from ocpp.v16 import call
+
+    from pipeline.transport import publish
+    from tests.kits.ocpp import command, open_charge_point
+
+    first = await make_executor()
+    async with open_charge_point(first.port) as cp:
+        await cp.boot()
+        tx = await cp.start_tx()
+        await publish(transport, "ocpp.setpoint.commands", command(tx=tx, setpoint_a=16.0))
+        await wait_for(lambda: first.held_setpoints() == {("CP1", 1): 16.0}, what="held")
+    await first.stop()
+    second = await make_executor()
+    async with open_charge_point(second.port) as cp:
+        cp.rate_units = units_after
+        await cp.call(call.StatusNotification(connector_id=1, error_code="NoError", status="Charging"))
+        await wait_for(lambda: second.idle, what="idle")
+        return _calls(cp), second
+
+
+async def test_a_restarted_executor_restates_a_limit_in_the_unit_it_was_accepted_in_before_asking(
+    transport, make_executor
+):
+    """The acks say CP1 accepted its TxProfile in A: after a restart the resend goes first, and the rate unit
+    is asked right after it (one exchange less before the limit is restated)."""
+    calls, _ = await _restart_with_profile_held(transport, make_executor, "Current,Power")
+    assert calls[:2] == ["TxProfile A", "GetConfiguration"]
+    assert "ChargePointMaxProfile A" in calls and calls.count("TxProfile A") == 1
+
+
+async def test_a_charger_that_no_longer_accepts_the_known_unit_gets_everything_again_in_its_unit(
+    transport, make_executor
+):
+    calls, executor = await _restart_with_profile_held(transport, make_executor, "Power")
+    assert calls[:2] == ["TxProfile A", "GetConfiguration"]
+    await wait_for(lambda: executor.held_setpoints() == {("CP1", 1): 11040.0}, what="held in W")
+    assert "TxProfile W" in _calls_after(calls, "GetConfiguration")
+    assert "ChargePointMaxProfile A" not in calls
+
+
+def _calls_after(calls: list[str], action: str) -> list[str]:
+    return calls[calls.index(action) + 1 :]

@@ -208,3 +208,104 @@ def test_transaction_ids_track_wall_clock_and_never_repeat():
     restarted = TransactionIds(lambda: now[0] + 10)  # a restart 10 s later starts above the old ids
     assert restarted.next() == 1_010
     assert all(i < 2**31 for i in issued)
+
+
+def _reading(tx: int, seconds: float, power_w: float, energy_wh: float) -> call.MeterValues:
+    return call.MeterValues(
+        connector_id=1,
+        transaction_id=tx,
+        meter_value=[
+            {
+                "timestamp": iso(at(seconds)),
+                "sampledValue": [
+                    {"value": f"{power_w:.0f}", "measurand": "Power.Active.Import", "unit": "W"},
+                    {"value": f"{energy_wh:.0f}", "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
+                ],
+            }
+        ],
+    )
+
+
+async def test_readings_that_move_nothing_the_views_read_wait_for_the_heartbeat(charge_point, transport, executor):
+    """Every 5 s a reading whose power moves by less than 0.1 kW and energy by less than 0.5 kWh: only the
+    first is published at once (the 120 s heartbeat is the sweep's, below); a 0.2 kW move is published at
+    once; at the executor's stop the withheld reading is published."""
+    async with charge_point() as cp:
+        await cp.boot()
+        tx = await cp.start_tx(connector_id=1, meter_start=1000, when=T0)
+        for i in range(1, 26):  # 5 s .. 125 s
+            await cp.call(_reading(tx, 5 * i, 7400 + (50 if i % 2 else 0), 1000 + 10 * i))
+        await cp.call(_reading(tx, 130, 7650, 1270))
+        await cp.call(_reading(tx, 135, 7660, 1280))
+        await executor.stop()
+    records = transport.log(SESSIONS)
+    published = [json.loads(r.value)["sampled_at"] if r.value else None for r in records]
+    assert published == [
+        None,
+        "2025-01-06T08:00:05Z",
+        "2025-01-06T08:02:10Z",
+        "2025-01-06T08:02:15Z",  # withheld, then published when the executor stopped
+    ]
+    assert fields(records[2])["current_power_kw"] == 7.65
+    assert (executor.meter_gate.withheld, executor.meter_gate.flushed) == (25, 1)
+
+
+def test_meter_publish_rules():
+    from executor.telemetry import meter_publish_due
+    from pipeline.contracts.topics import ActiveSession
+
+    base = ActiveSession.model_validate(
+        session_json(1, current_power_kw=7.0, energy_kwh=1.0, soc_pct=50.0, sampled_at="2025-01-06T08:00:00Z")
+    )
+
+    def due(heartbeat_s: float = 120.0, setpoint_at=None, **changes) -> bool:
+        changes.setdefault("sampled_at", at(5))
+        return meter_publish_due(base, base.model_copy(update=changes), heartbeat_s, setpoint_at)
+
+    assert not due(current_power_kw=7.09, energy_kwh=1.49, soc_pct=50.9)
+    assert not due(charger_sampled_at=at(4))  # the charger's own time moves with every reading
+    assert due(current_power_kw=6.9)  # a 0.1 kW move
+    assert due(current_power_kw=None)  # the power went away
+    assert due(energy_kwh=1.5) and due(soc_pct=51.0)
+    assert due(ev_max_power_kw=11.0)  # not a meter field: at once
+    assert due(heartbeat_s=0)  # the gate off
+    # the deviation alert watches the power from 60 s after the setpoint: the first reading from then goes
+    assert due(setpoint_at=at(-58)) and not due(setpoint_at=at(-70)) and not due(setpoint_at=at(-54))
+    first = base.model_copy(update={"sampled_at": None, "current_power_kw": None})
+    assert meter_publish_due(first, base)  # the first reading
+
+
+def test_a_withheld_reading_with_no_newer_one_is_published_after_the_quiet_time():
+    """So a charger that stops reporting has its last reading published: its meter turns stale 600 s after
+    that reading, not after an older one."""
+    from executor.telemetry import MeterGate
+    from pipeline.contracts.topics import ActiveSession
+
+    now = [0.0]
+    gate = MeterGate(monotonic=lambda: now[0])
+    first = ActiveSession.model_validate(session_json(1, current_power_kw=7.0, sampled_at="2025-01-06T08:00:00Z"))
+    assert gate.admit(SESSIONS, "CP1-1", first)
+    later = first.model_copy(update={"sampled_at": at(5)})
+    assert not gate.admit(SESSIONS, "CP1-1", later)
+    now[0] = 29.0
+    assert gate.due(30.0) == []
+    now[0] = 30.0
+    assert gate.due(30.0) == [later]
+    assert gate.due(0.0) == []  # once
+    assert not gate.admit(SESSIONS, "CP1-1", later.model_copy(update={"sampled_at": at(10)}))  # judged on it
+    assert gate.admit(SESSIONS, "CP1-1", None)  # a tombstone forgets the withheld one
+    assert gate.due(0.0) == []
+
+
+def test_the_sweep_publishes_readings_a_heartbeat_after_the_last_published_one():
+    from executor.telemetry import MeterGate
+    from pipeline.contracts.topics import ActiveSession
+
+    gate = MeterGate(heartbeat_s=120.0, monotonic=lambda: 0.0)
+    first = ActiveSession.model_validate(session_json(1, current_power_kw=7.0, sampled_at="2025-01-06T08:00:00Z"))
+    assert gate.admit(SESSIONS, "CP1-1", first)
+    assert not gate.admit(SESSIONS, "CP1-1", first.model_copy(update={"sampled_at": at(119)}))
+    assert gate.due() == []  # not quiet, not a heartbeat yet
+    beat = first.model_copy(update={"sampled_at": at(120)})
+    assert not gate.admit(SESSIONS, "CP1-1", beat)  # withheld until the sweep
+    assert gate.due() == [beat]

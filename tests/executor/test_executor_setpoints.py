@@ -103,6 +103,32 @@ def test_break_before_make_waits_for_the_ack_and_the_ev_lag():
     assert ledger.check_increase("B", 1, kw(20), at(11)) is None
 
 
+def test_an_increase_within_what_a_transaction_started_unprotected_may_draw_waits_only_for_its_own_lag():
+    """A started before any profile of its charger was acknowledged (bounded by its rating), so its TxDefault
+    cut at 2 s bounds it at the rating until 12 s: raising it to 20 A adds nothing before then, and B's cut
+    (acknowledged at 0 s) has passed its lag by 12 s, so the increase goes at once instead of at 10 s. The
+    same increase from a connector without such a cover still waits for B's lag."""
+    _, ledger = node_32a()
+    for cp in "AB":
+        ledger.transaction_started(cp, 1, "1")
+    ledger.station_profile("B", "TxDefault", kw(6), at(-40))
+    ledger.answered("B", 1, "1", kw(16), "Accepted", at(-30))
+    ledger.answered("B", 1, "1", kw(10), "Accepted", T0)  # B cut 16 -> 10 A: B may draw 16 A until 10 s
+    ledger.station_profile("A", "TxDefault", kw(6), at(2))  # A: the rating -> the floor, lag until 12 s
+    assert ledger.check_increase("A", 1, kw(20), at(3)) is None
+    blocked = ledger.check_increase("A", 1, kw(32.1), at(3))  # more than the rating cover: waits for B
+    assert blocked is not None and blocked.until == at(10).timestamp()
+    assert ledger.bound_kw("B", 1, at(3)) == kw(16)  # the look-ahead pruned nothing
+    _, plain = node_32a()
+    for cp in "AB":
+        plain.transaction_started(cp, 1, "1")
+        plain.station_profile(cp, "TxDefault", kw(6), at(-40))
+    plain.answered("B", 1, "1", kw(16), "Accepted", at(-30))
+    plain.answered("B", 1, "1", kw(10), "Accepted", T0)
+    blocked = plain.check_increase("A", 1, kw(20), at(3))
+    assert blocked is not None and blocked.until == at(10).timestamp()
+
+
 def test_in_flight_and_unknown_answers_count_as_drawing():
     _, ledger = node_32a()
     for cp in "AB":

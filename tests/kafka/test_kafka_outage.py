@@ -43,7 +43,10 @@ async def test_a_broker_outage_answers_chargers_and_logs_two_lines(restartable_b
     probe = KafkaTransport(settings)
     for node in NODES:
         await publish(probe, "site.topology", node)
-    process = await start_loop(KafkaTransport(settings), executor=ExecutorConfig(port=0, metrics=False))
+    # every reading published (the meter gate off): this is about the outbox riding out the outage
+    process = await start_loop(
+        KafkaTransport(settings), executor=ExecutorConfig(port=0, metrics=False, meter_heartbeat_s=0)
+    )
     executor = process.executor
     charger = RecordingCharger("CP1")
     try:
