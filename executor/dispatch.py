@@ -158,18 +158,18 @@ class ChargerDispatcher:
             self._prepared = True
             while True:
                 self._wake.clear()
-                call, slot, clock_at, real_at = self._plan()
-                if known is not None and (call is None or call.reason not in _URGENT):
-                    known = None  # the urgent calls went in the unit the charger last accepted; now ask
-                    await self._verify_unit()
-                    continue
-                if call is None:
-                    self.busy = self._wake.is_set()
-                    self._due = (clock_at, real_at)
-                    await self._sleep(clock_at, real_at)
-                    self.busy = True
-                    continue
-                try:
+                try:  # a defect in planning or sending must not stop the charger's dispatcher for good
+                    call, slot, clock_at, real_at = self._plan()
+                    if known is not None and (call is None or call.reason not in _URGENT):
+                        known = None  # the urgent calls went in the unit the charger last accepted; now ask
+                        await self._verify_unit()
+                        continue
+                    if call is None:
+                        self.busy = self._wake.is_set()
+                        self._due = (clock_at, real_at)
+                        await self._sleep(clock_at, real_at)
+                        self.busy = True
+                        continue
                     await self._execute(call, slot)
                 except ConnectionClosed:
                     raise

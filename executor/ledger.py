@@ -436,11 +436,12 @@ class Ledger:
         c = self._connectors.get((cp, connector_id))
         if c is None:
             return t
-        return max([t, *(until for until, kw in c.cooling if until > t and kw >= new_kw - EPS_KW)])
+        return max([t, *(until for until, d in c.cooling if until > t and d.kw >= new_kw - EPS_KW)])
 
     def _bound_at(self, c: _Connector, t: float) -> float:
         """:meth:`bound_kw` at epoch seconds ``t`` (later than now), from what is known now; prunes nothing."""
-        return max([self._in_force(c.cp, c), c.in_flight_kw or 0.0, *(kw for until, kw in c.cooling if until > t)])
+        flight = [c.in_flight.at(t).kw] if c.in_flight is not None else []
+        return max([self._in_force(c.cp, c).at(t).kw, *flight, *(d.kw for until, d in c.cooling if until > t)])
 
     def _in_group(self, cp: str, level: str, group: str) -> bool:
         node, site = self._groups(cp)
