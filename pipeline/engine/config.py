@@ -7,6 +7,7 @@ deployment settings use it as their ``engine`` section (``PIPELINE_ENGINE__TICK_
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,8 +20,9 @@ class EngineConfig(BaseModel):
     ``tick_s`` is the period of a full re-evaluation with no input, a safety net (``NOW()`` filters fire at
     their own instants, see :mod:`pipeline.engine.boundaries`), ``poll_s`` how long one poll for input
     waits at most (less when a temporal boundary comes sooner), ``batch_max`` the most input records per micro-batch,
-    ``catch_up_timeout_s`` the bound on the start-up read of the inputs, and ``sql_dir`` the RisingWave SQL
-    to run (``None``: the ``sql/`` shipped with the pipeline).
+    ``catch_up_timeout_s`` the bound on the start-up read of the inputs, ``sql_dir`` the RisingWave SQL
+    to run (``None``: the ``sql/`` shipped with the pipeline), and ``backend`` the embedded database
+    (:mod:`pipeline.engine.backend`; ``PIPELINE_ENGINE__BACKEND=duckdb`` in the deployment settings).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -30,3 +32,6 @@ class EngineConfig(BaseModel):
     batch_max: int = Field(5000, ge=1, description="most input records per micro-batch")
     catch_up_timeout_s: float = Field(300.0, gt=0, description="start-up read of the inputs, s")
     sql_dir: Path | None = Field(None, description="sql/ to run (default: the one shipped with the pipeline)")
+    backend: Literal["sqlite", "duckdb"] = Field(
+        "duckdb", description="embedded database: sqlite (per-site evaluations) or duckdb (whole-fleet ones)"
+    )
