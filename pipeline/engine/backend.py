@@ -109,7 +109,7 @@ class Backend(ABC):
         """A DuckDB connection holding every table and view under its ``sql/`` name, for readers (Postgres
         wire). Call :meth:`sync_readers` before each read to bring it up to the last evaluation."""
 
-    def sync_readers(self) -> None:
+    def sync_readers(self) -> None:  # noqa: B027 (optional hook)
         """Bring :meth:`read_connection` up to date (nothing to do when it is the engine's own)."""
 
     def note_input(self, name: str, scope: Scope) -> None:  # noqa: B027 (optional hook)
