@@ -147,6 +147,7 @@ class EmbeddedEngine:
         self.evaluations = 0
         self.last_eval_ms = 0.0
         self._columns: dict[str, list[str]] = {}
+        self._declared: dict[str, list[str]] = {}  # per input table: its declared columns (obj.columns parses)
         self._topic: dict[str, str] = {}  # per input and sink: its topic
         for obj in self.objects:
             topic = obj.topic
@@ -174,6 +175,7 @@ class EmbeddedEngine:
                 self.inputs[topic] = obj
                 self._topic[obj.name] = topic
                 self._columns[obj.name] = obj.stored_columns
+                self._declared[obj.name] = obj.columns
         site_keyed = {name for name, cols in self._columns.items() if SITE_COLUMN in cols}
         self.backend.prepare(self.views, site_keyed)
         self.unbounded: list[str] = []  # NOW() uses with no boundary (the tick covers them), as "view: SQL"
@@ -253,7 +255,7 @@ class EmbeddedEngine:
             batches.setdefault(topic, []).append((key, record))
             count += 1
             upsert_key = TOPICS[topic].key if obj.format == "upsert" else None
-            touched = self.sites.sites(obj.name, obj.columns, upsert_key, key, record)
+            touched = self.sites.sites(obj.name, self._declared[obj.name], upsert_key, key, record)
             self._dirty[obj.name] = union(self._dirty.get(obj.name, frozenset()), touched)
         with self.lock:
             self.backend.begin()  # readers see a batch whole or not at all
@@ -271,10 +273,11 @@ class EmbeddedEngine:
                         rows: list[tuple[str | None, Any]] = [(k, r) for k, r in latest.items() if r is not None]
                     else:
                         rows = [(k, r) for k, r in batch if r is not None]
-                    with_key = key_col is not None and key_col not in obj.columns
+                    declared = self._declared[obj.name]
+                    with_key = key_col is not None and key_col not in declared
                     values = [
                         (
-                            *(_plain(getattr(r, c, None)) for c in obj.columns),
+                            *(_plain(getattr(r, c, None)) for c in declared),
                             *((None if k is None else k.encode(),) if with_key else ()),
                         )
                         for k, r in rows

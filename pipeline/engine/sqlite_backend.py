@@ -46,7 +46,7 @@ from sqlglot import exp
 from pipeline.engine.backend import Backend, Scope
 from pipeline.engine.boundaries import is_now
 from pipeline.engine.duckdb_backend import duckdb_ddl
-from pipeline.engine.partition import ALL, SITE_COLUMN, restrict, union
+from pipeline.engine.partition import ALL, SITE_COLUMN, union
 from pipeline.sqlmodel.objects import SqlError, SqlObject
 
 NOW_PARAM = "now"
@@ -209,7 +209,10 @@ def _join_keys(query: exp.Expr) -> set[tuple[str, str]]:
             continue
         alias = target.alias_or_name
         for eq in on.find_all(exp.EQ):
-            for side in (eq.this, eq.expression):
+            sides = (eq.this, eq.expression)
+            if not all(isinstance(side, exp.Column) for side in sides):
+                continue  # a filter on a constant: an index there only misleads the planner
+            for side in sides:
                 if isinstance(side, exp.Column) and side.table == alias:
                     keys.add((target.name, side.name))
     return keys
@@ -227,12 +230,21 @@ class _Piece:
 
 
 def _pieces(name: str, body: exp.Query) -> list[_Piece]:
-    """``body`` (a view's query) as one piece per top-level CTE, each read by the later ones as the table
-    ``<name>__<cte>``, and the view's own query last."""
+    """``body`` (a view's query) as one piece per top-level CTE worth a table (read more than once, or
+    joined to), each read by the later pieces as the table ``<name>__<cte>``, and the view's own query
+    last. The other CTEs stay inline, in the ``WITH`` of the pieces that read them."""
     body = body.copy()
     with_ = body.args.get("with_")
     ctes = list(with_.expressions) if isinstance(with_, exp.With) else []
-    tables = {cte.alias: f"{name}__{cte.alias}" for cte in ctes}
+    aliases = {cte.alias for cte in ctes}
+    reads: dict[str, int] = {}
+    joined: set[str] = set()
+    for table in body.find_all(exp.Table):
+        if table.name in aliases and not table.args.get("db"):
+            reads[table.name] = reads.get(table.name, 0) + 1
+            if isinstance(table.parent, exp.Join) and table.parent.this is table:
+                joined.add(table.name)
+    tables = {a: f"{name}__{a}" for a in aliases if reads.get(a, 0) > 1 or a in joined}
 
     def rename(node: exp.Expr) -> exp.Expr:
         if isinstance(node, exp.Table) and not node.args.get("db") and node.name in tables:
@@ -241,10 +253,52 @@ def _pieces(name: str, body: exp.Query) -> list[_Piece]:
             return table
         return node
 
-    pieces = [_Piece(tables[cte.alias], cte.this.transform(rename)) for cte in ctes]
+    inline = {cte.alias: cte.transform(rename) for cte in ctes if cte.alias not in tables}
+
+    def with_inline(query: exp.Query) -> exp.Query:
+        needed: set[str] = set()
+        stack = [query]
+        while stack:
+            for table in stack.pop().find_all(exp.Table):
+                if table.name in inline and table.name not in needed:
+                    needed.add(table.name)
+                    stack.append(inline[table.name].this)
+        kept = [inline[cte.alias].copy() for cte in ctes if cte.alias in needed]
+        query.set("with_", exp.With(expressions=kept) if kept else None)
+        return query
+
+    pieces = [_Piece(tables[cte.alias], with_inline(cte.this.transform(rename))) for cte in ctes if cte.alias in tables]
     body.set("with_", None)
-    pieces.append(_Piece(name, body.transform(rename)))
+    pieces.append(_Piece(name, with_inline(body.transform(rename))))
     return pieces
+
+
+def _restrict(query: exp.Expr, site_relations: set[str]) -> exp.Expr:
+    """``query`` with each read of a relation in ``site_relations`` limited to the dirty sites, as
+    :func:`pipeline.engine.partition.restrict` does, but as a condition where SQLite can still use the
+    relation's indexes: in the ``ON`` of an inner or left join, in the ``WHERE`` of the ``SELECT`` it is
+    the ``FROM`` of (both keep the same rows as reading the relation filtered). Elsewhere (a right or
+    full join, a join without ``ON``) the relation is replaced by the filtered subquery."""
+    query = query.copy()
+    ctes = {cte.alias for cte in query.find_all(exp.CTE)}
+    for table in list(query.find_all(exp.Table)):
+        if table.name in ctes or table.name not in site_relations or table.args.get("db"):
+            continue
+        cond = exp.column(SITE_COLUMN, table=table.alias_or_name).isin(query=_sqlite_sites())
+        parent = table.parent
+        if (
+            isinstance(parent, exp.Join)
+            and parent.this is table
+            and parent.side in ("", "LEFT")
+            and parent.args.get("on") is not None
+        ):
+            parent.set("on", exp.and_(parent.args["on"], cond))
+        elif isinstance(parent, exp.From) and isinstance(parent.parent, exp.Select):
+            parent.parent.where(cond, copy=False)
+        else:
+            only = exp.column(SITE_COLUMN).isin(query=_sqlite_sites())
+            table.replace(exp.select("*").from_(exp.to_table(table.name)).where(only).subquery(table.alias_or_name))
+    return query
 
 
 class SQLiteBackend(Backend):
@@ -317,7 +371,7 @@ class SQLiteBackend(Backend):
         keys: set[tuple[str, str]] = set()
         for view in views:
             if view.name in site_keyed:
-                restricted = restrict(view.ast.expression, site_keyed, _sqlite_sites())
+                restricted = _restrict(view.ast.expression, site_keyed)
                 assert isinstance(restricted, exp.Query)
                 self._partial[view.name] = _pieces(view.name, restricted)
                 in_scope = f" WHERE {SITE_COLUMN} IN (SELECT {SITE_COLUMN} FROM {DIRTY_TABLE})"
@@ -440,7 +494,7 @@ class SQLiteBackend(Backend):
 
     def render(self, query: exp.Query, site_relations: set[str] | None = None) -> str:
         if site_relations:
-            query = restrict(query, site_relations, _sqlite_sites())  # type: ignore[assignment]
+            query = _restrict(query, site_relations)  # type: ignore[assignment]
         return to_sqlite(query)
 
     def boundary_rows(self, sql: str, scope: Scope) -> list[tuple[str | None, datetime]]:
