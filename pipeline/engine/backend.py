@@ -26,7 +26,7 @@ from sqlglot import exp
 from pipeline.sqlmodel.objects import SqlObject
 
 #: The names :func:`make_backend` knows.
-BACKENDS = ("duckdb", "sqlite")
+BACKENDS = ("duckdb", "sqlite", "hybrid")
 
 #: Site scope: a set of site ids, or ``None`` for every site (:data:`pipeline.engine.partition.ALL`).
 Scope = frozenset[str] | None
@@ -134,4 +134,8 @@ def make_backend(name: str, database: str = ":memory:") -> Backend:
         from pipeline.engine.sqlite_backend import SQLiteBackend
 
         return SQLiteBackend()
+    if name == "hybrid":
+        from pipeline.engine.hybrid_backend import HybridBackend
+
+        return HybridBackend()
     raise ValueError(f"unknown engine backend {name!r} (known: {', '.join(BACKENDS)})")

@@ -32,6 +32,8 @@ class EngineConfig(BaseModel):
     batch_max: int = Field(5000, ge=1, description="most input records per micro-batch")
     catch_up_timeout_s: float = Field(300.0, gt=0, description="start-up read of the inputs, s")
     sql_dir: Path | None = Field(None, description="sql/ to run (default: the one shipped with the pipeline)")
-    backend: Literal["sqlite", "duckdb"] = Field(
-        "duckdb", description="embedded database: sqlite (per-site evaluations) or duckdb (whole-fleet ones)"
+    backend: Literal["hybrid", "sqlite", "duckdb"] | None = Field(
+        None,
+        description="embedded database: hybrid (SQLite for a few sites, DuckDB for the fleet), sqlite or duckdb"
+        " (default: pipeline.engine.embedded.DEFAULT_BACKEND)",
     )

@@ -42,7 +42,15 @@ def duckdb_query(obj: SqlObject, site_relations: set[str] | None = None) -> str:
     """The DuckDB form of a view's query: ``NOW()`` bound to the engine clock, and every CTE that is
     read more than once materialized (DuckDB would otherwise inline it at each reference). With
     ``site_relations``, reads of those relations are restricted to the sites in ``$dirty_sites``."""
-    return _duckdb_sql(obj.ast.expression, site_relations)
+    key = (obj.name, obj.sql, frozenset(site_relations or ()))
+    sql = _QUERIES.get(key)
+    if sql is None:
+        sql = _QUERIES[key] = _duckdb_sql(obj.ast.expression, site_relations)
+    return sql
+
+
+#: duckdb_query's answers per (view, its SQL, site relations): every engine over the same sql/ shares them.
+_QUERIES: dict[tuple[str, str, frozenset[str]], str] = {}
 
 
 def _duckdb_sql(query: exp.Expr, site_relations: set[str] | None = None) -> str:
@@ -182,6 +190,46 @@ class DuckDBBackend(Backend):
         digest.update({site: (count, total) for site, count, total in rows})
         self._digest[name] = digest
         return frozenset(site for site in scope if digest.get(site) != known.get(site))
+
+    def rows(self, name: str, scope: Scope) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """The rows of relation ``name`` for ``scope`` (``None``: all): column names and rows."""
+        cols = [r[0] for r in self.con.execute(f'DESCRIBE "{name}"').fetchall()]
+        if scope is ALL or SITE_COLUMN not in cols:
+            cur = self.con.execute(f'SELECT * FROM "{name}"')
+        else:
+            cur = self.con.execute(f'SELECT * FROM "{name}" WHERE {SITE_COLUMN} IN (SELECT unnest(?))', [sorted(scope)])
+        return cols, cur.fetchall()
+
+    def replace_rows(self, name: str, scope: Scope, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Replace the rows of relation ``name`` for ``scope`` (``None``: all) by ``rows`` (Python values over
+        its columns, e.g. from another database); a view's digests follow, so its next refresh passes on
+        only what differs from these rows."""
+        types = self.con.execute(f'SELECT column_name, column_type FROM (DESCRIBE "{name}")').fetchall()
+        sited = any(c == SITE_COLUMN for c, _ in types)
+        if scope is ALL or not sited:
+            self.con.execute(f'DELETE FROM "{name}"')
+        else:
+            self.con.execute(f'DELETE FROM "{name}" WHERE {SITE_COLUMN} IN (SELECT unnest(?))', [sorted(scope)])
+        if rows:
+            unnest = ", ".join(f"unnest(${i}::{t}[])" for i, (_, t) in enumerate(types, 1))
+            self.con.execute(f'INSERT INTO "{name}" SELECT {unnest}', [list(col) for col in zip(*rows, strict=True)])
+        if name not in self._digest:
+            return
+        if not sited:
+            self._digest[name] = {ALL: self.con.execute(f'SELECT count(*), sum(hash(v)) FROM "{name}" AS v').fetchone()}
+            return
+        digest_sql = f'SELECT {SITE_COLUMN}, count(*), sum(hash(v)) FROM "{name}" AS v'
+        if scope is ALL:
+            found = self.con.execute(f"{digest_sql} GROUP BY {SITE_COLUMN}").fetchall()
+            self._digest[name] = {site: (count, total) for site, count, total in found}
+            return
+        found = self.con.execute(
+            f"{digest_sql} WHERE {SITE_COLUMN} IN (SELECT unnest(?)) GROUP BY {SITE_COLUMN}", [sorted(scope)]
+        ).fetchall()
+        digest = self._digest[name]
+        for site in scope:
+            digest.pop(site, None)
+        digest.update({site: (count, total) for site, count, total in found})
 
     def probe(self, query: exp.Query) -> bool:
         try:

@@ -44,15 +44,15 @@ from sqlglot import exp
 from pipeline.contracts.topics import TOPICS, RecordError, encode
 from pipeline.engine.backend import Backend, make_backend
 from pipeline.engine.boundaries import AT_COLUMN, BoundarySchedule, derive, is_now
-from pipeline.engine.config import EngineConfig
 from pipeline.engine.duckdb_backend import duckdb_ddl, to_duckdb
 from pipeline.engine.partition import ALL, SITE_COLUMN, SiteIndex, union
 from pipeline.sqlmodel.objects import DEFAULT_SQL_DIR, SqlError, SqlObject, load_objects, upsert_key_problem
 
 log = logging.getLogger(__name__)
 
-#: The backend an engine built without one uses (``EngineConfig.backend``'s default).
-DEFAULT_BACKEND: str = EngineConfig.model_fields["backend"].default
+#: The backend an engine built without one uses (and ``EngineConfig.backend`` unset): chosen by the
+#: measurements in the README (Performance, Engine).
+DEFAULT_BACKEND = "duckdb"
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ def duckdb_sites() -> exp.Select:
     return exp.select(exp.Unnest(expressions=[exp.Placeholder(this=SITES_PARAM)]))
 
 
-def restrict(query: exp.Expression, site_relations: set[str], sites: exp.Select | None = None) -> exp.Expression:
+def restrict(query: exp.Expr, site_relations: set[str], sites: exp.Select | None = None) -> exp.Expr:
     """``query`` with each read of a relation in ``site_relations`` replaced by the same relation filtered
     to ``site_id IN (sites)``: ``sites`` is a query of the dirty site ids, by default
     :func:`duckdb_sites` (a DuckDB named parameter holding a list of site ids).

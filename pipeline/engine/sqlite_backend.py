@@ -38,7 +38,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import reduce
-from typing import Any
+from typing import Any, cast
 
 import duckdb
 from sqlglot import exp
@@ -219,14 +219,30 @@ def _join_keys(query: exp.Expr) -> set[tuple[str, str]]:
 
 
 class _Piece:
-    """One statement of a view's refresh: fill ``table`` from ``select`` (SQLite SQL)."""
+    """One statement of a view's refresh: fill ``table`` from ``select`` (SQLite SQL); ``keys``: the
+    ``(relation, column)`` pairs its joins look up (:func:`_join_keys`)."""
 
-    __slots__ = ("ast", "select", "table")
+    __slots__ = ("keys", "select", "table")
 
     def __init__(self, table: str, ast: exp.Query) -> None:
         self.table = table
-        self.ast = ast
-        self.select = to_sqlite(ast)
+        self.keys = _join_keys(ast)
+        self.select = ast.transform(_rewrite, copy=False).sql("sqlite")
+
+
+#: Compiled pieces per (view, its SQL, the site-keyed relations or None for the full query): every engine
+#: over the same sql/ shares them (sqlglot's copies and generation cost ~0.1 s a view).
+_PIECES: dict[tuple[str, str, frozenset[str] | None], list[_Piece]] = {}
+
+
+def _compiled(obj: SqlObject, site_keyed: set[str] | None = None) -> list[_Piece]:
+    key = (obj.name, obj.sql, None if site_keyed is None else frozenset(site_keyed))
+    pieces = _PIECES.get(key)
+    if pieces is None:
+        body = obj.ast.expression if site_keyed is None else _restrict(obj.ast.expression, site_keyed)
+        assert isinstance(body, exp.Query)
+        pieces = _PIECES[key] = _pieces(obj.name, body)
+    return pieces
 
 
 def _pieces(name: str, body: exp.Query) -> list[_Piece]:
@@ -253,7 +269,7 @@ def _pieces(name: str, body: exp.Query) -> list[_Piece]:
             return table
         return node
 
-    inline = {cte.alias: cte.transform(rename) for cte in ctes if cte.alias not in tables}
+    inline = {cte.alias: cte.transform(rename, copy=False) for cte in ctes if cte.alias not in tables}
 
     def with_inline(query: exp.Query) -> exp.Query:
         needed: set[str] = set()
@@ -267,9 +283,13 @@ def _pieces(name: str, body: exp.Query) -> list[_Piece]:
         query.set("with_", exp.With(expressions=kept) if kept else None)
         return query
 
-    pieces = [_Piece(tables[cte.alias], with_inline(cte.this.transform(rename))) for cte in ctes if cte.alias in tables]
+    pieces = [
+        _Piece(tables[cte.alias], with_inline(cast(exp.Query, cte.this.transform(rename, copy=False))))
+        for cte in ctes
+        if cte.alias in tables
+    ]
     body.set("with_", None)
-    pieces.append(_Piece(name, with_inline(body.transform(rename))))
+    pieces.append(_Piece(name, with_inline(cast(exp.Query, body.transform(rename, copy=False)))))
     return pieces
 
 
@@ -302,16 +322,23 @@ def _restrict(query: exp.Expr, site_relations: set[str]) -> exp.Expr:
 
 
 class SQLiteBackend(Backend):
-    """In-memory SQLite (stdlib ``sqlite3``), with a DuckDB database of the same DDL for types and readers."""
+    """In-memory SQLite (stdlib ``sqlite3``), with a DuckDB database of the same DDL for types and readers.
+
+    ``catalog``: a DuckDB connection whose tables and views someone else creates (the hybrid adapter's);
+    without one the adapter keeps its own.
+    """
 
     name = "sqlite"
 
-    def __init__(self) -> None:
+    def __init__(self, catalog: duckdb.DuckDBPyConnection | None = None) -> None:
         self.con = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False, cached_statements=4096)
         self.con.execute("PRAGMA temp_store = MEMORY")
         self.con.execute(f"CREATE TEMP TABLE {DIRTY_TABLE} ({SITE_COLUMN} TEXT PRIMARY KEY)")
-        self.catalog = duckdb.connect(":memory:")
-        self.catalog.execute("SET TimeZone = 'UTC'")
+        self._own_catalog = catalog is None
+        if catalog is None:
+            catalog = duckdb.connect(":memory:")
+            catalog.execute("SET TimeZone = 'UTC'")
+        self.catalog = catalog
         self._dirty_held: frozenset[str] | None = frozenset()  # what DIRTY_TABLE holds (None: unknown)
         self._now = 0
         self._types: dict[str, dict[str, str]] = {}  # relation -> column -> DuckDB type
@@ -334,9 +361,13 @@ class SQLiteBackend(Backend):
         columns = ", ".join(f'"{c}" {_sqlite_type(t)}' for c, t in types.items())
         self.con.execute(f'CREATE TABLE "{name}" ({columns})')
 
+    def _catalog_ddl(self, obj: SqlObject) -> None:
+        if self._own_catalog:
+            for statement in duckdb_ddl(obj):
+                self.catalog.execute(statement)
+
     def create_input(self, obj: SqlObject) -> None:
-        for statement in duckdb_ddl(obj):
-            self.catalog.execute(statement)
+        self._catalog_ddl(obj)
         types = self._describe(obj.name)
         self._create_table(obj.name, types)
         stored = obj.stored_columns
@@ -350,10 +381,9 @@ class SQLiteBackend(Backend):
             self.con.execute(f'CREATE INDEX "{obj.name}__key" ON "{obj.name}" ("{obj.key_column}")')
 
     def create_view(self, obj: SqlObject) -> list[str]:
-        for statement in duckdb_ddl(obj):
-            self.catalog.execute(statement)
+        self._catalog_ddl(obj)
         types = self._describe(obj.name)
-        pieces = _pieces(obj.name, obj.ast.expression)
+        pieces = _compiled(obj)
         try:
             for piece in pieces[:-1]:
                 self.con.execute(
@@ -371,13 +401,11 @@ class SQLiteBackend(Backend):
         keys: set[tuple[str, str]] = set()
         for view in views:
             if view.name in site_keyed:
-                restricted = _restrict(view.ast.expression, site_keyed)
-                assert isinstance(restricted, exp.Query)
-                self._partial[view.name] = _pieces(view.name, restricted)
+                self._partial[view.name] = _compiled(view, site_keyed)
                 in_scope = f" WHERE {SITE_COLUMN} IN (SELECT {SITE_COLUMN} FROM {DIRTY_TABLE})"
                 self._diff_sql[view.name] = (self._diff(view.name, ""), self._diff(view.name, in_scope))
             for piece in self._full[view.name] + self._partial.get(view.name, []):
-                keys |= _join_keys(piece.ast)
+                keys |= piece.keys
         keys |= {(name, SITE_COLUMN) for name in site_keyed}
         tables = {r[0] for r in self.con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         for table, column in sorted(keys):
@@ -404,9 +432,7 @@ class SQLiteBackend(Backend):
     # -- writes ------------------------------------------------------------------------------------
     def write(self, obj: SqlObject, delete_keys: Sequence[bytes], rows: Sequence[tuple[Any, ...]]) -> None:
         if delete_keys:
-            self.con.executemany(
-                f'DELETE FROM "{obj.name}" WHERE "{obj.key_column}" = ?', [(k,) for k in delete_keys]
-            )
+            self.con.executemany(f'DELETE FROM "{obj.name}" WHERE "{obj.key_column}" = ?', [(k,) for k in delete_keys])
         if rows:
             sql, convert = self._insert[obj.name]
             if any(convert):
@@ -500,7 +526,9 @@ class SQLiteBackend(Backend):
     def boundary_rows(self, sql: str, scope: Scope) -> list[tuple[str | None, datetime]]:
         if scope is not ALL:
             self._hold(scope)
-        return [(site, EPOCH + timedelta(microseconds=at)) for site, at in self.con.execute(sql, {NOW_PARAM: self._now})]
+        return [
+            (site, EPOCH + timedelta(microseconds=at)) for site, at in self.con.execute(sql, {NOW_PARAM: self._now})
+        ]
 
     def sink_rows(self, sink: SqlObject, scope: Scope) -> tuple[list[str], list[tuple[Any, ...]]]:
         select = to_sqlite(sink.ast.expression)
@@ -551,6 +579,42 @@ class SQLiteBackend(Backend):
             raise
         self.catalog.execute("COMMIT")
 
+    def rows(self, name: str, scope: Scope) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """The rows of relation ``name`` for ``scope`` (``None``: all), as Python values (DuckDB's types)."""
+        types = self._types[name]
+        quoted = ", ".join(f'"{c}"' for c in types)
+        if scope is ALL or SITE_COLUMN not in types:
+            cur = self.con.execute(f'SELECT {quoted} FROM "{name}"')
+        else:
+            self._hold(scope)
+            cur = self.con.execute(
+                f'SELECT {quoted} FROM "{name}" WHERE {SITE_COLUMN} IN (SELECT {SITE_COLUMN} FROM {DIRTY_TABLE})'
+            )
+        rows = cur.fetchall()
+        convert = [_out(t) for t in types.values()]
+        if any(convert):
+            rows = [tuple(v if f is None else f(v) for f, v in zip(convert, row, strict=True)) for row in rows]
+        return list(types), rows
+
+    def replace_rows(self, name: str, scope: Scope, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Replace the rows of relation ``name`` for ``scope`` (``None``: all) by ``rows`` (Python values over
+        its columns, e.g. from another database)."""
+        types = self._types[name]
+        if scope is ALL or SITE_COLUMN not in types:
+            self.con.execute(f'DELETE FROM "{name}"')
+        else:
+            self._hold(scope)
+            self.con.execute(f'DELETE FROM "{name}" WHERE {SITE_COLUMN} IN (SELECT {SITE_COLUMN} FROM {DIRTY_TABLE})')
+        if rows:
+            convert = [_in(t) for t in types.values()]
+            if any(convert):
+                rows = [
+                    tuple(v if f is None or v is None else f(v) for f, v in zip(convert, row, strict=True))
+                    for row in rows
+                ]
+            marks = ", ".join("?" for _ in types)
+            self.con.executemany(f'INSERT INTO "{name}" VALUES ({marks})', rows)
+
     def _copy(self, name: str, scope: Scope) -> None:
         types = self._types[name]
         columns = list(types)
@@ -569,7 +633,8 @@ class SQLiteBackend(Backend):
             return
         convert = [_out(t) for t in types.values()]
         lists = [
-            [v if f is None else f(v) for v in column] for f, column in zip(convert, zip(*rows, strict=True), strict=True)
+            [v if f is None else f(v) for v in column]
+            for f, column in zip(convert, zip(*rows, strict=True), strict=True)
         ]
         sql = self._mirror_insert.get(name)
         if sql is None:
@@ -583,4 +648,5 @@ class SQLiteBackend(Backend):
 
     def close(self) -> None:
         self.con.close()
-        self.catalog.close()
+        if self._own_catalog:
+            self.catalog.close()
