@@ -1,20 +1,21 @@
-"""The embedded engine: the same ``sql/`` run by DuckDB in-process, for one machine, demos and tests.
+"""The embedded engine: the same ``sql/`` run in-process on an embedded database, for one machine, demos
+and tests.
 
 RisingWave maintains materialized views incrementally; this engine does not pretend to. It is honest
-micro-batch recompute:
+micro-batch recompute, on a database chosen by :mod:`pipeline.engine.backend` (SQLite, DuckDB, or the
+hybrid of the two; ``EngineConfig.backend``):
 
-* tables and sources become DuckDB tables fed from the transport (upsert tables by the Kafka message
-  key, held as RisingWave holds it: the ``INCLUDE KEY AS`` column, the key's bytes, is the primary key,
-  and a tombstone deletes its row; append topics as inserts);
-* materialized views are transpiled by sqlglot (``risingwave`` in, ``duckdb`` out), with ``NOW()``
-  bound to the engine clock so temporal filters fire at the clock's time. Each becomes a query view
-  (``<name>__query``) and a table ``<name>`` that every evaluation refreshes in dependency order, so a
-  view is planned once per evaluation however many views read it, and readers see one consistent
-  snapshot; CTEs read more than once are materialized for the same reason;
+* tables and sources become tables fed from the transport (upsert tables by the Kafka message key, held
+  as RisingWave holds it: the ``INCLUDE KEY AS`` column, the key's bytes, is the primary key, and a
+  tombstone deletes its row; append topics as inserts);
+* materialized views are transpiled by sqlglot (``risingwave`` in, the backend's dialect out), with
+  ``NOW()`` bound to the engine clock so temporal filters fire at the clock's time. Each becomes a table
+  that every evaluation refreshes in dependency order, so a view is computed once per evaluation however
+  many views read it, and readers see one consistent snapshot;
 * evaluation is partitioned by site (:mod:`pipeline.engine.partition`): a batch that touches one site
-  re-runs each view for that site only, and a view whose rows for a site did not change (compared by
-  row count and the sum of row hashes per site) stops the change there. A *tick* (``timed=True``)
-  re-runs the views that read ``NOW()`` for every site, and passes on only the sites whose rows moved;
+  re-runs each view for that site only, and a view whose rows for a site did not change stops the change
+  there. A *tick* (``timed=True``) re-runs the views that read ``NOW()`` for every site, and passes on
+  only the sites whose rows moved;
 * the instants at which a ``NOW()`` comparison can next change a view's rows are known from the inputs
   (:mod:`pipeline.engine.boundaries`): per view and site the engine keeps the next one
   (:meth:`EmbeddedEngine.next_boundary`), and any evaluation at or after it re-runs that view for that
@@ -44,7 +45,7 @@ from sqlglot import exp
 from pipeline.contracts.topics import TOPICS, RecordError, encode
 from pipeline.engine.backend import Backend, make_backend
 from pipeline.engine.boundaries import AT_COLUMN, BoundarySchedule, derive, is_now
-from pipeline.engine.duckdb_backend import duckdb_ddl, to_duckdb
+from pipeline.engine.duckdb_backend import QUERY_SUFFIX, duckdb_ddl, to_duckdb
 from pipeline.engine.partition import ALL, SITE_COLUMN, SiteIndex, union
 from pipeline.sqlmodel.objects import DEFAULT_SQL_DIR, SqlError, SqlObject, load_objects, upsert_key_problem
 
@@ -482,4 +483,4 @@ class EmbeddedEngine:
         self.backend.close()
 
 
-__all__ = ["DEFAULT_BACKEND", "EmbeddedEngine", "RecordError", "SinkChange", "duckdb_ddl", "to_duckdb"]
+__all__ = ["DEFAULT_BACKEND", "QUERY_SUFFIX", "EmbeddedEngine", "RecordError", "SinkChange", "duckdb_ddl", "to_duckdb"]

@@ -97,8 +97,8 @@ class HybridBackend(Backend):
         changed since DuckDB last had them."""
         stale = self._stale["duck"]
         for name in names:
-            held = stale.get(name)
-            if held is None or (held is not ALL and not held):
+            held = stale.get(name, frozenset())
+            if held is not ALL and not held:
                 continue
             need: Scope = ALL
             if name in self._site_keyed and held is not ALL:
@@ -116,8 +116,8 @@ class HybridBackend(Backend):
         statement costs milliseconds. DuckDB's rows of those sites are then SQLite's to copy back."""
         stale = self._stale["lite"]
         for name in self._order:
-            held = stale.get(name)
-            if name not in names or held is None or (held is not ALL and not held):
+            held = stale.get(name, frozenset())
+            if name not in names or (held is not ALL and not held):
                 continue
             view = self._views[name]
             need: Scope = ALL
@@ -197,9 +197,16 @@ class HybridBackend(Backend):
         if self._use_lite(scope, name):
             self._ensure_lite(deps, scope)
             moved = self.lite.refresh_view(view, scope)
-            held = self._stale["lite"].get(name)
-            if held is not None:  # what SQLite held for these sites is replaced (compared against: a superset)
-                self._stale["lite"][name] = _subtract(held, scope) if name in self._site_keyed else frozenset()
+            held = self._stale["lite"].get(name, frozenset())
+            if held is ALL or held:
+                # SQLite compared against rows older than DuckDB's, which the later views read: the sites
+                # it held out of date count as moved
+                if name not in self._site_keyed:
+                    moved = ALL
+                    self._stale["lite"][name] = frozenset()
+                else:
+                    moved = union(moved, scope if held is ALL else held & scope)
+                    self._stale["lite"][name] = _subtract(held, scope)
             self._mark("duck", name, moved)
             return moved
         self._pull(deps | {name}, scope)
