@@ -45,6 +45,28 @@ def _subtract(stale: Scope, done: Scope) -> Scope:
     return stale - done
 
 
+_Write = tuple[SqlObject, Sequence[bytes] | None, Sequence[tuple[Any, ...]]]
+
+
+def _merged(queue: list[_Write]) -> list[_Write]:
+    """``queue`` with consecutive writes to one table folded into one (deletes ``None``: empty the table),
+    so a backlog of input batches costs DuckDB one statement pair per table."""
+    out: list[_Write] = []
+    for obj, deletes, rows in queue:
+        if out and out[-1][0] is obj and deletes is not None and out[-1][1] is not None:
+            _, held_deletes, held_rows = out[-1]
+            if deletes and obj.key_column is not None:
+                gone = set(deletes)
+                at = obj.stored_columns.index(obj.key_column)
+                held_rows = [row for row in held_rows if row[at] not in gone]
+                known = set(held_deletes)
+                held_deletes = [*held_deletes, *(k for k in deletes if k not in known)]
+            out[-1] = (obj, held_deletes, [*held_rows, *rows])
+        else:
+            out.append((obj, deletes, list(rows)))
+    return out
+
+
 class HybridBackend(Backend):
     """SQLite for refreshes of few sites, DuckDB for the rest and for readers (see the module docstring)."""
 
@@ -54,7 +76,7 @@ class HybridBackend(Backend):
         self.duck = DuckDBBackend()
         self.lite = SQLiteBackend(catalog=self.duck.con)
         self.max_sites = sqlite_max_sites
-        self._queue: list[tuple[SqlObject, Sequence[bytes] | None, Sequence[tuple[Any, ...]]]] = []
+        self._queue: list[_Write] = []
         # per database: view -> the sites whose rows there are out of date (ALL: every row)
         self._stale: dict[str, dict[str, Scope]] = {"duck": {}, "lite": {}}
         self._views: dict[str, SqlObject] = {}
@@ -83,7 +105,7 @@ class HybridBackend(Backend):
         """Apply the queued input writes to DuckDB (outside any transaction of a refresh: they are committed)."""
         if not self._queue or self._duck_tx:
             return
-        queue, self._queue = self._queue, []
+        queue, self._queue = _merged(self._queue), []
         for obj, deletes, rows in queue:
             if deletes is None:
                 self.duck.clear(obj)
