@@ -34,6 +34,10 @@ from pipeline.sqlmodel.objects import SqlObject
 #: DuckDB refresh ~150 ms whatever the sites).
 SQLITE_MAX_SITES = 50
 
+#: Queued input rows that DuckDB takes at once rather than when it is next used (a start-up catch-up,
+#: a bulk load): a full evaluation then does not carry DuckDB's load.
+FLUSH_ROWS = 1000
+
 _SEP = "\x00"
 
 
@@ -192,6 +196,8 @@ class HybridBackend(Backend):
             self.duck.commit()
         self._in_tx = self._duck_tx = False
         self._saved = None
+        if sum(len(rows) for _, _, rows in self._queue) >= FLUSH_ROWS:  # a bulk load: DuckDB takes it now
+            self._flush()
 
     def rollback(self) -> None:
         self.lite.rollback()
