@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 #: The backend an engine built without one uses (and ``EngineConfig.backend`` unset): chosen by the
 #: measurements in the README (Performance, Engine).
-DEFAULT_BACKEND = "duckdb"
+DEFAULT_BACKEND = "hybrid"
 
 
 @dataclass(frozen=True)
