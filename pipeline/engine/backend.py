@@ -9,8 +9,8 @@ follows SQLMesh's engine adapters (one class per engine over a shared interface)
 
 Adapters: :class:`pipeline.engine.duckdb_backend.DuckDBBackend` (DuckDB, vectorised: fast over the whole
 fleet, ~5 ms fixed cost per statement) and :class:`pipeline.engine.sqlite_backend.SQLiteBackend`
-(stdlib ``sqlite3``: ~20 us per statement, row at a time). :func:`make_backend` builds one by name
-(``EngineConfig.backend``).
+(stdlib ``sqlite3``: ~20 us per statement, row at a time). :func:`pipeline.engine.adapters.make_backend` builds one by
+name (``EngineConfig.backend``).
 """
 
 from __future__ import annotations
@@ -121,21 +121,3 @@ class Backend(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
-
-
-def make_backend(name: str, database: str = ":memory:") -> Backend:
-    """The adapter called ``name`` (one of :data:`BACKENDS`; ``database``, a file for DuckDB). Raises
-    ``ValueError`` for another name."""
-    if name == "duckdb":
-        from pipeline.engine.duckdb_backend import DuckDBBackend
-
-        return DuckDBBackend(database)
-    if name == "sqlite":
-        from pipeline.engine.sqlite_backend import SQLiteBackend
-
-        return SQLiteBackend()
-    if name == "hybrid":
-        from pipeline.engine.hybrid_backend import HybridBackend
-
-        return HybridBackend()
-    raise ValueError(f"unknown engine backend {name!r} (known: {', '.join(BACKENDS)})")

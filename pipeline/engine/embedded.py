@@ -43,7 +43,8 @@ import duckdb
 from sqlglot import exp
 
 from pipeline.contracts.topics import TOPICS, RecordError, encode
-from pipeline.engine.backend import Backend, make_backend
+from pipeline.engine.adapters import make_backend
+from pipeline.engine.backend import Backend
 from pipeline.engine.boundaries import AT_COLUMN, BoundarySchedule, derive, is_now
 from pipeline.engine.duckdb_backend import QUERY_SUFFIX, duckdb_ddl, to_duckdb
 from pipeline.engine.partition import ALL, SITE_COLUMN, SiteIndex, union

@@ -57,8 +57,9 @@ def _merged(queue: list[_Write]) -> list[_Write]:
     so a backlog of input batches costs DuckDB one statement pair per table."""
     out: list[_Write] = []
     for obj, deletes, rows in queue:
-        if out and out[-1][0] is obj and deletes is not None and out[-1][1] is not None:
-            _, held_deletes, held_rows = out[-1]
+        held_deletes = out[-1][1] if out and out[-1][0] is obj else None
+        if held_deletes is not None and deletes is not None:
+            held_rows = out[-1][2]
             if deletes and obj.key_column is not None:
                 gone = set(deletes)
                 at = obj.stored_columns.index(obj.key_column)
@@ -233,6 +234,7 @@ class HybridBackend(Backend):
                     moved = ALL
                     self._stale["lite"][name] = frozenset()
                 else:
+                    assert scope is not ALL  # a site-keyed view goes to SQLite for some sites only
                     moved = union(moved, scope if held is ALL else held & scope)
                     self._stale["lite"][name] = _subtract(held, scope)
             self._mark("duck", name, moved)

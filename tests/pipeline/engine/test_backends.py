@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import pytest
 import sqlglot
 
-from pipeline.engine.backend import BACKENDS, make_backend
+from pipeline.engine.adapters import make_backend
+from pipeline.engine.backend import BACKENDS
 from pipeline.engine.sqlite_backend import NOW_PARAM, from_us, interval_us, to_sqlite, to_us
 from pipeline.sqlmodel.objects import SqlError
 
