@@ -216,6 +216,7 @@ async def test_a_parameter_set_by_the_cli_reaches_the_views_and_clearing_it_rest
         return CliRunner().invoke(main, ["param", *args, "--gateway", gateway])
 
     def on_peak() -> tuple:
+        service.engine.engine.sync_readers()  # what pgwire does before each statement
         cursor = service.engine.engine.con.cursor()  # a connection of its own: the engine's may be evaluating
         try:
             rows = cursor.execute(

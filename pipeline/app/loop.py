@@ -38,6 +38,7 @@ from pipeline.engine.config import EngineConfig
 from pipeline.engine.embedded import EmbeddedEngine
 from pipeline.engine.service import EngineService
 from pipeline.pgwire.server import PgWireServer, start_pgwire
+from pipeline.sqlmodel.objects import DEFAULT_SQL_DIR
 from pipeline.transport.base import Transport, publish
 
 __all__ = ["Loop", "StartError", "publish_topology", "run_until_signalled", "start_loop"]
@@ -150,7 +151,8 @@ async def start_loop(
         stack.push_async_callback(transport.close)
         await publish_topology(transport, site)
         if engine is not None:
-            embedded = EmbeddedEngine(engine.sql_dir) if engine.sql_dir is not None else EmbeddedEngine()
+            sql_dir = engine.sql_dir if engine.sql_dir is not None else DEFAULT_SQL_DIR
+            embedded = EmbeddedEngine(sql_dir, backend=engine.backend)
             stack.callback(embedded.close)
             loop.engine = EngineService(embedded, transport, clock, engine)
             if pgwire is not None and pgwire.enabled:
@@ -162,6 +164,7 @@ async def start_loop(
                         pgwire.port,
                         password,
                         relations={obj.name: obj.kind for obj in embedded.objects},
+                        before_query=embedded.sync_readers,
                     )
                 except OSError as exc:
                     raise _bind_error(exc, {pgwire.port: "pgwire.port (--pg-port)"}) from None

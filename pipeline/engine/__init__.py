@@ -1,1 +1,1 @@
-"""Engines that run sql/: the embedded DuckDB engine (RisingWave is reached by `pipeline migrate`)."""
+"""Engines that run sql/: the embedded engine on SQLite and DuckDB (RisingWave is reached by `pipeline migrate`)."""

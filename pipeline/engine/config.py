@@ -7,6 +7,7 @@ deployment settings use it as their ``engine`` section (``PIPELINE_ENGINE__TICK_
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,10 +20,11 @@ class EngineConfig(BaseModel):
     ``tick_s`` is the period of a full re-evaluation with no input, a safety net (``NOW()`` filters fire at
     their own instants, see :mod:`pipeline.engine.boundaries`), ``poll_s`` how long one poll for input
     waits at most (less when a temporal boundary comes sooner), ``batch_max`` the most input records per micro-batch,
-    ``catch_up_timeout_s`` the bound on the start-up read of the inputs, and ``sql_dir`` the RisingWave SQL
-    to run (``None``: the ``sql/`` shipped with the pipeline). ``history_path`` is the SQLite file that keeps
-    ``ocpp.transaction.events`` across restarts (``None``: kept in memory only), ``history_retention_days``
-    how long they are kept (:mod:`pipeline.engine.history`).
+    ``catch_up_timeout_s`` the bound on the start-up read of the inputs, ``sql_dir`` the RisingWave SQL
+    to run (``None``: the ``sql/`` shipped with the pipeline), and ``backend`` the embedded database
+    (:mod:`pipeline.engine.backend`; ``PIPELINE_ENGINE__BACKEND=duckdb`` in the deployment settings).
+    ``history_path`` is the SQLite file that keeps ``ocpp.transaction.events`` across restarts (``None``:
+    kept in memory only), ``history_retention_days`` how long they are kept (:mod:`pipeline.engine.history`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -34,3 +36,8 @@ class EngineConfig(BaseModel):
     sql_dir: Path | None = Field(None, description="sql/ to run (default: the one shipped with the pipeline)")
     history_path: Path | None = Field(None, description="SQLite file for the transaction history (None: memory only)")
     history_retention_days: float = Field(90.0, gt=0, le=36_600, description="transaction history kept, days")
+    backend: Literal["hybrid", "sqlite", "duckdb"] | None = Field(
+        None,
+        description="embedded database: hybrid (SQLite for a few sites, DuckDB for the fleet), sqlite or duckdb"
+        " (default: pipeline.engine.embedded.DEFAULT_BACKEND)",
+    )

@@ -1,20 +1,21 @@
-"""The embedded engine: the same ``sql/`` run by DuckDB in-process, for one machine, demos and tests.
+"""The embedded engine: the same ``sql/`` run in-process on an embedded database, for one machine, demos
+and tests.
 
 RisingWave maintains materialized views incrementally; this engine does not pretend to. It is honest
-micro-batch recompute:
+micro-batch recompute, on a database chosen by :mod:`pipeline.engine.backend` (SQLite, DuckDB, or the
+hybrid of the two; ``EngineConfig.backend``):
 
-* tables and sources become DuckDB tables fed from the transport (upsert tables by the Kafka message
-  key, held as RisingWave holds it: the ``INCLUDE KEY AS`` column, the key's bytes, is the primary key,
-  and a tombstone deletes its row; append topics as inserts);
-* materialized views are transpiled by sqlglot (``risingwave`` in, ``duckdb`` out), with ``NOW()``
-  bound to the engine clock so temporal filters fire at the clock's time. Each becomes a query view
-  (``<name>__query``) and a table ``<name>`` that every evaluation refreshes in dependency order, so a
-  view is planned once per evaluation however many views read it, and readers see one consistent
-  snapshot; CTEs read more than once are materialized for the same reason;
+* tables and sources become tables fed from the transport (upsert tables by the Kafka message key, held
+  as RisingWave holds it: the ``INCLUDE KEY AS`` column, the key's bytes, is the primary key, and a
+  tombstone deletes its row; append topics as inserts);
+* materialized views are transpiled by sqlglot (``risingwave`` in, the backend's dialect out), with
+  ``NOW()`` bound to the engine clock so temporal filters fire at the clock's time. Each becomes a table
+  that every evaluation refreshes in dependency order, so a view is computed once per evaluation however
+  many views read it, and readers see one consistent snapshot;
 * evaluation is partitioned by site (:mod:`pipeline.engine.partition`): a batch that touches one site
-  re-runs each view for that site only, and a view whose rows for a site did not change (compared by
-  row count and the sum of row hashes per site) stops the change there. A *tick* (``timed=True``)
-  re-runs the views that read ``NOW()`` for every site, and passes on only the sites whose rows moved;
+  re-runs each view for that site only, and a view whose rows for a site did not change stops the change
+  there. A *tick* (``timed=True``) re-runs the views that read ``NOW()`` for every site, and passes on
+  only the sites whose rows moved;
 * the instants at which a ``NOW()`` comparison can next change a view's rows are known from the inputs
   (:mod:`pipeline.engine.boundaries`): per view and site the engine keeps the next one
   (:meth:`EmbeddedEngine.next_boundary`), and any evaluation at or after it re-runs that view for that
@@ -29,6 +30,7 @@ The README gives measured figures.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -41,16 +43,18 @@ import duckdb
 from sqlglot import exp
 
 from pipeline.contracts.topics import TOPICS, RecordError, encode
+from pipeline.engine.adapters import make_backend
+from pipeline.engine.backend import Backend
 from pipeline.engine.boundaries import AT_COLUMN, BoundarySchedule, derive, is_now
-from pipeline.engine.partition import ALL, SITE_COLUMN, SITES_PARAM, SiteIndex, restrict, union
+from pipeline.engine.duckdb_backend import QUERY_SUFFIX, duckdb_ddl, to_duckdb
+from pipeline.engine.partition import ALL, SITE_COLUMN, SiteIndex, union
 from pipeline.sqlmodel.objects import DEFAULT_SQL_DIR, SqlError, SqlObject, load_objects, upsert_key_problem
 
 log = logging.getLogger(__name__)
 
-#: What a view's rows for one site are compared by: (row count, sum of row hashes), as DuckDB returns it.
-Digest = tuple[Any, ...] | None
-
-NOW_VARIABLE = "pipeline_now"
+#: The backend an engine built without one uses (and ``EngineConfig.backend`` unset): chosen by the
+#: measurements in the README (Performance, Engine).
+DEFAULT_BACKEND = "hybrid"
 
 
 @dataclass(frozen=True)
@@ -62,88 +66,18 @@ class SinkChange:
     value: bytes | None
 
 
-def _bind_now(node: exp.Expr) -> exp.Expr:
-    if is_now(node):
-        return exp.cast(
-            exp.Anonymous(this="getvariable", expressions=[exp.Literal.string(NOW_VARIABLE)]),
-            exp.DataType.build("TIMESTAMPTZ"),
-        )
-    return node
-
-
-def _bind_now_in(query: exp.Select) -> exp.Select:
-    """``query`` (changed in place) with every ``NOW()`` bound to the engine clock."""
-    for node in list(query.find_all(exp.CurrentTimestamp, exp.Anonymous)):
-        if is_now(node):
-            node.replace(_bind_now(node))
-    return query
-
-
-QUERY_SUFFIX = "__query"
-
-
-def duckdb_query(obj: SqlObject, site_relations: set[str] | None = None) -> str:
-    """The DuckDB form of a view's query: ``NOW()`` bound to the engine clock, and every CTE that is
-    read more than once materialized (DuckDB would otherwise inline it at each reference). With
-    ``site_relations``, reads of those relations are restricted to the sites in ``$dirty_sites``."""
-    body = obj.ast.expression.copy().transform(_bind_now)
-    if site_relations:
-        body = restrict(body, site_relations)
-    reads: dict[str, int] = {}
-    for table in body.find_all(exp.Table):
-        reads[table.name] = reads.get(table.name, 0) + 1
-    for cte in body.find_all(exp.CTE):
-        cte.set("materialized", reads.get(cte.alias, 0) > 1)
-    return body.sql("duckdb")
-
-
-def to_duckdb(obj: SqlObject) -> str:
-    """The DuckDB DDL for one object: a table for tables and sources, the ``<name>__query`` view for
-    views (the engine keeps the table ``<name>`` refreshed from it). Sinks have none.
-
-    Raises :class:`SqlError` when the object has no DuckDB form.
-    """
-    if obj.kind in ("table", "source"):
-        schema = obj.ast.this.copy()
-        unsupported = [name for name in obj.included if name != "KEY"]
-        if unsupported:
-            raise SqlError(f"{obj.path}: the embedded engine fills only INCLUDE KEY, not INCLUDE {unsupported[0]}")
-        key = obj.key_column
-        if key is not None and key not in obj.columns:  # RisingWave adds it after the declared columns
-            last = max(i for i, e in enumerate(schema.expressions) if isinstance(e, exp.ColumnDef))
-            schema.expressions.insert(
-                last + 1, exp.ColumnDef(this=exp.to_identifier(key), kind=exp.DataType.build("BLOB", dialect="duckdb"))
-            )
-        return exp.Create(this=schema, kind="TABLE", exists=True).sql("duckdb")
-    if obj.kind in ("materialized_view", "view"):
-        return f"CREATE OR REPLACE VIEW {obj.name}{QUERY_SUFFIX} AS {duckdb_query(obj)}"
-    raise SqlError(f"{obj.path}: a {obj.kind} has no DuckDB DDL")
-
-
-def duckdb_ddl(obj: SqlObject) -> list[str]:
-    """Every DuckDB statement that creates ``obj`` as the engine runs it: a table for tables and
-    sources; for views the ``<name>__query`` view and the ``<name>`` table refreshed from it; none for
-    sinks. Raises :class:`SqlError` when the object has no DuckDB form."""
-    if obj.kind == "sink":
-        return []
-    ddl = [to_duckdb(obj)]
-    if obj.kind in ("materialized_view", "view"):
-        ddl.append(f"CREATE OR REPLACE TABLE {obj.name} AS SELECT * FROM {obj.name}{QUERY_SUFFIX} LIMIT 0")
-    return ddl
-
-
 @dataclass(frozen=True)
 class _BoundarySql:
     """One view's boundary query (``site_id``, ``boundary_at``: the next instant per site after the bound
-    ``NOW()``) over every site and restricted to ``$dirty_sites`` (``None`` when it reads no site-keyed
-    relation), and the relations it reads."""
+    ``NOW()``) over every site and restricted to the dirty sites (``None`` when it reads no site-keyed
+    relation), as the backend runs them, and the relations it reads."""
 
     full: str
     partial: str | None
     reads: frozenset[str]
 
     @classmethod
-    def of(cls, branches: list[exp.Select], site_keyed: set[str]) -> _BoundarySql:
+    def of(cls, branches: list[exp.Select], site_keyed: set[str], backend: Backend) -> _BoundarySql:
         reads: set[str] = set()
         for q in branches:
             ctes = {cte.alias for cte in q.find_all(exp.CTE)}
@@ -156,11 +90,11 @@ class _BoundarySql:
         query = (
             exp.select(SITE_COLUMN, exp.func("min", at).as_(AT_COLUMN))
             .from_(body.subquery("boundaries"))
-            .where(exp.GT(this=at, expression=_bind_now(exp.CurrentTimestamp())))
+            .where(exp.GT(this=at, expression=exp.CurrentTimestamp()))
             .group_by(SITE_COLUMN)
         )
-        partial = restrict(query, site_keyed).sql("duckdb") if reads & site_keyed else None
-        return cls(query.sql("duckdb"), partial, frozenset(reads))
+        partial = backend.render(query, site_keyed) if reads & site_keyed else None
+        return cls(backend.render(query), partial, frozenset(reads))
 
 
 def _reads_now(obj: SqlObject) -> bool:
@@ -181,16 +115,27 @@ def _plain(value: Any) -> Any:
 
 
 class EmbeddedEngine:
-    """DuckDB over ``sql/``.
+    """``sql/`` on an embedded database (``backend``: ``"sqlite"`` or ``"duckdb"``, see
+    :mod:`pipeline.engine.backend`; default :data:`DEFAULT_BACKEND`; a ``database`` file means DuckDB).
 
     ``apply`` loads decoded topic records; ``evaluate(now)`` binds ``NOW()`` to ``now`` and returns the
-    sinks' changes since the previous evaluation. Not thread-safe; one asyncio task drives it.
+    sinks' changes since the previous evaluation. One thread at a time: :attr:`lock` is held by
+    ``apply``, ``evaluate`` and :meth:`sync_readers`, so a reader on another thread may sync meanwhile.
+    Raises :class:`SqlError` when ``sql/`` has an object the backend cannot run, ``ValueError`` for an
+    unknown backend.
     """
 
-    def __init__(self, sql_dir: str | Path = DEFAULT_SQL_DIR, database: str = ":memory:") -> None:
+    def __init__(
+        self, sql_dir: str | Path = DEFAULT_SQL_DIR, database: str = ":memory:", backend: str | Backend | None = None
+    ) -> None:
         self.objects = load_objects(sql_dir)
-        self.con = duckdb.connect(database)
-        self.con.execute("SET TimeZone = 'UTC'")
+        if isinstance(backend, Backend):
+            self.backend = backend
+        elif database != ":memory:":  # a database file is DuckDB's (pipeline migrate's embedded target)
+            self.backend = make_backend("duckdb", database)
+        else:
+            self.backend = make_backend(backend or DEFAULT_BACKEND)
+        self.lock = threading.RLock()
         self.inputs: dict[str, SqlObject] = {}
         self.views: list[SqlObject] = []
         self.sinks: list[SqlObject] = []
@@ -198,16 +143,13 @@ class EmbeddedEngine:
         self._emitted_sites: dict[str, dict[str | None, set[str]]] = {}  # per sink: site -> keys emitted
         self._dirty: dict[str, frozenset[str] | None] = {}  # object -> sites whose rows changed (ALL = every site)
         self._timed: set[str] = set()  # views that read NOW() themselves
-        # per view: site (None: a view without sites, or rows without one) -> (row count, sum of row hashes)
-        self._digest: dict[str, dict[str | None, Digest]] = {}
         self._diffed: set[str] = set()  # sinks diffed at least once
         self._sink_dirty: dict[str, frozenset[str] | None] = {}  # views changed since the sinks were diffed
-        self._partial_sql: dict[str, str] = {}  # per site-keyed view: its query restricted to $dirty_sites
         self.sites = SiteIndex()
         self.evaluations = 0
         self.last_eval_ms = 0.0
         self._columns: dict[str, list[str]] = {}
-        self._insert_sql: dict[str, str] = {}  # per input table: an INSERT of column lists
+        self._declared: dict[str, list[str]] = {}  # per input table: its declared columns (obj.columns parses)
         self._topic: dict[str, str] = {}  # per input and sink: its topic
         for obj in self.objects:
             topic = obj.topic
@@ -218,13 +160,11 @@ class EmbeddedEngine:
                 self._topic[obj.name] = topic
                 self._emitted[obj.name] = {}
                 continue
-            for statement in duckdb_ddl(obj):
-                self.con.execute(statement)
             if obj.kind in ("materialized_view", "view"):
+                self._columns[obj.name] = self.backend.create_view(obj)
                 self.views.append(obj)
                 if _reads_now(obj):
                     self._timed.add(obj.name)
-                self._columns[obj.name] = [r[0] for r in self.con.execute(f"DESCRIBE {obj.name}").fetchall()]
             if obj.kind in ("table", "source"):
                 if not topic:
                     raise SqlError(f"{obj.path}: a {obj.kind} needs a topic in its WITH clause")
@@ -233,27 +173,27 @@ class EmbeddedEngine:
                 problem = upsert_key_problem(obj)
                 if problem:
                     raise SqlError(f"{obj.path}: {problem}")
+                self.backend.create_input(obj)
                 self.inputs[topic] = obj
                 self._topic[obj.name] = topic
-                stored = obj.stored_columns
-                self._columns[obj.name] = stored
-                types = dict(self.con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {obj.name})").fetchall())
-                quoted = ", ".join(f'"{c}"' for c in stored)
-                lists = ", ".join(f"unnest(${i}::{types[c]}[])" for i, c in enumerate(stored, 1))
-                self._insert_sql[obj.name] = f"INSERT INTO {obj.name} ({quoted}) SELECT {lists}"
+                self._columns[obj.name] = obj.stored_columns
+                self._declared[obj.name] = obj.columns
         site_keyed = {name for name, cols in self._columns.items() if SITE_COLUMN in cols}
-        for view in self.views:
-            if view.name in site_keyed:
-                self._partial_sql[view.name] = duckdb_query(view, site_keyed)
+        self.backend.prepare(self.views, site_keyed)
         self.unbounded: list[str] = []  # NOW() uses with no boundary (the tick covers them), as "view: SQL"
         self._boundaries = BoundarySchedule()
         self._boundary_sql = self._compile_boundaries(site_keyed)
         self._evaluated_at: datetime | None = None  # the NOW() of the last refresh
 
+    @property
+    def backend_name(self) -> str:
+        """``"sqlite"`` or ``"duckdb"``."""
+        return self.backend.name
+
     def _compile_boundaries(self, site_keyed: set[str]) -> dict[str, _BoundarySql]:
         """Per timed view, the query of its next boundary per site (:mod:`pipeline.engine.boundaries`). Each
-        comparison reads its relation's ``site_id`` when DuckDB can bind it there, else stands for every
-        site; one DuckDB cannot run at all is logged and left to the tick."""
+        comparison reads its relation's ``site_id`` when the database can bind it there, else stands for
+        every site; one it cannot run at all is logged and left to the tick."""
         compiled: dict[str, _BoundarySql] = {}
         for view in self.views:
             if view.name not in self._timed:
@@ -263,18 +203,15 @@ class EmbeddedEngine:
             self.unbounded.extend(f"{view.name}: {use}" for use in found.unbounded)
             for boundary in found.boundaries:
                 for site in boundary.site_candidates():
-                    queries = [_bind_now_in(q) for q in boundary.queries(site)]
-                    try:
-                        for q in queries:
-                            self.con.execute(f"SELECT * FROM ({q.sql('duckdb')}) AS probe LIMIT 0")
-                    except duckdb.Error:
+                    queries = boundary.queries(site)
+                    if not all(self.backend.probe(q) for q in queries):
                         continue
-                    branches.update((q.sql("duckdb"), q) for q in queries)
+                    branches.update((q.sql("risingwave"), q) for q in queries)
                     break
                 else:
                     self.unbounded.append(f"{view.name}: {boundary.text}")
             if branches:
-                compiled[view.name] = _BoundarySql.of(list(branches.values()), site_keyed)
+                compiled[view.name] = _BoundarySql.of(list(branches.values()), site_keyed, self.backend)
         for use in self.unbounded:
             log.warning("NOW() use with no temporal boundary, re-evaluated on the tick only: %s", use)
         return compiled
@@ -320,34 +257,41 @@ class EmbeddedEngine:
             batches.setdefault(topic, []).append((key, record))
             count += 1
             upsert_key = TOPICS[topic].key if obj.format == "upsert" else None
-            touched = self.sites.sites(obj.name, obj.columns, upsert_key, key, record)
+            touched = self.sites.sites(obj.name, self._declared[obj.name], upsert_key, key, record)
             self._dirty[obj.name] = union(self._dirty.get(obj.name, frozenset()), touched)
-        self.con.execute("BEGIN")  # readers (Postgres wire) see a batch whole or not at all
-        try:
-            for topic, batch in batches.items():
-                obj = self.inputs[topic]
-                key_col = obj.key_column
-                if obj.format == "upsert":  # keyed by the message key, as RisingWave's INCLUDE KEY column
-                    latest: dict[str, Any] = {}
-                    for key, record in batch:
-                        if key is not None:
-                            latest[key] = record
-                    self.con.execute(
-                        f"DELETE FROM {obj.name} WHERE {key_col} IN (SELECT unnest(?::BLOB[]))",
-                        [[k.encode() for k in latest]],
-                    )
-                    rows: list[tuple[str | None, Any]] = [(k, r) for k, r in latest.items() if r is not None]
-                else:
-                    rows = [(k, r) for k, r in batch if r is not None]
-                if rows:  # one statement per table, columns as lists: executemany costs ~2 ms a row
-                    lists = [[_plain(getattr(r, c, None)) for _, r in rows] for c in obj.columns]
-                    if key_col is not None and key_col not in obj.columns:
-                        lists.append([None if k is None else k.encode() for k, _ in rows])
-                    self.con.execute(self._insert_sql[obj.name], lists)
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
-        self.con.execute("COMMIT")
+        with self.lock:
+            self.backend.begin()  # readers see a batch whole or not at all
+            try:
+                for topic, batch in batches.items():
+                    obj = self.inputs[topic]
+                    key_col = obj.key_column
+                    deletes: list[bytes] = []
+                    if obj.format == "upsert":  # keyed by the message key, as RisingWave's INCLUDE KEY column
+                        latest: dict[str, Any] = {}
+                        for key, record in batch:
+                            if key is not None:
+                                latest[key] = record
+                        deletes = [k.encode() for k in latest]
+                        rows: list[tuple[str | None, Any]] = [(k, r) for k, r in latest.items() if r is not None]
+                    else:
+                        rows = [(k, r) for k, r in batch if r is not None]
+                    declared = self._declared[obj.name]
+                    with_key = key_col is not None and key_col not in declared
+                    values = [
+                        (
+                            *(_plain(getattr(r, c, None)) for c in declared),
+                            *((None if k is None else k.encode(),) if with_key else ()),
+                        )
+                        for k, r in rows
+                    ]
+                    self.backend.write(obj, deletes, values)
+            except BaseException:
+                self.backend.rollback()
+                raise
+            self.backend.commit()
+            for topic in batches:
+                name = self.inputs[topic].name
+                self.backend.note_input(name, self._dirty.get(name, ALL))
         return count
 
     def apply_each(
@@ -376,8 +320,9 @@ class EmbeddedEngine:
     def reset(self) -> None:
         """Empty every input table and forget what the sinks emitted (for what-ifs and tests)."""
         for obj in self.inputs.values():
-            self.con.execute(f"DELETE FROM {obj.name}")
+            self.backend.clear(obj)
             self._dirty[obj.name] = ALL
+            self.backend.note_input(obj.name, ALL)
         for name in self._emitted:
             self._emitted[name] = {}
             self._emitted_sites[name] = {}
@@ -403,9 +348,6 @@ class EmbeddedEngine:
             emitted.setdefault(key, None)  # no row equals None, so the key is diffed on the next evaluation
         self._diffed.discard(sink.name)
 
-    def set_now(self, now: datetime) -> None:
-        self.con.execute(f"SET VARIABLE {NOW_VARIABLE} = ?::TIMESTAMPTZ", [now])
-
     def refresh(self, now: datetime, timed: bool = True) -> set[str]:
         """Bring the materialized views up to ``now``, in dependency order, in one transaction; returns
         the names of the views whose rows changed.
@@ -420,11 +362,11 @@ class EmbeddedEngine:
         rows are the same at ``now`` as when last computed. Afterwards the boundaries of those sites are
         recomputed (:meth:`next_boundary`).
         """
-        self.set_now(now)
+        self.backend.set_now(now)
         dirty = dict(self._dirty)
         due = self._boundaries.due(now)
         changed: set[str] = set()
-        self.con.execute("BEGIN")
+        self.backend.begin()
         try:
             for view in self.views:
                 scope: frozenset[str] | None = frozenset()
@@ -433,20 +375,19 @@ class EmbeddedEngine:
                         scope = union(scope, dirty[dep])
                 if view.name in due:  # a NOW() comparison flipped for these sites since the last evaluation
                     scope = union(scope, due[view.name])
-                if view.name not in self._digest or (timed and view.name in self._timed):
+                if not self.backend.has_run(view.name) or (timed and view.name in self._timed):
                     scope = ALL
                 if scope is not ALL and not scope:
                     continue
-                sites = self._refresh_view(view, scope)
+                sites = self.backend.refresh_view(view, scope)
                 if sites is ALL or sites:
                     dirty[view.name] = sites
                     changed.add(view.name)
         except BaseException:
-            self.con.execute("ROLLBACK")
-            self._digest.clear()  # the tables are back as they were: the next refresh recomputes every view
+            self.backend.rollback()  # the tables are back as they were: the next refresh recomputes every view
             self._diffed.clear()
             raise
-        self.con.execute("COMMIT")
+        self.backend.commit()
         self._dirty = {}
         for name in changed:  # kept for the sinks until they are diffed
             self._sink_dirty[name] = union(self._sink_dirty.get(name, frozenset()), dirty[name])
@@ -466,57 +407,38 @@ class EmbeddedEngine:
                 if name in dirty:
                     scope = union(scope, dirty[name])
             if scope is ALL or (scope and compiled.partial is None):
-                self._boundaries.update(view, self.con.execute(compiled.full).fetchall(), ALL)
+                self._boundaries.update(view, self.backend.boundary_rows(compiled.full, ALL), ALL)
             elif scope and compiled.partial is not None:
-                rows = self.con.execute(compiled.partial, {SITES_PARAM: sorted(scope)}).fetchall()
-                self._boundaries.update(view, rows, scope)
-
-    def _refresh_view(self, view: SqlObject, scope: frozenset[str] | None) -> frozenset[str] | None:
-        """Re-run ``view`` for ``scope`` (``ALL`` = every site) and return the sites whose rows changed
-        (``ALL`` when a view without sites changed at all)."""
-        name = view.name
-        known = self._digest.get(name, {})
-        if name not in self._partial_sql:  # no site column: all or nothing
-            self.con.execute(f"DELETE FROM {name}")
-            self.con.execute(f"INSERT INTO {name} SELECT * FROM {name}{QUERY_SUFFIX}")
-            digest: dict[str | None, Digest] = {
-                ALL: self.con.execute(f"SELECT count(*), sum(hash(v)) FROM {name} AS v").fetchone()
-            }
-            self._digest[name] = digest
-            return ALL if digest != known else frozenset()
-        digest_sql = f"SELECT {SITE_COLUMN}, count(*), sum(hash(v)) FROM {name} AS v"
-        if scope is ALL:
-            self.con.execute(f"DELETE FROM {name}")
-            self.con.execute(f"INSERT INTO {name} SELECT * FROM {name}{QUERY_SUFFIX}")
-            rows = self.con.execute(f"{digest_sql} GROUP BY {SITE_COLUMN}").fetchall()
-            digest = {site: (count, total) for site, count, total in rows}
-            self._digest[name] = digest
-            moved = {site for site in digest.keys() | known.keys() if digest.get(site) != known.get(site)}
-            return ALL if None in moved else frozenset(site for site in moved if site is not None)
-        params = {SITES_PARAM: sorted(scope)}
-        in_scope = f"{SITE_COLUMN} IN (SELECT unnest(${SITES_PARAM}))"
-        self.con.execute(f"DELETE FROM {name} WHERE {in_scope}", params)
-        self.con.execute(f"INSERT INTO {name} {self._partial_sql[name]}", params)
-        rows = self.con.execute(f"{digest_sql} WHERE {in_scope} GROUP BY {SITE_COLUMN}", params).fetchall()
-        digest = dict(known)
-        for site in scope:
-            digest.pop(site, None)
-        digest.update({site: (count, total) for site, count, total in rows})
-        self._digest[name] = digest
-        return frozenset(site for site in scope if digest.get(site) != known.get(site))
+                self._boundaries.update(view, self.backend.boundary_rows(compiled.partial, scope), scope)
 
     def query(self, sql: str, now: datetime | None = None) -> tuple[list[str], list[tuple]]:
-        """Run a read query; with ``now`` the views are refreshed at that time first. Returns column
-        names and rows."""
-        if now is not None:
-            self.refresh(now)
-        cur = self.con.execute(sql)
-        return [d[0] for d in cur.description], cur.fetchall()
+        """Run a read query in DuckDB's SQL (what Postgres-wire readers run); with ``now`` the views are
+        refreshed at that time first. Returns column names and rows."""
+        with self.lock:
+            if now is not None:
+                self.refresh(now)
+            self.backend.sync_readers()
+            return self.backend.query(sql)
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The DuckDB connection readers use (:meth:`Backend.read_connection`): the engine's own on
+        DuckDB, a mirror brought up to date by :meth:`sync_readers` on SQLite."""
+        return self.backend.read_connection()
+
+    def sync_readers(self) -> None:
+        """Bring :attr:`con` up to the last evaluation (a no-op on DuckDB); safe from any thread."""
+        with self.lock:
+            self.backend.sync_readers()
 
     def evaluate(self, now: datetime, timed: bool = True) -> list[SinkChange]:
         """Re-evaluate the sinks at ``now`` (see :meth:`refresh` for ``timed``); return upserts for new or
         changed rows and tombstones for keys that are gone, for the sites that changed. Rows that break
         their topic's contract are logged and not emitted."""
+        with self.lock:
+            return self._evaluate(now, timed)
+
+    def _evaluate(self, now: datetime, timed: bool) -> list[SinkChange]:
         started = time.perf_counter()
         self.refresh(now, timed)
         changes: list[SinkChange] = []
@@ -536,17 +458,10 @@ class EmbeddedEngine:
 
     def _diff_sink(self, sink: SqlObject, scope: frozenset[str] | None) -> list[SinkChange]:
         self._diffed.add(sink.name)
-        select = sink.ast.expression.sql("duckdb")
-        if scope is ALL:
-            cur = self.con.execute(select)
-        else:
-            cur = self.con.execute(
-                f"SELECT * FROM ({select}) AS s WHERE {SITE_COLUMN} IN (SELECT unnest(?))", [sorted(scope)]
-            )
-        cols = [d[0] for d in cur.description]
+        cols, rows = self.backend.sink_rows(sink, scope)
         key_idx = [cols.index(k) for k in sink.primary_key]
         site_idx = cols.index(SITE_COLUMN) if SITE_COLUMN in cols else None
-        current = {"|".join(str(row[i]) for i in key_idx): row for row in cur.fetchall()}
+        current = {"|".join(str(row[i]) for i in key_idx): row for row in rows}
         emitted = self._emitted[sink.name]
         by_site = self._emitted_sites.setdefault(sink.name, {})
         if scope is ALL:
@@ -575,7 +490,7 @@ class EmbeddedEngine:
         return changes
 
     def close(self) -> None:
-        self.con.close()
+        self.backend.close()
 
 
-__all__ = ["EmbeddedEngine", "RecordError", "SinkChange", "duckdb_ddl", "to_duckdb"]
+__all__ = ["DEFAULT_BACKEND", "QUERY_SUFFIX", "EmbeddedEngine", "RecordError", "SinkChange", "duckdb_ddl", "to_duckdb"]

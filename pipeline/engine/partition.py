@@ -31,9 +31,15 @@ def union(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[str] 
     return a | b
 
 
-def restrict(query: exp.Expression, site_relations: set[str]) -> exp.Expression:
+def duckdb_sites() -> exp.Select:
+    """The dirty sites as DuckDB reads them: ``SELECT UNNEST($dirty_sites)`` (a named list parameter)."""
+    return exp.select(exp.Unnest(expressions=[exp.Placeholder(this=SITES_PARAM)]))
+
+
+def restrict(query: exp.Expr, site_relations: set[str], sites: exp.Select | None = None) -> exp.Expr:
     """``query`` with each read of a relation in ``site_relations`` replaced by the same relation filtered
-    to ``site_id IN $dirty_sites`` (a DuckDB named parameter holding a list of site ids).
+    to ``site_id IN (sites)``: ``sites`` is a query of the dirty site ids, by default
+    :func:`duckdb_sites` (a DuckDB named parameter holding a list of site ids).
 
     CTE names are left alone; relations without a ``site_id`` column (rules, acks) are read whole, which is
     right because they only ever join to rows of the sites being computed.
@@ -48,11 +54,7 @@ def restrict(query: exp.Expression, site_relations: set[str]) -> exp.Expression:
         subquery = (
             exp.select("*")
             .from_(exp.to_table(name))
-            .where(
-                exp.column(SITE_COLUMN).isin(
-                    query=exp.select(exp.Unnest(expressions=[exp.Placeholder(this=SITES_PARAM)]))
-                )
-            )
+            .where(exp.column(SITE_COLUMN).isin(query=(sites or duckdb_sites()).copy()))
             .subquery(alias)
         )
         table.replace(subquery)

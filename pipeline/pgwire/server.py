@@ -32,7 +32,7 @@ import logging
 import socket
 import struct
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import duckdb
 from buenavista.postgres import NULL_BYTE, BuenaVistaHandler, BuenaVistaServer, BVBuffer, ServerResponse
@@ -232,7 +232,9 @@ class PgWireServer:
     Any database and user name are accepted (``-d dev -U root`` as on RisingWave). ``relations`` maps each
     public relation's name to its kind as ``sql/`` declares it (``table``, ``source``,
     ``materialized_view``, ``view``, ``sink``): psql's ``\\d`` and ``SHOW`` list those as RisingWave does
-    (:mod:`pipeline.pgwire.catalog`); without it the kinds are read from the database.
+    (:mod:`pipeline.pgwire.catalog`); without it the kinds are read from the database. ``before_query`` is
+    called (on the client's thread) before each statement outside a client transaction: the engine's
+    ``sync_readers``, which brings ``con`` up to its last evaluation when the engine evaluates elsewhere.
 
     Raises ``OSError`` if the address cannot be bound.
     """
@@ -245,6 +247,7 @@ class PgWireServer:
         *,
         password: str | None = None,
         relations: Mapping[str, str] | None = None,
+        before_query: Callable[[], None] | None = None,
     ) -> None:
         if logging.getLogger("buenavista").level == logging.NOTSET:
             logging.getLogger("buenavista").setLevel(logging.CRITICAL)  # it logs every query at INFO
@@ -252,7 +255,7 @@ class PgWireServer:
         try:
             self._server = _Server(
                 (host, port),
-                EngineConnection(self._root, relations),
+                EngineConnection(self._root, relations, before_query),
                 auth=None if password is None else _AnyUser(password),
             )
         except OSError as exc:
@@ -311,11 +314,12 @@ def start_pgwire(
     port: int = 4566,
     password: str | None = None,
     relations: Mapping[str, str] | None = None,
+    before_query: Callable[[], None] | None = None,
 ) -> PgWireServer:
     """Start a :class:`PgWireServer` on ``con`` and return it (``stop()`` or ``close()`` ends it).
 
     Raises ``OSError`` when ``host:port`` cannot be bound (in use, or not an address of this machine).
     """
-    server = PgWireServer(con, host, port, password=password, relations=relations)
+    server = PgWireServer(con, host, port, password=password, relations=relations, before_query=before_query)
     server.start()
     return server

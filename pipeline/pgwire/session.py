@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -238,9 +238,15 @@ def _walk(node: Any):
 class ReadOnlySession(Session):
     """One client connection: its own DuckDB cursor, queries only, each in a read-only transaction."""
 
-    def __init__(self, cursor: duckdb.DuckDBPyConnection, relations: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        relations: Mapping[str, str] | None = None,
+        before_query: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__()
         self._cur = cursor
+        self._before_query = before_query
         self._cur.execute("SET python_enable_replacements = false")  # no Python variables as tables
         for statement in catalog_ddl(relations):  # temporary: this connection's own, never the engine's
             self._cur.execute(statement)
@@ -266,6 +272,8 @@ class ReadOnlySession(Session):
         client transaction any error aborts it (``25P02`` until ``ROLLBACK``), as on Postgres.
         """
         try:
+            if self._before_query is not None and not self._in_tx:
+                self._before_query()  # the engine's latest evaluation, when its database is not this one
             return self._execute(sql, params)
         except Exception:
             if self._in_tx and not self._failed:
@@ -443,9 +451,15 @@ def _verb(query: str) -> str:
 class EngineConnection(Connection):
     """buenavista's connection interface over one root cursor of the engine's database."""
 
-    def __init__(self, root: duckdb.DuckDBPyConnection, relations: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        root: duckdb.DuckDBPyConnection,
+        relations: Mapping[str, str] | None = None,
+        before_query: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__()
         self._root = root
+        self._before_query = before_query
         self._relations = dict(relations) if relations is not None else None
         self._lock = threading.Lock()
 
@@ -465,4 +479,4 @@ class EngineConnection(Connection):
     def new_session(self) -> Session:
         with self._lock:  # one thread at a time derives cursors from the root
             cursor = self._root.cursor()
-        return ReadOnlySession(cursor, self._relations)
+        return ReadOnlySession(cursor, self._relations, self._before_query)

@@ -26,7 +26,7 @@ TOL = 0.01
 
 
 @pytest.fixture(scope="module")
-def engine():
+def engine(backend):
     e = EmbeddedEngine()
     yield e
     e.close()

@@ -9,7 +9,10 @@ import os
 import duckdb
 import pytest
 
+from tests.kits.backends import backend  # every test here runs on each embedded-engine backend
 from tests.kits.postgres import ServerUnavailable, find_psql
+
+__all__ = ["backend", "plain_db", "psql"]
 
 
 @pytest.fixture(scope="session")

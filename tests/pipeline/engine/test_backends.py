@@ -1,0 +1,66 @@
+"""The engine's backends: selection by name and settings, and the SQLite adapter's general rewrites run on
+SQLite itself (each is what new SQL in the style of sql/ needs, whatever view it is in)."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+
+import pytest
+import sqlglot
+
+from pipeline.engine.adapters import make_backend
+from pipeline.engine.backend import BACKENDS
+from pipeline.engine.sqlite_backend import NOW_PARAM, from_us, interval_us, to_sqlite, to_us
+from pipeline.sqlmodel.objects import SqlError
+
+NOW = datetime(2024, 6, 3, 12, tzinfo=UTC)
+
+
+def run(sql: str, now: datetime = NOW) -> list[tuple]:
+    con = sqlite3.connect(":memory:")
+    try:
+        return con.execute(to_sqlite(sqlglot.parse_one(sql, read="risingwave")), {NOW_PARAM: to_us(now)}).fetchall()
+    finally:
+        con.close()
+
+
+def test_every_backend_is_built_by_name_and_an_unknown_one_is_refused():
+    for name in BACKENDS:
+        backend = make_backend(name)
+        assert backend.name == name
+        backend.close()
+    with pytest.raises(ValueError, match="unknown engine backend 'oracle'"):
+        make_backend("oracle")
+
+
+def test_the_settings_choose_the_backend(monkeypatch):
+    from pipeline.app.settings import load_settings
+
+    monkeypatch.setenv("PIPELINE_ENGINE__BACKEND", "sqlite")
+    assert load_settings().engine.backend == "sqlite"
+
+
+def test_timestamps_are_exact_microseconds_and_now_a_parameter():
+    at = datetime(2024, 6, 3, 11, 59, 59, 999999, tzinfo=UTC)
+    assert from_us(to_us(at)) == at
+    # NOW() - INTERVAL, a cast string literal, and a boundary one microsecond after an instant
+    assert run("SELECT NOW() - INTERVAL '600 seconds' = CAST('2024-06-03T11:50:00+00:00' AS TIMESTAMPTZ)") == [(1,)]
+    assert run("SELECT CAST(NOW() AS TIMESTAMPTZ) + INTERVAL '1' MICROSECOND") == [(to_us(NOW) + 1,)]
+    assert run("SELECT EXTRACT(EPOCH FROM (NOW() + INTERVAL '1 hour') - NOW())") == [(3600.0,)]
+
+
+def test_interval_lengths_and_units_without_one():
+    node = sqlglot.parse_one("INTERVAL '1 hour 30 minutes'", read="risingwave")
+    assert interval_us(node) == 5_400_000_000
+    with pytest.raises(SqlError, match="no fixed length"):
+        interval_us(sqlglot.parse_one("INTERVAL '1 month'", read="risingwave"))
+
+
+def test_greatest_and_least_ignore_nulls_as_in_postgres():
+    assert run("SELECT GREATEST(1.0, NULL, 3.0), LEAST(NULL, 2.0), GREATEST(NULL, NULL)") == [(3.0, 2.0, None)]
+
+
+def test_a_values_list_with_named_columns_is_a_union():
+    rows = run("SELECT d.tier, d.m FROM (VALUES ('ON_PEAK', 0.5), ('OFF_PEAK', 1.0)) AS d (tier, m) ORDER BY d.tier")
+    assert rows == [("OFF_PEAK", 1.0), ("ON_PEAK", 0.5)]
