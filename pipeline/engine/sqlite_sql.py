@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import reduce
 from typing import Any, cast
 
@@ -44,6 +44,7 @@ _TEMPORAL = (
     exp.DataType.Type.TIMESTAMPTZ,
     exp.DataType.Type.TIMESTAMPLTZ,
     exp.DataType.Type.DATETIME,
+    exp.DataType.Type.DATE,
 )
 #: DuckDB integer types and their ranges: SQLite would store any 64-bit integer, DuckDB refuses more.
 _INT_RANGE = {
@@ -85,6 +86,25 @@ def interval_us(node: exp.Interval) -> int:
     return round(total)
 
 
+def _truncate(node: exp.TimestampTrunc) -> exp.Expr:
+    """``DATE_TRUNC(unit, ts)`` on microseconds since the epoch (UTC): ``ts - ts % unit`` for a unit of
+    fixed length up to a day (a week would start on the epoch's Thursday, not on Monday). Raises
+    :class:`SqlError` for other units or a time zone."""
+    unit = node.text("unit").lower()
+    if node.args.get("zone") is not None or unit not in (
+        "microsecond",
+        "millisecond",
+        "second",
+        "minute",
+        "hour",
+        "day",
+    ):
+        raise SqlError(f"{node.sql('risingwave')}: the SQLite engine truncates to fixed units up to a day, in UTC")
+    ts = exp.paren(node.this.transform(_rewrite))
+    length = exp.Literal.number(_UNIT_US[unit])
+    return exp.paren(exp.Sub(this=ts, expression=exp.paren(exp.Mod(this=ts.copy(), expression=length))))
+
+
 def _values_as_union(node: exp.Values) -> exp.Expr:
     alias = node.args["alias"]
     names = [c.name for c in alias.columns]
@@ -107,6 +127,12 @@ def _rewrite(node: exp.Expr) -> exp.Expr:
         if isinstance(inner, exp.Literal) and inner.is_string:
             return exp.Literal.number(to_us(datetime.fromisoformat(inner.name)))
         return inner if isinstance(inner, exp.Null) else exp.paren(inner.transform(_rewrite))
+    if isinstance(node, exp.TimestampTrunc):
+        return _truncate(node)
+    if isinstance(node, exp.AtTimeZone):
+        if node.args["zone"].name.upper() not in ("UTC", "Z", "ETC/UTC"):
+            raise SqlError(f"{node.sql('risingwave')}: the SQLite engine keeps times in UTC only")
+        return exp.paren(node.this.transform(_rewrite))
     if isinstance(node, exp.Extract) and node.this.name.upper() == "EPOCH":
         return exp.Div(this=exp.paren(node.expression.transform(_rewrite)), expression=exp.Literal.number("1e6"))
     if isinstance(node, exp.Values):
@@ -143,6 +169,8 @@ def _out(duckdb_type: str) -> Callable[[Any], Any] | None:
     t = duckdb_type.upper()
     if t.startswith("TIMESTAMP"):
         return from_us
+    if t == "DATE":
+        return lambda v: v if v is None or not isinstance(v, int) else cast(datetime, from_us(v)).date()
     if t == "BOOLEAN":
         return lambda v: None if v is None else bool(v)
     return None
@@ -154,6 +182,8 @@ def _in(duckdb_type: str) -> Callable[[Any], Any] | None:
     t = duckdb_type.upper()
     if t.startswith("TIMESTAMP"):
         return lambda v: to_us(v) if isinstance(v, datetime) else v
+    if t == "DATE":
+        return lambda v: to_us(datetime.combine(v, datetime.min.time(), UTC)) if isinstance(v, date) else v
     bound = _INT_RANGE.get(t)
     if bound is not None:
 

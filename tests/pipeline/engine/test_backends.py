@@ -64,3 +64,15 @@ def test_greatest_and_least_ignore_nulls_as_in_postgres():
 def test_a_values_list_with_named_columns_is_a_union():
     rows = run("SELECT d.tier, d.m FROM (VALUES ('ON_PEAK', 0.5), ('OFF_PEAK', 1.0)) AS d (tier, m) ORDER BY d.tier")
     assert rows == [("OFF_PEAK", 1.0), ("ON_PEAK", 0.5)]
+
+
+def test_date_trunc_and_utc_days_on_microseconds():
+    # the next 07:30 after a session's start (session_plan_targets), and a day in UTC (charger_daily_energy)
+    day = to_us(datetime(2024, 6, 3, tzinfo=UTC))
+    assert run("SELECT DATE_TRUNC('day', NOW()) + 450 * INTERVAL '1 minute'") == [(day + 450 * 60_000_000,)]
+    assert run("SELECT CAST(DATE_TRUNC('day', NOW() AT TIME ZONE 'UTC') AS DATE)") == [(day,)]
+    assert run("SELECT DATE_TRUNC('hour', NOW() + INTERVAL '59 minutes')") == [(to_us(NOW),)]
+    with pytest.raises(SqlError, match="fixed units"):
+        run("SELECT DATE_TRUNC('month', NOW())")
+    with pytest.raises(SqlError, match="UTC only"):
+        run("SELECT NOW() AT TIME ZONE 'Europe/Amsterdam'")
