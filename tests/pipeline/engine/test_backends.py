@@ -8,11 +8,13 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlglot
+from hypothesis import HealthCheck, given, settings
 
 from pipeline.engine.adapters import make_backend
 from pipeline.engine.backend import BACKENDS
 from pipeline.engine.sqlite_backend import NOW_PARAM, from_us, interval_us, to_sqlite, to_us
 from pipeline.sqlmodel.objects import SqlError
+from tests.pipeline.allocation.test_allocation_properties import sites as property_sites
 
 NOW = datetime(2024, 6, 3, 12, tzinfo=UTC)
 
@@ -76,3 +78,29 @@ def test_date_trunc_and_utc_days_on_microseconds():
         run("SELECT DATE_TRUNC('month', NOW())")
     with pytest.raises(SqlError, match="UTC only"):
         run("SELECT NOW() AT TIME ZONE 'Europe/Amsterdam'")
+
+
+@pytest.fixture(scope="module")
+def every_backend():
+    from pipeline.engine.embedded import EmbeddedEngine
+
+    engines = {name: EmbeddedEngine(backend=name) for name in BACKENDS}
+    yield engines
+    for engine in engines.values():
+        engine.close()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(records=property_sites(max_sessions=60, phased=True))
+def test_every_backend_computes_the_same_setpoints(every_backend, records):
+    """The suite runs on the default backend alone (tests.kits.backends); here the three adapters take the
+    same random trees (1-, 2- and 3-phase EVs, rules, DR, prices) and must publish the same commands."""
+    from tests.pipeline.allocation.test_allocation_properties import run_engine
+
+    results = {name: run_engine(engine, records) for name, engine in every_backend.items()}
+    first = results["duckdb"]
+    for name, got in results.items():
+        assert set(got) == set(first), name
+        for sid, rec in got.items():
+            assert rec["setpoint_kw"] == pytest.approx(first[sid]["setpoint_kw"], abs=1e-6), (name, sid)
+            assert (rec["binding"], rec["phases"]) == (first[sid]["binding"], first[sid]["phases"]), (name, sid)
