@@ -61,6 +61,10 @@ class Backend(ABC):
         """Delete the rows of ``obj`` whose message key is in ``delete_keys``, then insert ``rows``."""
 
     @abstractmethod
+    def delete_before(self, obj: SqlObject, column: str, before: datetime) -> int:
+        """Delete ``obj``'s rows whose timestamp ``column`` is before ``before`` (a retention); returns how many."""
+
+    @abstractmethod
     def clear(self, obj: SqlObject) -> None:
         """Delete every row of an input table."""
 

@@ -140,6 +140,10 @@ class DuckDBBackend(Backend):
         if rows:  # one statement per table, columns as lists: executemany costs ~2 ms a row
             self.con.execute(self._insert_sql[obj.name], [list(col) for col in zip(*rows, strict=True)])
 
+    def delete_before(self, obj: SqlObject, column: str, before: datetime) -> int:
+        (deleted,) = self.con.execute(f'DELETE FROM {obj.name} WHERE "{column}" < ?', [before]).fetchone() or (0,)
+        return int(deleted)
+
     def clear(self, obj: SqlObject) -> None:
         self.con.execute(f"DELETE FROM {obj.name}")
 

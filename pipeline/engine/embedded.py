@@ -333,8 +333,9 @@ class EmbeddedEngine:
     def forget(self, topic: str, column: str, before: datetime) -> int:
         """Delete the rows of ``topic``'s input table whose ``column`` is before ``before`` (a retention, see
         :mod:`pipeline.engine.history`); the next evaluation re-runs what reads them. Returns the rows deleted."""
-        name = self.inputs[topic].name
-        (deleted,) = self.con.execute(f'DELETE FROM {name} WHERE "{column}" < ?', [before]).fetchone() or (0,)
+        obj = self.inputs[topic]
+        name = obj.name
+        deleted = self.backend.delete_before(obj, column, before)
         if deleted:
             self._dirty[name] = ALL
         return int(deleted)

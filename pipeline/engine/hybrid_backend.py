@@ -182,6 +182,11 @@ class HybridBackend(Backend):
         self.lite.write(obj, delete_keys, rows)
         self._queue.append((obj, list(delete_keys), list(rows)))
 
+    def delete_before(self, obj: SqlObject, column: str, before: datetime) -> int:
+        self._flush()  # DuckDB first has every write queued before this delete
+        self.duck.delete_before(obj, column, before)
+        return self.lite.delete_before(obj, column, before)
+
     def clear(self, obj: SqlObject) -> None:
         self.lite.clear(obj)
         self._queue.append((obj, None, []))

@@ -186,6 +186,9 @@ class SQLiteBackend(Backend):
                 ]
             self.con.executemany(sql, rows)
 
+    def delete_before(self, obj: SqlObject, column: str, before: datetime) -> int:
+        return self.con.execute(f'DELETE FROM "{obj.name}" WHERE "{column}" < ?', [to_us(before)]).rowcount
+
     def clear(self, obj: SqlObject) -> None:
         self.con.execute(f'DELETE FROM "{obj.name}"')
 

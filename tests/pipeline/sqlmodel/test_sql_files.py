@@ -51,8 +51,10 @@ def test_inputs_and_sinks_match_their_topic_contracts():
 
 def test_sink_columns_are_exactly_the_setpoint_contract():
     engine = EmbeddedEngine()
-    cols, _ = engine.query("SELECT * FROM session_setpoints LIMIT 0")
+    sink = next(s for s in engine.sinks if s.name == "ocpp_setpoint_commands")
+    cols, _ = engine.query(f"SELECT * FROM ({sink.ast.expression.sql('duckdb')}) AS s LIMIT 0")
     assert cols == list(TOPICS["ocpp.setpoint.commands"].model.model_fields)
+    engine.close()
 
 
 def test_no_broker_address_in_sql():
