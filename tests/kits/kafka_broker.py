@@ -35,7 +35,7 @@ SCALA_VERSION = "2.13"
 LOG4J2_VERSION = "2.25.4"  # Kafka 4.x logs through log4j2; pinned so the slf4j binding matches log4j-core
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 ROOT = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("KAFKA_CACHE_DIR", ROOT / ".cache" / "kafka"))
+CACHE = Path(os.environ.get("KAFKA_CACHE_DIR") or ROOT / ".cache" / "kafka")
 STARTED = "Kafka Server started"
 
 
