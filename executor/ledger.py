@@ -389,9 +389,12 @@ class Ledger:
                 t = now.timestamp()
                 untils = [u for k in members for u, _ in self._connectors[k].cooling if u > t]
                 return Blocked(level, group, limit, total, min(untils) if untils else None)
-        return self._check_phases(cp, connector_id, _Draw(new_kw, new_a), now)
+        return self._check_phases(cp, connector_id, _Draw(new_kw, new_a), now, on_site)
 
-    def _check_phases(self, cp: str, connector_id: int, new: _Draw, now: datetime) -> Blocked | None:
+    def _check_phases(
+        self, cp: str, connector_id: int, new: _Draw, now: datetime, on_site: list[tuple[str, int]]
+    ) -> Blocked | None:
+        """The per-phase half of :meth:`check_increase`; ``on_site`` are the site's other connectors."""
         info = self._topology.charger(cp)
         if info is None or not info.managed:
             return None
@@ -403,7 +406,7 @@ class Ledger:
         t = now.timestamp()
         for node in rated:
             assert node.limit_a is not None
-            members = [k for k in self._connectors if k != (cp, connector_id) and self._under(k[0], node.node_id)]
+            members = [k for k in on_site if self._under(k[0], node.node_id)]
             load: dict[str, float] = {phase: new_a for phase in mine}
             for k in members:
                 for phase, amps in self.phase_bound_a(k[0], k[1], now).items():
