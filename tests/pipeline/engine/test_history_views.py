@@ -12,8 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipeline.contracts.topics import ActiveSession, Parameter, PriceSignal, TopologyNode, TransactionEvent
+from pipeline.contracts.topics import Parameter, PriceSignal, TopologyNode, TransactionEvent
 from pipeline.engine.embedded import EmbeddedEngine
+from tests.pipeline.engine.test_embedded import session
 
 NOW = datetime(2024, 6, 3, 12, tzinfo=UTC)
 SITE = TopologyNode(node_id="s1", site_id="s1", kind="site", limit_kw=30)
@@ -108,20 +109,6 @@ def test_a_later_starting_slot_is_in_force_from_its_start_and_unpriced_time_coun
     e.close()
 
 
-def active(sid: str, **kw) -> ActiveSession:
-    return ActiveSession(
-        session_id=sid,
-        charge_point_id=f"CP-{sid}",
-        connector_id=1,
-        transaction_id=sid,
-        site_id="s1",
-        node_id="s1",
-        rated_power_kw=22,
-        started_at=NOW - timedelta(hours=1),
-        **({"sampled_at": NOW} | kw),
-    )
-
-
 def alerts(changes) -> dict[str, dict]:
     return {c.key: json.loads(c.value) for c in changes if c.topic == "pipeline.alerts" and c.value is not None}
 
@@ -132,8 +119,8 @@ def param(name: str, value: float) -> tuple[str, str, Parameter]:
 
 def test_clock_skew_alert_fires_past_its_parameter_threshold():
     e = EmbeddedEngine()
-    skewed = active("a", charger_sampled_at=NOW - timedelta(seconds=90))
-    fine = active("b", charger_sampled_at=NOW - timedelta(seconds=2))
+    skewed = session("a", charger_sampled_at=NOW - timedelta(seconds=90))
+    fine = session("b", charger_sampled_at=NOW - timedelta(seconds=2))
     e.apply([("site.topology", "s1", SITE), ("ocpp.active.sessions", "a", skewed), ("ocpp.active.sessions", "b", fine)])
     found = alerts(e.evaluate(NOW))
     assert "clock_skew:CP-a" in found and "clock_skew:CP-b" not in found
@@ -147,8 +134,8 @@ def test_clock_skew_alert_fires_past_its_parameter_threshold():
 def test_alert_margins_are_parameters():
     e = EmbeddedEngine()
     # 30 kW site, one session set to 22 kW (its rating) drawing 23.5 kW: 1.5 kW over, 6.8 % over.
-    drawing = active("a", current_power_kw=23.5, sampled_at=NOW + timedelta(minutes=2))
-    e.apply([("site.topology", "s1", SITE), ("ocpp.active.sessions", "a", active("a"))])
+    drawing = session("a", current_power_kw=23.5, sampled_at=NOW + timedelta(minutes=2))
+    e.apply([("site.topology", "s1", SITE), ("ocpp.active.sessions", "a", session("a"))])
     e.evaluate(NOW)
     e.apply([("ocpp.active.sessions", "a", drawing)])
     assert "setpoint_deviation:a" not in alerts(e.evaluate(NOW + timedelta(minutes=2)))  # needs > 10 %
@@ -169,7 +156,7 @@ def test_alert_margins_are_parameters():
 
 def test_the_deviation_delay_is_a_parameter():
     e = EmbeddedEngine()
-    fresh = active("a").model_copy(update={"started_at": NOW})  # its setpoint is computed at NOW
+    fresh = session("a").model_copy(update={"started_at": NOW})  # its setpoint is computed at NOW
     e.apply([("site.topology", "s1", SITE), ("ocpp.active.sessions", "a", fresh)])
     e.evaluate(NOW)
     # 30 s after the setpoint, 5 kW over: not yet a deviation with the default 60 s delay
