@@ -48,6 +48,7 @@ from pydantic_settings import (
 )
 
 from executor.config import ExecutorConfig
+from pipeline.app import SETTINGS_FILE_ENV
 from pipeline.app.alerts import AlertSettings
 from pipeline.contracts.errors import ConfigError
 from pipeline.engine.config import EngineConfig
@@ -73,7 +74,6 @@ __all__ = [
     "sources",
 ]
 
-SETTINGS_FILE_ENV = "PIPELINE_SETTINGS_FILE"
 SECRET_FILE_SUFFIX = "_FILE"
 
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import click
 
 from pipeline.app.logs import FORMATS, LEVELS
-from pipeline.app.settings import PgwireOverrides, Settings, load_settings
+
+if TYPE_CHECKING:  # the settings load pydantic-settings: only commands that read them pay for it
+    from pipeline.app.settings import PgwireOverrides, Settings
 
 __all__ = [
     "ISO",
@@ -55,6 +57,7 @@ def setup_logging(level: str | None, settings: Settings | None = None, default: 
     else ``log.level`` (env, settings file), else ``default``; format: the group's ``--log-format``, else
     ``log.format``. ``settings`` default to the environment and ``$PIPELINE_SETTINGS_FILE``."""
     from pipeline.app.logs import configure_logging
+    from pipeline.app.settings import load_settings
 
     ctx = click.get_current_context(silent=True)
     group = ctx.find_root().params if ctx is not None else {}
@@ -108,6 +111,8 @@ def pg_options(func: F) -> F:
 
 def pg_overrides(pg: bool | None, pg_host: str | None, pg_port: int | None) -> PgwireOverrides:
     """The flags as a ``pgwire`` settings section override (``None``: not given, left to the settings)."""
+    from pipeline.app.settings import PgwireOverrides
+
     return PgwireOverrides(enabled=pg, host=pg_host, port=pg_port)
 
 
@@ -145,6 +150,8 @@ def replay_pg_args(pg: bool | None, pg_host: str | None, pg_port: int | None) ->
     """:func:`pg_service_args` for ``pipeline replay``, which runs for a while and ends: the psql line is
     printed on stderr, and when the port comes from the settings (no ``--pg-port``) and is taken (say by a
     local RisingWave on 4566) the replay runs without Postgres wire, saying so, instead of failing."""
+    from pipeline.app.settings import load_settings
+
     args = pg_service_args(load_settings(pgwire=pg_overrides(pg, pg_host, pg_port)))
     host, port = args["pg_host"], args["pg_port"]
     if port and pg_port is None and not _can_listen(host, port):

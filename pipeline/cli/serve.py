@@ -113,7 +113,7 @@ def executor(config_path, host, port, group, transport, log_level):
 @log_level_option()
 @one_line_errors
 def engine(config_path, tick_s, transport, log_level):
-    """Run the embedded engine alone (DuckDB over sql/), until Ctrl-C.
+    """Run the embedded engine alone over sql/ (its backend: engine.backend, default hybrid), until Ctrl-C.
 
     Its database is in memory, so every start rebuilds from the beginning of the input topics in a
     fresh consumer group before it publishes a setpoint.

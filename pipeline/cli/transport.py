@@ -12,22 +12,17 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from pydantic import BaseModel
 
-from pipeline.app.settings import (
-    SETTINGS_FILE_ENV,
-    EngineOverrides,
-    ExecutorOverrides,
-    GatewayOverrides,
-    KafkaOverrides,
-    PgwireOverrides,
-    Settings,
-    load_settings,
-)
-from pipeline.transport.base import Transport
+from pipeline.app import SETTINGS_FILE_ENV
+
+if TYPE_CHECKING:  # the settings load pydantic-settings: only commands that read them pay for it
+    from pydantic import BaseModel
+
+    from pipeline.app.settings import EngineOverrides, ExecutorOverrides, GatewayOverrides, PgwireOverrides, Settings
+    from pipeline.transport.base import Transport
 
 __all__ = [
     "TransportChoice",
@@ -64,6 +59,8 @@ class TransportChoice:
         """The deployment settings with the command-line overrides: ``--bootstrap-servers`` and
         ``--topic-prefix``, and the other sections' flags (``executor={"port": 9100}``; ``None`` values are
         flags not given and left out). Raises ``ConfigError``."""
+        from pipeline.app.settings import KafkaOverrides, load_settings
+
         return load_settings(
             self.settings_path,
             kafka=KafkaOverrides(bootstrap_servers=self.bootstrap_servers, topic_prefix=self.topic_prefix),

@@ -33,3 +33,27 @@ def test_the_cli_imports_no_engine_executor_or_client_library_before_a_command_n
     code = f"import sys, pipeline.cli.main; print([m for m in {heavy!r} if m in sys.modules])"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def _modules_after(code: str, modules: tuple[str, ...]) -> list[str]:
+    import subprocess
+    import sys
+
+    probe = f"{code}\nimport sys\nprint([m for m in {modules!r} if m in sys.modules])"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    return eval(done.stdout.strip().splitlines()[-1])  # a list literal printed by the probe
+
+
+def test_the_command_group_loads_a_command_module_only_when_that_command_runs():
+    """The group lists its commands without importing them (click's lazy subcommands), so `pipeline
+    signal` pays neither for the deployment settings (pydantic-settings) nor for the other commands."""
+    commands = ("pipeline.cli.migrate", "pipeline.cli.replay", "pipeline.cli.serve", "pipeline.cli.signal")
+    assert _modules_after("import pipeline.cli.main", (*commands, "pydantic_settings")) == []
+    signal = (
+        "from pipeline.cli.main import main\n"
+        "try:\n"
+        "    main(['signal', 'dr', '--site', 's1', '--curtailment-pct', '20', '--dry-run'])\n"
+        "except SystemExit:\n"
+        "    pass"
+    )
+    assert _modules_after(signal, ("pipeline.cli.migrate", "pipeline.cli.serve", "pydantic_settings")) == []
