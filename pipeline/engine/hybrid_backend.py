@@ -5,7 +5,10 @@ Measured (README, Performance): SQLite evaluates one site in a few milliseconds 
 per statement makes it ~150 ms; over 50,000 sessions DuckDB's vectorised sorts and joins are several
 times faster than SQLite's row-at-a-time ones. So each view refresh goes where it is cheap: for at most
 ``sqlite_max_sites`` sites to :class:`~pipeline.engine.sqlite_backend.SQLiteBackend`, for more (a full
-evaluation, a tick's views that read ``NOW()``) to :class:`~pipeline.engine.duckdb_backend.DuckDBBackend`.
+evaluation, a tick's views that read ``NOW()``) to :class:`~pipeline.engine.duckdb_backend.DuckDBBackend`,
+unless the whole fleet is that small: then every refresh runs on SQLite (a tick of one 20-charger site
+costs SQLite ~1 ms, DuckDB 35-75 ms, and a DR cut landing during it waited for it). ``NOW()`` is bound in
+DuckDB only when DuckDB is next used.
 
 Both hold every input (DuckDB's writes are queued and applied when DuckDB is next used, so an input batch
 costs no DuckDB statement). A view's rows live in both databases; after a refresh in one, the other's
@@ -26,7 +29,7 @@ from sqlglot import exp
 
 from pipeline.engine.backend import Backend, Scope
 from pipeline.engine.duckdb_backend import DuckDBBackend
-from pipeline.engine.partition import ALL, union
+from pipeline.engine.partition import ALL, SITE_COLUMN, union
 from pipeline.engine.sqlite_backend import SQLiteBackend
 from pipeline.sqlmodel.objects import SqlObject
 
@@ -47,6 +50,14 @@ def _subtract(stale: Scope, done: Scope) -> Scope:
     if stale is ALL:
         return ALL
     return stale - done
+
+
+def _intersect(a: Scope, b: Scope) -> Scope:
+    if a is ALL:
+        return b
+    if b is ALL:
+        return a
+    return a & b
 
 
 _Write = tuple[SqlObject, Sequence[bytes] | None, Sequence[tuple[Any, ...]]]
@@ -73,14 +84,19 @@ def _merged(queue: list[_Write]) -> list[_Write]:
 
 
 class HybridBackend(Backend):
-    """SQLite for refreshes of few sites, DuckDB for the rest and for readers (see the module docstring)."""
+    """SQLite for refreshes of few sites, DuckDB for the rest and for readers (see the module docstring).
+
+    ``sqlite_max_sites``: a refresh of at most this many sites runs on SQLite; ``fleet_max_sites`` (default
+    ``sqlite_max_sites``): while the input rows have named at most this many sites, refreshes of every site
+    (a full evaluation, a tick) run on SQLite too."""
 
     name = "hybrid"
 
-    def __init__(self, sqlite_max_sites: int = SQLITE_MAX_SITES) -> None:
+    def __init__(self, sqlite_max_sites: int = SQLITE_MAX_SITES, fleet_max_sites: int | None = None) -> None:
         self.duck = DuckDBBackend()
         self.lite = SQLiteBackend(catalog=self.duck.con)
         self.max_sites = sqlite_max_sites
+        self.fleet_max_sites = sqlite_max_sites if fleet_max_sites is None else fleet_max_sites
         self._queue: list[_Write] = []
         # per database: view -> the sites whose rows there are out of date (ALL: every row)
         self._stale: dict[str, dict[str, Scope]] = {"duck": {}, "lite": {}}
@@ -91,10 +107,14 @@ class HybridBackend(Backend):
         self._in_tx = False
         self._duck_tx = False
         self._saved: tuple[dict[str, dict[str, Scope]], int] | None = None
+        self._sites: set[str] = set()  # every site an input row named (never shrinks)
+        self._site_at: dict[str, int] = {}  # per site-keyed input: where its rows hold site_id
+        self._now: datetime | None = None  # NOW() for DuckDB, bound when DuckDB is next used
+        self._duck_now: datetime | None = None
 
     def _use_lite(self, scope: Scope, name: str | None = None) -> bool:
-        if scope is ALL:
-            return False
+        if scope is ALL:  # every site: SQLite too while the fleet is small
+            return len(self._sites) <= self.fleet_max_sites
         return (name is not None and name not in self._site_keyed) or len(scope) <= self.max_sites
 
     def _engine(self, lite: bool) -> DuckDBBackend | SQLiteBackend:
@@ -104,6 +124,9 @@ class HybridBackend(Backend):
         if self._in_tx and not self._duck_tx:
             self.duck.begin()
             self._duck_tx = True
+        if self._now is not None and self._now != self._duck_now:
+            self.duck.set_now(self._now)
+            self._duck_now = self._now
         return self.duck
 
     def _flush(self) -> None:
@@ -165,6 +188,8 @@ class HybridBackend(Backend):
     def create_input(self, obj: SqlObject) -> None:
         self.duck.create_input(obj)
         self.lite.create_input(obj)
+        if SITE_COLUMN in obj.stored_columns:
+            self._site_at[obj.name] = obj.stored_columns.index(SITE_COLUMN)
 
     def create_view(self, obj: SqlObject) -> list[str]:
         cols = self.duck.create_view(obj)
@@ -181,6 +206,9 @@ class HybridBackend(Backend):
     def write(self, obj: SqlObject, delete_keys: Sequence[bytes], rows: Sequence[tuple[Any, ...]]) -> None:
         self.lite.write(obj, delete_keys, rows)
         self._queue.append((obj, list(delete_keys), list(rows)))
+        at = self._site_at.get(obj.name)
+        if at is not None:
+            self._sites.update(row[at] for row in rows if row[at] is not None)
 
     def delete_before(self, obj: SqlObject, column: str, before: datetime) -> int:
         self._flush()  # DuckDB first has every write queued before this delete
@@ -218,12 +246,12 @@ class HybridBackend(Backend):
         self._saved = None
 
     def set_now(self, now: datetime) -> None:
-        self.duck.set_now(now)
+        self._now = now  # DuckDB's is bound when DuckDB is next used (:meth:`_engine`): a statement, ~1 ms
         self.lite.set_now(now)
 
     # -- evaluation --------------------------------------------------------------------------------
     def has_run(self, view: str) -> bool:
-        return self.duck.has_run(view)
+        return self.duck.has_run(view) or self.lite.has_run(view)
 
     def refresh_view(self, view: SqlObject, scope: Scope) -> Scope:
         name = view.name
@@ -239,8 +267,7 @@ class HybridBackend(Backend):
                     moved = ALL
                     self._stale["lite"][name] = frozenset()
                 else:
-                    assert scope is not ALL  # a site-keyed view goes to SQLite for some sites only
-                    moved = union(moved, scope if held is ALL else held & scope)
+                    moved = union(moved, _intersect(held, scope))
                     self._stale["lite"][name] = _subtract(held, scope)
             self._mark("duck", name, moved)
             return moved
@@ -298,6 +325,9 @@ class HybridBackend(Backend):
         self.duck.commit()
 
     def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        if self._now is not None and self._now != self._duck_now:
+            self.duck.set_now(self._now)
+            self._duck_now = self._now
         return self.duck.query(sql)
 
     def close(self) -> None:

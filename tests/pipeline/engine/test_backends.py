@@ -83,8 +83,12 @@ def test_date_trunc_and_utc_days_on_microseconds():
 @pytest.fixture(scope="module")
 def every_backend():
     from pipeline.engine.embedded import EmbeddedEngine
+    from pipeline.engine.hybrid_backend import HybridBackend
 
     engines = {name: EmbeddedEngine(backend=name) for name in BACKENDS}
+    # hybrid on a small fleet runs everything on SQLite; this one evaluates every site on DuckDB, as on a
+    # large fleet, and passes rows between the two
+    engines["hybrid-duckdb-full"] = EmbeddedEngine(backend=HybridBackend(fleet_max_sites=0))
     yield engines
     for engine in engines.values():
         engine.close()
