@@ -303,6 +303,18 @@ class HybridBackend(Backend):
         self._pull(reads, scope)
         return self._engine(False).sink_rows(sink, scope)
 
+    def rows(self, name: str, scope: Scope) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """From the database whose rows of ``name`` are up to date for ``scope`` (SQLite when both are);
+        when neither is, SQLite's are copied into DuckDB first (as for a reader)."""
+        if name not in self._views:
+            return self.lite.rows(name, scope)  # an input: both hold every row
+        for db in ("lite", "duck"):
+            held = self._stale[db].get(name, frozenset())
+            if held is not ALL and not (held if scope is ALL else held & scope):
+                return self.lite.rows(name, scope) if db == "lite" else self._engine(False).rows(name, scope)
+        self._pull({name}, scope)
+        return self._engine(False).rows(name, scope)
+
     # -- readers -----------------------------------------------------------------------------------
     def read_connection(self) -> duckdb.DuckDBPyConnection:
         return self.duck.con

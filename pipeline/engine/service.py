@@ -89,14 +89,17 @@ class DrEventLog:
         self._enabled = any(v.name == self.VIEW for v in engine.views)
         self._in_force: dict[tuple[str, str], tuple] = {}
 
+    def moved(self) -> bool:
+        """True when the last evaluation changed the view's rows (only then can :meth:`update` log)."""
+        return self._enabled and self.VIEW in self._engine.last_changed
+
     def update(self) -> None:
         """Compare the events in force now with those of the last call and log the difference."""
         if not self._enabled:
             return
-        _, rows = self._engine.query(
-            f"SELECT site_id, dr_event_id, curtailment_pct, limit_kw, event_end FROM {self.VIEW}"
-        )
-        now = {(site, event): (pct, limit, end) for site, event, pct, limit, end in rows}
+        cols, rows = self._engine.rows(self.VIEW)
+        at = [cols.index(c) for c in ("site_id", "dr_event_id", "curtailment_pct", "limit_kw", "event_end")]
+        now = {(row[at[0]], row[at[1]]): (row[at[2]], row[at[3]], row[at[4]]) for row in rows}
         for (site, event), (pct, limit, end) in sorted(now.items() - self._in_force.items()):
             what = f"curtailment {pct:g} %" if pct is not None else f"limit {limit:g} kW"
             ends = end.isoformat(timespec="seconds") if end is not None else "?"
@@ -203,7 +206,7 @@ class EngineService:
                 )
             if changes and log.isEnabledFor(logging.INFO):  # the summary parses every record: only when shown
                 log.info("evaluation at %s: %s", now.isoformat(timespec="seconds"), round_summary(changes))
-            if log.isEnabledFor(logging.INFO):
+            if log.isEnabledFor(logging.INFO) and self._dr_log.moved():
                 self._dr_log.update()
             self.stats.evaluations += 1
             self.stats.changes_out += len(changes)
