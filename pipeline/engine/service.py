@@ -29,6 +29,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from pipeline.contracts.clock import Clock, SimClock, SystemClock
 from pipeline.engine.config import EngineConfig
@@ -175,6 +176,8 @@ class EngineService:
         The first step opens the consumer and catches up (see the module docstring) before evaluating.
         """
         consumer = self._consumer
+        decoded: list[tuple[str, str | None, Any]] = []
+        raw: list[Record] = []
         if consumer is None:
             consumer, count = await self._start()
             force = True
@@ -184,7 +187,7 @@ class EngineService:
             if boundary is not None:
                 wait_s = min(wait_s, self._real_seconds_until(boundary))
             records = await consumer.getmany(timeout_s=wait_s, max_records=self.batch_max)
-            await self._load(records)
+            decoded, raw = await self._decode(records)
             count = len(records)
         now = self.clock.now()
         if self.history.prune_due(now):
@@ -192,10 +195,13 @@ class EngineService:
         tick = force or now >= self._next_tick
         if count or tick or self.engine.boundary_due(now):
             self._busy = True
-            try:  # DuckDB releases the GIL: the executor and the gateway keep serving meanwhile
-                changes = await asyncio.to_thread(self.engine.evaluate, now, tick)
+            try:  # one trip to a worker thread for loading and evaluating; the executor keeps serving meanwhile
+                refused, changes, error = await asyncio.to_thread(self._apply_and_evaluate, decoded, now, tick)
             finally:
                 self._busy = False
+            await self._loaded(decoded, raw, refused)
+            if error is not None:
+                raise error
             # Sent together (up to SEND_WINDOW at once), not one by one: on Kafka each send waits for acks=all,
             # so one at a time cost a broker round trip per setpoint. Each key occurs once per evaluation,
             # the producer keeps a partition's records in the order they were handed to it, and every send
@@ -231,9 +237,20 @@ class EngineService:
         """True while an evaluation runs (on a worker thread)."""
         return self._busy
 
-    async def _load(self, records: list[Record]) -> None:
-        """Decode and load one batch. A record that fails to decode, or that the database refuses, is
-        dead-lettered with its reason; every other record of the batch is loaded."""
+    def _apply_and_evaluate(
+        self, decoded: list[tuple[str, str | None, Any]], now: datetime, tick: bool
+    ) -> tuple[list[tuple[str, str | None, Any, Exception]], list[SinkChange], Exception | None]:
+        """On the worker thread: load ``decoded`` and evaluate at ``now``; returns the refused records, the
+        sinks' changes and the evaluation's error (raised by the caller once the load is accounted for)."""
+        refused = self.engine.apply_each(decoded) if decoded else []
+        try:
+            return refused, self.engine.evaluate(now, tick), None
+        except Exception as exc:
+            return refused, [], exc
+
+    async def _decode(self, records: list[Record]) -> tuple[list[tuple[str, str | None, Any]], list[Record]]:
+        """Decode one batch: ``(topic, key, model)`` per good record and the records they came from; a record
+        that fails to decode is dead-lettered with its reason."""
         decoded = []
         raw = []
         for rec in records:
@@ -243,9 +260,24 @@ class EngineService:
                 raw.append(rec)
             else:
                 self.stats.dead_lettered += 1
+        return decoded, raw
+
+    async def _load(self, records: list[Record]) -> None:
+        """Decode and load one batch. A record that fails to decode, or that the database refuses, is
+        dead-lettered with its reason; every other record of the batch is loaded."""
+        decoded, raw = await self._decode(records)
+        if decoded:
+            await self._loaded(decoded, raw, await asyncio.to_thread(self.engine.apply_each, decoded))
+
+    async def _loaded(
+        self,
+        decoded: list[tuple[str, str | None, Any]],
+        raw: list[Record],
+        refused: list[tuple[str, str | None, Any, Exception]],
+    ) -> None:
+        """After ``decoded`` was loaded: dead-letter the ``refused`` records, count and keep the rest."""
         if not decoded:
             return
-        refused = await asyncio.to_thread(self.engine.apply_each, decoded)
         if refused:
             by_id = {id(item[2]): rec for item, rec in zip(decoded, raw, strict=True)}
             for _topic, _key, model, exc in refused:
