@@ -214,7 +214,7 @@ class SQLiteBackend(Backend):
         if scope != self._dirty_held:
             self.con.execute(f"DELETE FROM {DIRTY_TABLE}")
             self.con.executemany(f"INSERT INTO {DIRTY_TABLE} VALUES (?)", [(s,) for s in scope])
-            self._dirty_held = scope
+            self._dirty_held = frozenset(scope)  # a copy: the caller's set may change after
 
     # -- evaluation --------------------------------------------------------------------------------
     def has_run(self, view: str) -> bool:
