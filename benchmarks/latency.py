@@ -34,8 +34,9 @@ as the transport's producer) -> consume on the same broker. Also shown: a bare S
 trip. Targets (:func:`_cut_targets`): a cut's p99 <= 2 x its floor's p99 (memory: the fan-out; Kafka: the
 produce -> consume plus the fan-out), and on memory a cut's median <= 33 ms.
 
-The executor alone (:func:`executor_dispatch_ms`): 20 new setpoints put on ``ocpp.setpoint.commands`` at
-once until the last charger holds its TxProfile, each trial followed by a bare fan-out of 20 calls in
+The executor alone (:func:`executor_dispatch_ms`, debounce and EV response lag 0 so its lifts go at once:
+:data:`DISPATCH_EXECUTOR`): 20 new setpoints put on ``ocpp.setpoint.commands`` at once until the last
+charger holds its TxProfile, each trial followed by a bare fan-out of 20 calls in
 the same process as its floor; target: median and p99 within 1.5x the floor's. And
 (:func:`first_profile_s`) 20 sessions that start before their chargers' fail-safe profiles are
 acknowledged, every executor default: seconds until each holds its first TxProfile. The broker is
@@ -83,6 +84,8 @@ from pipeline.transport.memory import MemoryTransport
 TICK_S = 1.0  # `pipeline run --tick` default
 POLL_S = EngineConfig().poll_s
 EXECUTOR = ExecutorConfig(port=0, metrics=False)  # every default: the 1 s debounce of increases included
+# the executor alone (executor_dispatch_ms): its lifts go at once, so cuts and lifts are measured back to back
+DISPATCH_EXECUTOR = ExecutorConfig(port=0, metrics=False, increase_debounce_s=0.0, ev_response_lag_s=0.0)
 METERING = Metering(interval_s=5.0, ev_response_s=2.0, jitter_w=30.0)
 CURTAILMENTS_PCT = (20.0, 40.0)
 CHARGERS = 20
@@ -343,7 +346,7 @@ async def executor_dispatch_ms(trials: int, rng: random.Random, profile: str | N
 
     cfg = site_config(CHARGERS)
     transport = MemoryTransport()
-    loop = await start_loop(transport, site=cfg, executor=EXECUTOR)
+    loop = await start_loop(transport, site=cfg, executor=DISPATCH_EXECUTOR)
     executor: Executor | None = loop.executor
     assert executor is not None
     chargers = [BenchCharger(c.id) for c in cfg.sites[0].chargers]
