@@ -30,6 +30,7 @@ sessions p99 within 10 ms; the full evaluation and the tick at 50,000 sessions w
 from __future__ import annotations
 
 import gc
+import os
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
@@ -210,11 +211,19 @@ def targets(rows: list[dict], sites20: dict[str, dict]) -> list[dict]:
 
 def run(quick: bool = False, backends: tuple[str, ...] = BACKENDS) -> dict:
     sizes = QUICK_SIZES if quick else SIZES
+    load_before = [round(x, 2) for x in os.getloadavg()]
     rows = [measure(n, s, b, repeat=5 if quick else 30) for n, s in sizes for b in backends]
     sites20 = {b: site20(b, repeat=20 if quick else 100) for b in backends}
     for row in rows:
         row.update(sites20[row["backend"]] if row["sessions"] == sizes[-1][0] else {})
-    return {"rows": rows, "site20": sites20, "targets": targets(rows, sites20), "sessions": sizes[-1][0]}
+    return {
+        "rows": rows,
+        "site20": sites20,
+        "targets": targets(rows, sites20),
+        "sessions": sizes[-1][0],
+        "loadavg_before": load_before,
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def _mark(value, met: bool, unit: str) -> str:
