@@ -2,10 +2,11 @@
 a bare central system, and the bare SetChargingProfile floors measured with them.
 
 The charge point is a plain ``ocpp.v16.ChargePoint`` (the library the executor is built on) over a
-``websockets`` client, with no simulated physics and no meter values: it answers GetConfiguration
-(``Current``), SetChargingProfile and ClearChargingProfile with ``Accepted`` and stamps every TxProfile it
-receives with ``time.perf_counter()`` at the moment the frame reaches its OCPP router (right after the
-websocket ``recv``). The floors use the same charge point class against a bare central system (the
+``websockets`` client: it answers GetConfiguration (``Current``), SetChargingProfile and
+ClearChargingProfile with ``Accepted`` and stamps every TxProfile it receives with ``time.perf_counter()``
+at the moment the frame reaches its OCPP router (right after the websocket ``recv``). With
+:meth:`BenchCharger.start_metering` it also meters as a real charger does (:class:`Metering`): MeterValues
+every few seconds, the EV drawing the limit it holds once its response time has passed. The floors use the same charge point class against a bare central system (the
 library's ``ChargePoint`` behind ``websockets.serve``, nothing else), so figure and floor share the
 charger side and the library.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -28,9 +30,12 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
 from pipeline.app.site import PipelineConfig, parse_config
+from pipeline.sim.session import PERIODIC, MeterReading
+from pipeline.sim.v16 import meter_values
 
 __all__ = [
     "BenchCharger",
+    "Metering",
     "Watch",
     "bare_fanout_ms",
     "bare_round_trips_ms",
@@ -43,6 +48,23 @@ __all__ = [
 ]
 
 SUBPROTOCOL = "ocpp1.6"
+VOLTAGE_V = 230.0
+PHASES = 3
+
+
+class Metering:
+    """How a :class:`BenchCharger` meters, as a real charger with a charging EV does: a MeterValues.req
+    (OCPP 1.6 section 4.7; Power.Active.Import in W, Energy.Active.Import.Register in Wh, Current.Import per
+    phase in A) every ``interval_s`` real seconds, the first after a random part of an interval so a site's
+    chargers do not report in step. The EV draws the TxProfile limit it holds (A per phase x
+    :data:`PHASES` x :data:`VOLTAGE_V`) from ``ev_response_s`` after the profile arrived (the EV's
+    response time; before it, the previous draw), with a uniform jitter of +- ``jitter_w`` (W) per
+    reading, as a real meter's noise."""
+
+    def __init__(self, interval_s: float = 5.0, ev_response_s: float = 2.0, jitter_w: float = 30.0) -> None:
+        self.interval_s = interval_s
+        self.ev_response_s = ev_response_s
+        self.jitter_w = jitter_w
 
 
 def site_config(
@@ -146,14 +168,54 @@ class BenchCharger:
         self.transaction_id: int | None = None
         self.watch: Watch | None = None
         self.link: _Link | None = None
+        self.meter_values_sent = 0
         self._ws = None
         self._task: asyncio.Task | None = None
+        self._meter_task: asyncio.Task | None = None
+        self._draws: list[tuple[float, float]] = []  # (perf_counter s from which the EV draws it, A per phase)
 
     def received(self, limit: float, at: float) -> None:
         self.limit, self.received_at = limit, at
         self.count += 1
+        self._draws.append((at, limit))
         if self.watch is not None:
             self.watch.seen(self.cp_id, limit, at)
+
+    def draw_a(self, at: float, ev_response_s: float) -> float:
+        """The EV's draw (A per phase) at ``at`` (perf_counter s): the newest limit received at least
+        ``ev_response_s`` before, 0 before any."""
+        current = 0.0
+        keep = 0
+        for i, (since, limit) in enumerate(self._draws):
+            if since + ev_response_s <= at:
+                current, keep = limit, i
+        del self._draws[:keep]
+        return current
+
+    def start_metering(self, metering: Metering, rng: random.Random) -> None:
+        """Send MeterValues for the open transaction as :class:`Metering` says, until :meth:`close`."""
+        self._meter_task = asyncio.create_task(self._meter(metering, rng))
+
+    async def _meter(self, metering: Metering, rng: random.Random) -> None:
+        register_wh = 0.0
+        last = time.perf_counter()
+        await asyncio.sleep(rng.uniform(0.0, metering.interval_s))
+        while self.link is not None:
+            now = time.perf_counter()
+            amps = self.draw_a(now, metering.ev_response_s)
+            power_w = max(0.0, amps * PHASES * VOLTAGE_V + rng.uniform(-metering.jitter_w, metering.jitter_w))
+            register_wh += power_w * (now - last) / 3600.0
+            last = now
+            reading = MeterReading(
+                power_kw=power_w / 1000.0,
+                register_wh=register_wh,
+                currents_a=(power_w / PHASES / VOLTAGE_V,) * PHASES,
+            )
+            request = meter_values(1, self.transaction_id, datetime.now(UTC), PERIODIC, reading)
+            with contextlib.suppress(Exception):
+                await self.link.call(request)
+                self.meter_values_sent += 1
+            await asyncio.sleep(metering.interval_s)
 
     async def connect(self, base_url: str, boot: bool = True) -> None:
         """Open ``{base_url}/{cp_id}``; with ``boot`` send BootNotification (else stay silent, as a
@@ -187,6 +249,11 @@ class BenchCharger:
         await self.link.call(call.StatusNotification(connector_id=1, error_code="NoError", status="Charging"))
 
     async def close(self) -> None:
+        if self._meter_task is not None:
+            self._meter_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._meter_task
+            self._meter_task = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

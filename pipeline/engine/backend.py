@@ -109,6 +109,11 @@ class Backend(ABC):
         """The rows of a sink's query, for the sites in ``scope`` (``None``: all): column names and rows."""
 
     @abstractmethod
+    def rows(self, name: str, scope: Scope) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """The rows of table or view ``name`` for ``scope`` (``None``: all) as of the last refresh: column
+        names and rows, without bringing the readers' connection up to date."""
+
+    @abstractmethod
     def read_connection(self) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection holding every table and view under its ``sql/`` name, for readers (Postgres
         wire). Call :meth:`sync_readers` before each read to bring it up to the last evaluation."""

@@ -112,6 +112,7 @@ class DuckDBBackend(Backend):
         self._partial_sql: dict[str, str] = {}  # per site-keyed view: its query restricted to $dirty_sites
         # per view: site (None: a view without sites, or rows without one) -> (row count, sum of row hashes)
         self._digest: dict[str, dict[str | None, Digest]] = {}
+        self._sink_sql: dict[str, str] = {}  # per sink: its query in DuckDB's SQL
 
     def create_input(self, obj: SqlObject) -> None:
         for statement in duckdb_ddl(obj):
@@ -251,7 +252,9 @@ class DuckDBBackend(Backend):
         return self.con.execute(sql, {SITES_PARAM: sorted(scope)}).fetchall()
 
     def sink_rows(self, sink: SqlObject, scope: Scope) -> tuple[list[str], list[tuple[Any, ...]]]:
-        select = sink.ast.expression.sql("duckdb")
+        select = self._sink_sql.get(sink.name)
+        if select is None:
+            select = self._sink_sql[sink.name] = sink.ast.expression.sql("duckdb")
         if scope is ALL:
             cur = self.con.execute(select)
         else:

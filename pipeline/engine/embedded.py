@@ -148,6 +148,7 @@ class EmbeddedEngine:
         self.sites = SiteIndex()
         self.evaluations = 0
         self.last_eval_ms = 0.0
+        self.last_changed: frozenset[str] = frozenset()  # the views whose rows the last evaluation changed
         self._columns: dict[str, list[str]] = {}
         self._declared: dict[str, list[str]] = {}  # per input table: its declared columns (obj.columns parses)
         self._topic: dict[str, str] = {}  # per input and sink: its topic
@@ -421,6 +422,13 @@ class EmbeddedEngine:
             self.backend.sync_readers()
             return self.backend.query(sql)
 
+    def rows(self, name: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Every row of table or view ``name`` as of the last evaluation (column names and rows), read where
+        the backend holds them up to date: cheaper than :meth:`query`, which first brings the readers'
+        connection up to date."""
+        with self.lock:
+            return self.backend.rows(name, ALL)
+
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
         """The DuckDB connection readers use (:meth:`Backend.read_connection`): the engine's own on
@@ -441,7 +449,7 @@ class EmbeddedEngine:
 
     def _evaluate(self, now: datetime, timed: bool) -> list[SinkChange]:
         started = time.perf_counter()
-        self.refresh(now, timed)
+        self.last_changed = frozenset(self.refresh(now, timed))
         changes: list[SinkChange] = []
         for sink in self.sinks:
             scope: frozenset[str] | None = frozenset()

@@ -5,7 +5,10 @@ Measured (README, Performance): SQLite evaluates one site in a few milliseconds 
 per statement makes it ~150 ms; over 50,000 sessions DuckDB's vectorised sorts and joins are several
 times faster than SQLite's row-at-a-time ones. So each view refresh goes where it is cheap: for at most
 ``sqlite_max_sites`` sites to :class:`~pipeline.engine.sqlite_backend.SQLiteBackend`, for more (a full
-evaluation, a tick's views that read ``NOW()``) to :class:`~pipeline.engine.duckdb_backend.DuckDBBackend`.
+evaluation, a tick's views that read ``NOW()``) to :class:`~pipeline.engine.duckdb_backend.DuckDBBackend`,
+unless the whole fleet is that small: then every refresh runs on SQLite (a tick of one 20-charger site
+costs SQLite ~1 ms, DuckDB 35-75 ms, and a DR cut landing during it waited for it). ``NOW()`` is bound in
+DuckDB only when DuckDB is next used.
 
 Both hold every input (DuckDB's writes are queued and applied when DuckDB is next used, so an input batch
 costs no DuckDB statement). A view's rows live in both databases; after a refresh in one, the other's
@@ -19,14 +22,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import duckdb
 from sqlglot import exp
 
 from pipeline.engine.backend import Backend, Scope
 from pipeline.engine.duckdb_backend import DuckDBBackend
-from pipeline.engine.partition import ALL, union
+from pipeline.engine.partition import ALL, SITE_COLUMN, union
 from pipeline.engine.sqlite_backend import SQLiteBackend
 from pipeline.sqlmodel.objects import SqlObject
 
@@ -48,6 +51,20 @@ def _subtract(stale: Scope, done: Scope) -> Scope:
         return ALL
     return stale - done
 
+
+def _intersect(a: Scope, b: Scope) -> Scope:
+    if a is ALL:
+        return b
+    if b is ALL:
+        return a
+    return a & b
+
+
+_EMPTY: frozenset[str] = frozenset()
+
+#: One change to the out-of-date sites, for a rollback: (database, view, "set", the value before) or
+#: (database, view, "removed" | "added", the sites).
+_Undo = tuple[str, str, str, Scope]
 
 _Write = tuple[SqlObject, Sequence[bytes] | None, Sequence[tuple[Any, ...]]]
 
@@ -73,28 +90,40 @@ def _merged(queue: list[_Write]) -> list[_Write]:
 
 
 class HybridBackend(Backend):
-    """SQLite for refreshes of few sites, DuckDB for the rest and for readers (see the module docstring)."""
+    """SQLite for refreshes of few sites, DuckDB for the rest and for readers (see the module docstring).
+
+    ``sqlite_max_sites``: a refresh of at most this many sites runs on SQLite; ``fleet_max_sites`` (default
+    ``sqlite_max_sites``): while the input rows have named at most this many sites, refreshes of every site
+    (a full evaluation, a tick) run on SQLite too."""
 
     name = "hybrid"
 
-    def __init__(self, sqlite_max_sites: int = SQLITE_MAX_SITES) -> None:
+    def __init__(self, sqlite_max_sites: int = SQLITE_MAX_SITES, fleet_max_sites: int | None = None) -> None:
         self.duck = DuckDBBackend()
         self.lite = SQLiteBackend(catalog=self.duck.con)
         self.max_sites = sqlite_max_sites
+        self.fleet_max_sites = sqlite_max_sites if fleet_max_sites is None else fleet_max_sites
         self._queue: list[_Write] = []
         # per database: view -> the sites whose rows there are out of date (ALL: every row)
-        self._stale: dict[str, dict[str, Scope]] = {"duck": {}, "lite": {}}
+        # (sets are changed in place, by the sites that change, and journalled for a rollback: a full
+        # evaluation leaves every site of a view out of date in the other database, and copying a set of
+        # 5,000 sites for each view a one-site change touches cost more than that change's statements)
+        self._stale: dict[str, dict[str, set[str] | frozenset[str] | None]] = {"duck": {}, "lite": {}}
         self._views: dict[str, SqlObject] = {}
-        self._order: list[str] = []  # the views in dependency order
+        self._rank: dict[str, int] = {}  # per view: its place in dependency order
         self._site_keyed: set[str] = set()
         self._reads: dict[str, frozenset[str]] = {}  # per rendered query: the relations it reads
         self._in_tx = False
         self._duck_tx = False
-        self._saved: tuple[dict[str, dict[str, Scope]], int] | None = None
+        self._saved: tuple[list[_Undo], int] | None = None  # in a transaction: its journal, queue length
+        self._sites: set[str] = set()  # every site an input row named (never shrinks)
+        self._site_at: dict[str, int] = {}  # per site-keyed input: where its rows hold site_id
+        self._now: datetime | None = None  # NOW() for DuckDB, bound when DuckDB is next used
+        self._duck_now: datetime | None = None
 
     def _use_lite(self, scope: Scope, name: str | None = None) -> bool:
-        if scope is ALL:
-            return False
+        if scope is ALL:  # every site: SQLite too while the fleet is small
+            return len(self._sites) <= self.fleet_max_sites
         return (name is not None and name not in self._site_keyed) or len(scope) <= self.max_sites
 
     def _engine(self, lite: bool) -> DuckDBBackend | SQLiteBackend:
@@ -104,6 +133,9 @@ class HybridBackend(Backend):
         if self._in_tx and not self._duck_tx:
             self.duck.begin()
             self._duck_tx = True
+        if self._now is not None and self._now != self._duck_now:
+            self.duck.set_now(self._now)
+            self._duck_now = self._now
         return self.duck
 
     def _flush(self) -> None:
@@ -119,32 +151,93 @@ class HybridBackend(Backend):
         if self._saved is not None:
             self._saved = (self._saved[0], 0)
 
+    # -- which sites of a view are out of date in each database ------------------------------------
+    def _held(self, db: str, name: str) -> Scope:
+        """The sites whose rows of ``name`` are out of date in ``db`` (to read only: a set changed in place)."""
+        return cast(Scope, self._stale[db].get(name, _EMPTY))
+
+    def _replace(self, db: str, name: str, value: Scope) -> set[str] | None:
+        table = self._stale[db]
+        if self._saved is not None:
+            self._saved[0].append((db, name, "set", self._held(db, name)))
+        held: set[str] | None = ALL if value is ALL else set(value)
+        table[name] = held
+        return held
+
+    def _remove(self, db: str, name: str, sites: Scope) -> None:
+        """``sites`` of ``name`` are up to date in ``db`` now."""
+        held = self._held(db, name)
+        if held is ALL or sites is ALL:
+            if held is ALL or held:
+                self._replace(db, name, _subtract(held, sites))
+            return
+        gone = held & sites
+        if not gone:
+            return
+        live = self._stale[db].get(name)
+        if not isinstance(live, set):
+            live = self._replace(db, name, held)
+        assert live is not None
+        if self._saved is not None:
+            self._saved[0].append((db, name, "removed", gone))
+        live.difference_update(gone)
+
+    def _mark(self, db: str, name: str, sites: Scope) -> None:
+        """``sites`` of ``name`` are out of date in ``db`` now."""
+        held = self._held(db, name)
+        if held is ALL or (sites is not ALL and not sites):
+            return
+        if sites is ALL:
+            self._replace(db, name, ALL)
+            return
+        new = sites - held
+        if not new:
+            return
+        live = self._stale[db].get(name)
+        if not isinstance(live, set):
+            live = self._replace(db, name, held)
+        assert live is not None
+        if self._saved is not None:
+            self._saved[0].append((db, name, "added", new))
+        live.update(new)
+
+    def _undo(self, journal: list[_Undo]) -> None:
+        for db, name, kind, value in reversed(journal):
+            table = self._stale[db]
+            if kind == "set":
+                table[name] = value
+                continue
+            held = table[name]
+            assert isinstance(held, set) and value is not ALL
+            if kind == "removed":
+                held.update(value)
+            else:
+                held.difference_update(value)
+
     def _pull(self, names: set[str], scope: Scope) -> None:
         """Copy into DuckDB SQLite's rows of the views in ``names`` for the sites in ``scope`` that SQLite
         changed since DuckDB last had them."""
-        stale = self._stale["duck"]
         for name in names:
-            held = stale.get(name, frozenset())
+            held = self._held("duck", name)
             if held is not ALL and not held:
                 continue
             need: Scope = ALL
             if name in self._site_keyed and held is not ALL:
-                need = held if scope is ALL else held & scope
+                need = frozenset(held) if scope is ALL else held & scope
                 if not need:
                     continue
             target = self._engine(False)
             _, rows = self.lite.rows(name, need)
             target.replace_rows(name, need, rows)
-            stale[name] = _subtract(held, need)
+            self._remove("duck", name, need)
 
     def _ensure_lite(self, names: set[str], scope: Scope) -> None:
         """Bring SQLite's rows of the views in ``names`` up to date for ``scope`` by re-running them there
         for their out-of-date sites (upstream first): cheaper than copying from DuckDB, whose every
         statement costs milliseconds. DuckDB's rows of those sites are then SQLite's to copy back."""
-        stale = self._stale["lite"]
-        for name in self._order:
-            held = stale.get(name, frozenset())
-            if name not in names or (held is not ALL and not held):
+        for name in sorted(names, key=self._rank.__getitem__):
+            held = self._held("lite", name)
+            if held is not ALL and not held:
                 continue
             view = self._views[name]
             need: Scope = ALL
@@ -154,23 +247,21 @@ class HybridBackend(Backend):
                     continue
             self._ensure_lite(view.depends_on & self._views.keys(), need)
             self.lite.refresh_view(view, need)
-            stale[name] = _subtract(held, need) if name in self._site_keyed else frozenset()
+            self._remove("lite", name, need if name in self._site_keyed else ALL)
             self._mark("duck", name, need)
-
-    def _mark(self, other: str, name: str, moved: Scope) -> None:
-        if moved is ALL or moved:
-            self._stale[other][name] = union(self._stale[other].get(name, frozenset()), moved)
 
     # -- schema and writes -------------------------------------------------------------------------
     def create_input(self, obj: SqlObject) -> None:
         self.duck.create_input(obj)
         self.lite.create_input(obj)
+        if SITE_COLUMN in obj.stored_columns:
+            self._site_at[obj.name] = obj.stored_columns.index(SITE_COLUMN)
 
     def create_view(self, obj: SqlObject) -> list[str]:
         cols = self.duck.create_view(obj)
         self.lite.create_view(obj)
         self._views[obj.name] = obj
-        self._order.append(obj.name)
+        self._rank[obj.name] = len(self._rank)
         return cols
 
     def prepare(self, views: Sequence[SqlObject], site_keyed: set[str]) -> None:
@@ -181,6 +272,9 @@ class HybridBackend(Backend):
     def write(self, obj: SqlObject, delete_keys: Sequence[bytes], rows: Sequence[tuple[Any, ...]]) -> None:
         self.lite.write(obj, delete_keys, rows)
         self._queue.append((obj, list(delete_keys), list(rows)))
+        at = self._site_at.get(obj.name)
+        if at is not None:
+            self._sites.update(row[at] for row in rows if row[at] is not None)
 
     def delete_before(self, obj: SqlObject, column: str, before: datetime) -> int:
         self._flush()  # DuckDB first has every write queued before this delete
@@ -194,7 +288,7 @@ class HybridBackend(Backend):
     def begin(self) -> None:
         self.lite.begin()
         self._in_tx = True
-        self._saved = ({k: dict(v) for k, v in self._stale.items()}, len(self._queue))
+        self._saved = ([], len(self._queue))
 
     def commit(self) -> None:
         self.lite.commit()
@@ -212,18 +306,19 @@ class HybridBackend(Backend):
         else:
             self.duck._digest.clear()
         if self._saved is not None:
-            self._stale, queued = self._saved
+            journal, queued = self._saved
+            self._undo(journal)
             del self._queue[queued:]
         self._in_tx = self._duck_tx = False
         self._saved = None
 
     def set_now(self, now: datetime) -> None:
-        self.duck.set_now(now)
+        self._now = now  # DuckDB's is bound when DuckDB is next used (:meth:`_engine`): a statement, ~1 ms
         self.lite.set_now(now)
 
     # -- evaluation --------------------------------------------------------------------------------
     def has_run(self, view: str) -> bool:
-        return self.duck.has_run(view)
+        return self.duck.has_run(view) or self.lite.has_run(view)
 
     def refresh_view(self, view: SqlObject, scope: Scope) -> Scope:
         name = view.name
@@ -231,17 +326,16 @@ class HybridBackend(Backend):
         if self._use_lite(scope, name):
             self._ensure_lite(deps, scope)
             moved = self.lite.refresh_view(view, scope)
-            held = self._stale["lite"].get(name, frozenset())
+            held = self._held("lite", name)
             if held is ALL or held:
                 # SQLite compared against rows older than DuckDB's, which the later views read: the sites
                 # it held out of date count as moved
                 if name not in self._site_keyed:
                     moved = ALL
-                    self._stale["lite"][name] = frozenset()
+                    self._remove("lite", name, ALL)
                 else:
-                    assert scope is not ALL  # a site-keyed view goes to SQLite for some sites only
-                    moved = union(moved, scope if held is ALL else held & scope)
-                    self._stale["lite"][name] = _subtract(held, scope)
+                    moved = union(moved, _intersect(held, scope))
+                    self._remove("lite", name, scope)
             self._mark("duck", name, moved)
             return moved
         self._pull(deps | {name}, scope)
@@ -276,6 +370,18 @@ class HybridBackend(Backend):
         self._pull(reads, scope)
         return self._engine(False).sink_rows(sink, scope)
 
+    def rows(self, name: str, scope: Scope) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """From the database whose rows of ``name`` are up to date for ``scope`` (SQLite when both are);
+        when neither is, SQLite's are copied into DuckDB first (as for a reader)."""
+        if name not in self._views:
+            return self.lite.rows(name, scope)  # an input: both hold every row
+        for db in ("lite", "duck"):
+            held = self._held(db, name)
+            if held is not ALL and not (held if scope is ALL else held & scope):
+                return self.lite.rows(name, scope) if db == "lite" else self._engine(False).rows(name, scope)
+        self._pull({name}, scope)
+        return self._engine(False).rows(name, scope)
+
     # -- readers -----------------------------------------------------------------------------------
     def read_connection(self) -> duckdb.DuckDBPyConnection:
         return self.duck.con
@@ -298,6 +404,9 @@ class HybridBackend(Backend):
         self.duck.commit()
 
     def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        if self._now is not None and self._now != self._duck_now:
+            self.duck.set_now(self._now)
+            self._duck_now = self._now
         return self.duck.query(sql)
 
     def close(self) -> None:

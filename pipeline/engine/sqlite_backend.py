@@ -92,6 +92,7 @@ class SQLiteBackend(Backend):
         self._diff_sql: dict[str, tuple[str, str]] = {}  # per view: (every site, dirty sites)
         self._ran: set[str] = set()
         self._sink_out: dict[str, list[Callable[[Any], Any] | None]] = {}
+        self._sink_sql: dict[str, tuple[str, str]] = {}  # per sink: its query (every site, dirty sites)
         self._pending: dict[str, Scope] | None = None  # read mirror: relation -> sites to copy (None: off)
         self._mirror_insert: dict[str, str] = {}
 
@@ -213,7 +214,7 @@ class SQLiteBackend(Backend):
         if scope != self._dirty_held:
             self.con.execute(f"DELETE FROM {DIRTY_TABLE}")
             self.con.executemany(f"INSERT INTO {DIRTY_TABLE} VALUES (?)", [(s,) for s in scope])
-            self._dirty_held = scope
+            self._dirty_held = frozenset(scope)  # a copy: the caller's set may change after
 
     # -- evaluation --------------------------------------------------------------------------------
     def has_run(self, view: str) -> bool:
@@ -278,15 +279,16 @@ class SQLiteBackend(Backend):
         ]
 
     def sink_rows(self, sink: SqlObject, scope: Scope) -> tuple[list[str], list[tuple[Any, ...]]]:
-        select = to_sqlite(sink.ast.expression)
+        compiled = self._sink_sql.get(sink.name)
+        if compiled is None:  # transpiled once: sqlglot takes ~1 ms, as long as the query runs on a site
+            select = to_sqlite(sink.ast.expression)
+            in_scope = f"SELECT * FROM ({select}) WHERE {SITE_COLUMN} IN (SELECT {SITE_COLUMN} FROM {DIRTY_TABLE})"
+            compiled = self._sink_sql[sink.name] = (select, in_scope)
         if scope is ALL:
-            cur = self.con.execute(select, {NOW_PARAM: self._now})
+            cur = self.con.execute(compiled[0], {NOW_PARAM: self._now})
         else:
             self._hold(scope)
-            cur = self.con.execute(
-                f"SELECT * FROM ({select}) WHERE {SITE_COLUMN} IN (SELECT {SITE_COLUMN} FROM {DIRTY_TABLE})",
-                {NOW_PARAM: self._now},
-            )
+            cur = self.con.execute(compiled[1], {NOW_PARAM: self._now})
         cols = [d[0] for d in cur.description]
         convert = self._sink_out.get(sink.name)
         if convert is None:

@@ -83,8 +83,12 @@ def test_date_trunc_and_utc_days_on_microseconds():
 @pytest.fixture(scope="module")
 def every_backend():
     from pipeline.engine.embedded import EmbeddedEngine
+    from pipeline.engine.hybrid_backend import HybridBackend
 
     engines = {name: EmbeddedEngine(backend=name) for name in BACKENDS}
+    # hybrid on a small fleet runs everything on SQLite; this one evaluates every site on DuckDB, as on a
+    # large fleet, and passes rows between the two
+    engines["hybrid-duckdb-full"] = EmbeddedEngine(backend=HybridBackend(fleet_max_sites=0))
     yield engines
     for engine in engines.values():
         engine.close()
@@ -104,3 +108,28 @@ def test_every_backend_computes_the_same_setpoints(every_backend, records):
         for sid, rec in got.items():
             assert rec["setpoint_kw"] == pytest.approx(first[sid]["setpoint_kw"], abs=1e-6), (name, sid)
             assert (rec["binding"], rec["phases"]) == (first[sid]["binding"], first[sid]["phases"]), (name, sid)
+
+
+def test_a_rollback_restores_which_sites_the_hybrid_holds_out_of_date():
+    """The hybrid changes its sets of out-of-date sites in place; a rollback undoes every change of the
+    transaction, whatever their order."""
+    from pipeline.engine.hybrid_backend import HybridBackend
+    from pipeline.engine.partition import ALL
+
+    hybrid = HybridBackend()
+    try:
+        hybrid._mark("lite", "v", frozenset({"a", "b", "c"}))
+        hybrid._mark("duck", "w", ALL)
+        before = {db: {k: (v if v is ALL else set(v)) for k, v in t.items()} for db, t in hybrid._stale.items()}
+        hybrid.begin()
+        hybrid._remove("lite", "v", frozenset({"a", "x"}))
+        hybrid._mark("lite", "v", frozenset({"d"}))
+        hybrid._remove("lite", "v", ALL)
+        hybrid._mark("lite", "u", frozenset({"e"}))
+        hybrid._remove("duck", "w", frozenset({"a"}))
+        hybrid._remove("duck", "w", ALL)
+        assert hybrid._held("lite", "v") == set() and hybrid._held("duck", "w") == set()
+        hybrid.rollback()
+        assert hybrid._stale == {**before, "lite": {**before["lite"], "u": frozenset()}}
+    finally:
+        hybrid.close()
