@@ -21,6 +21,10 @@ that rating on each phase. The summary lists every session (what it was offered 
 
 A :class:`~pipeline.replay.series.ReplaySeries` passed in collects the site's load, each session's draw
 and the sum of setpoints every simulated minute and at every event, for ``--report``'s plots.
+
+With ``plans`` each plugged EV's driver tells the loop when it leaves and what it needs, as a real driver
+would: a ``session.plans`` record keyed ``session:{session_id}`` at plug-in (departure = the EV's real
+departure, energy = its real need), so the allocation plans the session (docs/architecture.md, "Plans").
 """
 
 from __future__ import annotations
@@ -41,12 +45,15 @@ from pipeline.contracts.clock import SimClock
 from pipeline.contracts.topics import (
     DR_SIGNALS,
     PRICE_SIGNALS,
+    SESSION_PLANS,
     SETPOINT_COMMANDS,
     SITE_DEMAND,
     DRSignal,
     PriceSignal,
+    SessionPlan,
     SiteDemand,
     TopologyNode,
+    plan_key,
 )
 from pipeline.engine.config import EngineConfig
 from pipeline.engine.service import EngineService
@@ -88,6 +95,7 @@ class ReplayOptions:
     setpoint_ttl_s: float = 3 * 3600.0
     pg_host: str = "127.0.0.1"
     pg_port: int | None = None  # serve the engine's views read-only on Postgres wire (0: a free port)
+    plans: bool = False  # each driver publishes its departure and need on session.plans at plug-in
 
 
 class _ReplaySite(PipelineConfig):
@@ -389,6 +397,8 @@ async def run_replay(
                     plugged += 1
                     requested_kwh += payload.energy_need_kwh
                     visits[payload.ev_id] = _visit(payload, by_id[cp_id], now)
+                    if o.plans:
+                        visits[payload.ev_id]["plan"] = await _publish_plan(transport, by_id[cp_id], payload, now)
                 else:
                     turned_away += 1
             await settle_dispatch(
@@ -425,6 +435,7 @@ async def run_replay(
             "profiles_sent": executor.stats.profiles_sent,
             "updates_collapsed": executor.stats.updates_collapsed,
             "setpoint_records": len(transport.log(SETPOINT_COMMANDS)),
+            "setpoints_bound_by_plan": _bound_by_plan(transport),
             "engine_evaluations": engine.stats.evaluations,
             "active_sessions_at_end": active,
             "chargers_holding_latest_setpoint": in_sync,
@@ -455,6 +466,29 @@ async def _publish_prices(transport: MemoryTransport, series: ReplaySeries, pric
         await publish(transport, PRICE_SIGNALS, signal)
 
 
+async def _publish_plan(transport: MemoryTransport, cp: SimulatedChargePoint, ev: EV, now: datetime) -> dict[str, Any]:
+    """The driver's plan for ``ev``'s session on ``cp`` (just started): a ``session.plans`` record keyed by
+    its session id (``{charge_point_id}-{transaction_id}``, the executor's) with the EV's real departure
+    and need (kWh from the session's start, ``energy_needed_kwh``); returns what was published."""
+    session = cp.connectors[1].session
+    assert session is not None and session.transaction_id is not None
+    session_id = f"{cp.charge_point_id}-{session.transaction_id}"
+    plan = SessionPlan(
+        plan_id=plan_key(session_id, None),
+        session_id=session_id,
+        departure_at=ev.departure_at,
+        energy_needed_kwh=round(ev.energy_need_kwh, 4),
+        source="driver",
+        updated_at=now,
+    )
+    await publish(transport, SESSION_PLANS, plan)
+    return {
+        "session_id": session_id,
+        "departure_at": ev.departure_at.isoformat(),
+        "energy_needed_kwh": plan.energy_needed_kwh,
+    }
+
+
 async def _every(clock: SimClock, start: datetime, end: datetime, interval_s: float, call: Callable[[], None]) -> None:
     """``call()`` at ``start`` and every ``interval_s`` clock seconds after it, until ``end``."""
     while True:
@@ -463,6 +497,13 @@ async def _every(clock: SimClock, start: datetime, end: datetime, interval_s: fl
         if elapsed >= (end - start).total_seconds():
             return
         await clock.sleep(interval_s - elapsed % interval_s)
+
+
+def _bound_by_plan(transport: MemoryTransport) -> int:
+    """How many setpoint records the engine published with binding ``plan`` (a planned session held back
+    for cheaper slots, or stopped with its need met)."""
+    records = transport.log(SETPOINT_COMMANDS)
+    return sum(1 for r in records if r.value is not None and json.loads(r.value)["binding"] == "plan")
 
 
 def _setpoints_kw(transport: MemoryTransport, chargers: list[SimulatedChargePoint]) -> float:
