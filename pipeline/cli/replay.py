@@ -48,6 +48,12 @@ __all__ = ["replay"]
 @click.option("--dr/--no-dr", default=True, show_default=True, help="a 20 % DR event 17:00-19:00 local each day")
 @click.option("--seed", default=7, show_default=True)
 @click.option(
+    "--drain/--no-drain",
+    default=False,
+    show_default=True,
+    help="run on past the last day, with no new EVs, until every EV has left (at most a day)",
+)
+@click.option(
     "--plans/--no-plans",
     default=False,
     show_default=True,
@@ -75,6 +81,7 @@ def replay(
     evs_per_charger,
     dr,
     seed,
+    drain,
     plans,
     json_path,
     report_dir,
@@ -116,6 +123,7 @@ def replay(
         dr_event=dr,
         seed=seed,
         plans=plans,
+        drain=drain,
     )
     series = ReplaySeries()
     with replay_progress() as progress:

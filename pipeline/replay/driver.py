@@ -22,6 +22,10 @@ that rating on each phase. The summary lists every session (what it was offered 
 A :class:`~pipeline.replay.series.ReplaySeries` passed in collects the site's load, each session's draw
 and the sum of setpoints every simulated minute and at every event, for ``--report``'s plots.
 
+With ``drain`` the replay runs on past its last day, with no new arrivals but the next day's building load
+and day-ahead prices, until every EV that came has left (at most a day): a session that waits for the
+night's cheap hours is then measured on what it got by its departure, not cut at midnight.
+
 With ``plans`` each plugged EV's driver tells the loop when it leaves and what it needs, as a real driver
 would: a ``session.plans`` record keyed ``session:{session_id}`` at plug-in (departure = the EV's real
 departure, energy = its real need), so the allocation plans the session (docs/architecture.md, "Plans").
@@ -96,6 +100,7 @@ class ReplayOptions:
     pg_host: str = "127.0.0.1"
     pg_port: int | None = None  # serve the engine's views read-only on Postgres wire (0: a free port)
     plans: bool = False  # each driver publishes its departure and need on session.plans at plug-in
+    drain: bool = False  # run on past the last day (no new EVs) until every EV has left, at most a day
 
 
 class _ReplaySite(PipelineConfig):
@@ -233,6 +238,12 @@ async def run_replay(
     must give ``pg_password`` if one is set)."""
     wall_start = time.monotonic()
     start, end = day_start_utc(o.day), day_start_utc(o.day + timedelta(days=o.days))
+    sampler = EVSampler(o.seed, o.profile)
+    per_day = round(o.chargers * o.evs_per_charger)
+    arrivals = [ev for d in range(o.days) for ev in sampler.day_visits(o.day + timedelta(days=d), per_day)]
+    data_days = o.days + (1 if o.drain else 0)  # the day after: its building load and day-ahead prices
+    if o.drain:
+        end = min(max([end, *(ev.departure_at for ev in arrivals)]), end + timedelta(days=1))
     clock = SimClock(start, o.speed)
     clock.hold()
     transport = MemoryTransport()
@@ -257,7 +268,7 @@ async def run_replay(
             clock.hold()
             session_ended.set()
 
-    releases = day_ahead_releases(o.site_id, o.day, o.days)
+    releases = day_ahead_releases(o.site_id, o.day, data_days)
     await _publish_prices(transport, series, releases[0][1])
     if o.dr_event:
         for d in range(o.days):
@@ -304,17 +315,14 @@ async def run_replay(
     by_id.update((cp.charge_point_id, cp) for cp in chargers)
     await asyncio.gather(*(cp.start() for cp in chargers))
 
-    sampler = EVSampler(o.seed, o.profile)
-    per_day = round(o.chargers * o.evs_per_charger)
     # (when, order at the same instant: the building load first, what happens) per event the driver makes
     events: list[tuple[datetime, int, float | EV | list[PriceSignal] | None]] = [
-        (t, 0, kw) for t, kw in building_load(o.day, o.days, o.households)
+        (t, 0, kw) for t, kw in building_load(o.day, data_days, o.households) if t < end
     ]
     events += [(t, 3, prices) for t, prices in releases[1:]]  # the next day's curve, when the market has it
     # a DR window's start and end: the clock holds there while the loop reacts, as at any other event
     events += [(t, 2, None) for a, b, _ in meter.windows for t in (a, b) if start <= t < end]
-    for d in range(o.days):
-        events += [(ev.arrival_at, 1, ev) for ev in sampler.day_visits(o.day + timedelta(days=d), per_day)]
+    events += [(ev.arrival_at, 1, ev) for ev in arrivals]
     events.sort(key=lambda e: (e[0], e[1]))
 
     plugged, turned_away, requested_kwh = 0, 0, 0.0
