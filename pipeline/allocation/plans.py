@@ -14,12 +14,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pipeline.allocation.reference import State
 
-__all__ = ["PLAN_AT_RISK_S", "PLAN_HORIZON_S", "PlanNeed", "plan_cap", "plan_needs"]
+__all__ = ["PLAN_AT_RISK_S", "PLAN_HORIZON_S", "PLAN_TAPER_FACTOR", "PlanNeed", "plan_cap", "plan_needs"]
 
 PLAN_AT_RISK_S = 900
 """A plan is at risk when its laxity is this many seconds or less (session_limits.sql)."""
 
 
+PLAN_TAPER_FACTOR = 1.5
+"""The time a need takes at a flat rate, times this, is what urgency allows for it: an EV's acceptance tapers
+as its battery fills (CC-CV above about 80 % SoC), so the last kWh come slower (session_plan_needs.sql)."""
 PLAN_HORIZON_S = 2678400
 """The longest wait ``urgent_at`` counts back from a departure (31 days, a plan's bound), s."""
 
@@ -30,8 +33,8 @@ class PlanNeed:
     by ``departure_at``, ``left_s`` from its latest meter reading, ``cheaper_s`` before departure in slots
     cheaper than the one in force (every later slot when none is), ``price_now`` (None: no price);
     ``share_kw`` the site's EV headroom over its live sessions (kW, None: no headroom known) and
-    ``urgent`` whether now is at or past ``urgent_at``, departure less the time the remaining energy
-    takes at min(device cap, share) less :data:`PLAN_AT_RISK_S`."""
+    ``urgent`` whether now is at or past ``urgent_at``, departure less :data:`PLAN_TAPER_FACTOR` times the
+    time the remaining energy takes at min(device cap, share) less :data:`PLAN_AT_RISK_S`."""
 
     departure_at: datetime
     energy_needed_kwh: float
@@ -149,7 +152,9 @@ def plan_needs(
             else None
         )
         rate = min(device_cap(rec), share if share is not None else rec.rated_power_kw)
-        wait_s = min(remaining * 3600.0 / rate + PLAN_AT_RISK_S, PLAN_HORIZON_S) if rate > 0 else 0.0
+        wait_s = (
+            min(PLAN_TAPER_FACTOR * remaining * 3600.0 / rate + PLAN_AT_RISK_S, PLAN_HORIZON_S) if rate > 0 else 0.0
+        )
         out[rec.session_id] = PlanNeed(
             departure_at=departure,
             energy_needed_kwh=needed,
@@ -167,13 +172,16 @@ def plan_cap(need: PlanNeed, ruled_cap_kw: float) -> tuple[float, float | None]:
     """``(cap_kw, laxity_s)`` of a planned session whose cap before plans is ``ruled_cap_kw``
     (session_limits.sql). Its expected rate is that cap, or its share of the site's headroom when less;
     laxity is ``left_s`` less the time the remaining energy takes at that rate. The cap is 0 once met; the
-    cap when urgent, at risk (laxity 900 s or less) or when the slots cheaper than now cannot hold what
-    remains at the expected rate; else 0 (it waits for them)."""
+    cap when urgent, at risk (laxity at most 900 s plus the taper's allowance, ``PLAN_TAPER_FACTOR - 1``
+    times that time) or when the slots cheaper than now cannot hold what remains at the expected rate; else
+    0 (it waits for them)."""
     rate = min(ruled_cap_kw, need.share_kw) if need.share_kw is not None else ruled_cap_kw
     laxity = need.left_s - need.remaining_kwh * 3600.0 / rate if rate > 0 else None
     if need.remaining_kwh <= 0:
         return 0.0, laxity
-    if need.urgent or laxity is None or laxity <= PLAN_AT_RISK_S:
+    if need.urgent or laxity is None:
+        return ruled_cap_kw, laxity
+    if laxity <= PLAN_AT_RISK_S + (PLAN_TAPER_FACTOR - 1) * need.remaining_kwh * 3600.0 / rate:
         return ruled_cap_kw, laxity
     if need.remaining_kwh > rate * need.cheaper_s / 3600.0 + 1e-9:
         return ruled_cap_kw, laxity

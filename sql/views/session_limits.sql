@@ -10,7 +10,8 @@
 --              cap when it is urgent (session_plan_needs), when the slots cheaper than now before its
 --              departure cannot hold what remains at its expected rate (its cap, or its share of the site's
 --              headroom when that is less: share_kw), or when laxity_s (seconds to departure minus the
---              time its remaining energy takes at that rate) is 900 or less; else its cap is 0 ('plan'),
+--              time its remaining energy takes at that rate) is 900 or less, plus half that time for the
+--              taper as the battery fills (the factor 1.5 of session_plan_needs); else its cap is 0 ('plan'),
 --              and a plan met is 0 too
 --   override = a session or charger override runs the session at its limit_kw (floor = cap), ahead of
 --              everyone in admission; only caps and pauses of equal or higher precedence still apply
@@ -125,7 +126,8 @@ shaped AS (
             WHEN override_kw IS NOT NULL THEN LEAST(override_kw, ruled_cap_kw)
             WHEN plan_remaining_kwh IS NOT NULL THEN CASE
                 WHEN plan_remaining_kwh <= 0 THEN 0.0
-                WHEN plan_urgent OR laxity_s IS NULL OR laxity_s <= 900 THEN ruled_cap_kw
+                WHEN plan_urgent OR laxity_s IS NULL
+                    OR laxity_s <= 900 + 0.5 * plan_remaining_kwh * 3600.0 / plan_rate_kw THEN ruled_cap_kw
                 WHEN plan_remaining_kwh > plan_rate_kw * plan_cheaper_s / 3600.0 + 1e-9 THEN ruled_cap_kw
                 ELSE 0.0
             END

@@ -5,12 +5,13 @@
 --   share_kw = the site's EV headroom (node_headroom) over its live sessions (managed, fresh): what the
 --              session can expect in a slot every session at the site charges in, so a plan does not
 --              count on its full cap where the breaker will share it (null: no headroom known)
---   urgent   = NOW() is at or past urgent_at, the last instant it can wait: departure less the time its
---              remaining energy takes at min(device cap, share_kw), less 900 s, at most 31 days before
---              it (departure itself when that rate is 0). A temporal filter, so it turns true on time
+--   urgent   = NOW() is at or past urgent_at, the last instant it can wait: departure less 1.5 times the
+--              time its remaining energy takes at min(device cap, share_kw) (an EV's acceptance tapers
+--              as its battery fills: CC-CV above about 80 % SoC), less 900 s, at most 31 days before it
+--              (departure itself when that rate is 0). A temporal filter, so it turns true on time
 --              between meter readings (left_s counts from the latest one)
 -- session_limits charges the session now, at its cap, when it is urgent, when those cheaper seconds at
--- that rate cannot hold what remains, or when its laxity is 900 s or less.
+-- that rate cannot hold what remains, or when its laxity is 900 s or less than half the time its need takes.
 CREATE MATERIALIZED VIEW session_plan_needs AS
 WITH slots AS (
     SELECT
@@ -55,7 +56,7 @@ needs AS (
         *,
         CASE
             WHEN rate_kw > 0
-                THEN departure_at - LEAST(remaining_kwh * 3600.0 / rate_kw + 900, 2678400) * INTERVAL '1 second'
+                THEN departure_at - LEAST(1.5 * remaining_kwh * 3600.0 / rate_kw + 900, 2678400) * INTERVAL '1 second'
             ELSE departure_at
         END AS urgent_at
     FROM rated

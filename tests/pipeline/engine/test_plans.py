@@ -146,14 +146,15 @@ def test_a_plan_counts_on_its_share_of_the_breaker_not_on_its_full_cap(engine):
 
 
 def test_urgency_counts_from_now_not_from_the_last_meter_reading(engine):
-    # 5 kWh at 22 kW take 818 s; the EV leaves 1,618 s from now, so its laxity now is 800 s: at risk. Its last
-    # reading was 500 s ago, and from there the laxity is 1,300 s, where the cheap slot (1,018 s before it
-    # leaves, 6.2 kWh at 22 kW) would hold it: it must charge now all the same.
+    # 5 kWh at 22 kW take 818 s, 1,227 s with the taper's allowance (x 1.5); the EV leaves 2,027 s from now,
+    # 100 s less than that and the 900 s margin: urgent. Its last reading was 500 s ago, and from there its
+    # laxity is 1,709 s, above 900 s and the allowance (1,309 s), where the cheap slot (1,427 s before it
+    # leaves, 8.7 kWh at 22 kW) would hold it: it must charge now all the same.
     curve = prices(0.40, 0.05, first=NOW - timedelta(minutes=50))
     a = session(
         "a",
         "CP1",
-        departure_at=NOW + timedelta(seconds=1618),
+        departure_at=NOW + timedelta(seconds=2027),
         energy_needed_kwh=5,
         sampled_at=NOW - timedelta(seconds=500),
     )
