@@ -531,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--scenario"] and len(argv) in (2, 3):
         found = [s for s in SCENARIOS + LONG_SCENARIOS if s["name"] == argv[1]]
         if not found or argv[2:] not in ([], ["--plans"]):
-            names = ", ".join(s["name"] for s in SCENARIOS + LONG_SCENARIOS)
+            names = ", ".join(str(s["name"]) for s in SCENARIOS + LONG_SCENARIOS)
             print(f"usage: --scenario NAME [--plans], NAME one of: {names}")
             return 2
         print(json.dumps(measure(found[0], plans=argv[2:] == ["--plans"]), indent=2))

@@ -6,7 +6,7 @@ docs/architecture.md, "Plans")."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -79,6 +79,7 @@ def plan_needs(
     now: datetime,
     headroom: dict[str, float] | None = None,
     live: dict[str, int] | None = None,
+    device_cap: Callable[[Any], float] | None = None,
 ) -> dict[str, PlanNeed]:
     """session_id -> :class:`PlanNeed` for every placed ``(session record, site_id)`` with a plan.
 
@@ -86,9 +87,8 @@ def plan_needs(
     charger plan whose departure is after the session started, the charger's then the site's defaults
     (``default_departure_min``: the next such minute of the day, UTC, after the start). ``headroom`` is
     the EV headroom per site node (kW) and ``live`` the managed, fresh sessions per site, for
-    ``share_kw`` (None without them)."""
-    from pipeline.allocation.reference import device_cap
-
+    ``share_kw`` (None without them); ``device_cap(record)`` the session's cap before rules and plans (kW,
+    the reference's :func:`~pipeline.allocation.reference.device_cap`; its rating without it)."""
     headroom, live = headroom or {}, live or {}
     topo = state.topology
     slots = _price_slots(state, now)
@@ -151,7 +151,8 @@ def plan_needs(
             if site is not None and site.kind == "site" and site_id in headroom and live.get(site_id)
             else None
         )
-        rate = min(device_cap(rec), share if share is not None else rec.rated_power_kw)
+        cap = device_cap(rec) if device_cap is not None else rec.rated_power_kw
+        rate = min(cap, share if share is not None else rec.rated_power_kw)
         wait_s = (
             min(PLAN_TAPER_FACTOR * remaining * 3600.0 / rate + PLAN_AT_RISK_S, PLAN_HORIZON_S) if rate > 0 else 0.0
         )

@@ -332,7 +332,7 @@ def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> d
 
     tiers = _price_tiers(state, now)
     live = Counter(site_id for _, site_id, _, managed, stale in placed if managed and not stale)
-    needs = plan_needs(state, [(rec, site_id) for rec, site_id, *_ in placed], now, headroom, live)
+    needs = plan_needs(state, [(rec, site_id) for rec, site_id, *_ in placed], now, headroom, live, device_cap)
     out: dict[str, dict] = {}
 
     # Caps, floors and rules of balanced sessions (session_limits.sql).

@@ -123,7 +123,7 @@ def test_the_slots_and_needs_views_match_the_reference(engine, records):  # noqa
         and (rec.sampled_at or rec.started_at) > stale_before
     )
     headroom = reference.allocate(records, NOW)["__headroom__"]
-    needs = reference.plan_needs(state, placed, NOW, headroom, live)
+    needs = reference.plan_needs(state, placed, NOW, headroom, live, reference.device_cap)
     assert {r[0] for r in rows} == set(needs)
     for sid, remaining, left_s, cheaper_s, price_now, share_kw, urgent in rows:
         need = needs[sid]
