@@ -356,11 +356,16 @@ async def run_replay(
 
     async def run_to(at: datetime) -> None:
         """Run the clock to ``at`` (held there), holding it at every session end on the way (each one
-        found by the station as it happens, or foreseen from the draw now) while the loop settles."""
+        found by the station as it happens, or foreseen from the draw now) and at the engine's next
+        temporal boundary (a price slot's start, a plan turning urgent) while the loop settles: under a
+        compressed clock a reaction the loop makes on its own would otherwise land minutes late."""
         while True:
             session_ended.clear()
             now = clock.now()
             foreseen = min((t for _, t in _session_ends(chargers) if now < t < at), default=None)
+            boundary = engine.engine.next_boundary()  # a NOW() comparison flips: a price slot, a plan's urgency
+            if boundary is not None and now < boundary < at:
+                foreseen = boundary if foreseen is None else min(foreseen, boundary)
             target = at if foreseen is None else min(at, foreseen + timedelta(milliseconds=1))
             await run_clock_to(clock, target, session_ended, on_the_way=step_on)
             if target == at and not session_ended.is_set() and clock.now() >= at:
