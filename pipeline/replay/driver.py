@@ -6,7 +6,7 @@ charge points that connect to the executor. The embedded engine allocates; the e
 
 Time is a :class:`~pipeline.contracts.clock.SimClock` running ``speed`` times faster than real time. At each
 event (an EV plugs in, the building load steps, a DR window opens or closes, a session ends because its
-need is met or its EV leaves) the clock lands on the event's instant and holds until the loop has settled
+need is met or its EV leaves, the engine's next temporal boundary) the clock lands on the event's instant and holds until the loop has settled
 (no record in flight on the transport and none sent for a short quiet time, the executor and engine idle,
 every session end reported), then runs on. Session ends are foreseen from each station's draw and also
 caught as the station reports them (``on_power``), whichever comes first. So the figures measure the
