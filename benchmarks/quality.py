@@ -503,7 +503,7 @@ def markdown(result: dict) -> str:
             else "-"
         )
         lines.append(
-            f"| {r['scenario']} | {'known' if r.get('plans') else 'none'} | {r['sessions']} ({r['evs_turned_away']}) | "
+            f"| {r['scenario']} | {'known' if r.get('plans') else 'none'} | {r['sessions']} ({r.get('evs_turned_away', 0)}) | "
             f"{r['delivered_kwh']:.1f} / {r['optimum_kwh']:.1f} | "
             f"{r['energy_pct_of_optimum']:.1f} % | {r['unmet_kwh']:.1f} ({r['worst_unmet_kwh']:.1f}) | "
             f"{r['optimum_unmet_kwh']:.1f} | {met} | "
