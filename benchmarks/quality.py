@@ -520,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     ``python -m benchmarks.quality --scenario NAME [--plans]`` runs one scenario in one mode and prints its
     row as JSON."""
     import json
+    import sys
     from pathlib import Path
 
     from benchmarks.__main__ import main as run_all
@@ -532,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
         found = [s for s in SCENARIOS + LONG_SCENARIOS if s["name"] == argv[1]]
         if not found or argv[2:] not in ([], ["--plans"]):
             names = ", ".join(str(s["name"]) for s in SCENARIOS + LONG_SCENARIOS)
-            print(f"usage: --scenario NAME [--plans], NAME one of: {names}")
+            print(f"usage: --scenario NAME [--plans], NAME one of: {names}", file=sys.stderr)
             return 2
         print(json.dumps(measure(found[0], plans=argv[2:] == ["--plans"]), indent=2))
         return 0
