@@ -14,9 +14,13 @@ resolution with perfect foresight (scipy's HiGHS):
    delivered (so the controller's cost per kWh is set beside the cheapest way to deliver what it
    delivered).
 
-Reported per scenario: energy delivered as % of the optimum, unmet energy over sessions (sum and worst
-session, the optimum's sum beside it), cost per kWh against the cost-optimal schedule for the same energy,
-seconds over the breaker, over the limit in force and over the rating per phase, and peak site load.
+Each scenario runs twice in one run: without plans (the loop knows nothing of departures or needs) and with
+plans known (``pipeline replay --plans``: each driver publishes a ``session.plans`` record at plug-in with
+the EV's real departure and need). Reported per scenario and mode: energy delivered as % of the optimum,
+unmet energy over sessions (sum and worst session, the optimum's sum beside it), the share of sessions
+whose need was met by their departure (of all that left within the replay, and of those the optimum meets),
+cost per kWh against the cost-optimal schedule for the same energy, seconds over the breaker, over the
+limit in force and over the rating per phase, and peak site load.
 
 The optimum does not model the chargers: each session has its own power bound, so two sessions that the
 replay ran one after the other on one charger may overlap in the LP. That only loosens the bound (the
@@ -25,6 +29,7 @@ optimum is an upper bound on what any controller could deliver to these sessions
     python -m benchmarks quality --json docs/benchmarks/quality.json     # three days, a few minutes
     python -m benchmarks quality --long --json out.json                  # and a 7-day replay
     python -m benchmarks.quality --markdown docs/benchmarks/quality.json # README's table from the JSON
+    python -m benchmarks.quality --scenario "60 kW breaker" --plans      # one scenario, one mode
 """
 
 from __future__ import annotations
@@ -37,13 +42,38 @@ from datetime import date, datetime, timedelta
 from benchmarks.common import table
 
 SCENARIOS = (
-    {"name": "default day", "day": "2024-06-03", "days": 1, "limit_kw": 100.0, "breaker_a": 145.0, "speed": 2880.0},
-    {"name": "60 kW breaker", "day": "2024-06-03", "days": 1, "limit_kw": 60.0, "breaker_a": 87.0, "speed": 2880.0},
-    {"name": "winter weekday", "day": "2024-01-17", "days": 1, "limit_kw": 100.0, "breaker_a": 145.0, "speed": 2880.0},
+    {
+        "name": "default day",
+        "day": "2024-06-03",
+        "days": 1,
+        "limit_kw": 100.0,
+        "breaker_a": 145.0,
+        "speed": 2880.0,
+        "drain": True,
+    },
+    {
+        "name": "60 kW breaker",
+        "day": "2024-06-03",
+        "days": 1,
+        "limit_kw": 60.0,
+        "breaker_a": 87.0,
+        "speed": 2880.0,
+        "drain": True,
+    },
+    {
+        "name": "winter weekday",
+        "day": "2024-01-17",
+        "days": 1,
+        "limit_kw": 100.0,
+        "breaker_a": 145.0,
+        "speed": 2880.0,
+        "drain": True,
+    },
 )
 """The scenarios of a default run (a few minutes): seed 7, 10 chargers of 22 kW, 12 households, a 20 % DR
 event 17:00-19:00 local each day (the replay's defaults). ``breaker_a`` is the breaker's kW over three
-phases at 230 V, rounded up."""
+phases at 230 V, rounded up. ``drain``: the replay runs on past the day until every EV that came has left
+(``ReplayOptions.drain``), so a session is measured on what it got by its departure."""
 LONG_SCENARIOS = (
     {"name": "7 days", "day": "2024-06-03", "days": 7, "limit_kw": 100.0, "breaker_a": 145.0, "speed": 10080.0},
 )
@@ -219,14 +249,15 @@ def problem_from_replay(summary: dict) -> LpProblem:
     def at(t: int) -> datetime:
         return start + timedelta(minutes=t)
 
-    steps = building_load(day, opts["days"], opts["households"])
+    data_days = opts["days"] + (1 if opts.get("drain") else 0)
+    steps = building_load(day, data_days, opts["households"])
     building = []
     j = 0
     for t in range(minutes):
         while j + 1 < len(steps) and steps[j + 1][0] <= at(t):
             j += 1
         building.append(steps[j][1])
-    prices = price_signals(summary["site_id"], day, opts["days"])
+    prices = price_signals(summary["site_id"], day, data_days)
     price = [next((s.price_per_kwh for s in prices if s.valid_from <= at(t) < s.valid_to), 0.0) for t in range(minutes)]
     windows = [
         (datetime.fromisoformat(w["start"]), datetime.fromisoformat(w["end"]), w["limit_kw"])
@@ -267,8 +298,38 @@ def replay_cost(series, summary: dict) -> tuple[float, float]:
     return kwh, eur
 
 
-def measure(scenario: dict) -> dict:
-    """Run one scenario's replay and its LPs; returns its row (see the module docstring)."""
+MET_TOLERANCE_KWH = 0.01
+"""A session's need counts as met when at most this much of it is left (kWh)."""
+
+
+def met_shares(summary: dict, best: LpResult) -> dict:
+    """Of the sessions whose EV left within the replay (a later departure is cut by the replay's end, for
+    the optimum too): how many there are, how many the replay met by their departure, how many the
+    optimum (``best``, built from ``summary``'s sessions in order) meets, and how many of those the replay
+    met too."""
+    end = datetime.fromisoformat(summary["replay_end"])
+    left = [
+        (v, best.session_kwh[i])
+        for i, v in enumerate(summary["session_results"])
+        if datetime.fromisoformat(v["departure_at"]) <= end
+    ]
+    met = [v["energy_unmet_kwh"] <= MET_TOLERANCE_KWH for v, _ in left]
+    lp_met = [kwh >= v["energy_requested_kwh"] - MET_TOLERANCE_KWH for v, kwh in left]
+    return {
+        "sessions_left": len(left),
+        "sessions_met": sum(met),
+        "optimum_sessions_met": sum(lp_met),
+        "sessions_met_of_optimum_met": sum(m and o for m, o in zip(met, lp_met, strict=True)),
+    }
+
+
+def _pct(part: int, whole: int) -> float | None:
+    return round(100.0 * part / whole, 1) if whole else None
+
+
+def measure(scenario: dict, plans: bool = False) -> dict:
+    """Run one scenario's replay (with ``plans``: each driver's plan published at plug-in) and its LPs;
+    returns its row (see the module docstring)."""
     import logging
     import time
 
@@ -284,6 +345,8 @@ def measure(scenario: dict) -> dict:
         breaker_a=scenario.get("breaker_a"),
         speed=scenario["speed"],
         chargers=scenario.get("chargers", 10),
+        plans=plans,
+        drain=scenario.get("drain", False),
     )
     series = ReplaySeries()
     summary = asyncio.run(run_replay(options, series=series))
@@ -297,8 +360,14 @@ def measure(scenario: dict) -> dict:
     cheapest_same = min_cost(problem, min(delivered, best.energy_kwh), lp)
     lp_s = time.perf_counter() - started
     over_a = summary.get("seconds_over_limit_a") or {}
+    met = met_shares(summary, best)
     return {
         "scenario": scenario["name"],
+        "plans": plans,
+        **met,
+        "met_pct": _pct(met["sessions_met"], met["sessions_left"]),
+        "met_of_optimum_met_pct": _pct(met["sessions_met_of_optimum_met"], met["optimum_sessions_met"]),
+        "plan_bound_setpoints": summary.get("setpoints_bound_by_plan"),
         "day": scenario["day"],
         "days": scenario["days"],
         "breaker_kw": scenario["limit_kw"],
@@ -331,6 +400,25 @@ def measure(scenario: dict) -> dict:
         "replay_wall_s": summary["wall_clock_s"],
         "lp_s": round(lp_s, 1),
         "lp_variables": len(lp["index"]),
+        "session_detail": [
+            {
+                k: v[k]
+                for k in (
+                    "charge_point_id",
+                    "arrival_at",
+                    "departure_at",
+                    "energy_requested_kwh",
+                    "max_power_kw",
+                    "phases",
+                    "energy_delivered_kwh",
+                    "energy_unmet_kwh",
+                    "plan",
+                )
+                if k in v
+            }
+            | {"optimum_kwh": round(best.session_kwh[i], 3)}
+            for i, v in enumerate(summary["session_results"])
+        ],
     }
 
 
@@ -338,7 +426,7 @@ def run(quick: bool = False, long: bool = False) -> dict:
     """The rows of :data:`QUICK_SCENARIOS` with ``quick``, else of :data:`SCENARIOS` (with ``long``, of
     :data:`LONG_SCENARIOS` too)."""
     scenarios = QUICK_SCENARIOS if quick else SCENARIOS + (LONG_SCENARIOS if long else ())
-    return {"rows": [measure(s) for s in scenarios]}
+    return {"rows": [measure(s, plans) for s in scenarios for plans in (False, True)]}
 
 
 def tables(result: dict) -> list:
@@ -360,6 +448,7 @@ def tables(result: dict) -> list:
         "Charging quality: the replay against the LP optimum (perfect foresight, minute resolution)",
         (
             "scenario",
+            "plans",
             "sessions",
             "requested_kwh",
             "delivered_kwh",
@@ -368,13 +457,18 @@ def tables(result: dict) -> list:
             "unmet_kwh",
             "worst_unmet_kwh",
             "optimum_unmet_kwh",
+            "met_pct",
+            "met_of_optimum_met_pct",
         ),
         rows,
+        caption="met: sessions whose need was met by their departure, of those that left within the replay "
+        "and of those the optimum meets",
     )
     cost = table(
         "Charging quality: cost, limits and peaks",
         (
             "scenario",
+            "plans",
             "ct_per_kwh",
             "optimum_ct_per_kwh_same_energy",
             "cost_ratio",
@@ -395,18 +489,25 @@ def tables(result: dict) -> list:
 def markdown(result: dict) -> str:
     """The README's table of a run's ``result`` (the ``quality`` entry of the JSON file)."""
     lines = [
-        "| scenario | sessions | delivered / optimum, kWh | % of optimum | unmet, kWh (worst session) | "
-        "optimum unmet, kWh | ct/kWh (cheapest for that energy) | s over breaker / limit in force / per phase "
-        "(L1, L2, L3) | peak, kW (optimum) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| scenario | plans | sessions (turned away) | delivered / optimum, kWh | % of optimum | unmet, kWh (worst session) | "
+        "optimum unmet, kWh | met by departure (of those the optimum meets) | ct/kWh (cheapest for that energy) | "
+        "s over breaker / limit in force / per phase (L1, L2, L3) | peak, kW (optimum) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in result["rows"]:
         over_a = r.get("seconds_over_a_per_phase") or {}
         phases = ", ".join(f"{v:g}" for v in over_a.values()) if over_a else "-"
+        met = (
+            f"{r['sessions_met']}/{r['sessions_left']} ({r['sessions_met_of_optimum_met']}/{r['optimum_sessions_met']})"
+            if "sessions_met" in r
+            else "-"
+        )
         lines.append(
-            f"| {r['scenario']} | {r['sessions']} | {r['delivered_kwh']:.1f} / {r['optimum_kwh']:.1f} | "
+            f"| {r['scenario']} | {'known' if r.get('plans') else 'none'} | {r['sessions']} ({r.get('evs_turned_away', 0)}) | "
+            f"{r['delivered_kwh']:.1f} / {r['optimum_kwh']:.1f} | "
             f"{r['energy_pct_of_optimum']:.1f} % | {r['unmet_kwh']:.1f} ({r['worst_unmet_kwh']:.1f}) | "
-            f"{r['optimum_unmet_kwh']:.1f} | {100 * r['eur_per_kwh']:.2f} ({100 * r['optimum_eur_per_kwh_same_energy']:.2f}) | "
+            f"{r['optimum_unmet_kwh']:.1f} | {met} | "
+            f"{100 * r['eur_per_kwh']:.2f} ({100 * r['optimum_eur_per_kwh_same_energy']:.2f}) | "
             f"{r['seconds_over_breaker']:g} / {r['seconds_over_limit_in_force']:g} / {phases} | "
             f"{r['peak_kw']:.1f} ({r['optimum_peak_kw']:.1f}) |"
         )
@@ -415,8 +516,11 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.quality [--quick] [--long] [--json FILE]`` runs it;
-    ``python -m benchmarks.quality --markdown FILE`` prints the README's table from a run's JSON."""
+    ``python -m benchmarks.quality --markdown FILE`` prints the README's table from a run's JSON;
+    ``python -m benchmarks.quality --scenario NAME [--plans]`` runs one scenario in one mode and prints its
+    row as JSON."""
     import json
+    import sys
     from pathlib import Path
 
     from benchmarks.__main__ import main as run_all
@@ -424,6 +528,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(argv or [])
     if argv[:1] == ["--markdown"] and len(argv) == 2:
         print(markdown(json.loads(Path(argv[1]).read_text())["results"]["quality"]), end="")
+        return 0
+    if argv[:1] == ["--scenario"] and len(argv) in (2, 3):
+        found = [s for s in SCENARIOS + LONG_SCENARIOS if s["name"] == argv[1]]
+        if not found or argv[2:] not in ([], ["--plans"]):
+            names = ", ".join(str(s["name"]) for s in SCENARIOS + LONG_SCENARIOS)
+            print(f"usage: --scenario NAME [--plans], NAME one of: {names}", file=sys.stderr)
+            return 2
+        print(json.dumps(measure(found[0], plans=argv[2:] == ["--plans"]), indent=2))
         return 0
     return run_all(["quality", *argv])
 

@@ -6,7 +6,7 @@ docs/architecture.md, "Plans")."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -14,17 +14,27 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pipeline.allocation.reference import State
 
-__all__ = ["PLAN_AT_RISK_S", "PlanNeed", "plan_cap", "plan_needs"]
+__all__ = ["PLAN_AT_RISK_S", "PLAN_HORIZON_S", "PLAN_TAPER_FACTOR", "PlanNeed", "plan_cap", "plan_needs"]
 
 PLAN_AT_RISK_S = 900
 """A plan is at risk when its laxity is this many seconds or less (session_limits.sql)."""
+
+
+PLAN_TAPER_FACTOR = 1.5
+"""The time a need takes at a flat rate, times this, is what urgency allows for it: an EV's acceptance tapers
+as its battery fills (CC-CV above about 80 % SoC), so the last kWh come slower (session_plan_needs.sql)."""
+PLAN_HORIZON_S = 2678400
+"""The longest wait ``urgent_at`` counts back from a departure (31 days, a plan's bound), s."""
 
 
 @dataclass(frozen=True)
 class PlanNeed:
     """A planned session's target and slots (session_plan_targets, session_plan_needs): ``remaining_kwh``
     by ``departure_at``, ``left_s`` from its latest meter reading, ``cheaper_s`` before departure in slots
-    cheaper than the one in force (every later slot when none is), ``price_now`` (None: no price)."""
+    cheaper than the one in force (every later slot when none is), ``price_now`` (None: no price);
+    ``share_kw`` the site's EV headroom over its live sessions (kW, None: no headroom known) and
+    ``urgent`` whether now is at or past ``urgent_at``, departure less :data:`PLAN_TAPER_FACTOR` times the
+    time the remaining energy takes at min(device cap, share) less :data:`PLAN_AT_RISK_S`."""
 
     departure_at: datetime
     energy_needed_kwh: float
@@ -32,6 +42,8 @@ class PlanNeed:
     left_s: float
     cheaper_s: float
     price_now: float | None
+    share_kw: float | None = None
+    urgent: bool = False
 
 
 def _price_slots(state: State, now: datetime) -> dict[str, list[tuple[datetime, datetime, float]]]:
@@ -61,12 +73,23 @@ def _price_slots(state: State, now: datetime) -> dict[str, list[tuple[datetime, 
     return out
 
 
-def plan_needs(state: State, placed: Iterable[tuple[Any, str]], now: datetime) -> dict[str, PlanNeed]:
+def plan_needs(
+    state: State,
+    placed: Iterable[tuple[Any, str]],
+    now: datetime,
+    headroom: dict[str, float] | None = None,
+    live: dict[str, int] | None = None,
+    device_cap: Callable[[Any], float] | None = None,
+) -> dict[str, PlanNeed]:
     """session_id -> :class:`PlanNeed` for every placed ``(session record, site_id)`` with a plan.
 
     Trust, per field: the session record's own ``departure_at`` / ``energy_needed_kwh``, a session plan, a
     charger plan whose departure is after the session started, the charger's then the site's defaults
-    (``default_departure_min``: the next such minute of the day, UTC, after the start)."""
+    (``default_departure_min``: the next such minute of the day, UTC, after the start). ``headroom`` is
+    the EV headroom per site node (kW) and ``live`` the managed, fresh sessions per site, for
+    ``share_kw`` (None without them); ``device_cap(record)`` the session's cap before rules and plans (kW,
+    the reference's :func:`~pipeline.allocation.reference.device_cap`; its rating without it)."""
+    headroom, live = headroom or {}, live or {}
     topo = state.topology
     slots = _price_slots(state, now)
     plans_of_session = {p.session_id: p for p in state.plans.values() if p.session_id is not None}
@@ -121,26 +144,46 @@ def plan_needs(state: State, placed: Iterable[tuple[Any, str]], now: datetime) -
         else:
             cheaper = sum(r[2] for r in rows)
             price_now = None
+        remaining = needed - delivered if needed > delivered else 0.0
+        site = topo.get(site_id)
+        share = (
+            headroom[site_id] / live[site_id]
+            if site is not None and site.kind == "site" and site_id in headroom and live.get(site_id)
+            else None
+        )
+        cap = device_cap(rec) if device_cap is not None else rec.rated_power_kw
+        rate = min(cap, share if share is not None else rec.rated_power_kw)
+        wait_s = (
+            min(PLAN_TAPER_FACTOR * remaining * 3600.0 / rate + PLAN_AT_RISK_S, PLAN_HORIZON_S) if rate > 0 else 0.0
+        )
         out[rec.session_id] = PlanNeed(
             departure_at=departure,
             energy_needed_kwh=needed,
-            remaining_kwh=needed - delivered if needed > delivered else 0.0,
+            remaining_kwh=remaining,
             left_s=(departure - seen).total_seconds(),
             cheaper_s=cheaper,
             price_now=price_now,
+            share_kw=share,
+            urgent=departure - timedelta(seconds=wait_s) <= now,
         )
     return out
 
 
 def plan_cap(need: PlanNeed, ruled_cap_kw: float) -> tuple[float, float | None]:
     """``(cap_kw, laxity_s)`` of a planned session whose cap before plans is ``ruled_cap_kw``
-    (session_limits.sql): 0 once met; the cap when at risk (laxity 900 s or less) or when the slots cheaper
-    than now cannot hold what remains at that cap; else 0 (it waits for them)."""
-    laxity = need.left_s - need.remaining_kwh * 3600.0 / ruled_cap_kw if ruled_cap_kw > 0 else None
+    (session_limits.sql). Its expected rate is that cap, or its share of the site's headroom when less;
+    laxity is ``left_s`` less the time the remaining energy takes at that rate. The cap is 0 once met; the
+    cap when urgent, at risk (laxity at most 900 s plus the taper's allowance, ``PLAN_TAPER_FACTOR - 1``
+    times that time) or when the slots cheaper than now cannot hold what remains at the expected rate; else
+    0 (it waits for them)."""
+    rate = min(ruled_cap_kw, need.share_kw) if need.share_kw is not None else ruled_cap_kw
+    laxity = need.left_s - need.remaining_kwh * 3600.0 / rate if rate > 0 else None
     if need.remaining_kwh <= 0:
         return 0.0, laxity
-    if laxity is None or laxity <= PLAN_AT_RISK_S:
+    if need.urgent or laxity is None:
         return ruled_cap_kw, laxity
-    if need.remaining_kwh > ruled_cap_kw * need.cheaper_s / 3600.0 + 1e-9:
+    if laxity <= PLAN_AT_RISK_S + (PLAN_TAPER_FACTOR - 1) * need.remaining_kwh * 3600.0 / rate:
+        return ruled_cap_kw, laxity
+    if need.remaining_kwh > rate * need.cheaper_s / 3600.0 + 1e-9:
         return ruled_cap_kw, laxity
     return 0.0, laxity

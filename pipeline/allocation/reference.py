@@ -24,7 +24,7 @@ Thresholds mirror the SQL files: ``SESSION_STALE_S`` (session_telemetry.sql), ``
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -331,7 +331,8 @@ def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> d
             headroom_a[node_id] = {p: a if 0 < a <= MAX_CURRENT_A else 0.0 for p, a in per_phase.items()}
 
     tiers = _price_tiers(state, now)
-    needs = plan_needs(state, [(rec, site_id) for rec, site_id, *_ in placed], now)
+    live = Counter(site_id for _, site_id, _, managed, stale in placed if managed and not stale)
+    needs = plan_needs(state, [(rec, site_id) for rec, site_id, *_ in placed], now, headroom, live, device_cap)
     out: dict[str, dict] = {}
 
     # Caps, floors and rules of balanced sessions (session_limits.sql).
@@ -373,7 +374,7 @@ def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> d
         s.paused_by = pauses[0].rule_id if pauses else None
         need = needs.get(rec.session_id)
         if need is not None:
-            s.laxity_s = need.left_s - need.remaining_kwh * 3600.0 / ruled if ruled > 0 else None
+            s.laxity_s = plan_cap(need, ruled)[1]
         if override is not None:
             s.cap_kw = s.floor_kw = min(override.limit_kw, ruled)
             s.priority = OVERRIDE_PRIORITY

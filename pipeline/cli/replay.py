@@ -47,6 +47,18 @@ __all__ = ["replay"]
 @click.option("--evs-per-charger", default=2.0, show_default=True, type=click.FloatRange(min=0))
 @click.option("--dr/--no-dr", default=True, show_default=True, help="a 20 % DR event 17:00-19:00 local each day")
 @click.option("--seed", default=7, show_default=True)
+@click.option(
+    "--drain/--no-drain",
+    default=False,
+    show_default=True,
+    help="run on past the last day, with no new EVs, until every EV has left (at most a day)",
+)
+@click.option(
+    "--plans/--no-plans",
+    default=False,
+    show_default=True,
+    help="each driver publishes a session.plans record at plug-in: the EV's real departure and energy need",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write the summary here")
 @click.option(
     "--report",
@@ -69,6 +81,8 @@ def replay(
     evs_per_charger,
     dr,
     seed,
+    drain,
+    plans,
     json_path,
     report_dir,
     pg,
@@ -108,6 +122,8 @@ def replay(
         evs_per_charger=evs_per_charger,
         dr_event=dr,
         seed=seed,
+        plans=plans,
+        drain=drain,
     )
     series = ReplaySeries()
     with replay_progress() as progress:

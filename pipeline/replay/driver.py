@@ -6,7 +6,7 @@ charge points that connect to the executor. The embedded engine allocates; the e
 
 Time is a :class:`~pipeline.contracts.clock.SimClock` running ``speed`` times faster than real time. At each
 event (an EV plugs in, the building load steps, a DR window opens or closes, a session ends because its
-need is met or its EV leaves) the clock lands on the event's instant and holds until the loop has settled
+need is met or its EV leaves, the engine's next temporal boundary) the clock lands on the event's instant and holds until the loop has settled
 (no record in flight on the transport and none sent for a short quiet time, the executor and engine idle,
 every session end reported), then runs on. Session ends are foreseen from each station's draw and also
 caught as the station reports them (``on_power``), whichever comes first. So the figures measure the
@@ -21,6 +21,14 @@ that rating on each phase. The summary lists every session (what it was offered 
 
 A :class:`~pipeline.replay.series.ReplaySeries` passed in collects the site's load, each session's draw
 and the sum of setpoints every simulated minute and at every event, for ``--report``'s plots.
+
+With ``drain`` the replay runs on past its last day, with no new arrivals but the next day's building load
+and day-ahead prices, until every EV that came has left (at most a day): a session that waits for the
+night's cheap hours is then measured on what it got by its departure, not cut at midnight.
+
+With ``plans`` each plugged EV's driver tells the loop when it leaves and what it needs, as a real driver
+would: a ``session.plans`` record keyed ``session:{session_id}`` at plug-in (departure = the EV's real
+departure, energy = its real need), so the allocation plans the session (docs/architecture.md, "Plans").
 """
 
 from __future__ import annotations
@@ -41,12 +49,15 @@ from pipeline.contracts.clock import SimClock
 from pipeline.contracts.topics import (
     DR_SIGNALS,
     PRICE_SIGNALS,
+    SESSION_PLANS,
     SETPOINT_COMMANDS,
     SITE_DEMAND,
     DRSignal,
     PriceSignal,
+    SessionPlan,
     SiteDemand,
     TopologyNode,
+    plan_key,
 )
 from pipeline.engine.config import EngineConfig
 from pipeline.engine.service import EngineService
@@ -88,6 +99,8 @@ class ReplayOptions:
     setpoint_ttl_s: float = 3 * 3600.0
     pg_host: str = "127.0.0.1"
     pg_port: int | None = None  # serve the engine's views read-only on Postgres wire (0: a free port)
+    plans: bool = False  # each driver publishes its departure and need on session.plans at plug-in
+    drain: bool = False  # run on past the last day (no new EVs) until every EV has left, at most a day
 
 
 class _ReplaySite(PipelineConfig):
@@ -225,6 +238,12 @@ async def run_replay(
     must give ``pg_password`` if one is set)."""
     wall_start = time.monotonic()
     start, end = day_start_utc(o.day), day_start_utc(o.day + timedelta(days=o.days))
+    sampler = EVSampler(o.seed, o.profile)
+    per_day = round(o.chargers * o.evs_per_charger)
+    arrivals = [ev for d in range(o.days) for ev in sampler.day_visits(o.day + timedelta(days=d), per_day)]
+    data_days = o.days + (1 if o.drain else 0)  # the day after: its building load and day-ahead prices
+    if o.drain:
+        end = min(max([end, *(ev.departure_at for ev in arrivals)]), end + timedelta(days=1))
     clock = SimClock(start, o.speed)
     clock.hold()
     transport = MemoryTransport()
@@ -249,7 +268,7 @@ async def run_replay(
             clock.hold()
             session_ended.set()
 
-    releases = day_ahead_releases(o.site_id, o.day, o.days)
+    releases = day_ahead_releases(o.site_id, o.day, data_days)
     await _publish_prices(transport, series, releases[0][1])
     if o.dr_event:
         for d in range(o.days):
@@ -296,17 +315,14 @@ async def run_replay(
     by_id.update((cp.charge_point_id, cp) for cp in chargers)
     await asyncio.gather(*(cp.start() for cp in chargers))
 
-    sampler = EVSampler(o.seed, o.profile)
-    per_day = round(o.chargers * o.evs_per_charger)
     # (when, order at the same instant: the building load first, what happens) per event the driver makes
     events: list[tuple[datetime, int, float | EV | list[PriceSignal] | None]] = [
-        (t, 0, kw) for t, kw in building_load(o.day, o.days, o.households)
+        (t, 0, kw) for t, kw in building_load(o.day, data_days, o.households) if t < end
     ]
     events += [(t, 3, prices) for t, prices in releases[1:]]  # the next day's curve, when the market has it
     # a DR window's start and end: the clock holds there while the loop reacts, as at any other event
     events += [(t, 2, None) for a, b, _ in meter.windows for t in (a, b) if start <= t < end]
-    for d in range(o.days):
-        events += [(ev.arrival_at, 1, ev) for ev in sampler.day_visits(o.day + timedelta(days=d), per_day)]
+    events += [(ev.arrival_at, 1, ev) for ev in arrivals]
     events.sort(key=lambda e: (e[0], e[1]))
 
     plugged, turned_away, requested_kwh = 0, 0, 0.0
@@ -340,11 +356,16 @@ async def run_replay(
 
     async def run_to(at: datetime) -> None:
         """Run the clock to ``at`` (held there), holding it at every session end on the way (each one
-        found by the station as it happens, or foreseen from the draw now) while the loop settles."""
+        found by the station as it happens, or foreseen from the draw now) and at the engine's next
+        temporal boundary (a price slot's start, a plan turning urgent) while the loop settles: under a
+        compressed clock a reaction the loop makes on its own would otherwise land minutes late."""
         while True:
             session_ended.clear()
             now = clock.now()
             foreseen = min((t for _, t in _session_ends(chargers) if now < t < at), default=None)
+            boundary = engine.engine.next_boundary()  # a NOW() comparison flips: a price slot, a plan's urgency
+            if boundary is not None and now < boundary < at:
+                foreseen = boundary if foreseen is None else min(foreseen, boundary)
             target = at if foreseen is None else min(at, foreseen + timedelta(milliseconds=1))
             await run_clock_to(clock, target, session_ended, on_the_way=step_on)
             if target == at and not session_ended.is_set() and clock.now() >= at:
@@ -389,6 +410,8 @@ async def run_replay(
                     plugged += 1
                     requested_kwh += payload.energy_need_kwh
                     visits[payload.ev_id] = _visit(payload, by_id[cp_id], now)
+                    if o.plans:
+                        visits[payload.ev_id]["plan"] = await _publish_plan(transport, by_id[cp_id], payload, now)
                 else:
                     turned_away += 1
             await settle_dispatch(
@@ -425,6 +448,7 @@ async def run_replay(
             "profiles_sent": executor.stats.profiles_sent,
             "updates_collapsed": executor.stats.updates_collapsed,
             "setpoint_records": len(transport.log(SETPOINT_COMMANDS)),
+            "setpoints_bound_by_plan": _bound_by_plan(transport),
             "engine_evaluations": engine.stats.evaluations,
             "active_sessions_at_end": active,
             "chargers_holding_latest_setpoint": in_sync,
@@ -455,6 +479,29 @@ async def _publish_prices(transport: MemoryTransport, series: ReplaySeries, pric
         await publish(transport, PRICE_SIGNALS, signal)
 
 
+async def _publish_plan(transport: MemoryTransport, cp: SimulatedChargePoint, ev: EV, now: datetime) -> dict[str, Any]:
+    """The driver's plan for ``ev``'s session on ``cp`` (just started): a ``session.plans`` record keyed by
+    its session id (``{charge_point_id}-{transaction_id}``, the executor's) with the EV's real departure
+    and need (kWh from the session's start, ``energy_needed_kwh``); returns what was published."""
+    session = cp.connectors[1].session
+    assert session is not None and session.transaction_id is not None
+    session_id = f"{cp.charge_point_id}-{session.transaction_id}"
+    plan = SessionPlan(
+        plan_id=plan_key(session_id, None),
+        session_id=session_id,
+        departure_at=ev.departure_at,
+        energy_needed_kwh=round(ev.energy_need_kwh, 4),
+        source="driver",
+        updated_at=now,
+    )
+    await publish(transport, SESSION_PLANS, plan)
+    return {
+        "session_id": session_id,
+        "departure_at": ev.departure_at.isoformat(),
+        "energy_needed_kwh": plan.energy_needed_kwh,
+    }
+
+
 async def _every(clock: SimClock, start: datetime, end: datetime, interval_s: float, call: Callable[[], None]) -> None:
     """``call()`` at ``start`` and every ``interval_s`` clock seconds after it, until ``end``."""
     while True:
@@ -463,6 +510,13 @@ async def _every(clock: SimClock, start: datetime, end: datetime, interval_s: fl
         if elapsed >= (end - start).total_seconds():
             return
         await clock.sleep(interval_s - elapsed % interval_s)
+
+
+def _bound_by_plan(transport: MemoryTransport) -> int:
+    """How many setpoint records the engine published with binding ``plan`` (a planned session held back
+    for cheaper slots, or stopped with its need met)."""
+    records = transport.log(SETPOINT_COMMANDS)
+    return sum(1 for r in records if r.value is not None and json.loads(r.value)["binding"] == "plan")
 
 
 def _setpoints_kw(transport: MemoryTransport, chargers: list[SimulatedChargePoint]) -> float:

@@ -7,9 +7,12 @@
 --   floor_kw = the session's minimum rate, by default 6 A x ev_phases x voltage (6 A: the lowest current
 --              an EV may be offered, IEC 61851-1), never above the cap
 --   plans    = a session with a plan (session_plan_needs) is not shaped by the tariff: it charges now at its
---              cap when the slots cheaper than now before its departure cannot hold what remains at that
---              cap, or when laxity_s (seconds to departure minus the time its remaining energy takes at its
---              cap) is 900 or less; else its cap is 0 ('plan'), and a plan met is 0 too
+--              cap when it is urgent (session_plan_needs), when the slots cheaper than now before its
+--              departure cannot hold what remains at its expected rate (its cap, or its share of the site's
+--              headroom when that is less: share_kw), or when laxity_s (seconds to departure minus the
+--              time its remaining energy takes at that rate) is 900 or less, plus half that time for the
+--              taper as the battery fills (the factor 1.5 of session_plan_needs); else its cap is 0 ('plan'),
+--              and a plan met is 0 too
 --   override = a session or charger override runs the session at its limit_kw (floor = cap), ahead of
 --              everyone in admission; only caps and pauses of equal or higher precedence still apply
 --   paused_by = the pause rule (on the session, its charger or any breaker above it) that stops it
@@ -93,7 +96,9 @@ capped AS (
         COALESCE(l.min_power_kw, 6 * l.ev_phases * l.voltage_v / 1000.0) AS min_kw,
         pn.remaining_kwh AS plan_remaining_kwh,
         pn.left_s AS plan_left_s,
-        pn.cheaper_s AS plan_cheaper_s
+        pn.cheaper_s AS plan_cheaper_s,
+        pn.share_kw AS plan_share_kw,
+        pn.urgent AS plan_urgent
     FROM live AS l
     LEFT JOIN applicable AS c ON c.session_id = l.session_id AND c.action = 'cap' AND c.rn = 1
     LEFT JOIN applicable AS pz ON pz.session_id = l.session_id AND pz.action = 'pause' AND pz.rn = 1
@@ -106,9 +111,13 @@ ruled AS (
     SELECT
         *,
         LEAST(device_cap_kw, COALESCE(rule_cap_kw, device_cap_kw)) AS ruled_cap_kw,
-        plan_left_s - plan_remaining_kwh * 3600.0 / NULLIF(LEAST(device_cap_kw, COALESCE(rule_cap_kw, device_cap_kw)), 0)
-            AS laxity_s
+        LEAST(device_cap_kw, COALESCE(rule_cap_kw, device_cap_kw), COALESCE(plan_share_kw, device_cap_kw))
+            AS plan_rate_kw
     FROM capped
+),
+rated AS (
+    SELECT *, plan_left_s - plan_remaining_kwh * 3600.0 / NULLIF(plan_rate_kw, 0) AS laxity_s
+    FROM ruled
 ),
 shaped AS (
     SELECT
@@ -117,13 +126,14 @@ shaped AS (
             WHEN override_kw IS NOT NULL THEN LEAST(override_kw, ruled_cap_kw)
             WHEN plan_remaining_kwh IS NOT NULL THEN CASE
                 WHEN plan_remaining_kwh <= 0 THEN 0.0
-                WHEN laxity_s IS NULL OR laxity_s <= 900 THEN ruled_cap_kw
-                WHEN plan_remaining_kwh > ruled_cap_kw * plan_cheaper_s / 3600.0 + 1e-9 THEN ruled_cap_kw
+                WHEN plan_urgent OR laxity_s IS NULL
+                    OR laxity_s <= 900 + 0.5 * plan_remaining_kwh * 3600.0 / plan_rate_kw THEN ruled_cap_kw
+                WHEN plan_remaining_kwh > plan_rate_kw * plan_cheaper_s / 3600.0 + 1e-9 THEN ruled_cap_kw
                 ELSE 0.0
             END
             ELSE GREATEST(LEAST(min_kw, ruled_cap_kw), ruled_cap_kw * multiplier)
         END AS cap_kw
-    FROM ruled
+    FROM rated
 )
 SELECT
     session_id,

@@ -139,6 +139,42 @@ def test_the_tables_and_the_readme_table_render_a_row():
         "optimum_peak_kw": 100.0,
     }
     assert len(tables({"rows": [row]})) == 2
-    assert "| default day | 20 | 192.4 / 192.4 | 100.0 % | 64.8 (26.7) | 64.8 | 11.92 (9.60) | 0 / 0 / 0, 2.5, 0 |" in (
-        markdown({"rows": [row]})
+    assert (
+        "| default day | none | 20 (0) | 192.4 / 192.4 | 100.0 % | 64.8 (26.7) | 64.8 | - | 11.92 (9.60) | 0 / 0 / 0, 2.5, 0 |"
+        in (markdown({"rows": [row]}))
     )
+    planned = row | {
+        "plans": True,
+        "evs_turned_away": 1,
+        "sessions_left": 14,
+        "sessions_met": 8,
+        "optimum_sessions_met": 10,
+        "sessions_met_of_optimum_met": 7,
+    }
+    assert "| default day | known | 20 (1) | 192.4 / 192.4 | 100.0 % | 64.8 (26.7) | 64.8 | 8/14 (7/10) |" in (
+        markdown({"rows": [planned]})
+    )
+
+
+def test_sessions_met_by_departure_count_those_that_left_within_the_replay():
+    from benchmarks.quality import LpResult, met_shares
+
+    def visit(departure: str, requested: float, unmet: float) -> dict:
+        return {"departure_at": departure, "energy_requested_kwh": requested, "energy_unmet_kwh": unmet}
+
+    summary = {
+        "replay_end": "2024-06-04T22:00:00+00:00",
+        "session_results": [
+            visit("2024-06-03T12:00:00+00:00", 10.0, 0.0),  # met, and the optimum meets it
+            visit("2024-06-03T13:00:00+00:00", 10.0, 2.0),  # missed, the optimum meets it
+            visit("2024-06-03T14:00:00+00:00", 30.0, 5.0),  # missed, the optimum cannot meet it either
+            visit("2024-06-05T08:00:00+00:00", 10.0, 10.0),  # still plugged in at the end: not counted
+        ],
+    }
+    best = LpResult(energy_kwh=55.0, cost_eur=0.0, peak_kw=0.0, session_kwh=[10.0, 10.0, 25.0, 10.0], power_kw=[])
+    assert met_shares(summary, best) == {
+        "sessions_left": 3,
+        "sessions_met": 1,
+        "optimum_sessions_met": 2,
+        "sessions_met_of_optimum_met": 1,
+    }

@@ -11,6 +11,7 @@ one of the same priority.
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import timedelta
 
 import pytest
@@ -108,14 +109,29 @@ def test_plans_match_the_reference_and_hold_every_breaker(engine, records):  # n
 @given(records=planned_sites(max_sessions=40))
 def test_the_slots_and_needs_views_match_the_reference(engine, records):  # noqa: F811
     run_engine(engine, records)
-    _, rows = engine.query("SELECT session_id, remaining_kwh, left_s, cheaper_s, price_now FROM session_plan_needs")
+    _, rows = engine.query(
+        "SELECT session_id, remaining_kwh, left_s, cheaper_s, price_now, share_kw, urgent FROM session_plan_needs"
+    )
     state = reference.State.from_records(records)
     placed = [(rec, "S") for rec in state.sessions.values() if rec.charge_point_id in state.topology]
-    needs = reference.plan_needs(state, placed, NOW)
+    stale_before = NOW - timedelta(seconds=reference.SESSION_STALE_S)
+    live = Counter(
+        "S"
+        for rec in state.sessions.values()
+        if rec.charge_point_id in state.topology
+        and state.topology[rec.charge_point_id].managed
+        and (rec.sampled_at or rec.started_at) > stale_before
+    )
+    headroom = reference.allocate(records, NOW)["__headroom__"]
+    needs = reference.plan_needs(state, placed, NOW, headroom, live, reference.device_cap)
     assert {r[0] for r in rows} == set(needs)
-    for sid, remaining, left_s, cheaper_s, price_now in rows:
+    for sid, remaining, left_s, cheaper_s, price_now, share_kw, urgent in rows:
         need = needs[sid]
         assert remaining == pytest.approx(need.remaining_kwh, abs=1e-6), sid
         assert left_s == pytest.approx(need.left_s, abs=1e-3), sid
         assert cheaper_s == pytest.approx(need.cheaper_s, abs=1e-3), sid
         assert price_now == need.price_now, sid
+        assert (share_kw is None) == (need.share_kw is None), sid
+        if share_kw is not None:
+            assert share_kw == pytest.approx(need.share_kw, abs=1e-6), sid
+        assert urgent == need.urgent, sid

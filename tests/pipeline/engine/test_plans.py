@@ -132,6 +132,41 @@ def test_a_need_at_risk_charges_at_full_speed_whatever_the_price(engine):
     assert out["a"]["setpoint_kw"] == 22.0
 
 
+def test_a_plan_counts_on_its_share_of_the_breaker_not_on_its_full_cap(engine):
+    # Four sessions with the same need behind 44 kW: in the two cheap hours each gets 11 kW, not its 22 kW
+    # cap, so 22 kWh there cannot hold the 25 kWh each needs: they charge now (at 22 kW each they would wait).
+    curve = prices(0.30, 0.10, 0.12, 0.40)
+    evs = [session(sid, f"CP{i}", departure_at=NOW + 4 * H, energy_needed_kwh=25) for i, sid in enumerate("abcd")]
+    out = run(engine, records(site(44.0), *(charger(f"CP{i}") for i in range(4)), *evs, curve))
+    for sid in "abcd":
+        assert out[sid]["setpoint_kw"] == pytest.approx(11.0), sid
+        assert out[sid]["binding"] != "plan", sid
+    _, rows = engine.query("SELECT session_id, share_kw FROM session_plan_needs")
+    assert {sid: kw for sid, kw in rows} == {sid: pytest.approx(11.0) for sid in "abcd"}
+
+
+def test_urgency_counts_from_now_not_from_the_last_meter_reading(engine):
+    # 5 kWh at 22 kW take 818 s, 1,227 s with the taper's allowance (x 1.5); the EV leaves 2,027 s from now,
+    # 100 s less than that and the 900 s margin: urgent. Its last reading was 500 s ago, and from there its
+    # laxity is 1,709 s, above 900 s and the allowance (1,309 s), where the cheap slot (1,427 s before it
+    # leaves, 8.7 kWh at 22 kW) would hold it: it must charge now all the same.
+    curve = prices(0.40, 0.05, first=NOW - timedelta(minutes=50))
+    a = session(
+        "a",
+        "CP1",
+        departure_at=NOW + timedelta(seconds=2027),
+        energy_needed_kwh=5,
+        sampled_at=NOW - timedelta(seconds=500),
+    )
+    out = run(engine, records(site(), charger("CP1"), a, curve))
+    assert (out["a"]["setpoint_kw"], out["a"]["binding"]) == (22.0, "cap")
+    _, rows = engine.query("SELECT urgent FROM session_plan_needs WHERE session_id = 'a'")
+    assert rows == [(True,)]
+    # 160 s earlier, on the same reading, it is not yet urgent (from 100 s before now): it waits for the cheap slot
+    early = run(engine, records(site(), charger("CP1"), a, curve), NOW - timedelta(seconds=160))
+    assert (early["a"]["setpoint_kw"], early["a"]["binding"]) == (0.0, "plan")
+
+
 def test_a_met_plan_stops_and_an_unplanned_flexible_session_is_still_shaped_by_the_tariff(engine):
     curve = prices(0.30)
     met = session("a", "CP1", departure_at=NOW + 5 * H, energy_needed_kwh=10, energy_kwh=12)

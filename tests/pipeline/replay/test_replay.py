@@ -150,3 +150,21 @@ def test_session_ends_are_foreseen_from_the_draw_and_an_unreported_end_is_kept()
         t0 + timedelta(hours=2),
         t0 + timedelta(minutes=5),
     ]
+
+
+async def test_with_plans_each_driver_tells_the_loop_and_drain_runs_on_until_every_ev_left():
+    summary = await run_replay(
+        ReplayOptions(day=date(2024, 6, 3), speed=8000, chargers=3, evs_per_charger=1.5, plans=True, drain=True)
+    )
+    results = summary["session_results"]
+    assert results
+    for r in results:  # a session.plans record per session, keyed by the executor's session id
+        plan = r["plan"]
+        assert plan["session_id"].startswith(f"{r['charge_point_id']}-")
+        assert (plan["departure_at"], plan["energy_needed_kwh"]) == (r["departure_at"], r["energy_requested_kwh"])
+        assert "ended_at" in r  # drained: every EV left before the replay ended
+    assert summary["active_sessions_at_end"] == 0
+    last = max(datetime.fromisoformat(r["departure_at"]) for r in results)
+    assert datetime.fromisoformat(summary["replay_end"]) == min(last, datetime(2024, 6, 4, 22, tzinfo=UTC))
+    assert summary["replay_end"] > "2024-06-03T22:00:00+00:00"  # past the day: someone stayed the night
+    assert summary["setpoints_bound_by_plan"] > 0  # the engine held sessions for cheaper slots
