@@ -484,12 +484,15 @@ def _fill_levels(
     headroom_a: dict[str, dict[str, float]],
     limited_by: dict[str, str],
 ) -> None:
-    """Water-filling level by level, as the SQL does where per-phase limits make the constraints
-    non-laminar: from the deepest breakers up, each breaker's per-phase levels (each over the sessions
-    loading that phase, in A; computed side by side, a session takes the lowest of its phases'), then its
-    kW level, each over the extras ``min(cap - floor, weight * lam)`` left by the levels before it. A
-    session ends at ``floor + min(cap - floor, weight * lam)``, ``lam`` the lowest level on its way. Safe:
-    every level holds its limit for the extras it saw, and later levels only lower them."""
+    """Water-filling breaker by breaker where per-phase limits make the constraints non-laminar, as the
+    SQL does: from the deepest breakers up, each breaker fills the extras ``min(cap - floor, weight * lam)``
+    the breakers below it left, in passes until no session can rise (the SQL runs three, which this
+    shows enough). A pass takes every limit of the breaker side by side over the sessions not yet frozen
+    (each grid phase a water level over the sessions loading it, their kW counted at ``a_per_kw`` A, the
+    kW limit one over all; both in kW per weight), after what the frozen sessions hold; a session rises
+    to the lowest of its limits' levels, and is frozen once it reaches its extra or a limit it is on
+    is full. A session ends at ``floor + min(cap - floor, weight * lam)``, ``lam`` the lowest level on its
+    way. Safe: each level holds its limit for the sessions it saw, the frozen ones at what they hold."""
     lam: dict[int, float | None] = {id(s): None for s in admitted}
     bind = {id(s): s.cap_binding for s in admitted}
 
@@ -497,30 +500,53 @@ def _fill_levels(
         e, cur = s.cap_kw - s.floor_kw, lam[id(s)]
         return e if cur is None else min(e, s.rec.weight * cur)
 
-    def lower(s: Session, level: float | None, label: str) -> None:
-        cur = lam[id(s)]
-        if level is not None and (cur is None or level < cur):
-            lam[id(s)], bind[id(s)] = level, label
-
     for depth in range(MAX_DEPTH, -1, -1):
         under: dict[str, list[Session]] = defaultdict(list)
         for s in admitted:
             if len(s.path) > depth:
                 under[s.path[depth]].append(s)
         for node, group in under.items():
+            room = {id(s): extra(s) for s in group}
+            # each limit: (label, its spare after the floors, the sessions on it, a session's load per kW)
+            limits: list[tuple[str, float, list[Session], Any]] = []
             if node in headroom_a:
-                levels = {}
                 for p in GRID_PHASES:
-                    loading = [s for s in group if p in s.loads]
-                    spare = headroom_a[node][p] - sum(s.a_per_kw * s.floor_kw for s in loading)
-                    levels[p] = _water_level([(s.a_per_kw, s.rec.weight, extra(s)) for s in loading], spare)
+                    on = [s for s in group if p in s.loads]
+                    spare = headroom_a[node][p] - sum(s.a_per_kw * s.floor_kw for s in on)
+                    limits.append((node, spare, on, lambda s: s.a_per_kw))
+            limits.append((limited_by[node], headroom[node] - sum(s.floor_kw for s in group), group, lambda s: 1.0))
+            grant = dict(room)
+            level: dict[int, tuple[float | None, str]] = {id(s): (None, "") for s in group}
+            frozen: set[int] = set()
+            while len(frozen) < len(group):
+                per_kw: dict[int, list[tuple[float, str]]] = defaultdict(list)
+                for label, spare, on, load in limits:
+                    live = [s for s in on if id(s) not in frozen]
+                    held = sum(load(s) * grant[id(s)] for s in on if id(s) in frozen)
+                    lvl = _water_level([(load(s), s.rec.weight, room[id(s)]) for s in live], spare - held)
+                    if lvl is not None:
+                        for s in live:
+                            per_kw[id(s)].append((lvl, label))
                 for s in group:
-                    mine = [v for p in s.loads if (v := levels[p]) is not None]
-                    lower(s, min(mine) if mine else None, node)
-            spare = headroom[node] - sum(s.floor_kw for s in group)
-            level = _water_level([(1.0, s.rec.weight, extra(s)) for s in group], spare)
+                    if id(s) in frozen:
+                        continue
+                    low = min(per_kw[id(s)], key=lambda v: v[0], default=None)
+                    grant[id(s)] = room[id(s)] if low is None else min(room[id(s)], s.rec.weight * low[0])
+                    level[id(s)] = low if low is not None else (None, "")
+                full = {
+                    id(s)
+                    for _, spare, on, load in limits
+                    if sum(load(m) * grant[id(m)] for m in on) >= spare - 1e-6
+                    for s in on
+                }
+                now = full | {id(s) for s in group if grant[id(s)] >= room[id(s)] - 1e-6}
+                if now <= frozen:
+                    break
+                frozen |= now
             for s in group:
-                lower(s, level, limited_by[node])
+                cur, (low, label) = lam[id(s)], level[id(s)]
+                if low is not None and (cur is None or low < cur):
+                    lam[id(s)], bind[id(s)] = low, label
     for s in admitted:
         e, cur = s.cap_kw - s.floor_kw, lam[id(s)]
         s.allocated_kw = s.floor_kw + (e if cur is None else min(e, s.rec.weight * cur))
