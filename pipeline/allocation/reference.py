@@ -433,31 +433,55 @@ def _admit(
     sessions: list[Session], headroom: dict[str, float], headroom_a: dict[str, dict[str, float]]
 ) -> list[Session]:
     """Bottom-up admission: at each depth, within each breaker, floors in priority, urgency (least laxity
-    first, unplanned last), then arrival order while they fit (in kW, and on a breaker with a per-phase rating in A on each grid phase the session
-    loads); a session must be admitted at every breaker on its path."""
+    first, unplanned last), then arrival order while they fit (in kW, and on a breaker with a per-phase
+    rating in A on each grid phase the session loads); then a second round, in the same order, over what
+    those leave, among the sessions left out whose own floor fits in it. A session must be admitted at
+    every breaker on its path."""
     ok = {id(s): s.paused_by is None for s in sessions}
     order = sorted(
         sessions,
         key=lambda s: (-s.priority, s.laxity_s is None, s.laxity_s or 0.0, s.rec.started_at, s.rec.session_id),
     )
+
+    def fits(node: str, s: Session, kw: dict[str, float], amps: dict[tuple[str, str], float]) -> bool:
+        """Whether ``s``'s floor, added to the floors counted in ``kw`` / ``amps``, fits at ``node``."""
+        if kw[node] + s.floor_kw > headroom[node] + EPS:
+            return False
+        return node not in headroom_a or all(
+            amps[node, p] + s.floor_kw * s.a_per_kw <= headroom_a[node][p] + EPS for p in s.loads
+        )
+
     for depth in range(MAX_DEPTH, -1, -1):
+        at = [s for s in order if len(s.path) > depth]
+        first: dict[int, bool] = {}
         running: dict[str, float] = defaultdict(float)
         running_a: dict[tuple[str, str], float] = defaultdict(float)
-        verdict = {}
-        for s in order:
-            if len(s.path) <= depth:
-                verdict[id(s)] = ok[id(s)]
-                continue
+        for s in at:  # the first round: a running sum over every session admitted below, in order
             node = s.path[depth]
+            first[id(s)] = ok[id(s)] and fits(node, s, running, running_a)
             if ok[id(s)]:
                 running[node] += s.floor_kw
                 for p in s.loads:
                     running_a[node, p] += s.floor_kw * s.a_per_kw
-            fits = running[node] <= headroom[node] + EPS
-            if node in headroom_a:
-                fits = fits and all(running_a[node, p] <= headroom_a[node][p] + EPS for p in s.loads)
-            verdict[id(s)] = ok[id(s)] and fits
-        ok = verdict
+        held: dict[str, float] = defaultdict(float)
+        held_a: dict[tuple[str, str], float] = defaultdict(float)
+        for s in at:
+            if first[id(s)]:
+                held[s.path[depth]] += s.floor_kw
+                for p in s.loads:
+                    held_a[s.path[depth], p] += s.floor_kw * s.a_per_kw
+        second = {id(s): ok[id(s)] and not first[id(s)] and fits(s.path[depth], s, held, held_a) for s in at}
+        more: dict[str, float] = defaultdict(float)
+        more_a: dict[tuple[str, str], float] = defaultdict(float)
+        for s in at:  # the second round: a running sum over those whose own floor fits in what is left
+            node = s.path[depth]
+            if second[id(s)]:
+                more[node] += s.floor_kw
+                for p in s.loads:
+                    more_a[node, p] += s.floor_kw * s.a_per_kw
+            total = {node: held[node] + more[node] - s.floor_kw}
+            total_a = {(node, p): held_a[node, p] + more_a[node, p] - s.floor_kw * s.a_per_kw for p in GRID_PHASES}
+            ok[id(s)] = first[id(s)] or (second[id(s)] and fits(node, s, defaultdict(float, total), total_a))
     return [s for s in sessions if ok[id(s)]]
 
 
@@ -530,9 +554,9 @@ def _fill_levels(
                 for s in group:
                     if id(s) in frozen:
                         continue
-                    low = min(per_kw[id(s)], key=lambda v: v[0], default=None)
-                    grant[id(s)] = room[id(s)] if low is None else min(room[id(s)], s.rec.weight * low[0])
-                    level[id(s)] = low if low is not None else (None, "")
+                    lowest = min(per_kw[id(s)], key=lambda v: v[0], default=None)
+                    grant[id(s)] = room[id(s)] if lowest is None else min(room[id(s)], s.rec.weight * lowest[0])
+                    level[id(s)] = lowest if lowest is not None else (None, "")
                 full = {
                     id(s)
                     for _, spare, on, load in limits
@@ -544,9 +568,9 @@ def _fill_levels(
                     break
                 frozen |= now
             for s in group:
-                cur, (low, label) = lam[id(s)], level[id(s)]
-                if low is not None and (cur is None or low < cur):
-                    lam[id(s)], bind[id(s)] = low, label
+                cur, (mine, label) = lam[id(s)], level[id(s)]
+                if mine is not None and (cur is None or mine < cur):
+                    lam[id(s)], bind[id(s)] = mine, label
     for s in admitted:
         e, cur = s.cap_kw - s.floor_kw, lam[id(s)]
         s.allocated_kw = s.floor_kw + (e if cur is None else min(e, s.rec.weight * cur))

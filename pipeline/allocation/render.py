@@ -97,42 +97,90 @@ def _cols(names: list[str], prefix: str = "x.", indent: int = 8) -> str:
     return ("\n" + " " * indent).join(lines)
 
 
-def _admission(d: int) -> str:
+def _admission(d: int) -> list[str]:
+    """Admission at ``anc{d}``, in two rounds. ``adm{d}a``: in order, sessions admitted below stay admitted
+    while the running sum of their floors (and, with ``limit_a``, of their floor currents on each phase
+    they load) fits. ``adm{d}b``: what those leave (``left_*``). ``adm{d}``: the sessions the first round
+    paused whose own floor fits in what is left get a second round over that, in the same order, so one
+    session too large to fit does not pause every later one that would."""
     prev = "session_limits" if d == MAX_DEPTH else f"adm{d + 1}"
     below = "(x.paused_by IS NULL)" if d == MAX_DEPTH else "x.ok"
-    window = f"PARTITION BY x.site_id, x.anc{d} ORDER BY {ORDER} {RUNNING}"
+    part = f"PARTITION BY x.site_id, x.anc{d}"
+    window = f"{part} ORDER BY {ORDER} {RUNNING}"
     phases = "".join(
         f"\n            AND (h.headroom_a_{p} IS NULL OR x.on_{p} = 0 OR SUM(\n"
         f"                CASE WHEN {below} THEN x.floor_kw * x.a_per_kw * x.on_{p} ELSE 0 END\n"
         f"            ) OVER ({window}) <= h.headroom_a_{p} + 1e-9)"
         for p in PHASES
     )
-    return (
-        f"adm{d} AS (\n"
+    carried = ",\n        ".join(["h.headroom_kw AS h_kw", *(f"h.headroom_a_{p} AS h_a_{p}" for p in PHASES)])
+    first = (
+        f"adm{d}a AS (\n"
         f"    SELECT\n"
         f"        {_cols(ADMIT_COLS)}\n"
+        f"        {below} AS live,\n"
         f"        {below} AND (\n"
         f"            x.anc{d} IS NULL\n"
         f"            OR SUM(CASE WHEN {below} THEN x.floor_kw ELSE 0 END) OVER (\n"
         f"                {window}\n"
         f"            ) <= h.headroom_kw + 1e-9{phases}\n"
-        f"        ) AS ok\n"
+        f"        ) AS ok1,\n"
+        f"        {carried}\n"
         f"    FROM {prev} AS x\n"
         f"    LEFT JOIN node_headroom AS h ON h.node_id = x.anc{d}\n"
         f")"
     )
+    left = ",\n        ".join(
+        [
+            f"x.h_kw - SUM(CASE WHEN x.ok1 THEN x.floor_kw ELSE 0 END) OVER ({part}) AS left_kw",
+            *(
+                f"x.h_a_{p} - SUM(CASE WHEN x.ok1 THEN x.floor_kw * x.a_per_kw * x.on_{p} ELSE 0 END) OVER ({part})"
+                f" AS left_a_{p}"
+                for p in PHASES
+            ),
+        ]
+    )
+    second = (
+        f"adm{d}b AS (\n    SELECT\n        {_cols(ADMIT_COLS)}\n        x.live,\n        x.ok1,\n        {left}\n"
+        f"    FROM adm{d}a AS x\n)"
+    )
+    fits_alone = "".join(
+        f" AND (x.left_a_{p} IS NULL OR x.on_{p} = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_{p} + 1e-9)" for p in PHASES
+    )
+    cand = f"(x.live AND NOT x.ok1 AND x.anc{d} IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9{fits_alone})"
+    phases2 = "".join(
+        f"\n            AND (x.left_a_{p} IS NULL OR x.on_{p} = 0 OR SUM(\n"
+        f"                CASE WHEN {cand} THEN x.floor_kw * x.a_per_kw * x.on_{p} ELSE 0 END\n"
+        f"            ) OVER ({window}) <= x.left_a_{p} + 1e-9)"
+        for p in PHASES
+    )
+    third = (
+        f"adm{d} AS (\n"
+        f"    SELECT\n"
+        f"        {_cols(ADMIT_COLS)}\n"
+        f"        x.ok1 OR (\n"
+        f"            {cand}\n"
+        f"            AND SUM(CASE WHEN {cand} THEN x.floor_kw ELSE 0 END) OVER (\n"
+        f"                {window}\n"
+        f"            ) <= x.left_kw + 1e-9{phases2}\n"
+        f"        ) AS ok\n"
+        f"    FROM adm{d}b AS x\n"
+        f")"
+    )
+    return [first, second, third]
 
 
 def render_admission() -> str:
     """``session_admission``: one row per ``session_limits`` row, ``admitted`` true, false (paused) or,
     only if a breaker on its path has no headroom row, null."""
-    ctes = ",\n".join(_admission(d) for d in range(MAX_DEPTH, -1, -1))
+    ctes = ",\n".join(cte for d in range(MAX_DEPTH, -1, -1) for cte in _admission(d))
     return (
         GENERATED + "-- Admission at every breaker on a session's path, deepest first: within each breaker, sessions\n"
         "-- ordered by priority, urgency (least laxity_s first, unplanned last), then arrival, stay admitted\n"
         "-- while the running sum of their floors fits in its headroom and, on a breaker with a per-phase\n"
         "-- rating, the running sum of their floor currents on each grid phase they load fits in that\n"
-        "-- phase's headroom_a; the others are paused. anc0..anc5\n"
+        "-- phase's headroom_a; then those left out whose own floor fits in what is left get a second round\n"
+        "-- over it in the same order; the others are paused. anc0..anc5\n"
         "-- are the session's ancestors by depth (anc0 = the site). session_fill fills the admitted;\n"
         "-- session_allocation sets the paused to 0.\n"
         "CREATE MATERIALIZED VIEW session_admission AS\n"

@@ -166,6 +166,24 @@ def test_current_a_phase_keeps_after_another_phase_binds_goes_to_the_evs_on_it()
         assert got[sid]["setpoint_kw"] == pytest.approx(ref[sid]["setpoint_kw"], abs=0.01), sid
 
 
+def test_a_floor_too_large_for_what_is_left_does_not_pause_a_later_session_whose_floor_fits():
+    # 5.6 kW: s0's 3-phase floor (4.14 kW) fits, s1's (4.14 kW more) does not; s2, a 1-phase EV that came
+    # later, has a floor of 1.38 kW, which fits in the 1.46 kW s0 leaves: it is admitted, s1 paused, and
+    # the 0.08 kW left over is shared.
+    snap = {
+        "site.topology": topo(site(limit_kw=5.6), *(charger(f"C{i}") for i in range(3))),
+        "ocpp.active.sessions": [
+            session("s0", "C0", phases=3, minutes_ago=30),
+            session("s1", "C1", phases=3, minutes_ago=20),
+            session("s2", "C2", phases=3, ev_phases=1, minutes_ago=10),
+        ],
+    }
+    got, ref = both(snap)
+    assert got["s1"]["binding"] == "paused" and not ref["s1"]["admitted"]
+    assert got["s2"]["setpoint_kw"] == pytest.approx(1.42, abs=0.01) and ref["s2"]["admitted"]
+    assert got["s0"]["setpoint_kw"] == pytest.approx(4.18, abs=0.01)
+
+
 def test_a_two_phase_ev_loads_the_grid_phases_its_chargers_l1_and_l2_are_wired_to():
     # STR: L1 on S, L2 on T. A 1-phase EV on R (RST) then has R to itself.
     snap = {
