@@ -396,6 +396,7 @@ def measure(scenario: dict, plans: bool = False) -> dict:
         "peak_kw": summary["peak_site_kw"],
         "optimum_peak_kw": round(cheapest_best.peak_kw, 2),
         "peak_phase_a": summary.get("peak_phase_a"),
+        "setpoint_minutes_above_draw": summary.get("setpoint_minutes_above_draw"),
         "speed": scenario["speed"],
         "replay_wall_s": summary["wall_clock_s"],
         "lp_s": round(lp_s, 1),
@@ -477,11 +478,13 @@ def tables(result: dict) -> list:
             "seconds_over_a",
             "peak_kw",
             "optimum_peak_kw",
+            "setpoint_minutes_above_draw",
             "replay_wall_s",
         ),
         rows,
         caption="cost in euro cents per kWh (day-ahead price) against the cheapest schedule of the same energy; "
-        "seconds over the rating per phase as L1, L2, L3",
+        "seconds over the rating per phase as L1, L2, L3; setpoint-minutes above the draw plus the learning "
+        "margin once a cap was learned",
     )
     return [energy, cost]
 
@@ -491,8 +494,9 @@ def markdown(result: dict) -> str:
     lines = [
         "| scenario | plans | sessions (turned away) | delivered / optimum, kWh | % of optimum | unmet, kWh (worst session) | "
         "optimum unmet, kWh | met by departure (of those the optimum meets) | ct/kWh (cheapest for that energy) | "
-        "s over breaker / limit in force / per phase (L1, L2, L3) | peak, kW (optimum) |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "s over breaker / limit in force / per phase (L1, L2, L3) | peak, kW (optimum) | "
+        "setpoint-min above draw + margin |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in result["rows"]:
         over_a = r.get("seconds_over_a_per_phase") or {}
@@ -502,6 +506,8 @@ def markdown(result: dict) -> str:
             if "sessions_met" in r
             else "-"
         )
+        minutes = r.get("setpoint_minutes_above_draw")
+        excess = "-" if minutes is None else f"{minutes:g}"
         lines.append(
             f"| {r['scenario']} | {'known' if r.get('plans') else 'none'} | {r['sessions']} ({r.get('evs_turned_away', 0)}) | "
             f"{r['delivered_kwh']:.1f} / {r['optimum_kwh']:.1f} | "
@@ -509,7 +515,7 @@ def markdown(result: dict) -> str:
             f"{r['optimum_unmet_kwh']:.1f} | {met} | "
             f"{100 * r['eur_per_kwh']:.2f} ({100 * r['optimum_eur_per_kwh_same_energy']:.2f}) | "
             f"{r['seconds_over_breaker']:g} / {r['seconds_over_limit_in_force']:g} / {phases} | "
-            f"{r['peak_kw']:.1f} ({r['optimum_peak_kw']:.1f}) |"
+            f"{r['peak_kw']:.1f} ({r['optimum_peak_kw']:.1f}) | {excess} |"
         )
     return "\n".join(lines) + "\n"
 

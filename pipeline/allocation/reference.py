@@ -434,31 +434,55 @@ def _admit(
     sessions: list[Session], headroom: dict[str, float], headroom_a: dict[str, dict[str, float]]
 ) -> list[Session]:
     """Bottom-up admission: at each depth, within each breaker, floors in priority, urgency (least laxity
-    first, unplanned last), then arrival order while they fit (in kW, and on a breaker with a per-phase rating in A on each grid phase the session
-    loads); a session must be admitted at every breaker on its path."""
+    first, unplanned last), then arrival order while they fit (in kW, and on a breaker with a per-phase
+    rating in A on each grid phase the session loads); then a second round, in the same order, over what
+    those leave, among the sessions left out whose own floor fits in it. A session must be admitted at
+    every breaker on its path."""
     ok = {id(s): s.paused_by is None for s in sessions}
     order = sorted(
         sessions,
         key=lambda s: (-s.priority, s.laxity_s is None, s.laxity_s or 0.0, s.rec.started_at, s.rec.session_id),
     )
+
+    def fits(node: str, s: Session, kw: dict[str, float], amps: dict[tuple[str, str], float]) -> bool:
+        """Whether ``s``'s floor, added to the floors counted in ``kw`` / ``amps``, fits at ``node``."""
+        if kw[node] + s.floor_kw > headroom[node] + EPS:
+            return False
+        return node not in headroom_a or all(
+            amps[node, p] + s.floor_kw * s.a_per_kw <= headroom_a[node][p] + EPS for p in s.loads
+        )
+
     for depth in range(MAX_DEPTH, -1, -1):
+        at = [s for s in order if len(s.path) > depth]
+        first: dict[int, bool] = {}
         running: dict[str, float] = defaultdict(float)
         running_a: dict[tuple[str, str], float] = defaultdict(float)
-        verdict = {}
-        for s in order:
-            if len(s.path) <= depth:
-                verdict[id(s)] = ok[id(s)]
-                continue
+        for s in at:  # the first round: a running sum over every session admitted below, in order
             node = s.path[depth]
+            first[id(s)] = ok[id(s)] and fits(node, s, running, running_a)
             if ok[id(s)]:
                 running[node] += s.floor_kw
                 for p in s.loads:
                     running_a[node, p] += s.floor_kw * s.a_per_kw
-            fits = running[node] <= headroom[node] + EPS
-            if node in headroom_a:
-                fits = fits and all(running_a[node, p] <= headroom_a[node][p] + EPS for p in s.loads)
-            verdict[id(s)] = ok[id(s)] and fits
-        ok = verdict
+        held: dict[str, float] = defaultdict(float)
+        held_a: dict[tuple[str, str], float] = defaultdict(float)
+        for s in at:
+            if first[id(s)]:
+                held[s.path[depth]] += s.floor_kw
+                for p in s.loads:
+                    held_a[s.path[depth], p] += s.floor_kw * s.a_per_kw
+        second = {id(s): ok[id(s)] and not first[id(s)] and fits(s.path[depth], s, held, held_a) for s in at}
+        more: dict[str, float] = defaultdict(float)
+        more_a: dict[tuple[str, str], float] = defaultdict(float)
+        for s in at:  # the second round: a running sum over those whose own floor fits in what is left
+            node = s.path[depth]
+            if second[id(s)]:
+                more[node] += s.floor_kw
+                for p in s.loads:
+                    more_a[node, p] += s.floor_kw * s.a_per_kw
+            total = {node: held[node] + more[node] - s.floor_kw}
+            total_a = {(node, p): held_a[node, p] + more_a[node, p] - s.floor_kw * s.a_per_kw for p in GRID_PHASES}
+            ok[id(s)] = first[id(s)] or (second[id(s)] and fits(node, s, defaultdict(float, total), total_a))
     return [s for s in sessions if ok[id(s)]]
 
 
@@ -485,12 +509,15 @@ def _fill_levels(
     headroom_a: dict[str, dict[str, float]],
     limited_by: dict[str, str],
 ) -> None:
-    """Water-filling level by level, as the SQL does where per-phase limits make the constraints
-    non-laminar: from the deepest breakers up, each breaker's per-phase levels (each over the sessions
-    loading that phase, in A; computed side by side, a session takes the lowest of its phases'), then its
-    kW level, each over the extras ``min(cap - floor, weight * lam)`` left by the levels before it. A
-    session ends at ``floor + min(cap - floor, weight * lam)``, ``lam`` the lowest level on its way. Safe:
-    every level holds its limit for the extras it saw, and later levels only lower them."""
+    """Water-filling breaker by breaker where per-phase limits make the constraints non-laminar, as the
+    SQL does: from the deepest breakers up, each breaker fills the extras ``min(cap - floor, weight * lam)``
+    the breakers below it left, in passes until no session can rise (the SQL runs three, which this
+    shows enough). A pass takes every limit of the breaker side by side over the sessions not yet frozen
+    (each grid phase a water level over the sessions loading it, their kW counted at ``a_per_kw`` A, the
+    kW limit one over all; both in kW per weight), after what the frozen sessions hold; a session rises
+    to the lowest of its limits' levels, and is frozen once it reaches its extra or a limit it is on
+    is full. A session ends at ``floor + min(cap - floor, weight * lam)``, ``lam`` the lowest level on its
+    way. Safe: each level holds its limit for the sessions it saw, the frozen ones at what they hold."""
     lam: dict[int, float | None] = {id(s): None for s in admitted}
     bind = {id(s): s.cap_binding for s in admitted}
 
@@ -498,30 +525,53 @@ def _fill_levels(
         e, cur = s.cap_kw - s.floor_kw, lam[id(s)]
         return e if cur is None else min(e, s.rec.weight * cur)
 
-    def lower(s: Session, level: float | None, label: str) -> None:
-        cur = lam[id(s)]
-        if level is not None and (cur is None or level < cur):
-            lam[id(s)], bind[id(s)] = level, label
-
     for depth in range(MAX_DEPTH, -1, -1):
         under: dict[str, list[Session]] = defaultdict(list)
         for s in admitted:
             if len(s.path) > depth:
                 under[s.path[depth]].append(s)
         for node, group in under.items():
+            room = {id(s): extra(s) for s in group}
+            # each limit: (label, its spare after the floors, the sessions on it, a session's load per kW)
+            limits: list[tuple[str, float, list[Session], Any]] = []
             if node in headroom_a:
-                levels = {}
                 for p in GRID_PHASES:
-                    loading = [s for s in group if p in s.loads]
-                    spare = headroom_a[node][p] - sum(s.a_per_kw * s.floor_kw for s in loading)
-                    levels[p] = _water_level([(s.a_per_kw, s.rec.weight, extra(s)) for s in loading], spare)
+                    on = [s for s in group if p in s.loads]
+                    spare = headroom_a[node][p] - sum(s.a_per_kw * s.floor_kw for s in on)
+                    limits.append((node, spare, on, lambda s: s.a_per_kw))
+            limits.append((limited_by[node], headroom[node] - sum(s.floor_kw for s in group), group, lambda s: 1.0))
+            grant = dict(room)
+            level: dict[int, tuple[float | None, str]] = {id(s): (None, "") for s in group}
+            frozen: set[int] = set()
+            while len(frozen) < len(group):
+                per_kw: dict[int, list[tuple[float, str]]] = defaultdict(list)
+                for label, spare, on, load in limits:
+                    live = [s for s in on if id(s) not in frozen]
+                    held = sum(load(s) * grant[id(s)] for s in on if id(s) in frozen)
+                    lvl = _water_level([(load(s), s.rec.weight, room[id(s)]) for s in live], spare - held)
+                    if lvl is not None:
+                        for s in live:
+                            per_kw[id(s)].append((lvl, label))
                 for s in group:
-                    mine = [v for p in s.loads if (v := levels[p]) is not None]
-                    lower(s, min(mine) if mine else None, node)
-            spare = headroom[node] - sum(s.floor_kw for s in group)
-            level = _water_level([(1.0, s.rec.weight, extra(s)) for s in group], spare)
+                    if id(s) in frozen:
+                        continue
+                    lowest = min(per_kw[id(s)], key=lambda v: v[0], default=None)
+                    grant[id(s)] = room[id(s)] if lowest is None else min(room[id(s)], s.rec.weight * lowest[0])
+                    level[id(s)] = lowest if lowest is not None else (None, "")
+                full = {
+                    id(s)
+                    for _, spare, on, load in limits
+                    if sum(load(m) * grant[id(m)] for m in on) >= spare - 1e-6
+                    for s in on
+                }
+                now = full | {id(s) for s in group if grant[id(s)] >= room[id(s)] - 1e-6}
+                if now <= frozen:
+                    break
+                frozen |= now
             for s in group:
-                lower(s, level, limited_by[node])
+                cur, (mine, label) = lam[id(s)], level[id(s)]
+                if mine is not None and (cur is None or mine < cur):
+                    lam[id(s)], bind[id(s)] = mine, label
     for s in admitted:
         e, cur = s.cap_kw - s.floor_kw, lam[id(s)]
         s.allocated_kw = s.floor_kw + (e if cur is None else min(e, s.rec.weight * cur))

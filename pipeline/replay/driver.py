@@ -47,6 +47,7 @@ from pipeline.app.loop import start_loop
 from pipeline.app.site import ChargerConfig, PipelineConfig, SiteConfig
 from pipeline.contracts.clock import SimClock
 from pipeline.contracts.topics import (
+    ACTIVE_SESSIONS,
     DR_SIGNALS,
     PRICE_SIGNALS,
     SESSION_PLANS,
@@ -63,7 +64,7 @@ from pipeline.engine.config import EngineConfig
 from pipeline.engine.service import EngineService
 from pipeline.pgwire.config import PgwireSettings
 from pipeline.replay.data import SITE_TZ, EVSampler, building_load, day_ahead_releases, day_start_utc
-from pipeline.replay.meter import PHASES, SiteMeter, grid_phases
+from pipeline.replay.meter import PHASES, SetpointExcess, SiteMeter, grid_phases
 from pipeline.replay.series import ReplaySeries
 from pipeline.sim import SimulatedChargePoint
 from pipeline.sim.ev import EV
@@ -329,8 +330,11 @@ async def run_replay(
     visits: dict[str, dict[str, Any]] = {}  # per plugged EV: what the session was offered (for the summary)
     sync_checks = sync_mismatches = sync_waiting = 0
 
+    excess = SetpointExcess(start, executor.config.learned_cap_margin_kw, executor.config.learned_cap_margin_frac)
+
     def sample() -> None:
         now = clock.now()
+        excess.observe(now, _learned_sessions(transport, chargers, meter))
         series.record(now.timestamp(), meter.building_kw, meter.ev_kw, _setpoints_kw(transport, chargers))
         if progress is not None:
             progress(
@@ -444,6 +448,7 @@ async def run_replay(
             "seconds_over_limit": round(meter.seconds_over_limit, 3),
             "seconds_over_limit_in_force": round(meter.seconds_over_limit_in_force, 3),
             "seconds_over_limit_a": over_a if o.breaker_a is not None else None,
+            "setpoint_minutes_above_draw": round(excess.minutes, 1),
             "peak_phase_a": dict(zip(PHASES, (round(x, 2) for x in meter.peak_a), strict=True)),
             "profiles_sent": executor.stats.profiles_sent,
             "updates_collapsed": executor.stats.updates_collapsed,
@@ -529,6 +534,24 @@ def _setpoints_kw(transport: MemoryTransport, chargers: list[SimulatedChargePoin
         if cp is not None and cp.session_active(cmd["connector_id"]):
             total += cmd["setpoint_kw"]
     return total
+
+
+def _learned_sessions(
+    transport: MemoryTransport, chargers: list[SimulatedChargePoint], meter: SiteMeter
+) -> list[tuple[float, float, bool]]:
+    """``(setpoint_kw, draw_kw, cap learned)`` of every running session with a published setpoint: the
+    engine's latest setpoint, its true draw, and whether the executor has published a learned cap."""
+    by_id = {cp.charge_point_id: cp for cp in chargers}
+    setpoints = transport.latest(SETPOINT_COMMANDS)
+    out = []
+    for key, raw in transport.latest(ACTIVE_SESSIONS).items():
+        rec, cmd = json.loads(raw), setpoints.get(key)
+        cp = by_id.get(rec["charge_point_id"])
+        if cmd is None or cp is None or not cp.session_active(rec["connector_id"]):
+            continue
+        draw = meter.ev.get((rec["charge_point_id"], rec["connector_id"]), 0.0)
+        out.append((json.loads(cmd)["setpoint_kw"], draw, rec.get("learned_cap_kw") is not None))
+    return out
 
 
 async def _plug_in_anywhere(chargers: list[SimulatedChargePoint], ev: EV, series: ReplaySeries) -> str | None:

@@ -8,12 +8,12 @@ per phase. Kept apart from the driver so the arithmetic is tested without a repl
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from pipeline.replay.series import ReplaySeries
 
-__all__ = ["PHASES", "ROTATIONS", "PhasesOf", "SiteMeter", "grid_phases"]
+__all__ = ["PHASES", "ROTATIONS", "PhasesOf", "SetpointExcess", "SiteMeter", "grid_phases"]
 
 PHASES = ("L1", "L2", "L3")
 """The grid's phases (R, S, T), as the per-phase figures name them."""
@@ -125,3 +125,30 @@ class SiteMeter:
         self.advance(at)
         self.building_kw = kw
         self.series.record(max(at, self._t).timestamp(), self.building_kw, self.ev_kw)
+
+
+class SetpointExcess:
+    """Setpoint-minutes held above what EVs take: per running session whose cap the executor has learned
+    (``learned_cap_kw`` on ``ocpp.active.sessions``), the clock minutes its setpoint stood above its draw
+    plus the learning margin (the larger of ``margin_kw`` and ``margin_frac`` of the draw, kW; the
+    executor's ``learned_cap_margin_kw`` and ``learned_cap_margin_frac``), summed over sessions. Headroom
+    a setpoint holds past that margin is headroom no other EV gets. :meth:`observe` takes every running
+    session's state at a time; each state holds until the next observation."""
+
+    def __init__(self, start: datetime, margin_kw: float = 1.0, margin_frac: float = 0.1) -> None:
+        self.margin_kw, self.margin_frac = margin_kw, margin_frac
+        self.minutes = 0.0
+        self._t = start
+        self._over = 0
+
+    def observe(self, t: datetime, sessions: Iterable[tuple[float, float, bool]]) -> None:
+        """``sessions``: ``(setpoint_kw, draw_kw, cap learned)`` of every running session at ``t``."""
+        dt = (t - self._t).total_seconds()
+        if dt > 0:
+            self.minutes += self._over * dt / 60.0
+            self._t = t
+        self._over = sum(
+            1
+            for setpoint_kw, draw_kw, learned in sessions
+            if learned and setpoint_kw > draw_kw + max(self.margin_kw, self.margin_frac * draw_kw) + 1e-6
+        )

@@ -137,6 +137,53 @@ def test_a_panel_with_a_per_phase_rating_holds_each_grid_phase_of_its_one_phase_
     assert ref["__headroom_a__"]["P"] == {"R": 16.0, "S": 16.0, "T": 16.0}
 
 
+def test_current_a_phase_keeps_after_another_phase_binds_goes_to_the_evs_on_it():
+    # 20 A per phase. A 3-phase EV (s0) shares R with two 1-phase EVs (s1, s2) and S with one (s3). R binds
+    # first: s0, s1, s2 end near their 6 A floors. S's level counted on s0 rising to it, so a fill that
+    # stops there leaves some 1.7 A on S unused while s3 is below its cap; s3 takes what s0 left on S.
+    snap = {
+        "site.topology": topo(
+            site(limit_a=20.0),
+            charger("C0"),
+            charger("C1"),
+            charger("C2", phase_rotation="RTS"),
+            charger("C3", phase_rotation="SRT"),
+        ),
+        "ocpp.active.sessions": [
+            session("s0", "C0", phases=3),
+            *(
+                session(f"s{i}", f"C{i}", phases=3, ev_phases=1, phase_rotation=r)
+                for i, r in [(1, "RST"), (2, "RTS"), (3, "SRT")]
+            ),
+        ],
+    }
+    got, ref = both(snap)
+    r_amps = got["s0"]["setpoint_a"] + got["s1"]["setpoint_a"] + got["s2"]["setpoint_a"]
+    assert r_amps == pytest.approx(20.0, abs=0.3)  # each setpoint_a is floored to 0.1 A
+    assert got["s0"]["setpoint_a"] + got["s3"]["setpoint_a"] == pytest.approx(20.0, abs=0.2)  # S full too
+    assert got["s3"]["binding"] == "S"
+    for sid in ("s0", "s1", "s2", "s3"):
+        assert got[sid]["setpoint_kw"] == pytest.approx(ref[sid]["setpoint_kw"], abs=0.01), sid
+
+
+def test_a_floor_too_large_for_what_is_left_does_not_pause_a_later_session_whose_floor_fits():
+    # 5.6 kW: s0's 3-phase floor (4.14 kW) fits, s1's (4.14 kW more) does not; s2, a 1-phase EV that came
+    # later, has a floor of 1.38 kW, which fits in the 1.46 kW s0 leaves: it is admitted, s1 paused, and
+    # the 0.08 kW left over is shared.
+    snap = {
+        "site.topology": topo(site(limit_kw=5.6), *(charger(f"C{i}") for i in range(3))),
+        "ocpp.active.sessions": [
+            session("s0", "C0", phases=3, minutes_ago=30),
+            session("s1", "C1", phases=3, minutes_ago=20),
+            session("s2", "C2", phases=3, ev_phases=1, minutes_ago=10),
+        ],
+    }
+    got, ref = both(snap)
+    assert got["s1"]["binding"] == "paused" and not ref["s1"]["admitted"]
+    assert got["s2"]["setpoint_kw"] == pytest.approx(1.42, abs=0.01) and ref["s2"]["admitted"]
+    assert got["s0"]["setpoint_kw"] == pytest.approx(4.18, abs=0.01)
+
+
 def test_a_two_phase_ev_loads_the_grid_phases_its_chargers_l1_and_l2_are_wired_to():
     # STR: L1 on S, L2 on T. A 1-phase EV on R (RST) then has R to itself.
     snap = {

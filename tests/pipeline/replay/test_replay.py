@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.contracts.clock import SimClock
 from pipeline.replay.driver import ReplayOptions, replay_config, run_clock_to, run_replay
-from pipeline.replay.meter import SiteMeter, grid_phases
+from pipeline.replay.meter import SetpointExcess, SiteMeter, grid_phases
 from pipeline.replay.series import ReplaySeries
 
 
@@ -94,6 +94,19 @@ def test_the_site_meter_counts_seconds_over_the_rating_per_phase():
     assert meter.seconds_over_limit_a == [30.0, 0.0, 0.0]
     assert meter.peak_a == pytest.approx([36.0, 20.0, 20.0])
     assert meter.seconds_over_limit == 0.0  # 17.48 kW: well within the breaker's kW
+
+
+def test_setpoint_minutes_above_the_draw_count_learned_sessions_past_the_margin_only():
+    t0 = datetime(2024, 6, 3, tzinfo=UTC)
+    excess = SetpointExcess(t0, margin_kw=1.0, margin_frac=0.1)
+    # 11 kW over a 4 kW draw with its cap learned; 5 kW over 4 kW is within the margin; 11 kW over 4 kW
+    # not learned yet: one session over for 2 minutes
+    excess.observe(t0, [(11.0, 4.0, True), (5.0, 4.0, True), (11.0, 4.0, False)])
+    excess.observe(t0 + timedelta(minutes=2), [(11.0, 20.0, True), (23.0, 20.0, True)])
+    # then 23 kW over a 20 kW draw: past max(1 kW, 2 kW), for 30 s
+    excess.observe(t0 + timedelta(minutes=2, seconds=30), [])
+    excess.observe(t0 + timedelta(minutes=5), [])
+    assert excess.minutes == pytest.approx(2.5)
 
 
 def test_grid_phases_follow_the_chargers_rotation():
