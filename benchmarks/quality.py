@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from benchmarks.common import table
+from pipeline.replay.meter import grid_phases
 
 SCENARIOS = (
     {
@@ -94,6 +95,21 @@ class LpSession:
     max_kw: float
     phases: tuple[int, ...] = (0, 1, 2)
     voltage_v: float = 230.0
+    taper: Taper | None = None
+
+
+@dataclass(frozen=True)
+class Taper:
+    """How a session's EV takes less as its battery fills, as the simulated EVs do
+    (:meth:`pipeline.sim.ev.EV.taper_fraction`): at state of charge ``soc`` (%) it takes at most
+    ``ev_max_kw`` x (1 - (1 - ``end_fraction``) x (soc - ``from_pct``) / (100 - ``from_pct``)) kW above
+    ``from_pct``; the SoC is ``arrival_soc_pct`` plus the energy delivered over ``battery_kwh``."""
+
+    battery_kwh: float
+    arrival_soc_pct: float
+    ev_max_kw: float
+    from_pct: float = 80.0
+    end_fraction: float = 0.15
 
 
 @dataclass(frozen=True)
@@ -149,7 +165,7 @@ def build_lp(p: LpProblem) -> dict:
     if not len(p.building_kw) == len(p.price_per_kwh) == minutes:
         raise ValueError("limit_kw, building_kw and price_per_kwh need one value per minute each")
     index: list[tuple[int, int]] = []
-    bounds: list[tuple[float, float]] = []
+    bounds: list[tuple[float, float | None]] = []
     for i, s in enumerate(p.sessions):
         for t, share in _minute_shares(s, minutes):
             index.append((i, t))
@@ -180,8 +196,64 @@ def build_lp(p: LpProblem) -> dict:
         vals.append(1.0 / 60.0)
     b_ub += [s.need_kwh for s in p.sessions]
     row += len(p.sessions)
-    a_ub = coo_matrix((vals, (rows, cols)), shape=(row, len(index))).tocsr()
-    return {"index": index, "bounds": bounds, "A_ub": a_ub, "b_ub": b_ub, "energy_row": [1.0 / 60.0] * len(index)}
+    # Taper: per session and minute after its first, an auxiliary variable holds the energy delivered before
+    # that minute (kWh; equality rows chain them), and the minute's power stays within the EV's acceptance
+    # at the SoC that energy gives. The SoC at the minute's start is the lowest of the minute, so the bound
+    # is at least what the simulated EV takes (it holds each 1 % step at the step's top): still an upper bound.
+    eq_rows: list[int] = []
+    eq_cols: list[int] = []
+    eq_vals: list[float] = []
+    n_eq = 0
+    aux = len(index)
+    by_session: dict[int, list[int]] = {}
+    for k, (i, _) in enumerate(index):
+        by_session.setdefault(i, []).append(k)
+    for i, ks in by_session.items():
+        tp = p.sessions[i].taper
+        if tp is None or tp.from_pct >= 100.0:
+            continue
+        slope = tp.ev_max_kw * (1.0 - tp.end_fraction) / (100.0 - tp.from_pct)  # kW per % of SoC
+        per_kwh = slope * 100.0 / tp.battery_kwh  # kW less per kWh delivered, above from_pct
+        base = tp.ev_max_kw - slope * (tp.arrival_soc_pct - tp.from_pct)  # acceptance at 0 kWh, kW
+        previous: tuple[int, int | None] | None = None  # (p variable, its cumulative variable; None for 0)
+        for k in ks:
+            share = (bounds[k][1] or 0.0) / p.sessions[i].max_kw if p.sessions[i].max_kw > 0 else 0.0
+            if previous is not None:
+                cum = aux
+                aux += 1
+                bounds.append((0.0, None))
+                # cum - cum_prev - p_prev / 60 = 0
+                eq_rows += [n_eq, n_eq]
+                eq_cols += [cum, previous[0]]
+                eq_vals += [1.0, -1.0 / 60.0]
+                if previous[1] is not None:
+                    eq_rows.append(n_eq)
+                    eq_cols.append(previous[1])
+                    eq_vals.append(-1.0)
+                n_eq += 1
+                # p_k <= share x (base - per_kwh x cum)
+                rows += [row, row]
+                cols += [k, cum]
+                vals += [1.0, share * per_kwh]
+                b_ub.append(share * base)
+                row += 1
+                previous = (k, cum)
+            else:
+                if base < (bounds[k][1] or 0.0):  # already in the taper at plug-in
+                    bounds[k] = (0.0, max(0.0, share * base))
+                previous = (k, None)
+    n = aux
+    a_ub = coo_matrix((vals, (rows, cols)), shape=(row, n)).tocsr()
+    a_eq = coo_matrix((eq_vals, (eq_rows, eq_cols)), shape=(n_eq, n)).tocsr() if n_eq else None
+    return {
+        "index": index,
+        "bounds": bounds,
+        "A_ub": a_ub,
+        "b_ub": b_ub,
+        "A_eq": a_eq,
+        "b_eq": [0.0] * n_eq,
+        "energy_row": [1.0 / 60.0] * len(index) + [0.0] * (n - len(index)),
+    }
 
 
 def _result(p: LpProblem, lp: dict, x) -> LpResult:
@@ -205,7 +277,17 @@ def _solve(p: LpProblem, lp: dict, c: list[float], extra_row=None, extra_b: floa
         b_ub.append(extra_b)
     if not lp["index"]:
         return [], 0.0
-    res = linprog(c, A_ub=a_ub, b_ub=b_ub, bounds=lp["bounds"], method="highs")
+    c = list(c) + [0.0] * (len(lp["bounds"]) - len(c))  # the taper's auxiliary variables cost nothing
+    a_eq = lp.get("A_eq")
+    res = linprog(
+        c,
+        A_ub=a_ub,
+        b_ub=b_ub,
+        A_eq=a_eq,
+        b_eq=lp.get("b_eq") if a_eq is not None else None,
+        bounds=lp["bounds"],
+        method="highs",
+    )
     if res.status != 0:
         raise RuntimeError(f"linprog: {res.message}")
     return res.x, res.fun
@@ -272,8 +354,17 @@ def problem_from_replay(summary: dict) -> LpProblem:
             end_min=minute_of(datetime.fromisoformat(v["departure_at"])),
             need_kwh=v["energy_requested_kwh"],
             max_kw=v["max_power_kw"],
-            phases=tuple(range(v.get("phases", 3))),
+            phases=grid_phases(v.get("phases", 3), v.get("phase_rotation")),
             voltage_v=v.get("voltage_v", 230.0),
+            taper=Taper(
+                battery_kwh=v["battery_kwh"],
+                arrival_soc_pct=v["arrival_soc_pct"],
+                ev_max_kw=v["ev_max_ac_kw"],
+                from_pct=v["taper_from_pct"],
+                end_fraction=v["taper_end_fraction"],
+            )
+            if "battery_kwh" in v
+            else None,
         )
         for v in summary["session_results"]
     ]

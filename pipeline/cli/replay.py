@@ -59,6 +59,12 @@ __all__ = ["replay"]
     show_default=True,
     help="each driver publishes a session.plans record at plug-in: the EV's real departure and energy need",
 )
+@click.option(
+    "--rotate-phases/--no-rotate-phases",
+    default=True,
+    show_default=True,
+    help="wire the chargers RST, STR, TRS in turn, as installers spread 1-phase EVs; off: every one RST",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write the summary here")
 @click.option(
     "--report",
@@ -83,6 +89,7 @@ def replay(
     seed,
     drain,
     plans,
+    rotate_phases,
     json_path,
     report_dir,
     pg,
@@ -124,6 +131,7 @@ def replay(
         seed=seed,
         plans=plans,
         drain=drain,
+        rotate_phases=rotate_phases,
     )
     series = ReplaySeries()
     with replay_progress() as progress:

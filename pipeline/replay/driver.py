@@ -54,6 +54,7 @@ from pipeline.contracts.topics import (
     SETPOINT_COMMANDS,
     SITE_DEMAND,
     DRSignal,
+    PhaseRotation,
     PriceSignal,
     SessionPlan,
     SiteDemand,
@@ -102,6 +103,20 @@ class ReplayOptions:
     pg_port: int | None = None  # serve the engine's views read-only on Postgres wire (0: a free port)
     plans: bool = False  # each driver publishes its departure and need on session.plans at plug-in
     drain: bool = False  # run on past the last day (no new EVs) until every EV has left, at most a day
+    rotate_phases: bool = True  # charger i wired RST, STR, TRS in turn (see WIRING); False: every one RST
+
+
+WIRING: tuple[PhaseRotation, ...] = ("RST", "STR", "TRS")
+"""The replay's chargers are wired to the grid in these rotations in turn (charger 1 RST, 2 STR, 3 TRS, 4 RST,
+...), as installers spread single-phase loads over the three phases; each charger declares its wiring in
+``site.topology`` (``phase_rotation``, OCPP 1.6 ``ConnectorPhaseRotation``), so the allocation knows which
+grid phase a 1- or 2-phase EV loads."""
+
+
+def wiring(o: ReplayOptions, i: int) -> PhaseRotation:
+    """Charger ``i``'s (1-based) ``phase_rotation``: :data:`WIRING` in turn, or ``"RST"`` without
+    ``o.rotate_phases``."""
+    return WIRING[(i - 1) % len(WIRING)] if o.rotate_phases else "RST"
 
 
 class _ReplaySite(PipelineConfig):
@@ -119,7 +134,10 @@ class _ReplaySite(PipelineConfig):
 def replay_config(o: ReplayOptions) -> PipelineConfig:
     """The replayed site: ``o.chargers`` chargers of ``o.charger_kw`` behind one breaker of ``o.limit_kw`` kW
     (and ``o.breaker_a`` A per phase when set, as ``limit_a`` on the site's ``site.topology`` node)."""
-    chargers = [ChargerConfig(id=f"CP{i:03d}", max_power_kw=o.charger_kw) for i in range(1, o.chargers + 1)]
+    chargers = [
+        ChargerConfig(id=f"CP{i:03d}", max_power_kw=o.charger_kw, phase_rotation=wiring(o, i))
+        for i in range(1, o.chargers + 1)
+    ]
     return _ReplaySite(
         sites=[SiteConfig(site_id=o.site_id, limit_kw=o.limit_kw, chargers=chargers)], breaker_a=o.breaker_a
     )
@@ -254,7 +272,9 @@ async def run_replay(
 
     def phases_of(charge_point_id: str, connector_id: int) -> tuple[int, ...]:
         cp = by_id.get(charge_point_id)
-        return grid_phases(cp.connectors[connector_id].phases_in_use) if cp is not None else (0, 1, 2)
+        if cp is None:
+            return (0, 1, 2)
+        return grid_phases(cp.connectors[connector_id].phases_in_use, cp.phase_rotation)
 
     meter = SiteMeter(o.limit_kw, start, series, limit_a=o.breaker_a, phases_of=phases_of)
     # A session's end (its need met, or its EV leaving) is an event too: the station reports it through
@@ -310,6 +330,7 @@ async def run_replay(
             meter_interval_s=o.meter_interval_s,
             on_power=on_power,
             ev_response_s=o.ev_response_s,
+            phase_rotation=wiring(o, i),
         )
         for i in range(1, o.chargers + 1)
     ]
@@ -589,7 +610,9 @@ def _session_ends(chargers: list[SimulatedChargePoint]) -> list[tuple[Connector,
 
 def _visit(ev: EV, cp: SimulatedChargePoint, at: datetime) -> dict[str, Any]:
     """What a plugged EV's session was offered: its charger, window (ISO-8601 UTC), need (kWh), the most it
-    could draw (kW: its on-board charger's limit within the charger's rating) and the phases it draws on."""
+    could draw (kW: its on-board charger's limit within the charger's rating), the phases it draws on and
+    the charger's wiring, and how its acceptance tapers (battery kWh, SoC at arrival %, the on-board
+    charger's kW, the taper's start % and end fraction)."""
     return {
         "ev_id": ev.ev_id,
         "charge_point_id": cp.charge_point_id,
@@ -598,6 +621,12 @@ def _visit(ev: EV, cp: SimulatedChargePoint, at: datetime) -> dict[str, Any]:
         "energy_requested_kwh": round(ev.energy_need_kwh, 4),
         "max_power_kw": round(min(cp.rated_power_kw, ev.max_ac_kw), 4),
         "phases": cp.connectors[1].phases_in_use,
+        "phase_rotation": cp.phase_rotation,
+        "battery_kwh": ev.battery_kwh,
+        "arrival_soc_pct": ev.arrival_soc_pct,
+        "ev_max_ac_kw": ev.max_ac_kw,
+        "taper_from_pct": ev.taper_from_pct,
+        "taper_end_fraction": ev.taper_end_fraction,
         "voltage_v": cp.voltage_v,
     }
 

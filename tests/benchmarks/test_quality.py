@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from benchmarks.quality import LpProblem, LpSession, build_lp, max_energy, min_cost
+from benchmarks.quality import LpProblem, LpSession, Taper, build_lp, max_energy, min_cost
 
 # Two EVs over three minutes. The site allows 10 kW, the building takes 4 kW in minute 1: room for the EVs
 # is 10, 6, 10 kW. EV A is plugged in all three minutes (at most 6 kW, wants 0.2 kWh = 12 kW-minutes), EV B
@@ -178,3 +178,16 @@ def test_sessions_met_by_departure_count_those_that_left_within_the_replay():
         "optimum_sessions_met": 2,
         "sessions_met_of_optimum_met": 1,
     }
+
+
+def test_an_ev_that_tapers_as_its_battery_fills_bounds_the_optimum_as_it_bounds_the_simulated_ev():
+    """50 kWh at 70 %, 11 kW, an hour: 5 kWh at full power to 80 %, then dE/dt = 11 - 0.935 E (kW, E above
+    80 %, in kWh and hours), 9.70 kWh in all; without the taper the optimum would take 11 kWh."""
+    session = LpSession(0, 60, need_kwh=15.0, max_kw=11.0)
+    problem = LpProblem([session], [100.0] * 60, [0.0] * 60, [0.1] * 60)
+    assert max_energy(problem).energy_kwh == pytest.approx(11.0)
+    tapered = LpSession(0, 60, need_kwh=15.0, max_kw=11.0, taper=Taper(50.0, 70.0, 11.0))
+    energy = max_energy(LpProblem([tapered], [100.0] * 60, [0.0] * 60, [0.1] * 60)).energy_kwh
+    assert 9.70 <= energy < 9.80  # the minute's SoC is taken at its start: a hair above the exact 9.70
+    cheapest = min_cost(LpProblem([tapered], [100.0] * 60, [0.0] * 60, [0.1] * 60), energy)
+    assert cheapest.energy_kwh == pytest.approx(energy, rel=1e-5)
