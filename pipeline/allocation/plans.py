@@ -14,7 +14,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pipeline.allocation.reference import State
 
-__all__ = ["PLAN_AT_RISK_S", "PLAN_HORIZON_S", "PLAN_TAPER_FACTOR", "PlanNeed", "plan_cap", "plan_needs"]
+__all__ = [
+    "PLAN_AT_RISK_S",
+    "PLAN_HORIZON_S",
+    "PLAN_TAPER_FACTOR",
+    "URGENT_WEIGHT",
+    "PlanNeed",
+    "plan_at_risk",
+    "plan_cap",
+    "plan_needs",
+]
 
 PLAN_AT_RISK_S = 900
 """A plan is at risk when its laxity is this many seconds or less (session_limits.sql)."""
@@ -23,6 +32,10 @@ PLAN_AT_RISK_S = 900
 PLAN_TAPER_FACTOR = 1.5
 """The time a need takes at a flat rate, times this, is what urgency allows for it: an EV's acceptance tapers
 as its battery fills (CC-CV above about 80 % SoC), so the last kWh come slower (session_plan_needs.sql)."""
+URGENT_WEIGHT = 1000.0
+"""A session whose plan is at risk (:func:`plan_at_risk`) fills with its weight times this: under a breaker
+that binds it rises a thousand times faster than the sessions that can wait, so it takes the headroom
+first, up to its cap, and they share what it leaves (session_limits.sql)."""
 PLAN_HORIZON_S = 2678400
 """The longest wait ``urgent_at`` counts back from a departure (31 days, a plan's bound), s."""
 
@@ -167,6 +180,21 @@ def plan_needs(
             urgent=departure - timedelta(seconds=wait_s) <= now,
         )
     return out
+
+
+def plan_at_risk(need: PlanNeed, ruled_cap_kw: float) -> bool:
+    """Whether a planned session with energy still to go is urgent or at risk (laxity at most 900 s plus the
+    taper's allowance at its expected rate; see :func:`plan_cap`): it then fills with
+    :data:`URGENT_WEIGHT` (session_limits.sql)."""
+    rate = min(ruled_cap_kw, need.share_kw) if need.share_kw is not None else ruled_cap_kw
+    if need.remaining_kwh <= 0:
+        return False
+    if need.urgent:
+        return True
+    if rate <= 0:
+        return False
+    laxity = need.left_s - need.remaining_kwh * 3600.0 / rate
+    return laxity <= PLAN_AT_RISK_S + (PLAN_TAPER_FACTOR - 1) * need.remaining_kwh * 3600.0 / rate
 
 
 def plan_cap(need: PlanNeed, ruled_cap_kw: float) -> tuple[float, float | None]:

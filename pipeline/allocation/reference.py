@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pipeline.allocation.plans import plan_cap, plan_needs
+from pipeline.allocation.plans import URGENT_WEIGHT, plan_at_risk, plan_cap, plan_needs
 from pipeline.contracts.topics import (
     ACTIVE_SESSIONS,
     CONTROL_RULES,
@@ -67,6 +67,7 @@ class Session:
     cap_binding: str = "cap"
     paused_by: str | None = None
     laxity_s: float | None = None
+    weight: float = 1.0  # the fill's weight: the record's, times URGENT_WEIGHT while its plan is at risk
     path: list[str] = field(default_factory=list)  # ancestors by depth, site first
     allocated_kw: float = 0.0
     binding: str = "paused"
@@ -351,7 +352,7 @@ def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> d
             )
             out[rec.session_id] = _setpoint(kw, rec, "stale", node_of, site_id, headroom)
             continue
-        s = Session(rec=rec, site_id=site_id, attach=attach, path=path)
+        s = Session(rec=rec, site_id=site_id, attach=attach, path=path, weight=rec.weight)
         mine = [(r, 2) for r in rules if r.scope == "session" and r.scope_id == rec.session_id]
         mine += [(r, 1) for r in rules if r.scope == "charger" and r.scope_id == rec.charge_point_id]
         mine += [(r, 0) for r in rules if r.scope in ("site", "node") and r.scope_id in path and r.action == "pause"]
@@ -380,6 +381,7 @@ def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> d
             s.priority = OVERRIDE_PRIORITY
         elif need is not None:
             s.cap_kw, _ = plan_cap(need, ruled)
+            s.weight = rec.weight * (URGENT_WEIGHT if plan_at_risk(need, ruled) else 1.0)
             s.floor_kw = min(min_kw, s.cap_kw)
             s.priority = rec.priority
         else:
@@ -523,7 +525,7 @@ def _fill_levels(
 
     def extra(s: Session) -> float:
         e, cur = s.cap_kw - s.floor_kw, lam[id(s)]
-        return e if cur is None else min(e, s.rec.weight * cur)
+        return e if cur is None else min(e, s.weight * cur)
 
     for depth in range(MAX_DEPTH, -1, -1):
         under: dict[str, list[Session]] = defaultdict(list)
@@ -548,7 +550,7 @@ def _fill_levels(
                 for label, spare, on, load in limits:
                     live = [s for s in on if id(s) not in frozen]
                     held = sum(load(s) * grant[id(s)] for s in on if id(s) in frozen)
-                    lvl = _water_level([(load(s), s.rec.weight, room[id(s)]) for s in live], spare - held)
+                    lvl = _water_level([(load(s), s.weight, room[id(s)]) for s in live], spare - held)
                     if lvl is not None:
                         for s in live:
                             per_kw[id(s)].append((lvl, label))
@@ -556,7 +558,7 @@ def _fill_levels(
                     if id(s) in frozen:
                         continue
                     lowest = min(per_kw[id(s)], key=lambda v: v[0], default=None)
-                    grant[id(s)] = room[id(s)] if lowest is None else min(room[id(s)], s.rec.weight * lowest[0])
+                    grant[id(s)] = room[id(s)] if lowest is None else min(room[id(s)], s.weight * lowest[0])
                     level[id(s)] = lowest if lowest is not None else (None, "")
                 full = {
                     id(s)
@@ -574,8 +576,8 @@ def _fill_levels(
                     lam[id(s)], bind[id(s)] = mine, label
     for s in admitted:
         e, cur = s.cap_kw - s.floor_kw, lam[id(s)]
-        s.allocated_kw = s.floor_kw + (e if cur is None else min(e, s.rec.weight * cur))
-        s.binding = s.cap_binding if cur is None or s.rec.weight * cur >= e - EPS else bind[id(s)]
+        s.allocated_kw = s.floor_kw + (e if cur is None else min(e, s.weight * cur))
+        s.binding = s.cap_binding if cur is None or s.weight * cur >= e - EPS else bind[id(s)]
 
 
 def _fill(admitted: list[Session], headroom: dict[str, float], limited_by: dict[str, str]) -> None:
@@ -597,16 +599,16 @@ def _fill(admitted: list[Session], headroom: dict[str, float], limited_by: dict[
         rate: dict[str, float] = defaultdict(float)
         for s in active.values():
             for node in s.path:
-                rate[node] += s.rec.weight
+                rate[node] += s.weight
         step = math.inf
         for s in active.values():
-            step = min(step, (s.cap_kw - s.allocated_kw) / s.rec.weight)
+            step = min(step, (s.cap_kw - s.allocated_kw) / s.weight)
         for node, r in rate.items():
             step = min(step, max(spare[node], 0.0) / r)
         for s in active.values():
-            s.allocated_kw += s.rec.weight * step
+            s.allocated_kw += s.weight * step
             for node in s.path:
-                spare[node] -= s.rec.weight * step
+                spare[node] -= s.weight * step
         saturated = [n for n in rate if spare[n] <= EPS * max(1.0, headroom[n])]
         for key, s in list(active.items()):
             full = [n for n in s.path if n in saturated]

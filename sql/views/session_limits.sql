@@ -13,6 +13,8 @@
 --              time its remaining energy takes at that rate) is 900 or less, plus half that time for the
 --              taper as the battery fills (the factor 1.5 of session_plan_needs); else its cap is 0 ('plan'),
 --              and a plan met is 0 too
+--   weight   = the session's fair-share weight, times 1000 while its plan is at risk (urgent, or the laxity
+--              rule above), so under a binding breaker it takes the headroom first, up to its cap
 --   override = a session or charger override runs the session at its limit_kw (floor = cap), ahead of
 --              everyone in admission; only caps and pauses of equal or higher precedence still apply
 --   paused_by = the pause rule (on the session, its charger or any breaker above it) that stops it
@@ -150,7 +152,13 @@ SELECT
     1000.0 / (ev_phases * voltage_v) AS a_per_kw,
     voltage_v,
     CASE WHEN override_kw IS NOT NULL THEN 2147483647 ELSE priority END AS priority,
-    weight,
+    -- a plan at risk fills first (URGENT_WEIGHT in pipeline/allocation/plans.py): urgent, or laxity within
+    -- 900 s plus the taper's allowance; the others share what it leaves
+    weight * CASE
+        WHEN override_kw IS NULL AND plan_remaining_kwh > 0
+            AND (plan_urgent OR laxity_s <= 900 + 0.5 * plan_remaining_kwh * 3600.0 / NULLIF(plan_rate_kw, 0)) THEN 1000.0
+        ELSE 1.0
+    END AS weight,
     started_at,
     cap_kw,
     CASE WHEN override_kw IS NOT NULL THEN cap_kw ELSE LEAST(min_kw, cap_kw) END AS floor_kw,

@@ -234,3 +234,16 @@ def test_a_plan_that_cannot_be_met_charges_at_its_cap_and_raises_plan_at_risk(en
     _, rows = engine.query("SELECT kind, subject_id, value_kw, limit_kw FROM alerts WHERE kind = 'plan_at_risk'")
     # the power it would need: 44 kWh over the 3630 s from its meter reading (30 s ago) to departure
     assert rows == [("plan_at_risk", "a", pytest.approx(44 * 3600 / 3630), 22.0)]
+
+
+def test_a_plan_at_risk_takes_the_breaker_first_and_the_sessions_that_can_wait_share_the_rest(engine):
+    """30 kW for two 22 kW sessions: one must have 20 kWh within the hour (urgent), the other stays all
+    day. Equal shares (15 kW each) would leave the first 5 kWh short; the urgent one gets its 22 kW."""
+    urgent = session("u", "CP1", departure_at=NOW + H, energy_needed_kwh=20)
+    stays = session("w", "CP2")
+    out = run(engine, records(site(30.0), charger("CP1"), charger("CP2"), urgent, stays))
+    assert out["u"]["setpoint_kw"] == pytest.approx(22.0, abs=0.05)
+    assert out["w"]["setpoint_kw"] == pytest.approx(8.0, abs=0.05)
+    # without the plan, the two share the breaker equally
+    plain = run(engine, records(site(30.0), charger("CP1"), charger("CP2"), session("u", "CP1"), stays))
+    assert plain["u"]["setpoint_kw"] == pytest.approx(15.0) and plain["w"]["setpoint_kw"] == pytest.approx(15.0)
