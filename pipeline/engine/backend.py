@@ -61,8 +61,10 @@ class Backend(ABC):
         """Delete the rows of ``obj`` whose message key is in ``delete_keys``, then insert ``rows``."""
 
     @abstractmethod
-    def delete_before(self, obj: SqlObject, column: str, before: datetime) -> int:
-        """Delete ``obj``'s rows whose timestamp ``column`` is before ``before`` (a retention); returns how many."""
+    def delete_before(self, obj: SqlObject, column: str, before: datetime, keep_latest_by: tuple[str, ...] = ()) -> int:
+        """Delete ``obj``'s rows whose timestamp ``column`` is before ``before`` (a retention); returns how many.
+        With ``keep_latest_by`` (columns), the newest row (by ``column``) of each group of equal values in those
+        columns stays, however old: a view reading the latest per group sees the same."""
 
     @abstractmethod
     def clear(self, obj: SqlObject) -> None:
@@ -130,3 +132,12 @@ class Backend(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+
+def latest_kept(table: str, column: str, keep_latest_by: tuple[str, ...], null_safe_eq: str) -> str:
+    """The ``AND ...`` that spares, in a ``DELETE FROM table WHERE column < ?``, the newest row of each group
+    of ``keep_latest_by`` (empty: nothing spared); ``null_safe_eq`` is the dialect's null-safe equality."""
+    if not keep_latest_by:
+        return ""
+    same = " AND ".join(f'x."{c}" {null_safe_eq} {table}."{c}"' for c in keep_latest_by)
+    return f' AND "{column}" < (SELECT MAX(x."{column}") FROM {table} AS x WHERE {same})'

@@ -24,7 +24,8 @@ class EngineConfig(BaseModel):
     to run (``None``: the ``sql/`` shipped with the pipeline), and ``backend`` the embedded database
     (:mod:`pipeline.engine.backend`; ``PIPELINE_ENGINE__BACKEND=duckdb`` in the deployment settings).
     ``history_path`` is the SQLite file that keeps ``ocpp.transaction.events`` across restarts (``None``:
-    kept in memory only), ``history_retention_days`` how long they are kept (:mod:`pipeline.engine.history`).
+    kept in memory only), ``history_retention_days`` how long they are kept (:mod:`pipeline.engine.history`),
+    ``input_retention_h`` how long a site-meter reading or profile ack that a newer one supersedes is kept.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -36,6 +37,9 @@ class EngineConfig(BaseModel):
     sql_dir: Path | None = Field(None, description="sql/ to run (default: the one shipped with the pipeline)")
     history_path: Path | None = Field(None, description="SQLite file for the transaction history (None: memory only)")
     history_retention_days: float = Field(90.0, gt=0, le=36_600, description="transaction history kept, days")
+    input_retention_h: float = Field(
+        24.0, gt=0, le=8_784, description="superseded site-meter readings and profile acks kept, hours"
+    )
     backend: Literal["hybrid", "sqlite", "duckdb"] | None = Field(
         None,
         description="embedded database: hybrid (SQLite for a few sites, DuckDB for the fleet), sqlite or duckdb"

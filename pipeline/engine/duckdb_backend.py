@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 from sqlglot import exp
 
-from pipeline.engine.backend import Backend, Scope
+from pipeline.engine.backend import Backend, Scope, latest_kept
 from pipeline.engine.boundaries import is_now
 from pipeline.engine.partition import ALL, SITE_COLUMN, SITES_PARAM, restrict
 from pipeline.sqlmodel.objects import SqlError, SqlObject
@@ -141,8 +141,11 @@ class DuckDBBackend(Backend):
         if rows:  # one statement per table, columns as lists: executemany costs ~2 ms a row
             self.con.execute(self._insert_sql[obj.name], [list(col) for col in zip(*rows, strict=True)])
 
-    def delete_before(self, obj: SqlObject, column: str, before: datetime) -> int:
-        (deleted,) = self.con.execute(f'DELETE FROM {obj.name} WHERE "{column}" < ?', [before]).fetchone() or (0,)
+    def delete_before(self, obj: SqlObject, column: str, before: datetime, keep_latest_by: tuple[str, ...] = ()) -> int:
+        sql = f'DELETE FROM {obj.name} WHERE "{column}" < ?' + latest_kept(
+            obj.name, column, keep_latest_by, "IS NOT DISTINCT FROM"
+        )
+        (deleted,) = self.con.execute(sql, [before]).fetchone() or (0,)
         return int(deleted)
 
     def clear(self, obj: SqlObject) -> None:

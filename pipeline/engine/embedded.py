@@ -331,14 +331,16 @@ class EmbeddedEngine:
         self.sites.clear()
         self._boundaries.clear()
 
-    def forget(self, topic: str, column: str, before: datetime) -> int:
+    def forget(self, topic: str, column: str, before: datetime, keep_latest_by: tuple[str, ...] = ()) -> int:
         """Delete the rows of ``topic``'s input table whose ``column`` is before ``before`` (a retention, see
-        :mod:`pipeline.engine.history`); the next evaluation re-runs what reads them. Returns the rows deleted."""
+        :mod:`pipeline.engine.history`), sparing the newest of each group of ``keep_latest_by`` columns; the
+        next evaluation re-runs what reads them. Returns the rows deleted."""
         obj = self.inputs[topic]
         name = obj.name
-        deleted = self.backend.delete_before(obj, column, before)
+        deleted = self.backend.delete_before(obj, column, before, keep_latest_by)
         if deleted:
             self._dirty[name] = ALL
+            self.backend.note_input(name, ALL)  # the readers' mirror copies the table again
         return int(deleted)
 
     def assume_emitted(self, topic: str, keys: Iterable[str]) -> None:

@@ -23,7 +23,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pipeline.contracts.topics import TRANSACTION_EVENTS, RecordError, TransactionEvent, decode, encode
+from pipeline.contracts.topics import (
+    SETPOINT_ACKS,
+    SITE_DEMAND,
+    TRANSACTION_EVENTS,
+    RecordError,
+    TransactionEvent,
+    decode,
+    encode,
+)
 from pipeline.engine.embedded import EmbeddedEngine
 
 __all__ = ["DEFAULT_RETENTION_DAYS", "TransactionHistory"]
@@ -31,6 +39,16 @@ __all__ = ["DEFAULT_RETENTION_DAYS", "TransactionHistory"]
 log = logging.getLogger(__name__)
 
 DEFAULT_RETENTION_DAYS = 90.0
+SUPERSEDED: dict[str, tuple[str, tuple[str, ...]]] = {
+    SITE_DEMAND: ("measured_at", ("site_id",)),
+    SETPOINT_ACKS: ("sent_at", ("session_id", "status")),
+}
+"""The append inputs that arrive all day (a site meter every few seconds, an ack per profile call), by topic:
+the time column and the group whose newest row the views read (``site_demand_latest`` and
+``site_input_clock`` the newest reading per site; ``session_last_accepted`` the newest accepted profile per
+session). Older rows of a group are never read again, so the embedded engine forgets them after
+``input_retention`` instead of keeping every reading for ever (RisingWave keeps only the operators' state)."""
+DEFAULT_INPUT_RETENTION_H = 24.0
 PRUNE_EVERY = timedelta(hours=1)  # of clock: the retention is in days, an hour late is nothing
 
 _SCHEMA = """
@@ -55,12 +73,19 @@ class TransactionHistory:
     ``ValueError`` for a retention that is not positive.
     """
 
-    def __init__(self, engine: EmbeddedEngine, path: str | Path | None, retention_days: float = DEFAULT_RETENTION_DAYS):
-        if not retention_days > 0:
-            raise ValueError(f"history retention must be positive, not {retention_days!r} days")
+    def __init__(
+        self,
+        engine: EmbeddedEngine,
+        path: str | Path | None,
+        retention_days: float = DEFAULT_RETENTION_DAYS,
+        input_retention_h: float = DEFAULT_INPUT_RETENTION_H,
+    ):
+        if not retention_days > 0 or not input_retention_h > 0:
+            raise ValueError(f"retentions must be positive, not {retention_days!r} days / {input_retention_h!r} h")
         self.engine = engine
         self.path = None if path is None else Path(path)
         self.retention = timedelta(days=retention_days)
+        self.input_retention = timedelta(hours=input_retention_h)
         self._db: sqlite3.Connection | None = None
         self._next_prune: datetime | None = None
         if self.path is not None:
@@ -111,14 +136,18 @@ class TransactionHistory:
         return self._next_prune is None or now >= self._next_prune
 
     def prune(self, now: datetime) -> int:
-        """Forget events recorded before ``now - retention``, in the file and in the engine; returns how
-        many rows left the engine."""
+        """Forget events recorded before ``now - retention``, in the file and in the engine, and the rows of
+        the busy append inputs (:data:`SUPERSEDED`) older than ``input_retention`` that a newer row of their
+        group supersedes; returns how many rows left the engine."""
         cutoff = now - self.retention
         if self._db is not None:
             self._db.execute("DELETE FROM transaction_events WHERE recorded_at < ?", [_iso(cutoff)])
             self._db.commit()
         self._next_prune = now + PRUNE_EVERY
-        return self.engine.forget(TRANSACTION_EVENTS, "recorded_at", cutoff)
+        deleted = self.engine.forget(TRANSACTION_EVENTS, "recorded_at", cutoff)
+        for topic, (column, group) in SUPERSEDED.items():
+            deleted += self.engine.forget(topic, column, now - self.input_retention, keep_latest_by=group)
+        return deleted
 
     def close(self) -> None:
         if self._db is not None:

@@ -276,10 +276,10 @@ class HybridBackend(Backend):
         if at is not None:
             self._sites.update(row[at] for row in rows if row[at] is not None)
 
-    def delete_before(self, obj: SqlObject, column: str, before: datetime) -> int:
+    def delete_before(self, obj: SqlObject, column: str, before: datetime, keep_latest_by: tuple[str, ...] = ()) -> int:
         self._flush()  # DuckDB first has every write queued before this delete
-        self.duck.delete_before(obj, column, before)
-        return self.lite.delete_before(obj, column, before)
+        self.duck.delete_before(obj, column, before, keep_latest_by)
+        return self.lite.delete_before(obj, column, before, keep_latest_by)
 
     def clear(self, obj: SqlObject) -> None:
         self.lite.clear(obj)

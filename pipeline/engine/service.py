@@ -165,7 +165,9 @@ class EngineService:
         self.batch_max = config.batch_max
         self.catch_up_timeout_s = config.catch_up_timeout_s
         self.stats = EngineStats()
-        self.history = TransactionHistory(engine, config.history_path, config.history_retention_days)
+        self.history = TransactionHistory(
+            engine, config.history_path, config.history_retention_days, config.input_retention_h
+        )
         self._dr_log = DrEventLog(engine)
         self._stop = asyncio.Event()
         self._consumer: Consumer | None = None

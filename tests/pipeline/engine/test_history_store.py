@@ -116,3 +116,50 @@ async def test_one_log_line_when_a_dr_event_comes_into_force_and_one_when_it_is_
         "DR event dr-1 at site s1 is over",
     ]
     engine.close()
+
+
+@pytest.mark.parametrize("backend", ["hybrid", "sqlite", "duckdb"])
+def test_superseded_meter_readings_and_acks_leave_after_the_input_retention_and_the_newest_stay(backend):
+    """Three days of a site meter every hour and an ack per hour: after the prune, the last 24 hours stay
+    and, older, only the newest reading of the site (whose meter went quiet) and the newest ack of each
+    status of a session; what the views read of them is unchanged."""
+    from pipeline.contracts.topics import SetpointAck, SiteDemand
+
+    engine = EmbeddedEngine(backend=backend)
+    try:
+        hours = [NOW - timedelta(hours=h) for h in range(72, 0, -1)]
+        records = [
+            ("bems.site.demand", "s1", SiteDemand(site_id="s1", current_demand_kw=10.0 + i, measured_at=t))
+            for i, t in enumerate(hours)
+        ]
+        quiet = NOW - timedelta(days=5)  # a second site whose meter went quiet 5 days ago
+        records.append(("bems.site.demand", "s2", SiteDemand(site_id="s2", current_demand_kw=3.0, measured_at=quiet)))
+        for i, t in enumerate(hours):
+            status = "Accepted" if i < 48 else "Rejected"  # the last accepted profile is 24 hours old
+            ack = SetpointAck(
+                charge_point_id="CP1",
+                connector_id=1,
+                session_id="a",
+                action="SetChargingProfile",
+                setpoint_kw=float(i),
+                status=status,
+                sent_at=t,
+                answered_at=t,
+            )
+            records.append(("ocpp.setpoint.acks", "CP1", ack))
+        engine.apply(records)
+        engine.evaluate(NOW)
+        before = engine.query("SELECT site_id, current_demand_kw FROM site_demand_latest ORDER BY site_id")[1]
+        history = TransactionHistory(engine, None)
+        deleted = history.prune(NOW)
+        demand = engine.query("SELECT site_id, COUNT(*) FROM bems_site_demand GROUP BY site_id ORDER BY site_id")[1]
+        assert demand == [("s1", 24), ("s2", 1)]
+        acks = engine.query(
+            "SELECT status, COUNT(*), MAX(setpoint_kw) FROM ocpp_setpoint_acks GROUP BY status ORDER BY status"
+        )[1]
+        assert acks == [("Accepted", 1, 47.0), ("Rejected", 24, 71.0)]
+        assert deleted == (72 - 24) + (48 - 1)
+        engine.evaluate(NOW)
+        assert engine.query("SELECT site_id, current_demand_kw FROM site_demand_latest ORDER BY site_id")[1] == before
+    finally:
+        engine.close()
