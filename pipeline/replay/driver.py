@@ -37,7 +37,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -62,11 +62,11 @@ from pipeline.contracts.topics import (
     plan_key,
 )
 from pipeline.engine.config import EngineConfig
-from pipeline.engine.service import EngineService
 from pipeline.pgwire.config import PgwireSettings
 from pipeline.replay.data import SITE_TZ, EVSampler, building_load, day_ahead_releases, day_start_utc
 from pipeline.replay.meter import PHASES, SetpointExcess, SiteMeter, grid_phases
 from pipeline.replay.series import ReplaySeries
+from pipeline.replay.settle import run_clock_to, settle, settle_dispatch, step_dispatch
 from pipeline.sim import SimulatedChargePoint
 from pipeline.sim.ev import EV
 from pipeline.sim.session import Connector
@@ -141,104 +141,6 @@ def replay_config(o: ReplayOptions) -> PipelineConfig:
     return _ReplaySite(
         sites=[SiteConfig(site_id=o.site_id, limit_kw=o.limit_kw, chargers=chargers)], breaker_a=o.breaker_a
     )
-
-
-async def settle(
-    clock: SimClock,
-    transport: MemoryTransport,
-    quiet_s: float,
-    executor: Executor | None = None,
-    timeout_s: float = 10.0,
-    engine: EngineService | None = None,
-    ready: Callable[[], bool] | None = None,
-) -> bool:
-    """Hold the clock until no record is unconsumed, none was sent for ``quiet_s`` real seconds, the
-    executor (if given) has no call in flight or due, the engine (if given) is not mid-evaluation and
-    ``ready()`` (if given) is true; False after ``timeout_s`` real seconds (logged)."""
-    clock.hold()
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        await asyncio.sleep(0.005)
-        if (
-            transport.lag() == 0
-            and transport.idle_for() >= quiet_s
-            and (executor is None or executor.idle)
-            and (engine is None or not engine.busy)
-            and (ready is None or ready())
-        ):
-            return True
-    log.warning("the loop did not settle within %.1fs", timeout_s)
-    return False
-
-
-async def settle_dispatch(
-    clock: SimClock,
-    transport: MemoryTransport,
-    executor: Executor,
-    quiet_s: float,
-    until: datetime,
-    engine: EngineService | None = None,
-    ready: Callable[[], bool] | None = None,
-) -> None:
-    """Settle, then step the held clock (never past ``until``, the next event) to when an increase the
-    executor holds back on clock time may go (its debounce, or the EV response lag after a cut), and settle
-    again: those waits are part of dispatch, so they take simulated time, but not real time."""
-    if await settle(clock, transport, quiet_s, executor, engine=engine, ready=ready):
-        await step_dispatch(clock, transport, executor, quiet_s, until, engine=engine, ready=ready)
-
-
-async def run_clock_to(
-    clock: SimClock,
-    when: datetime,
-    woken: asyncio.Event,
-    early_real_s: float = 0.05,
-    on_the_way: Callable[[datetime], Awaitable[None]] | None = None,
-) -> None:
-    """Run the clock on to ``when`` and hold it exactly there, or return early, the clock held, once ``woken``
-    is set (whoever sets it holds the clock first). The clock is held ``early_real_s`` real seconds short
-    and stepped the rest, so an event lands at its own instant, not late by the event loop's jitter times
-    the speed-up; ``on_the_way(when)``, if given, is awaited while it is held short, to step through what
-    falls due on the way (the executor's held-back increases)."""
-    clock.release()
-    early = when - timedelta(seconds=early_real_s * clock.speed)
-    if clock.now() < early and not woken.is_set():
-        sleeper = asyncio.ensure_future(clock.sleep_until(early))
-        waiter = asyncio.ensure_future(woken.wait())
-        try:
-            await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleeper.cancel()
-            waiter.cancel()
-    clock.hold()
-    if woken.is_set():
-        return
-    if clock.now() > when:
-        log.debug("the clock ran %.1f s past an event", (clock.now() - when).total_seconds())
-    if on_the_way is not None and clock.now() < when:
-        await on_the_way(when)
-    if not woken.is_set() and clock.now() < when:
-        clock.advance((when - clock.now()).total_seconds())
-
-
-async def step_dispatch(
-    clock: SimClock,
-    transport: MemoryTransport,
-    executor: Executor,
-    quiet_s: float,
-    until: datetime,
-    engine: EngineService | None = None,
-    ready: Callable[[], bool] | None = None,
-) -> None:
-    """Step the held clock through the increases the executor holds back on clock time (its debounce, the
-    EV response lag after a cut) that fall due before ``until``, settling after each; nothing when none
-    does."""
-    for _ in range(20):
-        release = executor.pending_until()
-        if release is None or release >= until:
-            return
-        clock.advance(max(0.0, (release - clock.now()).total_seconds()) + 0.001)
-        if not await settle(clock, transport, quiet_s, executor, engine=engine, ready=ready):
-            return
 
 
 async def run_replay(

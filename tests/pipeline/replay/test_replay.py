@@ -8,9 +8,10 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from pipeline.contracts.clock import SimClock
-from pipeline.replay.driver import ReplayOptions, replay_config, run_clock_to, run_replay
+from pipeline.replay.driver import ReplayOptions, replay_config, run_replay
 from pipeline.replay.meter import SetpointExcess, SiteMeter, grid_phases
 from pipeline.replay.series import ReplaySeries
+from pipeline.replay.settle import run_clock_to
 
 
 async def test_a_real_day_replays_within_the_breaker_with_every_charger_in_sync():
