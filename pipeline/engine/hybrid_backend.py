@@ -172,15 +172,8 @@ class HybridBackend(Backend):
                 self._replace(db, name, _subtract(held, sites))
             return
         gone = held & sites
-        if not gone:
-            return
-        live = self._stale[db].get(name)
-        if not isinstance(live, set):
-            live = self._replace(db, name, held)
-        assert live is not None
-        if self._saved is not None:
-            self._saved[0].append((db, name, "removed", gone))
-        live.difference_update(gone)
+        if gone:
+            self._change(db, name, held, "removed", gone)
 
     def _mark(self, db: str, name: str, sites: Scope) -> None:
         """``sites`` of ``name`` are out of date in ``db`` now."""
@@ -191,15 +184,22 @@ class HybridBackend(Backend):
             self._replace(db, name, ALL)
             return
         new = sites - held
-        if not new:
-            return
+        if new:
+            self._change(db, name, held, "added", new)
+
+    def _change(self, db: str, name: str, held: frozenset[str], kind: str, sites: frozenset[str]) -> None:
+        """Add ``sites`` to (``kind`` "added") or remove them from ("removed") the out-of-date set of
+        ``name`` in ``db``, which holds ``held``, in place, journalled for a rollback."""
         live = self._stale[db].get(name)
         if not isinstance(live, set):
             live = self._replace(db, name, held)
         assert live is not None
         if self._saved is not None:
-            self._saved[0].append((db, name, "added", new))
-        live.update(new)
+            self._saved[0].append((db, name, kind, sites))
+        if kind == "added":
+            live.update(sites)
+        else:
+            live.difference_update(sites)
 
     def _undo(self, journal: list[_Undo]) -> None:
         for db, name, kind, value in reversed(journal):
