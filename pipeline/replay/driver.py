@@ -66,7 +66,7 @@ from pipeline.pgwire.config import PgwireSettings
 from pipeline.replay.data import SITE_TZ, EVSampler, building_load, day_ahead_releases, day_start_utc
 from pipeline.replay.meter import PHASES, SetpointExcess, SiteMeter, grid_phases
 from pipeline.replay.series import ReplaySeries
-from pipeline.replay.settle import run_clock_to, settle, settle_dispatch, step_dispatch
+from pipeline.replay.settle import UNSETTLED, run_clock_to, settle, settle_dispatch, step_dispatch
 from pipeline.sim import SimulatedChargePoint
 from pipeline.sim.ev import EV
 from pipeline.sim.session import Connector
@@ -158,6 +158,8 @@ async def run_replay(
     views are served read-only on Postgres wire while the replay runs (:mod:`pipeline.pgwire.server`; clients
     must give ``pg_password`` if one is set)."""
     wall_start = time.monotonic()
+    unsettled: list[datetime] = []
+    UNSETTLED.set(unsettled)
     start, end = day_start_utc(o.day), day_start_utc(o.day + timedelta(days=o.days))
     sampler = EVSampler(o.seed, o.profile)
     per_day = round(o.chargers * o.evs_per_charger)
@@ -385,6 +387,7 @@ async def run_replay(
             "sync_waiting": sync_waiting,
             "speed": o.speed,
             "wall_clock_s": round(time.monotonic() - wall_start, 2),
+            "unsettled_events": len(unsettled),
             "dr_windows": [
                 {"start": a.isoformat(), "end": b.isoformat(), "limit_kw": round(kw, 3)} for a, b, kw in meter.windows
             ],

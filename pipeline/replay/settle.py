@@ -7,6 +7,7 @@ not how fast this machine runs the clock."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -17,9 +18,17 @@ from pipeline.contracts.clock import SimClock
 from pipeline.engine.service import EngineService
 from pipeline.transport.memory import MemoryTransport
 
-__all__ = ["run_clock_to", "settle", "settle_dispatch", "step_dispatch"]
+__all__ = ["SETTLE_TIMEOUT_S", "UNSETTLED", "run_clock_to", "settle", "settle_dispatch", "step_dispatch"]
 
 log = logging.getLogger(__name__)
+
+SETTLE_TIMEOUT_S = 60.0
+"""Real seconds the clock is held for the loop to go quiet before it moves on regardless (logged and counted
+in :data:`UNSETTLED`): on a loaded machine an evaluation can take seconds, and a clock that moved on
+before the loop answered would count the machine's slowness as the controller's seconds over a limit."""
+UNSETTLED: contextvars.ContextVar[list[datetime] | None] = contextvars.ContextVar("unsettled", default=None)
+"""The simulated instants at which :func:`settle` gave up, for the replay that sets it (its summary's
+``unsettled_events``: figures from a replay with any are suspect)."""
 
 
 async def settle(
@@ -27,7 +36,7 @@ async def settle(
     transport: MemoryTransport,
     quiet_s: float,
     executor: Executor | None = None,
-    timeout_s: float = 10.0,
+    timeout_s: float = SETTLE_TIMEOUT_S,
     engine: EngineService | None = None,
     ready: Callable[[], bool] | None = None,
 ) -> bool:
@@ -47,6 +56,9 @@ async def settle(
         ):
             return True
     log.warning("the loop did not settle within %.1fs", timeout_s)
+    missed = UNSETTLED.get()
+    if missed is not None:
+        missed.append(clock.now())
     return False
 
 
