@@ -490,6 +490,7 @@ def measure(scenario: dict, plans: bool = False) -> dict:
         "setpoint_minutes_above_draw": summary.get("setpoint_minutes_above_draw"),
         "speed": scenario["speed"],
         "replay_wall_s": summary["wall_clock_s"],
+        "unsettled_events": summary.get("unsettled_events", 0),
         "lp_s": round(lp_s, 1),
         "lp_variables": len(lp["index"]),
         "session_detail": [
