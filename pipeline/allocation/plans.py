@@ -182,11 +182,16 @@ def plan_needs(
     return out
 
 
+def _rate(need: PlanNeed, ruled_cap_kw: float) -> float:
+    """The rate a planned session can expect (kW): its cap, or its share of the site's headroom when less."""
+    return min(ruled_cap_kw, need.share_kw) if need.share_kw is not None else ruled_cap_kw
+
+
 def plan_at_risk(need: PlanNeed, ruled_cap_kw: float) -> bool:
     """Whether a planned session with energy still to go is urgent or at risk (laxity at most 900 s plus the
     taper's allowance at its expected rate; see :func:`plan_cap`): it then fills with
     :data:`URGENT_WEIGHT` (session_limits.sql)."""
-    rate = min(ruled_cap_kw, need.share_kw) if need.share_kw is not None else ruled_cap_kw
+    rate = _rate(need, ruled_cap_kw)
     if need.remaining_kwh <= 0:
         return False
     if need.urgent:
@@ -204,13 +209,11 @@ def plan_cap(need: PlanNeed, ruled_cap_kw: float) -> tuple[float, float | None]:
     cap when urgent, at risk (laxity at most 900 s plus the taper's allowance, ``PLAN_TAPER_FACTOR - 1``
     times that time) or when the slots cheaper than now cannot hold what remains at the expected rate; else
     0 (it waits for them)."""
-    rate = min(ruled_cap_kw, need.share_kw) if need.share_kw is not None else ruled_cap_kw
+    rate = _rate(need, ruled_cap_kw)
     laxity = need.left_s - need.remaining_kwh * 3600.0 / rate if rate > 0 else None
     if need.remaining_kwh <= 0:
         return 0.0, laxity
-    if need.urgent or laxity is None:
-        return ruled_cap_kw, laxity
-    if laxity <= PLAN_AT_RISK_S + (PLAN_TAPER_FACTOR - 1) * need.remaining_kwh * 3600.0 / rate:
+    if laxity is None or plan_at_risk(need, ruled_cap_kw):
         return ruled_cap_kw, laxity
     if need.remaining_kwh > rate * need.cheaper_s / 3600.0 + 1e-9:
         return ruled_cap_kw, laxity

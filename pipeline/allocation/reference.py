@@ -374,13 +374,14 @@ def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> d
         min_kw = _default_floor(rec)
         s.paused_by = pauses[0].rule_id if pauses else None
         need = needs.get(rec.session_id)
+        planned_kw = 0.0
         if need is not None:
-            s.laxity_s = plan_cap(need, ruled)[1]
+            planned_kw, s.laxity_s = plan_cap(need, ruled)
         if override is not None:
             s.cap_kw = s.floor_kw = min(override.limit_kw, ruled)
             s.priority = OVERRIDE_PRIORITY
         elif need is not None:
-            s.cap_kw, _ = plan_cap(need, ruled)
+            s.cap_kw = planned_kw
             s.weight = rec.weight * (URGENT_WEIGHT if plan_at_risk(need, ruled) else 1.0)
             s.floor_kw = min(min_kw, s.cap_kw)
             s.priority = rec.priority

@@ -121,6 +121,13 @@ rated AS (
     SELECT *, plan_left_s - plan_remaining_kwh * 3600.0 / NULLIF(plan_rate_kw, 0) AS laxity_s
     FROM ruled
 ),
+-- the need is at risk: urgent, or laxity within 900 s plus half the time at the expected rate (the taper)
+risked AS (
+    SELECT
+        *,
+        plan_urgent OR laxity_s <= 900 + 0.5 * plan_remaining_kwh * 3600.0 / NULLIF(plan_rate_kw, 0) AS plan_at_risk
+    FROM rated
+),
 shaped AS (
     SELECT
         *,
@@ -128,14 +135,13 @@ shaped AS (
             WHEN override_kw IS NOT NULL THEN LEAST(override_kw, ruled_cap_kw)
             WHEN plan_remaining_kwh IS NOT NULL THEN CASE
                 WHEN plan_remaining_kwh <= 0 THEN 0.0
-                WHEN plan_urgent OR laxity_s IS NULL
-                    OR laxity_s <= 900 + 0.5 * plan_remaining_kwh * 3600.0 / plan_rate_kw THEN ruled_cap_kw
+                WHEN plan_at_risk OR laxity_s IS NULL THEN ruled_cap_kw
                 WHEN plan_remaining_kwh > plan_rate_kw * plan_cheaper_s / 3600.0 + 1e-9 THEN ruled_cap_kw
                 ELSE 0.0
             END
             ELSE GREATEST(LEAST(min_kw, ruled_cap_kw), ruled_cap_kw * multiplier)
         END AS cap_kw
-    FROM rated
+    FROM risked
 )
 SELECT
     session_id,
@@ -154,11 +160,8 @@ SELECT
     CASE WHEN override_kw IS NOT NULL THEN 2147483647 ELSE priority END AS priority,
     -- a plan at risk fills first (URGENT_WEIGHT in pipeline/allocation/plans.py): urgent, or laxity within
     -- 900 s plus the taper's allowance; the others share what it leaves
-    weight * CASE
-        WHEN override_kw IS NULL AND plan_remaining_kwh > 0
-            AND (plan_urgent OR laxity_s <= 900 + 0.5 * plan_remaining_kwh * 3600.0 / NULLIF(plan_rate_kw, 0)) THEN 1000.0
-        ELSE 1.0
-    END AS weight,
+    weight * CASE WHEN override_kw IS NULL AND plan_remaining_kwh > 0 AND plan_at_risk THEN 1000.0 ELSE 1.0 END
+        AS weight,
     started_at,
     cap_kw,
     CASE WHEN override_kw IS NOT NULL THEN cap_kw ELSE LEAST(min_kw, cap_kw) END AS floor_kw,
