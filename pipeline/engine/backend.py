@@ -134,10 +134,13 @@ class Backend(ABC):
     def close(self) -> None: ...
 
 
-def latest_kept(table: str, column: str, keep_latest_by: tuple[str, ...], null_safe_eq: str) -> str:
-    """The ``AND ...`` that spares, in a ``DELETE FROM table WHERE column < ?``, the newest row of each group
-    of ``keep_latest_by`` (empty: nothing spared); ``null_safe_eq`` is the dialect's null-safe equality."""
+def retention_delete(table: str, column: str, keep_latest_by: tuple[str, ...], null_safe_eq: str) -> str:
+    """``DELETE FROM table WHERE column < ?`` (one parameter: the cutoff, in the backend's time type) that
+    spares the newest row of each group of ``keep_latest_by`` (empty: nothing spared), for
+    :meth:`Backend.delete_before`; ``table`` as the dialect quotes it, ``null_safe_eq`` its null-safe
+    equality."""
+    sql = f'DELETE FROM {table} WHERE "{column}" < ?'
     if not keep_latest_by:
-        return ""
+        return sql
     same = " AND ".join(f'x."{c}" {null_safe_eq} {table}."{c}"' for c in keep_latest_by)
-    return f' AND "{column}" < (SELECT MAX(x."{column}") FROM {table} AS x WHERE {same})'
+    return sql + f' AND "{column}" < (SELECT MAX(x."{column}") FROM {table} AS x WHERE {same})'

@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 from sqlglot import exp
 
-from pipeline.engine.backend import Backend, Scope, latest_kept
+from pipeline.engine.backend import Backend, Scope, retention_delete
 from pipeline.engine.boundaries import is_now
 from pipeline.engine.partition import ALL, SITE_COLUMN, SITES_PARAM, restrict
 from pipeline.sqlmodel.objects import SqlError, SqlObject
@@ -142,9 +142,7 @@ class DuckDBBackend(Backend):
             self.con.execute(self._insert_sql[obj.name], [list(col) for col in zip(*rows, strict=True)])
 
     def delete_before(self, obj: SqlObject, column: str, before: datetime, keep_latest_by: tuple[str, ...] = ()) -> int:
-        sql = f'DELETE FROM {obj.name} WHERE "{column}" < ?' + latest_kept(
-            obj.name, column, keep_latest_by, "IS NOT DISTINCT FROM"
-        )
+        sql = retention_delete(obj.name, column, keep_latest_by, "IS NOT DISTINCT FROM")
         (deleted,) = self.con.execute(sql, [before]).fetchone() or (0,)
         return int(deleted)
 

@@ -353,22 +353,22 @@ class HybridBackend(Backend):
         self._reads[text] = frozenset(t.name for t in query.find_all(exp.Table) if t.name not in ctes)
         return text
 
+    def _ready(self, reads: set[str], scope: Scope) -> DuckDBBackend | SQLiteBackend:
+        """The database that answers a read of the views ``reads`` for ``scope``, with their rows for it
+        brought up to date there: SQLite when it runs this scope, else DuckDB."""
+        if self._use_lite(scope):
+            self._ensure_lite(reads, scope)
+            return self.lite
+        self._pull(reads, scope)
+        return self._engine(False)
+
     def boundary_rows(self, sql: str, scope: Scope) -> list[tuple[str | None, datetime]]:
         duck_sql, lite_sql = sql.split(_SEP)
-        reads = set(self._reads.get(sql, ())) & self._views.keys()
-        if self._use_lite(scope):
-            self._ensure_lite(reads, scope)
-            return self.lite.boundary_rows(lite_sql, scope)
-        self._pull(reads, scope)
-        return self._engine(False).boundary_rows(duck_sql, scope)
+        db = self._ready(set(self._reads.get(sql, ())) & self._views.keys(), scope)
+        return db.boundary_rows(lite_sql if db is self.lite else duck_sql, scope)
 
     def sink_rows(self, sink: SqlObject, scope: Scope) -> tuple[list[str], list[tuple[Any, ...]]]:
-        reads = sink.depends_on & self._views.keys()
-        if self._use_lite(scope):
-            self._ensure_lite(reads, scope)
-            return self.lite.sink_rows(sink, scope)
-        self._pull(reads, scope)
-        return self._engine(False).sink_rows(sink, scope)
+        return self._ready(sink.depends_on & self._views.keys(), scope).sink_rows(sink, scope)
 
     def rows(self, name: str, scope: Scope) -> tuple[list[str], list[tuple[Any, ...]]]:
         """From the database whose rows of ``name`` are up to date for ``scope`` (SQLite when both are);

@@ -41,7 +41,7 @@ from typing import Any
 import duckdb
 from sqlglot import exp
 
-from pipeline.engine.backend import Backend, Scope, latest_kept
+from pipeline.engine.backend import Backend, Scope, retention_delete
 from pipeline.engine.duckdb_backend import duckdb_ddl
 from pipeline.engine.partition import ALL, SITE_COLUMN, union
 from pipeline.engine.sqlite_sql import (
@@ -188,9 +188,7 @@ class SQLiteBackend(Backend):
             self.con.executemany(sql, rows)
 
     def delete_before(self, obj: SqlObject, column: str, before: datetime, keep_latest_by: tuple[str, ...] = ()) -> int:
-        sql = f'DELETE FROM "{obj.name}" WHERE "{column}" < ?' + latest_kept(
-            f'"{obj.name}"', column, keep_latest_by, "IS"
-        )
+        sql = retention_delete(f'"{obj.name}"', column, keep_latest_by, "IS")
         return self.con.execute(sql, [to_us(before)]).rowcount
 
     def clear(self, obj: SqlObject) -> None:
