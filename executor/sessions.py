@@ -39,6 +39,7 @@ from pipeline.contracts.topics import (
     TRANSACTION_EVENTS,
     ActiveSession,
     TransactionEvent,
+    session_key,
 )
 
 __all__ = ["OpenTransaction", "Sessions", "TransactionIds", "ACTIVE_SESSIONS"]
@@ -100,7 +101,7 @@ class OpenTransaction:
 
     @property
     def session_id(self) -> str:
-        return f"{self.charge_point_id}-{self.transaction_id}"
+        return session_key(self.charge_point_id, self.transaction_id)
 
     def note_binding(self, binding: str, at: datetime) -> None:
         """The session's setpoint is limited by ``binding`` from ``at`` (executor clock) on."""
@@ -415,7 +416,7 @@ class Sessions:
         if tx is None:
             log.warning("%s: StopTransaction for unknown transaction %s", charge_point_id, transaction_id)
             if self._topology.charger(charge_point_id) is not None:
-                self._outbox.tombstone(ACTIVE_SESSIONS, f"{charge_point_id}-{transaction_id}")
+                self._outbox.tombstone(ACTIVE_SESSIONS, session_key(charge_point_id, transaction_id))
             return None
         if meter_stop_kwh is not None and tx.session is not None and tx.meter_start_kwh is not None:
             energy_kwh = _clamp(meter_stop_kwh - tx.meter_start_kwh, 0.0)

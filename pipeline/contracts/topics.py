@@ -69,6 +69,8 @@ __all__ = [
     "decode",
     "dlq_topic",
     "encode",
+    "plan_key",
+    "session_key",
 ]
 
 
@@ -339,6 +341,12 @@ class SessionPlan(_Record):
             raise ValueError("target_soc_pct needs battery_kwh (and battery_kwh is for target_soc_pct only)")
         _window(self.updated_at, self.departure_at, BOUNDS["plan_days"], "updated_at .. departure_at")
         return self
+
+
+def session_key(charge_point_id: str, transaction_id: object) -> str:
+    """A session's ``session_id`` (the key of ``ocpp.active.sessions`` and ``ocpp.setpoint.commands``):
+    ``{charge_point_id}-{transaction_id}``, the OCPP transaction id as the charger or central system gave it."""
+    return f"{charge_point_id}-{transaction_id}"
 
 
 def plan_key(session_id: str | None, charge_point_id: str | None) -> str:

@@ -60,6 +60,7 @@ from pipeline.contracts.topics import (
     SiteDemand,
     TopologyNode,
     plan_key,
+    session_key,
 )
 from pipeline.engine.config import EngineConfig
 from pipeline.pgwire.config import PgwireSettings
@@ -416,7 +417,7 @@ async def _publish_plan(transport: MemoryTransport, cp: SimulatedChargePoint, ev
     and need (kWh from the session's start, ``energy_needed_kwh``); returns what was published."""
     session = cp.connectors[1].session
     assert session is not None and session.transaction_id is not None
-    session_id = f"{cp.charge_point_id}-{session.transaction_id}"
+    session_id = session_key(cp.charge_point_id, session.transaction_id)
     plan = SessionPlan(
         plan_id=plan_key(session_id, None),
         session_id=session_id,
