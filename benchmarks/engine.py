@@ -29,7 +29,6 @@ sessions p99 within 10 ms; the full evaluation and the tick at 50,000 sessions w
 
 from __future__ import annotations
 
-import gc
 import os
 import statistics
 import time
@@ -38,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from benchmarks.common import percentiles, ratio, table
 from pipeline.contracts.topics import SETPOINT_COMMANDS, ActiveSession, SiteDemand, TopologyNode
 from pipeline.engine.embedded import EmbeddedEngine
-from pipeline.engine.service import freeze_heap
+from pipeline.engine.service import freeze_heap, thaw_heap
 
 NOW = datetime(2024, 6, 3, 12, tzinfo=UTC)
 SIZES = ((1_000, 100), (10_000, 1_000), (50_000, 5_000))
@@ -135,7 +134,7 @@ def site20(backend: str, repeat: int = 100) -> dict:
     freeze_heap()
     wall, cpu = _one_site_change(engine, repeat)
     engine.close()
-    gc.unfreeze()
+    thaw_heap()
     w, c = percentiles(wall), percentiles(cpu)
     return {"site20_p50_ms": w["p50"], "site20_p99_ms": w["p99"], "site20_cpu_p99_ms": c["p99"]}
 
@@ -154,7 +153,7 @@ def measure(sessions: int, sites: int, backend: str, repeat: int = 30) -> dict:
     tick_ms = _timed(lambda: engine.evaluate(NOW + timedelta(seconds=30), timed=True), 7)
     floor_ms = _timed(lambda: engine.query("SELECT sum(rated_power_kw) FROM ocpp_active_sessions"), 7)
     engine.close()
-    gc.unfreeze()
+    thaw_heap()
     alone = EmbeddedEngine(backend=backend)
     per_site = sessions // sites
     alone.apply(

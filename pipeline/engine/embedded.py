@@ -119,8 +119,9 @@ class EmbeddedEngine:
     :mod:`pipeline.engine.backend`; default :data:`DEFAULT_BACKEND`; a ``database`` file means DuckDB).
 
     ``apply`` loads decoded topic records; ``evaluate(now)`` binds ``NOW()`` to ``now`` and returns the
-    sinks' changes since the previous evaluation. One thread at a time: :attr:`lock` is held by
-    ``apply``, ``evaluate`` and :meth:`sync_readers`, so a reader on another thread may sync meanwhile.
+    sinks' changes since the previous evaluation. One thread at a time: :attr:`lock` is held around every
+    use of the backend (``apply``, ``evaluate``, ``forget``, ``reset``, ``close``, the reads and
+    :meth:`sync_readers`), so a reader on another thread may sync meanwhile.
     Raises :class:`SqlError` when ``sql/`` has an object the backend cannot run, ``ValueError`` for an
     unknown backend.
     """
@@ -320,10 +321,11 @@ class EmbeddedEngine:
 
     def reset(self) -> None:
         """Empty every input table and forget what the sinks emitted (for what-ifs and tests)."""
-        for obj in self.inputs.values():
-            self.backend.clear(obj)
-            self._dirty[obj.name] = ALL
-            self.backend.note_input(obj.name, ALL)
+        with self.lock:
+            for obj in self.inputs.values():
+                self.backend.clear(obj)
+                self._dirty[obj.name] = ALL
+                self.backend.note_input(obj.name, ALL)
         for name in self._emitted:
             self._emitted[name] = {}
             self._emitted_sites[name] = {}
@@ -334,13 +336,18 @@ class EmbeddedEngine:
     def forget(self, topic: str, column: str, before: datetime, keep_latest_by: tuple[str, ...] = ()) -> int:
         """Delete the rows of ``topic``'s input table whose ``column`` is before ``before`` (a retention, see
         :mod:`pipeline.engine.history`), sparing the newest of each group of ``keep_latest_by`` columns; the
-        next evaluation re-runs what reads them. Returns the rows deleted."""
+        next evaluation re-runs what reads them. Returns the rows deleted.
+
+        Runs on the engine's worker thread while Postgres-wire readers may be bringing their connection up to
+        date on theirs: under :attr:`lock`, as every use of the backend (DuckDB refuses a connection used
+        from two threads at once)."""
         obj = self.inputs[topic]
         name = obj.name
-        deleted = self.backend.delete_before(obj, column, before, keep_latest_by)
-        if deleted:
-            self._dirty[name] = ALL
-            self.backend.note_input(name, ALL)  # the readers' mirror copies the table again
+        with self.lock:
+            deleted = self.backend.delete_before(obj, column, before, keep_latest_by)
+            if deleted:
+                self._dirty[name] = ALL
+                self.backend.note_input(name, ALL)  # the readers' mirror copies the table again
         return int(deleted)
 
     def assume_emitted(self, topic: str, keys: Iterable[str]) -> None:
@@ -366,6 +373,10 @@ class EmbeddedEngine:
         rows are the same at ``now`` as when last computed. Afterwards the boundaries of those sites are
         recomputed (:meth:`next_boundary`).
         """
+        with self.lock:
+            return self._refresh(now, timed)
+
+    def _refresh(self, now: datetime, timed: bool) -> set[str]:
         self.backend.set_now(now)
         dirty = dict(self._dirty)
         due = self._boundaries.due(now)
@@ -420,7 +431,7 @@ class EmbeddedEngine:
         refreshed at that time first. Returns column names and rows."""
         with self.lock:
             if now is not None:
-                self.refresh(now)
+                self._refresh(now, True)
             self.backend.sync_readers()
             return self.backend.query(sql)
 
@@ -451,7 +462,7 @@ class EmbeddedEngine:
 
     def _evaluate(self, now: datetime, timed: bool) -> list[SinkChange]:
         started = time.perf_counter()
-        self.last_changed = frozenset(self.refresh(now, timed))
+        self.last_changed = frozenset(self._refresh(now, timed))
         changes: list[SinkChange] = []
         for sink in self.sinks:
             scope: frozenset[str] | None = frozenset()
@@ -501,7 +512,9 @@ class EmbeddedEngine:
         return changes
 
     def close(self) -> None:
-        self.backend.close()
+        """Close the backend's connections, once an evaluation still running on another thread is done."""
+        with self.lock:
+            self.backend.close()
 
 
 __all__ = ["DEFAULT_BACKEND", "QUERY_SUFFIX", "EmbeddedEngine", "RecordError", "SinkChange", "duckdb_ddl", "to_duckdb"]

@@ -124,15 +124,33 @@ class DrEventLog:
         self._in_force = now
 
 
+_heap_frozen = False
+
+
 def freeze_heap() -> None:
     """Collect garbage once, then move every object left to the collector's permanent generation
     (:func:`gc.freeze`): what the catch-up loaded (the engine's record of what each sink emitted, the site
     index, the executor's state) lives as long as the process, and a full collection walked it every
     time, a pause of ~115 ms at 50,000 sessions (README, Performance) inside whatever evaluation or
     dispatch it hit. Objects created later are collected as before; frozen ones that die later are not
-    freed, which bounds the cost at one start-up heap."""
+    freed, which bounds the cost at one start-up heap.
+
+    Once per process: a process that starts engine after engine (a test run, a benchmark's replays) would
+    otherwise make each one's heap, garbage-to-be included, permanent, and grow by it."""
+    global _heap_frozen
+    if _heap_frozen:
+        return
+    _heap_frozen = True
     gc.collect()
     gc.freeze()
+
+
+def thaw_heap() -> None:
+    """Undo :func:`freeze_heap` (:func:`gc.unfreeze`), so the next call freezes again: for a process that
+    measures one engine after another."""
+    global _heap_frozen
+    _heap_frozen = False
+    gc.unfreeze()
 
 
 class EngineService:

@@ -163,3 +163,47 @@ def test_superseded_meter_readings_and_acks_leave_after_the_input_retention_and_
         assert engine.query("SELECT site_id, current_demand_kw FROM site_demand_latest ORDER BY site_id")[1] == before
     finally:
         engine.close()
+
+
+class _LockedOnly:
+    """The engine's backend, checking that whoever calls it holds the engine's lock: the pgwire readers'
+    threads bring the readers' connection up to date under it while the engine works on its worker thread,
+    and DuckDB refuses a connection used from two threads at once."""
+
+    def __init__(self, backend, lock) -> None:
+        self._backend, self._lock, self.calls = backend, lock, []
+
+    def __getattr__(self, name):
+        attr = getattr(self._backend, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            assert self._lock._is_owned(), f"backend.{name} called without the engine's lock"
+            self.calls.append(name)
+            return attr(*args, **kwargs)
+
+        return call
+
+
+def test_every_backend_call_holds_the_engines_lock_the_prune_and_close_included():
+    from pipeline.contracts.topics import SiteDemand
+
+    engine = EmbeddedEngine()
+    engine.backend = spy = _LockedOnly(engine.backend, engine.lock)
+    demand = [
+        (
+            "bems.site.demand",
+            "s1",
+            SiteDemand(site_id="s1", current_demand_kw=10.0, measured_at=NOW - timedelta(days=d)),
+        )
+        for d in (3, 2)
+    ]
+    engine.apply(demand)
+    engine.evaluate(NOW)
+    engine.sync_readers()
+    engine.rows("site_demand_latest")
+    assert TransactionHistory(engine, None).prune(NOW) == 1
+    engine.reset()
+    engine.close()
+    assert {"delete_before", "clear", "close"} <= set(spy.calls)
