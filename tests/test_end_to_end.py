@@ -149,6 +149,29 @@ async def test_a_taken_port_is_one_error_naming_its_setting_and_nothing_is_left_
     assert not [t for t in asyncio.all_tasks() if t.get_name() == "engine"]
 
 
+async def test_a_part_that_does_not_stop_is_left_behind_by_name_and_the_others_stop(monkeypatch, caplog):
+    """A SIGTERM must end the process: a part whose stop hangs (here the executor's) is given up after its
+    bound, with an error naming it, and the parts after it (the engine, the transport) still stop."""
+    from executor import Executor
+    from pipeline.app import loop as loop_module
+
+    async def hangs(self) -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(Executor, "stop", hangs)
+    monkeypatch.setattr(loop_module, "PART_STOP_TIMEOUT_S", 0.2)
+    svc = await start_loop(
+        MemoryTransport(),
+        site=CONFIG,
+        engine=EngineConfig(tick_s=0.2),
+        executor=ExecutorConfig(port=0, metrics=False, outbox_drain_s=0),
+        gateway=GatewaySettings(port=0),
+    )
+    await asyncio.wait_for(svc.stop(), 30)
+    assert "the executor did not stop within 0.2 s; left behind so that the rest can stop" in caplog.text
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "engine"]
+
+
 async def test_a_signal_for_an_unknown_site_is_refused_naming_the_known_ones_unless_forced(service):
     gateway = f"ws://127.0.0.1:{service.gateway_port}"
     _, record = dr_signal("no-such-site", curtailment_pct=20, duration_min=30)

@@ -45,6 +45,7 @@ SIGNAL_TOPICS = (SITE_DEMAND, PRICE_SIGNALS, DR_SIGNALS, CONTROL_RULES, PARAMS, 
 """The topics the gateway opens: the signals, and the operator's rules, parameters and plans (whose
 tombstones it also takes)."""
 PREFIX = "/topics/"
+ANSWER_TIMEOUT_S = 10.0  # real seconds a client waits for the gateway to say the transport took a record
 
 
 class GatewayError(PipelineError):
@@ -224,14 +225,23 @@ async def delete_record(url: str, topic: str, key: str) -> None:
     await send_record(url, topic, json.dumps({"delete": key}).encode(), force=True)
 
 
-async def send_record(url: str, topic: str, value: bytes, *, force: bool = False) -> None:
+async def send_record(
+    url: str, topic: str, value: bytes, *, force: bool = False, timeout_s: float = ANSWER_TIMEOUT_S
+) -> None:
     """Publish one record through a gateway at ``url`` (``ws://HOST:PORT``); ``force`` sends it even for a
-    site the topology does not name. Raises :class:`GatewayError`."""
+    site the topology does not name. The gateway answers once the transport took the record; without an
+    answer in ``timeout_s`` real seconds (or a connection in 5) it raises :class:`GatewayError`, as for a
+    refusal."""
     query = "?force=1" if force else ""
     try:
         async with connect(f"{url.rstrip('/')}{PREFIX}{topic}{query}", open_timeout=5) as ws:
             await ws.send(value.decode())
-            answer = json.loads(await ws.recv())
+            try:
+                answer = json.loads(await asyncio.wait_for(ws.recv(), timeout_s))
+            except TimeoutError:
+                raise GatewayError(f"no answer from the gateway at {url} in {timeout_s:g} s") from None
+    except GatewayError:
+        raise
     except (OSError, TimeoutError) as exc:
         raise GatewayError(f"cannot reach the gateway at {url}: {exc}") from None
     except Exception as exc:  # websockets handshake errors (404 and the like)

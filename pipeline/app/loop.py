@@ -13,7 +13,9 @@ measure. Every caller goes through :func:`start_loop`, so start-up order and shu
 
 If any step fails, everything started before it is stopped and the transport closed before the error
 propagates. :meth:`Loop.stop` stops in the reverse order: gateway, executor, Postgres wire, engine (it
-finishes its batch; cancelled after a timeout while a broker is away), transport.
+finishes its batch; cancelled after a timeout while a broker is away), transport. Each part gets a bounded
+time to stop (:data:`PART_STOP_TIMEOUT_S`, the executor its outbox drain on top); one that takes longer
+is left behind with an error naming it, so a SIGTERM always ends the process and the other parts stop.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ __all__ = ["Loop", "StartError", "publish_topology", "run_until_signalled", "sta
 log = logging.getLogger(__name__)
 
 ENGINE_STOP_TIMEOUT_S = 10.0
+PART_STOP_TIMEOUT_S = 30.0  # real seconds; a websocket server's close alone may take its close timeout (10 s)
 
 
 class StartError(PipelineError):
@@ -105,6 +108,20 @@ class Loop:
         await self._stack.aclose()
 
 
+def _stop_within(stack: AsyncExitStack, part: str, stop: Callable[[], Awaitable[object]], extra_s: float = 0.0) -> None:
+    """Stop ``part`` with the others (``stack``), giving up on it after ``PART_STOP_TIMEOUT_S + extra_s``."""
+    timeout_s = PART_STOP_TIMEOUT_S + extra_s
+
+    async def bounded() -> None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await stop()
+        except TimeoutError:
+            log.error("%s did not stop within %g s; left behind so that the rest can stop", part, timeout_s)
+
+    stack.push_async_callback(bounded)
+
+
 async def _stop_engine(service: EngineService, task: asyncio.Task[None]) -> None:
     service.stop()
     done, _ = await asyncio.wait({task}, timeout=ENGINE_STOP_TIMEOUT_S)
@@ -148,7 +165,7 @@ async def start_loop(
     stack = loop._stack
     try:
         await transport.start()
-        stack.push_async_callback(transport.close)
+        _stop_within(stack, "the transport", transport.close)
         await publish_topology(transport, site)
         if engine is not None:
             sql_dir = engine.sql_dir if engine.sql_dir is not None else DEFAULT_SQL_DIR
@@ -168,13 +185,14 @@ async def start_loop(
                     )
                 except OSError as exc:
                     raise _bind_error(exc, {pgwire.port: "pgwire.port (--pg-port)"}) from None
-                stack.push_async_callback(loop.pgwire.stop)
+                _stop_within(stack, "the Postgres-wire server", loop.pgwire.stop)
             task = asyncio.create_task(loop.engine.run(), name="engine")
-            stack.push_async_callback(_stop_engine, loop.engine, task)
+            engine_service = loop.engine
+            _stop_within(stack, "the engine", lambda: _stop_engine(engine_service, task), ENGINE_STOP_TIMEOUT_S)
             log.info("embedded engine on the %s transport, consumer group %r", transport.name, loop.engine.group)
         if executor is not None:
             loop.executor = Executor(transport, _with_site_security(executor, site), clock)
-            stack.push_async_callback(loop.executor.stop)
+            _stop_within(stack, "the executor", loop.executor.stop, executor.outbox_drain_s)
             try:
                 await loop.executor.start()
             except OSError as exc:
@@ -192,13 +210,13 @@ async def start_loop(
             registry = loop.executor.registry if loop.executor is not None else None
             loop.alerts = AlertWatcher(transport, alerts, registry)
             loop.alerts.start()
-            stack.push_async_callback(loop.alerts.stop)
+            _stop_within(stack, "the alert watcher", loop.alerts.stop)
         if gateway is not None:
             try:
                 loop.gateway = await serve_gateway(transport, gateway.host, gateway.port)
             except OSError as exc:
                 raise _bind_error(exc, {gateway.port: "gateway.port (--gateway-port)"}) from None
-            stack.push_async_callback(loop.gateway.close)
+            _stop_within(stack, "the signal gateway", loop.gateway.close)
             log.info("signals on ws://%s:%s/topics/{topic}", gateway.host, loop.gateway_port)
     except BaseException:
         await stack.aclose()

@@ -57,3 +57,23 @@ def test_the_command_group_loads_a_command_module_only_when_that_command_runs():
         "    pass"
     )
     assert _modules_after(signal, ("pipeline.cli.migrate", "pipeline.cli.serve", "pydantic_settings")) == []
+
+
+async def test_a_gateway_that_never_answers_is_one_error_after_the_timeout_not_a_wait_forever():
+    import asyncio
+
+    import pytest
+    from websockets.asyncio.server import serve
+
+    from pipeline.app.gateway import GatewayError, send_record
+
+    async def silent(ws) -> None:
+        async for _ in ws:  # takes the record, never answers
+            pass
+
+    async with serve(silent, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        with pytest.raises(GatewayError, match=r"no answer from the gateway at .* in 0.2 s"):
+            await asyncio.wait_for(
+                send_record(f"ws://127.0.0.1:{port}", "utility.dr.signals", b"{}", timeout_s=0.2), 30
+            )
