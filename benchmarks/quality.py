@@ -450,7 +450,7 @@ def measure(scenario: dict, plans: bool = False) -> dict:
     drawn_kwh, drawn_eur = replay_cost(series, summary)
     delivered = summary["energy_delivered_kwh"]
     cheapest_same = min_cost(problem, min(delivered, best.energy_kwh), lp)
-    fill = waterfill(problem)
+    fill, floored = waterfill(problem), waterfill(problem, floors=True)
     lp_s = time.perf_counter() - started
     over_a = summary.get("seconds_over_limit_a") or {}
     met = met_shares(summary, best)
@@ -472,6 +472,9 @@ def measure(scenario: dict, plans: bool = False) -> dict:
         "optimum_kwh": round(best.energy_kwh, 3),
         "energy_pct_of_optimum": round(100.0 * delivered / best.energy_kwh, 1) if best.energy_kwh else None,
         "waterfill_pct_of_optimum": round(100.0 * fill.energy_kwh / best.energy_kwh, 1) if best.energy_kwh else None,
+        "waterfill_floors_pct_of_optimum": round(100.0 * floored.energy_kwh / best.energy_kwh, 1)
+        if best.energy_kwh
+        else None,
         "unmet_kwh": summary["energy_unmet_kwh"],
         "worst_unmet_kwh": summary["worst_session_unmet_kwh"],
         "optimum_unmet_kwh": round(sum(s.need_kwh for s in problem.sessions) - best.energy_kwh, 3),
@@ -512,7 +515,11 @@ def measure(scenario: dict, plans: bool = False) -> dict:
                 )
                 if k in v
             }
-            | {"optimum_kwh": round(best.session_kwh[i], 3)}
+            | {
+                "optimum_kwh": round(best.session_kwh[i], 3),
+                "waterfill_kwh": round(fill.session_kwh[i], 3),
+                "waterfill_floors_kwh": round(floored.session_kwh[i], 3),
+            }
             for i, v in enumerate(summary["session_results"])
         ],
     }
@@ -551,6 +558,7 @@ def tables(result: dict) -> list:
             "optimum_kwh",
             "energy_pct_of_optimum",
             "waterfill_pct_of_optimum",
+            "waterfill_floors_pct_of_optimum",
             "unmet_kwh",
             "worst_unmet_kwh",
             "optimum_unmet_kwh",
@@ -558,8 +566,8 @@ def tables(result: dict) -> list:
             "met_of_optimum_met_pct",
         ),
         rows,
-        caption="water-fill: equal shares minute by minute, each EV's maximum and taper known, no departures "
-        "(benchmarks/waterfill.py); met: sessions whose need was met by their departure, of those that left within the replay "
+        caption="water-fill: equal shares minute by minute, each EV's maximum and taper known, no departures, "
+        "without and with the 6 A floors (benchmarks/waterfill.py); met: sessions whose need was met by their departure, of those that left within the replay "
         "and of those the optimum meets",
     )
     cost = table(
@@ -593,7 +601,7 @@ def _pct_text(pct: float | None) -> str:
 def markdown(result: dict) -> str:
     """The README's table of a run's ``result`` (the ``quality`` entry of the JSON file)."""
     lines = [
-        "| scenario | plans | sessions (turned away) | delivered / optimum, kWh | % of optimum (water-fill) | unmet, kWh (worst session) | "
+        "| scenario | plans | sessions (turned away) | delivered / optimum, kWh | % of optimum (water-fill: no floors, floors) | unmet, kWh (worst session) | "
         "optimum unmet, kWh | met by departure (of those the optimum meets) | ct/kWh (cheapest for that energy) | "
         "s over breaker / limit in force / per phase (L1, L2, L3) | peak, kW (optimum) | "
         "setpoint-min above draw + margin |",
@@ -612,7 +620,7 @@ def markdown(result: dict) -> str:
         lines.append(
             f"| {r['scenario']} | {'known' if r.get('plans') else 'none'} | {r['sessions']} ({r.get('evs_turned_away', 0)}) | "
             f"{r['delivered_kwh']:.1f} / {r['optimum_kwh']:.1f} | "
-            f"{r['energy_pct_of_optimum']:.1f} % ({_pct_text(r.get('waterfill_pct_of_optimum'))}) | {r['unmet_kwh']:.1f} ({r['worst_unmet_kwh']:.1f}) | "
+            f"{r['energy_pct_of_optimum']:.1f} % ({_pct_text(r.get('waterfill_pct_of_optimum'))}, {_pct_text(r.get('waterfill_floors_pct_of_optimum'))}) | {r['unmet_kwh']:.1f} ({r['worst_unmet_kwh']:.1f}) | "
             f"{r['optimum_unmet_kwh']:.1f} | {met} | "
             f"{100 * r['eur_per_kwh']:.2f} ({100 * r['optimum_eur_per_kwh_same_energy']:.2f}) | "
             f"{r['seconds_over_breaker']:g} / {r['seconds_over_limit_in_force']:g} / {phases} | "

@@ -9,8 +9,16 @@ force among the EVs plugged in by equal-share water-filling (max-min fair progre
 to what it really takes (its maximum and its taper, known exactly), within the limit in force less the
 building load and, with a rating per phase, within every phase's current; no floors, no lag, no debounce.
 It is the "equal-share water-fill, EV max known" of the allocation's issue, run on the very sessions,
-building load and DR window of the replay in the same run, so the project's energy can be read against
-both: below this baseline the loop loses energy of its own; between it and the optimum lies foresight.
+building load and DR window of the replay in the same run.
+
+Like the LP, that fill lets an EV charge at any rate. A real one does not charge below 6 A per phase it
+draws on (IEC 61851-1), so with ``floors`` the water-fill first admits sessions in arrival order while
+their minimum (the floor, or what the EV takes if that is less: it is known here) fits within every
+limit, pauses the others for the minute, and fills the rest equally above the minimums, as the project's
+allocator does (``pipeline.allocation``), but with each EV's acceptance known at every minute and no lag.
+Read the project's energy against both: below the water-fill with floors, the loop loses energy of its
+own (caps still to be learned, debounce, EVs following late); between it and the optimum lie foresight
+and the floors.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 from benchmarks.quality import LpProblem, LpResult, _minute_shares
 
 TOL = 1e-9
+FLOOR_A = 6.0  # A per phase the EV draws on: the lowest current of IEC 61851-1 (the allocator's floor_kw)
 
 
 def _fill(caps: dict[int, float], constraints: list[tuple[float, dict[int, float]]]) -> dict[int, float]:
@@ -32,7 +41,7 @@ def _fill(caps: dict[int, float], constraints: list[tuple[float, dict[int, float
         for room, (_, load) in zip(rooms, constraints, strict=True):
             weight = sum(load[i] for i in active if i in load)
             if weight > TOL:
-                used = sum(load[i] * alloc[i] for i in load)
+                used = sum(load[i] * alloc.get(i, 0.0) for i in load)
                 step = min(step, (room - used) / weight)
         step = max(0.0, step)
         for i in active:
@@ -40,18 +49,33 @@ def _fill(caps: dict[int, float], constraints: list[tuple[float, dict[int, float
         full = [
             load
             for room, (_, load) in zip(rooms, constraints, strict=True)
-            if room - sum(load[i] * alloc[i] for i in load) <= TOL
+            if room - sum(load[i] * alloc.get(i, 0.0) for i in load) <= TOL
         ]
         active = {i for i in active if caps[i] - alloc[i] > TOL and not any(i in load for load in full)}
     return alloc
 
 
-def waterfill(p: LpProblem) -> LpResult:
+def _admit(
+    order: list[int], minimum: dict[int, float], constraints: list[tuple[float, dict[int, float]]]
+) -> dict[int, float]:
+    """Sessions in ``order`` keep their ``minimum`` (kW) while it fits in what every constraint has left;
+    returns the admitted ones with their minimum (the others are paused, at 0)."""
+    left = [room for room, _ in constraints]
+    admitted: dict[int, float] = {}
+    for i in order:
+        need = [load.get(i, 0.0) * minimum[i] for _, load in constraints]
+        if all(n <= room + TOL for n, room in zip(need, left, strict=True)):
+            admitted[i] = minimum[i]
+            left = [room - n for n, room in zip(need, left, strict=True)]
+    return admitted
+
+
+def waterfill(p: LpProblem, floors: bool = False) -> LpResult:
     """The water-fill of the module docstring over ``p`` (the LP's problem: sessions, per-minute limit,
-    building load and price). Each minute a session's cap is its maximum times the share of the minute it
-    is plugged in, lowered by its taper at the energy it has had and by what it still needs; the result
-    has the same fields as the LP's (energy and cost of the schedule, peak, per-session kWh and per-minute
-    kW)."""
+    building load and price), with ``floors`` the one that pauses what does not fit at 6 A. Each minute a
+    session's cap is its maximum times the share of the minute it is plugged in, lowered by its taper at
+    the energy it has had and by what it still needs; the result has the same fields as the LP's (energy
+    and cost of the schedule, peak, per-session kWh and per-minute kW)."""
     minutes = len(p.limit_kw)
     power = [[0.0] * minutes for _ in p.sessions]
     had = [0.0] * len(p.sessions)
@@ -80,7 +104,19 @@ def waterfill(p: LpProblem) -> LpResult:
                 load = {i: a_per_kw[i] for i in caps if ph in p.sessions[i].phases}
                 if load:
                     constraints.append((p.limit_a - building_a, load))
+        base: dict[int, float] = {}
+        if floors:
+            floor = {
+                i: FLOOR_A * len(p.sessions[i].phases) * p.sessions[i].voltage_v / 1000.0 * shares[i][t] for i in caps
+            }
+            order = sorted(caps, key=lambda i: (p.sessions[i].start_min, i))
+            base = _admit(order, {i: min(floor[i], caps[i]) for i in caps}, constraints)
+            constraints = [
+                (room - sum(load.get(i, 0.0) * kw for i, kw in base.items()), load) for room, load in constraints
+            ]
+            caps = {i: caps[i] - kw for i, kw in base.items()}
         for i, kw in _fill(caps, constraints).items():
+            kw += base.get(i, 0.0)
             power[i][t] = kw
             had[i] += kw / 60.0
     session_kwh = [sum(row) / 60.0 for row in power]

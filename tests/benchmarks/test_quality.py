@@ -128,6 +128,7 @@ def test_the_tables_and_the_readme_table_render_a_row():
         "optimum_kwh": 192.405,
         "energy_pct_of_optimum": 100.0,
         "waterfill_pct_of_optimum": 99.6,
+        "waterfill_floors_pct_of_optimum": 99.1,
         "unmet_kwh": 64.797,
         "worst_unmet_kwh": 26.706,
         "optimum_unmet_kwh": 64.785,
@@ -141,7 +142,7 @@ def test_the_tables_and_the_readme_table_render_a_row():
     }
     assert len(tables({"rows": [row]})) == 2
     assert (
-        "| default day | none | 20 (0) | 192.4 / 192.4 | 100.0 % (99.6 %) | 64.8 (26.7) | 64.8 | - | 11.92 (9.60) | 0 / 0 / 0, 2.5, 0 |"
+        "| default day | none | 20 (0) | 192.4 / 192.4 | 100.0 % (99.6 %, 99.1 %) | 64.8 (26.7) | 64.8 | - | 11.92 (9.60) | 0 / 0 / 0, 2.5, 0 |"
         in (markdown({"rows": [row]}))
     )
     planned = row | {
@@ -152,8 +153,9 @@ def test_the_tables_and_the_readme_table_render_a_row():
         "optimum_sessions_met": 10,
         "sessions_met_of_optimum_met": 7,
     }
-    assert "| default day | known | 20 (1) | 192.4 / 192.4 | 100.0 % (99.6 %) | 64.8 (26.7) | 64.8 | 8/14 (7/10) |" in (
-        markdown({"rows": [planned]})
+    assert (
+        "| default day | known | 20 (1) | 192.4 / 192.4 | 100.0 % (99.6 %, 99.1 %) | 64.8 (26.7) | 64.8 | 8/14 (7/10) |"
+        in (markdown({"rows": [planned]}))
     )
 
 

@@ -61,3 +61,20 @@ def test_a_tapering_ev_takes_less_as_it_fills_and_the_need_caps_it():
     fill = waterfill(p)
     assert fill.power_kw[0] == pytest.approx([6.0, 3.0, 0.0])
     assert fill.energy_kwh == pytest.approx(0.15)
+
+
+def test_with_floors_what_does_not_fit_at_6_a_is_paused_and_the_rest_share_above_their_floors():
+    # 10 kW of room, three 3-phase EVs of 11 kW arriving in turn: at 6 A x 3 x 230 V = 4.14 kW each, two
+    # floors fit and the third is paused; the 1.72 kW left go equally to the two. A fourth EV that takes
+    # only 1 kW (a full battery) holds just that, so it is admitted before the third.
+    floor = 6 * 3 * 230 / 1000
+    sessions = [LpSession(0, 1, 1.0, 11.0), LpSession(0.0, 1, 1.0, 11.0), LpSession(0.0, 1, 1.0, 11.0)]
+    p = LpProblem(sessions, [10.0], [0.0], [0.1])
+    assert [row[0] for row in waterfill(p).power_kw] == pytest.approx([10 / 3] * 3)
+    with_floors = [row[0] for row in waterfill(p, floors=True).power_kw]
+    assert with_floors == pytest.approx([floor + (10 - 2 * floor) / 2] * 2 + [0.0])
+    small = LpSession(0, 1, 1 / 60, 11.0)  # wants 1 kW-minute: takes 1 kW at most
+    p = LpProblem([*sessions[:2], small, sessions[2]], [10.0], [0.0], [0.1])
+    assert [row[0] for row in waterfill(p, floors=True).power_kw] == pytest.approx(
+        [floor + (10 - 2 * floor - 1) / 2] * 2 + [1.0, 0.0]
+    )
