@@ -29,6 +29,9 @@ night's cheap hours is then measured on what it got by its departure, not cut at
 With ``plans`` each plugged EV's driver tells the loop when it leaves and what it needs, as a real driver
 would: a ``session.plans`` record keyed ``session:{session_id}`` at plug-in (departure = the EV's real
 departure, energy = its real need), so the allocation plans the session (docs/architecture.md, "Plans").
+An EV that stays past the replay's end leaves there, as far as the replay and the optimum it is measured
+against are concerned, so its plan says it leaves at the end: told the real departure, the loop would
+rightly wait for cheap hours after the end and be measured short of a need it was right to defer.
 """
 
 from __future__ import annotations
@@ -341,7 +344,7 @@ async def run_replay(
                     requested_kwh += payload.energy_need_kwh
                     visits[payload.ev_id] = _visit(payload, by_id[cp_id], now)
                     if o.plans:
-                        visits[payload.ev_id]["plan"] = await _publish_plan(transport, by_id[cp_id], payload, now)
+                        visits[payload.ev_id]["plan"] = await _publish_plan(transport, by_id[cp_id], payload, now, end)
                 else:
                     turned_away += 1
             await settle_dispatch(
@@ -411,17 +414,21 @@ async def _publish_prices(transport: MemoryTransport, series: ReplaySeries, pric
         await publish(transport, PRICE_SIGNALS, signal)
 
 
-async def _publish_plan(transport: MemoryTransport, cp: SimulatedChargePoint, ev: EV, now: datetime) -> dict[str, Any]:
+async def _publish_plan(
+    transport: MemoryTransport, cp: SimulatedChargePoint, ev: EV, now: datetime, end: datetime
+) -> dict[str, Any]:
     """The driver's plan for ``ev``'s session on ``cp`` (just started): a ``session.plans`` record keyed by
-    its session id (``{charge_point_id}-{transaction_id}``, the executor's) with the EV's real departure
-    and need (kWh from the session's start, ``energy_needed_kwh``); returns what was published."""
+    its session id (``{charge_point_id}-{transaction_id}``, the executor's) with the EV's real departure,
+    or the replay's ``end`` if it stays longer (the replay and the optimum it is set against stop there),
+    and its need (kWh from the session's start, ``energy_needed_kwh``); returns what was published."""
     session = cp.connectors[1].session
     assert session is not None and session.transaction_id is not None
     session_id = session_key(cp.charge_point_id, session.transaction_id)
+    departure = min(ev.departure_at, end)
     plan = SessionPlan(
         plan_id=plan_key(session_id, None),
         session_id=session_id,
-        departure_at=ev.departure_at,
+        departure_at=departure,
         energy_needed_kwh=round(ev.energy_need_kwh, 4),
         source="driver",
         updated_at=now,
@@ -429,7 +436,7 @@ async def _publish_plan(transport: MemoryTransport, cp: SimulatedChargePoint, ev
     await publish(transport, SESSION_PLANS, plan)
     return {
         "session_id": session_id,
-        "departure_at": ev.departure_at.isoformat(),
+        "departure_at": departure.isoformat(),
         "energy_needed_kwh": plan.energy_needed_kwh,
     }
 

@@ -166,6 +166,22 @@ def test_session_ends_are_foreseen_from_the_draw_and_an_unreported_end_is_kept()
     ]
 
 
+async def test_a_plan_says_the_ev_leaves_at_the_replays_end_when_it_stays_longer():
+    """The replay, like the optimum it is measured against, stops at its end: an EV that stays longer leaves
+    there, so its driver's plan says so, or the loop would wait for cheap hours after the end and be
+    measured short of a need it was right to defer."""
+    summary = await run_replay(
+        ReplayOptions(day=date(2024, 6, 3), speed=8000, chargers=3, evs_per_charger=1.5, plans=True)
+    )
+    end = summary["replay_end"]
+    plans = [(r["plan"]["departure_at"], r["departure_at"]) for r in summary["session_results"]]
+    assert any(real > end for _, real in plans)  # someone stays the night
+    assert all(
+        datetime.fromisoformat(planned) == min(datetime.fromisoformat(real), datetime.fromisoformat(end))
+        for planned, real in plans
+    )
+
+
 async def test_with_plans_each_driver_tells_the_loop_and_drain_runs_on_until_every_ev_left():
     summary = await run_replay(
         ReplayOptions(day=date(2024, 6, 3), speed=8000, chargers=3, evs_per_charger=1.5, plans=True, drain=True)
@@ -175,7 +191,11 @@ async def test_with_plans_each_driver_tells_the_loop_and_drain_runs_on_until_eve
     for r in results:  # a session.plans record per session, keyed by the executor's session id
         plan = r["plan"]
         assert plan["session_id"].startswith(f"{r['charge_point_id']}-")
-        assert (plan["departure_at"], plan["energy_needed_kwh"]) == (r["departure_at"], r["energy_requested_kwh"])
+        leaves = min(datetime.fromisoformat(r["departure_at"]), datetime.fromisoformat(summary["replay_end"]))
+        assert (datetime.fromisoformat(plan["departure_at"]), plan["energy_needed_kwh"]) == (
+            leaves,
+            r["energy_requested_kwh"],
+        )
         assert "ended_at" in r  # drained: every EV left before the replay ended
     assert summary["active_sessions_at_end"] == 0
     last = max(datetime.fromisoformat(r["departure_at"]) for r in results)
