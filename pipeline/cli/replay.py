@@ -57,7 +57,8 @@ __all__ = ["replay"]
     "--plans/--no-plans",
     default=False,
     show_default=True,
-    help="each driver publishes a session.plans record at plug-in: the EV's real departure and energy need",
+    help="each driver publishes a session.plans record at plug-in: the EV's real departure (the replay's end "
+    "at the latest) and energy need",
 )
 @click.option(
     "--rotate-phases/--no-rotate-phases",
