@@ -179,6 +179,8 @@ def test_replay_with_report_writes_the_plots_and_summary_md_and_keeps_json_and_s
             str(out),
             "--json",
             str(json_path),
+            "--pg-port",
+            "0",  # not 4566: a replay or loop running beside the suite holds it
         ],
     )
     assert result.exit_code == 0, result.output
