@@ -24,9 +24,10 @@ and the floors.
 from __future__ import annotations
 
 from benchmarks.quality import LpProblem, LpResult, _minute_shares
+from pipeline.allocation.reference import MIN_CURRENT_A
+from pipeline.sim.ev import taper_fraction
 
 TOL = 1e-9
-FLOOR_A = 6.0  # A per phase the EV draws on: the lowest current of IEC 61851-1 (the allocator's floor_kw)
 
 
 def _fill(caps: dict[int, float], constraints: list[tuple[float, dict[int, float]]]) -> dict[int, float]:
@@ -88,12 +89,9 @@ def waterfill(p: LpProblem, floors: bool = False) -> LpResult:
             if share is None:
                 continue
             accept = s.max_kw
-            if s.taper is not None and s.taper.from_pct < 100.0:
-                tp = s.taper
+            if (tp := s.taper) is not None:
                 soc = tp.arrival_soc_pct + 100.0 * had[i] / tp.battery_kwh
-                if soc > tp.from_pct:
-                    taken = 1.0 - (1.0 - tp.end_fraction) * (soc - tp.from_pct) / (100.0 - tp.from_pct)
-                    accept = min(accept, tp.ev_max_kw * max(0.0, taken))
+                accept = min(accept, tp.ev_max_kw * taper_fraction(soc, tp.from_pct, tp.end_fraction))
             caps[i] = max(0.0, min(accept * share, (s.need_kwh - had[i]) * 60.0))
         if not caps:
             continue
@@ -107,7 +105,8 @@ def waterfill(p: LpProblem, floors: bool = False) -> LpResult:
         base: dict[int, float] = {}
         if floors:
             floor = {
-                i: FLOOR_A * len(p.sessions[i].phases) * p.sessions[i].voltage_v / 1000.0 * shares[i][t] for i in caps
+                i: MIN_CURRENT_A * len(p.sessions[i].phases) * p.sessions[i].voltage_v / 1000.0 * shares[i][t]
+                for i in caps
             }
             order = sorted(caps, key=lambda i: (p.sessions[i].start_min, i))
             base = _admit(order, {i: min(floor[i], caps[i]) for i in caps}, constraints)

@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-__all__ = ["EV", "IEC_MIN_CURRENT_A", "NOMINAL_VOLTAGE_V", "REAL_EV_RESPONSE_S", "ResponseLag", "lag_range"]
+__all__ = [
+    "EV",
+    "IEC_MIN_CURRENT_A",
+    "NOMINAL_VOLTAGE_V",
+    "REAL_EV_RESPONSE_S",
+    "ResponseLag",
+    "lag_range",
+    "taper_fraction",
+]
 
 NOMINAL_VOLTAGE_V: Final = 230.0
 """The phase-to-neutral voltage an on-board charger's rating is stated at (IEC 60038, 230/400 V)."""
@@ -36,6 +44,15 @@ def lag_range(lag: ResponseLag) -> tuple[float, float]:
     if not 0.0 <= low <= high:
         raise ValueError(f"ev_response_s must be >= 0 (a range low <= high), not {lag!r}")
     return float(low), float(high)
+
+
+def taper_fraction(soc_pct: float, from_pct: float, end_fraction: float) -> float:
+    """The share (0-1] of its maximum an EV takes at ``soc_pct`` (%): 1 up to ``from_pct``, then linearly
+    down to ``end_fraction`` at 100 % (the simulated EVs' taper, and the quality benchmark's water-fill)."""
+    if soc_pct <= from_pct or from_pct >= 100.0:
+        return 1.0
+    x = min(1.0, (soc_pct - from_pct) / (100.0 - from_pct))
+    return 1.0 - (1.0 - end_fraction) * x
 
 
 @dataclass
@@ -99,10 +116,7 @@ class EV:
     def taper_fraction(self, soc_pct: float) -> float:
         """The share (0-1] of :attr:`max_current_a` the EV takes at ``soc_pct``: 1 up to ``taper_from_pct``,
         then linearly down to ``taper_end_fraction`` at 100 %."""
-        if soc_pct <= self.taper_from_pct or self.taper_from_pct >= 100.0:
-            return 1.0
-        x = min(1.0, (soc_pct - self.taper_from_pct) / (100.0 - self.taper_from_pct))
-        return 1.0 - (1.0 - self.taper_end_fraction) * x
+        return taper_fraction(soc_pct, self.taper_from_pct, self.taper_end_fraction)
 
     @property
     def dwell_s(self) -> float:
