@@ -172,6 +172,8 @@ class Station(abc.ABC):
             c.done.set()
         self._ws: ClientConnection | None = None
         self._link: Link | None = None
+        self._link_ended = asyncio.Event()
+        """Set when the current link's message loop ends: its calls in flight can get no answer."""
         self._loop_task: asyncio.Task[None] | None = None
         self._stopped = False
         self.auto_reconnect = auto_reconnect
@@ -286,8 +288,9 @@ class Station(abc.ABC):
             await ws.close()
             raise ConnectionError(f"{self.charge_point_id}: the server did not accept subprotocol {self.subprotocol}")
         link = self._link = self._make_link(ws)
+        ended = self._link_ended = asyncio.Event()
         self._online.set()
-        self._loop_task = asyncio.create_task(self._message_loop(link), name=f"ocpp-{self.charge_point_id}")
+        self._loop_task = asyncio.create_task(self._message_loop(link, ended), name=f"ocpp-{self.charge_point_id}")
 
     async def reconnect(self) -> None:
         """Drop the connection (if any) and connect again, as after a network outage: no BootNotification
@@ -326,13 +329,15 @@ class Station(abc.ABC):
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
 
-    async def _message_loop(self, link: Link) -> None:
+    async def _message_loop(self, link: Link, ended: asyncio.Event) -> None:
         try:
             await link.start()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # ConnectionClosed, or anything the library lets through
             log.info("%s: OCPP connection ended: %r", self.charge_point_id, exc)
+        finally:
+            ended.set()
         self._online.clear()
         if self.auto_reconnect and not self._stopped:
             self._reconnecting = asyncio.create_task(self._reconnect_loop())
@@ -355,7 +360,8 @@ class Station(abc.ABC):
         """Send an adapter's request; its result, or None on CallError, timeout or a dead connection (logged,
         never raised; at info level for an ``optional`` request, which a central system may well not
         support). With ``auto_reconnect`` a call made while the connection is down waits for it (up to the
-        call timeout)."""
+        call timeout). A call whose connection ends before its answer fails then, not at its timeout: the
+        ocpp library sends one call at a time, so waiting would hold every later message back."""
         if self.auto_reconnect and not self._online.is_set() and not self._stopped:
             try:
                 await asyncio.wait_for(self._online.wait(), self.response_timeout_s)
@@ -364,11 +370,29 @@ class Station(abc.ABC):
         try:
             if self._link is None:
                 raise ConnectionError("not connected")
-            return await self._link.call(payload)
+            return await self._call_on(self._link, self._link_ended, payload)
         except Exception as exc:
             level = logging.INFO if optional else logging.WARNING
             log.log(level, "%s: %s failed: %r", self.charge_point_id, type(payload).__name__, exc)
             return None
+
+    @staticmethod
+    async def _call_on(link: Link, ended: asyncio.Event, payload: Any) -> Any:
+        """``link.call(payload)``, given up with ``ConnectionError`` when ``ended`` is set first."""
+        if ended.is_set():
+            raise ConnectionError("the connection has ended")
+        call = asyncio.ensure_future(link.call(payload))
+        gone = asyncio.ensure_future(ended.wait())
+        try:
+            await asyncio.wait((call, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not call.done():
+                call.cancel()
+                await asyncio.gather(call, return_exceptions=True)
+        if call.cancelled():
+            raise ConnectionError("the connection ended before the answer")
+        return call.result()
 
     async def _status(self, c: Connector, state: ConnectorState) -> None:
         c.status = state

@@ -84,10 +84,12 @@ class Csms201(ChargePoint201):
         super().__init__(cp_id, ws, response_timeout=5)
         self.needs_answer = needs_answer
         self.raw: list[Any] = []
+        self.mute = False  # when set, requests are recorded and never answered
 
     async def route_message(self, raw_msg):
         self.raw.append(json.loads(raw_msg))
-        await super().route_message(raw_msg)
+        if not self.mute:
+            await super().route_message(raw_msg)
 
     def requests(self, action: str) -> list[dict[str, Any]]:
         return [f[3] for f in self.raw if f[0] == 2 and f[2] == action]
@@ -463,6 +465,39 @@ async def test_a_201_station_reconnects_after_the_csms_restarts_and_its_transact
             side = second.sides["CS1"]
             assert side.requests("BootNotification") == [] and side.requests("StatusNotification")
             assert cs.reconnects == 1 and cs.session_active()
+        finally:
+            await cs.stop()
+
+
+async def test_a_call_in_flight_when_the_connection_ends_fails_at_once_and_the_transaction_goes_on():
+    """The answer to a request in flight cannot come once its connection has ended: the station gives the
+    call up then, not after its 30 s response timeout, so the transaction's next messages are not held up
+    behind it (the ocpp library sends one call at a time)."""
+    port = free_port()
+    clock = SimClock(T0, speed=600)  # a meter value every 0.1 s real
+    fast = ReconnectBackoff(wait_minimum_s=0.05, random_range_s=0.05, repeat_times=3)
+    async with central201_on(port) as first:
+        cs = SimulatedChargingStation(
+            "CS1", first.url, clock, meter_interval_s=60, auto_reconnect=True, reconnect_backoff=fast
+        )
+        assert cs.response_timeout_s == 30.0
+        await cs.start()
+        tx = await cs.plug_in(make_ev(clock, need_kwh=50.0))
+        side = first.sides["CS1"]
+        await first.wait_for(lambda: any(e["eventType"] == "Updated" for e in side.requests("TransactionEvent")))
+        side.mute = True  # the next TransactionEvent gets no answer: it is in flight when the CSMS goes
+        sent = len(side.requests("TransactionEvent"))
+        await first.wait_for(lambda: len(side.requests("TransactionEvent")) > sent)
+    async with central201_on(port) as second:
+        try:
+
+            def updated() -> list[dict[str, Any]]:
+                side = second.sides.get("CS1")
+                events = side.requests("TransactionEvent") if side else []
+                return [e for e in events if e["eventType"] == "Updated"]
+
+            events = await second.wait_for(updated, timeout=10)
+            assert events[0]["transactionInfo"]["transactionId"] == tx
         finally:
             await cs.stop()
 
