@@ -19,7 +19,7 @@ After the full evaluation the heap is frozen as the engine service freezes it af
 Floors measured in the same run: ``floor_scan_ms``, a scan of the sessions table, and ``site_floor_ms``,
 the same one-site change on an engine that holds that one site alone, i.e. the fixed cost of running the
 view chain once. And the one-site evaluation of a 20-session site alone (``site20_p50_ms``,
-``site20_p99_ms``, 100 evaluations).
+``site20_p99_ms``, 100 evaluations after the site's first, ``site20_first_ms``).
 
 Targets, per backend: a 20-session site's evaluation p99 within 10 ms; a one-site change at 50,000
 sessions p99 within 10 ms; the full evaluation and the tick at 50,000 sessions within 1.5x DuckDB's.
@@ -127,16 +127,24 @@ def _one_site_change(engine: EmbeddedEngine, repeat: int, start: int = 0) -> tup
 
 
 def site20(backend: str, repeat: int = 100) -> dict:
-    """A 20-session site alone: p50 and p99 of a one-site evaluation (wall and CPU), ``repeat`` of them."""
+    """A 20-session site alone: p50 and p99 of a one-site evaluation (wall and CPU), ``repeat`` of them,
+    after the site's first one (which prepares its statements; reported as ``site20_first_ms``, as
+    :func:`measure` reports its first change)."""
     engine = EmbeddedEngine(backend=backend)
     engine.apply(fleet(20, 1))
     engine.evaluate(NOW)
     freeze_heap()
-    wall, cpu = _one_site_change(engine, repeat)
+    first, _ = _one_site_change(engine, 1)
+    wall, cpu = _one_site_change(engine, repeat, start=1)
     engine.close()
     thaw_heap()
     w, c = percentiles(wall), percentiles(cpu)
-    return {"site20_p50_ms": w["p50"], "site20_p99_ms": w["p99"], "site20_cpu_p99_ms": c["p99"]}
+    return {
+        "site20_p50_ms": w["p50"],
+        "site20_p99_ms": w["p99"],
+        "site20_cpu_p99_ms": c["p99"],
+        "site20_first_ms": round(first[0], 1),
+    }
 
 
 def measure(sessions: int, sites: int, backend: str, repeat: int = 30) -> dict:

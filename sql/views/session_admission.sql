@@ -11,10 +11,8 @@ CREATE MATERIALIZED VIEW session_admission AS
 WITH
 adm5a AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.priority, x.weight, x.cap_binding, x.paused_by, x.laxity_s, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
-        x.anc5,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
+        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
         (x.paused_by IS NULL) AS live,
         (x.paused_by IS NULL) AND (
             x.anc5 IS NULL
@@ -40,10 +38,8 @@ adm5a AS (
 ),
 adm5b AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.priority, x.weight, x.cap_binding, x.paused_by, x.laxity_s, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
-        x.anc5,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
+        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
         x.live,
         x.ok1,
         x.h_kw - SUM(CASE WHEN x.ok1 THEN x.floor_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) AS left_kw,
@@ -54,10 +50,8 @@ adm5b AS (
 ),
 adm5 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.priority, x.weight, x.cap_binding, x.paused_by, x.laxity_s, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
-        x.anc5,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
+        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
         x.ok1 OR (
             (x.live AND NOT x.ok1 AND x.anc5 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9))
             AND SUM(CASE WHEN (x.live AND NOT x.ok1 AND x.anc5 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw ELSE 0 END) OVER (
@@ -77,10 +71,8 @@ adm5 AS (
 ),
 adm4a AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.priority, x.weight, x.cap_binding, x.paused_by, x.laxity_s, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
-        x.anc5,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
+        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
         x.ok AS live,
         x.ok AND (
             x.anc4 IS NULL
@@ -106,10 +98,8 @@ adm4a AS (
 ),
 adm4b AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.priority, x.weight, x.cap_binding, x.paused_by, x.laxity_s, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
-        x.anc5,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
+        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
         x.live,
         x.ok1,
         x.h_kw - SUM(CASE WHEN x.ok1 THEN x.floor_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) AS left_kw,
@@ -120,10 +110,8 @@ adm4b AS (
 ),
 adm4 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.priority, x.weight, x.cap_binding, x.paused_by, x.laxity_s, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
-        x.anc5,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
+        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3,
         x.ok1 OR (
             (x.live AND NOT x.ok1 AND x.anc4 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9))
             AND SUM(CASE WHEN (x.live AND NOT x.ok1 AND x.anc4 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw ELSE 0 END) OVER (
@@ -143,10 +131,8 @@ adm4 AS (
 ),
 adm3a AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.priority, x.weight, x.cap_binding, x.paused_by, x.laxity_s, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
-        x.anc5,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
+        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3,
         x.ok AS live,
         x.ok AND (
             x.anc3 IS NULL
@@ -172,10 +158,8 @@ adm3a AS (
 ),
 adm3b AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.priority, x.weight, x.cap_binding, x.paused_by, x.laxity_s, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
-        x.anc5,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
+        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3,
         x.live,
         x.ok1,
         x.h_kw - SUM(CASE WHEN x.ok1 THEN x.floor_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) AS left_kw,
@@ -186,10 +170,8 @@ adm3b AS (
 ),
 adm3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.priority, x.weight, x.cap_binding, x.paused_by, x.laxity_s, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
-        x.anc5,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
+        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2,
         x.ok1 OR (
             (x.live AND NOT x.ok1 AND x.anc3 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9))
             AND SUM(CASE WHEN (x.live AND NOT x.ok1 AND x.anc3 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw ELSE 0 END) OVER (
@@ -209,10 +191,8 @@ adm3 AS (
 ),
 adm2a AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.priority, x.weight, x.cap_binding, x.paused_by, x.laxity_s, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
-        x.anc5,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
+        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2,
         x.ok AS live,
         x.ok AND (
             x.anc2 IS NULL
@@ -238,10 +218,8 @@ adm2a AS (
 ),
 adm2b AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.priority, x.weight, x.cap_binding, x.paused_by, x.laxity_s, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
-        x.anc5,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
+        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2,
         x.live,
         x.ok1,
         x.h_kw - SUM(CASE WHEN x.ok1 THEN x.floor_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) AS left_kw,
@@ -252,10 +230,8 @@ adm2b AS (
 ),
 adm2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.priority, x.weight, x.cap_binding, x.paused_by, x.laxity_s, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
-        x.anc5,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
+        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.ok1 OR (
             (x.live AND NOT x.ok1 AND x.anc2 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9))
             AND SUM(CASE WHEN (x.live AND NOT x.ok1 AND x.anc2 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw ELSE 0 END) OVER (
@@ -275,10 +251,8 @@ adm2 AS (
 ),
 adm1a AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.priority, x.weight, x.cap_binding, x.paused_by, x.laxity_s, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
-        x.anc5,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
+        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.ok AS live,
         x.ok AND (
             x.anc1 IS NULL
@@ -304,10 +278,8 @@ adm1a AS (
 ),
 adm1b AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.priority, x.weight, x.cap_binding, x.paused_by, x.laxity_s, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
-        x.anc5,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
+        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.live,
         x.ok1,
         x.h_kw - SUM(CASE WHEN x.ok1 THEN x.floor_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) AS left_kw,
@@ -318,10 +290,8 @@ adm1b AS (
 ),
 adm1 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.priority, x.weight, x.cap_binding, x.paused_by, x.laxity_s, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
-        x.anc5,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
+        x.on_s, x.on_t, x.a_per_kw, x.anc0,
         x.ok1 OR (
             (x.live AND NOT x.ok1 AND x.anc1 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9))
             AND SUM(CASE WHEN (x.live AND NOT x.ok1 AND x.anc1 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw ELSE 0 END) OVER (
@@ -341,10 +311,8 @@ adm1 AS (
 ),
 adm0a AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.priority, x.weight, x.cap_binding, x.paused_by, x.laxity_s, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
-        x.anc5,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
+        x.on_s, x.on_t, x.a_per_kw, x.anc0,
         x.ok AS live,
         x.ok AND (
             x.anc0 IS NULL
@@ -370,10 +338,8 @@ adm0a AS (
 ),
 adm0b AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.priority, x.weight, x.cap_binding, x.paused_by, x.laxity_s, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
-        x.anc5,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
+        x.on_s, x.on_t, x.a_per_kw, x.anc0,
         x.live,
         x.ok1,
         x.h_kw - SUM(CASE WHEN x.ok1 THEN x.floor_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) AS left_kw,
@@ -384,10 +350,8 @@ adm0b AS (
 ),
 adm0 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.priority, x.weight, x.cap_binding, x.paused_by, x.laxity_s, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
-        x.anc5,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
+        x.on_s, x.on_t, x.a_per_kw,
         x.ok1 OR (
             (x.live AND NOT x.ok1 AND x.anc0 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9))
             AND SUM(CASE WHEN (x.live AND NOT x.ok1 AND x.anc0 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw ELSE 0 END) OVER (
@@ -406,8 +370,10 @@ adm0 AS (
     FROM adm0b AS x
 )
 SELECT
-    session_id, charge_point_id, connector_id, transaction_id, site_id, node_id, phases, ev_phases,
-    voltage_v, started_at, cap_kw, floor_kw, on_r, on_s, on_t, a_per_kw, priority, weight, cap_binding,
-    paused_by, laxity_s, anc0, anc1, anc2, anc3, anc4, anc5,
-    ok AS admitted
-FROM adm0;
+    l.session_id, l.charge_point_id, l.connector_id, l.transaction_id, l.site_id, l.node_id, l.phases,
+    l.ev_phases, l.voltage_v, l.started_at, l.cap_kw, l.floor_kw, l.on_r, l.on_s, l.on_t, l.a_per_kw,
+    l.priority, l.weight, l.cap_binding, l.paused_by, l.laxity_s, l.anc0, l.anc1, l.anc2, l.anc3, l.anc4,
+    l.anc5,
+    x.ok AS admitted
+FROM adm0 AS x
+JOIN session_limits AS l ON l.session_id = x.session_id;

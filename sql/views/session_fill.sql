@@ -11,10 +11,8 @@ CREATE MATERIALIZED VIEW session_fill AS
 WITH
 admitted AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
-        x.cap_kw - x.floor_kw AS extra_kw,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.anc4, x.anc5,
         CAST(NULL AS DOUBLE PRECISION) AS lam,
         x.cap_binding AS bind,
         x.cap_kw - x.floor_kw AS extra
@@ -23,9 +21,8 @@ admitted AS (
 ),
 win5_1 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.anc4, x.anc5,
         h.limited_by AS node_label,
         x.lam,
         x.bind,
@@ -40,25 +37,24 @@ win5_1 AS (
         FALSE AS frozen,
         h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc5) AS avail_r,
         SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_r,
+        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc5) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight AS wfrom_r,
         h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc5) AS avail_s,
         SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_s,
+        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc5) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight AS wfrom_s,
         h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc5) AS avail_t,
         SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_t,
+        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc5) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight AS wfrom_t,
         h.headroom_kw - SUM(1.0 * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc5) AS avail_kw,
         SUM(1.0 * x.extra) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_kw
+        SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc5) - SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight AS wfrom_kw
     FROM admitted AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc5
 ),
 lvl5_1 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.anc4, x.anc5, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s,
+        x.spare_t, x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
         CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_r,
         CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_s,
         CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_t,
@@ -67,10 +63,9 @@ lvl5_1 AS (
 ),
 fill5_1 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.anc4, x.anc5, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s,
+        x.spare_t, x.spare_kw,
         CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
             ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
         CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
@@ -79,10 +74,9 @@ fill5_1 AS (
 ),
 use5_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.anc4, x.anc5, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s,
+        x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
         SUM(x.a_per_kw * x.on_r * x.g) OVER (PARTITION BY x.site_id, x.anc5) AS used_r,
         SUM(x.a_per_kw * x.on_s * x.g) OVER (PARTITION BY x.site_id, x.anc5) AS used_s,
         SUM(x.a_per_kw * x.on_t * x.g) OVER (PARTITION BY x.site_id, x.anc5) AS used_t,
@@ -91,40 +85,37 @@ use5_2 AS (
 ),
 frz5_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.anc4, x.anc5, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s,
+        x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
         (x.g >= x.extra - 1e-06 OR COALESCE(x.on_r = 1 AND x.used_r >= x.spare_r - 1e-06, FALSE) OR COALESCE(x.on_s = 1 AND x.used_s >= x.spare_s - 1e-06, FALSE) OR COALESCE(x.on_t = 1 AND x.used_t >= x.spare_t - 1e-06, FALSE) OR COALESCE(TRUE AND x.used_kw >= x.spare_kw - 1e-06, FALSE)) AS frozen
     FROM use5_2 AS x
 ),
 win5_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.anc4, x.anc5, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s,
+        x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
         x.frozen,
         x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) AS avail_r,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_r,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END AS wfrom_r,
         x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) AS avail_s,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_s,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END AS wfrom_s,
         x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) AS avail_t,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_t,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END AS wfrom_t,
         x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) AS avail_kw,
         SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_kw
+        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END AS wfrom_kw
     FROM frz5_2 AS x
 ),
 lvl5_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.anc4, x.anc5, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s,
+        x.spare_t, x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
         CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_r,
         CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_s,
         CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_t,
@@ -133,10 +124,9 @@ lvl5_2 AS (
 ),
 fill5_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.anc4, x.anc5, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s,
+        x.spare_t, x.spare_kw,
         CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
             ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
         CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
@@ -145,10 +135,9 @@ fill5_2 AS (
 ),
 use5_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.anc4, x.anc5, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s,
+        x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
         SUM(x.a_per_kw * x.on_r * x.g) OVER (PARTITION BY x.site_id, x.anc5) AS used_r,
         SUM(x.a_per_kw * x.on_s * x.g) OVER (PARTITION BY x.site_id, x.anc5) AS used_s,
         SUM(x.a_per_kw * x.on_t * x.g) OVER (PARTITION BY x.site_id, x.anc5) AS used_t,
@@ -157,40 +146,37 @@ use5_3 AS (
 ),
 frz5_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.anc4, x.anc5, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s,
+        x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
         (x.g >= x.extra - 1e-06 OR COALESCE(x.on_r = 1 AND x.used_r >= x.spare_r - 1e-06, FALSE) OR COALESCE(x.on_s = 1 AND x.used_s >= x.spare_s - 1e-06, FALSE) OR COALESCE(x.on_t = 1 AND x.used_t >= x.spare_t - 1e-06, FALSE) OR COALESCE(TRUE AND x.used_kw >= x.spare_kw - 1e-06, FALSE)) AS frozen
     FROM use5_3 AS x
 ),
 win5_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.anc4, x.anc5, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s,
+        x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
         x.frozen,
         x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) AS avail_r,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_r,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END AS wfrom_r,
         x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) AS avail_s,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_s,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END AS wfrom_s,
         x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) AS avail_t,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_t,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END AS wfrom_t,
         x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) AS avail_kw,
         SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_kw
+        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END AS wfrom_kw
     FROM frz5_3 AS x
 ),
 lvl5_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.anc4, x.anc5, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s,
+        x.spare_t, x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
         CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_r,
         CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_s,
         CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_t,
@@ -199,10 +185,9 @@ lvl5_3 AS (
 ),
 fill5_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.anc4, x.anc5, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s,
+        x.spare_t, x.spare_kw,
         CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
             ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
         CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
@@ -211,9 +196,8 @@ fill5_3 AS (
 ),
 fill5 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.anc4,
         CASE WHEN x.plam IS NOT NULL AND (x.lam IS NULL OR x.plam < x.lam) THEN x.plam ELSE x.lam END AS lam,
         CASE WHEN x.plam IS NOT NULL AND (x.lam IS NULL OR x.plam < x.lam) THEN x.pbind ELSE x.bind END AS bind,
         x.g AS extra
@@ -221,9 +205,8 @@ fill5 AS (
 ),
 win4_1 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.anc4,
         h.limited_by AS node_label,
         x.lam,
         x.bind,
@@ -238,25 +221,24 @@ win4_1 AS (
         FALSE AS frozen,
         h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc4) AS avail_r,
         SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_r,
+        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc4) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight AS wfrom_r,
         h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc4) AS avail_s,
         SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_s,
+        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc4) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight AS wfrom_s,
         h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc4) AS avail_t,
         SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_t,
+        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc4) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight AS wfrom_t,
         h.headroom_kw - SUM(1.0 * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc4) AS avail_kw,
         SUM(1.0 * x.extra) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_kw
+        SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc4) - SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight AS wfrom_kw
     FROM fill5 AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc4
 ),
 lvl4_1 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.anc4, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t,
+        x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
         CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_r,
         CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_s,
         CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_t,
@@ -265,10 +247,9 @@ lvl4_1 AS (
 ),
 fill4_1 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.anc4, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t,
+        x.spare_kw,
         CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
             ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
         CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
@@ -277,10 +258,9 @@ fill4_1 AS (
 ),
 use4_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.anc4, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t,
+        x.spare_kw, x.g, x.plam, x.pbind,
         SUM(x.a_per_kw * x.on_r * x.g) OVER (PARTITION BY x.site_id, x.anc4) AS used_r,
         SUM(x.a_per_kw * x.on_s * x.g) OVER (PARTITION BY x.site_id, x.anc4) AS used_s,
         SUM(x.a_per_kw * x.on_t * x.g) OVER (PARTITION BY x.site_id, x.anc4) AS used_t,
@@ -289,40 +269,37 @@ use4_2 AS (
 ),
 frz4_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.anc4, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t,
+        x.spare_kw, x.g, x.plam, x.pbind,
         (x.g >= x.extra - 1e-06 OR COALESCE(x.on_r = 1 AND x.used_r >= x.spare_r - 1e-06, FALSE) OR COALESCE(x.on_s = 1 AND x.used_s >= x.spare_s - 1e-06, FALSE) OR COALESCE(x.on_t = 1 AND x.used_t >= x.spare_t - 1e-06, FALSE) OR COALESCE(TRUE AND x.used_kw >= x.spare_kw - 1e-06, FALSE)) AS frozen
     FROM use4_2 AS x
 ),
 win4_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.anc4, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t,
+        x.spare_kw, x.g, x.plam, x.pbind,
         x.frozen,
         x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) AS avail_r,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_r,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END AS wfrom_r,
         x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) AS avail_s,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_s,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END AS wfrom_s,
         x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) AS avail_t,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_t,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END AS wfrom_t,
         x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) AS avail_kw,
         SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_kw
+        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END AS wfrom_kw
     FROM frz4_2 AS x
 ),
 lvl4_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.anc4, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t,
+        x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
         CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_r,
         CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_s,
         CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_t,
@@ -331,10 +308,9 @@ lvl4_2 AS (
 ),
 fill4_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.anc4, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t,
+        x.spare_kw,
         CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
             ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
         CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
@@ -343,10 +319,9 @@ fill4_2 AS (
 ),
 use4_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.anc4, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t,
+        x.spare_kw, x.g, x.plam, x.pbind,
         SUM(x.a_per_kw * x.on_r * x.g) OVER (PARTITION BY x.site_id, x.anc4) AS used_r,
         SUM(x.a_per_kw * x.on_s * x.g) OVER (PARTITION BY x.site_id, x.anc4) AS used_s,
         SUM(x.a_per_kw * x.on_t * x.g) OVER (PARTITION BY x.site_id, x.anc4) AS used_t,
@@ -355,40 +330,37 @@ use4_3 AS (
 ),
 frz4_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.anc4, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t,
+        x.spare_kw, x.g, x.plam, x.pbind,
         (x.g >= x.extra - 1e-06 OR COALESCE(x.on_r = 1 AND x.used_r >= x.spare_r - 1e-06, FALSE) OR COALESCE(x.on_s = 1 AND x.used_s >= x.spare_s - 1e-06, FALSE) OR COALESCE(x.on_t = 1 AND x.used_t >= x.spare_t - 1e-06, FALSE) OR COALESCE(TRUE AND x.used_kw >= x.spare_kw - 1e-06, FALSE)) AS frozen
     FROM use4_3 AS x
 ),
 win4_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.anc4, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t,
+        x.spare_kw, x.g, x.plam, x.pbind,
         x.frozen,
         x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) AS avail_r,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_r,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END AS wfrom_r,
         x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) AS avail_s,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_s,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END AS wfrom_s,
         x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) AS avail_t,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_t,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END AS wfrom_t,
         x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) AS avail_kw,
         SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_kw
+        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END AS wfrom_kw
     FROM frz4_3 AS x
 ),
 lvl4_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.anc4, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t,
+        x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
         CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_r,
         CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_s,
         CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_t,
@@ -397,10 +369,9 @@ lvl4_3 AS (
 ),
 fill4_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.anc4, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t,
+        x.spare_kw,
         CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
             ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
         CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
@@ -409,9 +380,8 @@ fill4_3 AS (
 ),
 fill4 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3,
         CASE WHEN x.plam IS NOT NULL AND (x.lam IS NULL OR x.plam < x.lam) THEN x.plam ELSE x.lam END AS lam,
         CASE WHEN x.plam IS NOT NULL AND (x.lam IS NULL OR x.plam < x.lam) THEN x.pbind ELSE x.bind END AS bind,
         x.g AS extra
@@ -419,9 +389,8 @@ fill4 AS (
 ),
 win3_1 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3,
         h.limited_by AS node_label,
         x.lam,
         x.bind,
@@ -436,25 +405,24 @@ win3_1 AS (
         FALSE AS frozen,
         h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc3) AS avail_r,
         SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_r,
+        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc3) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight AS wfrom_r,
         h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc3) AS avail_s,
         SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_s,
+        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc3) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight AS wfrom_s,
         h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc3) AS avail_t,
         SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_t,
+        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc3) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight AS wfrom_t,
         h.headroom_kw - SUM(1.0 * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc3) AS avail_kw,
         SUM(1.0 * x.extra) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_kw
+        SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc3) - SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight AS wfrom_kw
     FROM fill4 AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc3
 ),
 lvl3_1 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
+        x.g, x.plam, x.pbind, x.frozen,
         CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_r,
         CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_s,
         CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_t,
@@ -463,10 +431,8 @@ lvl3_1 AS (
 ),
 fill3_1 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
         CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
             ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
         CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
@@ -475,10 +441,9 @@ fill3_1 AS (
 ),
 use3_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
+        x.g, x.plam, x.pbind,
         SUM(x.a_per_kw * x.on_r * x.g) OVER (PARTITION BY x.site_id, x.anc3) AS used_r,
         SUM(x.a_per_kw * x.on_s * x.g) OVER (PARTITION BY x.site_id, x.anc3) AS used_s,
         SUM(x.a_per_kw * x.on_t * x.g) OVER (PARTITION BY x.site_id, x.anc3) AS used_t,
@@ -487,40 +452,37 @@ use3_2 AS (
 ),
 frz3_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
+        x.g, x.plam, x.pbind,
         (x.g >= x.extra - 1e-06 OR COALESCE(x.on_r = 1 AND x.used_r >= x.spare_r - 1e-06, FALSE) OR COALESCE(x.on_s = 1 AND x.used_s >= x.spare_s - 1e-06, FALSE) OR COALESCE(x.on_t = 1 AND x.used_t >= x.spare_t - 1e-06, FALSE) OR COALESCE(TRUE AND x.used_kw >= x.spare_kw - 1e-06, FALSE)) AS frozen
     FROM use3_2 AS x
 ),
 win3_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
+        x.g, x.plam, x.pbind,
         x.frozen,
         x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) AS avail_r,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_r,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END AS wfrom_r,
         x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) AS avail_s,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_s,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END AS wfrom_s,
         x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) AS avail_t,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_t,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END AS wfrom_t,
         x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) AS avail_kw,
         SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_kw
+        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END AS wfrom_kw
     FROM frz3_2 AS x
 ),
 lvl3_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
+        x.g, x.plam, x.pbind, x.frozen,
         CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_r,
         CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_s,
         CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_t,
@@ -529,10 +491,8 @@ lvl3_2 AS (
 ),
 fill3_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
         CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
             ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
         CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
@@ -541,10 +501,9 @@ fill3_2 AS (
 ),
 use3_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
+        x.g, x.plam, x.pbind,
         SUM(x.a_per_kw * x.on_r * x.g) OVER (PARTITION BY x.site_id, x.anc3) AS used_r,
         SUM(x.a_per_kw * x.on_s * x.g) OVER (PARTITION BY x.site_id, x.anc3) AS used_s,
         SUM(x.a_per_kw * x.on_t * x.g) OVER (PARTITION BY x.site_id, x.anc3) AS used_t,
@@ -553,40 +512,37 @@ use3_3 AS (
 ),
 frz3_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
+        x.g, x.plam, x.pbind,
         (x.g >= x.extra - 1e-06 OR COALESCE(x.on_r = 1 AND x.used_r >= x.spare_r - 1e-06, FALSE) OR COALESCE(x.on_s = 1 AND x.used_s >= x.spare_s - 1e-06, FALSE) OR COALESCE(x.on_t = 1 AND x.used_t >= x.spare_t - 1e-06, FALSE) OR COALESCE(TRUE AND x.used_kw >= x.spare_kw - 1e-06, FALSE)) AS frozen
     FROM use3_3 AS x
 ),
 win3_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
+        x.g, x.plam, x.pbind,
         x.frozen,
         x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) AS avail_r,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_r,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END AS wfrom_r,
         x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) AS avail_s,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_s,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END AS wfrom_s,
         x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) AS avail_t,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_t,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END AS wfrom_t,
         x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) AS avail_kw,
         SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_kw
+        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END AS wfrom_kw
     FROM frz3_3 AS x
 ),
 lvl3_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
+        x.g, x.plam, x.pbind, x.frozen,
         CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_r,
         CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_s,
         CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_t,
@@ -595,10 +551,8 @@ lvl3_3 AS (
 ),
 fill3_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.anc3, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
         CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
             ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
         CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
@@ -607,9 +561,8 @@ fill3_3 AS (
 ),
 fill3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2,
         CASE WHEN x.plam IS NOT NULL AND (x.lam IS NULL OR x.plam < x.lam) THEN x.plam ELSE x.lam END AS lam,
         CASE WHEN x.plam IS NOT NULL AND (x.lam IS NULL OR x.plam < x.lam) THEN x.pbind ELSE x.bind END AS bind,
         x.g AS extra
@@ -617,9 +570,8 @@ fill3 AS (
 ),
 win2_1 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2,
         h.limited_by AS node_label,
         x.lam,
         x.bind,
@@ -634,25 +586,24 @@ win2_1 AS (
         FALSE AS frozen,
         h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc2) AS avail_r,
         SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_r,
+        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc2) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight AS wfrom_r,
         h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc2) AS avail_s,
         SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_s,
+        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc2) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight AS wfrom_s,
         h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc2) AS avail_t,
         SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_t,
+        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc2) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight AS wfrom_t,
         h.headroom_kw - SUM(1.0 * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc2) AS avail_kw,
         SUM(1.0 * x.extra) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_kw
+        SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc2) - SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight AS wfrom_kw
     FROM fill3 AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc2
 ),
 lvl2_1 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g,
+        x.plam, x.pbind, x.frozen,
         CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_r,
         CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_s,
         CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_t,
@@ -661,10 +612,8 @@ lvl2_1 AS (
 ),
 fill2_1 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
         CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
             ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
         CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
@@ -673,10 +622,9 @@ fill2_1 AS (
 ),
 use2_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g,
+        x.plam, x.pbind,
         SUM(x.a_per_kw * x.on_r * x.g) OVER (PARTITION BY x.site_id, x.anc2) AS used_r,
         SUM(x.a_per_kw * x.on_s * x.g) OVER (PARTITION BY x.site_id, x.anc2) AS used_s,
         SUM(x.a_per_kw * x.on_t * x.g) OVER (PARTITION BY x.site_id, x.anc2) AS used_t,
@@ -685,40 +633,37 @@ use2_2 AS (
 ),
 frz2_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g,
+        x.plam, x.pbind,
         (x.g >= x.extra - 1e-06 OR COALESCE(x.on_r = 1 AND x.used_r >= x.spare_r - 1e-06, FALSE) OR COALESCE(x.on_s = 1 AND x.used_s >= x.spare_s - 1e-06, FALSE) OR COALESCE(x.on_t = 1 AND x.used_t >= x.spare_t - 1e-06, FALSE) OR COALESCE(TRUE AND x.used_kw >= x.spare_kw - 1e-06, FALSE)) AS frozen
     FROM use2_2 AS x
 ),
 win2_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g,
+        x.plam, x.pbind,
         x.frozen,
         x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) AS avail_r,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_r,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END AS wfrom_r,
         x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) AS avail_s,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_s,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END AS wfrom_s,
         x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) AS avail_t,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_t,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END AS wfrom_t,
         x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) AS avail_kw,
         SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_kw
+        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END AS wfrom_kw
     FROM frz2_2 AS x
 ),
 lvl2_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g,
+        x.plam, x.pbind, x.frozen,
         CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_r,
         CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_s,
         CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_t,
@@ -727,10 +672,8 @@ lvl2_2 AS (
 ),
 fill2_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
         CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
             ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
         CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
@@ -739,10 +682,9 @@ fill2_2 AS (
 ),
 use2_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g,
+        x.plam, x.pbind,
         SUM(x.a_per_kw * x.on_r * x.g) OVER (PARTITION BY x.site_id, x.anc2) AS used_r,
         SUM(x.a_per_kw * x.on_s * x.g) OVER (PARTITION BY x.site_id, x.anc2) AS used_s,
         SUM(x.a_per_kw * x.on_t * x.g) OVER (PARTITION BY x.site_id, x.anc2) AS used_t,
@@ -751,40 +693,37 @@ use2_3 AS (
 ),
 frz2_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g,
+        x.plam, x.pbind,
         (x.g >= x.extra - 1e-06 OR COALESCE(x.on_r = 1 AND x.used_r >= x.spare_r - 1e-06, FALSE) OR COALESCE(x.on_s = 1 AND x.used_s >= x.spare_s - 1e-06, FALSE) OR COALESCE(x.on_t = 1 AND x.used_t >= x.spare_t - 1e-06, FALSE) OR COALESCE(TRUE AND x.used_kw >= x.spare_kw - 1e-06, FALSE)) AS frozen
     FROM use2_3 AS x
 ),
 win2_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g,
+        x.plam, x.pbind,
         x.frozen,
         x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) AS avail_r,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_r,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END AS wfrom_r,
         x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) AS avail_s,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_s,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END AS wfrom_s,
         x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) AS avail_t,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_t,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END AS wfrom_t,
         x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) AS avail_kw,
         SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_kw
+        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END AS wfrom_kw
     FROM frz2_3 AS x
 ),
 lvl2_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g,
+        x.plam, x.pbind, x.frozen,
         CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_r,
         CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_s,
         CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_t,
@@ -793,10 +732,8 @@ lvl2_3 AS (
 ),
 fill2_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.anc2, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
         CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
             ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
         CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
@@ -805,9 +742,7 @@ fill2_3 AS (
 ),
 fill2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         CASE WHEN x.plam IS NOT NULL AND (x.lam IS NULL OR x.plam < x.lam) THEN x.plam ELSE x.lam END AS lam,
         CASE WHEN x.plam IS NOT NULL AND (x.lam IS NULL OR x.plam < x.lam) THEN x.pbind ELSE x.bind END AS bind,
         x.g AS extra
@@ -815,9 +750,7 @@ fill2 AS (
 ),
 win1_1 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         h.limited_by AS node_label,
         x.lam,
         x.bind,
@@ -832,25 +765,24 @@ win1_1 AS (
         FALSE AS frozen,
         h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc1) AS avail_r,
         SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_r,
+        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc1) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight AS wfrom_r,
         h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc1) AS avail_s,
         SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_s,
+        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc1) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight AS wfrom_s,
         h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc1) AS avail_t,
         SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_t,
+        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc1) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight AS wfrom_t,
         h.headroom_kw - SUM(1.0 * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc1) AS avail_kw,
         SUM(1.0 * x.extra) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_kw
+        SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc1) - SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight AS wfrom_kw
     FROM fill2 AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc1
 ),
 lvl1_1 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
+        x.pbind, x.frozen,
         CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_r,
         CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_s,
         CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_t,
@@ -859,10 +791,8 @@ lvl1_1 AS (
 ),
 fill1_1 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
         CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
             ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
         CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
@@ -871,10 +801,9 @@ fill1_1 AS (
 ),
 use1_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
+        x.pbind,
         SUM(x.a_per_kw * x.on_r * x.g) OVER (PARTITION BY x.site_id, x.anc1) AS used_r,
         SUM(x.a_per_kw * x.on_s * x.g) OVER (PARTITION BY x.site_id, x.anc1) AS used_s,
         SUM(x.a_per_kw * x.on_t * x.g) OVER (PARTITION BY x.site_id, x.anc1) AS used_t,
@@ -883,40 +812,37 @@ use1_2 AS (
 ),
 frz1_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
+        x.pbind,
         (x.g >= x.extra - 1e-06 OR COALESCE(x.on_r = 1 AND x.used_r >= x.spare_r - 1e-06, FALSE) OR COALESCE(x.on_s = 1 AND x.used_s >= x.spare_s - 1e-06, FALSE) OR COALESCE(x.on_t = 1 AND x.used_t >= x.spare_t - 1e-06, FALSE) OR COALESCE(TRUE AND x.used_kw >= x.spare_kw - 1e-06, FALSE)) AS frozen
     FROM use1_2 AS x
 ),
 win1_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
+        x.pbind,
         x.frozen,
         x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) AS avail_r,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_r,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END AS wfrom_r,
         x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) AS avail_s,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_s,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END AS wfrom_s,
         x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) AS avail_t,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_t,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END AS wfrom_t,
         x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) AS avail_kw,
         SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_kw
+        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END AS wfrom_kw
     FROM frz1_2 AS x
 ),
 lvl1_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
+        x.pbind, x.frozen,
         CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_r,
         CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_s,
         CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_t,
@@ -925,10 +851,8 @@ lvl1_2 AS (
 ),
 fill1_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
         CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
             ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
         CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
@@ -937,10 +861,9 @@ fill1_2 AS (
 ),
 use1_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
+        x.pbind,
         SUM(x.a_per_kw * x.on_r * x.g) OVER (PARTITION BY x.site_id, x.anc1) AS used_r,
         SUM(x.a_per_kw * x.on_s * x.g) OVER (PARTITION BY x.site_id, x.anc1) AS used_s,
         SUM(x.a_per_kw * x.on_t * x.g) OVER (PARTITION BY x.site_id, x.anc1) AS used_t,
@@ -949,40 +872,37 @@ use1_3 AS (
 ),
 frz1_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
+        x.pbind,
         (x.g >= x.extra - 1e-06 OR COALESCE(x.on_r = 1 AND x.used_r >= x.spare_r - 1e-06, FALSE) OR COALESCE(x.on_s = 1 AND x.used_s >= x.spare_s - 1e-06, FALSE) OR COALESCE(x.on_t = 1 AND x.used_t >= x.spare_t - 1e-06, FALSE) OR COALESCE(TRUE AND x.used_kw >= x.spare_kw - 1e-06, FALSE)) AS frozen
     FROM use1_3 AS x
 ),
 win1_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
+        x.pbind,
         x.frozen,
         x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) AS avail_r,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_r,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END AS wfrom_r,
         x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) AS avail_s,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_s,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END AS wfrom_s,
         x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) AS avail_t,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_t,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END AS wfrom_t,
         x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) AS avail_kw,
         SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_kw
+        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END AS wfrom_kw
     FROM frz1_3 AS x
 ),
 lvl1_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
+        x.pbind, x.frozen,
         CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_r,
         CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_s,
         CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_t,
@@ -991,10 +911,8 @@ lvl1_3 AS (
 ),
 fill1_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
         CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
             ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
         CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
@@ -1003,9 +921,7 @@ fill1_3 AS (
 ),
 fill1 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0,
         CASE WHEN x.plam IS NOT NULL AND (x.lam IS NULL OR x.plam < x.lam) THEN x.plam ELSE x.lam END AS lam,
         CASE WHEN x.plam IS NOT NULL AND (x.lam IS NULL OR x.plam < x.lam) THEN x.pbind ELSE x.bind END AS bind,
         x.g AS extra
@@ -1013,9 +929,7 @@ fill1 AS (
 ),
 win0_1 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0,
         h.limited_by AS node_label,
         x.lam,
         x.bind,
@@ -1030,25 +944,24 @@ win0_1 AS (
         FALSE AS frozen,
         h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc0) AS avail_r,
         SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_r,
+        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc0) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight AS wfrom_r,
         h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc0) AS avail_s,
         SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_s,
+        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc0) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight AS wfrom_s,
         h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc0) AS avail_t,
         SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_t,
+        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc0) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight AS wfrom_t,
         h.headroom_kw - SUM(1.0 * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc0) AS avail_kw,
         SUM(1.0 * x.extra) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_kw
+        SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc0) - SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight AS wfrom_kw
     FROM fill1 AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc0
 ),
 lvl0_1 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0,
+        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
+        x.pbind, x.frozen,
         CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_r,
         CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_s,
         CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_t,
@@ -1057,10 +970,8 @@ lvl0_1 AS (
 ),
 fill0_1 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0,
+        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
         CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
             ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
         CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
@@ -1069,10 +980,9 @@ fill0_1 AS (
 ),
 use0_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0,
+        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
+        x.pbind,
         SUM(x.a_per_kw * x.on_r * x.g) OVER (PARTITION BY x.site_id, x.anc0) AS used_r,
         SUM(x.a_per_kw * x.on_s * x.g) OVER (PARTITION BY x.site_id, x.anc0) AS used_s,
         SUM(x.a_per_kw * x.on_t * x.g) OVER (PARTITION BY x.site_id, x.anc0) AS used_t,
@@ -1081,40 +991,37 @@ use0_2 AS (
 ),
 frz0_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0,
+        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
+        x.pbind,
         (x.g >= x.extra - 1e-06 OR COALESCE(x.on_r = 1 AND x.used_r >= x.spare_r - 1e-06, FALSE) OR COALESCE(x.on_s = 1 AND x.used_s >= x.spare_s - 1e-06, FALSE) OR COALESCE(x.on_t = 1 AND x.used_t >= x.spare_t - 1e-06, FALSE) OR COALESCE(TRUE AND x.used_kw >= x.spare_kw - 1e-06, FALSE)) AS frozen
     FROM use0_2 AS x
 ),
 win0_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0,
+        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
+        x.pbind,
         x.frozen,
         x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) AS avail_r,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_r,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END AS wfrom_r,
         x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) AS avail_s,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_s,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END AS wfrom_s,
         x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) AS avail_t,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_t,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END AS wfrom_t,
         x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) AS avail_kw,
         SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_kw
+        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END AS wfrom_kw
     FROM frz0_2 AS x
 ),
 lvl0_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0,
+        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
+        x.pbind, x.frozen,
         CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_r,
         CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_s,
         CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_t,
@@ -1123,10 +1030,8 @@ lvl0_2 AS (
 ),
 fill0_2 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0,
+        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
         CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
             ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
         CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
@@ -1135,10 +1040,9 @@ fill0_2 AS (
 ),
 use0_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0,
+        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
+        x.pbind,
         SUM(x.a_per_kw * x.on_r * x.g) OVER (PARTITION BY x.site_id, x.anc0) AS used_r,
         SUM(x.a_per_kw * x.on_s * x.g) OVER (PARTITION BY x.site_id, x.anc0) AS used_s,
         SUM(x.a_per_kw * x.on_t * x.g) OVER (PARTITION BY x.site_id, x.anc0) AS used_t,
@@ -1147,40 +1051,37 @@ use0_3 AS (
 ),
 frz0_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0,
+        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
+        x.pbind,
         (x.g >= x.extra - 1e-06 OR COALESCE(x.on_r = 1 AND x.used_r >= x.spare_r - 1e-06, FALSE) OR COALESCE(x.on_s = 1 AND x.used_s >= x.spare_s - 1e-06, FALSE) OR COALESCE(x.on_t = 1 AND x.used_t >= x.spare_t - 1e-06, FALSE) OR COALESCE(TRUE AND x.used_kw >= x.spare_kw - 1e-06, FALSE)) AS frozen
     FROM use0_3 AS x
 ),
 win0_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0,
+        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
+        x.pbind,
         x.frozen,
         x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) AS avail_r,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_r,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END AS wfrom_r,
         x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) AS avail_s,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_s,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END AS wfrom_s,
         x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) AS avail_t,
         SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_t,
+        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END AS wfrom_t,
         x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) AS avail_kw,
         SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight DESC, x.session_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS wfrom_kw
+        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END AS wfrom_kw
     FROM frz0_3 AS x
 ),
 lvl0_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0,
+        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
+        x.pbind, x.frozen,
         CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_r,
         CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_s,
         CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_t,
@@ -1189,10 +1090,8 @@ lvl0_3 AS (
 ),
 fill0_3 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5, x.node_label,
-        x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0,
+        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
         CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
             ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
         CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
@@ -1201,19 +1100,18 @@ fill0_3 AS (
 ),
 fill0 AS (
     SELECT
-        x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-        x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw, x.on_r, x.on_s, x.on_t, x.a_per_kw,
-        x.weight, x.cap_binding, x.extra_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw,
         CASE WHEN x.plam IS NOT NULL AND (x.lam IS NULL OR x.plam < x.lam) THEN x.plam ELSE x.lam END AS lam,
         CASE WHEN x.plam IS NOT NULL AND (x.lam IS NULL OR x.plam < x.lam) THEN x.pbind ELSE x.bind END AS bind,
         x.g AS extra
     FROM fill0_3 AS x
 )
 SELECT
-    x.session_id, x.charge_point_id, x.connector_id, x.transaction_id, x.site_id, x.node_id, x.phases,
-    x.ev_phases, x.voltage_v, x.started_at, x.cap_kw, x.floor_kw,
-    x.floor_kw + CASE WHEN x.lam IS NULL THEN x.extra_kw ELSE LEAST(x.extra_kw, x.weight * x.lam) END
-        AS allocated_kw,
-    CASE WHEN x.lam IS NULL OR x.weight * x.lam >= x.extra_kw - 1e-9 THEN x.cap_binding ELSE x.bind END
-        AS binding
-FROM fill0 AS x;
+    a.session_id, a.charge_point_id, a.connector_id, a.transaction_id, a.site_id, a.node_id, a.phases,
+    a.ev_phases, a.voltage_v, a.started_at, a.cap_kw, a.floor_kw,
+    a.floor_kw + CASE WHEN x.lam IS NULL THEN a.cap_kw - a.floor_kw
+        ELSE LEAST(a.cap_kw - a.floor_kw, x.weight * x.lam) END AS allocated_kw,
+    CASE WHEN x.lam IS NULL OR x.weight * x.lam >= a.cap_kw - a.floor_kw - 1e-9 THEN a.cap_binding
+        ELSE x.bind END AS binding
+FROM fill0 AS x
+JOIN session_admission AS a ON a.session_id = x.session_id;
