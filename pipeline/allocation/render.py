@@ -241,10 +241,13 @@ FROZEN_TOL = 1e-6
 
 
 def depth_cols(d: int) -> list[str]:
+    """What every CTE of level ``d`` carries: :func:`fill_cols`, the breaker's label, the deeper levels'
+    ``lam``/``bind``, the session's ``extra`` under them and the spare of each of the breaker's limits."""
     return fill_cols(d) + ["node_label", "lam", "bind", "extra"] + [f"spare_{c}" for c, *_ in LIMITS]
 
 
 def pass_cols(d: int) -> list[str]:
+    """:func:`depth_cols` and a pass's state: the grant ``g``, its level ``plam`` and what set it ``pbind``."""
     return depth_cols(d) + ["g", "plam", "pbind"]
 
 
