@@ -42,7 +42,7 @@ from pipeline.migrate.targets.embedded import embedded_statements
 from pipeline.sqlmodel.objects import DEFAULT_SQL_DIR, DIALECT, SqlError, SqlObject, parse_file, upsert_key_problem
 
 #: The most relation scans a view may expand to (see ``plan-size`` above). Every view of sql/ is within it
-#: (the largest, session_limits, is 70; the allocation views 7 or less); the allocation written as one
+#: (the largest, session_limits, is 71; the allocation views 8 or less); the allocation written as one
 #: view whose levels read their CTEs twice was 647.
 SCAN_BUDGET = 100
 

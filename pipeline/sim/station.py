@@ -2,7 +2,8 @@
 
 Tests, demos and the replay need chargers that behave like real ones whatever OCPP version they speak. This
 module holds everything OCPP 1.6 and 2.0.1 share, as the ``ocpp`` library splits its own ``ChargePoint``
-from the ``v16`` and ``v201`` classes: the websocket (OCPP-J, HTTP Basic auth, reconnection with back-off),
+from the ``v16`` and ``v201`` classes: the websocket (OCPP-J, HTTP Basic auth, reconnection with the back-off
+of :mod:`pipeline.sim.link`),
 boot and lifecycle, EVs plugging in, the session tasks that integrate energy exactly over
 :mod:`pipeline.contracts.clock` time and report meter values, and the profile stack (:mod:`pipeline.sim.control`,
 :mod:`pipeline.sim.profiles`). It never builds or reads a message: :class:`Station` calls abstract hooks
@@ -21,9 +22,8 @@ import base64
 import logging
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Protocol, get_args
+from typing import Any, ClassVar, get_args
 
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -31,6 +31,7 @@ from pipeline.contracts.clock import Clock
 from pipeline.contracts.topics import PhaseRotation, TopologyNode
 from pipeline.sim.control import PowerControl
 from pipeline.sim.ev import EV, ResponseLag, lag_range
+from pipeline.sim.link import DEFAULT_BACKOFF, FLEET_BACKOFF, Link, ReconnectBackoff, call_until_ended
 from pipeline.sim.profiles import Profile, Purpose, RateUnit, TransactionId
 from pipeline.sim.session import (
     AVAILABLE,
@@ -57,41 +58,6 @@ log = logging.getLogger(__name__)
 
 PowerCallback = Callable[[str, int, float, datetime], None]
 """on_power(charge_point_id, connector_id, power_kw, at): a connector's draw changed at clock time ``at``."""
-
-
-@dataclass(frozen=True)
-class ReconnectBackoff:
-    """How long a station waits before each attempt to reconnect, in real seconds.
-
-    The OCPP-J reconnection rule of OCPP 2.0.1 Part 4, section 5.3 (``OCPPCommCtrlr.RetryBackOff*``): the
-    first attempt waits ``wait_minimum_s`` plus a random share of ``random_range_s``; each further attempt
-    doubles the fixed part, ``repeat_times`` times at most, and keeps it from then on. The random part keeps
-    a fleet from reconnecting all at once after a central system restart. OCPP-J 1.6 leaves the schedule to
-    the charger; the same one is used for both.
-    """
-
-    wait_minimum_s: float = 0.05
-    random_range_s: float = 0.05
-    repeat_times: int = 5
-
-    def delay_s(self, attempt: int, rng: random.Random | None = None) -> float:
-        """The wait before attempt ``attempt`` (0 for the first after the connection was lost), seconds."""
-        doubled = self.wait_minimum_s * 2 ** min(max(attempt, 0), self.repeat_times)
-        return doubled + (rng or random).uniform(0.0, self.random_range_s)
-
-
-FLEET_BACKOFF = ReconnectBackoff(wait_minimum_s=2.0, random_range_s=3.0, repeat_times=3)
-"""The back-off of ``pipeline simulate`` chargers: 2-5 s for the first attempt, at most 16-19 s later."""
-
-
-class Link(Protocol):
-    """The station's end of an OCPP-J connection (an ``ocpp`` library ``ChargePoint`` of either version)."""
-
-    async def start(self) -> None:
-        """Route incoming messages until the connection closes."""
-
-    async def call(self, payload: Any) -> Any:
-        """Send a request and return the library's result object (raises on CallError or timeout)."""
 
 
 class Station(abc.ABC):
@@ -143,7 +109,7 @@ class Station(abc.ABC):
         ssl: Any = None,
         response_timeout_s: float = 30.0,
         auto_reconnect: bool = False,
-        reconnect_backoff: ReconnectBackoff = ReconnectBackoff(),
+        reconnect_backoff: ReconnectBackoff = DEFAULT_BACKOFF,
     ) -> None:
         self.charge_point_id = charge_point_id
         self.url = url.rstrip("/")
@@ -370,29 +336,11 @@ class Station(abc.ABC):
         try:
             if self._link is None:
                 raise ConnectionError("not connected")
-            return await self._call_on(self._link, self._link_ended, payload)
+            return await call_until_ended(self._link, self._link_ended, payload)
         except Exception as exc:
             level = logging.INFO if optional else logging.WARNING
             log.log(level, "%s: %s failed: %r", self.charge_point_id, type(payload).__name__, exc)
             return None
-
-    @staticmethod
-    async def _call_on(link: Link, ended: asyncio.Event, payload: Any) -> Any:
-        """``link.call(payload)``, given up with ``ConnectionError`` when ``ended`` is set first."""
-        if ended.is_set():
-            raise ConnectionError("the connection has ended")
-        call = asyncio.ensure_future(link.call(payload))
-        gone = asyncio.ensure_future(ended.wait())
-        try:
-            await asyncio.wait((call, gone), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-            if not call.done():
-                call.cancel()
-                await asyncio.gather(call, return_exceptions=True)
-        if call.cancelled():
-            raise ConnectionError("the connection ended before the answer")
-        return call.result()
 
     async def _status(self, c: Connector, state: ConnectorState) -> None:
         c.status = state

@@ -191,7 +191,7 @@ def test_every_real_view_is_within_the_scan_budget_and_the_allocation_well_under
     real = sizes(DEFAULT_SQL_DIR)
     assert max(real.values()) <= SCAN_BUDGET, real
     assert {name: real[name] for name in ("session_admission", "session_fill", "session_allocation")} == {
-        "session_admission": 7,
-        "session_fill": 7,
+        "session_admission": 8,  # session_limits twice: the levels, then the columns they do not carry
+        "session_fill": 8,  # session_admission twice, likewise
         "session_allocation": 2,
     }
