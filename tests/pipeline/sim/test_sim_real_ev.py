@@ -438,29 +438,31 @@ def test_a_site_file_charger_carries_its_phase_rotation_onto_site_topology():
 # ------------------------------------------------------------------------------------ reconnect, 2.0.1
 
 
+def updated_events(central: Central201) -> list[dict[str, Any]]:
+    """The TransactionEvent ``Updated`` requests ``central`` has had from CS1."""
+    side = central.sides.get("CS1")
+    events = side.requests("TransactionEvent") if side else []
+    return [e for e in events if e["eventType"] == "Updated"]
+
+
+def reconnecting_station(url: str, clock: SimClock) -> SimulatedChargingStation:
+    """CS1 metering every 60 clock seconds (0.1 s real at 600x), reconnecting after 50-100 ms."""
+    fast = ReconnectBackoff(wait_minimum_s=0.05, random_range_s=0.05, repeat_times=3)
+    return SimulatedChargingStation("CS1", url, clock, meter_interval_s=60, auto_reconnect=True, reconnect_backoff=fast)
+
+
 async def test_a_201_station_reconnects_after_the_csms_restarts_and_its_transaction_goes_on():
     port = free_port()
     clock = SimClock(T0, speed=600)
-    fast = ReconnectBackoff(wait_minimum_s=0.05, random_range_s=0.05, repeat_times=3)
     async with central201_on(port) as first:
-        cs = SimulatedChargingStation(
-            "CS1", first.url, clock, meter_interval_s=60, auto_reconnect=True, reconnect_backoff=fast
-        )
+        cs = reconnecting_station(first.url, clock)
         await cs.start()
         tx = await cs.plug_in(make_ev(clock, need_kwh=50.0))
-        await first.wait_for(
-            lambda: any(e["eventType"] == "Updated" for e in first.sides["CS1"].requests("TransactionEvent"))
-        )
+        await first.wait_for(lambda: updated_events(first))
     await first.wait_for(lambda: not cs._online.is_set(), timeout=5)
     async with central201_on(port) as second:
         try:
-
-            def updated() -> list[dict[str, Any]]:
-                side = second.sides.get("CS1")
-                events = side.requests("TransactionEvent") if side else []
-                return [e for e in events if e["eventType"] == "Updated"]
-
-            events = await second.wait_for(updated, timeout=10)
+            events = await second.wait_for(lambda: updated_events(second), timeout=10)
             assert events[0]["transactionInfo"]["transactionId"] == tx
             side = second.sides["CS1"]
             assert side.requests("BootNotification") == [] and side.requests("StatusNotification")
@@ -474,29 +476,20 @@ async def test_a_call_in_flight_when_the_connection_ends_fails_at_once_and_the_t
     call up then, not after its 30 s response timeout, so the transaction's next messages are not held up
     behind it (the ocpp library sends one call at a time)."""
     port = free_port()
-    clock = SimClock(T0, speed=600)  # a meter value every 0.1 s real
-    fast = ReconnectBackoff(wait_minimum_s=0.05, random_range_s=0.05, repeat_times=3)
+    clock = SimClock(T0, speed=600)
     async with central201_on(port) as first:
-        cs = SimulatedChargingStation(
-            "CS1", first.url, clock, meter_interval_s=60, auto_reconnect=True, reconnect_backoff=fast
-        )
+        cs = reconnecting_station(first.url, clock)
         assert cs.response_timeout_s == 30.0
         await cs.start()
         tx = await cs.plug_in(make_ev(clock, need_kwh=50.0))
         side = first.sides["CS1"]
-        await first.wait_for(lambda: any(e["eventType"] == "Updated" for e in side.requests("TransactionEvent")))
+        await first.wait_for(lambda: updated_events(first))
         side.mute = True  # the next TransactionEvent gets no answer: it is in flight when the CSMS goes
         sent = len(side.requests("TransactionEvent"))
         await first.wait_for(lambda: len(side.requests("TransactionEvent")) > sent)
     async with central201_on(port) as second:
         try:
-
-            def updated() -> list[dict[str, Any]]:
-                side = second.sides.get("CS1")
-                events = side.requests("TransactionEvent") if side else []
-                return [e for e in events if e["eventType"] == "Updated"]
-
-            events = await second.wait_for(updated, timeout=10)
+            events = await second.wait_for(lambda: updated_events(second), timeout=10)
             assert events[0]["transactionInfo"]["transactionId"] == tx
         finally:
             await cs.stop()
