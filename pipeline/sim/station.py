@@ -3,9 +3,8 @@
 Tests, demos and the replay need chargers that behave like real ones whatever OCPP version they speak. This
 module holds everything OCPP 1.6 and 2.0.1 share, as the ``ocpp`` library splits its own ``ChargePoint``
 from the ``v16`` and ``v201`` classes: the websocket (OCPP-J, HTTP Basic auth, reconnection with the back-off
-of :mod:`pipeline.sim.link`),
-boot and lifecycle, EVs plugging in, the session tasks that integrate energy exactly over
-:mod:`pipeline.contracts.clock` time and report meter values, and the profile stack (:mod:`pipeline.sim.control`,
+of :mod:`pipeline.sim.link`), boot and lifecycle, EVs plugging in, the session tasks that integrate energy
+exactly over :mod:`pipeline.contracts.clock` time and report meter values, and the profile stack (:mod:`pipeline.sim.control`,
 :mod:`pipeline.sim.profiles`). It never builds or reads a message: :class:`Station` calls abstract hooks
 that the sibling adapters :mod:`pipeline.sim.v16` and :mod:`pipeline.sim.v201` implement, and those call
 back the neutral methods here (:meth:`Station.receive_profile`, :meth:`Station.request_stop`, ...).
