@@ -54,21 +54,20 @@ class Link(Protocol):
         """Send a request and return the library's result object (raises on CallError or timeout)."""
 
 
-async def call_until_ended(link: Link, ended: asyncio.Event, payload: Any) -> Any:
-    """``link.call(payload)``'s result, or ``ConnectionError`` once ``ended`` is set (the connection is gone,
-    so no answer can come) before it. Raises what ``link.call`` raises (a CallError, its timeout).
+async def call_until_ended(link: Link, reader: asyncio.Future[Any], payload: Any) -> Any:
+    """``link.call(payload)``'s result, or ``ConnectionError`` once ``reader`` (the task routing the link's
+    incoming messages, :meth:`Link.start`) has ended before it: the connection is gone, so no answer can
+    come. Raises what ``link.call`` raises (a CallError, its timeout).
 
     The ``ocpp`` library sends one call at a time, so a call left to its response timeout after its
     connection ended would hold every later message of the station back that long.
     """
-    if ended.is_set():
+    if reader.done():
         raise ConnectionError("the connection has ended")
     call = asyncio.ensure_future(link.call(payload))
-    gone = asyncio.ensure_future(ended.wait())
     try:
-        await asyncio.wait((call, gone), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((call, reader), return_when=asyncio.FIRST_COMPLETED)
     finally:
-        gone.cancel()
         if not call.done():
             call.cancel()
             await asyncio.gather(call, return_exceptions=True)

@@ -137,8 +137,6 @@ class Station(abc.ABC):
             c.done.set()
         self._ws: ClientConnection | None = None
         self._link: Link | None = None
-        self._link_ended = asyncio.Event()
-        """Set when the current link's message loop ends: its calls in flight can get no answer."""
         self._loop_task: asyncio.Task[None] | None = None
         self._stopped = False
         self.auto_reconnect = auto_reconnect
@@ -253,9 +251,8 @@ class Station(abc.ABC):
             await ws.close()
             raise ConnectionError(f"{self.charge_point_id}: the server did not accept subprotocol {self.subprotocol}")
         link = self._link = self._make_link(ws)
-        ended = self._link_ended = asyncio.Event()
         self._online.set()
-        self._loop_task = asyncio.create_task(self._message_loop(link, ended), name=f"ocpp-{self.charge_point_id}")
+        self._loop_task = asyncio.create_task(self._message_loop(link), name=f"ocpp-{self.charge_point_id}")
 
     async def reconnect(self) -> None:
         """Drop the connection (if any) and connect again, as after a network outage: no BootNotification
@@ -294,15 +291,13 @@ class Station(abc.ABC):
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
 
-    async def _message_loop(self, link: Link, ended: asyncio.Event) -> None:
+    async def _message_loop(self, link: Link) -> None:
         try:
             await link.start()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # ConnectionClosed, or anything the library lets through
             log.info("%s: OCPP connection ended: %r", self.charge_point_id, exc)
-        finally:
-            ended.set()
         self._online.clear()
         if self.auto_reconnect and not self._stopped:
             self._reconnecting = asyncio.create_task(self._reconnect_loop())
@@ -333,9 +328,9 @@ class Station(abc.ABC):
             except TimeoutError:
                 return None
         try:
-            if self._link is None:
+            if self._link is None or self._loop_task is None:
                 raise ConnectionError("not connected")
-            return await call_until_ended(self._link, self._link_ended, payload)
+            return await call_until_ended(self._link, self._loop_task, payload)
         except Exception as exc:
             level = logging.INFO if optional else logging.WARNING
             log.log(level, "%s: %s failed: %r", self.charge_point_id, type(payload).__name__, exc)
