@@ -5,7 +5,7 @@ from the deepest level (``MAX_DEPTH``) up to the site (depth 0). The levels are 
 index, so this module writes them and a test checks that the committed files are what it renders
 (``python -m pipeline.allocation.render`` rewrites them in ``sql/views/`` after a change here).
 
-Three materialized views, each reading what it reads once:
+Three materialized views, each reading every CTE of its own once:
 
 * ``session_admission``: every session of ``session_limits``, ``admitted`` or not;
 * ``session_fill``: the admitted sessions with their ``allocated_kw`` and ``binding``;
@@ -20,7 +20,8 @@ from ``session_admission``, a materialized view, which RisingWave reads as store
 
 What the levels carry: only what the rules read (:data:`ADMIT_KEEP`, :data:`FILL_KEEP`, the ancestors
 still to visit, the fill's state); each view joins its other columns back from its input by
-``session_id`` at the end. On the embedded engine's SQLite a window costs per row, per column carried and
+``session_id`` at the end (a second read of a materialized view, stored rows: the plan does not double).
+On the embedded engine's SQLite a window costs per row, per column carried and
 per distinct window (each is a sort of the site's rows), and these two views are most of a site's
 evaluation: carrying 10 columns fewer through the fill's 48 window layers and running each pass's
 weight-from-here sum off the same sort as its running sum (its total less the running sum before the
