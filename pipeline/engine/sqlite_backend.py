@@ -19,7 +19,10 @@ none of which names a view:
   the dirty sites;
 * each top-level CTE is a table (``<view>__<cte>``) filled before the view's own query, with an index on
   every column a join looks up in it: SQLite would otherwise re-run a CTE at each reference and join to
-  it by nested loops. Every relation gets an index on each column joins look up and on ``site_id``.
+  it by nested loops. Every relation gets an index on each column joins look up and on ``site_id``;
+* a CTE read once, by a query with window functions, gets ``LIMIT -1 OFFSET 0`` when it has none of its
+  own, so SQLite runs it once per row instead of flattening its expressions into every window argument
+  (:func:`pipeline.engine.sqlite_sql._fence`).
 
 Which sites' rows moved is decided exactly: the rows of the evaluated sites before and after are
 compared with ``EXCEPT`` both ways (and counted per site).

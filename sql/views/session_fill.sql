@@ -35,18 +35,10 @@ win5_1 AS (
         CAST(NULL AS DOUBLE PRECISION) AS plam,
         CAST(NULL AS VARCHAR) AS pbind,
         FALSE AS frozen,
-        h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc5) AS avail_r,
-        SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc5) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight AS wfrom_r,
-        h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc5) AS avail_s,
-        SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc5) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight AS wfrom_s,
-        h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc5) AS avail_t,
-        SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc5) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight AS wfrom_t,
-        h.headroom_kw - SUM(1.0 * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc5) AS avail_kw,
-        SUM(1.0 * x.extra) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc5) - SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight AS wfrom_kw
+        CASE WHEN x.on_r = 1 AND NOT FALSE THEN (h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc5) - SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.extra) / (SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc5) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight) END AS cand_r,
+        CASE WHEN x.on_s = 1 AND NOT FALSE THEN (h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc5) - SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.extra) / (SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc5) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight) END AS cand_s,
+        CASE WHEN x.on_t = 1 AND NOT FALSE THEN (h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc5) - SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.extra) / (SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc5) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight) END AS cand_t,
+        CASE WHEN TRUE AND NOT FALSE THEN (h.headroom_kw - SUM(1.0 * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc5) - SUM(1.0 * x.extra) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.extra) / (SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc5) - SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight) END AS cand_kw
     FROM admitted AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc5
 ),
@@ -55,10 +47,21 @@ lvl5_1 AS (
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.anc3, x.anc4, x.anc5, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s,
         x.spare_t, x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
-        CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_r,
-        CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_s,
-        CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_t,
-        CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (TRUE) OR x.avail_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN TRUE AND NOT x.frozen THEN (x.avail_kw - x.cum_kw + 1.0 * x.extra) / x.wfrom_kw END) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_kw
+        CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_r,
+        CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_s,
+        CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_t,
+        CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (TRUE) OR x.spare_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_kw,
+        MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc5) AS level_r,
+        MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc5) AS level_s,
+        MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc5) AS level_t,
+        MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc5) AS level_kw,
+        MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc5) AS top_r,
+        MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc5) AS top_s,
+        MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc5) AS top_t,
+        MAX(CASE WHEN TRUE AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc5) AS top_kw,
+        MAX(CASE WHEN x.on_r = 1 AND x.on_s = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc5) AS top_rs,
+        MAX(CASE WHEN x.on_r = 1 AND x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc5) AS top_rt,
+        MAX(CASE WHEN x.on_s = 1 AND x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc5) AS top_st
     FROM win5_1 AS x
 ),
 fill5_1 AS (
@@ -66,60 +69,44 @@ fill5_1 AS (
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.anc3, x.anc4, x.anc5, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s,
         x.spare_t, x.spare_kw,
-        CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
-            ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
-        CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
-        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_s = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_t = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) THEN x.anc5 ELSE x.node_label END AS pbind
+        CASE WHEN x.frozen THEN x.g WHEN LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL THEN x.extra
+            ELSE LEAST(x.extra, x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw)) END AS g,
+        CASE WHEN x.frozen THEN x.plam ELSE LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) END AS plam,
+        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_s = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_t = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) THEN x.anc5 ELSE x.node_label END AS pbind,
+        x.frozen OR LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL OR x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) >= x.extra - 1e-06 OR ((x.on_r = 1) AND COALESCE(x.level_r < x.top_r - 1e-09, FALSE) AND NOT (COALESCE(x.level_s < x.level_r - 1e-09 AND x.level_s < x.top_rs - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_r - 1e-09 AND x.level_t < x.top_rt - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_r - 1e-09 AND x.level_kw < x.top_r - 1e-09, FALSE))) OR ((x.on_s = 1) AND COALESCE(x.level_s < x.top_s - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_s - 1e-09 AND x.level_r < x.top_rs - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_s - 1e-09 AND x.level_t < x.top_st - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_s - 1e-09 AND x.level_kw < x.top_s - 1e-09, FALSE))) OR ((x.on_t = 1) AND COALESCE(x.level_t < x.top_t - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_t - 1e-09 AND x.level_r < x.top_rt - 1e-09, FALSE) OR COALESCE(x.level_s < x.level_t - 1e-09 AND x.level_s < x.top_st - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_t - 1e-09 AND x.level_kw < x.top_t - 1e-09, FALSE))) OR ((TRUE) AND COALESCE(x.level_kw < x.top_kw - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_kw - 1e-09 AND x.level_r < x.top_r - 1e-09, FALSE) OR COALESCE(x.level_s < x.level_kw - 1e-09 AND x.level_s < x.top_s - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_kw - 1e-09 AND x.level_t < x.top_t - 1e-09, FALSE))) AS frozen
     FROM lvl5_1 AS x
-),
-use5_2 AS (
-    SELECT
-        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
-        x.anc2, x.anc3, x.anc4, x.anc5, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s,
-        x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
-        SUM(x.a_per_kw * x.on_r * x.g) OVER (PARTITION BY x.site_id, x.anc5) AS used_r,
-        SUM(x.a_per_kw * x.on_s * x.g) OVER (PARTITION BY x.site_id, x.anc5) AS used_s,
-        SUM(x.a_per_kw * x.on_t * x.g) OVER (PARTITION BY x.site_id, x.anc5) AS used_t,
-        SUM(1.0 * x.g) OVER (PARTITION BY x.site_id, x.anc5) AS used_kw
-    FROM fill5_1 AS x
-),
-frz5_2 AS (
-    SELECT
-        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
-        x.anc2, x.anc3, x.anc4, x.anc5, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s,
-        x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
-        (x.g >= x.extra - 1e-06 OR COALESCE(x.on_r = 1 AND x.used_r >= x.spare_r - 1e-06, FALSE) OR COALESCE(x.on_s = 1 AND x.used_s >= x.spare_s - 1e-06, FALSE) OR COALESCE(x.on_t = 1 AND x.used_t >= x.spare_t - 1e-06, FALSE) OR COALESCE(TRUE AND x.used_kw >= x.spare_kw - 1e-06, FALSE)) AS frozen
-    FROM use5_2 AS x
 ),
 win5_2 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.anc3, x.anc4, x.anc5, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s,
-        x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
-        x.frozen,
-        x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) AS avail_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END AS wfrom_r,
-        x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) AS avail_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END AS wfrom_s,
-        x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) AS avail_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END AS wfrom_t,
-        x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) AS avail_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END AS wfrom_kw
-    FROM frz5_2 AS x
+        x.spare_t, x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
+        CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight) END AS cand_r,
+        CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight) END AS cand_s,
+        CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight) END AS cand_t,
+        CASE WHEN TRUE AND NOT x.frozen THEN (x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight) END AS cand_kw
+    FROM fill5_1 AS x
 ),
 lvl5_2 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.anc3, x.anc4, x.anc5, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s,
         x.spare_t, x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
-        CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_r,
-        CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_s,
-        CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_t,
-        CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (TRUE) OR x.avail_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN TRUE AND NOT x.frozen THEN (x.avail_kw - x.cum_kw + 1.0 * x.extra) / x.wfrom_kw END) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_kw
+        CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_r,
+        CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_s,
+        CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_t,
+        CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (TRUE) OR x.spare_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_kw,
+        MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc5) AS level_r,
+        MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc5) AS level_s,
+        MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc5) AS level_t,
+        MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc5) AS level_kw,
+        MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc5) AS top_r,
+        MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc5) AS top_s,
+        MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc5) AS top_t,
+        MAX(CASE WHEN TRUE AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc5) AS top_kw,
+        MAX(CASE WHEN x.on_r = 1 AND x.on_s = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc5) AS top_rs,
+        MAX(CASE WHEN x.on_r = 1 AND x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc5) AS top_rt,
+        MAX(CASE WHEN x.on_s = 1 AND x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc5) AS top_st
     FROM win5_2 AS x
 ),
 fill5_2 AS (
@@ -127,60 +114,33 @@ fill5_2 AS (
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.anc3, x.anc4, x.anc5, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s,
         x.spare_t, x.spare_kw,
-        CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
-            ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
-        CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
-        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_s = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_t = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) THEN x.anc5 ELSE x.node_label END AS pbind
+        CASE WHEN x.frozen THEN x.g WHEN LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL THEN x.extra
+            ELSE LEAST(x.extra, x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw)) END AS g,
+        CASE WHEN x.frozen THEN x.plam ELSE LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) END AS plam,
+        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_s = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_t = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) THEN x.anc5 ELSE x.node_label END AS pbind,
+        x.frozen OR LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL OR x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) >= x.extra - 1e-06 OR ((x.on_r = 1) AND COALESCE(x.level_r < x.top_r - 1e-09, FALSE) AND NOT (COALESCE(x.level_s < x.level_r - 1e-09 AND x.level_s < x.top_rs - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_r - 1e-09 AND x.level_t < x.top_rt - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_r - 1e-09 AND x.level_kw < x.top_r - 1e-09, FALSE))) OR ((x.on_s = 1) AND COALESCE(x.level_s < x.top_s - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_s - 1e-09 AND x.level_r < x.top_rs - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_s - 1e-09 AND x.level_t < x.top_st - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_s - 1e-09 AND x.level_kw < x.top_s - 1e-09, FALSE))) OR ((x.on_t = 1) AND COALESCE(x.level_t < x.top_t - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_t - 1e-09 AND x.level_r < x.top_rt - 1e-09, FALSE) OR COALESCE(x.level_s < x.level_t - 1e-09 AND x.level_s < x.top_st - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_t - 1e-09 AND x.level_kw < x.top_t - 1e-09, FALSE))) OR ((TRUE) AND COALESCE(x.level_kw < x.top_kw - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_kw - 1e-09 AND x.level_r < x.top_r - 1e-09, FALSE) OR COALESCE(x.level_s < x.level_kw - 1e-09 AND x.level_s < x.top_s - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_kw - 1e-09 AND x.level_t < x.top_t - 1e-09, FALSE))) AS frozen
     FROM lvl5_2 AS x
-),
-use5_3 AS (
-    SELECT
-        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
-        x.anc2, x.anc3, x.anc4, x.anc5, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s,
-        x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
-        SUM(x.a_per_kw * x.on_r * x.g) OVER (PARTITION BY x.site_id, x.anc5) AS used_r,
-        SUM(x.a_per_kw * x.on_s * x.g) OVER (PARTITION BY x.site_id, x.anc5) AS used_s,
-        SUM(x.a_per_kw * x.on_t * x.g) OVER (PARTITION BY x.site_id, x.anc5) AS used_t,
-        SUM(1.0 * x.g) OVER (PARTITION BY x.site_id, x.anc5) AS used_kw
-    FROM fill5_2 AS x
-),
-frz5_3 AS (
-    SELECT
-        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
-        x.anc2, x.anc3, x.anc4, x.anc5, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s,
-        x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
-        (x.g >= x.extra - 1e-06 OR COALESCE(x.on_r = 1 AND x.used_r >= x.spare_r - 1e-06, FALSE) OR COALESCE(x.on_s = 1 AND x.used_s >= x.spare_s - 1e-06, FALSE) OR COALESCE(x.on_t = 1 AND x.used_t >= x.spare_t - 1e-06, FALSE) OR COALESCE(TRUE AND x.used_kw >= x.spare_kw - 1e-06, FALSE)) AS frozen
-    FROM use5_3 AS x
 ),
 win5_3 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.anc3, x.anc4, x.anc5, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s,
-        x.spare_t, x.spare_kw, x.g, x.plam, x.pbind,
-        x.frozen,
-        x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) AS avail_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END AS wfrom_r,
-        x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) AS avail_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END AS wfrom_s,
-        x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) AS avail_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END AS wfrom_t,
-        x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) AS avail_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END AS wfrom_kw
-    FROM frz5_3 AS x
+        x.spare_t, x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
+        CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight) END AS cand_r,
+        CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight) END AS cand_s,
+        CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight) END AS cand_t,
+        CASE WHEN TRUE AND NOT x.frozen THEN (x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc5) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight) END AS cand_kw
+    FROM fill5_2 AS x
 ),
 lvl5_3 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.anc3, x.anc4, x.anc5, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s,
         x.spare_t, x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
-        CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_r,
-        CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_s,
-        CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_t,
-        CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (TRUE) OR x.avail_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN TRUE AND NOT x.frozen THEN (x.avail_kw - x.cum_kw + 1.0 * x.extra) / x.wfrom_kw END) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_kw
+        CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_r,
+        CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_s,
+        CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_t,
+        CASE WHEN x.anc5 IS NULL OR x.frozen OR NOT (TRUE) OR x.spare_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc5) END AS lv_kw
     FROM win5_3 AS x
 ),
 fill5_3 AS (
@@ -188,10 +148,10 @@ fill5_3 AS (
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.anc3, x.anc4, x.anc5, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s,
         x.spare_t, x.spare_kw,
-        CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
-            ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
-        CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
-        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_s = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_t = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) THEN x.anc5 ELSE x.node_label END AS pbind
+        CASE WHEN x.frozen THEN x.g WHEN LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL THEN x.extra
+            ELSE LEAST(x.extra, x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw)) END AS g,
+        CASE WHEN x.frozen THEN x.plam ELSE LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) END AS plam,
+        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_s = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_t = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) THEN x.anc5 ELSE x.node_label END AS pbind
     FROM lvl5_3 AS x
 ),
 fill5 AS (
@@ -219,18 +179,10 @@ win4_1 AS (
         CAST(NULL AS DOUBLE PRECISION) AS plam,
         CAST(NULL AS VARCHAR) AS pbind,
         FALSE AS frozen,
-        h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc4) AS avail_r,
-        SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc4) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight AS wfrom_r,
-        h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc4) AS avail_s,
-        SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc4) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight AS wfrom_s,
-        h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc4) AS avail_t,
-        SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc4) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight AS wfrom_t,
-        h.headroom_kw - SUM(1.0 * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc4) AS avail_kw,
-        SUM(1.0 * x.extra) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc4) - SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight AS wfrom_kw
+        CASE WHEN x.on_r = 1 AND NOT FALSE THEN (h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc4) - SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.extra) / (SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc4) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight) END AS cand_r,
+        CASE WHEN x.on_s = 1 AND NOT FALSE THEN (h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc4) - SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.extra) / (SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc4) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight) END AS cand_s,
+        CASE WHEN x.on_t = 1 AND NOT FALSE THEN (h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc4) - SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.extra) / (SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc4) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight) END AS cand_t,
+        CASE WHEN TRUE AND NOT FALSE THEN (h.headroom_kw - SUM(1.0 * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc4) - SUM(1.0 * x.extra) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.extra) / (SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc4) - SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight) END AS cand_kw
     FROM fill5 AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc4
 ),
@@ -239,10 +191,21 @@ lvl4_1 AS (
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.anc3, x.anc4, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t,
         x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
-        CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_r,
-        CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_s,
-        CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_t,
-        CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (TRUE) OR x.avail_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN TRUE AND NOT x.frozen THEN (x.avail_kw - x.cum_kw + 1.0 * x.extra) / x.wfrom_kw END) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_kw
+        CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_r,
+        CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_s,
+        CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_t,
+        CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (TRUE) OR x.spare_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_kw,
+        MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc4) AS level_r,
+        MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc4) AS level_s,
+        MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc4) AS level_t,
+        MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc4) AS level_kw,
+        MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc4) AS top_r,
+        MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc4) AS top_s,
+        MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc4) AS top_t,
+        MAX(CASE WHEN TRUE AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc4) AS top_kw,
+        MAX(CASE WHEN x.on_r = 1 AND x.on_s = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc4) AS top_rs,
+        MAX(CASE WHEN x.on_r = 1 AND x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc4) AS top_rt,
+        MAX(CASE WHEN x.on_s = 1 AND x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc4) AS top_st
     FROM win4_1 AS x
 ),
 fill4_1 AS (
@@ -250,60 +213,44 @@ fill4_1 AS (
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.anc3, x.anc4, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t,
         x.spare_kw,
-        CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
-            ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
-        CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
-        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_s = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_t = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) THEN x.anc4 ELSE x.node_label END AS pbind
+        CASE WHEN x.frozen THEN x.g WHEN LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL THEN x.extra
+            ELSE LEAST(x.extra, x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw)) END AS g,
+        CASE WHEN x.frozen THEN x.plam ELSE LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) END AS plam,
+        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_s = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_t = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) THEN x.anc4 ELSE x.node_label END AS pbind,
+        x.frozen OR LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL OR x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) >= x.extra - 1e-06 OR ((x.on_r = 1) AND COALESCE(x.level_r < x.top_r - 1e-09, FALSE) AND NOT (COALESCE(x.level_s < x.level_r - 1e-09 AND x.level_s < x.top_rs - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_r - 1e-09 AND x.level_t < x.top_rt - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_r - 1e-09 AND x.level_kw < x.top_r - 1e-09, FALSE))) OR ((x.on_s = 1) AND COALESCE(x.level_s < x.top_s - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_s - 1e-09 AND x.level_r < x.top_rs - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_s - 1e-09 AND x.level_t < x.top_st - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_s - 1e-09 AND x.level_kw < x.top_s - 1e-09, FALSE))) OR ((x.on_t = 1) AND COALESCE(x.level_t < x.top_t - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_t - 1e-09 AND x.level_r < x.top_rt - 1e-09, FALSE) OR COALESCE(x.level_s < x.level_t - 1e-09 AND x.level_s < x.top_st - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_t - 1e-09 AND x.level_kw < x.top_t - 1e-09, FALSE))) OR ((TRUE) AND COALESCE(x.level_kw < x.top_kw - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_kw - 1e-09 AND x.level_r < x.top_r - 1e-09, FALSE) OR COALESCE(x.level_s < x.level_kw - 1e-09 AND x.level_s < x.top_s - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_kw - 1e-09 AND x.level_t < x.top_t - 1e-09, FALSE))) AS frozen
     FROM lvl4_1 AS x
-),
-use4_2 AS (
-    SELECT
-        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
-        x.anc2, x.anc3, x.anc4, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t,
-        x.spare_kw, x.g, x.plam, x.pbind,
-        SUM(x.a_per_kw * x.on_r * x.g) OVER (PARTITION BY x.site_id, x.anc4) AS used_r,
-        SUM(x.a_per_kw * x.on_s * x.g) OVER (PARTITION BY x.site_id, x.anc4) AS used_s,
-        SUM(x.a_per_kw * x.on_t * x.g) OVER (PARTITION BY x.site_id, x.anc4) AS used_t,
-        SUM(1.0 * x.g) OVER (PARTITION BY x.site_id, x.anc4) AS used_kw
-    FROM fill4_1 AS x
-),
-frz4_2 AS (
-    SELECT
-        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
-        x.anc2, x.anc3, x.anc4, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t,
-        x.spare_kw, x.g, x.plam, x.pbind,
-        (x.g >= x.extra - 1e-06 OR COALESCE(x.on_r = 1 AND x.used_r >= x.spare_r - 1e-06, FALSE) OR COALESCE(x.on_s = 1 AND x.used_s >= x.spare_s - 1e-06, FALSE) OR COALESCE(x.on_t = 1 AND x.used_t >= x.spare_t - 1e-06, FALSE) OR COALESCE(TRUE AND x.used_kw >= x.spare_kw - 1e-06, FALSE)) AS frozen
-    FROM use4_2 AS x
 ),
 win4_2 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.anc3, x.anc4, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t,
-        x.spare_kw, x.g, x.plam, x.pbind,
-        x.frozen,
-        x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) AS avail_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END AS wfrom_r,
-        x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) AS avail_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END AS wfrom_s,
-        x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) AS avail_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END AS wfrom_t,
-        x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) AS avail_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END AS wfrom_kw
-    FROM frz4_2 AS x
+        x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
+        CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight) END AS cand_r,
+        CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight) END AS cand_s,
+        CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight) END AS cand_t,
+        CASE WHEN TRUE AND NOT x.frozen THEN (x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight) END AS cand_kw
+    FROM fill4_1 AS x
 ),
 lvl4_2 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.anc3, x.anc4, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t,
         x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
-        CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_r,
-        CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_s,
-        CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_t,
-        CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (TRUE) OR x.avail_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN TRUE AND NOT x.frozen THEN (x.avail_kw - x.cum_kw + 1.0 * x.extra) / x.wfrom_kw END) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_kw
+        CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_r,
+        CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_s,
+        CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_t,
+        CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (TRUE) OR x.spare_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_kw,
+        MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc4) AS level_r,
+        MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc4) AS level_s,
+        MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc4) AS level_t,
+        MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc4) AS level_kw,
+        MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc4) AS top_r,
+        MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc4) AS top_s,
+        MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc4) AS top_t,
+        MAX(CASE WHEN TRUE AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc4) AS top_kw,
+        MAX(CASE WHEN x.on_r = 1 AND x.on_s = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc4) AS top_rs,
+        MAX(CASE WHEN x.on_r = 1 AND x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc4) AS top_rt,
+        MAX(CASE WHEN x.on_s = 1 AND x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc4) AS top_st
     FROM win4_2 AS x
 ),
 fill4_2 AS (
@@ -311,60 +258,33 @@ fill4_2 AS (
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.anc3, x.anc4, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t,
         x.spare_kw,
-        CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
-            ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
-        CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
-        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_s = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_t = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) THEN x.anc4 ELSE x.node_label END AS pbind
+        CASE WHEN x.frozen THEN x.g WHEN LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL THEN x.extra
+            ELSE LEAST(x.extra, x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw)) END AS g,
+        CASE WHEN x.frozen THEN x.plam ELSE LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) END AS plam,
+        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_s = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_t = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) THEN x.anc4 ELSE x.node_label END AS pbind,
+        x.frozen OR LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL OR x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) >= x.extra - 1e-06 OR ((x.on_r = 1) AND COALESCE(x.level_r < x.top_r - 1e-09, FALSE) AND NOT (COALESCE(x.level_s < x.level_r - 1e-09 AND x.level_s < x.top_rs - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_r - 1e-09 AND x.level_t < x.top_rt - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_r - 1e-09 AND x.level_kw < x.top_r - 1e-09, FALSE))) OR ((x.on_s = 1) AND COALESCE(x.level_s < x.top_s - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_s - 1e-09 AND x.level_r < x.top_rs - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_s - 1e-09 AND x.level_t < x.top_st - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_s - 1e-09 AND x.level_kw < x.top_s - 1e-09, FALSE))) OR ((x.on_t = 1) AND COALESCE(x.level_t < x.top_t - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_t - 1e-09 AND x.level_r < x.top_rt - 1e-09, FALSE) OR COALESCE(x.level_s < x.level_t - 1e-09 AND x.level_s < x.top_st - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_t - 1e-09 AND x.level_kw < x.top_t - 1e-09, FALSE))) OR ((TRUE) AND COALESCE(x.level_kw < x.top_kw - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_kw - 1e-09 AND x.level_r < x.top_r - 1e-09, FALSE) OR COALESCE(x.level_s < x.level_kw - 1e-09 AND x.level_s < x.top_s - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_kw - 1e-09 AND x.level_t < x.top_t - 1e-09, FALSE))) AS frozen
     FROM lvl4_2 AS x
-),
-use4_3 AS (
-    SELECT
-        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
-        x.anc2, x.anc3, x.anc4, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t,
-        x.spare_kw, x.g, x.plam, x.pbind,
-        SUM(x.a_per_kw * x.on_r * x.g) OVER (PARTITION BY x.site_id, x.anc4) AS used_r,
-        SUM(x.a_per_kw * x.on_s * x.g) OVER (PARTITION BY x.site_id, x.anc4) AS used_s,
-        SUM(x.a_per_kw * x.on_t * x.g) OVER (PARTITION BY x.site_id, x.anc4) AS used_t,
-        SUM(1.0 * x.g) OVER (PARTITION BY x.site_id, x.anc4) AS used_kw
-    FROM fill4_2 AS x
-),
-frz4_3 AS (
-    SELECT
-        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
-        x.anc2, x.anc3, x.anc4, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t,
-        x.spare_kw, x.g, x.plam, x.pbind,
-        (x.g >= x.extra - 1e-06 OR COALESCE(x.on_r = 1 AND x.used_r >= x.spare_r - 1e-06, FALSE) OR COALESCE(x.on_s = 1 AND x.used_s >= x.spare_s - 1e-06, FALSE) OR COALESCE(x.on_t = 1 AND x.used_t >= x.spare_t - 1e-06, FALSE) OR COALESCE(TRUE AND x.used_kw >= x.spare_kw - 1e-06, FALSE)) AS frozen
-    FROM use4_3 AS x
 ),
 win4_3 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.anc3, x.anc4, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t,
-        x.spare_kw, x.g, x.plam, x.pbind,
-        x.frozen,
-        x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) AS avail_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END AS wfrom_r,
-        x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) AS avail_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END AS wfrom_s,
-        x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) AS avail_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END AS wfrom_t,
-        x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) AS avail_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END AS wfrom_kw
-    FROM frz4_3 AS x
+        x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
+        CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight) END AS cand_r,
+        CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight) END AS cand_s,
+        CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight) END AS cand_t,
+        CASE WHEN TRUE AND NOT x.frozen THEN (x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc4) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight) END AS cand_kw
+    FROM fill4_2 AS x
 ),
 lvl4_3 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.anc3, x.anc4, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t,
         x.spare_kw, x.g, x.plam, x.pbind, x.frozen,
-        CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_r,
-        CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_s,
-        CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_t,
-        CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (TRUE) OR x.avail_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN TRUE AND NOT x.frozen THEN (x.avail_kw - x.cum_kw + 1.0 * x.extra) / x.wfrom_kw END) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_kw
+        CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_r,
+        CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_s,
+        CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_t,
+        CASE WHEN x.anc4 IS NULL OR x.frozen OR NOT (TRUE) OR x.spare_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc4) END AS lv_kw
     FROM win4_3 AS x
 ),
 fill4_3 AS (
@@ -372,10 +292,10 @@ fill4_3 AS (
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.anc3, x.anc4, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t,
         x.spare_kw,
-        CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
-            ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
-        CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
-        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_s = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_t = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) THEN x.anc4 ELSE x.node_label END AS pbind
+        CASE WHEN x.frozen THEN x.g WHEN LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL THEN x.extra
+            ELSE LEAST(x.extra, x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw)) END AS g,
+        CASE WHEN x.frozen THEN x.plam ELSE LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) END AS plam,
+        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_s = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_t = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) THEN x.anc4 ELSE x.node_label END AS pbind
     FROM lvl4_3 AS x
 ),
 fill4 AS (
@@ -403,18 +323,10 @@ win3_1 AS (
         CAST(NULL AS DOUBLE PRECISION) AS plam,
         CAST(NULL AS VARCHAR) AS pbind,
         FALSE AS frozen,
-        h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc3) AS avail_r,
-        SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc3) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight AS wfrom_r,
-        h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc3) AS avail_s,
-        SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc3) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight AS wfrom_s,
-        h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc3) AS avail_t,
-        SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc3) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight AS wfrom_t,
-        h.headroom_kw - SUM(1.0 * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc3) AS avail_kw,
-        SUM(1.0 * x.extra) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc3) - SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight AS wfrom_kw
+        CASE WHEN x.on_r = 1 AND NOT FALSE THEN (h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc3) - SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.extra) / (SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc3) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight) END AS cand_r,
+        CASE WHEN x.on_s = 1 AND NOT FALSE THEN (h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc3) - SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.extra) / (SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc3) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight) END AS cand_s,
+        CASE WHEN x.on_t = 1 AND NOT FALSE THEN (h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc3) - SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.extra) / (SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc3) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight) END AS cand_t,
+        CASE WHEN TRUE AND NOT FALSE THEN (h.headroom_kw - SUM(1.0 * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc3) - SUM(1.0 * x.extra) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.extra) / (SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc3) - SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight) END AS cand_kw
     FROM fill4 AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc3
 ),
@@ -423,140 +335,108 @@ lvl3_1 AS (
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.anc3, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
         x.g, x.plam, x.pbind, x.frozen,
-        CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_r,
-        CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_s,
-        CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_t,
-        CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (TRUE) OR x.avail_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN TRUE AND NOT x.frozen THEN (x.avail_kw - x.cum_kw + 1.0 * x.extra) / x.wfrom_kw END) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_kw
+        CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_r,
+        CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_s,
+        CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_t,
+        CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (TRUE) OR x.spare_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_kw,
+        MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc3) AS level_r,
+        MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc3) AS level_s,
+        MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc3) AS level_t,
+        MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc3) AS level_kw,
+        MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc3) AS top_r,
+        MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc3) AS top_s,
+        MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc3) AS top_t,
+        MAX(CASE WHEN TRUE AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc3) AS top_kw,
+        MAX(CASE WHEN x.on_r = 1 AND x.on_s = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc3) AS top_rs,
+        MAX(CASE WHEN x.on_r = 1 AND x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc3) AS top_rt,
+        MAX(CASE WHEN x.on_s = 1 AND x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc3) AS top_st
     FROM win3_1 AS x
 ),
 fill3_1 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.anc3, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
-        CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
-            ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
-        CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
-        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_s = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_t = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) THEN x.anc3 ELSE x.node_label END AS pbind
+        CASE WHEN x.frozen THEN x.g WHEN LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL THEN x.extra
+            ELSE LEAST(x.extra, x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw)) END AS g,
+        CASE WHEN x.frozen THEN x.plam ELSE LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) END AS plam,
+        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_s = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_t = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) THEN x.anc3 ELSE x.node_label END AS pbind,
+        x.frozen OR LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL OR x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) >= x.extra - 1e-06 OR ((x.on_r = 1) AND COALESCE(x.level_r < x.top_r - 1e-09, FALSE) AND NOT (COALESCE(x.level_s < x.level_r - 1e-09 AND x.level_s < x.top_rs - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_r - 1e-09 AND x.level_t < x.top_rt - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_r - 1e-09 AND x.level_kw < x.top_r - 1e-09, FALSE))) OR ((x.on_s = 1) AND COALESCE(x.level_s < x.top_s - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_s - 1e-09 AND x.level_r < x.top_rs - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_s - 1e-09 AND x.level_t < x.top_st - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_s - 1e-09 AND x.level_kw < x.top_s - 1e-09, FALSE))) OR ((x.on_t = 1) AND COALESCE(x.level_t < x.top_t - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_t - 1e-09 AND x.level_r < x.top_rt - 1e-09, FALSE) OR COALESCE(x.level_s < x.level_t - 1e-09 AND x.level_s < x.top_st - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_t - 1e-09 AND x.level_kw < x.top_t - 1e-09, FALSE))) OR ((TRUE) AND COALESCE(x.level_kw < x.top_kw - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_kw - 1e-09 AND x.level_r < x.top_r - 1e-09, FALSE) OR COALESCE(x.level_s < x.level_kw - 1e-09 AND x.level_s < x.top_s - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_kw - 1e-09 AND x.level_t < x.top_t - 1e-09, FALSE))) AS frozen
     FROM lvl3_1 AS x
-),
-use3_2 AS (
-    SELECT
-        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
-        x.anc2, x.anc3, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
-        x.g, x.plam, x.pbind,
-        SUM(x.a_per_kw * x.on_r * x.g) OVER (PARTITION BY x.site_id, x.anc3) AS used_r,
-        SUM(x.a_per_kw * x.on_s * x.g) OVER (PARTITION BY x.site_id, x.anc3) AS used_s,
-        SUM(x.a_per_kw * x.on_t * x.g) OVER (PARTITION BY x.site_id, x.anc3) AS used_t,
-        SUM(1.0 * x.g) OVER (PARTITION BY x.site_id, x.anc3) AS used_kw
-    FROM fill3_1 AS x
-),
-frz3_2 AS (
-    SELECT
-        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
-        x.anc2, x.anc3, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
-        x.g, x.plam, x.pbind,
-        (x.g >= x.extra - 1e-06 OR COALESCE(x.on_r = 1 AND x.used_r >= x.spare_r - 1e-06, FALSE) OR COALESCE(x.on_s = 1 AND x.used_s >= x.spare_s - 1e-06, FALSE) OR COALESCE(x.on_t = 1 AND x.used_t >= x.spare_t - 1e-06, FALSE) OR COALESCE(TRUE AND x.used_kw >= x.spare_kw - 1e-06, FALSE)) AS frozen
-    FROM use3_2 AS x
 ),
 win3_2 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.anc3, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
-        x.g, x.plam, x.pbind,
-        x.frozen,
-        x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) AS avail_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END AS wfrom_r,
-        x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) AS avail_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END AS wfrom_s,
-        x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) AS avail_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END AS wfrom_t,
-        x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) AS avail_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END AS wfrom_kw
-    FROM frz3_2 AS x
+        x.g, x.plam, x.pbind, x.frozen,
+        CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight) END AS cand_r,
+        CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight) END AS cand_s,
+        CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight) END AS cand_t,
+        CASE WHEN TRUE AND NOT x.frozen THEN (x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight) END AS cand_kw
+    FROM fill3_1 AS x
 ),
 lvl3_2 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.anc3, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
         x.g, x.plam, x.pbind, x.frozen,
-        CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_r,
-        CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_s,
-        CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_t,
-        CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (TRUE) OR x.avail_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN TRUE AND NOT x.frozen THEN (x.avail_kw - x.cum_kw + 1.0 * x.extra) / x.wfrom_kw END) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_kw
+        CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_r,
+        CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_s,
+        CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_t,
+        CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (TRUE) OR x.spare_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_kw,
+        MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc3) AS level_r,
+        MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc3) AS level_s,
+        MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc3) AS level_t,
+        MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc3) AS level_kw,
+        MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc3) AS top_r,
+        MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc3) AS top_s,
+        MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc3) AS top_t,
+        MAX(CASE WHEN TRUE AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc3) AS top_kw,
+        MAX(CASE WHEN x.on_r = 1 AND x.on_s = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc3) AS top_rs,
+        MAX(CASE WHEN x.on_r = 1 AND x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc3) AS top_rt,
+        MAX(CASE WHEN x.on_s = 1 AND x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc3) AS top_st
     FROM win3_2 AS x
 ),
 fill3_2 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.anc3, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
-        CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
-            ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
-        CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
-        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_s = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_t = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) THEN x.anc3 ELSE x.node_label END AS pbind
+        CASE WHEN x.frozen THEN x.g WHEN LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL THEN x.extra
+            ELSE LEAST(x.extra, x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw)) END AS g,
+        CASE WHEN x.frozen THEN x.plam ELSE LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) END AS plam,
+        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_s = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_t = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) THEN x.anc3 ELSE x.node_label END AS pbind,
+        x.frozen OR LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL OR x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) >= x.extra - 1e-06 OR ((x.on_r = 1) AND COALESCE(x.level_r < x.top_r - 1e-09, FALSE) AND NOT (COALESCE(x.level_s < x.level_r - 1e-09 AND x.level_s < x.top_rs - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_r - 1e-09 AND x.level_t < x.top_rt - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_r - 1e-09 AND x.level_kw < x.top_r - 1e-09, FALSE))) OR ((x.on_s = 1) AND COALESCE(x.level_s < x.top_s - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_s - 1e-09 AND x.level_r < x.top_rs - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_s - 1e-09 AND x.level_t < x.top_st - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_s - 1e-09 AND x.level_kw < x.top_s - 1e-09, FALSE))) OR ((x.on_t = 1) AND COALESCE(x.level_t < x.top_t - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_t - 1e-09 AND x.level_r < x.top_rt - 1e-09, FALSE) OR COALESCE(x.level_s < x.level_t - 1e-09 AND x.level_s < x.top_st - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_t - 1e-09 AND x.level_kw < x.top_t - 1e-09, FALSE))) OR ((TRUE) AND COALESCE(x.level_kw < x.top_kw - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_kw - 1e-09 AND x.level_r < x.top_r - 1e-09, FALSE) OR COALESCE(x.level_s < x.level_kw - 1e-09 AND x.level_s < x.top_s - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_kw - 1e-09 AND x.level_t < x.top_t - 1e-09, FALSE))) AS frozen
     FROM lvl3_2 AS x
-),
-use3_3 AS (
-    SELECT
-        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
-        x.anc2, x.anc3, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
-        x.g, x.plam, x.pbind,
-        SUM(x.a_per_kw * x.on_r * x.g) OVER (PARTITION BY x.site_id, x.anc3) AS used_r,
-        SUM(x.a_per_kw * x.on_s * x.g) OVER (PARTITION BY x.site_id, x.anc3) AS used_s,
-        SUM(x.a_per_kw * x.on_t * x.g) OVER (PARTITION BY x.site_id, x.anc3) AS used_t,
-        SUM(1.0 * x.g) OVER (PARTITION BY x.site_id, x.anc3) AS used_kw
-    FROM fill3_2 AS x
-),
-frz3_3 AS (
-    SELECT
-        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
-        x.anc2, x.anc3, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
-        x.g, x.plam, x.pbind,
-        (x.g >= x.extra - 1e-06 OR COALESCE(x.on_r = 1 AND x.used_r >= x.spare_r - 1e-06, FALSE) OR COALESCE(x.on_s = 1 AND x.used_s >= x.spare_s - 1e-06, FALSE) OR COALESCE(x.on_t = 1 AND x.used_t >= x.spare_t - 1e-06, FALSE) OR COALESCE(TRUE AND x.used_kw >= x.spare_kw - 1e-06, FALSE)) AS frozen
-    FROM use3_3 AS x
 ),
 win3_3 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.anc3, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
-        x.g, x.plam, x.pbind,
-        x.frozen,
-        x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) AS avail_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END AS wfrom_r,
-        x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) AS avail_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END AS wfrom_s,
-        x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) AS avail_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END AS wfrom_t,
-        x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) AS avail_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END AS wfrom_kw
-    FROM frz3_3 AS x
+        x.g, x.plam, x.pbind, x.frozen,
+        CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight) END AS cand_r,
+        CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight) END AS cand_s,
+        CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight) END AS cand_t,
+        CASE WHEN TRUE AND NOT x.frozen THEN (x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc3) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight) END AS cand_kw
+    FROM fill3_2 AS x
 ),
 lvl3_3 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.anc3, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
         x.g, x.plam, x.pbind, x.frozen,
-        CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_r,
-        CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_s,
-        CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_t,
-        CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (TRUE) OR x.avail_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN TRUE AND NOT x.frozen THEN (x.avail_kw - x.cum_kw + 1.0 * x.extra) / x.wfrom_kw END) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_kw
+        CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_r,
+        CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_s,
+        CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_t,
+        CASE WHEN x.anc3 IS NULL OR x.frozen OR NOT (TRUE) OR x.spare_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc3) END AS lv_kw
     FROM win3_3 AS x
 ),
 fill3_3 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.anc3, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
-        CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
-            ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
-        CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
-        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_s = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_t = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) THEN x.anc3 ELSE x.node_label END AS pbind
+        CASE WHEN x.frozen THEN x.g WHEN LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL THEN x.extra
+            ELSE LEAST(x.extra, x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw)) END AS g,
+        CASE WHEN x.frozen THEN x.plam ELSE LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) END AS plam,
+        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_s = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_t = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) THEN x.anc3 ELSE x.node_label END AS pbind
     FROM lvl3_3 AS x
 ),
 fill3 AS (
@@ -584,18 +464,10 @@ win2_1 AS (
         CAST(NULL AS DOUBLE PRECISION) AS plam,
         CAST(NULL AS VARCHAR) AS pbind,
         FALSE AS frozen,
-        h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc2) AS avail_r,
-        SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc2) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight AS wfrom_r,
-        h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc2) AS avail_s,
-        SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc2) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight AS wfrom_s,
-        h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc2) AS avail_t,
-        SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc2) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight AS wfrom_t,
-        h.headroom_kw - SUM(1.0 * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc2) AS avail_kw,
-        SUM(1.0 * x.extra) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc2) - SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight AS wfrom_kw
+        CASE WHEN x.on_r = 1 AND NOT FALSE THEN (h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc2) - SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.extra) / (SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc2) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight) END AS cand_r,
+        CASE WHEN x.on_s = 1 AND NOT FALSE THEN (h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc2) - SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.extra) / (SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc2) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight) END AS cand_s,
+        CASE WHEN x.on_t = 1 AND NOT FALSE THEN (h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc2) - SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.extra) / (SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc2) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight) END AS cand_t,
+        CASE WHEN TRUE AND NOT FALSE THEN (h.headroom_kw - SUM(1.0 * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc2) - SUM(1.0 * x.extra) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.extra) / (SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc2) - SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight) END AS cand_kw
     FROM fill3 AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc2
 ),
@@ -604,140 +476,108 @@ lvl2_1 AS (
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g,
         x.plam, x.pbind, x.frozen,
-        CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_r,
-        CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_s,
-        CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_t,
-        CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (TRUE) OR x.avail_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN TRUE AND NOT x.frozen THEN (x.avail_kw - x.cum_kw + 1.0 * x.extra) / x.wfrom_kw END) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_kw
+        CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_r,
+        CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_s,
+        CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_t,
+        CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (TRUE) OR x.spare_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_kw,
+        MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc2) AS level_r,
+        MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc2) AS level_s,
+        MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc2) AS level_t,
+        MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc2) AS level_kw,
+        MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc2) AS top_r,
+        MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc2) AS top_s,
+        MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc2) AS top_t,
+        MAX(CASE WHEN TRUE AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc2) AS top_kw,
+        MAX(CASE WHEN x.on_r = 1 AND x.on_s = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc2) AS top_rs,
+        MAX(CASE WHEN x.on_r = 1 AND x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc2) AS top_rt,
+        MAX(CASE WHEN x.on_s = 1 AND x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc2) AS top_st
     FROM win2_1 AS x
 ),
 fill2_1 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
-        CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
-            ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
-        CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
-        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_s = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_t = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) THEN x.anc2 ELSE x.node_label END AS pbind
+        CASE WHEN x.frozen THEN x.g WHEN LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL THEN x.extra
+            ELSE LEAST(x.extra, x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw)) END AS g,
+        CASE WHEN x.frozen THEN x.plam ELSE LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) END AS plam,
+        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_s = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_t = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) THEN x.anc2 ELSE x.node_label END AS pbind,
+        x.frozen OR LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL OR x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) >= x.extra - 1e-06 OR ((x.on_r = 1) AND COALESCE(x.level_r < x.top_r - 1e-09, FALSE) AND NOT (COALESCE(x.level_s < x.level_r - 1e-09 AND x.level_s < x.top_rs - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_r - 1e-09 AND x.level_t < x.top_rt - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_r - 1e-09 AND x.level_kw < x.top_r - 1e-09, FALSE))) OR ((x.on_s = 1) AND COALESCE(x.level_s < x.top_s - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_s - 1e-09 AND x.level_r < x.top_rs - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_s - 1e-09 AND x.level_t < x.top_st - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_s - 1e-09 AND x.level_kw < x.top_s - 1e-09, FALSE))) OR ((x.on_t = 1) AND COALESCE(x.level_t < x.top_t - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_t - 1e-09 AND x.level_r < x.top_rt - 1e-09, FALSE) OR COALESCE(x.level_s < x.level_t - 1e-09 AND x.level_s < x.top_st - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_t - 1e-09 AND x.level_kw < x.top_t - 1e-09, FALSE))) OR ((TRUE) AND COALESCE(x.level_kw < x.top_kw - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_kw - 1e-09 AND x.level_r < x.top_r - 1e-09, FALSE) OR COALESCE(x.level_s < x.level_kw - 1e-09 AND x.level_s < x.top_s - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_kw - 1e-09 AND x.level_t < x.top_t - 1e-09, FALSE))) AS frozen
     FROM lvl2_1 AS x
-),
-use2_2 AS (
-    SELECT
-        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
-        x.anc2, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g,
-        x.plam, x.pbind,
-        SUM(x.a_per_kw * x.on_r * x.g) OVER (PARTITION BY x.site_id, x.anc2) AS used_r,
-        SUM(x.a_per_kw * x.on_s * x.g) OVER (PARTITION BY x.site_id, x.anc2) AS used_s,
-        SUM(x.a_per_kw * x.on_t * x.g) OVER (PARTITION BY x.site_id, x.anc2) AS used_t,
-        SUM(1.0 * x.g) OVER (PARTITION BY x.site_id, x.anc2) AS used_kw
-    FROM fill2_1 AS x
-),
-frz2_2 AS (
-    SELECT
-        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
-        x.anc2, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g,
-        x.plam, x.pbind,
-        (x.g >= x.extra - 1e-06 OR COALESCE(x.on_r = 1 AND x.used_r >= x.spare_r - 1e-06, FALSE) OR COALESCE(x.on_s = 1 AND x.used_s >= x.spare_s - 1e-06, FALSE) OR COALESCE(x.on_t = 1 AND x.used_t >= x.spare_t - 1e-06, FALSE) OR COALESCE(TRUE AND x.used_kw >= x.spare_kw - 1e-06, FALSE)) AS frozen
-    FROM use2_2 AS x
 ),
 win2_2 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g,
-        x.plam, x.pbind,
-        x.frozen,
-        x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) AS avail_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END AS wfrom_r,
-        x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) AS avail_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END AS wfrom_s,
-        x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) AS avail_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END AS wfrom_t,
-        x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) AS avail_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END AS wfrom_kw
-    FROM frz2_2 AS x
+        x.plam, x.pbind, x.frozen,
+        CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight) END AS cand_r,
+        CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight) END AS cand_s,
+        CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight) END AS cand_t,
+        CASE WHEN TRUE AND NOT x.frozen THEN (x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight) END AS cand_kw
+    FROM fill2_1 AS x
 ),
 lvl2_2 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g,
         x.plam, x.pbind, x.frozen,
-        CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_r,
-        CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_s,
-        CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_t,
-        CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (TRUE) OR x.avail_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN TRUE AND NOT x.frozen THEN (x.avail_kw - x.cum_kw + 1.0 * x.extra) / x.wfrom_kw END) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_kw
+        CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_r,
+        CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_s,
+        CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_t,
+        CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (TRUE) OR x.spare_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_kw,
+        MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc2) AS level_r,
+        MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc2) AS level_s,
+        MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc2) AS level_t,
+        MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc2) AS level_kw,
+        MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc2) AS top_r,
+        MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc2) AS top_s,
+        MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc2) AS top_t,
+        MAX(CASE WHEN TRUE AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc2) AS top_kw,
+        MAX(CASE WHEN x.on_r = 1 AND x.on_s = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc2) AS top_rs,
+        MAX(CASE WHEN x.on_r = 1 AND x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc2) AS top_rt,
+        MAX(CASE WHEN x.on_s = 1 AND x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc2) AS top_st
     FROM win2_2 AS x
 ),
 fill2_2 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
-        CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
-            ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
-        CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
-        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_s = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_t = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) THEN x.anc2 ELSE x.node_label END AS pbind
+        CASE WHEN x.frozen THEN x.g WHEN LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL THEN x.extra
+            ELSE LEAST(x.extra, x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw)) END AS g,
+        CASE WHEN x.frozen THEN x.plam ELSE LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) END AS plam,
+        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_s = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_t = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) THEN x.anc2 ELSE x.node_label END AS pbind,
+        x.frozen OR LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL OR x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) >= x.extra - 1e-06 OR ((x.on_r = 1) AND COALESCE(x.level_r < x.top_r - 1e-09, FALSE) AND NOT (COALESCE(x.level_s < x.level_r - 1e-09 AND x.level_s < x.top_rs - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_r - 1e-09 AND x.level_t < x.top_rt - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_r - 1e-09 AND x.level_kw < x.top_r - 1e-09, FALSE))) OR ((x.on_s = 1) AND COALESCE(x.level_s < x.top_s - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_s - 1e-09 AND x.level_r < x.top_rs - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_s - 1e-09 AND x.level_t < x.top_st - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_s - 1e-09 AND x.level_kw < x.top_s - 1e-09, FALSE))) OR ((x.on_t = 1) AND COALESCE(x.level_t < x.top_t - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_t - 1e-09 AND x.level_r < x.top_rt - 1e-09, FALSE) OR COALESCE(x.level_s < x.level_t - 1e-09 AND x.level_s < x.top_st - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_t - 1e-09 AND x.level_kw < x.top_t - 1e-09, FALSE))) OR ((TRUE) AND COALESCE(x.level_kw < x.top_kw - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_kw - 1e-09 AND x.level_r < x.top_r - 1e-09, FALSE) OR COALESCE(x.level_s < x.level_kw - 1e-09 AND x.level_s < x.top_s - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_kw - 1e-09 AND x.level_t < x.top_t - 1e-09, FALSE))) AS frozen
     FROM lvl2_2 AS x
-),
-use2_3 AS (
-    SELECT
-        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
-        x.anc2, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g,
-        x.plam, x.pbind,
-        SUM(x.a_per_kw * x.on_r * x.g) OVER (PARTITION BY x.site_id, x.anc2) AS used_r,
-        SUM(x.a_per_kw * x.on_s * x.g) OVER (PARTITION BY x.site_id, x.anc2) AS used_s,
-        SUM(x.a_per_kw * x.on_t * x.g) OVER (PARTITION BY x.site_id, x.anc2) AS used_t,
-        SUM(1.0 * x.g) OVER (PARTITION BY x.site_id, x.anc2) AS used_kw
-    FROM fill2_2 AS x
-),
-frz2_3 AS (
-    SELECT
-        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
-        x.anc2, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g,
-        x.plam, x.pbind,
-        (x.g >= x.extra - 1e-06 OR COALESCE(x.on_r = 1 AND x.used_r >= x.spare_r - 1e-06, FALSE) OR COALESCE(x.on_s = 1 AND x.used_s >= x.spare_s - 1e-06, FALSE) OR COALESCE(x.on_t = 1 AND x.used_t >= x.spare_t - 1e-06, FALSE) OR COALESCE(TRUE AND x.used_kw >= x.spare_kw - 1e-06, FALSE)) AS frozen
-    FROM use2_3 AS x
 ),
 win2_3 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g,
-        x.plam, x.pbind,
-        x.frozen,
-        x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) AS avail_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END AS wfrom_r,
-        x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) AS avail_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END AS wfrom_s,
-        x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) AS avail_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END AS wfrom_t,
-        x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) AS avail_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END AS wfrom_kw
-    FROM frz2_3 AS x
+        x.plam, x.pbind, x.frozen,
+        CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight) END AS cand_r,
+        CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight) END AS cand_s,
+        CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight) END AS cand_t,
+        CASE WHEN TRUE AND NOT x.frozen THEN (x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc2) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight) END AS cand_kw
+    FROM fill2_2 AS x
 ),
 lvl2_3 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g,
         x.plam, x.pbind, x.frozen,
-        CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_r,
-        CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_s,
-        CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_t,
-        CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (TRUE) OR x.avail_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN TRUE AND NOT x.frozen THEN (x.avail_kw - x.cum_kw + 1.0 * x.extra) / x.wfrom_kw END) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_kw
+        CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_r,
+        CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_s,
+        CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_t,
+        CASE WHEN x.anc2 IS NULL OR x.frozen OR NOT (TRUE) OR x.spare_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc2) END AS lv_kw
     FROM win2_3 AS x
 ),
 fill2_3 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.anc2, x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
-        CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
-            ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
-        CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
-        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_s = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_t = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) THEN x.anc2 ELSE x.node_label END AS pbind
+        CASE WHEN x.frozen THEN x.g WHEN LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL THEN x.extra
+            ELSE LEAST(x.extra, x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw)) END AS g,
+        CASE WHEN x.frozen THEN x.plam ELSE LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) END AS plam,
+        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_s = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_t = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) THEN x.anc2 ELSE x.node_label END AS pbind
     FROM lvl2_3 AS x
 ),
 fill2 AS (
@@ -763,18 +603,10 @@ win1_1 AS (
         CAST(NULL AS DOUBLE PRECISION) AS plam,
         CAST(NULL AS VARCHAR) AS pbind,
         FALSE AS frozen,
-        h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc1) AS avail_r,
-        SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc1) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight AS wfrom_r,
-        h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc1) AS avail_s,
-        SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc1) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight AS wfrom_s,
-        h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc1) AS avail_t,
-        SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc1) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight AS wfrom_t,
-        h.headroom_kw - SUM(1.0 * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc1) AS avail_kw,
-        SUM(1.0 * x.extra) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc1) - SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight AS wfrom_kw
+        CASE WHEN x.on_r = 1 AND NOT FALSE THEN (h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc1) - SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.extra) / (SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc1) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight) END AS cand_r,
+        CASE WHEN x.on_s = 1 AND NOT FALSE THEN (h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc1) - SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.extra) / (SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc1) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight) END AS cand_s,
+        CASE WHEN x.on_t = 1 AND NOT FALSE THEN (h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc1) - SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.extra) / (SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc1) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight) END AS cand_t,
+        CASE WHEN TRUE AND NOT FALSE THEN (h.headroom_kw - SUM(1.0 * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc1) - SUM(1.0 * x.extra) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.extra) / (SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc1) - SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight) END AS cand_kw
     FROM fill2 AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc1
 ),
@@ -783,140 +615,108 @@ lvl1_1 AS (
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
         x.pbind, x.frozen,
-        CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_r,
-        CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_s,
-        CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_t,
-        CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (TRUE) OR x.avail_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN TRUE AND NOT x.frozen THEN (x.avail_kw - x.cum_kw + 1.0 * x.extra) / x.wfrom_kw END) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_kw
+        CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_r,
+        CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_s,
+        CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_t,
+        CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (TRUE) OR x.spare_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_kw,
+        MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc1) AS level_r,
+        MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc1) AS level_s,
+        MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc1) AS level_t,
+        MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc1) AS level_kw,
+        MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc1) AS top_r,
+        MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc1) AS top_s,
+        MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc1) AS top_t,
+        MAX(CASE WHEN TRUE AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc1) AS top_kw,
+        MAX(CASE WHEN x.on_r = 1 AND x.on_s = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc1) AS top_rs,
+        MAX(CASE WHEN x.on_r = 1 AND x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc1) AS top_rt,
+        MAX(CASE WHEN x.on_s = 1 AND x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc1) AS top_st
     FROM win1_1 AS x
 ),
 fill1_1 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
-        CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
-            ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
-        CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
-        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_s = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_t = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) THEN x.anc1 ELSE x.node_label END AS pbind
+        CASE WHEN x.frozen THEN x.g WHEN LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL THEN x.extra
+            ELSE LEAST(x.extra, x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw)) END AS g,
+        CASE WHEN x.frozen THEN x.plam ELSE LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) END AS plam,
+        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_s = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_t = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) THEN x.anc1 ELSE x.node_label END AS pbind,
+        x.frozen OR LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL OR x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) >= x.extra - 1e-06 OR ((x.on_r = 1) AND COALESCE(x.level_r < x.top_r - 1e-09, FALSE) AND NOT (COALESCE(x.level_s < x.level_r - 1e-09 AND x.level_s < x.top_rs - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_r - 1e-09 AND x.level_t < x.top_rt - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_r - 1e-09 AND x.level_kw < x.top_r - 1e-09, FALSE))) OR ((x.on_s = 1) AND COALESCE(x.level_s < x.top_s - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_s - 1e-09 AND x.level_r < x.top_rs - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_s - 1e-09 AND x.level_t < x.top_st - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_s - 1e-09 AND x.level_kw < x.top_s - 1e-09, FALSE))) OR ((x.on_t = 1) AND COALESCE(x.level_t < x.top_t - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_t - 1e-09 AND x.level_r < x.top_rt - 1e-09, FALSE) OR COALESCE(x.level_s < x.level_t - 1e-09 AND x.level_s < x.top_st - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_t - 1e-09 AND x.level_kw < x.top_t - 1e-09, FALSE))) OR ((TRUE) AND COALESCE(x.level_kw < x.top_kw - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_kw - 1e-09 AND x.level_r < x.top_r - 1e-09, FALSE) OR COALESCE(x.level_s < x.level_kw - 1e-09 AND x.level_s < x.top_s - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_kw - 1e-09 AND x.level_t < x.top_t - 1e-09, FALSE))) AS frozen
     FROM lvl1_1 AS x
-),
-use1_2 AS (
-    SELECT
-        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
-        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
-        x.pbind,
-        SUM(x.a_per_kw * x.on_r * x.g) OVER (PARTITION BY x.site_id, x.anc1) AS used_r,
-        SUM(x.a_per_kw * x.on_s * x.g) OVER (PARTITION BY x.site_id, x.anc1) AS used_s,
-        SUM(x.a_per_kw * x.on_t * x.g) OVER (PARTITION BY x.site_id, x.anc1) AS used_t,
-        SUM(1.0 * x.g) OVER (PARTITION BY x.site_id, x.anc1) AS used_kw
-    FROM fill1_1 AS x
-),
-frz1_2 AS (
-    SELECT
-        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
-        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
-        x.pbind,
-        (x.g >= x.extra - 1e-06 OR COALESCE(x.on_r = 1 AND x.used_r >= x.spare_r - 1e-06, FALSE) OR COALESCE(x.on_s = 1 AND x.used_s >= x.spare_s - 1e-06, FALSE) OR COALESCE(x.on_t = 1 AND x.used_t >= x.spare_t - 1e-06, FALSE) OR COALESCE(TRUE AND x.used_kw >= x.spare_kw - 1e-06, FALSE)) AS frozen
-    FROM use1_2 AS x
 ),
 win1_2 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
-        x.pbind,
-        x.frozen,
-        x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) AS avail_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END AS wfrom_r,
-        x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) AS avail_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END AS wfrom_s,
-        x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) AS avail_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END AS wfrom_t,
-        x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) AS avail_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END AS wfrom_kw
-    FROM frz1_2 AS x
+        x.pbind, x.frozen,
+        CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight) END AS cand_r,
+        CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight) END AS cand_s,
+        CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight) END AS cand_t,
+        CASE WHEN TRUE AND NOT x.frozen THEN (x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight) END AS cand_kw
+    FROM fill1_1 AS x
 ),
 lvl1_2 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
         x.pbind, x.frozen,
-        CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_r,
-        CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_s,
-        CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_t,
-        CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (TRUE) OR x.avail_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN TRUE AND NOT x.frozen THEN (x.avail_kw - x.cum_kw + 1.0 * x.extra) / x.wfrom_kw END) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_kw
+        CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_r,
+        CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_s,
+        CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_t,
+        CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (TRUE) OR x.spare_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_kw,
+        MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc1) AS level_r,
+        MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc1) AS level_s,
+        MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc1) AS level_t,
+        MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc1) AS level_kw,
+        MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc1) AS top_r,
+        MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc1) AS top_s,
+        MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc1) AS top_t,
+        MAX(CASE WHEN TRUE AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc1) AS top_kw,
+        MAX(CASE WHEN x.on_r = 1 AND x.on_s = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc1) AS top_rs,
+        MAX(CASE WHEN x.on_r = 1 AND x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc1) AS top_rt,
+        MAX(CASE WHEN x.on_s = 1 AND x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc1) AS top_st
     FROM win1_2 AS x
 ),
 fill1_2 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
-        CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
-            ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
-        CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
-        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_s = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_t = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) THEN x.anc1 ELSE x.node_label END AS pbind
+        CASE WHEN x.frozen THEN x.g WHEN LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL THEN x.extra
+            ELSE LEAST(x.extra, x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw)) END AS g,
+        CASE WHEN x.frozen THEN x.plam ELSE LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) END AS plam,
+        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_s = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_t = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) THEN x.anc1 ELSE x.node_label END AS pbind,
+        x.frozen OR LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL OR x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) >= x.extra - 1e-06 OR ((x.on_r = 1) AND COALESCE(x.level_r < x.top_r - 1e-09, FALSE) AND NOT (COALESCE(x.level_s < x.level_r - 1e-09 AND x.level_s < x.top_rs - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_r - 1e-09 AND x.level_t < x.top_rt - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_r - 1e-09 AND x.level_kw < x.top_r - 1e-09, FALSE))) OR ((x.on_s = 1) AND COALESCE(x.level_s < x.top_s - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_s - 1e-09 AND x.level_r < x.top_rs - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_s - 1e-09 AND x.level_t < x.top_st - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_s - 1e-09 AND x.level_kw < x.top_s - 1e-09, FALSE))) OR ((x.on_t = 1) AND COALESCE(x.level_t < x.top_t - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_t - 1e-09 AND x.level_r < x.top_rt - 1e-09, FALSE) OR COALESCE(x.level_s < x.level_t - 1e-09 AND x.level_s < x.top_st - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_t - 1e-09 AND x.level_kw < x.top_t - 1e-09, FALSE))) OR ((TRUE) AND COALESCE(x.level_kw < x.top_kw - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_kw - 1e-09 AND x.level_r < x.top_r - 1e-09, FALSE) OR COALESCE(x.level_s < x.level_kw - 1e-09 AND x.level_s < x.top_s - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_kw - 1e-09 AND x.level_t < x.top_t - 1e-09, FALSE))) AS frozen
     FROM lvl1_2 AS x
-),
-use1_3 AS (
-    SELECT
-        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
-        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
-        x.pbind,
-        SUM(x.a_per_kw * x.on_r * x.g) OVER (PARTITION BY x.site_id, x.anc1) AS used_r,
-        SUM(x.a_per_kw * x.on_s * x.g) OVER (PARTITION BY x.site_id, x.anc1) AS used_s,
-        SUM(x.a_per_kw * x.on_t * x.g) OVER (PARTITION BY x.site_id, x.anc1) AS used_t,
-        SUM(1.0 * x.g) OVER (PARTITION BY x.site_id, x.anc1) AS used_kw
-    FROM fill1_2 AS x
-),
-frz1_3 AS (
-    SELECT
-        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
-        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
-        x.pbind,
-        (x.g >= x.extra - 1e-06 OR COALESCE(x.on_r = 1 AND x.used_r >= x.spare_r - 1e-06, FALSE) OR COALESCE(x.on_s = 1 AND x.used_s >= x.spare_s - 1e-06, FALSE) OR COALESCE(x.on_t = 1 AND x.used_t >= x.spare_t - 1e-06, FALSE) OR COALESCE(TRUE AND x.used_kw >= x.spare_kw - 1e-06, FALSE)) AS frozen
-    FROM use1_3 AS x
 ),
 win1_3 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
-        x.pbind,
-        x.frozen,
-        x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) AS avail_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END AS wfrom_r,
-        x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) AS avail_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END AS wfrom_s,
-        x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) AS avail_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END AS wfrom_t,
-        x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) AS avail_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END AS wfrom_kw
-    FROM frz1_3 AS x
+        x.pbind, x.frozen,
+        CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight) END AS cand_r,
+        CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight) END AS cand_s,
+        CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight) END AS cand_t,
+        CASE WHEN TRUE AND NOT x.frozen THEN (x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc1) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight) END AS cand_kw
+    FROM fill1_2 AS x
 ),
 lvl1_3 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
         x.pbind, x.frozen,
-        CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_r,
-        CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_s,
-        CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_t,
-        CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (TRUE) OR x.avail_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN TRUE AND NOT x.frozen THEN (x.avail_kw - x.cum_kw + 1.0 * x.extra) / x.wfrom_kw END) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_kw
+        CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_r,
+        CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_s,
+        CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_t,
+        CASE WHEN x.anc1 IS NULL OR x.frozen OR NOT (TRUE) OR x.spare_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc1) END AS lv_kw
     FROM win1_3 AS x
 ),
 fill1_3 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
-        CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
-            ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
-        CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
-        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_s = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_t = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) THEN x.anc1 ELSE x.node_label END AS pbind
+        CASE WHEN x.frozen THEN x.g WHEN LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL THEN x.extra
+            ELSE LEAST(x.extra, x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw)) END AS g,
+        CASE WHEN x.frozen THEN x.plam ELSE LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) END AS plam,
+        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_s = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_t = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) THEN x.anc1 ELSE x.node_label END AS pbind
     FROM lvl1_3 AS x
 ),
 fill1 AS (
@@ -942,18 +742,10 @@ win0_1 AS (
         CAST(NULL AS DOUBLE PRECISION) AS plam,
         CAST(NULL AS VARCHAR) AS pbind,
         FALSE AS frozen,
-        h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc0) AS avail_r,
-        SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc0) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight AS wfrom_r,
-        h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc0) AS avail_s,
-        SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc0) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight AS wfrom_s,
-        h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc0) AS avail_t,
-        SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc0) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight AS wfrom_t,
-        h.headroom_kw - SUM(1.0 * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc0) AS avail_kw,
-        SUM(1.0 * x.extra) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc0) - SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight AS wfrom_kw
+        CASE WHEN x.on_r = 1 AND NOT FALSE THEN (h.headroom_a_r - SUM(x.a_per_kw * x.on_r * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc0) - SUM(x.a_per_kw * x.on_r * x.extra) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.extra) / (SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc0) - SUM(x.a_per_kw * x.on_r * x.weight) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight) END AS cand_r,
+        CASE WHEN x.on_s = 1 AND NOT FALSE THEN (h.headroom_a_s - SUM(x.a_per_kw * x.on_s * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc0) - SUM(x.a_per_kw * x.on_s * x.extra) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.extra) / (SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc0) - SUM(x.a_per_kw * x.on_s * x.weight) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight) END AS cand_s,
+        CASE WHEN x.on_t = 1 AND NOT FALSE THEN (h.headroom_a_t - SUM(x.a_per_kw * x.on_t * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc0) - SUM(x.a_per_kw * x.on_t * x.extra) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.extra) / (SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc0) - SUM(x.a_per_kw * x.on_t * x.weight) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight) END AS cand_t,
+        CASE WHEN TRUE AND NOT FALSE THEN (h.headroom_kw - SUM(1.0 * x.floor_kw) OVER (PARTITION BY x.site_id, x.anc0) - SUM(1.0 * x.extra) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.extra) / (SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc0) - SUM(1.0 * x.weight) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight) END AS cand_kw
     FROM fill1 AS x
     LEFT JOIN node_headroom AS h ON h.node_id = x.anc0
 ),
@@ -962,140 +754,108 @@ lvl0_1 AS (
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0,
         x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
         x.pbind, x.frozen,
-        CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_r,
-        CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_s,
-        CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_t,
-        CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (TRUE) OR x.avail_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN TRUE AND NOT x.frozen THEN (x.avail_kw - x.cum_kw + 1.0 * x.extra) / x.wfrom_kw END) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_kw
+        CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_r,
+        CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_s,
+        CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_t,
+        CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (TRUE) OR x.spare_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_kw,
+        MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc0) AS level_r,
+        MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc0) AS level_s,
+        MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc0) AS level_t,
+        MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc0) AS level_kw,
+        MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc0) AS top_r,
+        MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc0) AS top_s,
+        MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc0) AS top_t,
+        MAX(CASE WHEN TRUE AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc0) AS top_kw,
+        MAX(CASE WHEN x.on_r = 1 AND x.on_s = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc0) AS top_rs,
+        MAX(CASE WHEN x.on_r = 1 AND x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc0) AS top_rt,
+        MAX(CASE WHEN x.on_s = 1 AND x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc0) AS top_st
     FROM win0_1 AS x
 ),
 fill0_1 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0,
         x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
-        CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
-            ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
-        CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
-        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_s = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_t = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) THEN x.anc0 ELSE x.node_label END AS pbind
+        CASE WHEN x.frozen THEN x.g WHEN LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL THEN x.extra
+            ELSE LEAST(x.extra, x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw)) END AS g,
+        CASE WHEN x.frozen THEN x.plam ELSE LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) END AS plam,
+        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_s = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_t = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) THEN x.anc0 ELSE x.node_label END AS pbind,
+        x.frozen OR LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL OR x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) >= x.extra - 1e-06 OR ((x.on_r = 1) AND COALESCE(x.level_r < x.top_r - 1e-09, FALSE) AND NOT (COALESCE(x.level_s < x.level_r - 1e-09 AND x.level_s < x.top_rs - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_r - 1e-09 AND x.level_t < x.top_rt - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_r - 1e-09 AND x.level_kw < x.top_r - 1e-09, FALSE))) OR ((x.on_s = 1) AND COALESCE(x.level_s < x.top_s - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_s - 1e-09 AND x.level_r < x.top_rs - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_s - 1e-09 AND x.level_t < x.top_st - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_s - 1e-09 AND x.level_kw < x.top_s - 1e-09, FALSE))) OR ((x.on_t = 1) AND COALESCE(x.level_t < x.top_t - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_t - 1e-09 AND x.level_r < x.top_rt - 1e-09, FALSE) OR COALESCE(x.level_s < x.level_t - 1e-09 AND x.level_s < x.top_st - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_t - 1e-09 AND x.level_kw < x.top_t - 1e-09, FALSE))) OR ((TRUE) AND COALESCE(x.level_kw < x.top_kw - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_kw - 1e-09 AND x.level_r < x.top_r - 1e-09, FALSE) OR COALESCE(x.level_s < x.level_kw - 1e-09 AND x.level_s < x.top_s - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_kw - 1e-09 AND x.level_t < x.top_t - 1e-09, FALSE))) AS frozen
     FROM lvl0_1 AS x
-),
-use0_2 AS (
-    SELECT
-        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0,
-        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
-        x.pbind,
-        SUM(x.a_per_kw * x.on_r * x.g) OVER (PARTITION BY x.site_id, x.anc0) AS used_r,
-        SUM(x.a_per_kw * x.on_s * x.g) OVER (PARTITION BY x.site_id, x.anc0) AS used_s,
-        SUM(x.a_per_kw * x.on_t * x.g) OVER (PARTITION BY x.site_id, x.anc0) AS used_t,
-        SUM(1.0 * x.g) OVER (PARTITION BY x.site_id, x.anc0) AS used_kw
-    FROM fill0_1 AS x
-),
-frz0_2 AS (
-    SELECT
-        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0,
-        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
-        x.pbind,
-        (x.g >= x.extra - 1e-06 OR COALESCE(x.on_r = 1 AND x.used_r >= x.spare_r - 1e-06, FALSE) OR COALESCE(x.on_s = 1 AND x.used_s >= x.spare_s - 1e-06, FALSE) OR COALESCE(x.on_t = 1 AND x.used_t >= x.spare_t - 1e-06, FALSE) OR COALESCE(TRUE AND x.used_kw >= x.spare_kw - 1e-06, FALSE)) AS frozen
-    FROM use0_2 AS x
 ),
 win0_2 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0,
         x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
-        x.pbind,
-        x.frozen,
-        x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) AS avail_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END AS wfrom_r,
-        x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) AS avail_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END AS wfrom_s,
-        x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) AS avail_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END AS wfrom_t,
-        x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) AS avail_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END AS wfrom_kw
-    FROM frz0_2 AS x
+        x.pbind, x.frozen,
+        CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight) END AS cand_r,
+        CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight) END AS cand_s,
+        CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight) END AS cand_t,
+        CASE WHEN TRUE AND NOT x.frozen THEN (x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight) END AS cand_kw
+    FROM fill0_1 AS x
 ),
 lvl0_2 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0,
         x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
         x.pbind, x.frozen,
-        CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_r,
-        CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_s,
-        CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_t,
-        CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (TRUE) OR x.avail_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN TRUE AND NOT x.frozen THEN (x.avail_kw - x.cum_kw + 1.0 * x.extra) / x.wfrom_kw END) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_kw
+        CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_r,
+        CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_s,
+        CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_t,
+        CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (TRUE) OR x.spare_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_kw,
+        MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc0) AS level_r,
+        MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc0) AS level_s,
+        MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc0) AS level_t,
+        MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc0) AS level_kw,
+        MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc0) AS top_r,
+        MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc0) AS top_s,
+        MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc0) AS top_t,
+        MAX(CASE WHEN TRUE AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc0) AS top_kw,
+        MAX(CASE WHEN x.on_r = 1 AND x.on_s = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc0) AS top_rs,
+        MAX(CASE WHEN x.on_r = 1 AND x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc0) AS top_rt,
+        MAX(CASE WHEN x.on_s = 1 AND x.on_t = 1 AND NOT x.frozen THEN x.extra / x.weight END) OVER (PARTITION BY x.site_id, x.anc0) AS top_st
     FROM win0_2 AS x
 ),
 fill0_2 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0,
         x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
-        CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
-            ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
-        CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
-        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_s = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_t = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) THEN x.anc0 ELSE x.node_label END AS pbind
+        CASE WHEN x.frozen THEN x.g WHEN LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL THEN x.extra
+            ELSE LEAST(x.extra, x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw)) END AS g,
+        CASE WHEN x.frozen THEN x.plam ELSE LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) END AS plam,
+        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_s = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_t = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) THEN x.anc0 ELSE x.node_label END AS pbind,
+        x.frozen OR LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL OR x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) >= x.extra - 1e-06 OR ((x.on_r = 1) AND COALESCE(x.level_r < x.top_r - 1e-09, FALSE) AND NOT (COALESCE(x.level_s < x.level_r - 1e-09 AND x.level_s < x.top_rs - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_r - 1e-09 AND x.level_t < x.top_rt - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_r - 1e-09 AND x.level_kw < x.top_r - 1e-09, FALSE))) OR ((x.on_s = 1) AND COALESCE(x.level_s < x.top_s - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_s - 1e-09 AND x.level_r < x.top_rs - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_s - 1e-09 AND x.level_t < x.top_st - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_s - 1e-09 AND x.level_kw < x.top_s - 1e-09, FALSE))) OR ((x.on_t = 1) AND COALESCE(x.level_t < x.top_t - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_t - 1e-09 AND x.level_r < x.top_rt - 1e-09, FALSE) OR COALESCE(x.level_s < x.level_t - 1e-09 AND x.level_s < x.top_st - 1e-09, FALSE) OR COALESCE(x.level_kw < x.level_t - 1e-09 AND x.level_kw < x.top_t - 1e-09, FALSE))) OR ((TRUE) AND COALESCE(x.level_kw < x.top_kw - 1e-09, FALSE) AND NOT (COALESCE(x.level_r < x.level_kw - 1e-09 AND x.level_r < x.top_r - 1e-09, FALSE) OR COALESCE(x.level_s < x.level_kw - 1e-09 AND x.level_s < x.top_s - 1e-09, FALSE) OR COALESCE(x.level_t < x.level_kw - 1e-09 AND x.level_t < x.top_t - 1e-09, FALSE))) AS frozen
     FROM lvl0_2 AS x
-),
-use0_3 AS (
-    SELECT
-        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0,
-        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
-        x.pbind,
-        SUM(x.a_per_kw * x.on_r * x.g) OVER (PARTITION BY x.site_id, x.anc0) AS used_r,
-        SUM(x.a_per_kw * x.on_s * x.g) OVER (PARTITION BY x.site_id, x.anc0) AS used_s,
-        SUM(x.a_per_kw * x.on_t * x.g) OVER (PARTITION BY x.site_id, x.anc0) AS used_t,
-        SUM(1.0 * x.g) OVER (PARTITION BY x.site_id, x.anc0) AS used_kw
-    FROM fill0_2 AS x
-),
-frz0_3 AS (
-    SELECT
-        x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0,
-        x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
-        x.pbind,
-        (x.g >= x.extra - 1e-06 OR COALESCE(x.on_r = 1 AND x.used_r >= x.spare_r - 1e-06, FALSE) OR COALESCE(x.on_s = 1 AND x.used_s >= x.spare_s - 1e-06, FALSE) OR COALESCE(x.on_t = 1 AND x.used_t >= x.spare_t - 1e-06, FALSE) OR COALESCE(TRUE AND x.used_kw >= x.spare_kw - 1e-06, FALSE)) AS frozen
-    FROM use0_3 AS x
 ),
 win0_3 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0,
         x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
-        x.pbind,
-        x.frozen,
-        x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) AS avail_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_r,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END AS wfrom_r,
-        x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) AS avail_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_s,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END AS wfrom_s,
-        x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) AS avail_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_t,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END AS wfrom_t,
-        x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) AS avail_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum_kw,
-        SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END AS wfrom_kw
-    FROM frz0_3 AS x
+        x.pbind, x.frozen,
+        CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.spare_r - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_r * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.extra END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_r * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_r * x.weight) END AS cand_r,
+        CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.spare_s - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_s * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.extra END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_s * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_s * x.weight) END AS cand_s,
+        CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.spare_t - SUM(CASE WHEN x.frozen THEN x.a_per_kw * x.on_t * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.extra END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE x.a_per_kw * x.on_t * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + x.a_per_kw * x.on_t * x.weight) END AS cand_t,
+        CASE WHEN TRUE AND NOT x.frozen THEN (x.spare_kw - SUM(CASE WHEN x.frozen THEN 1.0 * x.g ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.extra END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.extra) / (SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc0) - SUM(CASE WHEN x.frozen THEN 0 ELSE 1.0 * x.weight END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.extra / x.weight, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) + 1.0 * x.weight) END AS cand_kw
+    FROM fill0_2 AS x
 ),
 lvl0_3 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0,
         x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw, x.g, x.plam,
         x.pbind, x.frozen,
-        CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.avail_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_r = 1 AND NOT x.frozen THEN (x.avail_r - x.cum_r + x.a_per_kw * x.on_r * x.extra) / x.wfrom_r END) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_r,
-        CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.avail_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_s = 1 AND NOT x.frozen THEN (x.avail_s - x.cum_s + x.a_per_kw * x.on_s * x.extra) / x.wfrom_s END) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_s,
-        CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.avail_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN x.on_t = 1 AND NOT x.frozen THEN (x.avail_t - x.cum_t + x.a_per_kw * x.on_t * x.extra) / x.wfrom_t END) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_t,
-        CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (TRUE) OR x.avail_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(CASE WHEN TRUE AND NOT x.frozen THEN (x.avail_kw - x.cum_kw + 1.0 * x.extra) / x.wfrom_kw END) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_kw
+        CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (x.on_r = 1) OR x.spare_r IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_r) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_r,
+        CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (x.on_s = 1) OR x.spare_s IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_s) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_s,
+        CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (x.on_t = 1) OR x.spare_t IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_t) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_t,
+        CASE WHEN x.anc0 IS NULL OR x.frozen OR NOT (TRUE) OR x.spare_kw IS NULL THEN CAST(NULL AS DOUBLE PRECISION) ELSE MAX(x.cand_kw) OVER (PARTITION BY x.site_id, x.anc0) END AS lv_kw
     FROM win0_3 AS x
 ),
 fill0_3 AS (
     SELECT
         x.session_id, x.site_id, x.floor_kw, x.weight, x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0,
         x.node_label, x.lam, x.bind, x.extra, x.spare_r, x.spare_s, x.spare_t, x.spare_kw,
-        CASE WHEN x.frozen THEN x.g WHEN LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) IS NULL THEN x.extra
-            ELSE LEAST(x.extra, x.weight * LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t))) END AS g,
-        CASE WHEN x.frozen THEN x.plam ELSE LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) END AS plam,
-        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_s = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) OR x.lv_t = LEAST(COALESCE(x.lv_r, x.lv_s, x.lv_t, x.lv_kw), COALESCE(x.lv_s, x.lv_t, x.lv_kw, x.lv_r), COALESCE(x.lv_t, x.lv_kw, x.lv_r, x.lv_s), COALESCE(x.lv_kw, x.lv_r, x.lv_s, x.lv_t)) THEN x.anc0 ELSE x.node_label END AS pbind
+        CASE WHEN x.frozen THEN x.g WHEN LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) IS NULL THEN x.extra
+            ELSE LEAST(x.extra, x.weight * LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw)) END AS g,
+        CASE WHEN x.frozen THEN x.plam ELSE LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) END AS plam,
+        CASE WHEN x.frozen THEN x.pbind WHEN x.lv_r = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_s = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) OR x.lv_t = LEAST(x.lv_r, x.lv_s, x.lv_t, x.lv_kw) THEN x.anc0 ELSE x.node_label END AS pbind
     FROM lvl0_3 AS x
 ),
 fill0 AS (
