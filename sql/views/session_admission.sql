@@ -6,188 +6,22 @@
 -- phase's headroom_a; then those left out whose own floor fits in what is left get a second round
 -- over it in the same order; the others are paused. anc0..anc5
 -- are the session's ancestors by depth (anc0 = the site). session_fill fills the admitted;
--- session_allocation sets the paused to 0.
+-- session_allocation sets the paused to 0. The levels at depth 3 and below are session_admission_deep's.
 CREATE MATERIALIZED VIEW session_admission AS
 WITH
-adm5a AS (
-    SELECT
-        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
-        (x.paused_by IS NULL) AS live,
-        (x.paused_by IS NULL) AND (
-            x.anc5 IS NULL
-            OR SUM(CASE WHEN (x.paused_by IS NULL) THEN x.floor_kw ELSE 0 END) OVER (
-                PARTITION BY x.site_id, x.anc5 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-            ) <= h.headroom_kw + 1e-9
-            AND (h.headroom_a_r IS NULL OR x.on_r = 0 OR SUM(
-                CASE WHEN (x.paused_by IS NULL) THEN x.floor_kw * x.a_per_kw * x.on_r ELSE 0 END
-            ) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= h.headroom_a_r + 1e-9)
-            AND (h.headroom_a_s IS NULL OR x.on_s = 0 OR SUM(
-                CASE WHEN (x.paused_by IS NULL) THEN x.floor_kw * x.a_per_kw * x.on_s ELSE 0 END
-            ) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= h.headroom_a_s + 1e-9)
-            AND (h.headroom_a_t IS NULL OR x.on_t = 0 OR SUM(
-                CASE WHEN (x.paused_by IS NULL) THEN x.floor_kw * x.a_per_kw * x.on_t ELSE 0 END
-            ) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= h.headroom_a_t + 1e-9)
-        ) AS ok1,
-        h.headroom_kw AS h_kw,
-        h.headroom_a_r AS h_a_r,
-        h.headroom_a_s AS h_a_s,
-        h.headroom_a_t AS h_a_t
-    FROM session_limits AS x
-    LEFT JOIN node_headroom AS h ON h.node_id = x.anc5
-),
-adm5b AS (
-    SELECT
-        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
-        x.live,
-        x.ok1,
-        x.h_kw - SUM(CASE WHEN x.ok1 THEN x.floor_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) AS left_kw,
-        x.h_a_r - SUM(CASE WHEN x.ok1 THEN x.floor_kw * x.a_per_kw * x.on_r ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) AS left_a_r,
-        x.h_a_s - SUM(CASE WHEN x.ok1 THEN x.floor_kw * x.a_per_kw * x.on_s ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) AS left_a_s,
-        x.h_a_t - SUM(CASE WHEN x.ok1 THEN x.floor_kw * x.a_per_kw * x.on_t ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) AS left_a_t
-    FROM adm5a AS x
-),
-adm5 AS (
-    SELECT
-        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
-        x.ok1 OR (
-            (x.live AND NOT x.ok1 AND x.anc5 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9))
-            AND SUM(CASE WHEN (x.live AND NOT x.ok1 AND x.anc5 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw ELSE 0 END) OVER (
-                PARTITION BY x.site_id, x.anc5 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-            ) <= x.left_kw + 1e-9
-            AND (x.left_a_r IS NULL OR x.on_r = 0 OR SUM(
-                CASE WHEN (x.live AND NOT x.ok1 AND x.anc5 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw * x.a_per_kw * x.on_r ELSE 0 END
-            ) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= x.left_a_r + 1e-9)
-            AND (x.left_a_s IS NULL OR x.on_s = 0 OR SUM(
-                CASE WHEN (x.live AND NOT x.ok1 AND x.anc5 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw * x.a_per_kw * x.on_s ELSE 0 END
-            ) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= x.left_a_s + 1e-9)
-            AND (x.left_a_t IS NULL OR x.on_t = 0 OR SUM(
-                CASE WHEN (x.live AND NOT x.ok1 AND x.anc5 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw * x.a_per_kw * x.on_t ELSE 0 END
-            ) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= x.left_a_t + 1e-9)
-        ) AS ok
-    FROM adm5b AS x
-),
-adm4a AS (
-    SELECT
-        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
-        x.ok AS live,
-        x.ok AND (
-            x.anc4 IS NULL
-            OR SUM(CASE WHEN x.ok THEN x.floor_kw ELSE 0 END) OVER (
-                PARTITION BY x.site_id, x.anc4 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-            ) <= h.headroom_kw + 1e-9
-            AND (h.headroom_a_r IS NULL OR x.on_r = 0 OR SUM(
-                CASE WHEN x.ok THEN x.floor_kw * x.a_per_kw * x.on_r ELSE 0 END
-            ) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= h.headroom_a_r + 1e-9)
-            AND (h.headroom_a_s IS NULL OR x.on_s = 0 OR SUM(
-                CASE WHEN x.ok THEN x.floor_kw * x.a_per_kw * x.on_s ELSE 0 END
-            ) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= h.headroom_a_s + 1e-9)
-            AND (h.headroom_a_t IS NULL OR x.on_t = 0 OR SUM(
-                CASE WHEN x.ok THEN x.floor_kw * x.a_per_kw * x.on_t ELSE 0 END
-            ) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= h.headroom_a_t + 1e-9)
-        ) AS ok1,
-        h.headroom_kw AS h_kw,
-        h.headroom_a_r AS h_a_r,
-        h.headroom_a_s AS h_a_s,
-        h.headroom_a_t AS h_a_t
-    FROM adm5 AS x
-    LEFT JOIN node_headroom AS h ON h.node_id = x.anc4
-),
-adm4b AS (
-    SELECT
-        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
-        x.live,
-        x.ok1,
-        x.h_kw - SUM(CASE WHEN x.ok1 THEN x.floor_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) AS left_kw,
-        x.h_a_r - SUM(CASE WHEN x.ok1 THEN x.floor_kw * x.a_per_kw * x.on_r ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) AS left_a_r,
-        x.h_a_s - SUM(CASE WHEN x.ok1 THEN x.floor_kw * x.a_per_kw * x.on_s ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) AS left_a_s,
-        x.h_a_t - SUM(CASE WHEN x.ok1 THEN x.floor_kw * x.a_per_kw * x.on_t ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) AS left_a_t
-    FROM adm4a AS x
-),
-adm4 AS (
-    SELECT
-        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3,
-        x.ok1 OR (
-            (x.live AND NOT x.ok1 AND x.anc4 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9))
-            AND SUM(CASE WHEN (x.live AND NOT x.ok1 AND x.anc4 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw ELSE 0 END) OVER (
-                PARTITION BY x.site_id, x.anc4 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-            ) <= x.left_kw + 1e-9
-            AND (x.left_a_r IS NULL OR x.on_r = 0 OR SUM(
-                CASE WHEN (x.live AND NOT x.ok1 AND x.anc4 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw * x.a_per_kw * x.on_r ELSE 0 END
-            ) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= x.left_a_r + 1e-9)
-            AND (x.left_a_s IS NULL OR x.on_s = 0 OR SUM(
-                CASE WHEN (x.live AND NOT x.ok1 AND x.anc4 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw * x.a_per_kw * x.on_s ELSE 0 END
-            ) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= x.left_a_s + 1e-9)
-            AND (x.left_a_t IS NULL OR x.on_t = 0 OR SUM(
-                CASE WHEN (x.live AND NOT x.ok1 AND x.anc4 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw * x.a_per_kw * x.on_t ELSE 0 END
-            ) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= x.left_a_t + 1e-9)
-        ) AS ok
-    FROM adm4b AS x
-),
-adm3a AS (
-    SELECT
-        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3,
-        x.ok AS live,
-        x.ok AND (
-            x.anc3 IS NULL
-            OR SUM(CASE WHEN x.ok THEN x.floor_kw ELSE 0 END) OVER (
-                PARTITION BY x.site_id, x.anc3 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-            ) <= h.headroom_kw + 1e-9
-            AND (h.headroom_a_r IS NULL OR x.on_r = 0 OR SUM(
-                CASE WHEN x.ok THEN x.floor_kw * x.a_per_kw * x.on_r ELSE 0 END
-            ) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= h.headroom_a_r + 1e-9)
-            AND (h.headroom_a_s IS NULL OR x.on_s = 0 OR SUM(
-                CASE WHEN x.ok THEN x.floor_kw * x.a_per_kw * x.on_s ELSE 0 END
-            ) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= h.headroom_a_s + 1e-9)
-            AND (h.headroom_a_t IS NULL OR x.on_t = 0 OR SUM(
-                CASE WHEN x.ok THEN x.floor_kw * x.a_per_kw * x.on_t ELSE 0 END
-            ) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= h.headroom_a_t + 1e-9)
-        ) AS ok1,
-        h.headroom_kw AS h_kw,
-        h.headroom_a_r AS h_a_r,
-        h.headroom_a_s AS h_a_s,
-        h.headroom_a_t AS h_a_t
-    FROM adm4 AS x
-    LEFT JOIN node_headroom AS h ON h.node_id = x.anc3
-),
-adm3b AS (
-    SELECT
-        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3,
-        x.live,
-        x.ok1,
-        x.h_kw - SUM(CASE WHEN x.ok1 THEN x.floor_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) AS left_kw,
-        x.h_a_r - SUM(CASE WHEN x.ok1 THEN x.floor_kw * x.a_per_kw * x.on_r ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) AS left_a_r,
-        x.h_a_s - SUM(CASE WHEN x.ok1 THEN x.floor_kw * x.a_per_kw * x.on_s ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) AS left_a_s,
-        x.h_a_t - SUM(CASE WHEN x.ok1 THEN x.floor_kw * x.a_per_kw * x.on_t ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) AS left_a_t
-    FROM adm3a AS x
-),
 adm3 AS (
     SELECT
         x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
         x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2,
-        x.ok1 OR (
-            (x.live AND NOT x.ok1 AND x.anc3 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9))
-            AND SUM(CASE WHEN (x.live AND NOT x.ok1 AND x.anc3 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw ELSE 0 END) OVER (
-                PARTITION BY x.site_id, x.anc3 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-            ) <= x.left_kw + 1e-9
-            AND (x.left_a_r IS NULL OR x.on_r = 0 OR SUM(
-                CASE WHEN (x.live AND NOT x.ok1 AND x.anc3 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw * x.a_per_kw * x.on_r ELSE 0 END
-            ) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= x.left_a_r + 1e-9)
-            AND (x.left_a_s IS NULL OR x.on_s = 0 OR SUM(
-                CASE WHEN (x.live AND NOT x.ok1 AND x.anc3 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw * x.a_per_kw * x.on_s ELSE 0 END
-            ) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= x.left_a_s + 1e-9)
-            AND (x.left_a_t IS NULL OR x.on_t = 0 OR SUM(
-                CASE WHEN (x.live AND NOT x.ok1 AND x.anc3 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw * x.a_per_kw * x.on_t ELSE 0 END
-            ) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= x.left_a_t + 1e-9)
-        ) AS ok
-    FROM adm3b AS x
+        x.paused_by IS NULL AS ok
+    FROM session_limits AS x
+    WHERE x.anc3 IS NULL
+    UNION ALL
+    SELECT
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
+        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2,
+        x.ok
+    FROM session_admission_deep AS x
 ),
 adm2a AS (
     SELECT
