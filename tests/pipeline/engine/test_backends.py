@@ -133,3 +133,61 @@ def test_a_rollback_restores_which_sites_the_hybrid_holds_out_of_date():
         assert hybrid._stale == {**before, "lite": {**before["lite"], "u": frozenset()}}
     finally:
         hybrid.close()
+
+
+def test_a_backlog_of_input_batches_costs_duckdb_one_write_per_table_and_holds_the_same_rows(monkeypatch):
+    """The hybrid queues DuckDB's input writes; a backlog of interleaved batches (meter readings, then
+    sessions, then readings again, as a site's traffic comes) reaches DuckDB as one write per table, and
+    DuckDB then holds exactly SQLite's rows (later rows of a key replace earlier ones)."""
+    from datetime import timedelta
+
+    from pipeline.contracts.topics import ActiveSession, SiteDemand
+    from pipeline.engine.embedded import EmbeddedEngine
+    from pipeline.engine.hybrid_backend import HybridBackend
+    from pipeline.engine.partition import ALL
+
+    now = datetime(2024, 6, 3, 12, tzinfo=UTC)
+
+    def same(row: tuple) -> str:  # each database's rows, instants as instants
+        return repr(tuple(v.timestamp() if isinstance(v, datetime) else v for v in row))
+
+    engine = EmbeddedEngine(backend=HybridBackend())
+    hybrid = engine.backend
+    assert isinstance(hybrid, HybridBackend)
+    try:
+        for i in range(6):  # six batches, each touching both tables
+            engine.apply(
+                [
+                    ("bems.site.demand", "S", SiteDemand(site_id="S", current_demand_kw=10 + i, measured_at=now)),
+                    (
+                        "ocpp.active.sessions",
+                        f"x{i % 2}",
+                        ActiveSession(
+                            session_id=f"x{i % 2}",
+                            charge_point_id=f"CP{i % 2}",
+                            connector_id=1,
+                            transaction_id=str(i),
+                            site_id="S",
+                            rated_power_kw=22,
+                            started_at=now,
+                            sampled_at=now + timedelta(seconds=i),
+                        ),
+                    ),
+                ]
+            )
+        writes: list[str] = []
+        write = hybrid.duck.write
+
+        def counted(obj, keys, rows):
+            writes.append(obj.name)
+            write(obj, keys, rows)
+
+        monkeypatch.setattr(hybrid.duck, "write", counted)
+        hybrid.sync_readers()
+        assert sorted(writes) == ["bems_site_demand", "ocpp_active_sessions"]
+        for table in ("bems_site_demand", "ocpp_active_sessions"):
+            lite = sorted(map(same, hybrid.lite.rows(table, ALL)[1]))
+            duck = sorted(map(same, hybrid.duck.rows(table, ALL)[1]))
+            assert duck == lite and len(lite) == (6 if table == "bems_site_demand" else 2), table
+    finally:
+        engine.close()
