@@ -152,7 +152,11 @@ class Executor:
         self.stats = ExecutorStats(self.registry)
         self._topology = Topology()
         self._setpoints = SetpointTable(self.stats)
-        self.meter_gate = MeterGate(config.meter_heartbeat_s, setpoint_at=self._setpoints.setpoint_at)
+        self.meter_gate = MeterGate(
+            config.meter_heartbeat_s,
+            setpoint_at=self._setpoints.setpoint_at,
+            monotonic=lambda: self.clock.now().timestamp(),  # the heartbeat and quiet time are clock time
+        )
         self.outbox = Outbox(transport, limit=config.outbox_limit, stats=self.stats, gate=self.meter_gate)
         self._outbox_drain_s = config.outbox_drain_s
         self._sessions = Sessions(
@@ -473,7 +477,7 @@ class Executor:
     async def _flush_meter(self) -> None:
         """Publish withheld meter readings that no newer one followed (:mod:`executor.telemetry`)."""
         while True:
-            await asyncio.sleep(METER_SWEEP_S)
+            await self.clock.sleep(METER_SWEEP_S)  # clock time: a replay's compressed day sweeps as often
             self._publish_withheld(METER_QUIET_S)
 
     def _publish_withheld(self, quiet_s: float) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from ocpp.v16 import call
@@ -249,6 +250,40 @@ async def test_readings_that_move_nothing_the_views_read_wait_for_the_heartbeat(
     ]
     assert fields(records[2])["current_power_kw"] == 7.65
     assert (executor.meter_gate.withheld, executor.meter_gate.flushed) == (25, 1)
+
+
+async def test_a_waiting_sessions_heartbeat_goes_out_on_the_executors_clock(transport):
+    """The sweep that sends heartbeats runs on the executor's clock: under a replay's compressed clock an EV
+    waiting at 0 kW (its readings move nothing) still has a reading published a heartbeat after the last,
+    well before the views call its meter stale (600 s). On real-time sweeps (10 s of wall time) a replay at
+    2880x swept once per 8 simulated hours, and waiting sessions went stale between building-load steps."""
+    from executor import Executor
+    from executor.telemetry import METER_SWEEP_S
+    from pipeline.contracts.clock import SimClock
+    from tests.executor.conftest import executor_config
+
+    clock = SimClock(T0)
+    clock.hold()
+    for node in SITE_NODES:
+        await publish(transport, "site.topology", node)
+    executor = Executor(transport, executor_config(call_timeout_s=1.0, boot_wait_s=0.05), clock)
+    await executor.start()
+    try:
+        async with open_charge_point(executor.port, "CP1") as cp:
+            await cp.boot()
+            tx = await cp.start_tx(connector_id=1, meter_start=1000, when=T0)
+            await cp.call(_reading(tx, 5, 0, 1000))
+            clock.advance(300.0)
+            await cp.call(_reading(tx, 305, 0, 1000))  # nothing moved: withheld until the sweep
+            assert len([r for r in transport.log(SESSIONS) if r.value]) == 2
+            clock.advance(METER_SWEEP_S)
+            for _ in range(200):  # the sweep wakes on the clock's advance; bounded, not timed
+                if len([r for r in transport.log(SESSIONS) if r.value]) == 3:
+                    break
+                await asyncio.sleep(0.01)
+            assert fields(transport.log(SESSIONS)[-1])["charger_sampled_at"] == iso(at(305))
+    finally:
+        await executor.stop()
 
 
 def test_meter_publish_rules():
