@@ -13,6 +13,11 @@ session that nobody uses, so the executor measures and publishes two facts on ``
   sits below a measured draw (a draw above it lifts it at once); an EV that presses against it (draws
   within a third of a margin of it for ``learned_cap_sustain_s``) has it removed, and so does a probe
   ``learned_cap_probe_s`` after it last changed, so an EV that takes more again gets the chance.
+- ``ev_rate_kw`` (:class:`CapLearner` too): the rate the EV last showed it charges at, for plans to time
+  what it still needs (docs/architecture.md, "Plans"): its latest draw below its limit (as it tapers above
+  about 80 % SoC, it follows), lifted by any larger draw. Unlike the cap it is kept through the probe and
+  while the EV waits at 0 for its plan's cheap hours: a plan that counted on the charger's rating instead
+  would start an 11 kW EV on a 22 kW charger half as long before its departure as it needs.
 
 Why the loop cannot oscillate (docs/architecture.md, "Executor": outputs follow what the EV takes): a drop needs a
 sustained under-draw against an unchanged limit and must lower the cap by at least ``learned_cap_step_kw``; the
@@ -77,7 +82,11 @@ class CapLearner:
     State: ``cap_kw``; ``changed_at`` (s) when the cap last changed and ``reason`` why (``drop``: a
     sustained under-draw; ``lift``: a draw above it; ``pressing``: a sustained draw within a third of a
     margin of it; ``probe``: the probe period passed); the under-draw window (its start, the limit it was measured
-    against, the largest draw in it) and since when the EV presses against the cap.
+    against, the largest draw in it) and since when the EV presses against the cap. ``rate_kw`` (kW, ``None``:
+    not drawn yet) is the EV's rate as last measured: its latest draw below ``ratio`` x its limit (or under
+    no known limit), where the EV, not the limit, sets the draw; a draw held at its limit only lifts it (the
+    EV takes at least that) or gives the first estimate (a low one: a plan starts early rather than late).
+    No margin, never dropped by the probe.
     """
 
     policy: CapPolicy
@@ -88,6 +97,7 @@ class CapLearner:
     _pressing_since: float | None = None
     _limit_kw: float | None = None
     _peak_kw: float = 0.0
+    rate_kw: float | None = None
 
     def observe(self, at_s: float, draw_kw: float, limit_kw: float | None, floor_kw: float = 0.0) -> float | None:
         """Fold one sample (time ``at_s`` in s, measured draw in kW, the limit in force in kW or ``None``
@@ -101,6 +111,10 @@ class CapLearner:
             return self.cap_kw
         if self.changed_at is not None and at_s < self.changed_at:
             return self.cap_kw
+        if draw_kw > _EPS:
+            free = limit_kw is None or draw_kw < p.ratio * limit_kw  # below its limit: the EV's own rate
+            if free or self.rate_kw is None or draw_kw > self.rate_kw:  # held at it: at least the draw
+                self.rate_kw = round(draw_kw, 3)
         if self.cap_kw is not None and draw_kw > self.cap_kw + _EPS:  # evidence: it takes more than we thought
             self._set(max(floor_kw, draw_kw + p.margin(draw_kw)), at_s, "lift")
             return self.cap_kw

@@ -209,6 +209,7 @@ class Sessions:
                 cap=CapLearner(
                     self._cap_policy,
                     cap_kw=session.learned_cap_kw,
+                    rate_kw=session.ev_rate_kw,
                     # when it was learned is not on the record: probe no later than a period after the last sample
                     changed_at=None
                     if session.learned_cap_kw is None
@@ -298,7 +299,7 @@ class Sessions:
         ``current_power_kw`` and ``soc_pct`` are the latest reported values, ``energy_kwh`` is the import
         register minus the meter start (both kWh), ``charger_sampled_at`` the latest sample's own time and
         ``sampled_at`` ``received_at``, the executor's clock when the readings arrived (default: the
-        sample's time); ``ev_phases`` and ``learned_cap_kw`` are what :mod:`executor.learning` makes of the
+        sample's time); ``ev_phases``, ``learned_cap_kw`` and ``ev_rate_kw`` are what :mod:`executor.learning` makes of the
         samples (per-phase current; power against the limit in force). Readings outside a known transaction
         are ignored.
         """
@@ -324,6 +325,8 @@ class Sessions:
                 update["current_power_kw"] = _clamp(sample.power_kw, 0.0)
                 learned = cap.observe(at_s, update["current_power_kw"], limit_kw, self._floor_kw(session, update))
                 update["learned_cap_kw"] = None if learned is None else min(learned, BOUNDS["charger_kw"])
+                if cap.rate_kw is not None:
+                    update["ev_rate_kw"] = min(cap.rate_kw, BOUNDS["charger_kw"])
                 tx.peak_power_kw = max(tx.peak_power_kw or 0.0, update["current_power_kw"])
             if sample.energy_register_kwh is not None:
                 if tx.meter_start_kwh is None:  # recovered: continue the count published before the restart

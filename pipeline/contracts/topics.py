@@ -149,6 +149,12 @@ class ActiveSession(_Record):
     learned_cap_kw: ChargerKw | None = Field(
         None, description="what the EV has shown it takes (meter draw plus a margin); None: nothing learned"
     )
+    ev_rate_kw: ChargerKw | None = Field(
+        None,
+        description="the rate the EV last showed it charges at (its largest draw, or its draw in the last sustained "
+        "under-draw against its limit; no margin, kept through the probe); plans time the remaining need at it; "
+        "None: it has not drawn yet",
+    )
     departure_at: datetime | None = Field(None, description="when the EV leaves (NotifyEVChargingNeeds or a plan)")
     energy_needed_kwh: Kwh | None = Field(None, description="energy still wanted at departure_at")
 

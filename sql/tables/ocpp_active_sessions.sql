@@ -32,6 +32,7 @@ CREATE TABLE ocpp_active_sessions (
     learned_cap_kw DOUBLE PRECISION,
     departure_at TIMESTAMPTZ,
     energy_needed_kwh DOUBLE PRECISION,
+    ev_rate_kw DOUBLE PRECISION,
     PRIMARY KEY (message_key)
 ) INCLUDE KEY AS message_key WITH (
     connector = 'kafka',

@@ -32,6 +32,7 @@ WITH placed AS (
         s.started_at,
         s.current_power_kw,
         s.learned_cap_kw,
+        s.ev_rate_kw,
         COALESCE(s.sampled_at, s.started_at) AS seen_at
     FROM ocpp_active_sessions AS s
     LEFT JOIN site_topology AS c ON c.node_id = s.charge_point_id AND c.kind = 'charger'

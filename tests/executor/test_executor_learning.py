@@ -55,6 +55,26 @@ def test_a_tapering_ev_is_followed_down_from_the_largest_draw_of_each_window():
     assert cap.observe(300, 8.0, 9.0) == 9.0  # 8 / 9 > 85 %: settled
 
 
+def test_the_ev_rate_is_its_latest_free_draw_lifted_by_larger_ones_and_outlives_the_probe():
+    cap = CapLearner(POLICY)
+    assert cap.rate_kw is None  # not drawn yet
+    cap.observe(0, 0.0, 22.0)
+    assert cap.rate_kw is None  # a limit but no draw says nothing about its rate
+    cap.observe(10, 4.1, 4.14)
+    assert cap.rate_kw == 4.1  # held at its floor under a tight breaker: at least that, for now
+    cap.observe(20, 11.0, 22.0)
+    assert cap.rate_kw == 11.0  # free to take 22 kW, it takes 11
+    cap.observe(100, 9.0, 12.1)
+    assert cap.rate_kw == 9.0  # the taper
+    cap.observe(160, 4.1, 4.14)
+    assert cap.rate_kw == 9.0  # held at a lower limit: it takes at least that, which says nothing new
+    cap.observe(170, 0.0, 0.0)
+    assert cap.observe(900, 0.0, 0.0) is None  # waiting at 0 for its plan: the probe removed the cap ...
+    assert cap.rate_kw == 9.0  # ... but not what the EV showed it charges at
+    cap.observe(910, 9.4, 9.5)
+    assert cap.rate_kw == 9.4  # held at its limit but above the rate: it takes at least that
+
+
 def test_the_cap_is_never_below_the_floor():
     cap = CapLearner(POLICY)
     floor = 6 * 3 * 230 / 1000  # 4.14 kW
