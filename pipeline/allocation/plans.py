@@ -17,12 +17,16 @@ if TYPE_CHECKING:
 __all__ = [
     "PLAN_AT_RISK_S",
     "PLAN_HORIZON_S",
+    "MAX_WEIGHT",
     "PLAN_TAPER_FACTOR",
+    "SHORT_WEIGHT",
     "URGENT_WEIGHT",
     "PlanNeed",
     "plan_at_risk",
     "plan_cap",
+    "own_laxity",
     "plan_needs",
+    "plan_weight",
 ]
 
 PLAN_AT_RISK_S = 900
@@ -36,6 +40,13 @@ URGENT_WEIGHT = 1000.0
 """A session whose plan is at risk (:func:`plan_at_risk`) fills with its weight times this: under a breaker
 that binds it rises a thousand times faster than the sessions that can wait, so it takes the headroom
 first, up to its cap, and they share what it leaves (session_limits.sql)."""
+SHORT_WEIGHT = 1_000_000.0
+"""... and one whose need cannot be met even at its own rate (:func:`own_laxity` below 0) fills with its weight
+times this, ahead of the sessions merely at risk: every minute it spends below its cap is energy it will
+not have at its departure, while they still have time to make up (least laxity first, in two tiers)."""
+MAX_WEIGHT = 1_000_000.0
+"""A fill weight is never above this: the levels the fill compares (kW per weight, within 1e-9) stay
+within a milli-kW for any session."""
 PLAN_HORIZON_S = 2678400
 """The longest wait ``urgent_at`` counts back from a departure (31 days, a plan's bound), s."""
 
@@ -45,9 +56,10 @@ class PlanNeed:
     """A planned session's target and slots (session_plan_targets, session_plan_needs): ``remaining_kwh``
     by ``departure_at``, ``left_s`` from its latest meter reading, ``cheaper_s`` before departure in slots
     cheaper than the one in force (every later slot when none is), ``price_now`` (None: no price);
-    ``share_kw`` the site's EV headroom over its live sessions (kW, None: no headroom known) and
+    ``share_kw`` its part of the site's EV headroom (kW, :func:`plan_needs`; None: no headroom known), ``ev_rate_kw``
+    the rate the EV last showed it charges at (kW, None: it has not drawn yet; executor/learning.py) and
     ``urgent`` whether now is at or past ``urgent_at``, departure less :data:`PLAN_TAPER_FACTOR` times the
-    time the remaining energy takes at min(device cap, share) less :data:`PLAN_AT_RISK_S`."""
+    time the remaining energy takes at min(device cap, EV rate, share) less :data:`PLAN_AT_RISK_S`."""
 
     departure_at: datetime
     energy_needed_kwh: float
@@ -56,6 +68,7 @@ class PlanNeed:
     cheaper_s: float
     price_now: float | None
     share_kw: float | None = None
+    ev_rate_kw: float | None = None
     urgent: bool = False
 
 
@@ -91,7 +104,6 @@ def plan_needs(
     placed: Iterable[tuple[Any, str]],
     now: datetime,
     headroom: dict[str, float] | None = None,
-    live: dict[str, int] | None = None,
     device_cap: Callable[[Any], float] | None = None,
 ) -> dict[str, PlanNeed]:
     """session_id -> :class:`PlanNeed` for every placed ``(session record, site_id)`` with a plan.
@@ -99,15 +111,18 @@ def plan_needs(
     Trust, per field: the session record's own ``departure_at`` / ``energy_needed_kwh``, a session plan, a
     charger plan whose departure is after the session started, the charger's then the site's defaults
     (``default_departure_min``: the next such minute of the day, UTC, after the start). ``headroom`` is
-    the EV headroom per site node (kW) and ``live`` the managed, fresh sessions per site, for
-    ``share_kw`` (None without them); ``device_cap(record)`` the session's cap before rules and plans (kW,
-    the reference's :func:`~pipeline.allocation.reference.device_cap`; its rating without it)."""
-    headroom, live = headroom or {}, live or {}
+    the EV headroom per site node (kW), for ``share_kw``: that headroom times the session's remaining
+    energy over what the site's planned sessions leaving no later than it (itself and those leaving with it
+    included) still need, the rate earliest-deadline-first can give it (None without headroom, or
+    with nothing remaining); ``device_cap(record)`` the session's cap before rules and plans (kW, the
+    reference's :func:`~pipeline.allocation.reference.device_cap`; its rating without it)."""
+    headroom = headroom or {}
     topo = state.topology
     slots = _price_slots(state, now)
     plans_of_session = {p.session_id: p for p in state.plans.values() if p.session_id is not None}
     plans_of_charger = {p.charge_point_id: p for p in state.plans.values() if p.charge_point_id is not None}
     out: dict[str, PlanNeed] = {}
+    targets: list[tuple[Any, str, datetime, float, float, float, float, float | None]] = []
     for rec, site_id in placed:
         plan = plans_of_session.get(rec.session_id)
         if plan is None:
@@ -158,14 +173,24 @@ def plan_needs(
             cheaper = sum(r[2] for r in rows)
             price_now = None
         remaining = needed - delivered if needed > delivered else 0.0
+        targets.append(
+            (rec, site_id, departure, needed, remaining, (departure - seen).total_seconds(), cheaper, price_now)
+        )
+    # earliest deadline first: what the site's planned sessions leaving no later than each one need before it leaves
+    demand = {
+        rec.session_id: sum(t[4] for t in targets if t[1] == site_id and t[2] <= departure)
+        for rec, site_id, departure, *_ in targets
+    }
+    for rec, site_id, departure, needed, remaining, left_s, cheaper, price_now in targets:
         site = topo.get(site_id)
         share = (
-            headroom[site_id] / live[site_id]
-            if site is not None and site.kind == "site" and site_id in headroom and live.get(site_id)
+            headroom[site_id] * remaining / demand[rec.session_id]
+            if site is not None and site.kind == "site" and site_id in headroom and remaining > 0
             else None
         )
         cap = device_cap(rec) if device_cap is not None else rec.rated_power_kw
-        rate = min(cap, share if share is not None else rec.rated_power_kw)
+        shown = rec.ev_rate_kw if rec.ev_rate_kw is not None else rec.rated_power_kw
+        rate = min(cap, shown, share if share is not None else rec.rated_power_kw)
         wait_s = (
             min(PLAN_TAPER_FACTOR * remaining * 3600.0 / rate + PLAN_AT_RISK_S, PLAN_HORIZON_S) if rate > 0 else 0.0
         )
@@ -173,18 +198,20 @@ def plan_needs(
             departure_at=departure,
             energy_needed_kwh=needed,
             remaining_kwh=remaining,
-            left_s=(departure - seen).total_seconds(),
+            left_s=left_s,
             cheaper_s=cheaper,
             price_now=price_now,
             share_kw=share,
+            ev_rate_kw=rec.ev_rate_kw,
             urgent=departure - timedelta(seconds=wait_s) <= now,
         )
     return out
 
 
 def _rate(need: PlanNeed, ruled_cap_kw: float) -> float:
-    """The rate a planned session can expect (kW): its cap, or its share of the site's headroom when less."""
-    return min(ruled_cap_kw, need.share_kw) if need.share_kw is not None else ruled_cap_kw
+    """The rate a planned session can expect (kW): the least of its cap, the rate its EV last showed and its
+    share of the site's headroom (each when known)."""
+    return min(x for x in (ruled_cap_kw, need.ev_rate_kw, need.share_kw) if x is not None)
 
 
 def plan_at_risk(need: PlanNeed, ruled_cap_kw: float) -> bool:
@@ -204,17 +231,40 @@ def plan_at_risk(need: PlanNeed, ruled_cap_kw: float) -> bool:
 
 def plan_cap(need: PlanNeed, ruled_cap_kw: float) -> tuple[float, float | None]:
     """``(cap_kw, laxity_s)`` of a planned session whose cap before plans is ``ruled_cap_kw``
-    (session_limits.sql). Its expected rate is that cap, or its share of the site's headroom when less;
-    laxity is ``left_s`` less the time the remaining energy takes at that rate. The cap is 0 once met; the
-    cap when urgent, at risk (laxity at most 900 s plus the taper's allowance, ``PLAN_TAPER_FACTOR - 1``
+    (session_limits.sql). Its expected rate is the least of that cap, its EV's rate and its share of the site's
+    headroom (:func:`_rate`); ``laxity_s`` is :func:`own_laxity`. The cap is 0 once met; the
+    cap while the EV has not shown its rate (``ev_rate_kw`` None: a plan timed on the charger's rating would
+    start too late for most EVs, and its phases are unknown until it draws), when urgent, at risk (laxity at most 900 s plus the taper's allowance, ``PLAN_TAPER_FACTOR - 1``
     times that time) or when the slots cheaper than now cannot hold what remains at the expected rate; else
     0 (it waits for them)."""
+    laxity = own_laxity(need, ruled_cap_kw)
     rate = _rate(need, ruled_cap_kw)
-    laxity = need.left_s - need.remaining_kwh * 3600.0 / rate if rate > 0 else None
     if need.remaining_kwh <= 0:
         return 0.0, laxity
-    if laxity is None or plan_at_risk(need, ruled_cap_kw):
+    if need.ev_rate_kw is None:  # it has not shown its rate yet: it charges until it does
+        return ruled_cap_kw, laxity
+    if rate <= 0 or plan_at_risk(need, ruled_cap_kw):
         return ruled_cap_kw, laxity
     if need.remaining_kwh > rate * need.cheaper_s / 3600.0 + 1e-9:
         return ruled_cap_kw, laxity
     return 0.0, laxity
+
+
+def own_laxity(need: PlanNeed, ruled_cap_kw: float) -> float | None:
+    """Seconds to departure less the time the remaining energy takes at the session's own rate (its cap, or
+    the rate its EV showed when less; no share of the breaker): the least goes first in admission, and
+    below 0 the need cannot be met at all (session_limits.sql, ``laxity_s``). None at a rate of 0."""
+    rate = min(x for x in (ruled_cap_kw, need.ev_rate_kw) if x is not None)
+    return need.left_s - need.remaining_kwh * 3600.0 / rate if rate > 0 else None
+
+
+def plan_weight(need: PlanNeed, ruled_cap_kw: float, weight: float) -> float:
+    """The fill weight of a planned session of record weight ``weight`` (session_limits.sql): times
+    :data:`SHORT_WEIGHT` while its need cannot be met even at its own rate (:func:`own_laxity` below 0), times
+    :data:`URGENT_WEIGHT` while it is at risk (:func:`plan_at_risk`), else as it is; at most
+    :data:`MAX_WEIGHT`."""
+    if not plan_at_risk(need, ruled_cap_kw):
+        return weight
+    laxity = own_laxity(need, ruled_cap_kw)
+    short = laxity is not None and laxity < 0
+    return min(weight * (SHORT_WEIGHT if short else URGENT_WEIGHT), MAX_WEIGHT)

@@ -24,13 +24,13 @@ Thresholds mirror the SQL files: ``SESSION_STALE_S`` (session_telemetry.sql), ``
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pipeline.allocation.plans import URGENT_WEIGHT, plan_at_risk, plan_cap, plan_needs
+from pipeline.allocation.plans import plan_cap, plan_needs, plan_weight
 from pipeline.contracts.topics import (
     ACTIVE_SESSIONS,
     CONTROL_RULES,
@@ -67,7 +67,7 @@ class Session:
     cap_binding: str = "cap"
     paused_by: str | None = None
     laxity_s: float | None = None
-    weight: float = 1.0  # the fill's weight: the record's, times URGENT_WEIGHT while its plan is at risk
+    weight: float = 1.0  # the fill's weight: the record's, times more while its plan is at risk (plan_weight)
     path: list[str] = field(default_factory=list)  # ancestors by depth, site first
     allocated_kw: float = 0.0
     binding: str = "paused"
@@ -332,8 +332,7 @@ def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> d
             headroom_a[node_id] = {p: a if 0 < a <= MAX_CURRENT_A else 0.0 for p, a in per_phase.items()}
 
     tiers = _price_tiers(state, now)
-    live = Counter(site_id for _, site_id, _, managed, stale in placed if managed and not stale)
-    needs = plan_needs(state, [(rec, site_id) for rec, site_id, *_ in placed], now, headroom, live, device_cap)
+    needs = plan_needs(state, [(rec, site_id) for rec, site_id, *_ in placed], now, headroom, device_cap)
     out: dict[str, dict] = {}
 
     # Caps, floors and rules of balanced sessions (session_limits.sql).
@@ -382,7 +381,7 @@ def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> d
             s.priority = OVERRIDE_PRIORITY
         elif need is not None:
             s.cap_kw = planned_kw
-            s.weight = rec.weight * (URGENT_WEIGHT if plan_at_risk(need, ruled) else 1.0)
+            s.weight = plan_weight(need, ruled, rec.weight)
             s.floor_kw = min(min_kw, s.cap_kw)
             s.priority = rec.priority
         else:

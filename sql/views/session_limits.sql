@@ -8,13 +8,19 @@
 --              an EV may be offered, IEC 61851-1), never above the cap
 --   plans    = a session with a plan (session_plan_needs) is not shaped by the tariff: it charges now at its
 --              cap when it is urgent (session_plan_needs), when the slots cheaper than now before its
---              departure cannot hold what remains at its expected rate (its cap, or its share of the site's
---              headroom when that is less: share_kw), or when laxity_s (seconds to departure minus the
---              time its remaining energy takes at that rate) is 900 or less, plus half that time for the
---              taper as the battery fills (the factor 1.5 of session_plan_needs); else its cap is 0 ('plan'),
---              and a plan met is 0 too
+--              departure cannot hold what remains at its expected rate (the least of its cap, the rate it
+--              last showed it charges at, ev_rate_kw, and its share of the site's headroom, share_kw), or
+--              when shared_laxity_s (seconds to departure minus the time its remaining energy takes at
+--              that rate) is 900 or less, plus half that time for the taper as the battery fills (the factor 1.5 of
+--              session_plan_needs); else its cap is 0 ('plan'), and a plan met is 0 too
 --   weight   = the session's fair-share weight, times 1000 while its plan is at risk (urgent, or the laxity
---              rule above), so under a binding breaker it takes the headroom first, up to its cap
+--              rule above), so under a binding breaker it takes the headroom first, up to its cap; times
+--              1000000 when laxity_s is below 0 (its need cannot be met even at its own rate: every
+--              minute below its cap is lost), ahead of those; never above 1000000
+--   laxity_s = seconds to departure minus the time the remaining energy takes at the session's own rate
+--              (its cap or ev_rate_kw, the less; no share): the order of admission, least first
+--   learning = a planned session whose EV has not shown its rate yet (ev_rate_kw null) charges at its cap
+--              until it does: its plan cannot be timed before, nor its phases known
 --   override = a session or charger override runs the session at its limit_kw (floor = cap), ahead of
 --              everyone in admission; only caps and pauses of equal or higher precedence still apply
 --   paused_by = the pause rule (on the session, its charger or any breaker above it) that stops it
@@ -113,19 +119,31 @@ ruled AS (
     SELECT
         *,
         LEAST(device_cap_kw, COALESCE(rule_cap_kw, device_cap_kw)) AS ruled_cap_kw,
-        LEAST(device_cap_kw, COALESCE(rule_cap_kw, device_cap_kw), COALESCE(plan_share_kw, device_cap_kw))
-            AS plan_rate_kw
+        LEAST(device_cap_kw, COALESCE(rule_cap_kw, device_cap_kw), COALESCE(ev_rate_kw, device_cap_kw))
+            AS plan_own_rate_kw,
+        LEAST(
+            device_cap_kw,
+            COALESCE(rule_cap_kw, device_cap_kw),
+            COALESCE(plan_share_kw, device_cap_kw),
+            COALESCE(ev_rate_kw, device_cap_kw)
+        ) AS plan_rate_kw
     FROM capped
 ),
+-- laxity_s at the session's own rate (admission order, the weight's tiers); shared_laxity_s at its rate
+-- with its share of the breaker (the at-risk and cheaper-slot rules)
 rated AS (
-    SELECT *, plan_left_s - plan_remaining_kwh * 3600.0 / NULLIF(plan_rate_kw, 0) AS laxity_s
+    SELECT
+        *,
+        plan_left_s - plan_remaining_kwh * 3600.0 / NULLIF(plan_own_rate_kw, 0) AS laxity_s,
+        plan_left_s - plan_remaining_kwh * 3600.0 / NULLIF(plan_rate_kw, 0) AS shared_laxity_s
     FROM ruled
 ),
 -- the need is at risk: urgent, or laxity within 900 s plus half the time at the expected rate (the taper)
 risked AS (
     SELECT
         *,
-        plan_urgent OR laxity_s <= 900 + 0.5 * plan_remaining_kwh * 3600.0 / NULLIF(plan_rate_kw, 0) AS plan_at_risk
+        plan_urgent OR shared_laxity_s <= 900 + 0.5 * plan_remaining_kwh * 3600.0 / NULLIF(plan_rate_kw, 0)
+            AS plan_at_risk
     FROM rated
 ),
 shaped AS (
@@ -135,7 +153,8 @@ shaped AS (
             WHEN override_kw IS NOT NULL THEN LEAST(override_kw, ruled_cap_kw)
             WHEN plan_remaining_kwh IS NOT NULL THEN CASE
                 WHEN plan_remaining_kwh <= 0 THEN 0.0
-                WHEN plan_at_risk OR laxity_s IS NULL THEN ruled_cap_kw
+                WHEN ev_rate_kw IS NULL THEN ruled_cap_kw
+                WHEN plan_at_risk OR shared_laxity_s IS NULL THEN ruled_cap_kw
                 WHEN plan_remaining_kwh > plan_rate_kw * plan_cheaper_s / 3600.0 + 1e-9 THEN ruled_cap_kw
                 ELSE 0.0
             END
@@ -158,10 +177,14 @@ SELECT
     1000.0 / (ev_phases * voltage_v) AS a_per_kw,
     voltage_v,
     CASE WHEN override_kw IS NOT NULL THEN 2147483647 ELSE priority END AS priority,
-    -- a plan at risk fills first (URGENT_WEIGHT in pipeline/allocation/plans.py): urgent, or laxity within
-    -- 900 s plus the taper's allowance; the others share what it leaves
-    weight * CASE WHEN override_kw IS NULL AND plan_remaining_kwh > 0 AND plan_at_risk THEN 1000.0 ELSE 1.0 END
-        AS weight,
+    -- a plan at risk fills first (plan_weight in pipeline/allocation/plans.py): urgent, or laxity within
+    -- 900 s plus the taper's allowance, x 1000; one that cannot be met even at its own rate (laxity_s
+    -- below 0) x 1000000, ahead of those; the others share what they leave; at most 1000000
+    CASE
+        WHEN override_kw IS NULL AND plan_remaining_kwh > 0 AND plan_at_risk
+            THEN LEAST(weight * CASE WHEN laxity_s < 0 THEN 1000000.0 ELSE 1000.0 END, 1000000.0)
+        ELSE weight
+    END AS weight,
     started_at,
     cap_kw,
     CASE WHEN override_kw IS NOT NULL THEN cap_kw ELSE LEAST(min_kw, cap_kw) END AS floor_kw,

@@ -111,6 +111,7 @@ def sites(draw, max_sessions: int = 200, rules: bool = True, phased: bool = Fals
                     "ev_phases": draw(st.sampled_from([None, 1, 1, 2, 3])),
                     "phase_rotation": rotation,
                     "learned_cap_kw": draw(st.one_of(st.none(), st.floats(0.5, 22.0))),
+                    "ev_rate_kw": draw(st.one_of(st.none(), st.floats(0.5, 22.0))),
                 }
                 if phased
                 else {}

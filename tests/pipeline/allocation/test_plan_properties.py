@@ -11,7 +11,6 @@ one of the same priority.
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import timedelta
 
 import pytest
@@ -114,16 +113,8 @@ def test_the_slots_and_needs_views_match_the_reference(engine, records):  # noqa
     )
     state = reference.State.from_records(records)
     placed = [(rec, "S") for rec in state.sessions.values() if rec.charge_point_id in state.topology]
-    stale_before = NOW - timedelta(seconds=reference.SESSION_STALE_S)
-    live = Counter(
-        "S"
-        for rec in state.sessions.values()
-        if rec.charge_point_id in state.topology
-        and state.topology[rec.charge_point_id].managed
-        and (rec.sampled_at or rec.started_at) > stale_before
-    )
     headroom = reference.allocate(records, NOW)["__headroom__"]
-    needs = reference.plan_needs(state, placed, NOW, headroom, live, reference.device_cap)
+    needs = reference.plan_needs(state, placed, NOW, headroom, reference.device_cap)
     assert {r[0] for r in rows} == set(needs)
     for sid, remaining, left_s, cheaper_s, price_now, share_kw, urgent in rows:
         need = needs[sid]

@@ -46,6 +46,7 @@ def session(sid: str, cp: str, *, started: datetime = NOW - H, **fields):
         rated_power_kw=22.0,
         started_at=started,
         sampled_at=NOW - timedelta(seconds=30),
+        ev_rate_kw=22.0,  # the EV has shown it takes the charger's rating
     )
     return rec("ocpp.active.sessions", **(base | fields))
 
@@ -143,6 +144,44 @@ def test_a_plan_counts_on_its_share_of_the_breaker_not_on_its_full_cap(engine):
         assert out[sid]["binding"] != "plan", sid
     _, rows = engine.query("SELECT session_id, share_kw FROM session_plan_needs")
     assert {sid: kw for sid, kw in rows} == {sid: pytest.approx(11.0) for sid in "abcd"}
+
+
+def test_a_plan_counts_on_what_the_breaker_leaves_it_once_those_leaving_first_are_served(engine):
+    """Earliest deadline first: on 22 kW, a (11 kWh by 1 h) and b (22 kWh by 10 h). Before b leaves the two
+    need 33 kWh, 1.5 h of the breaker, so b counts on 22 x 22 / 33 kW; a, leaving first, on all 22 kW. An
+    equal split (11 kW each) would call b's need twice as slow as it is, and charge it at the evening's
+    prices while a needs the breaker."""
+    curve = prices(0.30, 0.10, 0.10, 0.10, 0.10, 0.10, 0.10, 0.10, 0.10, 0.10)
+    a = session("a", "CP1", departure_at=NOW + H, energy_needed_kwh=11)
+    b = session("b", "CP2", departure_at=NOW + 10 * H, energy_needed_kwh=22)
+    out = run(engine, records(site(22.0), charger("CP1"), charger("CP2"), a, b, curve))
+    _, rows = engine.query("SELECT session_id, share_kw FROM session_plan_needs")
+    assert dict(rows) == {"a": pytest.approx(22.0), "b": pytest.approx(22 * 22 / 33)}
+    assert (out["b"]["setpoint_kw"], out["b"]["binding"]) == (0.0, "plan")  # it waits for the cheap hours
+
+
+def test_an_ev_that_has_not_shown_its_rate_charges_until_it_does(engine):
+    """A plan is timed at the rate the EV shows (ev_rate_kw): before it has drawn, the session charges at its
+    cap (its phases are unknown too), then waits for the cheap hours like any plan."""
+    curve = prices(0.30, 0.10, 0.12, 0.40)
+    new = session("a", "CP1", departure_at=NOW + 4 * H, energy_needed_kwh=20, ev_rate_kw=None)
+    out = run(engine, records(site(), charger("CP1"), new, curve))
+    assert (out["a"]["setpoint_kw"], out["a"]["binding"]) == (22.0, "cap")
+    shown = new.model_copy(update={"ev_rate_kw": 11.0})
+    out = run(engine, records(site(), charger("CP1"), shown, curve))
+    assert (out["a"]["setpoint_kw"], out["a"]["binding"]) == (0.0, "plan")
+
+
+def test_a_need_that_cannot_be_met_fills_ahead_of_one_merely_at_risk(engine):
+    """On 20 kW: a needs 30 kWh within the hour (it cannot be met: every minute below its cap is lost), b
+    needs 12 kWh within 2.5 h (at risk: at its 20 x 12 / 42 kW share they take 2.1 h, a laxity of 0.4 h).
+    Both take their floors; a then takes the rest, as least laxity first would, and b catches up after."""
+    a = session("a", "CP1", departure_at=NOW + H, energy_needed_kwh=30)
+    b = session("b", "CP2", departure_at=NOW + 2.5 * H, energy_needed_kwh=12)
+    out = run(engine, records(site(20.0), charger("CP1"), charger("CP2"), a, b, prices(0.3, 0.3)))
+    floor = 6 * 3 * 230 / 1000
+    assert out["b"]["setpoint_kw"] == pytest.approx(floor, abs=0.05)
+    assert out["a"]["setpoint_kw"] == pytest.approx(20.0 - floor, abs=0.05)
 
 
 def test_urgency_counts_from_now_not_from_the_last_meter_reading(engine):
