@@ -488,6 +488,7 @@ def measure(scenario: dict, plans: bool = False) -> dict:
         "metered_kwh": round(drawn_kwh, 3),
         "seconds_over_breaker": summary["seconds_over_limit"],
         "seconds_over_limit_in_force": summary["seconds_over_limit_in_force"],
+        "over_limit_episodes": summary.get("over_limit_episodes", []),
         "seconds_over_a": ", ".join(f"{k} {v:g}" for k, v in over_a.items()) if over_a else None,
         "seconds_over_a_per_phase": over_a or None,
         "peak_kw": summary["peak_site_kw"],

@@ -376,6 +376,7 @@ async def run_replay(
             "breaker_limit_a": o.breaker_a,
             "seconds_over_limit": round(meter.seconds_over_limit, 3),
             "seconds_over_limit_in_force": round(meter.seconds_over_limit_in_force, 3),
+            "over_limit_episodes": meter.over_episodes,
             "seconds_over_limit_a": over_a if o.breaker_a is not None else None,
             "setpoint_minutes_above_draw": round(excess.minutes, 1),
             "peak_phase_a": dict(zip(PHASES, (round(x, 2) for x in meter.peak_a), strict=True)),

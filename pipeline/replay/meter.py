@@ -31,6 +31,10 @@ def grid_phases(phases_in_use: int, rotation: str | None = None) -> tuple[int, .
     return ROTATIONS[rotation or "RST"][: max(1, min(3, phases_in_use))]
 
 
+MAX_EPISODES = 20
+"""The most episodes over the limit in force a :class:`SiteMeter` keeps (the first ones), for diagnosis."""
+
+
 class SiteMeter:
     """The site's true load over clock time: building load plus every EV's draw, piecewise constant.
 
@@ -41,7 +45,9 @@ class SiteMeter:
     ``seconds_over_limit_a`` counts, per grid phase, the time its current was over it: an EV's draw is split
     equally over the phases ``phases_of`` names (all three when not given), the building's over all three
     (the BEMS reports one total), at ``voltage_v`` phase to neutral. ``peak_a`` is each phase's highest
-    current. Every change is also recorded in ``series`` (the site's load and the session's draw).
+    current. ``over_episodes`` lists the first :data:`MAX_EPISODES` spans over the limit in force (start,
+    end, seconds, peak and limit kW, the building's load and each EV's draw as it began), for diagnosis.
+    Every change is also recorded in ``series`` (the site's load and the session's draw).
     """
 
     def __init__(
@@ -60,6 +66,7 @@ class SiteMeter:
         self.phases_of: PhasesOf = phases_of or (lambda _cp, _c: (0, 1, 2))
         self.windows: list[tuple[datetime, datetime, float]] = []
         self.seconds_over_limit_in_force = 0.0
+        self.over_episodes: list[dict] = []  # when, how long and by what the limit in force was exceeded
         self.building_kw = 0.0
         self.ev: dict[tuple[str, int], float] = {}
         self.ev_a: dict[tuple[str, int], tuple[float, float, float]] = {}
@@ -99,6 +106,7 @@ class SiteMeter:
         for a, b in zip(cuts, cuts[1:], strict=False):  # the state held on [a, b) against each limit in force
             if total > self.limit_in_force(a) + 1e-6 and self.ev_kw > 1e-6:
                 self.seconds_over_limit_in_force += (b - a).total_seconds()
+                self._episode(a, b, total, self.limit_in_force(a))
         for p, amps in enumerate(self.phase_currents_a()):
             self.peak_a[p] = max(self.peak_a[p], amps)
             if self.limit_a is not None and amps > self.limit_a + 1e-6:
@@ -106,6 +114,26 @@ class SiteMeter:
         self.peak_kw = max(self.peak_kw, total)
         self.peak_building_kw = max(self.peak_building_kw, self.building_kw)
         self._t = t
+
+    def _episode(self, a: datetime, b: datetime, total_kw: float, limit_kw: float) -> None:
+        """Note a state over the limit in force on ``[a, b)``: it extends the last episode when that ended at
+        ``a``, else starts one (at most :data:`MAX_EPISODES` are kept)."""
+        last = self.over_episodes[-1] if self.over_episodes else None
+        if last is not None and last["end"] == a.isoformat():
+            last["end"], last["seconds"] = b.isoformat(), round(last["seconds"] + (b - a).total_seconds(), 3)
+            last["peak_kw"] = round(max(last["peak_kw"], total_kw), 3)
+        elif len(self.over_episodes) < MAX_EPISODES:
+            self.over_episodes.append(
+                {
+                    "start": a.isoformat(),
+                    "end": b.isoformat(),
+                    "seconds": round((b - a).total_seconds(), 3),
+                    "peak_kw": round(total_kw, 3),
+                    "limit_kw": round(limit_kw, 3),
+                    "building_kw": round(self.building_kw, 3),
+                    "ev_kw": {f"{cp}/{c}": round(kw, 3) for (cp, c), kw in sorted(self.ev.items()) if kw > 0},
+                }
+            )
 
     def on_power(self, charge_point_id: str, connector_id: int, power_kw: float, at: datetime) -> None:
         self.advance(at)

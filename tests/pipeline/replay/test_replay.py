@@ -80,6 +80,12 @@ def test_the_site_meter_counts_seconds_over_the_limit_in_force_dr_included():
     assert meter.seconds_over_limit == 0.0
     assert meter.seconds_over_limit_in_force == 50.0 + 10.0  # 100 .. 150 s, and 170 .. 180 s
     assert (meter.limit_in_force(t0), meter.limit_in_force(t0 + timedelta(seconds=199))) == (100.0, 80.0)
+    # each span over it, for diagnosis: when, how long, by what
+    assert [(e["start"][11:19], e["seconds"], e["peak_kw"], e["limit_kw"]) for e in meter.over_episodes] == [
+        ("15:01:40", 50.0, 90.0, 80.0),
+        ("15:02:50", 10.0, 90.0, 80.0),
+    ]
+    assert meter.over_episodes[0]["ev_kw"] == {"CP1/1": 20.0}
 
 
 def test_the_site_meter_counts_seconds_over_the_rating_per_phase():
