@@ -56,8 +56,9 @@ class PlanNeed:
     """A planned session's target and slots (session_plan_targets, session_plan_needs): ``remaining_kwh``
     by ``departure_at``, ``left_s`` from its latest meter reading, ``cheaper_s`` before departure in slots
     cheaper than the one in force (every later slot when none is), ``price_now`` (None: no price);
-    ``share_kw`` its part of the site's EV headroom (kW, :func:`plan_needs`; None: no headroom known), ``ev_rate_kw``
-    the rate the EV last showed it charges at (kW, None: it has not drawn yet; executor/learning.py) and
+    ``share_kw`` its part of the site's EV headroom (kW, :func:`plan_needs`; None: no headroom known),
+    ``ev_rate_kw`` the rate the EV last showed it charges at (kW, None: it has not drawn yet;
+    executor/learning.py) and
     ``urgent`` whether now is at or past ``urgent_at``, departure less :data:`PLAN_TAPER_FACTOR` times the
     time the remaining energy takes at min(device cap, EV rate, share) less :data:`PLAN_AT_RISK_S`."""
 
@@ -231,12 +232,13 @@ def plan_at_risk(need: PlanNeed, ruled_cap_kw: float) -> bool:
 
 def plan_cap(need: PlanNeed, ruled_cap_kw: float) -> tuple[float, float | None]:
     """``(cap_kw, laxity_s)`` of a planned session whose cap before plans is ``ruled_cap_kw``
-    (session_limits.sql). Its expected rate is the least of that cap, its EV's rate and its share of the site's
-    headroom (:func:`_rate`); ``laxity_s`` is :func:`own_laxity`. The cap is 0 once met; the
-    cap while the EV has not shown its rate (``ev_rate_kw`` None: a plan timed on the charger's rating would
-    start too late for most EVs, and its phases are unknown until it draws), when urgent, at risk (laxity at most 900 s plus the taper's allowance, ``PLAN_TAPER_FACTOR - 1``
-    times that time) or when the slots cheaper than now cannot hold what remains at the expected rate; else
-    0 (it waits for them)."""
+    (session_limits.sql). Its expected rate is the least of that cap, its EV's rate and its share of the
+    site's headroom (:func:`_rate`); ``laxity_s`` is :func:`own_laxity`. The cap is 0 once met; the cap
+    while the EV has not shown its rate (``ev_rate_kw`` None: a plan timed on the charger's rating would
+    start too late for most EVs, and its phases are unknown until it draws), when urgent, at risk (laxity
+    at the expected rate at most 900 s plus the taper's allowance, ``PLAN_TAPER_FACTOR - 1`` times that
+    time) or when the slots cheaper than now cannot hold what remains at the expected rate; else 0 (it
+    waits for them)."""
     laxity = own_laxity(need, ruled_cap_kw)
     rate = _rate(need, ruled_cap_kw)
     if need.remaining_kwh <= 0:
