@@ -107,14 +107,14 @@ class CapLearner:
         the floor would let the allocation pause an EV that tapers at its floor, and resume it at the probe.
         """
         p = self.policy
+        if draw_kw > _EPS:  # the rate, learned caps or not: plans need it (learned_cap: false turns caps off)
+            free = limit_kw is None or draw_kw < p.ratio * limit_kw  # below its limit: the EV's own rate
+            if free or self.rate_kw is None or draw_kw > self.rate_kw:  # held at it: at least the draw
+                self.rate_kw = round(draw_kw, 3)
         if not p.enabled:
             return self.cap_kw
         if self.changed_at is not None and at_s < self.changed_at:
             return self.cap_kw
-        if draw_kw > _EPS:
-            free = limit_kw is None or draw_kw < p.ratio * limit_kw  # below its limit: the EV's own rate
-            if free or self.rate_kw is None or draw_kw > self.rate_kw:  # held at it: at least the draw
-                self.rate_kw = round(draw_kw, 3)
         if self.cap_kw is not None and draw_kw > self.cap_kw + _EPS:  # evidence: it takes more than we thought
             self._set(max(floor_kw, draw_kw + p.margin(draw_kw)), at_s, "lift")
             return self.cap_kw

@@ -75,6 +75,13 @@ def test_the_ev_rate_is_its_latest_free_draw_lifted_by_larger_ones_and_outlives_
     assert cap.rate_kw == 9.4  # held at its limit but above the rate: it takes at least that
 
 
+def test_the_ev_rate_is_learned_with_learned_caps_off():
+    # plans time a need at it; without it a planned session would charge at once, as if it had never drawn
+    cap = CapLearner(CapPolicy(enabled=False))
+    assert cap.observe(0, 7.2, 22.0) is None
+    assert cap.rate_kw == 7.2
+
+
 def test_the_cap_is_never_below_the_floor():
     cap = CapLearner(POLICY)
     floor = 6 * 3 * 230 / 1000  # 4.14 kW
