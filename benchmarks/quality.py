@@ -498,6 +498,7 @@ def measure(scenario: dict, plans: bool = False) -> dict:
         "speed": scenario["speed"],
         "replay_wall_s": summary["wall_clock_s"],
         "unsettled_events": summary.get("unsettled_events", 0),
+        "unsettled_at": summary.get("unsettled_at", []),
         "lp_s": round(lp_s, 1),
         "lp_variables": len(lp["index"]),
         "session_detail": [

@@ -393,6 +393,7 @@ async def run_replay(
             "speed": o.speed,
             "wall_clock_s": round(time.monotonic() - wall_start, 2),
             "unsettled_events": len(unsettled),
+            "unsettled_at": [t.isoformat() for t in unsettled[:20]],
             "dr_windows": [
                 {"start": a.isoformat(), "end": b.isoformat(), "limit_kw": round(kw, 3)} for a, b, kw in meter.windows
             ],

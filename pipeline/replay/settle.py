@@ -55,7 +55,19 @@ async def settle(
             and (ready is None or ready())
         ):
             return True
-    log.warning("the loop did not settle within %.1fs", timeout_s)
+    waiting = {
+        "records unconsumed": transport.lag() != 0,
+        "records sent within the quiet time": transport.idle_for() < quiet_s,
+        "executor busy": executor is not None and not executor.idle,
+        "engine evaluating": engine is not None and engine.busy,
+        "a session end unreported": ready is not None and not ready(),
+    }
+    log.warning(
+        "the loop did not settle within %.1fs at %s (waiting on: %s)",
+        timeout_s,
+        clock.now().isoformat(),
+        ", ".join(k for k, v in waiting.items() if v) or "nothing, at the last look",
+    )
     missed = UNSETTLED.get()
     if missed is not None:
         missed.append(clock.now())

@@ -208,3 +208,16 @@ async def test_with_plans_each_driver_tells_the_loop_and_drain_runs_on_until_eve
     assert datetime.fromisoformat(summary["replay_end"]) == min(last, datetime(2024, 6, 4, 22, tzinfo=UTC))
     assert summary["replay_end"] > "2024-06-03T22:00:00+00:00"  # past the day: someone stayed the night
     assert summary["setpoints_bound_by_plan"] > 0  # the engine held sessions for cheaper slots
+
+
+async def test_a_loop_that_does_not_settle_is_logged_with_what_it_waits_on_and_counted(caplog):
+    from pipeline.replay.settle import UNSETTLED, settle
+    from pipeline.transport.memory import MemoryTransport
+
+    t0 = datetime(2024, 6, 3, 15, tzinfo=UTC)
+    missed: list[datetime] = []
+    UNSETTLED.set(missed)
+    clock = SimClock(t0)
+    settled = await settle(clock, MemoryTransport(), 0.0, timeout_s=0.05, ready=lambda: False)
+    assert settled is False and missed == [clock.now()]  # held where it gave up
+    assert "(waiting on: a session end unreported)" in caplog.text
