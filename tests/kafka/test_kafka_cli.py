@@ -164,6 +164,8 @@ async def test_run_over_kafka_serves_a_charger(kafka_settings, tmp_path):
         str(port),
         "--gateway-port",
         str(free_port()),
+        "--pg-port",
+        "0",  # a free one: 4566 may be taken on this machine (a replay, a RisingWave)
         "--transport",
         "kafka",
         "--tick",
