@@ -104,9 +104,10 @@ class SiteMeter:
             self.seconds_over_limit += dt
         cuts = sorted({self._t, t, *(x for a, b, _ in self.windows for x in (a, b) if self._t < x < t)})
         for a, b in zip(cuts, cuts[1:], strict=False):  # the state held on [a, b) against each limit in force
-            if total > self.limit_in_force(a) + 1e-6 and self.ev_kw > 1e-6:
+            limit_kw = self.limit_in_force(a)
+            if total > limit_kw + 1e-6 and self.ev_kw > 1e-6:
                 self.seconds_over_limit_in_force += (b - a).total_seconds()
-                self._episode(a, b, total, self.limit_in_force(a))
+                self._episode(a, b, total, limit_kw)
         for p, amps in enumerate(self.phase_currents_a()):
             self.peak_a[p] = max(self.peak_a[p], amps)
             if self.limit_a is not None and amps > self.limit_a + 1e-6:

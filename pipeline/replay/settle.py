@@ -10,7 +10,7 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
 
 from executor import Executor
@@ -31,6 +31,27 @@ UNSETTLED: contextvars.ContextVar[list[datetime] | None] = contextvars.ContextVa
 ``unsettled_events``: figures from a replay with any are suspect)."""
 
 
+def _waiting_on(
+    transport: MemoryTransport,
+    quiet_s: float,
+    executor: Executor | None,
+    engine: EngineService | None,
+    ready: Callable[[], bool] | None,
+) -> Iterator[str]:
+    """What the loop is still busy with, in this order, lazily: the first one ends the look (``ready()``, which
+    may wake a session to report its end, is asked only when all else is quiet)."""
+    if transport.lag() != 0:
+        yield "records unconsumed"
+    if transport.idle_for() < quiet_s:
+        yield "records sent within the quiet time"
+    if executor is not None and not executor.idle:
+        yield "executor busy"
+    if engine is not None and engine.busy:
+        yield "engine evaluating"
+    if ready is not None and not ready():
+        yield "a session end unreported"
+
+
 async def settle(
     clock: SimClock,
     transport: MemoryTransport,
@@ -47,26 +68,13 @@ async def settle(
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         await asyncio.sleep(0.005)
-        if (
-            transport.lag() == 0
-            and transport.idle_for() >= quiet_s
-            and (executor is None or executor.idle)
-            and (engine is None or not engine.busy)
-            and (ready is None or ready())
-        ):
+        if next(_waiting_on(transport, quiet_s, executor, engine, ready), None) is None:
             return True
-    waiting = {
-        "records unconsumed": transport.lag() != 0,
-        "records sent within the quiet time": transport.idle_for() < quiet_s,
-        "executor busy": executor is not None and not executor.idle,
-        "engine evaluating": engine is not None and engine.busy,
-        "a session end unreported": ready is not None and not ready(),
-    }
     log.warning(
         "the loop did not settle within %.1fs at %s (waiting on: %s)",
         timeout_s,
         clock.now().isoformat(),
-        ", ".join(k for k, v in waiting.items() if v) or "nothing, at the last look",
+        ", ".join(_waiting_on(transport, quiet_s, executor, engine, ready)) or "nothing, at the last look",
     )
     missed = UNSETTLED.get()
     if missed is not None:
