@@ -299,8 +299,8 @@ class Sessions:
         ``current_power_kw`` and ``soc_pct`` are the latest reported values, ``energy_kwh`` is the import
         register minus the meter start (both kWh), ``charger_sampled_at`` the latest sample's own time and
         ``sampled_at`` ``received_at``, the executor's clock when the readings arrived (default: the
-        sample's time); ``ev_phases``, ``learned_cap_kw`` and ``ev_rate_kw`` are what :mod:`executor.learning` makes of the
-        samples (per-phase current; power against the limit in force). Readings outside a known transaction
+        sample's time); ``ev_phases``, ``learned_cap_kw`` and ``ev_rate_kw`` are what :mod:`executor.learning`
+        makes of the samples (per-phase current; power against the limit in force). Readings outside a known transaction
         are ignored.
         """
         if transaction_id is None or not samples:

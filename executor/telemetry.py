@@ -5,8 +5,8 @@ every upsert makes the engine evaluate the session's site again. Most readings o
 nothing the views read: the power it draws stays where its TxProfile holds it, and only the plan views
 read the energy register (a plan's remaining need), to a fraction of a kWh. So the executor publishes a
 session record that differs from the last one it published only in the meter fields (``current_power_kw``,
-``energy_kwh``, ``soc_pct``, ``ev_rate_kw``, ``sampled_at``, ``charger_sampled_at``) when one of these holds (:func:`meter_publish_due`;
-docs/architecture.md, "Executor"):
+``energy_kwh``, ``soc_pct``, ``ev_rate_kw``, ``sampled_at``, ``charger_sampled_at``) when one of these holds
+(:func:`meter_publish_due`; docs/architecture.md, "Executor"):
 
 - it is the session's first reading (the last record published has no ``sampled_at``);
 - ``current_power_kw`` moved by :data:`POWER_DEADBAND_KW` or more since the last record published, or
@@ -25,10 +25,11 @@ docs/architecture.md, "Executor"):
   heartbeats of many sessions at once: the engine's cost is per evaluation, not per record.
 
 A withheld reading is not lost: a newer reading supersedes it (and is judged against the last published
-one), and when none comes for :data:`METER_QUIET_S` (clock seconds) a sweep publishes it on its own (:meth:`MeterGate.due`, run by the executor; and at its
-stop). So a charger that stops reporting has its last reading published, and its meter turns stale 600 s
-after that reading, exactly as if every reading had been published. Any other field that differs (a new
-field, a learned cap, the topology's facts) publishes at once, and so does a tombstone.
+one), and when none comes for :data:`METER_QUIET_S` (clock seconds) a sweep publishes it on its own
+(:meth:`MeterGate.due`, run by the executor; and at its stop). So a charger that stops reporting has its
+last reading published, and its meter turns stale 600 s after that reading, exactly as if every reading
+had been published. Any other field that differs (a new field, a learned cap, the topology's facts)
+publishes at once, and so does a tombstone.
 """
 
 from __future__ import annotations
@@ -130,7 +131,8 @@ class MeterGate:
     """Holds back ``ocpp.active.sessions`` upserts that :func:`meter_publish_due` finds not due; the
     :class:`executor.outbox.Outbox` asks it about every record it is given. ``setpoint_at(session_id)`` is
     the ``computed_at`` of the session's newest setpoint (or ``None``); ``monotonic`` the clock of :meth:`due`
-    in seconds (the executor passes its own clock's, so a replay's compressed time counts as time). ``withheld`` counts the readings held back, ``flushed`` those published by :meth:`due`."""
+    in seconds (the executor passes its own clock's, so a replay's compressed time counts as time).
+    ``withheld`` counts the readings held back, ``flushed`` those published by :meth:`due`."""
 
     def __init__(
         self,

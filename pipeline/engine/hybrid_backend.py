@@ -11,9 +11,10 @@ costs SQLite ~1 ms, DuckDB 35-75 ms, and a DR cut landing during it waited for i
 DuckDB only when DuckDB is next used.
 
 Both hold every input (DuckDB's writes are queued and applied when DuckDB is next used or once
-:data:`FLUSH_ROWS` are queued, a write per table, so an input batch costs no DuckDB statement). A view's rows live in both databases; after a refresh in one, the other's
-rows of the sites that moved are out of date, and are copied over (only those sites) before the other
-next reads them: to refresh a view, to diff a sink, to run a boundary query, or for a reader. So the first
+:data:`FLUSH_ROWS` are queued, a write per table, so an input batch costs no DuckDB statement). A view's
+rows live in both databases; after a refresh in one, the other's rows of the sites that moved are out of
+date, and are copied over (only those sites) before the other next reads them: to refresh a view, to diff
+a sink, to run a boundary query, or for a reader. So the first
 per-site evaluation of a site after a full evaluation copies that site's rows of each view from DuckDB
 (~1 ms a view); later ones touch DuckDB not at all. DuckDB is what readers (Postgres wire) read.
 """
