@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pipeline.allocation.plans import plan_cap, plan_needs, plan_weight
+from pipeline.allocation.plans import plan_at_risk, plan_cap, plan_needs, plan_weight
 from pipeline.contracts.topics import (
     ACTIVE_SESSIONS,
     CONTROL_RULES,
@@ -63,6 +63,8 @@ class Session:
     attach: str
     cap_kw: float = 0.0
     floor_kw: float = 0.0
+    reserve_kw: float = 0.0  # what it holds in admission from the sessions after it: its floor, or its cap
+    # while its plan is at risk (_admit)
     priority: int = 0
     cap_binding: str = "cap"
     paused_by: str | None = None
@@ -389,6 +391,8 @@ def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> d
             s.cap_kw = max(min(min_kw, ruled), ruled * mult)
             s.floor_kw = min(min_kw, s.cap_kw)
             s.priority = rec.priority
+        at_risk = override is None and need is not None and plan_at_risk(need, ruled)
+        s.reserve_kw = s.cap_kw if at_risk else s.floor_kw
         if override is not None and override.limit_kw <= ruled:
             s.cap_binding = override.rule_id
         elif s.cap_kw < ruled:
@@ -435,20 +439,25 @@ def _setpoint(kw: float, rec, binding: str, node_id: str | None, site_id: str, h
 def _admit(
     sessions: list[Session], headroom: dict[str, float], headroom_a: dict[str, dict[str, float]]
 ) -> list[Session]:
-    """Bottom-up admission: at each depth, within each breaker, floors in priority, urgency (least laxity
-    first, unplanned last), then arrival order while they fit (in kW, and on a breaker with a per-phase
-    rating in A on each grid phase the session loads); then a second round, in the same order, over what
-    those leave, among the sessions left out whose own floor fits in it. A session must be admitted at
-    every breaker on its path."""
+    """Bottom-up admission: at each depth, within each breaker, in priority, urgency (least laxity first,
+    unplanned last), then arrival order, a session is admitted while its floor fits (in kW, and on a
+    breaker with a per-phase rating in A on each grid phase the session loads) beside what the sessions
+    before it hold: their floors, and in kW, for a session whose plan is not at risk, the caps of those
+    before it whose plan is (``reserve_kw``: a session that cannot wait takes the headroom up to its cap
+    before one that can is given a floor; among sessions at risk, floors, so none is paused for
+    another's cap). Then a second round, in the same order, over what those leave (their reserves),
+    among the sessions left out whose own floor fits in it. A session must be admitted at every breaker
+    on its path."""
     ok = {id(s): s.paused_by is None for s in sessions}
     order = sorted(
         sessions,
         key=lambda s: (-s.priority, s.laxity_s is None, s.laxity_s or 0.0, s.rec.started_at, s.rec.session_id),
     )
 
-    def fits(node: str, s: Session, kw: dict[str, float], amps: dict[tuple[str, str], float]) -> bool:
-        """Whether ``s``'s floor, added to the floors counted in ``kw`` / ``amps``, fits at ``node``."""
-        if kw[node] + s.floor_kw > headroom[node] + EPS:
+    def fits(node: str, s: Session, kw: float, amps: dict[tuple[str, str], float]) -> bool:
+        """Whether ``s``'s floor, added to ``kw`` held before it and the currents counted in ``amps``, fits
+        at ``node``."""
+        if kw + s.floor_kw > headroom[node] + EPS:
             return False
         return node not in headroom_a or all(
             amps[node, p] + s.floor_kw * s.a_per_kw <= headroom_a[node][p] + EPS for p in s.loads
@@ -457,34 +466,39 @@ def _admit(
     for depth in range(MAX_DEPTH, -1, -1):
         at = [s for s in order if len(s.path) > depth]
         first: dict[int, bool] = {}
-        running: dict[str, float] = defaultdict(float)
+        floors: dict[str, float] = defaultdict(float)
+        reserves: dict[str, float] = defaultdict(float)
         running_a: dict[tuple[str, str], float] = defaultdict(float)
         for s in at:  # the first round: a running sum over every session admitted below, in order
             node = s.path[depth]
-            first[id(s)] = ok[id(s)] and fits(node, s, running, running_a)
+            before = floors[node] if s.reserve_kw > s.floor_kw else reserves[node]
+            first[id(s)] = ok[id(s)] and fits(node, s, before, running_a)
             if ok[id(s)]:
-                running[node] += s.floor_kw
+                floors[node] += s.floor_kw
+                reserves[node] += s.reserve_kw
                 for p in s.loads:
                     running_a[node, p] += s.floor_kw * s.a_per_kw
         held: dict[str, float] = defaultdict(float)
         held_a: dict[tuple[str, str], float] = defaultdict(float)
         for s in at:
             if first[id(s)]:
-                held[s.path[depth]] += s.floor_kw
+                held[s.path[depth]] += s.reserve_kw
                 for p in s.loads:
                     held_a[s.path[depth], p] += s.floor_kw * s.a_per_kw
-        second = {id(s): ok[id(s)] and not first[id(s)] and fits(s.path[depth], s, held, held_a) for s in at}
+        second = {
+            id(s): ok[id(s)] and not first[id(s)] and fits(s.path[depth], s, held[s.path[depth]], held_a) for s in at
+        }
         more: dict[str, float] = defaultdict(float)
         more_a: dict[tuple[str, str], float] = defaultdict(float)
         for s in at:  # the second round: a running sum over those whose own floor fits in what is left
             node = s.path[depth]
             if second[id(s)]:
-                more[node] += s.floor_kw
+                more[node] += s.reserve_kw
                 for p in s.loads:
                     more_a[node, p] += s.floor_kw * s.a_per_kw
-            total = {node: held[node] + more[node] - s.floor_kw}
+            total = held[node] + more[node] - s.reserve_kw
             total_a = {(node, p): held_a[node, p] + more_a[node, p] - s.floor_kw * s.a_per_kw for p in GRID_PHASES}
-            ok[id(s)] = first[id(s)] or (second[id(s)] and fits(node, s, defaultdict(float, total), total_a))
+            ok[id(s)] = first[id(s)] or (second[id(s)] and fits(node, s, total, total_a))
     return [s for s in sessions if ok[id(s)]]
 
 

@@ -43,8 +43,10 @@ The rule, at every node ``a`` on a session's path (``anc{d}`` is the session's a
 
 * **Admission** (deepest level first): among the sessions under ``a`` still admitted at the deeper
   levels, ordered by priority (high first), laxity (least first; sessions without a plan last),
-  arrival, then session id, a session stays admitted while the running sum of floors fits in ``a``'s
-  headroom. The others are paused (0), never set below a floor.
+  arrival, then session id, a session stays admitted while its floor fits in ``a``'s headroom beside
+  what those before it hold: their floors and, for a session whose plan is not at risk, the caps of
+  those before it whose plan is (``reserve_kw``, session_limits.sql; among sessions at risk the floors
+  alone). The others are paused (0), never set below a floor.
 * **Fill**: weighted max-min fair progressive filling of the extras ``cap - floor`` under every node's
   spare headroom (headroom minus the admitted floors). Node ``a`` saturates at the water level
   ``lam{d}`` where the sum of ``min(extra, weight * min(lam, levels of deeper nodes))`` reaches its
@@ -103,7 +105,16 @@ PASSTHROUGH = [
 PHASE_COLS = ["on_r", "on_s", "on_t", "a_per_kw"]
 ANCESTORS = [f"anc{d}" for d in range(MAX_DEPTH + 1)]
 ADMIT_COLS = PASSTHROUGH + PHASE_COLS + ["priority", "weight", "cap_binding", "paused_by", "laxity_s"] + ANCESTORS
-ADMIT_KEEP = ["session_id", "site_id", "started_at", "floor_kw", "priority", "laxity_s", "paused_by"] + PHASE_COLS
+ADMIT_KEEP = [
+    "session_id",
+    "site_id",
+    "started_at",
+    "floor_kw",
+    "reserve_kw",
+    "priority",
+    "laxity_s",
+    "paused_by",
+] + PHASE_COLS
 """What admission carries from level to level besides the ancestors still to visit; the other columns of
 ``session_admission`` are joined back from ``session_limits`` at the end (see :data:`FILL_KEEP`)."""
 
@@ -144,8 +155,9 @@ def _cols(names: list[str], prefix: str = "x.", indent: int = 8) -> str:
 
 def _admission(d: int) -> list[str]:
     """Admission at ``anc{d}``, in two rounds. ``adm{d}a``: in order, sessions admitted below stay admitted
-    while the running sum of their floors (and, with ``limit_a``, of their floor currents on each phase
-    they load) fits. ``adm{d}b``: what those leave (``left_*``). ``adm{d}``: the sessions the first round
+    while the running sum of what they hold fits (in kW, their reserves ``reserve_kw`` for a session not
+    at risk, their floors for one at risk; with ``limit_a``, their floor currents on each phase they
+    load). ``adm{d}b``: what those leave (``left_*``, after their reserves). ``adm{d}``: the sessions the first round
     paused whose own floor fits in what is left get a second round over that, in the same order, so one
     session too large to fit does not pause every later one that would."""
     prev = "deep" if d == MAX_DEPTH else f"adm{d + 1}"
@@ -166,9 +178,10 @@ def _admission(d: int) -> list[str]:
         f"        {below} AS live,\n"
         f"        {below} AND (\n"
         f"            x.anc{d} IS NULL\n"
-        f"            OR SUM(CASE WHEN {below} THEN x.floor_kw ELSE 0 END) OVER (\n"
-        f"                {window}\n"
-        f"            ) <= h.headroom_kw + 1e-9{phases}\n"
+        f"            OR CASE WHEN x.reserve_kw > x.floor_kw\n"
+        f"                THEN SUM(CASE WHEN {below} THEN x.floor_kw ELSE 0 END) OVER ({window})\n"
+        f"                ELSE SUM(CASE WHEN {below} THEN x.reserve_kw ELSE 0 END) OVER ({window})\n"
+        f"            END <= h.headroom_kw + 1e-9{phases}\n"
         f"        ) AS ok1,\n"
         f"        {carried}\n"
         f"    FROM {prev} AS x\n"
@@ -177,7 +190,7 @@ def _admission(d: int) -> list[str]:
     )
     left = ",\n        ".join(
         [
-            f"x.h_kw - SUM(CASE WHEN x.ok1 THEN x.floor_kw ELSE 0 END) OVER ({part}) AS left_kw",
+            f"x.h_kw - SUM(CASE WHEN x.ok1 THEN x.reserve_kw ELSE 0 END) OVER ({part}) AS left_kw",
             *(
                 f"x.h_a_{p} - SUM(CASE WHEN x.ok1 THEN x.floor_kw * x.a_per_kw * x.on_{p} ELSE 0 END) OVER ({part})"
                 f" AS left_a_{p}"
@@ -205,9 +218,9 @@ def _admission(d: int) -> list[str]:
         f"        {_cols(admit_cols(d - 1))}\n"
         f"        x.ok1 OR (\n"
         f"            {cand}\n"
-        f"            AND SUM(CASE WHEN {cand} THEN x.floor_kw ELSE 0 END) OVER (\n"
+        f"            AND SUM(CASE WHEN {cand} THEN x.reserve_kw ELSE 0 END) OVER (\n"
         f"                {window}\n"
-        f"            ) <= x.left_kw + 1e-9{phases2}\n"
+        f"            ) - x.reserve_kw + x.floor_kw <= x.left_kw + 1e-9{phases2}\n"
         f"        ) AS ok\n"
         f"    FROM adm{d}b AS x\n"
         f")"

@@ -11,28 +11,29 @@ CREATE MATERIALIZED VIEW session_admission AS
 WITH
 adm3 AS (
     SELECT
-        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.reserve_kw, x.priority, x.laxity_s, x.paused_by,
+        x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2,
         x.paused_by IS NULL AS ok
     FROM session_limits AS x
     WHERE x.anc3 IS NULL
     UNION ALL
     SELECT
-        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.reserve_kw, x.priority, x.laxity_s, x.paused_by,
+        x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2,
         x.ok
     FROM session_admission_deep AS x
 ),
 adm2a AS (
     SELECT
-        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.reserve_kw, x.priority, x.laxity_s, x.paused_by,
+        x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2,
         x.ok AS live,
         x.ok AND (
             x.anc2 IS NULL
-            OR SUM(CASE WHEN x.ok THEN x.floor_kw ELSE 0 END) OVER (
-                PARTITION BY x.site_id, x.anc2 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-            ) <= h.headroom_kw + 1e-9
+            OR CASE WHEN x.reserve_kw > x.floor_kw
+                THEN SUM(CASE WHEN x.ok THEN x.floor_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+                ELSE SUM(CASE WHEN x.ok THEN x.reserve_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+            END <= h.headroom_kw + 1e-9
             AND (h.headroom_a_r IS NULL OR x.on_r = 0 OR SUM(
                 CASE WHEN x.ok THEN x.floor_kw * x.a_per_kw * x.on_r ELSE 0 END
             ) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= h.headroom_a_r + 1e-9)
@@ -52,11 +53,11 @@ adm2a AS (
 ),
 adm2b AS (
     SELECT
-        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.reserve_kw, x.priority, x.laxity_s, x.paused_by,
+        x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2,
         x.live,
         x.ok1,
-        x.h_kw - SUM(CASE WHEN x.ok1 THEN x.floor_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) AS left_kw,
+        x.h_kw - SUM(CASE WHEN x.ok1 THEN x.reserve_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) AS left_kw,
         x.h_a_r - SUM(CASE WHEN x.ok1 THEN x.floor_kw * x.a_per_kw * x.on_r ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) AS left_a_r,
         x.h_a_s - SUM(CASE WHEN x.ok1 THEN x.floor_kw * x.a_per_kw * x.on_s ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) AS left_a_s,
         x.h_a_t - SUM(CASE WHEN x.ok1 THEN x.floor_kw * x.a_per_kw * x.on_t ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc2) AS left_a_t
@@ -64,13 +65,13 @@ adm2b AS (
 ),
 adm2 AS (
     SELECT
-        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.reserve_kw, x.priority, x.laxity_s, x.paused_by,
+        x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.ok1 OR (
             (x.live AND NOT x.ok1 AND x.anc2 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9))
-            AND SUM(CASE WHEN (x.live AND NOT x.ok1 AND x.anc2 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw ELSE 0 END) OVER (
+            AND SUM(CASE WHEN (x.live AND NOT x.ok1 AND x.anc2 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.reserve_kw ELSE 0 END) OVER (
                 PARTITION BY x.site_id, x.anc2 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-            ) <= x.left_kw + 1e-9
+            ) - x.reserve_kw + x.floor_kw <= x.left_kw + 1e-9
             AND (x.left_a_r IS NULL OR x.on_r = 0 OR SUM(
                 CASE WHEN (x.live AND NOT x.ok1 AND x.anc2 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw * x.a_per_kw * x.on_r ELSE 0 END
             ) OVER (PARTITION BY x.site_id, x.anc2 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= x.left_a_r + 1e-9)
@@ -85,14 +86,15 @@ adm2 AS (
 ),
 adm1a AS (
     SELECT
-        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.reserve_kw, x.priority, x.laxity_s, x.paused_by,
+        x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.ok AS live,
         x.ok AND (
             x.anc1 IS NULL
-            OR SUM(CASE WHEN x.ok THEN x.floor_kw ELSE 0 END) OVER (
-                PARTITION BY x.site_id, x.anc1 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-            ) <= h.headroom_kw + 1e-9
+            OR CASE WHEN x.reserve_kw > x.floor_kw
+                THEN SUM(CASE WHEN x.ok THEN x.floor_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+                ELSE SUM(CASE WHEN x.ok THEN x.reserve_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+            END <= h.headroom_kw + 1e-9
             AND (h.headroom_a_r IS NULL OR x.on_r = 0 OR SUM(
                 CASE WHEN x.ok THEN x.floor_kw * x.a_per_kw * x.on_r ELSE 0 END
             ) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= h.headroom_a_r + 1e-9)
@@ -112,11 +114,11 @@ adm1a AS (
 ),
 adm1b AS (
     SELECT
-        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.reserve_kw, x.priority, x.laxity_s, x.paused_by,
+        x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1,
         x.live,
         x.ok1,
-        x.h_kw - SUM(CASE WHEN x.ok1 THEN x.floor_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) AS left_kw,
+        x.h_kw - SUM(CASE WHEN x.ok1 THEN x.reserve_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) AS left_kw,
         x.h_a_r - SUM(CASE WHEN x.ok1 THEN x.floor_kw * x.a_per_kw * x.on_r ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) AS left_a_r,
         x.h_a_s - SUM(CASE WHEN x.ok1 THEN x.floor_kw * x.a_per_kw * x.on_s ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) AS left_a_s,
         x.h_a_t - SUM(CASE WHEN x.ok1 THEN x.floor_kw * x.a_per_kw * x.on_t ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc1) AS left_a_t
@@ -124,13 +126,13 @@ adm1b AS (
 ),
 adm1 AS (
     SELECT
-        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-        x.on_s, x.on_t, x.a_per_kw, x.anc0,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.reserve_kw, x.priority, x.laxity_s, x.paused_by,
+        x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0,
         x.ok1 OR (
             (x.live AND NOT x.ok1 AND x.anc1 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9))
-            AND SUM(CASE WHEN (x.live AND NOT x.ok1 AND x.anc1 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw ELSE 0 END) OVER (
+            AND SUM(CASE WHEN (x.live AND NOT x.ok1 AND x.anc1 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.reserve_kw ELSE 0 END) OVER (
                 PARTITION BY x.site_id, x.anc1 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-            ) <= x.left_kw + 1e-9
+            ) - x.reserve_kw + x.floor_kw <= x.left_kw + 1e-9
             AND (x.left_a_r IS NULL OR x.on_r = 0 OR SUM(
                 CASE WHEN (x.live AND NOT x.ok1 AND x.anc1 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw * x.a_per_kw * x.on_r ELSE 0 END
             ) OVER (PARTITION BY x.site_id, x.anc1 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= x.left_a_r + 1e-9)
@@ -145,14 +147,15 @@ adm1 AS (
 ),
 adm0a AS (
     SELECT
-        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-        x.on_s, x.on_t, x.a_per_kw, x.anc0,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.reserve_kw, x.priority, x.laxity_s, x.paused_by,
+        x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0,
         x.ok AS live,
         x.ok AND (
             x.anc0 IS NULL
-            OR SUM(CASE WHEN x.ok THEN x.floor_kw ELSE 0 END) OVER (
-                PARTITION BY x.site_id, x.anc0 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-            ) <= h.headroom_kw + 1e-9
+            OR CASE WHEN x.reserve_kw > x.floor_kw
+                THEN SUM(CASE WHEN x.ok THEN x.floor_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+                ELSE SUM(CASE WHEN x.ok THEN x.reserve_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+            END <= h.headroom_kw + 1e-9
             AND (h.headroom_a_r IS NULL OR x.on_r = 0 OR SUM(
                 CASE WHEN x.ok THEN x.floor_kw * x.a_per_kw * x.on_r ELSE 0 END
             ) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= h.headroom_a_r + 1e-9)
@@ -172,11 +175,11 @@ adm0a AS (
 ),
 adm0b AS (
     SELECT
-        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-        x.on_s, x.on_t, x.a_per_kw, x.anc0,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.reserve_kw, x.priority, x.laxity_s, x.paused_by,
+        x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0,
         x.live,
         x.ok1,
-        x.h_kw - SUM(CASE WHEN x.ok1 THEN x.floor_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) AS left_kw,
+        x.h_kw - SUM(CASE WHEN x.ok1 THEN x.reserve_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) AS left_kw,
         x.h_a_r - SUM(CASE WHEN x.ok1 THEN x.floor_kw * x.a_per_kw * x.on_r ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) AS left_a_r,
         x.h_a_s - SUM(CASE WHEN x.ok1 THEN x.floor_kw * x.a_per_kw * x.on_s ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) AS left_a_s,
         x.h_a_t - SUM(CASE WHEN x.ok1 THEN x.floor_kw * x.a_per_kw * x.on_t ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc0) AS left_a_t
@@ -184,13 +187,13 @@ adm0b AS (
 ),
 adm0 AS (
     SELECT
-        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-        x.on_s, x.on_t, x.a_per_kw,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.reserve_kw, x.priority, x.laxity_s, x.paused_by,
+        x.on_r, x.on_s, x.on_t, x.a_per_kw,
         x.ok1 OR (
             (x.live AND NOT x.ok1 AND x.anc0 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9))
-            AND SUM(CASE WHEN (x.live AND NOT x.ok1 AND x.anc0 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw ELSE 0 END) OVER (
+            AND SUM(CASE WHEN (x.live AND NOT x.ok1 AND x.anc0 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.reserve_kw ELSE 0 END) OVER (
                 PARTITION BY x.site_id, x.anc0 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-            ) <= x.left_kw + 1e-9
+            ) - x.reserve_kw + x.floor_kw <= x.left_kw + 1e-9
             AND (x.left_a_r IS NULL OR x.on_r = 0 OR SUM(
                 CASE WHEN (x.live AND NOT x.ok1 AND x.anc0 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw * x.a_per_kw * x.on_r ELSE 0 END
             ) OVER (PARTITION BY x.site_id, x.anc0 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= x.left_a_r + 1e-9)

@@ -6,21 +6,22 @@ CREATE MATERIALIZED VIEW session_admission_deep AS
 WITH
 deep AS (
     SELECT
-        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.reserve_kw, x.priority, x.laxity_s, x.paused_by,
+        x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5
     FROM session_limits AS x
     WHERE x.anc3 IS NOT NULL
 ),
 adm5a AS (
     SELECT
-        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.reserve_kw, x.priority, x.laxity_s, x.paused_by,
+        x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
         (x.paused_by IS NULL) AS live,
         (x.paused_by IS NULL) AND (
             x.anc5 IS NULL
-            OR SUM(CASE WHEN (x.paused_by IS NULL) THEN x.floor_kw ELSE 0 END) OVER (
-                PARTITION BY x.site_id, x.anc5 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-            ) <= h.headroom_kw + 1e-9
+            OR CASE WHEN x.reserve_kw > x.floor_kw
+                THEN SUM(CASE WHEN (x.paused_by IS NULL) THEN x.floor_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+                ELSE SUM(CASE WHEN (x.paused_by IS NULL) THEN x.reserve_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+            END <= h.headroom_kw + 1e-9
             AND (h.headroom_a_r IS NULL OR x.on_r = 0 OR SUM(
                 CASE WHEN (x.paused_by IS NULL) THEN x.floor_kw * x.a_per_kw * x.on_r ELSE 0 END
             ) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= h.headroom_a_r + 1e-9)
@@ -40,11 +41,11 @@ adm5a AS (
 ),
 adm5b AS (
     SELECT
-        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.reserve_kw, x.priority, x.laxity_s, x.paused_by,
+        x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4, x.anc5,
         x.live,
         x.ok1,
-        x.h_kw - SUM(CASE WHEN x.ok1 THEN x.floor_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) AS left_kw,
+        x.h_kw - SUM(CASE WHEN x.ok1 THEN x.reserve_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) AS left_kw,
         x.h_a_r - SUM(CASE WHEN x.ok1 THEN x.floor_kw * x.a_per_kw * x.on_r ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) AS left_a_r,
         x.h_a_s - SUM(CASE WHEN x.ok1 THEN x.floor_kw * x.a_per_kw * x.on_s ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) AS left_a_s,
         x.h_a_t - SUM(CASE WHEN x.ok1 THEN x.floor_kw * x.a_per_kw * x.on_t ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc5) AS left_a_t
@@ -52,13 +53,13 @@ adm5b AS (
 ),
 adm5 AS (
     SELECT
-        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.reserve_kw, x.priority, x.laxity_s, x.paused_by,
+        x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
         x.ok1 OR (
             (x.live AND NOT x.ok1 AND x.anc5 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9))
-            AND SUM(CASE WHEN (x.live AND NOT x.ok1 AND x.anc5 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw ELSE 0 END) OVER (
+            AND SUM(CASE WHEN (x.live AND NOT x.ok1 AND x.anc5 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.reserve_kw ELSE 0 END) OVER (
                 PARTITION BY x.site_id, x.anc5 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-            ) <= x.left_kw + 1e-9
+            ) - x.reserve_kw + x.floor_kw <= x.left_kw + 1e-9
             AND (x.left_a_r IS NULL OR x.on_r = 0 OR SUM(
                 CASE WHEN (x.live AND NOT x.ok1 AND x.anc5 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw * x.a_per_kw * x.on_r ELSE 0 END
             ) OVER (PARTITION BY x.site_id, x.anc5 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= x.left_a_r + 1e-9)
@@ -73,14 +74,15 @@ adm5 AS (
 ),
 adm4a AS (
     SELECT
-        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.reserve_kw, x.priority, x.laxity_s, x.paused_by,
+        x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
         x.ok AS live,
         x.ok AND (
             x.anc4 IS NULL
-            OR SUM(CASE WHEN x.ok THEN x.floor_kw ELSE 0 END) OVER (
-                PARTITION BY x.site_id, x.anc4 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-            ) <= h.headroom_kw + 1e-9
+            OR CASE WHEN x.reserve_kw > x.floor_kw
+                THEN SUM(CASE WHEN x.ok THEN x.floor_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+                ELSE SUM(CASE WHEN x.ok THEN x.reserve_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+            END <= h.headroom_kw + 1e-9
             AND (h.headroom_a_r IS NULL OR x.on_r = 0 OR SUM(
                 CASE WHEN x.ok THEN x.floor_kw * x.a_per_kw * x.on_r ELSE 0 END
             ) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= h.headroom_a_r + 1e-9)
@@ -100,11 +102,11 @@ adm4a AS (
 ),
 adm4b AS (
     SELECT
-        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.reserve_kw, x.priority, x.laxity_s, x.paused_by,
+        x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3, x.anc4,
         x.live,
         x.ok1,
-        x.h_kw - SUM(CASE WHEN x.ok1 THEN x.floor_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) AS left_kw,
+        x.h_kw - SUM(CASE WHEN x.ok1 THEN x.reserve_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) AS left_kw,
         x.h_a_r - SUM(CASE WHEN x.ok1 THEN x.floor_kw * x.a_per_kw * x.on_r ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) AS left_a_r,
         x.h_a_s - SUM(CASE WHEN x.ok1 THEN x.floor_kw * x.a_per_kw * x.on_s ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) AS left_a_s,
         x.h_a_t - SUM(CASE WHEN x.ok1 THEN x.floor_kw * x.a_per_kw * x.on_t ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc4) AS left_a_t
@@ -112,13 +114,13 @@ adm4b AS (
 ),
 adm4 AS (
     SELECT
-        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.reserve_kw, x.priority, x.laxity_s, x.paused_by,
+        x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3,
         x.ok1 OR (
             (x.live AND NOT x.ok1 AND x.anc4 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9))
-            AND SUM(CASE WHEN (x.live AND NOT x.ok1 AND x.anc4 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw ELSE 0 END) OVER (
+            AND SUM(CASE WHEN (x.live AND NOT x.ok1 AND x.anc4 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.reserve_kw ELSE 0 END) OVER (
                 PARTITION BY x.site_id, x.anc4 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-            ) <= x.left_kw + 1e-9
+            ) - x.reserve_kw + x.floor_kw <= x.left_kw + 1e-9
             AND (x.left_a_r IS NULL OR x.on_r = 0 OR SUM(
                 CASE WHEN (x.live AND NOT x.ok1 AND x.anc4 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw * x.a_per_kw * x.on_r ELSE 0 END
             ) OVER (PARTITION BY x.site_id, x.anc4 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= x.left_a_r + 1e-9)
@@ -133,14 +135,15 @@ adm4 AS (
 ),
 adm3a AS (
     SELECT
-        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.reserve_kw, x.priority, x.laxity_s, x.paused_by,
+        x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3,
         x.ok AS live,
         x.ok AND (
             x.anc3 IS NULL
-            OR SUM(CASE WHEN x.ok THEN x.floor_kw ELSE 0 END) OVER (
-                PARTITION BY x.site_id, x.anc3 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-            ) <= h.headroom_kw + 1e-9
+            OR CASE WHEN x.reserve_kw > x.floor_kw
+                THEN SUM(CASE WHEN x.ok THEN x.floor_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+                ELSE SUM(CASE WHEN x.ok THEN x.reserve_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+            END <= h.headroom_kw + 1e-9
             AND (h.headroom_a_r IS NULL OR x.on_r = 0 OR SUM(
                 CASE WHEN x.ok THEN x.floor_kw * x.a_per_kw * x.on_r ELSE 0 END
             ) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= h.headroom_a_r + 1e-9)
@@ -160,11 +163,11 @@ adm3a AS (
 ),
 adm3b AS (
     SELECT
-        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.reserve_kw, x.priority, x.laxity_s, x.paused_by,
+        x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2, x.anc3,
         x.live,
         x.ok1,
-        x.h_kw - SUM(CASE WHEN x.ok1 THEN x.floor_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) AS left_kw,
+        x.h_kw - SUM(CASE WHEN x.ok1 THEN x.reserve_kw ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) AS left_kw,
         x.h_a_r - SUM(CASE WHEN x.ok1 THEN x.floor_kw * x.a_per_kw * x.on_r ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) AS left_a_r,
         x.h_a_s - SUM(CASE WHEN x.ok1 THEN x.floor_kw * x.a_per_kw * x.on_s ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) AS left_a_s,
         x.h_a_t - SUM(CASE WHEN x.ok1 THEN x.floor_kw * x.a_per_kw * x.on_t ELSE 0 END) OVER (PARTITION BY x.site_id, x.anc3) AS left_a_t
@@ -172,13 +175,13 @@ adm3b AS (
 ),
 adm3 AS (
     SELECT
-        x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-        x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2,
+        x.session_id, x.site_id, x.started_at, x.floor_kw, x.reserve_kw, x.priority, x.laxity_s, x.paused_by,
+        x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2,
         x.ok1 OR (
             (x.live AND NOT x.ok1 AND x.anc3 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9))
-            AND SUM(CASE WHEN (x.live AND NOT x.ok1 AND x.anc3 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw ELSE 0 END) OVER (
+            AND SUM(CASE WHEN (x.live AND NOT x.ok1 AND x.anc3 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.reserve_kw ELSE 0 END) OVER (
                 PARTITION BY x.site_id, x.anc3 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-            ) <= x.left_kw + 1e-9
+            ) - x.reserve_kw + x.floor_kw <= x.left_kw + 1e-9
             AND (x.left_a_r IS NULL OR x.on_r = 0 OR SUM(
                 CASE WHEN (x.live AND NOT x.ok1 AND x.anc3 IS NOT NULL AND x.floor_kw <= x.left_kw + 1e-9 AND (x.left_a_r IS NULL OR x.on_r = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_r + 1e-9) AND (x.left_a_s IS NULL OR x.on_s = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_s + 1e-9) AND (x.left_a_t IS NULL OR x.on_t = 0 OR x.floor_kw * x.a_per_kw <= x.left_a_t + 1e-9)) THEN x.floor_kw * x.a_per_kw * x.on_r ELSE 0 END
             ) OVER (PARTITION BY x.site_id, x.anc3 ORDER BY x.priority DESC, x.laxity_s ASC NULLS LAST, x.started_at, x.session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) <= x.left_a_r + 1e-9)
@@ -192,7 +195,7 @@ adm3 AS (
     FROM adm3b AS x
 )
 SELECT
-    x.session_id, x.site_id, x.started_at, x.floor_kw, x.priority, x.laxity_s, x.paused_by, x.on_r,
-    x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2,
+    x.session_id, x.site_id, x.started_at, x.floor_kw, x.reserve_kw, x.priority, x.laxity_s, x.paused_by,
+    x.on_r, x.on_s, x.on_t, x.a_per_kw, x.anc0, x.anc1, x.anc2,
     x.ok
 FROM adm3 AS x;

@@ -17,6 +17,8 @@
 --              rule above), so under a binding breaker it takes the headroom first, up to its cap; times
 --              1000000 when laxity_s is below 0 (its need cannot be met even at its own rate: every
 --              minute below its cap is lost), ahead of those; never above 1000000
+--   reserve_kw = what admission holds for it from the sessions after it that are not at risk: its cap while
+--              its plan is at risk, else its floor (session_admission)
 --   laxity_s = seconds to departure minus the time the remaining energy takes at the session's own rate
 --              (its cap or ev_rate_kw, the less; no share): the order of admission, least first
 --   learning = a planned session whose EV has not shown its rate yet (ev_rate_kw null) charges at its cap
@@ -188,6 +190,12 @@ SELECT
     started_at,
     cap_kw,
     CASE WHEN override_kw IS NOT NULL THEN cap_kw ELSE LEAST(min_kw, cap_kw) END AS floor_kw,
+    -- what it holds in admission from the sessions after it that are not at risk: its cap while its plan is
+    -- at risk (it takes the headroom up to its cap before one that can wait gets a floor), else its floor
+    CASE
+        WHEN override_kw IS NOT NULL OR (plan_remaining_kwh > 0 AND plan_at_risk) THEN cap_kw
+        ELSE LEAST(min_kw, cap_kw)
+    END AS reserve_kw,
     CASE
         WHEN override_kw IS NOT NULL AND override_kw <= ruled_cap_kw THEN override_rule_id
         WHEN cap_kw < ruled_cap_kw AND plan_remaining_kwh IS NOT NULL THEN 'plan'

@@ -286,3 +286,18 @@ def test_a_plan_at_risk_takes_the_breaker_first_and_the_sessions_that_can_wait_s
     # without the plan, the two share the breaker equally
     plain = run(engine, records(site(30.0), charger("CP1"), charger("CP2"), session("u", "CP1"), stays))
     assert plain["u"]["setpoint_kw"] == pytest.approx(15.0) and plain["w"]["setpoint_kw"] == pytest.approx(15.0)
+
+
+def test_a_need_that_cannot_be_met_is_not_held_below_its_cap_by_the_floor_of_one_that_can_wait(engine):
+    """On 24 kW: a needs 30 kWh within the hour (it cannot be met at its 22 kW: every minute below its cap
+    is lost), w has no plan. Admitting w at its 4.14 kW floor would hold a at 19.86 kW; a reserves its cap
+    in admission, so w waits (the 2 kW a cannot take are left: less than w's floor)."""
+    a = session("a", "CP1", departure_at=NOW + H, energy_needed_kwh=30)
+    w = session("w", "CP2", started=NOW - 3 * H)
+    out = run(engine, records(site(24.0), charger("CP1"), charger("CP2"), a, w, prices(0.3, 0.3)))
+    assert out["a"]["setpoint_kw"] == pytest.approx(22.0, abs=0.05)
+    assert out["w"]["setpoint_kw"] == 0.0 and out["w"]["binding"] == "paused"
+    # with room for both, w takes what a leaves
+    out = run(engine, records(site(30.0), charger("CP1"), charger("CP2"), a, w, prices(0.3, 0.3)))
+    assert out["a"]["setpoint_kw"] == pytest.approx(22.0, abs=0.05)
+    assert out["w"]["setpoint_kw"] == pytest.approx(8.0, abs=0.05)
