@@ -115,7 +115,9 @@ def plan_needs(
     the EV headroom per site node (kW), for ``share_kw``: that headroom times the session's remaining
     energy over what the site's planned sessions leaving no later than it (itself and those leaving with it
     included) still need, the rate earliest-deadline-first can give it (None without headroom, or
-    with nothing remaining); ``device_cap(record)`` the session's cap before rules and plans (kW, the
+    with nothing remaining); a session whose need cannot be met even at its own rate (device cap and
+    EV rate) fills first, so it counts on that rate (the short ones split the headroom by it when it is
+    less than their sum) and the others count on what the short ones leave, needed without them; ``device_cap(record)`` the session's cap before rules and plans (kW, the
     reference's :func:`~pipeline.allocation.reference.device_cap`; its rating without it)."""
     headroom = headroom or {}
     topo = state.topology
@@ -177,18 +179,33 @@ def plan_needs(
         targets.append(
             (rec, site_id, departure, needed, remaining, (departure - seen).total_seconds(), cheaper, price_now)
         )
-    # earliest deadline first: what the site's planned sessions leaving no later than each one need before it leaves
+
+    def own_kw(rec: Any) -> float:
+        cap = device_cap(rec) if device_cap is not None else rec.rated_power_kw
+        return min(cap, rec.ev_rate_kw if rec.ev_rate_kw is not None else rec.rated_power_kw)
+
+    # a need that cannot be met even at the session's own rate fills first (plan_weight): it takes that rate
+    short = {t[0].session_id for t in targets if t[4] > 0 and own_kw(t[0]) > 0 and t[4] * 3600.0 > t[5] * own_kw(t[0])}
+    short_kw: dict[str, float] = defaultdict(float)
+    for t in targets:
+        if t[0].session_id in short:
+            short_kw[t[1]] += own_kw(t[0])
+    # earliest deadline first among the others: what the site's planned sessions leaving no later than each
+    # one need before it leaves
     demand = {
-        rec.session_id: sum(t[4] for t in targets if t[1] == site_id and t[2] <= departure)
+        rec.session_id: sum(
+            t[4] for t in targets if t[1] == site_id and t[2] <= departure and t[0].session_id not in short
+        )
         for rec, site_id, departure, *_ in targets
     }
     for rec, site_id, departure, needed, remaining, left_s, cheaper, price_now in targets:
         site = topo.get(site_id)
-        share = (
-            headroom[site_id] * remaining / demand[rec.session_id]
-            if site is not None and site.kind == "site" and site_id in headroom and remaining > 0
-            else None
-        )
+        share = None
+        if site is not None and site.kind == "site" and site_id in headroom and remaining > 0:
+            if rec.session_id in short:
+                share = headroom[site_id] * own_kw(rec) / short_kw[site_id]
+            else:
+                share = max(headroom[site_id] - short_kw[site_id], 0.0) * remaining / demand[rec.session_id]
         cap = device_cap(rec) if device_cap is not None else rec.rated_power_kw
         shown = rec.ev_rate_kw if rec.ev_rate_kw is not None else rec.rated_power_kw
         rate = min(cap, shown, share if share is not None else rec.rated_power_kw)

@@ -9,7 +9,10 @@
 --              demand_kwh / headroom hours, so its own need goes at headroom x remaining_kwh / demand_kwh.
 --              A plan then does not count on its full cap where the breaker will be shared before it
 --              leaves, nor take the breaker's present tightness as its own where the others leave first
---              (null: no headroom known, or nothing remains)
+--              (null: no headroom known, or nothing remains). A session whose need cannot be met even at
+--              its own rate (own_kw: its device cap and ev_rate_kw; short) fills first (session_limits'
+--              weight and reserve_kw) and takes that rate: the others share what the short ones leave,
+--              headroom less short_kw, and the short ones split the headroom by their own rates
 --   urgent   = NOW() is at or past urgent_at, the last instant it can wait: departure less 1.5 times the
 --              time its remaining energy takes at min(device cap, ev_rate_kw, share_kw) (ev_rate_kw: the
 --              rate the EV last showed it charges at, kept while it waits; an EV's acceptance tapers
@@ -28,19 +31,66 @@ WITH slots AS (
     FROM session_plan_slots
     GROUP BY session_id
 ),
+own AS (
+    SELECT
+        p.session_id,
+        p.site_id,
+        p.departure_at,
+        p.remaining_kwh,
+        LEAST(
+            t.rated_power_kw,
+            COALESCE(t.ev_max_power_kw, t.rated_power_kw),
+            COALESCE(t.learned_cap_kw, t.rated_power_kw),
+            COALESCE(t.ev_rate_kw, t.rated_power_kw),
+            t.rated_power_kw * t.ev_phases / t.phases
+        ) AS own_kw,
+        p.left_s
+    FROM session_plan_targets AS p
+    JOIN session_telemetry AS t ON t.session_id = p.session_id
+),
+flagged AS (
+    SELECT
+        session_id,
+        site_id,
+        departure_at,
+        remaining_kwh,
+        own_kw,
+        remaining_kwh > 0 AND own_kw > 0 AND remaining_kwh * 3600.0 > left_s * own_kw AS short
+    FROM own
+),
 running AS (
     SELECT
         session_id,
         site_id,
         departure_at,
-        SUM(remaining_kwh) OVER (
+        own_kw,
+        short,
+        SUM(CASE WHEN short THEN 0 ELSE remaining_kwh END) OVER (
             PARTITION BY site_id ORDER BY departure_at, session_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-        ) AS running_kwh
-    FROM session_plan_targets
+        ) AS running_kwh,
+        SUM(CASE WHEN short THEN own_kw ELSE 0 END) OVER (PARTITION BY site_id) AS short_kw
+    FROM flagged
 ),
 demands AS (
-    SELECT session_id, MAX(running_kwh) OVER (PARTITION BY site_id, departure_at) AS demand_kwh
+    SELECT
+        session_id,
+        own_kw,
+        short,
+        short_kw,
+        MAX(running_kwh) OVER (PARTITION BY site_id, departure_at) AS demand_kwh
     FROM running
+),
+shares AS (
+    SELECT
+        p.session_id,
+        CASE
+            WHEN p.remaining_kwh <= 0 OR h.headroom_kw IS NULL THEN NULL
+            WHEN d.short THEN h.headroom_kw * d.own_kw / d.short_kw
+            ELSE GREATEST(h.headroom_kw - d.short_kw, 0) * p.remaining_kwh / d.demand_kwh
+        END AS share_kw
+    FROM session_plan_targets AS p
+    JOIN demands AS d ON d.session_id = p.session_id
+    LEFT JOIN node_headroom AS h ON h.node_id = p.site_id AND h.kind = 'site'
 ),
 rated AS (
     SELECT
@@ -51,22 +101,12 @@ rated AS (
         p.left_s,
         s.price_now,
         COALESCE(s.cheaper_s, 0) AS cheaper_s,
-        CASE WHEN p.remaining_kwh > 0 THEN h.headroom_kw * p.remaining_kwh / d.demand_kwh END AS share_kw,
-        LEAST(
-            t.rated_power_kw,
-            COALESCE(t.ev_max_power_kw, t.rated_power_kw),
-            COALESCE(t.learned_cap_kw, t.rated_power_kw),
-            COALESCE(t.ev_rate_kw, t.rated_power_kw),
-            t.rated_power_kw * t.ev_phases / t.phases,
-            COALESCE(
-                CASE WHEN p.remaining_kwh > 0 THEN h.headroom_kw * p.remaining_kwh / d.demand_kwh END, t.rated_power_kw
-            )
-        ) AS rate_kw
+        d.share_kw,
+        LEAST(o.own_kw, COALESCE(d.share_kw, o.own_kw)) AS rate_kw
     FROM session_plan_targets AS p
-    JOIN session_telemetry AS t ON t.session_id = p.session_id
+    JOIN own AS o ON o.session_id = p.session_id
     LEFT JOIN slots AS s ON s.session_id = p.session_id
-    LEFT JOIN node_headroom AS h ON h.node_id = p.site_id AND h.kind = 'site'
-    JOIN demands AS d ON d.session_id = p.session_id
+    JOIN shares AS d ON d.session_id = p.session_id
 ),
 needs AS (
     SELECT

@@ -174,14 +174,19 @@ def test_an_ev_that_has_not_shown_its_rate_charges_until_it_does(engine):
 
 def test_a_need_that_cannot_be_met_fills_ahead_of_one_merely_at_risk(engine):
     """On 20 kW: a needs 30 kWh within the hour (it cannot be met: every minute below its cap is lost), b
-    needs 12 kWh within 2.5 h (at risk: at its 20 x 12 / 42 kW share they take 2.1 h, a laxity of 0.4 h).
-    Both take their floors; a then takes the rest, as least laxity first would, and b catches up after."""
+    needs 12 kWh within 2.5 h. a takes the whole breaker, as least laxity first would, and b, which counts
+    on what a leaves (nothing until a leaves, then 20 kW: 36 min of its 1.5 h), waits. With 30 kW, b's
+    share is 8 kW (12 kWh take 1.5 h of its 2.5: a laxity of 1 h) and it takes what a leaves."""
     a = session("a", "CP1", departure_at=NOW + H, energy_needed_kwh=30)
     b = session("b", "CP2", departure_at=NOW + 2.5 * H, energy_needed_kwh=12)
     out = run(engine, records(site(20.0), charger("CP1"), charger("CP2"), a, b, prices(0.3, 0.3)))
-    floor = 6 * 3 * 230 / 1000
-    assert out["b"]["setpoint_kw"] == pytest.approx(floor, abs=0.05)
-    assert out["a"]["setpoint_kw"] == pytest.approx(20.0 - floor, abs=0.05)
+    assert out["a"]["setpoint_kw"] == pytest.approx(20.0, abs=0.05)
+    assert out["b"]["setpoint_kw"] == 0.0
+    out = run(engine, records(site(30.0), charger("CP1"), charger("CP2"), a, b, prices(0.3, 0.3)))
+    assert out["a"]["setpoint_kw"] == pytest.approx(22.0, abs=0.05)
+    assert out["b"]["setpoint_kw"] == pytest.approx(8.0, abs=0.05)
+    cols, rows = engine.query("SELECT session_id, share_kw FROM session_plan_needs")
+    assert dict(rows)["b"] == pytest.approx(8.0, abs=0.01)
 
 
 def test_urgency_counts_from_now_not_from_the_last_meter_reading(engine):
