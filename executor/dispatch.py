@@ -128,6 +128,17 @@ class ChargerDispatcher:
             not self.busy and (clock_at is None or clock_at > now) and (real_at is None or real_at > time.monotonic())
         )
 
+    def busy_with(self, now: datetime) -> str:
+        """Why :meth:`idle` is false at ``now``, for a log line."""
+        clock_at, real_at = self._due
+        if self.busy:
+            return "planning or calling"
+        if clock_at is not None and clock_at <= now:
+            return f"due at {clock_at.isoformat()} (clock)"
+        if real_at is not None:
+            return f"due {real_at - time.monotonic():.3f} s from now (real)"
+        return "idle"
+
     def rebooted(self) -> None:
         """A BootNotification on this connection: profiles may be gone, install everything again."""
         if self._prepared:
@@ -194,7 +205,7 @@ class ChargerDispatcher:
     async def _sleep_until(self, when: datetime) -> None:
         # The delay is taken when this coroutine runs, not when it was created: a clock that moved
         # in between (a busy loop under a fast simulated clock) must not push the wake-up later.
-        await self._ctx.clock.sleep(max(0.0, (when - self._ctx.clock.now()).total_seconds()))
+        await self._ctx.clock.sleep_until(when)
 
     async def _verify_unit(self) -> None:
         """Ask the charger for its units after starting in the unit it last accepted a profile in

@@ -314,6 +314,16 @@ class Executor:
         now = self.clock.now()
         return self.stats.in_flight == 0 and self.outbox.empty and all(d.idle(now) for d in self._dispatchers.values())
 
+    def busy_with(self) -> str:
+        """What keeps :attr:`idle` false, in a few words for a log line: calls in flight, records in the
+        outbox, and each dispatcher not idle (planning or calling, or what it sleeps towards, due now)."""
+        now = self.clock.now()
+        parts = [f"{self.stats.in_flight} calls in flight"] if self.stats.in_flight else []
+        if not self.outbox.empty:
+            parts.append("outbox not empty")
+        parts += [f"{cp}: {d.busy_with(now)}" for cp, d in self._dispatchers.items() if not d.idle(now)]
+        return "; ".join(parts) or "nothing"
+
     def bound_kw(self, level: str, group: str) -> float:
         """The ledger's sum over a node (``level='node'``) or site of what its connectors may draw, kW."""
         return self._ledger.group_sum_kw(level, group, self.clock.now())

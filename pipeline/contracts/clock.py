@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 
 class Clock(Protocol):
-    """What components need of time: an aware UTC ``now()`` and a ``sleep`` in clock seconds."""
+    """What components need of time: an aware UTC ``now()``, a ``sleep`` in clock seconds and a
+    ``sleep_until`` an instant (to wait for a known instant, use it: a delay computed from ``now()`` and
+    added back in float seconds may land a fraction of a microsecond past the instant)."""
 
     def now(self) -> datetime: ...
 
     async def sleep(self, seconds: float) -> None: ...
+
+    async def sleep_until(self, when: datetime) -> None: ...
 
 
 class SystemClock:
@@ -30,6 +34,9 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
+
+    async def sleep_until(self, when: datetime) -> None:
+        await asyncio.sleep(max(0.0, (when - self.now()).total_seconds()))
 
 
 class SimClock:
@@ -75,18 +82,23 @@ class SimClock:
 
     def advance(self, seconds: float) -> None:
         """Jump forward (used only while held, by drivers that step time themselves)."""
-        now = self.now()
-        self._base_sim = datetime.fromtimestamp(now.timestamp() + seconds, UTC)
+        self._base_sim = self.now() + timedelta(seconds=seconds)  # whole microseconds: exact, unlike floats
         self._base_real = time.monotonic()
         self._advanced.set()  # wake held sleepers to look at the new time
         self._advanced = asyncio.Event()
 
     async def sleep(self, seconds: float) -> None:
-        """Sleep ``seconds`` of clock time. While the clock is held a sleeper waits, but one whose wake time
-        is reached returns at once, also when a driver ``advance``s the held clock past it."""
-        wake = self.now().timestamp() + max(0.0, seconds)
+        """Sleep ``seconds`` of clock time (:meth:`sleep_until` now plus that)."""
+        await self.sleep_until(self.now() + timedelta(seconds=max(0.0, seconds)))
+
+    async def sleep_until(self, when: datetime) -> None:
+        """Sleep until the clock reads ``when`` or later. While the clock is held a sleeper waits, but one
+        whose wake time is reached returns at once, also when a driver ``advance``s the held clock to or past
+        it. Instants are compared as datetimes (whole microseconds): in float seconds since the epoch a wake
+        time could sit 0.2 us past the instant a driver held the clock at, and the sleeper slept on until
+        the clock moved again."""
         while True:
-            remaining = wake - self.now().timestamp()
+            remaining = (when - self.now()).total_seconds()
             if remaining <= 0:
                 return
             if self._held:
@@ -98,6 +110,3 @@ class SimClock:
                         w.cancel()
                 continue
             await asyncio.sleep(min(remaining / self.speed, 0.5))
-
-    async def sleep_until(self, when: datetime) -> None:
-        await self.sleep(when.timestamp() - self.now().timestamp())

@@ -277,15 +277,18 @@ async def run_replay(
         sync_waiting += waiting
         sync_mismatches += active - in_sync - waiting
 
-    def no_end_pending() -> bool:
+    def nothing_due() -> bool:
         """No session has ended, or is due to end by now, without its end reported (StopTransaction
-        answered): the loop is not quiet before the executor has heard of it. A session due to end is woken
-        to find its end (its task may sleep a moment past it: it set its wake time on the moving clock)."""
+        answered): the loop is not quiet before the executor has heard of it; and no charger has a limit
+        change due by now (a schedule period's start) it has not applied, so the meter never reads a draw
+        the charger should already have cut. A session with either due is woken to find it (its task may
+        sleep a moment past it: it set its wake time on the moving clock)."""
         now = clock.now()
         due = [c for c, t in _session_ends(chargers) if t <= now]
         for c in due:
             c.wake.set()
-        return not due
+        limits_due = [cp.charge_point_id for cp in chargers if cp.wake_due()]  # a schedule period starts
+        return not due and not limits_due
 
     async def run_to(at: datetime) -> None:
         """Run the clock to ``at`` (held there), holding it at every session end on the way (each one
@@ -303,7 +306,7 @@ async def run_replay(
             await run_clock_to(clock, target, session_ended, on_the_way=step_on)
             if target == at and not session_ended.is_set() and clock.now() >= at:
                 return
-            await settle_dispatch(clock, transport, executor, o.quiet_s, at, engine=engine, ready=no_end_pending)
+            await settle_dispatch(clock, transport, executor, o.quiet_s, at, engine=engine, ready=nothing_due)
             sample()
             check_sync()
             if clock.now() >= at:
@@ -348,7 +351,7 @@ async def run_replay(
                 else:
                     turned_away += 1
             await settle_dispatch(
-                clock, transport, executor, o.quiet_s, until_next(i), engine=engine, ready=no_end_pending
+                clock, transport, executor, o.quiet_s, until_next(i), engine=engine, ready=nothing_due
             )
             sample()
             check_sync()

@@ -45,11 +45,11 @@ def _waiting_on(
     if transport.idle_for() < quiet_s:
         yield "records sent within the quiet time"
     if executor is not None and not executor.idle:
-        yield "executor busy"
+        yield f"executor busy ({executor.busy_with()})"
     if engine is not None and engine.busy:
         yield "engine evaluating"
     if ready is not None and not ready():
-        yield "a session end unreported"
+        yield "a session end unreported, or a charger's limit change due"
 
 
 async def settle(

@@ -146,7 +146,7 @@ class PowerControl:
         target = at + timedelta(seconds=s.lag_s)
 
         async def later() -> None:
-            await self.station.clock.sleep((target - self.station.clock.now()).total_seconds())
+            await self.station.clock.sleep_until(target)
             self._adopt(c, s, seq, pilot_a, phases, target)
 
         task = asyncio.create_task(later())

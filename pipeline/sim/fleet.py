@@ -102,7 +102,7 @@ async def run_fleet(
                     ev = await ev
                 if ev is None:
                     return
-                if not await until_stopping(clock.sleep((ev.arrival_at - clock.now()).total_seconds())):
+                if not await until_stopping(clock.sleep_until(ev.arrival_at)):
                     return
                 if stopping.is_set():
                     return

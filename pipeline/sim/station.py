@@ -433,7 +433,7 @@ class Station(abc.ABC):
                     s.next_meter if self.meter_interval_s > 0 else None,
                 ]
                 c.wake.clear()
-                await self._sleep_or_wake(c, (min(w for w in wake if w is not None) - now).total_seconds())
+                await self._sleep_or_wake(c, min(w for w in wake if w is not None))
         except asyncio.CancelledError:
             s.end_at, s.end_reason = s.end_at or c.last_t, s.end_reason or OTHER
             self._finish_locally(c, s)
@@ -445,8 +445,8 @@ class Station(abc.ABC):
             s.end_at, s.end_reason = s.end_at or c.last_t, s.end_reason or OTHER
         await self._end_session(c, s)
 
-    async def _sleep_or_wake(self, c: Connector, seconds: float) -> None:
-        sleeper = asyncio.ensure_future(self.clock.sleep(max(0.0, seconds)))
+    async def _sleep_or_wake(self, c: Connector, until: datetime) -> None:
+        sleeper = asyncio.ensure_future(self.clock.sleep_until(until))
         waker = asyncio.ensure_future(c.wake.wait())
         try:
             await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
@@ -607,6 +607,23 @@ class Station(abc.ABC):
     def delivered_kwh(self) -> float:
         """Energy delivered across all sessions, finished and running, kWh."""
         return sum(s.energy_kwh for s in self.sessions) + sum(self.energy_kwh(i) for i in self._connectors)
+
+    def wake_due(self) -> bool:
+        """Wake every running session whose charging limit changes at or before the clock's now (a schedule
+        period's start, a profile's end) without the change applied yet; True if any was. A driver that holds
+        the clock asks this before it reads the station's draw or moves the clock on: a session task asleep
+        on a running clock notices a held clock's instant only when its real-time nap ends."""
+        now = self.clock.now()
+        due = False
+        for c in self._connectors.values():
+            s = c.session
+            if s is None or s.end_at is not None or s.transaction_id is None:
+                continue
+            boundary = self._control.profiles.next_change(c.connector_id, c.limits_at or s.started_at, s.started_at)
+            if boundary is not None and boundary <= now:
+                c.wake.set()
+                due = True
+        return due
 
     def status(self, connector_id: int = 1) -> ConnectorState:
         """The connector's state as last reported: Available, Preparing, Charging or SuspendedEVSE."""

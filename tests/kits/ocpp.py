@@ -46,6 +46,9 @@ class FixedClock:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
 
+    async def sleep_until(self, when: datetime) -> None:
+        await asyncio.sleep(max(0.0, (when - self.current).total_seconds()))
+
 
 class TestChargePoint(ChargePoint):
     """A scripted OCPP 1.6 charge point for tests."""

@@ -220,4 +220,4 @@ async def test_a_loop_that_does_not_settle_is_logged_with_what_it_waits_on_and_c
     clock = SimClock(t0)
     settled = await settle(clock, MemoryTransport(), 0.0, timeout_s=0.05, ready=lambda: False)
     assert settled is False and missed == [clock.now()]  # held where it gave up
-    assert "(waiting on: a session end unreported)" in caplog.text
+    assert "(waiting on: a session end unreported, or a charger's limit change due)" in caplog.text

@@ -268,3 +268,28 @@ async def test_remote_stop(central):
     await asyncio.wait_for(cp.wait_done(1), 1)
     assert cp.sessions[0].reason == "Remote"
     await cp.stop()
+
+
+async def test_a_driver_that_moves_a_held_clock_past_a_period_start_can_wake_the_station_to_apply_it(central):
+    # On a running clock the session task naps up to 0.5 s real between looks; a driver that holds the clock
+    # and steps it past a schedule period's start asks wake_due(), so the cut is applied before it reads the
+    # draw (the replay's meter counted 1 s over a DR limit while a charger napped through its own cut).
+    clock = SimClock(T0, speed=1)
+    cp = await started(central, clock, meter_interval_s=3600)
+    tx = await cp.plug_in(make_ev(clock, need_kwh=50))
+    begin = clock.now()
+    sched = profile(0, transaction_id=tx, kind="Absolute", start_schedule=begin, periods=[(0, 16), (600, 8)])
+    assert await set_profile(central, "CP1", 1, sched) == "Accepted"
+    assert cp.power_kw(1) == pytest.approx(11.04)
+    assert cp.wake_due() is False  # nothing due yet
+    await asyncio.sleep(0.05)  # the session task naps on the running clock
+    clock.hold()
+    clock.advance((begin + timedelta(seconds=600) - clock.now()).total_seconds())
+    assert cp.wake_due() is True
+    for _ in range(50):  # a few turns of the event loop, far less than the task's nap
+        await asyncio.sleep(0)
+        if cp.power_kw(1) < 6:
+            break
+    assert cp.power_kw(1) == pytest.approx(5.52)
+    assert cp.wake_due() is False
+    await cp.stop()
