@@ -117,8 +117,9 @@ def plan_needs(
     included) still need, the rate earliest-deadline-first can give it (None without headroom, or
     with nothing remaining); a session whose need cannot be met even at its own rate (device cap and
     EV rate) fills first, so it counts on that rate (the short ones split the headroom by it when it is
-    less than their sum) and the others count on what the short ones leave, needed without them; ``device_cap(record)`` the session's cap before rules and plans (kW, the
-    reference's :func:`~pipeline.allocation.reference.device_cap`; its rating without it)."""
+    less than their sum) and the others count on what the short ones leave, needed without them.
+    ``device_cap(record)`` is the session's cap before rules and plans (kW, the reference's
+    :func:`~pipeline.allocation.reference.device_cap`; its rating without it)."""
     headroom = headroom or {}
     topo = state.topology
     slots = _price_slots(state, now)
