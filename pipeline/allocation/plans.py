@@ -181,16 +181,24 @@ def plan_needs(
             (rec, site_id, departure, needed, remaining, (departure - seen).total_seconds(), cheaper, price_now)
         )
 
-    def own_kw(rec: Any) -> float:
-        cap = device_cap(rec) if device_cap is not None else rec.rated_power_kw
-        return min(cap, rec.ev_rate_kw if rec.ev_rate_kw is not None else rec.rated_power_kw)
-
+    # each session's own rate: its cap before rules and plans, and the rate its EV showed (kW)
+    own = {
+        rec.session_id: min(
+            device_cap(rec) if device_cap is not None else rec.rated_power_kw,
+            rec.ev_rate_kw if rec.ev_rate_kw is not None else rec.rated_power_kw,
+        )
+        for rec, *_ in targets
+    }
     # a need that cannot be met even at the session's own rate fills first (plan_weight): it takes that rate
-    short = {t[0].session_id for t in targets if t[4] > 0 and own_kw(t[0]) > 0 and t[4] * 3600.0 > t[5] * own_kw(t[0])}
+    short = {
+        rec.session_id
+        for rec, _, _, _, remaining, left_s, *_ in targets
+        if remaining > 0 and own[rec.session_id] > 0 and remaining * 3600.0 > left_s * own[rec.session_id]
+    }
     short_kw: dict[str, float] = defaultdict(float)
-    for t in targets:
-        if t[0].session_id in short:
-            short_kw[t[1]] += own_kw(t[0])
+    for rec, site_id, *_ in targets:
+        if rec.session_id in short:
+            short_kw[site_id] += own[rec.session_id]
     # earliest deadline first among the others: what the site's planned sessions leaving no later than each
     # one need before it leaves
     demand = {
@@ -204,12 +212,10 @@ def plan_needs(
         share = None
         if site is not None and site.kind == "site" and site_id in headroom and remaining > 0:
             if rec.session_id in short:
-                share = headroom[site_id] * own_kw(rec) / short_kw[site_id]
+                share = headroom[site_id] * own[rec.session_id] / short_kw[site_id]
             else:
                 share = max(headroom[site_id] - short_kw[site_id], 0.0) * remaining / demand[rec.session_id]
-        cap = device_cap(rec) if device_cap is not None else rec.rated_power_kw
-        shown = rec.ev_rate_kw if rec.ev_rate_kw is not None else rec.rated_power_kw
-        rate = min(cap, shown, share if share is not None else rec.rated_power_kw)
+        rate = min(own[rec.session_id], share if share is not None else rec.rated_power_kw)
         wait_s = (
             min(PLAN_TAPER_FACTOR * remaining * 3600.0 / rate + PLAN_AT_RISK_S, PLAN_HORIZON_S) if rate > 0 else 0.0
         )

@@ -287,8 +287,8 @@ async def run_replay(
         due = [c for c, t in _session_ends(chargers) if t <= now]
         for c in due:
             c.wake.set()
-        limits_due = [cp.charge_point_id for cp in chargers if cp.wake_due()]  # a schedule period starts
-        return not due and not limits_due
+        limits_due = [cp.wake_due() for cp in chargers]  # every one woken, not only the first
+        return not due and not any(limits_due)
 
     async def run_to(at: datetime) -> None:
         """Run the clock to ``at`` (held there), holding it at every session end on the way (each one

@@ -37,15 +37,17 @@ def _waiting_on(
     executor: Executor | None,
     engine: EngineService | None,
     ready: Callable[[], bool] | None,
+    explain: bool = False,
 ) -> Iterator[str]:
     """What the loop is still busy with, in this order, lazily: the first one ends the look (``ready()``, which
-    may wake a session to report its end, is asked only when all else is quiet)."""
+    may wake a session to report its end, is asked only when all else is quiet). ``explain`` adds what
+    keeps the executor busy (for the warning; the settle loop polls without building it)."""
     if transport.lag() != 0:
         yield "records unconsumed"
     if transport.idle_for() < quiet_s:
         yield "records sent within the quiet time"
     if executor is not None and not executor.idle:
-        yield f"executor busy ({executor.busy_with()})"
+        yield f"executor busy ({executor.busy_with()})" if explain else "executor busy"
     if engine is not None and engine.busy:
         yield "engine evaluating"
     if ready is not None and not ready():
@@ -74,7 +76,8 @@ async def settle(
         "the loop did not settle within %.1fs at %s (waiting on: %s)",
         timeout_s,
         clock.now().isoformat(),
-        ", ".join(_waiting_on(transport, quiet_s, executor, engine, ready)) or "nothing, at the last look",
+        ", ".join(_waiting_on(transport, quiet_s, executor, engine, ready, explain=True))
+        or "nothing, at the last look",
     )
     missed = UNSETTLED.get()
     if missed is not None:
