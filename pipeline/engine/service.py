@@ -272,6 +272,15 @@ class EngineService:
         """True while an evaluation runs (on a worker thread)."""
         return self._busy
 
+    @property
+    def boundary_owed(self) -> bool:
+        """True when a temporal boundary (:meth:`EmbeddedEngine.next_boundary`) is at or before the clock's
+        now and no evaluation has covered it yet: the engine evaluates when its poll for input ends. A poll
+        begun while a :class:`SimClock` stood held lasts ``poll_s``, however far the clock is stepped
+        meanwhile, so whoever steps a held clock must wait for this to clear before counting the loop quiet
+        (:func:`pipeline.replay.settle.settle`)."""
+        return self.engine.boundary_due(self.clock.now())
+
     def _apply_and_evaluate(
         self, decoded: list[tuple[str, str | None, Any]], now: datetime, tick: bool
     ) -> tuple[list[tuple[str, str | None, Any, Exception]], list[SinkChange], Exception | None]:

@@ -50,6 +50,8 @@ def _waiting_on(
         yield f"executor busy ({executor.busy_with()})" if explain else "executor busy"
     if engine is not None and engine.busy:
         yield "engine evaluating"
+    if engine is not None and engine.boundary_owed:
+        yield "a temporal boundary passed, the engine still to evaluate it"
     if ready is not None and not ready():
         yield "a session end unreported, or a charger's limit change due"
 
@@ -64,8 +66,10 @@ async def settle(
     ready: Callable[[], bool] | None = None,
 ) -> bool:
     """Hold the clock until no record is unconsumed, none was sent for ``quiet_s`` real seconds, the
-    executor (if given) has no call in flight or due, the engine (if given) is not mid-evaluation and
-    ``ready()`` (if given) is true; False after ``timeout_s`` real seconds (logged)."""
+    executor (if given) has no call in flight or due, the engine (if given) is not mid-evaluation and owes
+    no evaluation for a temporal boundary the clock has passed (a price slot's start, a plan turning
+    urgent: :attr:`EngineService.boundary_owed`), and ``ready()`` (if given) is true; False after
+    ``timeout_s`` real seconds (logged)."""
     clock.hold()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
