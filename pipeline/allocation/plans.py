@@ -5,6 +5,7 @@ docs/architecture.md, "Plans")."""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ __all__ = [
     "PLAN_HORIZON_S",
     "MAX_WEIGHT",
     "PLAN_TAPER_FACTOR",
+    "TAPER_FROM_SOC_PCT",
+    "TAPER_SLOPE_PER_PCT",
     "SHORT_WEIGHT",
     "URGENT_WEIGHT",
     "PlanNeed",
@@ -27,6 +30,7 @@ __all__ = [
     "own_laxity",
     "plan_needs",
     "plan_weight",
+    "taper_factor",
 ]
 
 PLAN_AT_RISK_S = 900
@@ -36,6 +40,11 @@ PLAN_AT_RISK_S = 900
 PLAN_TAPER_FACTOR = 1.5
 """The time a need takes at a flat rate, times this, is what urgency allows for it: an EV's acceptance tapers
 as its battery fills (CC-CV above about 80 % SoC), so the last kWh come slower (session_plan_needs.sql)."""
+TAPER_FROM_SOC_PCT = 80.0
+"""The SoC (%) above which an EV's acceptance is taken to taper (the CV phase of CC-CV charging)."""
+TAPER_SLOPE_PER_PCT = 0.0425
+"""... falling linearly by this fraction of the full rate per SoC point, to 15 % of it at 100 %
+(session_plan_targets.sql)."""
 URGENT_WEIGHT = 1000.0
 """A session whose plan is at risk (:func:`plan_at_risk`) fills with its weight times this: under a breaker
 that binds it rises a thousand times faster than the sessions that can wait, so it takes the headroom
@@ -60,7 +69,9 @@ class PlanNeed:
     ``ev_rate_kw`` the rate the EV last showed it charges at (kW, None: it has not drawn yet;
     executor/learning.py) and
     ``urgent`` whether now is at or past ``urgent_at``, departure less :data:`PLAN_TAPER_FACTOR` times the
-    time the remaining energy takes at min(device cap, EV rate, share) less :data:`PLAN_AT_RISK_S`."""
+    time the remaining energy takes at min(device cap, EV rate, share) less :data:`PLAN_AT_RISK_S`.
+    Every such time is that of ``timed_kwh``, the remaining energy times ``taper_factor``
+    (:func:`taper_factor`)."""
 
     departure_at: datetime
     energy_needed_kwh: float
@@ -71,6 +82,32 @@ class PlanNeed:
     share_kw: float | None = None
     ev_rate_kw: float | None = None
     urgent: bool = False
+    taper_factor: float = 1.0
+
+    @property
+    def timed_kwh(self) -> float:
+        """The remaining energy (kWh) as long as it takes at the rate the EV takes now (its taper counted)."""
+        return self.remaining_kwh * self.taper_factor
+
+
+def taper_factor(soc_pct: float | None, remaining_kwh: float, battery_kwh: float | None) -> float:
+    """How much longer ``remaining_kwh`` (kWh) takes than at the rate an EV at ``soc_pct`` (%) takes now, its
+    acceptance tapering from :data:`TAPER_FROM_SOC_PCT` by :data:`TAPER_SLOPE_PER_PCT` of the full rate per SoC
+    point (CC-CV): 1 without the SoC or the battery size (kWh), or with nothing remaining; at least 1
+    (session_plan_targets.sql)."""
+    if soc_pct is None or battery_kwh is None:
+        return 1.0
+    end = min(soc_pct + 100.0 * remaining_kwh / battery_kwh, 100.0)
+    if end <= soc_pct:
+        return 1.0
+    taper = max(soc_pct, TAPER_FROM_SOC_PCT)
+
+    def f(x: float) -> float:
+        return 1.0 - TAPER_SLOPE_PER_PCT * (x - TAPER_FROM_SOC_PCT)
+
+    full = max(min(end, TAPER_FROM_SOC_PCT) - soc_pct, 0.0)
+    tapered = math.log(f(taper) / f(end)) / TAPER_SLOPE_PER_PCT if end > taper else 0.0
+    return max((full + tapered) * f(taper) / (end - soc_pct), 1.0)
 
 
 def _price_slots(state: State, now: datetime) -> dict[str, list[tuple[datetime, datetime, float]]]:
@@ -127,6 +164,7 @@ def plan_needs(
     plans_of_charger = {p.charge_point_id: p for p in state.plans.values() if p.charge_point_id is not None}
     out: dict[str, PlanNeed] = {}
     targets: list[tuple[Any, str, datetime, float, float, float, float, float | None]] = []
+    tapers: dict[str, float] = {}
     for rec, site_id in placed:
         plan = plans_of_session.get(rec.session_id)
         if plan is None:
@@ -177,6 +215,7 @@ def plan_needs(
             cheaper = sum(r[2] for r in rows)
             price_now = None
         remaining = needed - delivered if needed > delivered else 0.0
+        tapers[rec.session_id] = taper_factor(rec.soc_pct, remaining, plan.battery_kwh if plan is not None else None)
         targets.append(
             (rec, site_id, departure, needed, remaining, (departure - seen).total_seconds(), cheaper, price_now)
         )
@@ -193,7 +232,9 @@ def plan_needs(
     short = {
         rec.session_id
         for rec, _, _, _, remaining, left_s, *_ in targets
-        if remaining > 0 and own[rec.session_id] > 0 and remaining * 3600.0 > left_s * own[rec.session_id]
+        if remaining > 0
+        and own[rec.session_id] > 0
+        and remaining * tapers[rec.session_id] * 3600.0 > left_s * own[rec.session_id]
     }
     short_kw: dict[str, float] = defaultdict(float)
     for rec, site_id, *_ in targets:
@@ -217,7 +258,9 @@ def plan_needs(
                 share = max(headroom[site_id] - short_kw[site_id], 0.0) * remaining / demand[rec.session_id]
         rate = min(own[rec.session_id], share if share is not None else rec.rated_power_kw)
         wait_s = (
-            min(PLAN_TAPER_FACTOR * remaining * 3600.0 / rate + PLAN_AT_RISK_S, PLAN_HORIZON_S) if rate > 0 else 0.0
+            min(PLAN_TAPER_FACTOR * remaining * tapers[rec.session_id] * 3600.0 / rate + PLAN_AT_RISK_S, PLAN_HORIZON_S)
+            if rate > 0
+            else 0.0
         )
         out[rec.session_id] = PlanNeed(
             departure_at=departure,
@@ -229,6 +272,7 @@ def plan_needs(
             share_kw=share,
             ev_rate_kw=rec.ev_rate_kw,
             urgent=departure - timedelta(seconds=wait_s) <= now,
+            taper_factor=tapers[rec.session_id],
         )
     return out
 
@@ -250,8 +294,8 @@ def plan_at_risk(need: PlanNeed, ruled_cap_kw: float) -> bool:
         return True
     if rate <= 0:
         return False
-    laxity = need.left_s - need.remaining_kwh * 3600.0 / rate
-    return laxity <= PLAN_AT_RISK_S + (PLAN_TAPER_FACTOR - 1) * need.remaining_kwh * 3600.0 / rate
+    laxity = need.left_s - need.timed_kwh * 3600.0 / rate
+    return laxity <= PLAN_AT_RISK_S + (PLAN_TAPER_FACTOR - 1) * need.timed_kwh * 3600.0 / rate
 
 
 def plan_cap(need: PlanNeed, ruled_cap_kw: float) -> tuple[float, float | None]:
@@ -271,7 +315,7 @@ def plan_cap(need: PlanNeed, ruled_cap_kw: float) -> tuple[float, float | None]:
         return ruled_cap_kw, laxity
     if rate <= 0 or plan_at_risk(need, ruled_cap_kw):
         return ruled_cap_kw, laxity
-    if need.remaining_kwh > rate * need.cheaper_s / 3600.0 + 1e-9:
+    if need.timed_kwh > rate * need.cheaper_s / 3600.0 + 1e-9:
         return ruled_cap_kw, laxity
     return 0.0, laxity
 
@@ -281,7 +325,7 @@ def own_laxity(need: PlanNeed, ruled_cap_kw: float) -> float | None:
     the rate its EV showed when less; no share of the breaker): the least goes first in admission, and
     below 0 the need cannot be met at all (session_limits.sql, ``laxity_s``). None at a rate of 0."""
     rate = min(x for x in (ruled_cap_kw, need.ev_rate_kw) if x is not None)
-    return need.left_s - need.remaining_kwh * 3600.0 / rate if rate > 0 else None
+    return need.left_s - need.timed_kwh * 3600.0 / rate if rate > 0 else None
 
 
 def plan_weight(need: PlanNeed, ruled_cap_kw: float, weight: float) -> float:

@@ -71,7 +71,11 @@ def _target(session_id: str | None, charge_point_id: str | None) -> None:
 @click.option("--depart", "departure_at", type=Departure(), required=True, help="07:30 (next, UTC) or ISO-8601")
 @click.option("--energy-kwh", type=float, help="energy needed from the session's start, kWh")
 @click.option("--target-soc", "target_soc_pct", type=float, help="state of charge wanted at departure, %")
-@click.option("--battery-kwh", type=float, help="with --target-soc: the battery's usable capacity, kWh")
+@click.option(
+    "--battery-kwh",
+    type=float,
+    help="the battery's usable capacity, kWh: needed with --target-soc; with --energy-kwh it times the taper",
+)
 @click.option("--source", type=click.Choice(PLAN_SOURCES), default="operator", show_default=True)
 @click.option("--force", is_flag=True, help="send it even for a charger site.topology does not name")
 @click.option("--dry-run", is_flag=True, help="print the record instead of publishing it")

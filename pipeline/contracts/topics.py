@@ -320,7 +320,9 @@ class SessionPlan(_Record):
     session runs on that charger and started before ``departure_at``); exactly one of the two ids is
     set. The need is ``energy_needed_kwh`` (counted from the session's start: what ``energy_kwh`` on
     ``ocpp.active.sessions`` counts) or ``target_soc_pct`` with ``battery_kwh`` (the SoC the EV reports
-    gives what is left). Trust, highest first: the EV's own ``departure_at`` / ``energy_needed_kwh``
+    gives what is left). ``battery_kwh`` may come with ``energy_needed_kwh`` too: with the SoC the EV
+    reports, it tells how much of the need falls where the EV's acceptance tapers (above about 80 % SoC),
+    so the plan starts early enough (docs/architecture.md, "Plans"). Trust, highest first: the EV's own ``departure_at`` / ``energy_needed_kwh``
     (``ocpp.active.sessions``, OCPP 2.0.1 NotifyEVChargingNeeds), a session plan, a charger plan, the
     site file's defaults (docs/architecture.md, "Plans").
     """
@@ -343,8 +345,8 @@ class SessionPlan(_Record):
             raise ValueError("plan_id must be 'session:{session_id}' or 'charger:{charge_point_id}'")
         if (self.energy_needed_kwh is None) == (self.target_soc_pct is None):
             raise ValueError("set exactly one of energy_needed_kwh and target_soc_pct")
-        if (self.target_soc_pct is None) != (self.battery_kwh is None):
-            raise ValueError("target_soc_pct needs battery_kwh (and battery_kwh is for target_soc_pct only)")
+        if self.target_soc_pct is not None and self.battery_kwh is None:
+            raise ValueError("target_soc_pct needs battery_kwh")
         _window(self.updated_at, self.departure_at, BOUNDS["plan_days"], "updated_at .. departure_at")
         return self
 

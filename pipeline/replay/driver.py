@@ -425,7 +425,9 @@ async def _publish_plan(
     """The driver's plan for ``ev``'s session on ``cp`` (just started): a ``session.plans`` record keyed by
     its session id (``{charge_point_id}-{transaction_id}``, the executor's) with the EV's real departure,
     or the replay's ``end`` if it stays longer (the replay and the optimum it is set against stop there),
-    and its need (kWh from the session's start, ``energy_needed_kwh``); returns what was published."""
+    its need (kWh from the session's start, ``energy_needed_kwh``) and its battery's size (``battery_kwh``,
+    as a driver's app knows it: with the SoC the EV reports, the plan times the taper); returns what was
+    published."""
     session = cp.connectors[1].session
     assert session is not None and session.transaction_id is not None
     session_id = session_key(cp.charge_point_id, session.transaction_id)
@@ -435,6 +437,7 @@ async def _publish_plan(
         session_id=session_id,
         departure_at=departure,
         energy_needed_kwh=round(ev.energy_need_kwh, 4),
+        battery_kwh=ev.battery_kwh,
         source="driver",
         updated_at=now,
     )
@@ -443,6 +446,7 @@ async def _publish_plan(
         "session_id": session_id,
         "departure_at": departure.isoformat(),
         "energy_needed_kwh": plan.energy_needed_kwh,
+        "battery_kwh": plan.battery_kwh,
     }
 
 

@@ -17,6 +17,9 @@
 --              rule above), so under a binding breaker it takes the headroom first, up to its cap; times
 --              1000000 when laxity_s is below 0 (its need cannot be met even at its own rate: every
 --              minute below its cap is lost), ahead of those; never above 1000000
+--   timing   = every time a plan's remaining energy takes below is plan_timed_kwh = remaining_kwh x
+--              taper_factor (session_plan_targets: the battery's taper, when its SoC and size are known)
+--              over a rate
 --   reserve_kw = what admission holds for it from the sessions after it that are not at risk: its cap while
 --              its plan is at risk, else its floor (session_admission)
 --   laxity_s = seconds to departure minus the time the remaining energy takes at the session's own rate
@@ -105,6 +108,7 @@ capped AS (
         COALESCE(m.multiplier, 1.0) AS multiplier,
         COALESCE(l.min_power_kw, 6 * l.ev_phases * l.voltage_v / 1000.0) AS min_kw,
         pn.remaining_kwh AS plan_remaining_kwh,
+        pn.remaining_kwh * pn.taper_factor AS plan_timed_kwh,
         pn.left_s AS plan_left_s,
         pn.cheaper_s AS plan_cheaper_s,
         pn.share_kw AS plan_share_kw,
@@ -136,15 +140,15 @@ ruled AS (
 rated AS (
     SELECT
         *,
-        plan_left_s - plan_remaining_kwh * 3600.0 / NULLIF(plan_own_rate_kw, 0) AS laxity_s,
-        plan_left_s - plan_remaining_kwh * 3600.0 / NULLIF(plan_rate_kw, 0) AS shared_laxity_s
+        plan_left_s - plan_timed_kwh * 3600.0 / NULLIF(plan_own_rate_kw, 0) AS laxity_s,
+        plan_left_s - plan_timed_kwh * 3600.0 / NULLIF(plan_rate_kw, 0) AS shared_laxity_s
     FROM ruled
 ),
 -- the need is at risk: urgent, or laxity within 900 s plus half the time at the expected rate (the taper)
 risked AS (
     SELECT
         *,
-        plan_urgent OR shared_laxity_s <= 900 + 0.5 * plan_remaining_kwh * 3600.0 / NULLIF(plan_rate_kw, 0)
+        plan_urgent OR shared_laxity_s <= 900 + 0.5 * plan_timed_kwh * 3600.0 / NULLIF(plan_rate_kw, 0)
             AS plan_at_risk
     FROM rated
 ),
@@ -157,7 +161,7 @@ shaped AS (
                 WHEN plan_remaining_kwh <= 0 THEN 0.0
                 WHEN ev_rate_kw IS NULL THEN ruled_cap_kw
                 WHEN plan_at_risk OR shared_laxity_s IS NULL THEN ruled_cap_kw
-                WHEN plan_remaining_kwh > plan_rate_kw * plan_cheaper_s / 3600.0 + 1e-9 THEN ruled_cap_kw
+                WHEN plan_timed_kwh > plan_rate_kw * plan_cheaper_s / 3600.0 + 1e-9 THEN ruled_cap_kw
                 ELSE 0.0
             END
             ELSE GREATEST(LEAST(min_kw, ruled_cap_kw), ruled_cap_kw * multiplier)

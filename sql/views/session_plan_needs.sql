@@ -12,11 +12,15 @@
 --              (null: no headroom known, or nothing remains). A session whose need cannot be met even at
 --              its own rate (own_kw: its device cap and ev_rate_kw; short) fills first (session_limits'
 --              weight and reserve_kw) and takes that rate: the others share what the short ones leave,
---              headroom less short_kw, and the short ones split the headroom by their own rates
+--              headroom less short_kw, and the short ones split the headroom by their own rates. Every
+--              time taken from remaining_kwh here and in session_limits is that of remaining_kwh x
+--              taper_factor (timed_kwh), the energy at the rate the EV takes now
 --   urgent   = NOW() is at or past urgent_at, the last instant it can wait: departure less 1.5 times the
 --              time its remaining energy takes at min(device cap, ev_rate_kw, share_kw) (ev_rate_kw: the
 --              rate the EV last showed it charges at, kept while it waits; an EV's acceptance tapers
---              as its battery fills: CC-CV above about 80 % SoC), less 900 s, at most 31 days before it
+--              as its battery fills: CC-CV above about 80 % SoC, counted by taper_factor where the SoC
+--              and battery are known, session_plan_targets, and by the 1.5 otherwise), less 900 s, at
+--              most 31 days before it
 --              (departure itself when that rate is 0). A temporal filter, so it turns true on time
 --              between meter readings (left_s counts from the latest one)
 -- session_limits charges the session now, at its cap, when it is urgent, when those cheaper seconds at
@@ -37,6 +41,7 @@ own AS (
         p.site_id,
         p.departure_at,
         p.remaining_kwh,
+        p.remaining_kwh * p.taper_factor AS timed_kwh,
         LEAST(
             t.rated_power_kw,
             COALESCE(t.ev_max_power_kw, t.rated_power_kw),
@@ -55,7 +60,7 @@ flagged AS (
         departure_at,
         remaining_kwh,
         own_kw,
-        remaining_kwh > 0 AND own_kw > 0 AND remaining_kwh * 3600.0 > left_s * own_kw AS short
+        remaining_kwh > 0 AND own_kw > 0 AND timed_kwh * 3600.0 > left_s * own_kw AS short
     FROM own
 ),
 running AS (
@@ -98,6 +103,7 @@ rated AS (
         p.site_id,
         p.departure_at,
         p.remaining_kwh,
+        p.taper_factor,
         p.left_s,
         s.price_now,
         COALESCE(s.cheaper_s, 0) AS cheaper_s,
@@ -113,15 +119,20 @@ needs AS (
         *,
         CASE
             WHEN rate_kw > 0
-                THEN departure_at - LEAST(1.5 * remaining_kwh * 3600.0 / rate_kw + 900, 2678400) * INTERVAL '1 second'
+                THEN departure_at
+                    - LEAST(1.5 * remaining_kwh * taper_factor * 3600.0 / rate_kw + 900, 2678400) * INTERVAL '1 second'
             ELSE departure_at
         END AS urgent_at
     FROM rated
 )
-SELECT session_id, site_id, departure_at, remaining_kwh, left_s, price_now, cheaper_s, share_kw, urgent_at, TRUE AS urgent
+SELECT
+    session_id, site_id, departure_at, remaining_kwh, taper_factor, left_s, price_now, cheaper_s, share_kw, urgent_at,
+    TRUE AS urgent
 FROM needs
 WHERE urgent_at <= NOW()
 UNION ALL
-SELECT session_id, site_id, departure_at, remaining_kwh, left_s, price_now, cheaper_s, share_kw, urgent_at, FALSE AS urgent
+SELECT
+    session_id, site_id, departure_at, remaining_kwh, taper_factor, left_s, price_now, cheaper_s, share_kw, urgent_at,
+    FALSE AS urgent
 FROM needs
 WHERE urgent_at > NOW();

@@ -7,6 +7,14 @@
 --   energy_needed_kwh counts from the session's start, as energy_kwh does: remaining = needed - delivered;
 --   a target_soc_pct plan needs (target - soc_pct) % of battery_kwh (soc_pct unknown: from 0 %).
 --   left_s is the time from the session's latest meter reading (when remaining was measured) to departure.
+--   taper_factor (>= 1) is how much longer the remaining energy takes than at the rate the EV takes now,
+--              as its acceptance tapers while its battery fills (CC-CV): known when the EV reports its SoC
+--              and the plan gives battery_kwh (the need then ends at end_soc_pct = soc + 100 x remaining /
+--              battery, at most 100), else 1. The curve assumed: full rate up to 80 % SoC, then falling
+--              linearly to 15 % of it at 100 % (f(x) = 1 - 0.0425 (x - 80)), so the SoC span above
+--              taper_soc_pct = max(soc, 80) takes ln(f(taper) / f(end)) / 0.0425 SoC-points' time at
+--              full rate; the factor sets that, with the span below 80 %, against the plain span at the
+--              rate now, f(taper_soc_pct). Plans time the remaining energy as remaining_kwh x taper_factor.
 -- A session with no departure or no need anywhere has no row: it is allocated as before plans.
 CREATE MATERIALIZED VIEW session_plan_targets AS
 WITH merged AS (
@@ -68,8 +76,24 @@ chosen AS (
             WHEN plan_id IS NOT NULL THEN plan_source
             ELSE 'site'
         END AS need_from,
-        plan_id
+        plan_id,
+        soc_pct,
+        plan_battery_kwh
     FROM merged
+),
+remains AS (
+    SELECT
+        *,
+        CASE WHEN energy_needed_kwh > delivered_kwh THEN energy_needed_kwh - delivered_kwh ELSE 0.0 END AS remaining_kwh
+    FROM chosen
+    WHERE departure_at IS NOT NULL AND energy_needed_kwh IS NOT NULL
+),
+spans AS (
+    SELECT
+        *,
+        LEAST(soc_pct + 100.0 * remaining_kwh / plan_battery_kwh, 100.0) AS end_soc_pct,
+        GREATEST(soc_pct, 80.0) AS taper_soc_pct
+    FROM remains
 )
 SELECT
     session_id,
@@ -78,10 +102,23 @@ SELECT
     departure_at,
     energy_needed_kwh,
     delivered_kwh,
-    CASE WHEN energy_needed_kwh > delivered_kwh THEN energy_needed_kwh - delivered_kwh ELSE 0.0 END AS remaining_kwh,
+    remaining_kwh,
     CAST(EXTRACT(EPOCH FROM (departure_at - seen_at)) AS DOUBLE PRECISION) AS left_s,
     departure_from,
     need_from,
-    plan_id
-FROM chosen
-WHERE departure_at IS NOT NULL AND energy_needed_kwh IS NOT NULL;
+    plan_id,
+    CASE
+        WHEN soc_pct IS NULL OR plan_battery_kwh IS NULL OR end_soc_pct <= soc_pct THEN 1.0
+        ELSE GREATEST(
+            (
+                GREATEST(LEAST(end_soc_pct, 80.0) - soc_pct, 0.0)
+                + CASE
+                    WHEN end_soc_pct > taper_soc_pct
+                        THEN LN((1 - 0.0425 * (taper_soc_pct - 80)) / (1 - 0.0425 * (end_soc_pct - 80))) / 0.0425
+                    ELSE 0.0
+                END
+            ) * (1 - 0.0425 * (taper_soc_pct - 80)) / (end_soc_pct - soc_pct),
+            1.0
+        )
+    END AS taper_factor
+FROM spans;

@@ -64,7 +64,8 @@ def planned_sites(draw, max_sessions: int = 60):
                         departure_at=NOW + timedelta(minutes=draw(st.integers(-600, 900))),
                         energy_needed_kwh=None if soc else draw(st.floats(0, 80)),
                         target_soc_pct=draw(st.floats(0, 100)) if soc else None,
-                        battery_kwh=draw(st.floats(10, 100)) if soc else None,
+                        # an energy plan may give the battery too (the taper is then timed)
+                        battery_kwh=draw(st.floats(10, 100)) if soc or draw(st.booleans()) else None,
                         updated_at=NOW - timedelta(hours=12),
                     )
                     out.append(("session.plans", plan.plan_id, plan))

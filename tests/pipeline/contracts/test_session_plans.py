@@ -40,6 +40,10 @@ def test_a_charger_plan_and_a_session_plan_round_trip_under_their_keys():
     assert plan_key("CP1-7", None) == "session:CP1-7" and plan_key(None, "CP1") == "charger:CP1"
 
 
+def test_an_energy_plan_may_give_the_battery_so_the_plan_can_time_the_taper():
+    assert _decode(BASE | {"battery_kwh": 60}).battery_kwh == 60
+
+
 def test_a_tombstone_withdraws_a_plan():
     assert decode(SESSION_PLANS, "charger:CP1", None) is None
 
@@ -53,7 +57,6 @@ def test_a_tombstone_withdraws_a_plan():
         ({"plan_id": "session:CP1"}, "plan_id must be"),
         ({"target_soc_pct": 80, "battery_kwh": 60}, "exactly one of energy_needed_kwh and target_soc_pct"),
         ({"energy_needed_kwh": None}, "exactly one of energy_needed_kwh and target_soc_pct"),
-        ({"battery_kwh": 60}, "target_soc_pct needs battery_kwh"),
         ({"energy_needed_kwh": None, "target_soc_pct": 80}, "target_soc_pct needs battery_kwh"),
         ({"departure_at": (T - timedelta(minutes=1)).isoformat()}, "the end must be after the start"),
         ({"departure_at": (T + timedelta(days=32)).isoformat()}, "longer than 31 days"),

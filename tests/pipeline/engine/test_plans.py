@@ -5,11 +5,13 @@ Each case is also run through the reference allocator (pipeline/allocation/refer
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from pipeline.allocation import reference
+from pipeline.allocation.plans import taper_factor
 from pipeline.contracts.topics import TOPICS, SessionPlan, plan_key
 from pipeline.engine.embedded import EmbeddedEngine
 
@@ -123,6 +125,28 @@ def test_a_plan_charges_in_the_cheapest_slots_that_still_meet_it(engine):
         engine, records(site(), charger("CP1"), waits.model_copy(update={"sampled_at": NOW + H}), curve), NOW + H
     )
     assert later["a"]["setpoint_kw"] == 22.0
+
+
+def test_a_need_that_ends_where_the_battery_tapers_starts_before_the_cheap_hour_that_would_hold_it_flat(engine):
+    # 16 kWh by 2 h from now; 0.30 now, then a 0.10 hour that holds 22 kWh at a flat 22 kW: it waits for it.
+    # But the EV reports 70 % of a 50 kWh battery: the need ends at 100 %, where its acceptance has tapered
+    # to 15 % (CC-CV above 80 %), so those 16 kWh take 1.82 times as long as at the rate it takes now.
+    curve = prices(0.30, 0.10, 0.40)
+    depart = NOW + 2 * H
+    a = session("a", "CP1", energy_kwh=4, soc_pct=70)
+    blind = plan(session_id="a", depart=depart, kwh=20)
+    knows = plan(session_id="a", depart=depart, kwh=20, battery=50)
+    out = run(engine, records(site(), charger("CP1"), a, blind, curve))
+    assert (out["a"]["setpoint_kw"], out["a"]["binding"]) == (0.0, "plan")
+    assert targets(engine)["a"]["taper_factor"] == 1.0
+    out = run(engine, records(site(), charger("CP1"), a, knows, curve))
+    assert (out["a"]["setpoint_kw"], out["a"]["binding"]) == (22.0, "cap")
+    factor = targets(engine)["a"]["taper_factor"]
+    assert (
+        factor
+        == pytest.approx(taper_factor(70.0, 16.0, 50.0))
+        == pytest.approx((10 + math.log(1 / 0.15) / 0.0425) / 30)
+    )
 
 
 def test_a_need_at_risk_charges_at_full_speed_whatever_the_price(engine):
