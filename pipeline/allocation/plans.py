@@ -38,8 +38,10 @@ PLAN_AT_RISK_S = 900
 
 
 PLAN_TAPER_FACTOR = 1.5
-"""The time a need takes at a flat rate, times this, is what urgency allows for it: an EV's acceptance tapers
-as its battery fills (CC-CV above about 80 % SoC), so the last kWh come slower (session_plan_needs.sql)."""
+"""The time a need takes, times this, is what urgency allows for it (session_plan_needs.sql): an EV's
+acceptance tapers as its battery fills (CC-CV above about 80 % SoC), so the last kWh come slower. Where the
+SoC and the battery size are known the time already counts the taper (:func:`taper_factor`) and this is a
+margin for what the share and the EV still do differently; where they are not, it is the only allowance."""
 TAPER_FROM_SOC_PCT = 80.0
 """The SoC (%) above which an EV's acceptance is taken to taper (the CV phase of CC-CV charging)."""
 TAPER_SLOPE_PER_PCT = 0.0425

@@ -322,9 +322,9 @@ class SessionPlan(_Record):
     ``ocpp.active.sessions`` counts) or ``target_soc_pct`` with ``battery_kwh`` (the SoC the EV reports
     gives what is left). ``battery_kwh`` may come with ``energy_needed_kwh`` too: with the SoC the EV
     reports, it tells how much of the need falls where the EV's acceptance tapers (above about 80 % SoC),
-    so the plan starts early enough (docs/architecture.md, "Plans"). Trust, highest first: the EV's own ``departure_at`` / ``energy_needed_kwh``
-    (``ocpp.active.sessions``, OCPP 2.0.1 NotifyEVChargingNeeds), a session plan, a charger plan, the
-    site file's defaults (docs/architecture.md, "Plans").
+    so the plan starts early enough. Trust, highest first: the EV's own ``departure_at`` /
+    ``energy_needed_kwh`` (``ocpp.active.sessions``, OCPP 2.0.1 NotifyEVChargingNeeds), a session plan, a
+    charger plan, the site file's defaults (docs/architecture.md, "Plans").
     """
 
     plan_id: str
