@@ -145,6 +145,7 @@ def plan_needs(
     now: datetime,
     headroom: dict[str, float] | None = None,
     device_cap: Callable[[Any], float] | None = None,
+    typical: dict[str, float] | None = None,
 ) -> dict[str, PlanNeed]:
     """session_id -> :class:`PlanNeed` for every placed ``(session record, site_id)`` with a plan.
 
@@ -158,8 +159,12 @@ def plan_needs(
     EV rate) fills first, so it counts on that rate (the short ones split the headroom by it when it is
     less than their sum) and the others count on what the short ones leave, needed without them.
     ``device_cap(record)`` is the session's cap before rules and plans (kW, the reference's
-    :func:`~pipeline.allocation.reference.device_cap`; its rating without it)."""
+    :func:`~pipeline.allocation.reference.device_cap`; its rating without it). The headroom a session
+    counts on is not the headroom now alone: it moves towards ``typical[site]`` (kW, what the building's
+    mean load over the last 24 hours leaves; the headroom now where missing) by the share of a day left
+    until its departure (a persistence forecast blended into the daily mean)."""
     headroom = headroom or {}
+    typical = typical or {}
     topo = state.topology
     slots = _price_slots(state, now)
     plans_of_session = {p.session_id: p for p in state.plans.values() if p.session_id is not None}
@@ -254,10 +259,12 @@ def plan_needs(
         site = topo.get(site_id)
         share = None
         if site is not None and site.kind == "site" and site_id in headroom and remaining > 0:
+            now_kw = headroom[site_id]
+            room = now_kw + (typical.get(site_id, now_kw) - now_kw) * min(max(left_s, 0.0) / 86400.0, 1.0)
             if rec.session_id in short:
-                share = headroom[site_id] * own[rec.session_id] / short_kw[site_id]
+                share = room * own[rec.session_id] / short_kw[site_id]
             else:
-                share = max(headroom[site_id] - short_kw[site_id], 0.0) * remaining / demand[rec.session_id]
+                share = max(room - short_kw[site_id], 0.0) * remaining / demand[rec.session_id]
         rate = min(own[rec.session_id], share if share is not None else rec.rated_power_kw)
         wait_s = (
             min(PLAN_TAPER_FACTOR * remaining * tapers[rec.session_id] * 3600.0 / rate + PLAN_AT_RISK_S, PLAN_HORIZON_S)

@@ -226,7 +226,9 @@ def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> d
     """The setpoints the views should produce: ``session_id -> {setpoint_kw, setpoint_a, phases, binding,
     node_id, node_limit_kw, site_limit_kw, floor_kw, cap_kw, admitted, path, a_per_kw, loads}``
     (``floor_kw`` onwards only for balanced sessions), plus ``"__headroom__" -> {node_id: headroom_kw}``
-    and ``"__headroom_a__" -> {node_id: {"R"|"S"|"T": A}}`` for the nodes with a per-phase rating."""
+    and ``"__headroom_a__" -> {node_id: {"R"|"S"|"T": A}}`` for the nodes with a per-phase rating, and
+    ``"__typical__" -> {site_id: kW}``, the headroom the building's mean load of the last 24 hours leaves
+    (for :func:`~pipeline.allocation.plans.plan_needs`; sites with readings in that day only)."""
     state = State.from_records(records)
     topo, paths = state.topology, _paths(state.topology)
     rules = _active_rules(state, now)
@@ -294,6 +296,12 @@ def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> d
     for d in state.demand:
         if d.site_id not in latest_demand or d.measured_at > latest_demand[d.site_id].measured_at:
             latest_demand[d.site_id] = d
+    # the building's mean over its readings of the last 24 hours (site_building_mean.sql)
+    day_ago = now - timedelta(hours=24)
+    recent: dict[str, list[float]] = defaultdict(list)
+    for d in state.demand:
+        if d.measured_at > day_ago:
+            recent[d.site_id].append(max(d.current_demand_kw - d.ev_load_kw, 0.0))
     dr = _active_dr(state, now)
     node_caps: dict[str, tuple[float, int, str]] = {}
     for r in rules:
@@ -302,6 +310,7 @@ def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> d
             if r.scope_id not in node_caps or key < node_caps[r.scope_id]:
                 node_caps[r.scope_id] = key
     headroom: dict[str, float] = {}
+    typical: dict[str, float] = {}  # what the site's mean building load leaves (session_plan_needs.sql)
     headroom_a: dict[str, dict[str, float]] = {}
     limited_by: dict[str, str] = {}
     for node_id in paths:
@@ -324,6 +333,9 @@ def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> d
         if node_id in node_caps and node_caps[node_id][0] <= dr_kw:
             limit, label = node_caps[node_id][0], node_caps[node_id][2]
         headroom[node_id] = max(limit - building - fixed[node_id], 0.0)
+        if node.kind == "site" and recent.get(node_id):
+            mean = sum(recent[node_id]) / len(recent[node_id])
+            typical[node_id] = min(max(limit - mean - fixed[node_id], 0.0), 100000.0)
         limited_by[node_id] = label
         if node.limit_a is not None:
             # the building load is not metered per phase: taken as balanced over the three
@@ -334,7 +346,7 @@ def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> d
             headroom_a[node_id] = {p: a if 0 < a <= MAX_CURRENT_A else 0.0 for p, a in per_phase.items()}
 
     tiers = _price_tiers(state, now)
-    needs = plan_needs(state, [(rec, site_id) for rec, site_id, *_ in placed], now, headroom, device_cap)
+    needs = plan_needs(state, [(rec, site_id) for rec, site_id, *_ in placed], now, headroom, device_cap, typical)
     out: dict[str, dict] = {}
 
     # Caps, floors and rules of balanced sessions (session_limits.sql).
@@ -421,6 +433,7 @@ def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> d
         }
     out["__headroom__"] = headroom
     out["__headroom_a__"] = headroom_a
+    out["__typical__"] = typical
     return out
 
 

@@ -46,8 +46,9 @@ SUPERSEDED: dict[str, tuple[str, tuple[str, ...]]] = {
 """The append inputs that arrive all day (a site meter every few seconds, an ack per profile call), by topic:
 the time column and the group whose newest row the views read (``site_demand_latest`` and
 ``site_input_clock`` the newest reading per site; ``session_last_accepted`` the newest accepted profile per
-session). Older rows of a group are never read again, so the embedded engine forgets them after
-``input_retention`` instead of keeping every reading for ever (RisingWave keeps only the operators' state)."""
+session). Older rows of a group are read only by ``site_building_mean`` (the site readings of the last 24
+hours), so the embedded engine forgets them after ``input_retention`` (24 hours by default: less shortens
+that mean) instead of keeping every reading for ever (RisingWave keeps only the operators' state)."""
 DEFAULT_INPUT_RETENTION_H = 24.0
 PRUNE_EVERY = timedelta(hours=1)  # of clock: the retention is in days, an hour late is nothing
 

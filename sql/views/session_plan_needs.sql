@@ -85,17 +85,29 @@ demands AS (
         MAX(running_kwh) OVER (PARTITION BY site_id, departure_at) AS demand_kwh
     FROM running
 ),
-shares AS (
+rooms AS (
     SELECT
         p.session_id,
-        CASE
-            WHEN p.remaining_kwh <= 0 OR h.headroom_kw IS NULL THEN NULL
-            WHEN d.short THEN h.headroom_kw * d.own_kw / d.short_kw
-            ELSE GREATEST(h.headroom_kw - d.short_kw, 0) * p.remaining_kwh / d.demand_kwh
-        END AS share_kw
+        p.remaining_kwh,
+        h.headroom_kw
+        + CASE
+            WHEN m.building_mean_kw IS NULL OR h.limit_kw IS NULL THEN 0.0
+            ELSE LEAST(GREATEST(h.limit_kw - m.building_mean_kw - h.fixed_kw, 0), 100000) - h.headroom_kw
+        END * LEAST(GREATEST(p.left_s, 0) / 86400.0, 1.0) AS room_kw
     FROM session_plan_targets AS p
-    JOIN demands AS d ON d.session_id = p.session_id
     LEFT JOIN node_headroom AS h ON h.node_id = p.site_id AND h.kind = 'site'
+    LEFT JOIN site_building_mean AS m ON m.site_id = p.site_id
+),
+shares AS (
+    SELECT
+        r.session_id,
+        CASE
+            WHEN r.remaining_kwh <= 0 OR r.room_kw IS NULL THEN NULL
+            WHEN d.short THEN r.room_kw * d.own_kw / d.short_kw
+            ELSE GREATEST(r.room_kw - d.short_kw, 0) * r.remaining_kwh / d.demand_kwh
+        END AS share_kw
+    FROM rooms AS r
+    JOIN demands AS d ON d.session_id = r.session_id
 ),
 rated AS (
     SELECT

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.allocation import reference
-from pipeline.contracts.topics import PriceSignal, SessionPlan, plan_key
+from pipeline.contracts.topics import PriceSignal, SessionPlan, SiteDemand, plan_key
 from tests.pipeline.allocation.test_allocation_properties import (
     NOW,
     TOL,
@@ -70,6 +70,17 @@ def planned_sites(draw, max_sessions: int = 60):
                     )
                     out.append(("session.plans", plan.plan_id, plan))
         out.append((topic, key, rec))
+    # Older site meter readings, some more than a day old: the building's mean over the last 24 hours sets the
+    # headroom a plan leaving in hours or days counts on (site_building_mean.sql).
+    for _ in range(draw(st.integers(0, 3))):
+        building, ev = draw(st.floats(0, 200)), draw(st.floats(0, 100))
+        reading = SiteDemand(
+            site_id="S",
+            current_demand_kw=building + ev,
+            ev_load_kw=ev,
+            measured_at=NOW - timedelta(minutes=draw(st.integers(60, 1800))),
+        )
+        out.append(("bems.site.demand", "S", reading))
     # A day-ahead curve in 30-minute slots around now: prices with ties, and gaps where nothing is published.
     first = NOW - timedelta(minutes=draw(st.sampled_from([10, 40])))
     for i in range(draw(st.integers(0, 24))):
@@ -97,7 +108,7 @@ def planned_sites(draw, max_sessions: int = 60):
 def test_plans_match_the_reference_and_hold_every_breaker(engine, records):  # noqa: F811
     got = run_engine(engine, records)
     expected = reference.allocate(records, NOW)
-    assert set(got) == set(expected) - {"__headroom__", "__headroom_a__"}
+    assert set(got) == set(expected) - {"__headroom__", "__headroom_a__", "__typical__"}
     for sid, rec in got.items():
         assert rec["setpoint_kw"] == pytest.approx(expected[sid]["setpoint_kw"], abs=TOL), sid
         for kind in ("plan", "paused", "stale"):
@@ -114,8 +125,10 @@ def test_the_slots_and_needs_views_match_the_reference(engine, records):  # noqa
     )
     state = reference.State.from_records(records)
     placed = [(rec, "S") for rec in state.sessions.values() if rec.charge_point_id in state.topology]
-    headroom = reference.allocate(records, NOW)["__headroom__"]
-    needs = reference.plan_needs(state, placed, NOW, headroom, reference.device_cap)
+    expected = reference.allocate(records, NOW)
+    needs = reference.plan_needs(
+        state, placed, NOW, expected["__headroom__"], reference.device_cap, expected["__typical__"]
+    )
     assert {r[0] for r in rows} == set(needs)
     for sid, remaining, left_s, cheaper_s, price_now, share_kw, urgent in rows:
         need = needs[sid]

@@ -170,6 +170,32 @@ def test_a_plan_counts_on_its_share_of_the_breaker_not_on_its_full_cap(engine):
     assert {sid: kw for sid, kw in rows} == {sid: pytest.approx(11.0) for sid in "abcd"}
 
 
+def test_a_plan_leaving_in_days_counts_on_what_the_building_leaves_over_a_day_not_at_its_peak(engine):
+    # 44 kW; the building draws 39 kW now, its peak: 5 kW left. Its readings of the last day average 19.7 kW.
+    # An EV leaving in two days needs 20 kWh: on the 5 kW of the moment the two cheap hours ahead hold 10 kWh,
+    # so it would charge now; on what the day's mean leaves (24.3 kW) they hold it, so it waits for them.
+    curve = prices(0.30, 0.10, 0.12, 0.40)
+    a = session("a", "CP1", departure_at=NOW + 48 * H, energy_needed_kwh=20)
+
+    def reading(building_kw: float, ago: timedelta):
+        return rec(
+            "bems.site.demand", site_id="s1", current_demand_kw=building_kw, ev_load_kw=0.0, measured_at=NOW - ago
+        )
+
+    peak = reading(39.0, timedelta(seconds=30))
+    earlier = [reading(10.0, 20 * H), reading(10.0, 12 * H), reading(40.0, 26 * H)]  # the last is over a day old
+    out = run(engine, records(site(44.0), charger("CP1"), a, peak, curve))
+    assert (out["a"]["setpoint_kw"], out["a"]["binding"]) == (5.0, "s1")
+    out = run(engine, records(site(44.0), charger("CP1"), a, peak, *earlier, curve))
+    assert (out["a"]["setpoint_kw"], out["a"]["binding"]) == (0.0, "plan")
+    _, rows = engine.query("SELECT building_mean_kw, readings FROM site_building_mean")
+    assert rows == [(pytest.approx(59.0 / 3), 3)]
+    # leaving in two hours instead, it counts on the headroom of the moment, nearly: it charges now
+    soon = a.model_copy(update={"departure_at": NOW + 2 * H, "energy_needed_kwh": 10})
+    out = run(engine, records(site(44.0), charger("CP1"), soon, peak, *earlier, curve))
+    assert out["a"]["setpoint_kw"] == 5.0
+
+
 def test_a_plan_counts_on_what_the_breaker_leaves_it_once_those_leaving_first_are_served(engine):
     """Earliest deadline first: on 22 kW, a (11 kWh by 1 h) and b (22 kWh by 10 h). Before b leaves the two
     need 33 kWh, 1.5 h of the breaker, so b counts on 22 x 22 / 33 kW; a, leaving first, on all 22 kW. An
