@@ -9,7 +9,10 @@
 --              demand_kwh / headroom hours, so its own need goes at headroom x remaining_kwh / demand_kwh.
 --              A plan then does not count on its full cap where the breaker will be shared before it
 --              leaves, nor take the breaker's present tightness as its own where the others leave first
---              (null: no headroom known, or nothing remains). A session whose need cannot be met even at
+--              (null: no headroom known, or nothing remains). The headroom it counts on (room_kw) moves
+--              from the site's headroom now towards what the building's mean load of the last 24 hours
+--              leaves (site_building_mean: limit in force - mean - fixed load) by the share of a day left
+--              to its departure, so a stay of days does not take the building's daily peak as its own. A session whose need cannot be met even at
 --              its own rate (own_kw: its device cap and ev_rate_kw; short) fills first (session_limits'
 --              weight and reserve_kw) and takes that rate: the others share what the short ones leave,
 --              headroom less short_kw, and the short ones split the headroom by their own rates. Every
