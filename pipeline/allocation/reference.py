@@ -293,14 +293,12 @@ def allocate(records: Iterable[tuple[str, str | None, Any]], now: datetime) -> d
 
     # Headroom per breaker (site_building_load.sql, node_headroom.sql).
     latest_demand: dict[str, Any] = {}
+    day_ago = now - timedelta(hours=24)
+    recent: dict[str, list[float]] = defaultdict(list)  # the building's readings of the last 24 hours
     for d in state.demand:
         if d.site_id not in latest_demand or d.measured_at > latest_demand[d.site_id].measured_at:
             latest_demand[d.site_id] = d
-    # the building's mean over its readings of the last 24 hours (site_building_mean.sql)
-    day_ago = now - timedelta(hours=24)
-    recent: dict[str, list[float]] = defaultdict(list)
-    for d in state.demand:
-        if d.measured_at > day_ago:
+        if d.measured_at > day_ago:  # site_building_mean.sql
             recent[d.site_id].append(max(d.current_demand_kw - d.ev_load_kw, 0.0))
     dr = _active_dr(state, now)
     node_caps: dict[str, tuple[float, int, str]] = {}

@@ -17,8 +17,8 @@
 --              rule above), so under a binding breaker it takes the headroom first, up to its cap; times
 --              1000000 when laxity_s is below 0 (its need cannot be met even at its own rate: every
 --              minute below its cap is lost), ahead of those; never above 1000000
---   timing   = every time a plan's remaining energy takes below is plan_timed_kwh = remaining_kwh x
---              taper_factor (session_plan_targets: the battery's taper, when its SoC and size are known)
+--   timing   = every time a plan's remaining energy takes below is plan_timed_kwh (session_plan_needs'
+--              timed_kwh: remaining_kwh x the battery's taper_factor, when its SoC and size are known)
 --              over a rate
 --   reserve_kw = what admission holds for it from the sessions after it that are not at risk: its cap while
 --              its plan is at risk, else its floor (session_admission)
@@ -108,7 +108,7 @@ capped AS (
         COALESCE(m.multiplier, 1.0) AS multiplier,
         COALESCE(l.min_power_kw, 6 * l.ev_phases * l.voltage_v / 1000.0) AS min_kw,
         pn.remaining_kwh AS plan_remaining_kwh,
-        pn.remaining_kwh * pn.taper_factor AS plan_timed_kwh,
+        pn.timed_kwh AS plan_timed_kwh,
         pn.left_s AS plan_left_s,
         pn.cheaper_s AS plan_cheaper_s,
         pn.share_kw AS plan_share_kw,

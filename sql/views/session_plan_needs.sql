@@ -12,12 +12,12 @@
 --              (null: no headroom known, or nothing remains). The headroom it counts on (room_kw) moves
 --              from the site's headroom now towards what the building's mean load of the last 24 hours
 --              leaves (site_building_mean: limit in force - mean - fixed load) by the share of a day left
---              to its departure, so a stay of days does not take the building's daily peak as its own. A session whose need cannot be met even at
---              its own rate (own_kw: its device cap and ev_rate_kw; short) fills first (session_limits'
+--              to its departure, so a stay of days does not take the building's daily peak as its own.
+--              A session whose need cannot be met even at its own rate (own_kw: its device cap and ev_rate_kw; short) fills first (session_limits'
 --              weight and reserve_kw) and takes that rate: the others share what the short ones leave,
 --              headroom less short_kw, and the short ones split the headroom by their own rates. Every
---              time taken from remaining_kwh here and in session_limits is that of remaining_kwh x
---              taper_factor (timed_kwh), the energy at the rate the EV takes now
+--              time taken from remaining_kwh here and in session_limits is that of timed_kwh =
+--              remaining_kwh x taper_factor (session_plan_targets), the energy at the rate the EV takes now
 --   urgent   = NOW() is at or past urgent_at, the last instant it can wait: departure less 1.5 times the
 --              time its remaining energy takes at min(device cap, ev_rate_kw, share_kw) (ev_rate_kw: the
 --              rate the EV last showed it charges at, kept while it waits; an EV's acceptance tapers
@@ -118,7 +118,7 @@ rated AS (
         p.site_id,
         p.departure_at,
         p.remaining_kwh,
-        p.taper_factor,
+        o.timed_kwh,
         p.left_s,
         s.price_now,
         COALESCE(s.cheaper_s, 0) AS cheaper_s,
@@ -135,19 +135,19 @@ needs AS (
         CASE
             WHEN rate_kw > 0
                 THEN departure_at
-                    - LEAST(1.5 * remaining_kwh * taper_factor * 3600.0 / rate_kw + 900, 2678400) * INTERVAL '1 second'
+                    - LEAST(1.5 * timed_kwh * 3600.0 / rate_kw + 900, 2678400) * INTERVAL '1 second'
             ELSE departure_at
         END AS urgent_at
     FROM rated
 )
 SELECT
-    session_id, site_id, departure_at, remaining_kwh, taper_factor, left_s, price_now, cheaper_s, share_kw, urgent_at,
+    session_id, site_id, departure_at, remaining_kwh, timed_kwh, left_s, price_now, cheaper_s, share_kw, urgent_at,
     TRUE AS urgent
 FROM needs
 WHERE urgent_at <= NOW()
 UNION ALL
 SELECT
-    session_id, site_id, departure_at, remaining_kwh, taper_factor, left_s, price_now, cheaper_s, share_kw, urgent_at,
+    session_id, site_id, departure_at, remaining_kwh, timed_kwh, left_s, price_now, cheaper_s, share_kw, urgent_at,
     FALSE AS urgent
 FROM needs
 WHERE urgent_at > NOW();
