@@ -22,13 +22,14 @@ __all__ = [
     "PLAN_TAPER_FACTOR",
     "TAPER_FROM_SOC_PCT",
     "TAPER_SLOPE_PER_PCT",
-    "SHORT_WEIGHT",
+    "NEED_KW_MIN",
     "URGENT_WEIGHT",
     "PlanNeed",
     "plan_at_risk",
     "plan_cap",
     "own_laxity",
     "plan_needs",
+    "need_kw",
     "plan_weight",
     "taper_factor",
 ]
@@ -51,10 +52,9 @@ URGENT_WEIGHT = 1000.0
 """A session whose plan is at risk (:func:`plan_at_risk`) fills with its weight times this: under a breaker
 that binds it rises a thousand times faster than the sessions that can wait, so it takes the headroom
 first, up to its cap, and they share what it leaves (session_limits.sql)."""
-SHORT_WEIGHT = 1_000_000.0
-"""... and one whose need cannot be met even at its own rate (:func:`own_laxity` below 0) fills with its weight
-times this, ahead of the sessions merely at risk: every minute it spends below its cap is energy it will
-not have at its departure, while they still have time to make up (least laxity first, in two tiers)."""
+NEED_KW_MIN = 1.0
+"""... and times the rate it needs to be met by its departure (:func:`need_kw`, kW), at least this: the
+sessions at risk share the headroom in proportion to the rates they need (session_limits.sql)."""
 MAX_WEIGHT = 1_000_000.0
 """A fill weight is never above this: the levels the fill compares (kW per weight, within 1e-9) stay
 within a milli-kW for any session."""
@@ -235,7 +235,7 @@ def plan_needs(
         )
         for rec, *_ in targets
     }
-    # a need that cannot be met even at the session's own rate fills first (plan_weight): it takes that rate
+    # a need that cannot be met even at the session's own rate is at risk (plan_weight): counted at that rate
     short = {
         rec.session_id
         for rec, _, _, _, remaining, left_s, *_ in targets
@@ -337,13 +337,21 @@ def own_laxity(need: PlanNeed, ruled_cap_kw: float) -> float | None:
     return need.left_s - need.timed_kwh * 3600.0 / rate if rate > 0 else None
 
 
+def need_kw(need: PlanNeed) -> float:
+    """The rate (kW) a planned session needs from now to be met by its departure: its remaining energy as
+    timed (:attr:`PlanNeed.timed_kwh`, kWh) over the seconds left (at least 60), at least
+    :data:`NEED_KW_MIN` (session_limits.sql)."""
+    return max(need.timed_kwh * 3600.0 / max(need.left_s, 60.0), NEED_KW_MIN)
+
+
 def plan_weight(need: PlanNeed, ruled_cap_kw: float, weight: float) -> float:
     """The fill weight of a planned session of record weight ``weight`` (session_limits.sql): times
-    :data:`SHORT_WEIGHT` while its need cannot be met even at its own rate (:func:`own_laxity` below 0), times
-    :data:`URGENT_WEIGHT` while it is at risk (:func:`plan_at_risk`), else as it is; at most
-    :data:`MAX_WEIGHT`."""
+    :data:`URGENT_WEIGHT` and times :func:`need_kw` while it is at risk (:func:`plan_at_risk`), else as it is;
+    at most :data:`MAX_WEIGHT`.
+
+    Under a binding breaker the sessions at risk take the headroom before those that can wait, and share
+    what is above their floors in proportion to the rates they need. A need that cannot be met even at its own rate (:func:`own_laxity` below 0) does not take
+    it all ahead of one that can: that would hold the one that can at its floor until it cannot."""
     if not plan_at_risk(need, ruled_cap_kw):
         return weight
-    laxity = own_laxity(need, ruled_cap_kw)
-    short = laxity is not None and laxity < 0
-    return min(weight * (SHORT_WEIGHT if short else URGENT_WEIGHT), MAX_WEIGHT)
+    return min(weight * URGENT_WEIGHT * need_kw(need), MAX_WEIGHT)

@@ -13,10 +13,12 @@
 --              when shared_laxity_s (seconds to departure minus the time its remaining energy takes at
 --              that rate) is 900 or less, plus half that time for the taper as the battery fills (the factor 1.5 of
 --              session_plan_needs); else its cap is 0 ('plan'), and a plan met is 0 too
---   weight   = the session's fair-share weight, times 1000 while its plan is at risk (urgent, or the laxity
---              rule above), so under a binding breaker it takes the headroom first, up to its cap; times
---              1000000 when laxity_s is below 0 (its need cannot be met even at its own rate: every
---              minute below its cap is lost), ahead of those; never above 1000000
+--   weight   = the session's fair-share weight, times 1000 and times the rate its plan needs (need_kw:
+--              plan_timed_kwh over the seconds to departure, at least 60, in kW, at least 1) while its
+--              plan is at risk (urgent, or the laxity rule above): under a binding breaker the sessions at
+--              risk take the headroom first, and share what is above their floors in proportion to the
+--              rates they need (a need that cannot be met, laxity_s below 0, does not take it all ahead
+--              of one that can); the others share what they leave; never above 1000000
 --   timing   = every time a plan's remaining energy takes below is plan_timed_kwh (session_plan_needs'
 --              timed_kwh: remaining_kwh x the battery's taper_factor, when its SoC and size are known)
 --              over a rate
@@ -184,11 +186,13 @@ SELECT
     voltage_v,
     CASE WHEN override_kw IS NOT NULL THEN 2147483647 ELSE priority END AS priority,
     -- a plan at risk fills first (plan_weight in pipeline/allocation/plans.py): urgent, or laxity within
-    -- 900 s plus the taper's allowance, x 1000; one that cannot be met even at its own rate (laxity_s
-    -- below 0) x 1000000, ahead of those; the others share what they leave; at most 1000000
+    -- 900 s plus the taper's allowance, x 1000 x the rate it needs to be met by its departure (kW, at
+    -- least 1); the others share what they leave; at most 1000000
     CASE
         WHEN override_kw IS NULL AND plan_remaining_kwh > 0 AND plan_at_risk
-            THEN LEAST(weight * CASE WHEN laxity_s < 0 THEN 1000000.0 ELSE 1000.0 END, 1000000.0)
+            THEN LEAST(
+                weight * 1000.0 * GREATEST(plan_timed_kwh * 3600.0 / GREATEST(plan_left_s, 60), 1.0), 1000000.0
+            )
         ELSE weight
     END AS weight,
     started_at,

@@ -13,8 +13,9 @@
 --              from the site's headroom now towards what the building's mean load of the last 24 hours
 --              leaves (site_building_mean: limit in force - mean - fixed load) by the share of a day left
 --              to its departure, so a stay of days does not take the building's daily peak as its own.
---              A session whose need cannot be met even at its own rate (own_kw: its device cap and ev_rate_kw; short) fills first (session_limits'
---              weight and reserve_kw) and takes that rate: the others share what the short ones leave,
+--              A session whose need cannot be met even at its own rate (own_kw: its device cap and
+--              ev_rate_kw; short) is at risk (session_limits' weight and reserve_kw) and is counted at that
+--              rate: the others share what the short ones leave,
 --              headroom less short_kw, and the short ones split the headroom by their own rates. Every
 --              time taken from remaining_kwh here and in session_limits is that of timed_kwh =
 --              remaining_kwh x taper_factor (session_plan_targets), the energy at the rate the EV takes now

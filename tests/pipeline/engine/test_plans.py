@@ -222,7 +222,7 @@ def test_an_ev_that_has_not_shown_its_rate_charges_until_it_does(engine):
     assert (out["a"]["setpoint_kw"], out["a"]["binding"]) == (0.0, "plan")
 
 
-def test_a_need_that_cannot_be_met_fills_ahead_of_one_merely_at_risk(engine):
+def test_a_need_that_cannot_be_met_takes_the_breaker_while_one_that_can_wait_waits(engine):
     """On 20 kW: a needs 30 kWh within the hour (it cannot be met: every minute below its cap is lost), b
     needs 12 kWh within 2.5 h. a takes the whole breaker, as least laxity first would, and b, which counts
     on what a leaves (nothing until a leaves, then 20 kW: 36 min of its 1.5 h), waits. With 30 kW, b's
@@ -237,6 +237,23 @@ def test_a_need_that_cannot_be_met_fills_ahead_of_one_merely_at_risk(engine):
     assert out["b"]["setpoint_kw"] == pytest.approx(8.0, abs=0.05)
     cols, rows = engine.query("SELECT session_id, share_kw FROM session_plan_needs")
     assert dict(rows)["b"] == pytest.approx(8.0, abs=0.01)
+
+
+def test_sessions_at_risk_share_the_breaker_in_proportion_to_the_rates_they_need(engine):
+    """On 24 kW: a needs 30 kWh within the hour (29.75 kW over the 3630 s from its reading: more than its 22
+    kW, it cannot be met), b needs 8 kWh within 45 minutes (10.55 kW over 2730 s). Both are at risk: above
+    their 4.14 kW floors they share the room as 29.75 : 10.55, so b, which can still be met, is not held at
+    its floor while a takes the rest (as on the 60 kW replay's evening, where that made EV0013 miss). With
+    room for both needs (33 kW), b gets more than its 10.55 kW."""
+    a = session("a", "CP1", departure_at=NOW + H, energy_needed_kwh=30)
+    b = session("b", "CP2", departure_at=NOW + 0.75 * H, energy_needed_kwh=8)
+    out = run(engine, records(site(24.0), charger("CP1"), charger("CP2"), a, b, prices(0.3, 0.3)))
+    need_a, need_b, above = 30 * 3600 / 3630, 8 * 3600 / 2730, 24.0 - 2 * 4.14
+    assert out["a"]["setpoint_kw"] == pytest.approx(4.14 + above * need_a / (need_a + need_b), abs=0.05)  # 15.74
+    assert out["b"]["setpoint_kw"] == pytest.approx(4.14 + above * need_b / (need_a + need_b), abs=0.05)  # 8.26
+    out = run(engine, records(site(33.0), charger("CP1"), charger("CP2"), a, b, prices(0.3, 0.3)))
+    assert out["a"]["setpoint_kw"] == pytest.approx(22.0, abs=0.05)
+    assert out["b"]["setpoint_kw"] == pytest.approx(11.0, abs=0.05)
 
 
 def test_urgency_counts_from_now_not_from_the_last_meter_reading(engine):
