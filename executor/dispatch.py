@@ -354,13 +354,22 @@ class ChargerDispatcher:
             what = f"{label} connector {connector_id}" + (
                 f" {request.limit}{request.unit}" if isinstance(request, ProfileRequest) else ""
             )
-            log.warning(
-                "%s: %s %s: %s %s",
+            # a TxProfile the charger refused as its transaction ended meanwhile (it needs its transaction: OCPP
+            # 1.6 section 3.13.1, 2.0.1 K01.FR.03) is a race, not a fault: INFO
+            ended = (
+                isinstance(request, ProfileRequest)
+                and request.transaction_id is not None
+                and ctx.active_transaction(cp, connector_id) != request.transaction_id
+            )
+            log.log(
+                logging.INFO if ended else logging.WARNING,
+                "%s: %s %s: %s %s%s",
                 cp,
                 action,
                 what,
                 outcome.status,
                 outcome.error or "",
+                " (its transaction has ended)" if ended else "",
                 extra={"charge_point_id": cp, "action": action, "status": outcome.status},
             )
         await self._ack(call, outcome, action, sent_at, None if outcome.status == "Timeout" else now)

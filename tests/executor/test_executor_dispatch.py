@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from ocpp.v16 import call
 
 from pipeline.contracts.topics import TopologyNode, decode
 from pipeline.transport import publish
-from tests.kits.ocpp import at, command, iso, open_charge_point, wait_for
+from tests.kits.ocpp import T0, at, command, iso, open_charge_point, wait_for
 
 COMMANDS = "ocpp.setpoint.commands"
 ACKS = "ocpp.setpoint.acks"
@@ -210,6 +211,23 @@ async def test_rejected_profile_is_retried_and_reported(charge_point, executor, 
         assert cp.tx_profiles == [profile(tx, 11.0)] * 3
         assert executor.stats.calls_by_result == {"Rejected": 1, "CallError": 1, "Accepted": 1}
         assert executor.held_setpoints() == {("CP1", 1): 11.0}
+
+
+async def test_a_profile_rejected_as_its_transaction_ended_is_no_warning(charge_point, transport, caplog):
+    """The charger ends the transaction while the TxProfile for it is in flight, and rejects it (OCPP 1.6
+    section 3.13.1: a TxProfile needs its transaction): a race, not a fault, so INFO, not WARNING."""
+    caplog.set_level(logging.INFO, logger="executor")
+    async with charge_point() as cp:
+        tx = await cp.start_tx()
+        cp.statuses, cp.delays = ["Rejected"], [0.3]
+        await publish(transport, COMMANDS, command(tx=tx, setpoint_a=11.0))
+        await wait_for(cp.in_handler.is_set, what="the profile in flight")
+        await cp.call(call.StopTransaction(transaction_id=tx, meter_stop=2000, timestamp=iso(T0)))
+        await wait_for(lambda: acks(transport), what="its ack")
+        assert acks(transport)[0].status == "Rejected"
+        rejected = [r for r in caplog.records if "Rejected" in r.getMessage()]
+        assert rejected and all(r.levelno == logging.INFO for r in rejected)
+        assert "its transaction has ended" in rejected[0].getMessage()
 
 
 async def test_timeout_is_reported_and_retried(make_executor, transport):
