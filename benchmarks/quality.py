@@ -10,9 +10,11 @@ resolution with perfect foresight (scipy's HiGHS):
    the DR window) minus the building load, and, when the breaker has a rating per phase, every phase's
    current stays within it; no session gets more than it asked for.
 2. **minimum cost for that energy**: the same constraints, at least that energy, priced at the day-ahead
-   price of each minute. Solved twice: for the optimum's energy, and for the energy the controller
+   price of each minute. Solved three times: for the optimum's energy, for the energy the controller
    delivered (so the controller's cost per kWh is set beside the cheapest way to deliver what it
-   delivered).
+   delivered), and for exactly what the controller delivered to each session (:func:`min_cost_each`: the
+   price of the timing alone, where the second may also move energy to sessions plugged in at cheaper
+   hours, leaving a need the controller met unmet).
 
 Each scenario runs twice in one run: without plans (the loop knows nothing of departures or needs) and with
 plans known (``pipeline replay --plans``: each driver publishes a ``session.plans`` record at plug-in with
@@ -311,6 +313,19 @@ def min_cost(p: LpProblem, energy_kwh: float, lp: dict | None = None) -> LpResul
     return _result(p, lp, x)
 
 
+def min_cost_each(p: LpProblem, session_kwh: list[float]) -> LpResult:
+    """The cheapest schedule within the constraints of :func:`build_lp` that gives each session exactly
+    ``session_kwh[i]`` (kWh, in ``p.sessions``' order; at most its need): the price of the timing alone,
+    with the choice of whom to serve fixed. Each session's need is set to its energy and the total
+    required, so none can take another's share. RuntimeError when no schedule delivers it."""
+    from dataclasses import replace
+
+    fixed = replace(
+        p, sessions=[replace(s, need_kwh=min(s.need_kwh, kwh)) for s, kwh in zip(p.sessions, session_kwh, strict=True)]
+    )
+    return min_cost(fixed, sum(s.need_kwh for s in fixed.sessions))
+
+
 # ------------------------------------------------------------------------------------------ the replay side
 
 
@@ -491,6 +506,7 @@ def measure(scenario: dict, plans: bool = False) -> dict:
     drawn_kwh, drawn_eur = replay_cost(series, summary)
     delivered = summary["energy_delivered_kwh"]
     cheapest_same = min_cost(problem, min(delivered, best.energy_kwh), lp)
+    cheapest_each = min_cost_each(problem, [v["energy_delivered_kwh"] for v in summary["session_results"]])
     fill, floored = waterfill(problem), waterfill(problem, floors=True)
     lp_s = time.perf_counter() - started
     over_a = summary.get("seconds_over_limit_a") or {}
@@ -522,6 +538,9 @@ def measure(scenario: dict, plans: bool = False) -> dict:
         "eur_per_kwh": round(drawn_eur / drawn_kwh, 4) if drawn_kwh else None,
         "optimum_eur_per_kwh_same_energy": round(cheapest_same.cost_eur / cheapest_same.energy_kwh, 4)
         if cheapest_same.energy_kwh
+        else None,
+        "optimum_eur_per_kwh_same_sessions": round(cheapest_each.cost_eur / cheapest_each.energy_kwh, 4)
+        if cheapest_each.energy_kwh
         else None,
         "optimum_eur_per_kwh_max_energy": round(cheapest_best.cost_eur / cheapest_best.energy_kwh, 4)
         if cheapest_best.energy_kwh
@@ -645,7 +664,7 @@ def markdown(result: dict) -> str:
     """The README's table of a run's ``result`` (the ``quality`` entry of the JSON file)."""
     lines = [
         "| scenario | plans | sessions (turned away) | delivered / optimum, kWh | % of optimum (water-fill: no floors, floors) | unmet, kWh (worst session) | "
-        "optimum unmet, kWh | met by departure (of those the optimum meets) | ct/kWh (cheapest for that energy) | "
+        "optimum unmet, kWh | met by departure (of those the optimum meets) | ct/kWh (cheapest for that energy; for each session's) | "
         "s over breaker / limit in force / per phase (L1, L2, L3) | peak, kW (optimum) | "
         "setpoint-min above draw + margin |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -660,12 +679,17 @@ def markdown(result: dict) -> str:
         )
         minutes = r.get("setpoint_minutes_above_draw")
         excess = "-" if minutes is None else f"{minutes:g}"
+        each = (
+            ""
+            if r.get("optimum_eur_per_kwh_same_sessions") is None
+            else f"; {100 * r['optimum_eur_per_kwh_same_sessions']:.2f}"
+        )
         lines.append(
             f"| {r['scenario']} | {'known' if r.get('plans') else 'none'} | {r['sessions']} ({r.get('evs_turned_away', 0)}) | "
             f"{r['delivered_kwh']:.1f} / {r['optimum_kwh']:.1f} | "
             f"{r['energy_pct_of_optimum']:.1f} % ({_pct_text(r.get('waterfill_pct_of_optimum'))}, {_pct_text(r.get('waterfill_floors_pct_of_optimum'))}) | {r['unmet_kwh']:.1f} ({r['worst_unmet_kwh']:.1f}) | "
             f"{r['optimum_unmet_kwh']:.1f} | {met} | "
-            f"{100 * r['eur_per_kwh']:.2f} ({100 * r['optimum_eur_per_kwh_same_energy']:.2f}) | "
+            f"{100 * r['eur_per_kwh']:.2f} ({100 * r['optimum_eur_per_kwh_same_energy']:.2f}{each}) | "
             f"{r['seconds_over_breaker']:g} / {r['seconds_over_limit_in_force']:g} / {phases} | "
             f"{r['peak_kw']:.1f} ({r['optimum_peak_kw']:.1f}) | {excess} |"
         )

@@ -350,8 +350,9 @@ def plan_weight(need: PlanNeed, ruled_cap_kw: float, weight: float) -> float:
     at most :data:`MAX_WEIGHT`.
 
     Under a binding breaker the sessions at risk take the headroom before those that can wait, and share
-    what is above their floors in proportion to the rates they need. A need that cannot be met even at its own rate (:func:`own_laxity` below 0) does not take
-    it all ahead of one that can: that would hold the one that can at its floor until it cannot."""
+    what is above their floors in proportion to the rates they need. A need that cannot be met even at its
+    own rate (:func:`own_laxity` below 0) does not take it all ahead of one that can: that would hold the
+    one that can at its floor until it cannot."""
     if not plan_at_risk(need, ruled_cap_kw):
         return weight
     return min(weight * URGENT_WEIGHT * need_kw(need), MAX_WEIGHT)

@@ -236,6 +236,21 @@ def test_a_need_the_optimum_credits_beyond_what_the_ev_takes_alone_is_not_delive
     }
 
 
+def test_the_cheapest_schedule_for_each_sessions_energy_prices_the_timing_alone():
+    """a is plugged in for the cheap first hour and the dear second, b only for the dear second; each got 5
+    kWh. For the same 10 kWh in all, the cheapest schedule gives a 10 kWh in the cheap hour and b nothing;
+    for each session's 5 kWh, b's must be bought in the dear hour."""
+    from benchmarks.quality import min_cost_each
+
+    a, b = LpSession(0, 120, need_kwh=10.0, max_kw=11.0), LpSession(60, 120, need_kwh=10.0, max_kw=11.0)
+    problem = LpProblem([a, b], [100.0] * 120, [0.0] * 120, [0.1] * 60 + [0.3] * 60)
+    same_total = min_cost(problem, 10.0)
+    assert same_total.cost_eur == pytest.approx(1.0, rel=1e-4)
+    each = min_cost_each(problem, [5.0, 5.0])
+    assert each.session_kwh == pytest.approx([5.0, 5.0], abs=1e-4)
+    assert each.cost_eur == pytest.approx(0.5 + 1.5, rel=1e-4)
+
+
 def test_an_ev_that_tapers_as_its_battery_fills_bounds_the_optimum_as_it_bounds_the_simulated_ev():
     """50 kWh at 70 %, 11 kW, an hour: 5 kWh at full power to 80 %, then dE/dt = 11 - 0.935 E (kW, E above
     80 %, in kWh and hours), 9.70 kWh in all; without the taper the optimum would take 11 kWh."""
