@@ -156,8 +156,9 @@ def plan_needs(
     energy over what the site's planned sessions leaving no later than it (itself and those leaving with it
     included) still need, the rate earliest-deadline-first can give it (None without headroom, or
     with nothing remaining); a session whose need cannot be met even at its own rate (device cap and
-    EV rate) fills first, so it counts on that rate (the short ones split the headroom by it when it is
-    less than their sum) and the others count on what the short ones leave, needed without them.
+    EV rate) is at risk (:func:`plan_weight`) and counts on that rate (the short ones split the headroom by
+    it when it is less than their sum), and the others count on what the short ones leave, needed without
+    them.
     ``device_cap(record)`` is the session's cap before rules and plans (kW, the reference's
     :func:`~pipeline.allocation.reference.device_cap`; its rating without it). The headroom a session
     counts on is not the headroom now alone: it moves towards ``typical[site]`` (kW, what the building's
