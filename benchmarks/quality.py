@@ -474,9 +474,10 @@ def _pct(part: int, whole: int) -> float | None:
     return round(100.0 * part / whole, 1) if whole else None
 
 
-def measure(scenario: dict, plans: bool = False) -> dict:
-    """Run one scenario's replay (with ``plans``: each driver's plan published at plug-in) and its LPs;
-    returns its row (see the module docstring)."""
+def measure(scenario: dict, plans: bool = False, prices_known: bool = False) -> dict:
+    """Run one scenario's replay (with ``plans``: each driver's plan published at plug-in; with
+    ``prices_known``: every day's prices at its start, not a day ahead) and its LPs; returns its row (see
+    the module docstring)."""
     import logging
     import time
 
@@ -495,6 +496,7 @@ def measure(scenario: dict, plans: bool = False) -> dict:
         chargers=scenario.get("chargers", 10),
         plans=plans,
         drain=scenario.get("drain", False),
+        prices_known=prices_known,
     )
     series = ReplaySeries()
     summary = asyncio.run(run_replay(options, series=series))
@@ -514,6 +516,7 @@ def measure(scenario: dict, plans: bool = False) -> dict:
     return {
         "scenario": scenario["name"],
         "plans": plans,
+        "prices_known": prices_known,
         **met,
         "met_pct": _pct(met["sessions_met"], met["sessions_left"]),
         "met_of_optimum_met_pct": _pct(met["sessions_met_of_optimum_met"], met["optimum_sessions_met"]),
@@ -699,8 +702,9 @@ def markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.quality [--quick] [--long] [--json FILE]`` runs it;
     ``python -m benchmarks.quality --markdown FILE`` prints the README's table from a run's JSON;
-    ``python -m benchmarks.quality --scenario NAME [--plans]`` runs one scenario in one mode and prints its
-    row as JSON."""
+    ``python -m benchmarks.quality --scenario NAME [--plans] [--prices-known]`` runs one scenario in one
+    mode and prints its row as JSON (``--prices-known``: every price published at the replay's start, the
+    yardstick that tells what the day-ahead horizon costs from what the plan rules cost)."""
     import json
     import sys
     from pathlib import Path
@@ -711,13 +715,15 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--markdown"] and len(argv) == 2:
         print(markdown(json.loads(Path(argv[1]).read_text())["results"]["quality"]), end="")
         return 0
-    if argv[:1] == ["--scenario"] and len(argv) in (2, 3):
+    if argv[:1] == ["--scenario"] and len(argv) >= 2:
         found = [s for s in SCENARIOS + LONG_SCENARIOS if s["name"] == argv[1]]
-        if not found or argv[2:] not in ([], ["--plans"]):
+        flags = argv[2:]
+        if not found or len(set(flags)) != len(flags) or not set(flags) <= {"--plans", "--prices-known"}:
             names = ", ".join(str(s["name"]) for s in SCENARIOS + LONG_SCENARIOS)
-            print(f"usage: --scenario NAME [--plans], NAME one of: {names}", file=sys.stderr)
+            print(f"usage: --scenario NAME [--plans] [--prices-known], NAME one of: {names}", file=sys.stderr)
             return 2
-        print(json.dumps(measure(found[0], plans=argv[2:] == ["--plans"]), indent=2))
+        row = measure(found[0], plans="--plans" in flags, prices_known="--prices-known" in flags)
+        print(json.dumps(row, indent=2))
         return 0
     return run_all(["quality", *argv])
 

@@ -61,6 +61,13 @@ __all__ = ["replay"]
     "at the latest) and energy need",
 )
 @click.option(
+    "--prices-known/--day-ahead",
+    default=False,
+    show_default=True,
+    help="publish every day's prices at the start (a yardstick: what the day-ahead horizon costs plans); "
+    "default: each day's at 13:00 local the day before, as the EPEX SPOT auction publishes them",
+)
+@click.option(
     "--rotate-phases/--no-rotate-phases",
     default=True,
     show_default=True,
@@ -90,6 +97,7 @@ def replay(
     seed,
     drain,
     plans,
+    prices_known,
     rotate_phases,
     json_path,
     report_dir,
@@ -133,6 +141,7 @@ def replay(
         plans=plans,
         drain=drain,
         rotate_phases=rotate_phases,
+        prices_known=prices_known,
     )
     series = ReplaySeries()
     with replay_progress() as progress:

@@ -108,6 +108,7 @@ class ReplayOptions:
     plans: bool = False  # each driver publishes its departure and need on session.plans at plug-in
     drain: bool = False  # run on past the last day (no new EVs) until every EV has left, at most a day
     rotate_phases: bool = True  # charger i wired RST, STR, TRS in turn (see WIRING); False: every one RST
+    prices_known: bool = False  # every day's prices at the start, not a day ahead (a yardstick, not a market)
 
 
 WIRING: tuple[PhaseRotation, ...] = ("RST", "STR", "TRS")
@@ -197,7 +198,7 @@ async def run_replay(
             clock.hold()
             session_ended.set()
 
-    releases = day_ahead_releases(o.site_id, o.day, data_days)
+    releases = price_releases(o, data_days)
     await _publish_prices(transport, series, releases[0][1])
     if o.dr_event:
         for d in range(o.days):
@@ -409,6 +410,18 @@ async def run_replay(
         clock.release()
         await asyncio.gather(*(cp.stop() for cp in chargers), return_exceptions=True)
         await loop.stop()
+
+
+def price_releases(o: ReplayOptions, days: int) -> list[tuple[datetime, list[PriceSignal]]]:
+    """When the replay publishes ``days`` days of prices from ``o.day``: ``[(at UTC, signals)]`` in time
+    order. By default as the market does (:func:`~pipeline.replay.data.day_ahead_releases`: each day's curve
+    at 13:00 local the day before); with ``o.prices_known`` all of them at the replay's start, a yardstick
+    that tells what the day-ahead horizon costs a plan from what its rules cost (``benchmarks quality
+    --scenario NAME --plans --prices-known``)."""
+    releases = day_ahead_releases(o.site_id, o.day, days)
+    if o.prices_known:
+        return [(releases[0][0], [s for _, signals in releases for s in signals])]
+    return releases
 
 
 async def _publish_prices(transport: MemoryTransport, series: ReplaySeries, prices: list[PriceSignal]) -> None:

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from pipeline.contracts.clock import SimClock
-from pipeline.replay.driver import ReplayOptions, replay_config, run_replay
+from pipeline.replay.driver import ReplayOptions, price_releases, replay_config, run_replay
 from pipeline.replay.meter import SetpointExcess, SiteMeter, grid_phases
 from pipeline.replay.series import ReplaySeries
 from pipeline.replay.settle import run_clock_to
@@ -126,6 +126,17 @@ def test_the_breaker_rating_per_phase_goes_on_the_sites_topology_node():
     assert [(n.kind, n.limit_a) for n in nodes if n.kind == "site"] == [("site", 145.0)]
     assert all(n.limit_a is None for n in nodes if n.kind == "charger")
     assert all(n.limit_a is None for n in replay_config(ReplayOptions()).topology())
+
+
+def test_prices_come_a_day_ahead_unless_every_price_is_known_from_the_start():
+    """By default each day's curve at 13:00 local (11:00 UTC in June) the day before, the first at the
+    start; ``prices_known`` (a yardstick) publishes both days' 48 hours at the start."""
+    start = datetime(2024, 6, 2, 22, tzinfo=UTC)  # local midnight of 3 June (CEST)
+    market = price_releases(ReplayOptions(day=date(2024, 6, 3)), 2)
+    assert [(at, len(signals)) for at, signals in market] == [(start, 24), (datetime(2024, 6, 3, 11, tzinfo=UTC), 24)]
+    known = price_releases(ReplayOptions(day=date(2024, 6, 3), prices_known=True), 2)
+    assert [(at, len(signals)) for at, signals in known] == [(start, 48)]
+    assert known[0][1] == market[0][1] + market[1][1]
 
 
 async def test_the_clock_lands_on_an_event_exactly_or_stops_where_a_session_end_woke_it():
