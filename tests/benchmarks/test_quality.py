@@ -262,3 +262,15 @@ def test_an_ev_that_tapers_as_its_battery_fills_bounds_the_optimum_as_it_bounds_
     assert 9.70 <= energy < 9.80  # the minute's SoC is taken at its start: a hair above the exact 9.70
     cheapest = min_cost(LpProblem([tapered], [100.0] * 60, [0.0] * 60, [0.1] * 60), energy)
     assert cheapest.energy_kwh == pytest.approx(energy, rel=1e-5)
+
+
+def test_one_scenario_takes_plans_and_prices_known_and_nothing_else(capsys):
+    from benchmarks.quality import main
+
+    for argv in (
+        ["--scenario", "no such day"],
+        ["--scenario", "60 kW breaker", "--plans", "--plans"],
+        ["--scenario", "60 kW breaker", "--prices-known", "--forecast"],
+    ):
+        assert main(argv) == 2
+        assert capsys.readouterr().err.startswith("usage: --scenario NAME [--plans] [--prices-known], NAME one of:")
