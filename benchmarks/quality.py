@@ -419,7 +419,7 @@ def ev_alone_kwh(visit: dict) -> float | None:
     a convex program cannot hold a step function), so for a stop of an hour or less near full it may credit
     a need the EV itself cannot take in time; this is the bound that settles whether it can."""
     from pipeline.sim.ev import taper_fraction
-    from pipeline.sim.session import TAPER_STEP_PCT
+    from pipeline.sim.session import TAPER_STEP_PCT, taper_step_top_pct
 
     if "battery_kwh" not in visit:
         return None
@@ -433,7 +433,7 @@ def ev_alone_kwh(visit: dict) -> float | None:
         if soc < start:
             top, kw = start, visit["max_power_kw"]
         else:
-            top = min(100.0, start + (math.floor((soc - start) / TAPER_STEP_PCT + 1e-9) + 1) * TAPER_STEP_PCT)
+            top = taper_step_top_pct(start, math.floor((soc - start) / TAPER_STEP_PCT + 1e-9))
             kw = min(visit["max_power_kw"], visit["ev_max_ac_kw"] * taper_fraction(top, start, end))
         step_kwh = min((top - soc) * battery / 100.0, need - kwh, kw * left_s / 3600.0)
         kwh += step_kwh

@@ -425,8 +425,8 @@ def price_releases(o: ReplayOptions, days: int) -> list[tuple[datetime, list[Pri
 
 
 async def _publish_prices(transport: MemoryTransport, series: ReplaySeries, prices: list[PriceSignal]) -> None:
-    """One day-ahead release: every hour of the next day on ``tariff.price.signals`` at once, ahead of the
-    hours it prices (the engine keeps every future slot: ``price_slots``)."""
+    """One release of :func:`price_releases`: its hours on ``tariff.price.signals`` at once, ahead of the
+    hours they price (the engine keeps every future slot: ``price_slots``)."""
     for signal in prices:
         series.add_price(signal)
         await publish(transport, PRICE_SIGNALS, signal)

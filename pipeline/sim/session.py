@@ -85,6 +85,13 @@ TAPER_STEP_PCT: Final = 1.0
 """The SoC step (percent) over which an EV's tapering acceptance is held constant."""
 
 
+def taper_step_top_pct(taper_from_pct: float, band: int) -> float:
+    """The SoC (percent, at most 100) at which taper step ``band`` ends: step k spans [taper_from_pct + k,
+    taper_from_pct + k + 1) in :data:`TAPER_STEP_PCT` steps; the EV takes the taper at this top for the
+    whole step."""
+    return min(100.0, taper_from_pct + (band + 1) * TAPER_STEP_PCT)
+
+
 @dataclass
 class Session:
     """A running transaction. Energies in Wh; ``lag_s`` (clock seconds) is how long its EV takes to follow a
@@ -116,7 +123,7 @@ class Session:
     def band_end_wh(self) -> float:
         """The session energy (Wh) at which the present taper step ends; infinite in the last one (the
         session ends at full)."""
-        top = self.ev.taper_from_pct + (self.band + 1) * TAPER_STEP_PCT
+        top = taper_step_top_pct(self.ev.taper_from_pct, self.band)
         if top >= 100.0:
             return math.inf
         return (top - self.ev.arrival_soc_pct) * self.ev.battery_kwh * 10.0
@@ -126,7 +133,7 @@ class Session:
         at the step's top (so it never takes more than the linear taper allows)."""
         if self.band < 0:
             return self.ev.max_current_a
-        top = min(100.0, self.ev.taper_from_pct + (self.band + 1) * TAPER_STEP_PCT)
+        top = taper_step_top_pct(self.ev.taper_from_pct, self.band)
         return self.ev.max_current_a * self.ev.taper_fraction(top)
 
     def summary(self, connector_id: int) -> SessionSummary:
